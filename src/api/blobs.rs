@@ -1,0 +1,117 @@
+//! `GET`/`HEAD`/`DELETE /v2/<name>/blobs/<digest>`, with single `Range` requests.
+
+use super::body;
+use super::errors::{ApiError, ErrorCode};
+use super::{empty_response, header_str, set_header, ApiResult, AppState};
+use crate::registry::{Digest, RepositoryName};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+/// A satisfiable byte range `[start, end]` (inclusive) of a blob of `size` bytes.
+#[derive(Debug, PartialEq)]
+enum RangeRequest {
+    Full,
+    Part(u64, u64),
+    Unsatisfiable,
+}
+
+fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
+    let Some(h) = header else { return RangeRequest::Full };
+    let Some(spec) = h.trim().strip_prefix("bytes=") else { return RangeRequest::Full };
+    if spec.contains(',') {
+        // Multiple ranges: serving the whole blob is allowed and simpler for clients.
+        return RangeRequest::Full;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else { return RangeRequest::Full };
+    let (a, b) = (a.trim(), b.trim());
+    if a.is_empty() {
+        // Suffix: the last N bytes.
+        return match b.parse::<u64>() {
+            Ok(0) | Err(_) => RangeRequest::Unsatisfiable,
+            Ok(n) if size == 0 => {
+                let _ = n;
+                RangeRequest::Unsatisfiable
+            }
+            Ok(n) => RangeRequest::Part(size.saturating_sub(n), size - 1),
+        };
+    }
+    let Ok(start) = a.parse::<u64>() else { return RangeRequest::Full };
+    if start >= size {
+        return RangeRequest::Unsatisfiable;
+    }
+    let end = if b.is_empty() {
+        size - 1
+    } else {
+        match b.parse::<u64>() {
+            Ok(e) if e >= start => e.min(size - 1),
+            _ => return RangeRequest::Unsatisfiable,
+        }
+    };
+    RangeRequest::Part(start, end)
+}
+
+pub async fn get(state: &AppState, req: &Request<Incoming>, name: &RepositoryName, digest: &Digest) -> ApiResult {
+    let head = req.method() == Method::HEAD;
+    let etag = format!("\"{digest}\"");
+    let size = state.registry.blob_size(name, digest).await?;
+    if header_str(req, http::header::IF_NONE_MATCH).is_some_and(|v| v.split(',').any(|t| t.trim() == etag)) {
+        let mut r = empty_response(StatusCode::NOT_MODIFIED);
+        set_header(&mut r, "etag", &etag);
+        set_header(&mut r, "docker-content-digest", &digest.to_string());
+        return Ok(r);
+    }
+    let range = parse_range(header_str(req, http::header::RANGE), size);
+    let (status, start, len) = match range {
+        RangeRequest::Full => (StatusCode::OK, 0, size),
+        RangeRequest::Part(s, e) => (StatusCode::PARTIAL_CONTENT, s, e - s + 1),
+        RangeRequest::Unsatisfiable => {
+            return Err(ApiError::new(ErrorCode::RangeInvalid)
+                .with_message(format!("requested range not satisfiable: the blob has {size} bytes"))
+                .with_header("content-range", format!("bytes */{size}")));
+        }
+    };
+    let body = if head || len == 0 {
+        body::empty()
+    } else {
+        let (reader, _) = state.registry.open_blob(name, digest, start).await?;
+        body::stream(reader, len)
+    };
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(http::header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("max-age=31536000"));
+    if status == StatusCode::PARTIAL_CONTENT {
+        set_header(&mut r, "content-range", &format!("bytes {start}-{}/{size}", start + len - 1));
+    }
+    set_header(&mut r, "etag", &etag);
+    set_header(&mut r, "docker-content-digest", &digest.to_string());
+    Ok(r)
+}
+
+pub async fn delete(state: &AppState, name: &RepositoryName, digest: &Digest) -> ApiResult {
+    state.registry.delete_blob(name, digest).await?;
+    let mut r = empty_response(StatusCode::ACCEPTED);
+    set_header(&mut r, "docker-content-digest", &digest.to_string());
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range(None, 10), RangeRequest::Full);
+        assert_eq!(parse_range(Some("bytes=0-4"), 10), RangeRequest::Part(0, 4));
+        assert_eq!(parse_range(Some("bytes=5-"), 10), RangeRequest::Part(5, 9));
+        assert_eq!(parse_range(Some("bytes=-3"), 10), RangeRequest::Part(7, 9));
+        assert_eq!(parse_range(Some("bytes=8-100"), 10), RangeRequest::Part(8, 9));
+        assert_eq!(parse_range(Some("bytes=10-"), 10), RangeRequest::Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=5-2"), 10), RangeRequest::Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=0-1,3-4"), 10), RangeRequest::Full);
+        assert_eq!(parse_range(Some("items=0-1"), 10), RangeRequest::Full);
+    }
+}

@@ -1,0 +1,104 @@
+//! `GET`/`HEAD`/`PUT`/`DELETE /v2/<name>/manifests/<reference>`.
+
+use super::body;
+use super::errors::{ApiError, ErrorCode};
+use super::{empty_response, header_str, set_header, ApiResult, AppState};
+use crate::registry::manifest::{self, MAX_MANIFEST_BYTES};
+use crate::registry::{Reference, RegistryError, RepositoryName};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+/// Media types the client says it accepts, parameters stripped; empty means anything.
+fn accepted_types(req: &Request<Incoming>) -> Vec<String> {
+    req.headers()
+        .get_all(http::header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+fn accepts(accept: &[String], media_type: &str) -> bool {
+    accept.is_empty()
+        || accept.iter().any(|a| a == "*/*" || a == "application/*" || a == media_type)
+}
+
+pub async fn get(state: &AppState, req: &Request<Incoming>, name: &RepositoryName, reference: &Reference) -> ApiResult {
+    let head = req.method() == Method::HEAD;
+    let mut m = state.registry.get_manifest(name, reference).await?;
+    let accept = accepted_types(req);
+    let is_index = m.media_type == manifest::OCI_INDEX || m.media_type == manifest::DOCKER_LIST;
+    if is_index && !accepts(&accept, &m.media_type) {
+        // A client that cannot read an index gets the linux/amd64 image, as distribution does.
+        if let Some(child) = default_platform(&m.bytes) {
+            if let Ok(c) = state.registry.get_manifest(name, &Reference::Digest(child)).await {
+                if accepts(&accept, &c.media_type) {
+                    m = c;
+                }
+            }
+        }
+    }
+    let etag = format!("\"{}\"", m.digest);
+    if header_str(req, http::header::IF_NONE_MATCH).is_some_and(|v| v.split(',').any(|t| t.trim() == etag)) {
+        let mut r = empty_response(StatusCode::NOT_MODIFIED);
+        set_header(&mut r, "etag", &etag);
+        set_header(&mut r, "docker-content-digest", &m.digest.to_string());
+        return Ok(r);
+    }
+    let len = m.bytes.len();
+    let mut r = Response::new(if head { body::empty() } else { body::full(m.bytes) });
+    r.headers_mut().insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
+    set_header(&mut r, "content-type", &m.media_type);
+    set_header(&mut r, "docker-content-digest", &m.digest.to_string());
+    set_header(&mut r, "etag", &etag);
+    Ok(r)
+}
+
+/// The linux/amd64 entry of an index, if any.
+fn default_platform(bytes: &[u8]) -> Option<crate::registry::Digest> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    v.get("manifests")?.as_array()?.iter().find_map(|m| {
+        let p = m.get("platform")?;
+        if p.get("os")?.as_str()? == "linux" && p.get("architecture")?.as_str()? == "amd64" {
+            m.get("digest")?.as_str()?.parse().ok()
+        } else {
+            None
+        }
+    })
+}
+
+pub async fn put(state: &AppState, req: Request<Incoming>, name: &RepositoryName, reference: &Reference) -> ApiResult {
+    let content_type = header_str(&req, http::header::CONTENT_TYPE)
+        .map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    if let Some(len) = header_str(&req, http::header::CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok()) {
+        if len > MAX_MANIFEST_BYTES {
+            return Err(RegistryError::ManifestTooLarge.into());
+        }
+    }
+    let bytes = match Limited::new(req.into_body(), MAX_MANIFEST_BYTES as usize).collect().await {
+        Ok(c) => c.to_bytes(),
+        Err(e) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                return Err(RegistryError::ManifestTooLarge.into());
+            }
+            return Err(ApiError::new(ErrorCode::ManifestInvalid).with_message(format!("request body failed: {e}")));
+        }
+    };
+    let put = state.registry.put_manifest(name, reference, &content_type, bytes).await?;
+    let mut r = empty_response(StatusCode::CREATED);
+    set_header(&mut r, "location", &format!("/v2/{name}/manifests/{}", put.digest));
+    set_header(&mut r, "docker-content-digest", &put.digest.to_string());
+    if let Some(s) = put.subject {
+        set_header(&mut r, "oci-subject", &s.to_string());
+    }
+    Ok(r)
+}
+
+pub async fn delete(state: &AppState, name: &RepositoryName, reference: &Reference) -> ApiResult {
+    state.registry.delete_manifest(name, reference).await?;
+    Ok(empty_response(StatusCode::ACCEPTED))
+}

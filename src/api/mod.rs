@@ -1,0 +1,267 @@
+//! The HTTP API: the OCI Distribution Spec (Docker Registry HTTP API v2) plus the legacy
+//! `/_ping`, `/v1/_ping`, `/v1/search` and `/` endpoints.
+//!
+//! Each resource has a file with the same shape: parse the request into typed values,
+//! call the registry, render the response. Errors of every layer become [`ApiError`]s and
+//! are rendered one way.
+
+pub mod base;
+pub mod blobs;
+pub mod body;
+pub mod errors;
+pub mod manifests;
+pub mod tags;
+pub mod uploads;
+
+use crate::registry::{Digest, Reference, Registry, RepositoryName};
+use body::Body;
+use errors::{ApiError, ErrorCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What every request handler shares.
+#[derive(Debug)]
+pub struct AppState {
+    pub registry: Registry,
+    /// The legacy `issue` string answered at `GET /`.
+    pub issue: String,
+}
+
+pub type ApiResult = Result<Response<Body>, ApiError>;
+
+/// A parsed route. Names may contain `/`, so routes are recognised from the end of the path.
+#[derive(Debug, PartialEq)]
+enum Route<'a> {
+    Root,
+    Ping,
+    V1Search,
+    Base,
+    Catalog,
+    Tags(&'a str),
+    Manifest(&'a str, &'a str),
+    Blob(&'a str, &'a str),
+    UploadStart(&'a str),
+    Upload(&'a str, &'a str),
+    Referrers(&'a str, &'a str),
+    NotFound,
+}
+
+fn route(path: &str) -> Route<'_> {
+    match path {
+        "/" => return Route::Root,
+        "/_ping" | "/v1/_ping" | "/v1/_ping/" | "/_ping/" => return Route::Ping,
+        "/v1/search" | "/v1/search/" => return Route::V1Search,
+        "/v2" | "/v2/" => return Route::Base,
+        "/v2/_catalog" => return Route::Catalog,
+        _ => {}
+    }
+    let Some(rest) = path.strip_prefix("/v2/") else { return Route::NotFound };
+    if let Some(name) = rest.strip_suffix("/blobs/uploads/").or_else(|| rest.strip_suffix("/blobs/uploads")) {
+        return Route::UploadStart(name);
+    }
+    let Some((head, last)) = rest.rsplit_once('/') else { return Route::NotFound };
+    if let Some(name) = head.strip_suffix("/blobs/uploads") {
+        return Route::Upload(name, last);
+    }
+    if head.ends_with("/tags") && last == "list" {
+        return Route::Tags(&head[..head.len() - 5]);
+    }
+    let Some((name, kind)) = head.rsplit_once('/') else { return Route::NotFound };
+    match kind {
+        "manifests" => Route::Manifest(name, last),
+        "blobs" => Route::Blob(name, last),
+        "referrers" => Route::Referrers(name, last),
+        _ => Route::NotFound,
+    }
+}
+
+pub(crate) fn repo_name(s: &str) -> Result<RepositoryName, ApiError> {
+    s.parse().map_err(|e: crate::registry::names::NameError| {
+        ApiError::new(ErrorCode::NameInvalid)
+            .with_message(e.to_string())
+            .with_detail(json!({"name": crate::registry::names::truncate(s, 300)}))
+    })
+}
+
+pub(crate) fn digest_param(s: &str) -> Result<Digest, ApiError> {
+    s.parse().map_err(|e: crate::registry::digest::DigestError| {
+        ApiError::new(ErrorCode::DigestInvalid).with_message(e.to_string())
+    })
+}
+
+pub(crate) fn reference_param(s: &str) -> Result<Reference, ApiError> {
+    s.parse().map_err(|e| match e {
+        crate::registry::names::ReferenceError::Digest(d) => {
+            ApiError::new(ErrorCode::DigestInvalid).with_message(d.to_string())
+        }
+        crate::registry::names::ReferenceError::Tag(t) => {
+            ApiError::new(ErrorCode::ManifestInvalid).with_message(t.to_string())
+        }
+    })
+}
+
+/// Query parameters, first value wins.
+pub(crate) fn query_param(req: &Request<Incoming>, key: &str) -> Option<String> {
+    let q = req.uri().query()?;
+    form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == key).map(|(_, v)| v.into_owned())
+}
+
+pub(crate) fn header_str<'a>(req: &'a Request<Incoming>, name: impl http::header::AsHeaderName) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+fn method_not_allowed() -> ApiError {
+    ApiError::new(ErrorCode::Unsupported)
+        .with_message("method not allowed on this endpoint")
+}
+
+fn is_write(method: &Method) -> bool {
+    matches!(*method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE)
+}
+
+async fn dispatch(state: &AppState, req: Request<Incoming>) -> ApiResult {
+    let path = req.uri().path().to_owned();
+    let r = route(&path);
+    let method = req.method().clone();
+    if state.registry.options().readonly && is_write(&method) && r != Route::NotFound {
+        return Err(ApiError::new(ErrorCode::Unsupported)
+            .with_message("the registry is in read-only mode for maintenance; writes are refused"));
+    }
+    match r {
+        Route::Root => base::root(state, &method),
+        Route::Ping => base::ping(&method),
+        Route::V1Search => base::search(state, &req).await,
+        Route::Base => base::base(&method),
+        Route::Catalog => tags::catalog(state, &req).await,
+        Route::Tags(name) => tags::list(state, &req, &repo_name(name)?).await,
+        Route::Manifest(name, reference) => {
+            let name = repo_name(name)?;
+            let reference = reference_param(reference)?;
+            match method {
+                Method::GET | Method::HEAD => manifests::get(state, &req, &name, &reference).await,
+                Method::PUT => manifests::put(state, req, &name, &reference).await,
+                Method::DELETE => manifests::delete(state, &name, &reference).await,
+                _ => Err(method_not_allowed()),
+            }
+        }
+        Route::Blob(name, digest) => {
+            let name = repo_name(name)?;
+            let digest = digest_param(digest)?;
+            match method {
+                Method::GET | Method::HEAD => blobs::get(state, &req, &name, &digest).await,
+                Method::DELETE => blobs::delete(state, &name, &digest).await,
+                _ => Err(method_not_allowed()),
+            }
+        }
+        Route::UploadStart(name) => {
+            let name = repo_name(name)?;
+            match method {
+                Method::POST => uploads::start(state, req, &name).await,
+                _ => Err(method_not_allowed()),
+            }
+        }
+        Route::Upload(name, id) => {
+            let name = repo_name(name)?;
+            let id = crate::registry::uploads::parse_upload_id(id)?;
+            match method {
+                Method::GET => uploads::status(state, &name, &id).await,
+                Method::PATCH => uploads::patch(state, req, &name, &id).await,
+                Method::PUT => uploads::finish(state, req, &name, &id).await,
+                Method::DELETE => uploads::cancel(state, &name, &id).await,
+                _ => Err(method_not_allowed()),
+            }
+        }
+        Route::Referrers(name, digest) => {
+            let name = repo_name(name)?;
+            let digest = digest_param(digest)?;
+            match method {
+                Method::GET => tags::referrers(state, &req, &name, &digest).await,
+                _ => Err(method_not_allowed()),
+            }
+        }
+        Route::NotFound => Err(ApiError::new(ErrorCode::Unsupported)
+            .with_status(StatusCode::NOT_FOUND)
+            .with_message("no such endpoint")),
+    }
+}
+
+/// Serves one request: dispatch, render errors, add the common headers, log one line.
+pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, client: SocketAddr) -> Response<Body> {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let head = method == Method::HEAD;
+    let mut resp = match dispatch(&state, req).await {
+        Ok(r) => r,
+        Err(e) => {
+            if e.status.is_server_error() {
+                tracing::warn!(%method, path = %crate::registry::names::truncate(&path, 200), "{}", e.message);
+            }
+            e.into_response(head)
+        }
+    };
+    resp.headers_mut()
+        .insert("docker-distribution-api-version", HeaderValue::from_static("registry/2.0"));
+    let bytes = resp
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    tracing::info!(
+        target: "access",
+        "{client} {method} {} {} {bytes} {:.3}ms",
+        crate::registry::names::truncate(&path, 300),
+        resp.status().as_u16(),
+        start.elapsed().as_secs_f64() * 1000.0
+    );
+    resp
+}
+
+/// A response with no body and the given status.
+pub(crate) fn empty_response(status: StatusCode) -> Response<Body> {
+    let mut r = Response::new(body::empty());
+    *r.status_mut() = status;
+    r.headers_mut().insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    r
+}
+
+/// A JSON document response.
+pub(crate) fn json_response(status: StatusCode, content_type: &'static str, value: &serde_json::Value, head: bool) -> Response<Body> {
+    let text = value.to_string();
+    let len = text.len();
+    let mut r = Response::new(if head { body::empty() } else { body::full(text) });
+    *r.status_mut() = status;
+    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut().insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
+    r
+}
+
+pub(crate) fn set_header(resp: &mut Response<Body>, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        resp.headers_mut().insert(name, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_names_with_slashes_and_keywords() {
+        assert_eq!(route("/v2/"), Route::Base);
+        assert_eq!(route("/v2/a/b/manifests/latest"), Route::Manifest("a/b", "latest"));
+        assert_eq!(route("/v2/x/manifests/manifests/v1"), Route::Manifest("x/manifests", "v1"));
+        assert_eq!(route("/v2/a/blobs/sha256:1"), Route::Blob("a", "sha256:1"));
+        assert_eq!(route("/v2/a/blobs/uploads/"), Route::UploadStart("a"));
+        assert_eq!(route("/v2/a/blobs/uploads/u-1"), Route::Upload("a", "u-1"));
+        assert_eq!(route("/v2/a/tags/list"), Route::Tags("a"));
+        assert_eq!(route("/v2/a/referrers/sha256:1"), Route::Referrers("a", "sha256:1"));
+        assert_eq!(route("/v2/a"), Route::NotFound);
+        assert_eq!(route("/v3/a"), Route::NotFound);
+    }
+}

@@ -1,0 +1,84 @@
+//! Listings: `GET /v2/<name>/tags/list`, `GET /v2/_catalog` (both with `n`/`last`
+//! pagination and a `Link` header), and `GET /v2/<name>/referrers/<digest>`.
+
+use super::errors::{ApiError, ErrorCode};
+use super::{json_response, query_param, set_header, ApiResult, AppState};
+use crate::registry::manifest::OCI_INDEX;
+use crate::registry::{Digest, RepositoryName};
+use http::{Method, Request, StatusCode};
+use hyper::body::Incoming;
+use serde_json::json;
+
+/// One page of a sorted list: entries after `last`, at most `n`; and whether more follow.
+fn paginate(all: Vec<String>, req: &Request<Incoming>) -> Result<(Vec<String>, Option<usize>, bool), ApiError> {
+    let n = match query_param(req, "n") {
+        None => None,
+        Some(v) if v.is_empty() => None,
+        Some(v) => Some(v.parse::<usize>().map_err(|_| {
+            ApiError::new(ErrorCode::PaginationNumberInvalid).with_message(format!("n must be a number, not {:?}", crate::registry::names::truncate(&v, 32)))
+        })?),
+    };
+    let last = query_param(req, "last");
+    let start = match &last {
+        Some(l) => all.partition_point(|x| x.as_str() <= l.as_str()),
+        None => 0,
+    };
+    let rest = all.len() - start;
+    let take = n.unwrap_or(rest).min(rest);
+    let more = take < rest;
+    let page = all.into_iter().skip(start).take(take).collect();
+    Ok((page, n, more))
+}
+
+fn link_header(path: &str, n: Option<usize>, last: &str) -> String {
+    let last_q: String = form_urlencoded::byte_serialize(last.as_bytes()).collect();
+    match n {
+        Some(n) => format!("<{path}?last={last_q}&n={n}>; rel=\"next\""),
+        None => format!("<{path}?last={last_q}>; rel=\"next\""),
+    }
+}
+
+pub async fn list(state: &AppState, req: &Request<Incoming>, name: &RepositoryName) -> ApiResult {
+    let head = req.method() == Method::HEAD;
+    if !(req.method() == Method::GET || head) {
+        return Err(super::method_not_allowed());
+    }
+    let tags = state.registry.tags(name).await?;
+    let (page, n, more) = paginate(tags, req)?;
+    let next = if more { page.last().cloned() } else { None };
+    let mut r = json_response(StatusCode::OK, "application/json", &json!({"name": name.as_str(), "tags": page}), head);
+    if let Some(last) = next {
+        set_header(&mut r, "link", &link_header(&format!("/v2/{name}/tags/list"), n, &last));
+    }
+    Ok(r)
+}
+
+pub async fn catalog(state: &AppState, req: &Request<Incoming>) -> ApiResult {
+    let head = req.method() == Method::HEAD;
+    if !(req.method() == Method::GET || head) {
+        return Err(super::method_not_allowed());
+    }
+    let repos = state.registry.catalog().await?;
+    let (page, n, more) = paginate(repos, req)?;
+    let next = if more { page.last().cloned() } else { None };
+    let mut r = json_response(StatusCode::OK, "application/json", &json!({"repositories": page}), head);
+    if let Some(last) = next {
+        set_header(&mut r, "link", &link_header("/v2/_catalog", n, &last));
+    }
+    Ok(r)
+}
+
+pub async fn referrers(state: &AppState, req: &Request<Incoming>, name: &RepositoryName, subject: &Digest) -> ApiResult {
+    let artifact_type = query_param(req, "artifactType").filter(|a| !a.is_empty());
+    let manifests = state.registry.referrers(name, subject, artifact_type.as_deref()).await?;
+    let mut r = json_response(
+        StatusCode::OK,
+        "application/vnd.oci.image.index.v1+json",
+        &json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}),
+        false,
+    );
+    if artifact_type.is_some() {
+        set_header(&mut r, "oci-filters-applied", "artifactType");
+    }
+    Ok(r)
+}

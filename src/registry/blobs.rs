@@ -1,0 +1,69 @@
+//! Blobs as a repository sees them: a blob is served by a repository only when that
+//! repository links it (`_layers/.../link`) and the content exists in the shared blob store.
+
+use super::{layout, Digest, Registry, RegistryError, RegistryResult, RepositoryName};
+use crate::storage::{BlobReader, StorageError};
+
+impl Registry {
+    /// The size of a blob the repository links, or `BLOB_UNKNOWN`.
+    pub async fn blob_size(&self, repo: &RepositoryName, digest: &Digest) -> RegistryResult<u64> {
+        if !self.exists(&layout::layer_link(repo, digest)?).await? {
+            return Err(RegistryError::BlobUnknown(digest.clone()));
+        }
+        match self.driver.stat(&layout::blob_data(digest)?).await {
+            Ok(info) if !info.is_dir => Ok(info.size),
+            Ok(_) | Err(StorageError::NotFound(_)) => Err(RegistryError::BlobUnknown(digest.clone())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Opens a linked blob at `offset`; returns the stream and the blob's full size.
+    pub async fn open_blob(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        offset: u64,
+    ) -> RegistryResult<(BlobReader, u64)> {
+        if !self.exists(&layout::layer_link(repo, digest)?).await? {
+            return Err(RegistryError::BlobUnknown(digest.clone()));
+        }
+        match self.driver.reader(&layout::blob_data(digest)?, offset).await {
+            Ok(r) => Ok(r),
+            Err(StorageError::NotFound(_)) => Err(RegistryError::BlobUnknown(digest.clone())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Whether the shared store holds this content at all (any repository).
+    pub async fn blob_exists_globally(&self, digest: &Digest) -> RegistryResult<bool> {
+        self.exists(&layout::blob_data(digest)?).await
+    }
+
+    /// Unlinks a blob from a repository. The content stays until garbage collection.
+    pub async fn delete_blob(&self, repo: &RepositoryName, digest: &Digest) -> RegistryResult<()> {
+        self.require_delete()?;
+        let link = layout::layer_link(repo, digest)?;
+        let dir = link.parent().ok_or_else(|| RegistryError::BlobUnknown(digest.clone()))?;
+        if !self.remove(&dir).await? {
+            return Err(RegistryError::BlobUnknown(digest.clone()));
+        }
+        Ok(())
+    }
+
+    /// Cross-repository mount: links `digest` into `repo` when `from` links it. Returns
+    /// false when the blob cannot be mounted (the client then uploads it normally).
+    pub async fn mount_blob(
+        &self,
+        repo: &RepositoryName,
+        from: &RepositoryName,
+        digest: &Digest,
+    ) -> RegistryResult<bool> {
+        match self.blob_size(from, digest).await {
+            Ok(_) => {}
+            Err(RegistryError::BlobUnknown(_)) => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        self.write_link(&layout::layer_link(repo, digest)?, digest).await?;
+        Ok(true)
+    }
+}

@@ -1,0 +1,152 @@
+//! Manifests as stored: the exact bytes in the blob store, a revision link per repository,
+//! tags pointing at revisions, and the referrers index for manifests with a `subject`.
+
+use super::manifest::{self, ManifestError, ParsedManifest, MAX_MANIFEST_BYTES};
+use super::{layout, Digest, Reference, Registry, RegistryError, RegistryResult, RepositoryName, Tag};
+use crate::storage::StorageError;
+use bytes::Bytes;
+
+/// A manifest read back: exactly the bytes pushed.
+#[derive(Debug, Clone)]
+pub struct StoredManifest {
+    pub digest: Digest,
+    pub media_type: String,
+    pub bytes: Bytes,
+}
+
+/// What a successful PUT reports.
+#[derive(Debug, Clone)]
+pub struct PutManifest {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+}
+
+impl Registry {
+    /// Resolves a reference to the digest of a manifest revision in the repository.
+    pub async fn resolve(&self, repo: &RepositoryName, reference: &Reference) -> RegistryResult<Digest> {
+        let digest = match reference {
+            Reference::Tag(tag) => self
+                .read_link(&layout::tag_current_link(repo, tag)?)
+                .await?
+                .ok_or_else(|| RegistryError::ManifestUnknown(reference.to_string()))?,
+            Reference::Digest(d) => d.clone(),
+        };
+        if !self.exists(&layout::revision_link(repo, &digest)?).await? {
+            return Err(RegistryError::ManifestUnknown(reference.to_string()));
+        }
+        Ok(digest)
+    }
+
+    pub async fn get_manifest(&self, repo: &RepositoryName, reference: &Reference) -> RegistryResult<StoredManifest> {
+        let digest = self.resolve(repo, reference).await?;
+        let bytes = self.read_manifest_bytes(&digest).await?.ok_or_else(|| {
+            tracing::warn!(%repo, %digest, "manifest revision links content that is missing");
+            RegistryError::ManifestUnknown(reference.to_string())
+        })?;
+        let media_type = manifest::detect_media_type(&bytes);
+        Ok(StoredManifest { digest, media_type, bytes })
+    }
+
+    async fn read_manifest_bytes(&self, digest: &Digest) -> RegistryResult<Option<Bytes>> {
+        match self.driver.get_content(&layout::blob_data(digest)?, MAX_MANIFEST_BYTES * 4).await {
+            Ok(b) => Ok(Some(b)),
+            Err(StorageError::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Validates and stores a manifest. Everything it references must already be in the
+    /// repository; the tag (if any) is written last, so a reader that sees the tag finds
+    /// the whole image.
+    pub async fn put_manifest(
+        &self,
+        repo: &RepositoryName,
+        reference: &Reference,
+        content_type: &str,
+        bytes: Bytes,
+    ) -> RegistryResult<PutManifest> {
+        if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+            return Err(RegistryError::ManifestTooLarge);
+        }
+        let digest = Digest::of_bytes(&bytes);
+        if let Reference::Digest(d) = reference {
+            if d != &digest {
+                return Err(RegistryError::DigestInvalid(format!(
+                    "the manifest's digest is {digest}, not {d}"
+                )));
+            }
+        }
+        let parsed = manifest::parse(&bytes, content_type).map_err(|e| match e {
+            ManifestError::Invalid(m) | ManifestError::Unsupported(m) => RegistryError::ManifestInvalid(m),
+        })?;
+        self.check_references(repo, &parsed).await?;
+
+        let data = layout::blob_data(&digest)?;
+        if !self.exists(&data).await? {
+            self.driver.put_content(&data, &bytes).await?;
+        }
+        self.write_link(&layout::revision_link(repo, &digest)?, &digest).await?;
+        let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
+        if let Some(s) = &subject {
+            self.write_link(&layout::referrer_link(repo, s, &digest)?, &digest).await?;
+        }
+        if let Reference::Tag(tag) = reference {
+            self.write_link(&layout::tag_index_link(repo, tag, &digest)?, &digest).await?;
+            self.write_link(&layout::tag_current_link(repo, tag)?, &digest).await?;
+        }
+        Ok(PutManifest { digest, subject })
+    }
+
+    async fn check_references(&self, repo: &RepositoryName, parsed: &ParsedManifest) -> RegistryResult<()> {
+        for b in parsed.blobs.iter().filter(|b| !b.external) {
+            match self.blob_size(repo, &b.digest).await {
+                Ok(_) => {}
+                Err(RegistryError::BlobUnknown(d)) => return Err(RegistryError::ManifestBlobUnknown(d)),
+                Err(e) => return Err(e),
+            }
+        }
+        for m in &parsed.manifests {
+            if !self.exists(&layout::revision_link(repo, &m.digest)?).await? {
+                return Err(RegistryError::ManifestBlobUnknown(m.digest.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes a tag (by tag) or a manifest revision and every tag pointing at it (by
+    /// digest). Content stays in the blob store until garbage collection.
+    pub async fn delete_manifest(&self, repo: &RepositoryName, reference: &Reference) -> RegistryResult<()> {
+        self.require_delete()?;
+        match reference {
+            Reference::Tag(tag) => {
+                if !self.remove(&layout::tag_dir(repo, tag)?).await? {
+                    return Err(RegistryError::ManifestUnknown(reference.to_string()));
+                }
+                Ok(())
+            }
+            Reference::Digest(digest) => {
+                if !self.exists(&layout::revision_link(repo, digest)?).await? {
+                    return Err(RegistryError::ManifestUnknown(reference.to_string()));
+                }
+                if let Some(bytes) = self.read_manifest_bytes(digest).await? {
+                    if let Ok(parsed) = manifest::parse(&bytes, "") {
+                        if let Some(s) = parsed.subject {
+                            let link = layout::referrer_link(repo, &s.digest, digest)?;
+                            if let Some(dir) = link.parent() {
+                                self.remove(&dir).await?;
+                            }
+                        }
+                    }
+                }
+                for tag in self.tags(repo).await.unwrap_or_default() {
+                    let Ok(tag) = tag.parse::<Tag>() else { continue };
+                    if self.read_link(&layout::tag_current_link(repo, &tag)?).await?.as_ref() == Some(digest) {
+                        self.remove(&layout::tag_dir(repo, &tag)?).await?;
+                    }
+                }
+                self.remove(&layout::revision_dir(repo, digest)?).await?;
+                Ok(())
+            }
+        }
+    }
+}

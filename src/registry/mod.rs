@@ -1,0 +1,158 @@
+//! The registry's domain: repositories of blobs, manifests and tags, written once against
+//! the [`StorageDriver`] trait. Nothing here knows about HTTP; the `api` layer turns
+//! [`RegistryError`]s into the spec's error codes.
+
+pub mod blobs;
+pub mod digest;
+pub mod layout;
+pub mod manifest;
+pub mod manifests;
+pub mod names;
+pub mod tags;
+pub mod uploads;
+
+use crate::storage::{StorageDriver, StorageError, StoragePath};
+pub use digest::{Digest, DigestHasher};
+pub use names::{Reference, RepositoryName, Tag};
+use std::fmt;
+use std::sync::Arc;
+
+/// Link files hold `sha256:<hex>`; anything much longer is not a link.
+const LINK_LIMIT: u64 = 1024;
+
+#[derive(Debug)]
+pub enum RegistryError {
+    BlobUnknown(Digest),
+    BlobUploadUnknown,
+    BlobUploadInvalid(String),
+    /// A chunk that does not start where the upload ends; answered with 416 and the range
+    /// the registry holds.
+    UploadRangeInvalid { size: u64 },
+    DigestInvalid(String),
+    SizeInvalid(String),
+    ManifestUnknown(String),
+    ManifestInvalid(String),
+    ManifestBlobUnknown(Digest),
+    ManifestTooLarge,
+    NameUnknown(RepositoryName),
+    Unsupported(String),
+    Storage(StorageError),
+}
+
+impl fmt::Display for RegistryError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RegistryError::BlobUnknown(d) => write!(f, "blob unknown to registry: {d}"),
+            RegistryError::BlobUploadUnknown => f.write_str("blob upload unknown to registry"),
+            RegistryError::BlobUploadInvalid(m) => write!(f, "blob upload invalid: {m}"),
+            RegistryError::UploadRangeInvalid { size } => {
+                write!(f, "chunk out of order: the upload holds {size} bytes")
+            }
+            RegistryError::DigestInvalid(m) => write!(f, "provided digest did not match uploaded content: {m}"),
+            RegistryError::SizeInvalid(m) => write!(f, "provided length did not match content length: {m}"),
+            RegistryError::ManifestUnknown(r) => write!(f, "manifest unknown: {r}"),
+            RegistryError::ManifestInvalid(m) => write!(f, "manifest invalid: {m}"),
+            RegistryError::ManifestBlobUnknown(d) => write!(f, "manifest references a blob unknown to this repository: {d}"),
+            RegistryError::ManifestTooLarge => f.write_str("manifest is larger than 4 MiB"),
+            RegistryError::NameUnknown(n) => write!(f, "repository name not known to registry: {n}"),
+            RegistryError::Unsupported(m) => f.write_str(m),
+            RegistryError::Storage(e) => write!(f, "storage: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RegistryError {}
+
+impl From<StorageError> for RegistryError {
+    fn from(e: StorageError) -> Self {
+        RegistryError::Storage(e)
+    }
+}
+
+pub type RegistryResult<T> = Result<T, RegistryError>;
+
+/// Registry-wide switches from the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryOptions {
+    pub delete_enabled: bool,
+    pub readonly: bool,
+}
+
+/// The registry: a storage driver plus the state shared by all requests.
+pub struct Registry {
+    driver: Arc<dyn StorageDriver>,
+    options: RegistryOptions,
+    uploads: uploads::UploadStates,
+}
+
+impl fmt::Debug for Registry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Registry").field("driver", &self.driver).field("options", &self.options).finish()
+    }
+}
+
+impl Registry {
+    pub fn new(driver: Arc<dyn StorageDriver>, options: RegistryOptions) -> Registry {
+        Registry { driver, options, uploads: uploads::UploadStates::default() }
+    }
+
+    pub fn driver(&self) -> &Arc<dyn StorageDriver> {
+        &self.driver
+    }
+
+    pub fn options(&self) -> &RegistryOptions {
+        &self.options
+    }
+
+    fn require_delete(&self) -> RegistryResult<()> {
+        if self.options.delete_enabled {
+            Ok(())
+        } else {
+            Err(RegistryError::Unsupported("The operation is unsupported.".into()))
+        }
+    }
+
+    /// Reads a link file; `None` when it does not exist.
+    async fn read_link(&self, path: &StoragePath) -> RegistryResult<Option<Digest>> {
+        match self.driver.get_content(path, LINK_LIMIT).await {
+            Ok(bytes) => {
+                let text = String::from_utf8_lossy(&bytes);
+                match text.trim().parse::<Digest>() {
+                    Ok(d) => Ok(Some(d)),
+                    Err(e) => {
+                        tracing::warn!(path = %path, "corrupt link file ignored: {e}");
+                        Ok(None)
+                    }
+                }
+            }
+            Err(StorageError::NotFound(_)) => Ok(None),
+            Err(StorageError::TooLarge { .. }) => {
+                tracing::warn!(path = %path, "corrupt link file ignored: too large");
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn write_link(&self, path: &StoragePath, d: &Digest) -> RegistryResult<()> {
+        self.driver.put_content(path, d.to_string().as_bytes()).await?;
+        Ok(())
+    }
+
+    async fn exists(&self, path: &StoragePath) -> RegistryResult<bool> {
+        match self.driver.stat(path).await {
+            Ok(_) => Ok(true),
+            Err(StorageError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes, treating "already gone" as success.
+    async fn remove(&self, path: &StoragePath) -> RegistryResult<bool> {
+        match self.driver.delete(path).await {
+            Ok(()) => Ok(true),
+            Err(StorageError::NotFound(_)) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}

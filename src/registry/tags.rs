@@ -1,0 +1,104 @@
+//! Listings: a repository's tags, the catalog of repositories, and the referrers of a
+//! manifest. All lexically sorted, as the spec's pagination requires.
+
+use super::manifest;
+use super::{layout, Digest, Registry, RegistryError, RegistryResult, RepositoryName};
+use crate::storage::{StorageError, StoragePath};
+use serde_json::{json, Value};
+
+impl Registry {
+    /// Tags of a repository, sorted; `NAME_UNKNOWN` when the repository does not exist.
+    pub async fn tags(&self, repo: &RepositoryName) -> RegistryResult<Vec<String>> {
+        match self.driver.list(&layout::tags_dir(repo)?).await {
+            Ok(mut tags) => {
+                tags.retain(|t| t.parse::<super::Tag>().is_ok());
+                tags.sort();
+                Ok(tags)
+            }
+            Err(StorageError::NotFound(_)) => {
+                if self.exists(&layout::manifests_dir(repo)?).await? {
+                    Ok(Vec::new())
+                } else {
+                    Err(RegistryError::NameUnknown(repo.clone()))
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every repository (a directory holding `_manifests`), sorted.
+    pub async fn catalog(&self) -> RegistryResult<Vec<String>> {
+        let root = layout::repositories_root()?;
+        let mut out = Vec::new();
+        let mut stack: Vec<(StoragePath, String)> = vec![(root, String::new())];
+        while let Some((dir, name)) = stack.pop() {
+            let children = match self.driver.list(&dir).await {
+                Ok(c) => c,
+                Err(StorageError::NotFound(_)) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if !name.is_empty() && children.iter().any(|c| c == "_manifests") {
+                if name.parse::<RepositoryName>().is_ok() {
+                    out.push(name.clone());
+                }
+            }
+            for c in children {
+                if c.starts_with('_') {
+                    continue;
+                }
+                let child_name = if name.is_empty() { c.clone() } else { format!("{name}/{c}") };
+                if let Ok(p) = dir.join(&c) {
+                    stack.push((p, child_name));
+                }
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    /// Descriptors of the manifests in `repo` whose subject is `subject`, optionally only
+    /// those of one artifact type.
+    pub async fn referrers(
+        &self,
+        repo: &RepositoryName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> RegistryResult<Vec<Value>> {
+        let dir = layout::referrers_dir(repo, subject)?;
+        let mut names = match self.driver.list(&dir).await {
+            Ok(n) => n,
+            Err(StorageError::NotFound(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        names.sort();
+        let mut out = Vec::new();
+        for hex in names {
+            let Ok(d) = Digest::from_hex(&hex) else { continue };
+            // A referrer whose revision was deleted is no longer served.
+            if !self.exists(&layout::revision_link(repo, &d)?).await? {
+                continue;
+            }
+            let Ok(bytes) = self.driver.get_content(&layout::blob_data(&d)?, manifest::MAX_MANIFEST_BYTES * 4).await
+            else {
+                continue;
+            };
+            let Ok(parsed) = manifest::parse(&bytes, "") else { continue };
+            if artifact_type.is_some() && parsed.artifact_type.as_deref() != artifact_type {
+                continue;
+            }
+            let mut desc = json!({
+                "mediaType": parsed.media_type,
+                "digest": d.to_string(),
+                "size": bytes.len(),
+            });
+            if let Some(at) = parsed.artifact_type {
+                desc["artifactType"] = Value::String(at);
+            }
+            if let Some(ann) = parsed.annotations {
+                desc["annotations"] = Value::Object(ann);
+            }
+            out.push(desc);
+        }
+        Ok(out)
+    }
+}

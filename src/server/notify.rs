@@ -1,0 +1,48 @@
+//! systemd's notification protocol (`Type=notify`): READY=1 once the listener is bound and
+//! storage is writable, STATUS= lines, WATCHDOG=1 pings, STOPPING=1. Without NOTIFY_SOCKET
+//! every call does nothing.
+
+use sd_notify::NotifyState;
+use std::time::Duration;
+
+fn send(states: &[NotifyState<'_>]) {
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
+    if let Err(e) = sd_notify::notify(false, states) {
+        tracing::warn!("cannot notify systemd: {e}");
+    }
+}
+
+pub fn status(text: &str) {
+    send(&[NotifyState::Status(text)]);
+}
+
+pub fn ready(text: &str) {
+    send(&[NotifyState::Ready, NotifyState::Status(text)]);
+}
+
+pub fn reloading() {
+    send(&[NotifyState::Reloading, NotifyState::Status("reloading configuration")]);
+}
+
+pub fn stopping() {
+    send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
+}
+
+/// Pings the watchdog at half its interval when systemd asked for it (WATCHDOG_USEC).
+pub fn spawn_watchdog() -> Option<tokio::task::JoinHandle<()>> {
+    let mut usec = 0u64;
+    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+        return None;
+    }
+    let period = Duration::from_micros(usec / 2).max(Duration::from_millis(100));
+    tracing::info!("systemd watchdog every {:?}", period);
+    Some(tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tick.tick().await;
+            send(&[NotifyState::Watchdog]);
+        }
+    }))
+}

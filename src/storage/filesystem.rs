@@ -1,0 +1,372 @@
+//! The filesystem driver: a directory tree under a root, the same layout `registry:2`'s
+//! filesystem driver writes, so an existing data directory is served as it is.
+//!
+//! Durability: small files are written to a temporary name beside their target, fsynced,
+//! renamed over it, and the directory is fsynced; a crash leaves the old file or the new one.
+//! Large content goes through [`FsWriter`], which buffers 1 MiB between system calls and
+//! fsyncs on commit.
+
+use super::{BlobReader, FileInfo, FileWriter, StorageDriver, StorageError, StoragePath, StorageResult};
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// Bytes gathered before each write system call.
+const WRITE_BUFFER: usize = 1 << 20;
+
+#[derive(Debug, Clone)]
+pub struct FilesystemDriver {
+    root: PathBuf,
+}
+
+impl FilesystemDriver {
+    pub fn new(root: impl Into<PathBuf>) -> FilesystemDriver {
+        FilesystemDriver { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn full(&self, path: &StoragePath) -> PathBuf {
+        self.root.join(path.as_str())
+    }
+}
+
+fn not_found_or(path: &StoragePath, e: io::Error) -> StorageError {
+    if e.kind() == io::ErrorKind::NotFound {
+        StorageError::NotFound(path.clone())
+    } else {
+        StorageError::io(path, e)
+    }
+}
+
+async fn blocking<T, F>(f: F) -> StorageResult<T>
+where
+    F: FnOnce() -> StorageResult<T> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => Err(StorageError::Io {
+            path: String::new(),
+            source: io::Error::other(format!("storage task failed: {e}")),
+        }),
+    }
+}
+
+fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn create_parent(full: &Path) -> io::Result<()> {
+    match full.parent() {
+        Some(p) => fs::create_dir_all(p),
+        None => Ok(()),
+    }
+}
+
+fn temp_name(full: &Path) -> PathBuf {
+    let name = full.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    full.with_file_name(format!(".{name}.tmp-{}", uuid::Uuid::new_v4().simple()))
+}
+
+#[async_trait]
+impl StorageDriver for FilesystemDriver {
+    fn name(&self) -> &'static str {
+        "filesystem"
+    }
+
+    fn location(&self) -> String {
+        self.root.display().to_string()
+    }
+
+    async fn get_content(&self, path: &StoragePath, limit: u64) -> StorageResult<Bytes> {
+        let full = self.full(path);
+        let path = path.clone();
+        blocking(move || {
+            let mut f = File::open(&full).map_err(|e| not_found_or(&path, e))?;
+            let meta = f.metadata().map_err(|e| StorageError::io(&path, e))?;
+            if meta.is_dir() {
+                return Err(StorageError::NotFound(path));
+            }
+            if meta.len() > limit {
+                return Err(StorageError::TooLarge { path, limit });
+            }
+            let mut buf = Vec::with_capacity(meta.len() as usize);
+            // `take` guards against a file that grows between stat and read.
+            (&mut f)
+                .take(limit + 1)
+                .read_to_end(&mut buf)
+                .map_err(|e| StorageError::io(&path, e))?;
+            if buf.len() as u64 > limit {
+                return Err(StorageError::TooLarge { path, limit });
+            }
+            Ok(Bytes::from(buf))
+        })
+        .await
+    }
+
+    async fn put_content(&self, path: &StoragePath, content: &[u8]) -> StorageResult<()> {
+        let full = self.full(path);
+        let path = path.clone();
+        let content = content.to_vec();
+        blocking(move || {
+            let err = |e| StorageError::io(&path, e);
+            create_parent(&full).map_err(err)?;
+            let tmp = temp_name(&full);
+            let result = (|| {
+                let mut f = File::create(&tmp)?;
+                f.write_all(&content)?;
+                f.sync_data()?;
+                fs::rename(&tmp, &full)?;
+                if let Some(dir) = full.parent() {
+                    fsync_dir(dir)?;
+                }
+                Ok(())
+            })();
+            if result.is_err() {
+                let _ = fs::remove_file(&tmp);
+            }
+            result.map_err(err)
+        })
+        .await
+    }
+
+    async fn reader(&self, path: &StoragePath, offset: u64) -> StorageResult<(BlobReader, u64)> {
+        let full = self.full(path);
+        let path2 = path.clone();
+        let (file, size) = blocking(move || {
+            let mut f = File::open(&full).map_err(|e| not_found_or(&path2, e))?;
+            let meta = f.metadata().map_err(|e| StorageError::io(&path2, e))?;
+            if meta.is_dir() {
+                return Err(StorageError::NotFound(path2));
+            }
+            if offset > 0 {
+                f.seek(SeekFrom::Start(offset)).map_err(|e| StorageError::io(&path2, e))?;
+            }
+            Ok((f, meta.len()))
+        })
+        .await?;
+        Ok((Box::new(tokio::fs::File::from_std(file)), size))
+    }
+
+    async fn writer(&self, path: &StoragePath, append: bool) -> StorageResult<Box<dyn FileWriter>> {
+        let full = self.full(path);
+        let path = path.clone();
+        let p2 = path.clone();
+        let f2 = full.clone();
+        let (file, size) = blocking(move || {
+            let err = |e| StorageError::io(&p2, e);
+            create_parent(&f2).map_err(err)?;
+            let file = OpenOptions::new()
+                .create(true)
+                .write(true)
+                .append(append)
+                .truncate(!append)
+                .open(&f2)
+                .map_err(err)?;
+            let size = file.metadata().map_err(err)?.len();
+            Ok((file, size))
+        })
+        .await?;
+        Ok(Box::new(FsWriter {
+            path,
+            full,
+            file: Some(file),
+            buf: Vec::with_capacity(WRITE_BUFFER),
+            size,
+        }))
+    }
+
+    async fn stat(&self, path: &StoragePath) -> StorageResult<FileInfo> {
+        let full = self.full(path);
+        let path = path.clone();
+        blocking(move || {
+            let meta = fs::metadata(&full).map_err(|e| not_found_or(&path, e))?;
+            Ok(FileInfo {
+                size: meta.len(),
+                modified: meta.modified().map_err(|e| StorageError::io(&path, e))?,
+                is_dir: meta.is_dir(),
+            })
+        })
+        .await
+    }
+
+    async fn list(&self, path: &StoragePath) -> StorageResult<Vec<String>> {
+        let full = self.full(path);
+        let path = path.clone();
+        blocking(move || {
+            let rd = fs::read_dir(&full).map_err(|e| not_found_or(&path, e))?;
+            let mut out = Vec::new();
+            for entry in rd {
+                let entry = entry.map_err(|e| StorageError::io(&path, e))?;
+                // Names that are not UTF-8 cannot have been written by a registry.
+                if let Ok(name) = entry.file_name().into_string() {
+                    if !name.starts_with(".") {
+                        out.push(name);
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn rename(&self, from: &StoragePath, to: &StoragePath) -> StorageResult<()> {
+        let src = self.full(from);
+        let dst = self.full(to);
+        let from = from.clone();
+        let to = to.clone();
+        blocking(move || {
+            create_parent(&dst).map_err(|e| StorageError::io(&to, e))?;
+            fs::rename(&src, &dst).map_err(|e| not_found_or(&from, e))?;
+            if let Some(dir) = dst.parent() {
+                fsync_dir(dir).map_err(|e| StorageError::io(&to, e))?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete(&self, path: &StoragePath) -> StorageResult<()> {
+        let full = self.full(path);
+        let path = path.clone();
+        blocking(move || {
+            let meta = fs::symlink_metadata(&full).map_err(|e| not_found_or(&path, e))?;
+            let r = if meta.is_dir() { fs::remove_dir_all(&full) } else { fs::remove_file(&full) };
+            r.map_err(|e| not_found_or(&path, e))
+        })
+        .await
+    }
+
+    async fn check_writable(&self) -> StorageResult<()> {
+        let root = self.root.clone();
+        blocking(move || {
+            let shown = root.display().to_string();
+            fs::create_dir_all(&root).map_err(|e| StorageError::io(&shown, e))?;
+            let probe = root.join(format!(".write-check-{}", uuid::Uuid::new_v4().simple()));
+            let r = File::create(&probe).and_then(|mut f| f.write_all(b"ok")).and_then(|_| fs::remove_file(&probe));
+            r.map_err(|e| StorageError::io(&shown, e))
+        })
+        .await
+    }
+}
+
+/// Buffered, append-only writer over a local file.
+pub struct FsWriter {
+    path: StoragePath,
+    full: PathBuf,
+    file: Option<File>,
+    buf: Vec<u8>,
+    size: u64,
+}
+
+impl FsWriter {
+    async fn flush_buffer(&mut self) -> StorageResult<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let Some(mut file) = self.file.take() else {
+            return Err(StorageError::io(&self.path, io::Error::other("writer already closed")));
+        };
+        let mut buf = std::mem::replace(&mut self.buf, Vec::new());
+        let path = self.path.clone();
+        let (file, mut buf) = blocking(move || {
+            file.write_all(&buf).map_err(|e| StorageError::io(&path, e))?;
+            buf.clear();
+            Ok((file, buf))
+        })
+        .await?;
+        buf.reserve(WRITE_BUFFER);
+        self.buf = buf;
+        self.file = Some(file);
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl FileWriter for FsWriter {
+    async fn write(&mut self, mut data: &[u8]) -> StorageResult<()> {
+        while !data.is_empty() {
+            let room = WRITE_BUFFER - self.buf.len();
+            let n = room.min(data.len());
+            self.buf.extend_from_slice(&data[..n]);
+            self.size += n as u64;
+            data = &data[n..];
+            if self.buf.len() >= WRITE_BUFFER {
+                self.flush_buffer().await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    async fn commit(mut self: Box<Self>) -> StorageResult<u64> {
+        self.flush_buffer().await?;
+        let size = self.size;
+        let path = self.path.clone();
+        if let Some(file) = self.file.take() {
+            blocking(move || file.sync_data().map_err(|e| StorageError::io(&path, e))).await?;
+        }
+        Ok(size)
+    }
+
+    async fn close(mut self: Box<Self>) -> StorageResult<u64> {
+        self.flush_buffer().await?;
+        Ok(self.size)
+    }
+
+    async fn cancel(mut self: Box<Self>) -> StorageResult<()> {
+        self.file = None;
+        let full = self.full.clone();
+        let path = self.path.clone();
+        blocking(move || match fs::remove_file(&full) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StorageError::io(&path, e)),
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    #[tokio::test]
+    async fn round_trips_content_and_streams() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = FilesystemDriver::new(dir.path());
+        let p = StoragePath::new(["a", "b", "link"]).expect("path");
+        d.put_content(&p, b"sha256:x").await.expect("put");
+        assert_eq!(&d.get_content(&p, 100).await.expect("get")[..], b"sha256:x");
+        assert!(matches!(d.get_content(&p, 3).await, Err(StorageError::TooLarge { .. })));
+
+        let w = StoragePath::new(["up", "data"]).expect("path");
+        let mut wr = d.writer(&w, false).await.expect("writer");
+        wr.write(&vec![7u8; WRITE_BUFFER + 10]).await.expect("write");
+        assert_eq!(wr.close().await.expect("close"), WRITE_BUFFER as u64 + 10);
+        let mut wr = d.writer(&w, true).await.expect("append");
+        assert_eq!(wr.size(), WRITE_BUFFER as u64 + 10);
+        wr.write(b"xyz").await.expect("write");
+        wr.commit().await.expect("commit");
+        let (mut r, size) = d.reader(&w, WRITE_BUFFER as u64 + 10).await.expect("reader");
+        assert_eq!(size, WRITE_BUFFER as u64 + 13);
+        let mut s = String::new();
+        r.read_to_string(&mut s).await.expect("read");
+        assert_eq!(s, "xyz");
+
+        let mut names = d.list(&StoragePath::new(["a"]).expect("p")).await.expect("list");
+        names.sort();
+        assert_eq!(names, vec!["b"]);
+        d.delete(&StoragePath::new(["a"]).expect("p")).await.expect("delete");
+        assert!(d.stat(&p).await.expect_err("gone").is_not_found());
+    }
+}

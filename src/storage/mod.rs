@@ -1,0 +1,199 @@
+//! The storage driver: the small interface every backend implements (filesystem now, S3
+//! later). Everything above it — blobs, links, tags, uploads — is written once against
+//! [`StorageDriver`], so a backend knows nothing of HTTP, manifests or digests.
+//!
+//! Paths are [`StoragePath`]s: `/`-separated, relative to the backend's root, built only by
+//! the registry's layout code from validated names, and re-checked here so that no path can
+//! leave the root whatever a caller does.
+
+pub mod filesystem;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::fmt;
+use std::time::SystemTime;
+use tokio::io::AsyncRead;
+
+pub use filesystem::FilesystemDriver;
+
+/// A path inside a storage backend, e.g. `docker/registry/v2/blobs/sha256/ab/ab…/data`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StoragePath(String);
+
+impl StoragePath {
+    /// Builds a path from components; each must be a plain name (no `/`, not `.` or `..`,
+    /// not empty, no NUL).
+    pub fn new<I, S>(components: I) -> Result<StoragePath, StorageError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut out = String::new();
+        for c in components {
+            let c = c.as_ref();
+            for part in c.split('/') {
+                if part.is_empty() || part == "." || part == ".." || part.contains('\0') {
+                    return Err(StorageError::InvalidPath(format!("{out}/{c}")));
+                }
+                if !out.is_empty() {
+                    out.push('/');
+                }
+                out.push_str(part);
+            }
+        }
+        if out.is_empty() {
+            return Err(StorageError::InvalidPath(String::new()));
+        }
+        Ok(StoragePath(out))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A child of this path; the same checks as [`StoragePath::new`].
+    pub fn join(&self, child: &str) -> Result<StoragePath, StorageError> {
+        StoragePath::new([self.0.as_str(), child])
+    }
+
+    pub fn parent(&self) -> Option<StoragePath> {
+        self.0.rsplit_once('/').map(|(p, _)| StoragePath(p.to_owned()))
+    }
+
+    pub fn file_name(&self) -> &str {
+        self.0.rsplit('/').next().unwrap_or(&self.0)
+    }
+}
+
+impl fmt::Display for StoragePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for StoragePath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+#[derive(Debug)]
+pub enum StorageError {
+    NotFound(StoragePath),
+    InvalidPath(String),
+    TooLarge { path: StoragePath, limit: u64 },
+    /// The backend refused because it is full (ENOSPC, EDQUOT).
+    Full(StoragePath),
+    Io { path: String, source: std::io::Error },
+}
+
+impl StorageError {
+    pub fn io(path: impl fmt::Display, source: std::io::Error) -> StorageError {
+        match source.raw_os_error() {
+            Some(code) if code == nix::libc::ENOSPC || code == nix::libc::EDQUOT => {
+                StorageError::Full(StoragePath(path.to_string()))
+            }
+            _ => StorageError::Io { path: path.to_string(), source },
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StorageError::NotFound(_))
+    }
+}
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StorageError::NotFound(p) => write!(f, "{p}: not found"),
+            StorageError::InvalidPath(p) => write!(f, "invalid storage path {p:?}"),
+            StorageError::TooLarge { path, limit } => {
+                write!(f, "{path}: larger than the {limit} bytes allowed")
+            }
+            StorageError::Full(p) => write!(f, "{p}: no space left on the storage device"),
+            StorageError::Io { path, source } => write!(f, "{path}: {source}"),
+        }
+    }
+}
+
+impl std::error::Error for StorageError {}
+
+pub type StorageResult<T> = Result<T, StorageError>;
+
+/// What `stat` knows about an entry.
+#[derive(Debug, Clone)]
+pub struct FileInfo {
+    pub size: u64,
+    pub modified: SystemTime,
+    pub is_dir: bool,
+}
+
+/// A readable stream positioned at the requested offset.
+pub type BlobReader = Box<dyn AsyncRead + Send + Unpin>;
+
+/// A streaming writer for large content (uploads). Nothing written is visible at its final
+/// place until the layer above moves it there; `commit` makes the bytes durable.
+#[async_trait]
+pub trait FileWriter: Send {
+    /// Appends bytes.
+    async fn write(&mut self, data: &[u8]) -> StorageResult<()>;
+    /// Bytes in the file so far, including what was there when it was opened for append.
+    fn size(&self) -> u64;
+    /// Flushes and makes the content durable (fsync or the backend's equivalent).
+    async fn commit(self: Box<Self>) -> StorageResult<u64>;
+    /// Flushes what was written without the durability promise (a PATCH that ends).
+    async fn close(self: Box<Self>) -> StorageResult<u64>;
+    /// Abandons and removes the content.
+    async fn cancel(self: Box<Self>) -> StorageResult<()>;
+}
+
+/// The storage backend interface. Implementations must be safe to share between tasks.
+#[async_trait]
+pub trait StorageDriver: Send + Sync + fmt::Debug + 'static {
+    /// A short name for logs: `filesystem`, `s3`.
+    fn name(&self) -> &'static str;
+
+    /// A human description of where data goes (a directory, a bucket).
+    fn location(&self) -> String;
+
+    /// Reads a whole small file (links, manifests), refusing anything over `limit` bytes.
+    async fn get_content(&self, path: &StoragePath, limit: u64) -> StorageResult<Bytes>;
+
+    /// Writes a small file atomically and durably: readers see the old content or the new,
+    /// never a mix.
+    async fn put_content(&self, path: &StoragePath, content: &[u8]) -> StorageResult<()>;
+
+    /// Opens a stream at `offset`; returns it with the file's total size.
+    async fn reader(&self, path: &StoragePath, offset: u64) -> StorageResult<(BlobReader, u64)>;
+
+    /// Opens a writer; with `append`, continues an existing file (created if missing).
+    async fn writer(&self, path: &StoragePath, append: bool) -> StorageResult<Box<dyn FileWriter>>;
+
+    async fn stat(&self, path: &StoragePath) -> StorageResult<FileInfo>;
+
+    /// Names of the direct children of a directory, unsorted.
+    async fn list(&self, path: &StoragePath) -> StorageResult<Vec<String>>;
+
+    /// Moves a file into place, replacing any file already there, atomically where the
+    /// backend allows.
+    async fn rename(&self, from: &StoragePath, to: &StoragePath) -> StorageResult<()>;
+
+    /// Removes a file or a whole directory tree.
+    async fn delete(&self, path: &StoragePath) -> StorageResult<()>;
+
+    /// Checks at start-up that data can be written (READY=1 waits for this).
+    async fn check_writable(&self) -> StorageResult<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_refuse_traversal() {
+        assert!(StoragePath::new(["a", "b/c"]).is_ok());
+        for bad in [vec!["a", ".."], vec!["a/../b"], vec![""], vec!["a//b"], vec!["/a"]] {
+            assert!(StoragePath::new(bad.clone()).is_err(), "{bad:?}");
+        }
+    }
+}
