@@ -66,6 +66,13 @@ async fn serve(config: Config, workers: usize, log: logging::LogHandle, reload: 
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
+    if let Some(auth) = &config.auth.value {
+        // Serving without the authentication the operator asked for would be an open registry.
+        return Err(format!(
+            "authentication is configured ({auth:?}, from {}) but this build does not implement it yet; refusing to start an open registry",
+            config.auth.source
+        ));
+    }
     let driver = build_driver(&config);
     notify::status("checking storage");
     driver.check_writable().await.map_err(|e| {

@@ -1,0 +1,91 @@
+//! The command line: `docker-registry [serve]`, `config`, and the maintenance commands.
+//! Kept in the library so that man pages and shell completions are generated from it.
+
+use crate::config::{CliOverrides, LoadOptions, LogLevel};
+use clap::{Args, Parser, Subcommand};
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "docker-registry",
+    version,
+    about = "A private container image registry (OCI Distribution / Docker Registry HTTP API v2)",
+    long_about = "A private container image registry serving the OCI Distribution API.\n\n\
+        Configuration is read from /etc/sysconfig/docker-registry (REGISTRY_ADDRESS, REGISTRY_PORT, \
+        GUNICORN_WORKERS, SETTINGS_FLAVOR, DOCKER_REGISTRY_CONFIG) and /etc/docker-registry.yml \
+        (legacy flavored format or a registry:2 file), then the environment (including registry:2's \
+        REGISTRY_<SECTION>_<KEY> variables), then these flags."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Args, Debug, Clone, Default)]
+pub struct GlobalArgs {
+    /// The sysconfig file (KEY=VALUE) [default: /etc/sysconfig/docker-registry]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub sysconfig: Option<PathBuf>,
+    /// The YAML configuration file, legacy flavored or registry:2 format
+    /// [default: $DOCKER_REGISTRY_CONFIG or /etc/docker-registry.yml]
+    #[arg(long, short = 'c', global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to bind (overrides REGISTRY_ADDRESS)
+    #[arg(long, global = true, value_name = "IP")]
+    pub address: Option<IpAddr>,
+    /// Port to bind, 0 for any free port (overrides REGISTRY_PORT)
+    #[arg(long, short = 'p', global = true, value_name = "PORT")]
+    pub port: Option<u16>,
+    /// Worker threads, 0 for one per CPU (overrides GUNICORN_WORKERS)
+    #[arg(long, global = true, value_name = "N")]
+    pub workers: Option<usize>,
+    /// Storage directory (overrides storage_path / rootdirectory)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub storage_path: Option<PathBuf>,
+    /// Log level: error, warn, info, debug, trace
+    #[arg(long, global = true, value_name = "LEVEL", value_parser = parse_level)]
+    pub log_level: Option<LogLevel>,
+    /// Allow deleting manifests, tags and blobs (storage.delete.enabled)
+    #[arg(long, global = true, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub delete_enabled: Option<bool>,
+}
+
+pub fn parse_level(s: &str) -> Result<LogLevel, String> {
+    LogLevel::parse(s).ok_or_else(|| format!("unknown log level {s:?}: use error, warn, info, debug or trace"))
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the registry (the default command)
+    Serve {
+        /// A configuration file, as `registry serve FILE` takes it (same as --config)
+        #[arg(value_name = "FILE")]
+        file: Option<PathBuf>,
+    },
+    /// Print the effective configuration and where each value came from
+    Config {
+        /// Only validate: print problems as file:line: key: message and exit non-zero
+        #[arg(long)]
+        check: bool,
+    },
+}
+
+pub fn load_options(g: &GlobalArgs, file: Option<PathBuf>) -> LoadOptions {
+    LoadOptions {
+        sysconfig: g.sysconfig.clone(),
+        config: file.or_else(|| g.config.clone()),
+        env: std::env::vars().collect(),
+        cli: CliOverrides {
+            address: g.address,
+            port: g.port,
+            workers: g.workers,
+            storage_path: g.storage_path.clone(),
+            log_level: g.log_level,
+            delete_enabled: g.delete_enabled,
+        },
+    }
+}
+
