@@ -19,7 +19,11 @@ pub enum Source {
     /// A built-in default chosen at run time, with why (e.g. "not root: a user directory").
     Derived(String),
     /// A file (YAML or sysconfig), 1-based line, and the key as written there.
-    File { path: PathBuf, line: usize, key: String },
+    File {
+        path: PathBuf,
+        line: usize,
+        key: String,
+    },
     /// A process environment variable.
     Env(String),
     /// A command-line flag.
@@ -51,7 +55,10 @@ impl<T> Sourced<T> {
     }
 
     pub fn default_value(value: T) -> Self {
-        Sourced { value, source: Source::Default }
+        Sourced {
+            value,
+            source: Source::Default,
+        }
     }
 }
 
@@ -234,16 +241,25 @@ impl Config {
         let mut c = Config::defaults(&opts.env);
         let cli = &opts.cli;
         if let Some(a) = cli.address {
-            c.listen = Sourced::new(SocketAddr::new(a, c.listen.value.port()), Source::Cli("--address".into()));
+            c.listen = Sourced::new(
+                SocketAddr::new(a, c.listen.value.port()),
+                Source::Cli("--address".into()),
+            );
         }
         if let Some(p) = cli.port {
-            c.listen = Sourced::new(SocketAddr::new(c.listen.value.ip(), p), Source::Cli("--port".into()));
+            c.listen = Sourced::new(
+                SocketAddr::new(c.listen.value.ip(), p),
+                Source::Cli("--port".into()),
+            );
         }
         if let Some(w) = cli.workers {
             c.workers = Sourced::new(w, Source::Cli("--workers".into()));
         }
         if let Some(p) = &cli.storage_path {
-            c.storage = Sourced::new(StorageConfig::Filesystem { root: p.clone() }, Source::Cli("--storage-path".into()));
+            c.storage = Sourced::new(
+                StorageConfig::Filesystem { root: p.clone() },
+                Source::Cli("--storage-path".into()),
+            );
         }
         if let Some(l) = cli.log_level {
             c.log_level = Sourced::new(l, Source::Cli("--log-level".into()));
@@ -257,7 +273,10 @@ impl Config {
     /// Built-in defaults.
     pub fn defaults(env: &BTreeMap<String, String>) -> Config {
         Config {
-            listen: Sourced::default_value(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 5000)),
+            listen: Sourced::default_value(SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                5000,
+            )),
             workers: Sourced::default_value(0),
             flavor: Sourced::default_value("local".into()),
             config_file: Sourced::default_value(None),
@@ -282,12 +301,28 @@ impl Config {
             out.push_str(&format!("{k:<24} {v:<40} # {s}\n"));
         };
         line("listen", self.listen.value.to_string(), &self.listen.source);
-        line("workers", self.workers.value.to_string(), &self.workers.source);
+        line(
+            "workers",
+            self.workers.value.to_string(),
+            &self.workers.source,
+        );
         line("flavor", self.flavor.value.clone(), &self.flavor.source);
         let StorageConfig::Filesystem { root } = &self.storage.value;
-        line("storage.filesystem.root", root.display().to_string(), &self.storage.source);
-        line("storage.delete.enabled", self.delete_enabled.value.to_string(), &self.delete_enabled.source);
-        line("log.level", self.log_level.value.as_str().into(), &self.log_level.source);
+        line(
+            "storage.filesystem.root",
+            root.display().to_string(),
+            &self.storage.source,
+        );
+        line(
+            "storage.delete.enabled",
+            self.delete_enabled.value.to_string(),
+            &self.delete_enabled.source,
+        );
+        line(
+            "log.level",
+            self.log_level.value.as_str().into(),
+            &self.log_level.source,
+        );
         out
     }
 }
@@ -298,7 +333,9 @@ fn default_storage(env: &BTreeMap<String, String>) -> Sourced<StorageConfig> {
     if let Some(dir) = env.get("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
         let first = dir.split(':').next().unwrap_or(dir);
         return Sourced::new(
-            StorageConfig::Filesystem { root: PathBuf::from(first) },
+            StorageConfig::Filesystem {
+                root: PathBuf::from(first),
+            },
             Source::Derived("systemd STATE_DIRECTORY".into()),
         );
     }
@@ -313,15 +350,23 @@ fn default_storage(env: &BTreeMap<String, String>) -> Sourced<StorageConfig> {
         .get("XDG_DATA_HOME")
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
-        .or_else(|| env.get("HOME").filter(|h| !h.is_empty()).map(|h| PathBuf::from(h).join(".local/share")))
+        .or_else(|| {
+            env.get("HOME")
+                .filter(|h| !h.is_empty())
+                .map(|h| PathBuf::from(h).join(".local/share"))
+        })
         .map(|d| d.join("docker-registry"));
     match user_dir {
         Some(d) => Sourced::new(
             StorageConfig::Filesystem { root: d },
-            Source::Derived(format!("{PACKAGED_STORAGE_ROOT} is not writable: a per-user directory")),
+            Source::Derived(format!(
+                "{PACKAGED_STORAGE_ROOT} is not writable: a per-user directory"
+            )),
         ),
         None => Sourced::new(
-            StorageConfig::Filesystem { root: std::env::temp_dir().join("docker-registry") },
+            StorageConfig::Filesystem {
+                root: std::env::temp_dir().join("docker-registry"),
+            },
             Source::Derived("no HOME: a temporary directory".into()),
         ),
     }

@@ -23,7 +23,10 @@ pub fn ready(text: &str) {
 }
 
 pub fn reloading() {
-    send(&[NotifyState::Reloading, NotifyState::Status("reloading configuration")]);
+    send(&[
+        NotifyState::Reloading,
+        NotifyState::Status("reloading configuration"),
+    ]);
 }
 
 pub fn stopping() {
