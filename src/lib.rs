@@ -6,6 +6,7 @@
 //! already write into one [`config::Config`]; `server` wires everything from it.
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod registry;
