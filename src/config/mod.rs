@@ -109,13 +109,22 @@ pub enum StorageConfig {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthConfig {
-    Htpasswd { realm: String, path: PathBuf },
+    /// `auth: htpasswd` (`REGISTRY_AUTH_HTPASSWD_REALM`, `..._PATH`), with an optional access
+    /// file saying who may pull, push and delete what (none: every user may do everything).
+    Htpasswd {
+        realm: String,
+        path: PathBuf,
+        access_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsConfig {
     pub certificate: PathBuf,
     pub key: PathBuf,
+    /// CA certificates (PEM) that client certificates must chain to: mutual TLS
+    /// (`http.tls.clientcas`).
+    pub client_ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,6 +170,9 @@ pub struct Config {
     pub issue: Sourced<String>,
     pub auth: Sourced<Option<AuthConfig>>,
     pub tls: Sourced<Option<TlsConfig>>,
+    /// Trust `X-Forwarded-For`/`-Proto`/`-Host` from the proxy in front (client address for
+    /// throttling and logs, absolute `Location` headers). Off: a client could forge them.
+    pub trust_forwarded_headers: Sourced<bool>,
     /// Things the operator should know: unsupported keys by name, ignored variables.
     pub warnings: Vec<String>,
 }
@@ -290,6 +302,7 @@ impl Config {
             issue: Sourced::default_value("\"docker-registry server\"".into()),
             auth: Sourced::default_value(None),
             tls: Sourced::default_value(None),
+            trust_forwarded_headers: Sourced::default_value(false),
             warnings: Vec::new(),
         }
     }
