@@ -51,6 +51,27 @@ pub struct GlobalArgs {
     /// Allow deleting manifests, tags and blobs (storage.delete.enabled)
     #[arg(long, global = true, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub delete_enabled: Option<bool>,
+    /// Require Basic authentication against this Apache htpasswd file (auth: htpasswd)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub htpasswd: Option<PathBuf>,
+    /// The realm named in the authentication challenge [default: docker-registry]
+    #[arg(long, global = true, value_name = "REALM")]
+    pub auth_realm: Option<String>,
+    /// Who may pull, push and delete which repositories (YAML); needs --htpasswd
+    #[arg(long, global = true, value_name = "FILE")]
+    pub access_file: Option<PathBuf>,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key
+    #[arg(long, global = true, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert
+    #[arg(long, global = true, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require client certificates signed by these CAs (PEM): mutual TLS
+    #[arg(long, global = true, value_name = "FILE", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Trust X-Forwarded-For/-Proto/-Host from a reverse proxy in front
+    #[arg(long, global = true, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub trust_forwarded_headers: Option<bool>,
 }
 
 pub fn parse_level(s: &str) -> Result<LogLevel, String> {
@@ -86,6 +107,13 @@ pub fn load_options(g: &GlobalArgs, file: Option<PathBuf>) -> LoadOptions {
             storage_path: g.storage_path.clone(),
             log_level: g.log_level,
             delete_enabled: g.delete_enabled,
+            htpasswd: g.htpasswd.clone(),
+            auth_realm: g.auth_realm.clone(),
+            access_file: g.access_file.clone(),
+            tls_cert: g.tls_cert.clone(),
+            tls_key: g.tls_key.clone(),
+            tls_client_ca: g.tls_client_ca.clone(),
+            trust_forwarded_headers: g.trust_forwarded_headers,
         },
     }
 }

@@ -186,6 +186,13 @@ pub struct CliOverrides {
     pub storage_path: Option<PathBuf>,
     pub log_level: Option<LogLevel>,
     pub delete_enabled: Option<bool>,
+    pub htpasswd: Option<PathBuf>,
+    pub auth_realm: Option<String>,
+    pub access_file: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub tls_client_ca: Option<PathBuf>,
+    pub trust_forwarded_headers: Option<bool>,
 }
 
 /// What to read.
@@ -279,6 +286,7 @@ impl Config {
         if let Some(d) = cli.delete_enabled {
             c.delete_enabled = Sourced::new(d, Source::Cli("--delete-enabled".into()));
         }
+        apply_cli_security(&mut c, cli).map_err(|e| ConfigErrors(vec![e]))?;
         Ok(c)
     }
 
@@ -338,6 +346,62 @@ impl Config {
         );
         out
     }
+}
+
+/// `--htpasswd`, `--auth-realm`, `--access-file`, `--tls-*`, `--trust-forwarded-headers`:
+/// each overrides only its own part of what the files said.
+fn apply_cli_security(c: &mut Config, cli: &CliOverrides) -> Result<(), ConfigError> {
+    let (realm, path, access_file) = match &c.auth.value {
+        Some(AuthConfig::Htpasswd {
+            realm,
+            path,
+            access_file,
+        }) => (realm.clone(), Some(path.clone()), access_file.clone()),
+        None => ("docker-registry".to_string(), None, None),
+    };
+    if path.is_none()
+        && cli.htpasswd.is_none()
+        && (cli.auth_realm.is_some() || cli.access_file.is_some())
+    {
+        return Err(ConfigError {
+            file: None,
+            line: None,
+            key: "--auth-realm/--access-file".into(),
+            message: "needs --htpasswd FILE (or auth: htpasswd in the configuration)".into(),
+        });
+    }
+    if let Some(path) = cli.htpasswd.clone().or(path) {
+        let flag = if cli.htpasswd.is_some() {
+            "--htpasswd"
+        } else {
+            "--auth-realm/--access-file"
+        };
+        if cli.htpasswd.is_some() || cli.auth_realm.is_some() || cli.access_file.is_some() {
+            c.auth = Sourced::new(
+                Some(AuthConfig::Htpasswd {
+                    realm: cli.auth_realm.clone().unwrap_or(realm),
+                    path,
+                    access_file: cli.access_file.clone().or(access_file),
+                }),
+                Source::Cli(flag.into()),
+            );
+        }
+    }
+    if let (Some(certificate), Some(key)) = (&cli.tls_cert, &cli.tls_key) {
+        c.tls = Sourced::new(
+            Some(TlsConfig {
+                certificate: certificate.clone(),
+                key: key.clone(),
+                client_ca: cli.tls_client_ca.clone(),
+            }),
+            Source::Cli("--tls-cert".into()),
+        );
+    }
+    if let Some(t) = cli.trust_forwarded_headers {
+        c.trust_forwarded_headers =
+            Sourced::new(t, Source::Cli("--trust-forwarded-headers".into()));
+    }
+    Ok(())
 }
 
 /// Where data goes when nothing says: systemd's `STATE_DIRECTORY`, the packaged
