@@ -45,7 +45,12 @@ pub fn root(state: &AppState, method: &Method) -> ApiResult {
 }
 
 /// `GET /v1/search?q=`: a substring match over repository names.
-pub async fn search(state: &AppState, req: &Request<Incoming>) -> ApiResult {
+/// Shows only the repositories `visible` (the caller may pull) accepts.
+pub async fn search(
+    state: &AppState,
+    req: &Request<Incoming>,
+    visible: &(dyn Fn(&str) -> bool + Sync),
+) -> ApiResult {
     let head = only_get(req.method())?;
     let q = query_param(req, "q").unwrap_or_default();
     let needle = q.to_lowercase();
@@ -54,7 +59,7 @@ pub async fn search(state: &AppState, req: &Request<Incoming>) -> ApiResult {
         .catalog()
         .await?
         .into_iter()
-        .filter(|name| name.contains(&needle))
+        .filter(|name| name.contains(&needle) && visible(name))
         .map(|name| json!({"description": "", "name": name}))
         .collect();
     Ok(json_response(

@@ -5,6 +5,7 @@
 //! call the registry, render the response. Errors of every layer become [`ApiError`]s and
 //! are rendered one way.
 
+mod access;
 pub mod base;
 pub mod blobs;
 pub mod body;
@@ -19,7 +20,7 @@ use errors::{ApiError, ErrorCode};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,6 +30,10 @@ pub struct AppState {
     pub registry: Registry,
     /// The legacy `issue` string answered at `GET /`.
     pub issue: String,
+    /// Authentication and access rules; `None` serves everyone (no `auth:` configured).
+    pub auth: Option<Arc<crate::auth::Authenticator>>,
+    /// Trust `X-Forwarded-*` from the proxy in front (client address, external URL).
+    pub trust_forwarded_headers: bool,
 }
 
 pub type ApiResult = Result<Response<Body>, ApiError>;
@@ -140,10 +145,13 @@ fn is_write(method: &Method) -> bool {
     )
 }
 
-async fn dispatch(state: &AppState, req: Request<Incoming>) -> ApiResult {
+async fn dispatch(state: &AppState, req: Request<Incoming>, client: IpAddr) -> ApiResult {
     let path = req.uri().path().to_owned();
     let r = route(&path);
     let method = req.method().clone();
+    let need = access::need(&r, &method);
+    let caller = access::authorize(state.auth.as_deref(), req.headers(), client, &need).await?;
+    let may_pull = |name: &str| caller.may(name, crate::auth::access::Action::Pull);
     if state.registry.options().readonly && is_write(&method) && r != Route::NotFound {
         return Err(ApiError::new(ErrorCode::Unsupported).with_message(
             "the registry is in read-only mode for maintenance; writes are refused",
@@ -152,9 +160,9 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> ApiResult {
     match r {
         Route::Root => base::root(state, &method),
         Route::Ping => base::ping(&method),
-        Route::V1Search => base::search(state, &req).await,
+        Route::V1Search => base::search(state, &req, &may_pull).await,
         Route::Base => base::base(&method),
-        Route::Catalog => tags::catalog(state, &req).await,
+        Route::Catalog => tags::catalog(state, &req, &may_pull).await,
         Route::Tags(name) => tags::list(state, &req, &repo_name(name)?).await,
         Route::Manifest(name, reference) => {
             let name = repo_name(name)?;
@@ -178,7 +186,12 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> ApiResult {
         Route::UploadStart(name) => {
             let name = repo_name(name)?;
             match method {
-                Method::POST => uploads::start(state, req, &name).await,
+                Method::POST => {
+                    // Mounting from a repository the caller may not pull would leak its
+                    // blobs: such a mount becomes an ordinary upload, as the spec allows.
+                    let mount_allowed = query_param(&req, "from").is_none_or(|f| may_pull(&f));
+                    uploads::start(state, req, &name, mount_allowed).await
+                }
                 _ => Err(method_not_allowed()),
             }
         }
@@ -217,7 +230,10 @@ pub async fn handle(
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let head = method == Method::HEAD;
-    let mut resp = match dispatch(&state, req).await {
+    let trust = state.trust_forwarded_headers;
+    let client = access::client_address(req.headers(), client.ip(), trust);
+    let external = access::external_base(req.headers(), trust);
+    let mut resp = match dispatch(&state, req, client).await {
         Ok(r) => r,
         Err(e) => {
             if e.status.is_server_error() {
@@ -230,6 +246,20 @@ pub async fn handle(
         "docker-distribution-api-version",
         HeaderValue::from_static("registry/2.0"),
     );
+    if let Some(base) = external {
+        // Relative Locations are right everywhere; behind a trusted proxy that says what the
+        // client's URL is, give the absolute one as registry:2 does.
+        let location = resp
+            .headers()
+            .get(http::header::LOCATION)
+            .and_then(|v| v.to_str().ok());
+        if let Some(absolute) = location
+            .filter(|l| l.starts_with('/'))
+            .map(|l| format!("{base}{l}"))
+        {
+            set_header(&mut resp, "location", &absolute);
+        }
+    }
     let bytes = resp
         .headers()
         .get(http::header::CONTENT_LENGTH)

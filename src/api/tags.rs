@@ -68,12 +68,18 @@ pub async fn list(state: &AppState, req: &Request<Incoming>, name: &RepositoryNa
     Ok(r)
 }
 
-pub async fn catalog(state: &AppState, req: &Request<Incoming>) -> ApiResult {
+/// The catalog, showing only the repositories `visible` (the caller may pull) accepts.
+pub async fn catalog(
+    state: &AppState,
+    req: &Request<Incoming>,
+    visible: &(dyn Fn(&str) -> bool + Sync),
+) -> ApiResult {
     let head = req.method() == Method::HEAD;
     if !(req.method() == Method::GET || head) {
         return Err(super::method_not_allowed());
     }
-    let repos = state.registry.catalog().await?;
+    let mut repos = state.registry.catalog().await?;
+    repos.retain(|r| visible(r));
     let (page, n, more) = paginate(repos, req)?;
     let next = if more { page.last().cloned() } else { None };
     let mut r = json_response(

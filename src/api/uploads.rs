@@ -110,9 +110,14 @@ async fn stream_body(body: Incoming, upload: &mut UploadWriter<'_>) -> Result<()
     Ok(())
 }
 
-pub async fn start(state: &AppState, req: Request<Incoming>, name: &RepositoryName) -> ApiResult {
+pub async fn start(
+    state: &AppState,
+    req: Request<Incoming>,
+    name: &RepositoryName,
+    mount_allowed: bool,
+) -> ApiResult {
     let registry = &state.registry;
-    if let Some(mount) = query_param(&req, "mount") {
+    if let Some(mount) = query_param(&req, "mount").filter(|_| mount_allowed) {
         let digest = digest_param(&mount)?;
         if let Some(from) = query_param(&req, "from") {
             let from = repo_name(&from)?;

@@ -4,6 +4,7 @@
 
 pub mod logging;
 pub mod notify;
+pub mod security;
 
 use crate::api::{self, AppState};
 use crate::config::{Config, ConfigErrors, StorageConfig};
@@ -75,13 +76,8 @@ async fn serve(
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
-    if let Some(auth) = &config.auth.value {
-        // Serving without the authentication the operator asked for would be an open registry.
-        return Err(format!(
-            "authentication is configured ({auth:?}, from {}) but this build does not implement it yet; refusing to start an open registry",
-            config.auth.source
-        ));
-    }
+    let auth = security::build_auth(&config)?;
+    let tls = security::Tls::from_config(&config)?;
     let driver = build_driver(&config);
     notify::status("checking storage");
     driver.check_writable().await.map_err(|e| {
@@ -108,14 +104,27 @@ async fn serve(
     let state = Arc::new(AppState {
         registry,
         issue: config.issue.value.clone(),
+        auth: auth.clone(),
+        trust_forwarded_headers: config.trust_forwarded_headers.value,
     });
+    let auth_watcher = auth.clone().map(security::spawn_auth_watcher);
 
     tracing::info!(
-        "docker-registry {} listening on http://{local} with {workers} worker threads; data in {} ({}), deletion {}",
+        "docker-registry {} listening on {}://{local} with {workers} worker threads; data in {} ({}), deletion {}, {}",
         env!("CARGO_PKG_VERSION"),
+        match &tls {
+            Some(_) => "https",
+            None => "http",
+        },
         driver.location(),
         config.storage.source,
         if config.delete_enabled.value { "enabled" } else { "disabled" },
+        match (&auth, &tls) {
+            (Some(_), Some(t)) if t.mutual() => "basic authentication, client certificates required",
+            (Some(_), _) => "basic authentication",
+            (None, Some(t)) if t.mutual() => "client certificates required, no authentication",
+            (None, _) => "no authentication",
+        },
     );
     notify::ready(&format!("serving on {local}"));
     let watchdog = notify::spawn_watchdog();
@@ -162,6 +171,7 @@ async fn serve(
             _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
             _ = hup.recv() => {
                 reload_config(&reload, &log);
+                security::reload(auth.as_deref(), tls.as_deref());
                 continue;
             }
         };
@@ -173,9 +183,29 @@ async fn serve(
         });
         let builder = builder.clone();
         let watcher = graceful.watcher();
+        let acceptor = tls.as_ref().map(|t| t.acceptor());
         tokio::spawn(async move {
-            let conn = builder.serve_connection(TokioIo::new(stream), svc);
-            if let Err(e) = watcher.watch(conn.into_owned()).await {
+            let ended = match acceptor {
+                None => {
+                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    watcher.watch(conn.into_owned()).await
+                }
+                Some(acceptor) => {
+                    let handshake = tokio::time::timeout(
+                        security::TLS_HANDSHAKE_TIMEOUT,
+                        acceptor.accept(stream),
+                    );
+                    match handshake.await {
+                        Ok(Ok(tls_stream)) => {
+                            let conn = builder.serve_connection(TokioIo::new(tls_stream), svc);
+                            watcher.watch(conn.into_owned()).await
+                        }
+                        Ok(Err(e)) => Err(format!("TLS handshake failed: {e}").into()),
+                        Err(_) => Err("TLS handshake timed out".into()),
+                    }
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!("connection from {peer} ended: {e}");
             }
             drop(permit);
@@ -193,6 +223,9 @@ async fn serve(
         _ = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("grace period over; closing remaining connections"),
     }
     if let Some(w) = watchdog {
+        w.abort();
+    }
+    if let Some(w) = auth_watcher {
         w.abort();
     }
     Ok(())
