@@ -87,6 +87,17 @@ pub enum Command {
         #[arg(value_name = "FILE")]
         file: Option<PathBuf>,
     },
+    /// Manage an htpasswd file with Apache htpasswd's flags (bcrypt by default); also
+    /// installed as docker-registry-htpasswd. See `docker-registry htpasswd --help`
+    #[command(disable_help_flag = true)]
+    Htpasswd {
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "ARGS"
+        )]
+        args: Vec<String>,
+    },
     /// Print the effective configuration and where each value came from
     Config {
         /// Only validate: print problems as file:line: key: message and exit non-zero
