@@ -35,6 +35,11 @@ impl ServerBuilder {
         self
     }
 
+    pub fn args_from(mut self, list: &[&str]) -> Self {
+        self.args.extend(list.iter().map(|a| a.to_string()));
+        self
+    }
+
     pub fn env(mut self, k: &str, v: impl Into<String>) -> Self {
         self.envs.push((k.into(), v.into()));
         self
@@ -83,8 +88,12 @@ impl ServerBuilder {
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(i) = line.find("listening on http://") {
-                    let rest = &line[i + "listening on http://".len()..];
+                // https:// when serving TLS.
+                let found = ["listening on http://", "listening on https://"]
+                    .iter()
+                    .find_map(|m| line.find(m).map(|i| i + m.len()));
+                if let Some(i) = found {
+                    let rest = &line[i..];
                     let addr = rest.split_whitespace().next().unwrap_or("");
                     if let Some(port) = addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok())
                     {
