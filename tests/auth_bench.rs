@@ -1,0 +1,171 @@
+//! What the credential cache buys: pulls per second of a 20-layer image with basic auth on
+//! (the same htpasswd file, bcrypt cost 10), ours against registry:2 (distribution 2.8.2,
+//! Debian's `docker-registry`) serving the same storage directory, measured side by side.
+//! A pull is what a client does: the manifest, the config and the 20 layers, each request
+//! with its Basic credentials, on keep-alive connections, from several clients at once.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const DISTRIBUTION: &str = "/usr/bin/docker-registry";
+const LAYERS: usize = 20;
+const CLIENTS: usize = 4;
+const MEASURE: Duration = Duration::from_secs(5);
+
+struct Distribution {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Distribution {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_distribution(root: &Path, htpasswd: &Path, conf_dir: &Path) -> Distribution {
+    assert!(
+        Path::new(DISTRIBUTION).exists(),
+        "distribution 2.8.2 is needed: apt-get install docker-registry"
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let file = conf_dir.join("config.yml");
+    std::fs::write(
+        &file,
+        format!(
+            "version: 0.1\nlog: {{level: error, accesslog: {{disabled: true}}}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: 127.0.0.1:{port}}}\nauth: {{htpasswd: {{realm: bench, path: {}}}}}\n",
+            root.display(),
+            htpasswd.display()
+        ),
+    )
+    .expect("write config");
+    let child = Command::new(DISTRIBUTION)
+        .arg("serve")
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start distribution");
+    let d = Distribution { child, port };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while client()
+        .get(format!("http://127.0.0.1:{port}/v2/"))
+        .send()
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "distribution did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    d
+}
+
+/// Pulls the image as fast as possible from CLIENTS threads for MEASURE; returns pulls/s.
+fn pulls_per_second(base: &str, manifest_digest: &str, blobs: &[(String, usize)]) -> f64 {
+    let deadline = Instant::now() + MEASURE;
+    let started = Instant::now();
+    let pulls: usize = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..CLIENTS)
+            .map(|_| {
+                scope.spawn(|| {
+                    let c = client();
+                    let mut n = 0;
+                    while Instant::now() < deadline {
+                        let get = |path: &str| {
+                            let r = c
+                                .get(format!("{base}{path}"))
+                                .basic_auth("bench", Some("bench password"))
+                                .header("accept", "application/vnd.oci.image.manifest.v1+json")
+                                .send()
+                                .expect("request");
+                            assert_eq!(r.status(), 200, "{base}{path}");
+                            r.bytes().expect("body").len()
+                        };
+                        get(&format!("/v2/bench/image/manifests/{manifest_digest}"));
+                        for (d, size) in blobs {
+                            assert_eq!(get(&format!("/v2/bench/image/blobs/{d}")), *size);
+                        }
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().expect("worker")).sum()
+    });
+    pulls as f64 / started.elapsed().as_secs_f64()
+}
+
+#[test]
+fn pulls_per_second_with_basic_auth_ours_against_registry_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = dir.path().join("data");
+    // The image: a config and 20 layers of 32 KiB, pushed into the shared storage.
+    let mut blobs = Vec::new();
+    let manifest_digest = {
+        let open = Server::builder().storage(&storage).start();
+        let c = client();
+        let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
+        let cd = push_blob(&c, &open, "bench/image", &config);
+        blobs.push((cd.clone(), config.len()));
+        let mut layers = Vec::new();
+        for i in 0..LAYERS {
+            let data: Vec<u8> = (0..32 * 1024u32)
+                .map(|b| (b.wrapping_mul(31).wrapping_add(i as u32 * 7)) as u8)
+                .collect();
+            let d = push_blob(&c, &open, "bench/image", &data);
+            layers.push((d.clone(), data.len()));
+            blobs.push((d, data.len()));
+        }
+        let refs: Vec<(&str, usize)> = layers.iter().map(|(d, n)| (d.as_str(), *n)).collect();
+        let m = image_manifest((&cd, config.len()), &refs);
+        let r = c
+            .put(open.url("/v2/bench/image/manifests/latest"))
+            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+            .body(m.clone())
+            .send()
+            .expect("put manifest");
+        assert_eq!(r.status(), 201);
+        digest_of(m.as_bytes())
+    };
+    // Apache's bcrypt at cost 10, the file both registries read.
+    let users = dir.path().join("users");
+    let out = Command::new("htpasswd")
+        .args(["-cbB", "-C", "10"])
+        .arg(&users)
+        .args(["bench", "bench password"])
+        .output()
+        .expect("htpasswd (apache2-utils)");
+    assert!(out.status.success());
+
+    let ours = Server::builder()
+        .storage(&storage)
+        .args_from(&["--htpasswd", users.to_str().expect("utf-8")])
+        .start();
+    let ours_rate = pulls_per_second(&ours.url(""), &manifest_digest, &blobs);
+    drop(ours);
+    let theirs = start_distribution(&storage, &users, dir.path());
+    let theirs_rate = pulls_per_second(
+        &format!("http://127.0.0.1:{}", theirs.port),
+        &manifest_digest,
+        &blobs,
+    );
+    drop(theirs);
+    eprintln!(
+        "pulls/s of a {LAYERS}-layer image, basic auth (bcrypt cost 10), {CLIENTS} clients: ours {ours_rate:.1}, registry:2 {theirs_rate:.1}, ratio {:.1}x",
+        ours_rate / theirs_rate
+    );
+    assert!(theirs_rate > 0.0);
+    // registry:2 pays a bcrypt per request; we pay one per credential per minute.
+    assert!(
+        ours_rate > theirs_rate * 2.0,
+        "ours {ours_rate:.1}/s against registry:2 {theirs_rate:.1}/s"
+    );
+}
