@@ -170,8 +170,9 @@ async fn serve(
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
             _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
             _ = hup.recv() => {
-                reload_config(&reload, &log);
-                security::reload(auth.as_deref(), tls.as_deref());
+                reload_config(&reload, &log, |new| {
+                    security::reload(auth.as_deref(), tls.as_deref(), &config, new)
+                });
                 continue;
             }
         };
@@ -231,20 +232,25 @@ async fn serve(
     Ok(())
 }
 
-fn reload_config(reload: &Reloader, log: &logging::LogHandle) {
+/// `also` reloads what depends on the configuration's files (passwords, certificates) before
+/// the daemon says it is ready again.
+fn reload_config(reload: &Reloader, log: &logging::LogHandle, also: impl FnOnce(Option<&Config>)) {
     notify::reloading();
-    match reload() {
+    let new = match reload() {
         Ok(c) => {
             log.set_level(c.log_level.value);
             tracing::info!(
                 "SIGHUP: configuration reloaded; log level {}",
                 c.log_level.value.as_str()
             );
+            Some(c)
         }
         Err(e) => {
-            tracing::error!("SIGHUP: configuration not reloaded, keeping the running one:\n{e}")
+            tracing::error!("SIGHUP: configuration not reloaded, keeping the running one:\n{e}");
+            None
         }
-    }
+    };
+    also(new.as_ref());
     notify::ready("serving");
 }
 

@@ -141,8 +141,22 @@ fn server_config(tls: &TlsConfig) -> Result<ServerConfig, String> {
     Ok(server)
 }
 
-/// SIGHUP: re-read the authentication files and the certificates.
-pub fn reload(auth: Option<&Authenticator>, tls: Option<&Tls>) {
+/// SIGHUP: re-read the authentication files and the certificates. Which files, and whether
+/// there is authentication or TLS at all, is fixed at start: say so when the new
+/// configuration (`new`, if it loaded) asks for something else.
+pub fn reload(
+    auth: Option<&Authenticator>,
+    tls: Option<&Tls>,
+    running: &Config,
+    new: Option<&Config>,
+) {
+    if let Some(new) = new {
+        if new.auth.value != running.auth.value || new.tls.value != running.tls.value {
+            tracing::warn!(
+                "SIGHUP: the auth or TLS settings changed; the files are re-read but the new settings take effect only after a restart"
+            );
+        }
+    }
     if let Some(a) = auth {
         match a.reload() {
             Ok(()) => tracing::info!("SIGHUP: authentication files reloaded"),
