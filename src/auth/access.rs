@@ -366,6 +366,23 @@ rules:
     }
 
     #[test]
+    fn the_shipped_example_means_what_its_comments_say() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/etc/docker-registry-access.yml"
+        );
+        let a = AccessRules::load(Path::new(path)).expect("the example parses");
+        assert!(a.allows(Some("anyone"), "library/debian", Action::Pull));
+        assert!(!a.allows(Some("anyone"), "library/debian", Action::Push));
+        assert!(a.allows(Some("alice"), "library/debian", Action::Delete));
+        assert!(a.allows(Some("ci-robot"), "team/a/b", Action::Push));
+        assert!(!a.allows(Some("ci-robot"), "team/a/b", Action::Delete));
+        assert!(a.allows(Some("bob"), "team/a", Action::Delete));
+        assert!(a.allows(None, "public/tool", Action::Pull));
+        assert!(!a.allows(None, "team/a", Action::Pull));
+    }
+
+    #[test]
     fn mistakes_are_refused_with_where() {
         for (text, needle) in [
             (
