@@ -72,6 +72,18 @@ pub struct GlobalArgs {
     /// Trust X-Forwarded-For/-Proto/-Host from a reverse proxy in front
     #[arg(long, global = true, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub trust_forwarded_headers: Option<bool>,
+    /// Token authentication (auth: token): the token server's URL for the Bearer challenge
+    #[arg(long, global = true, value_name = "URL", requires_all = ["token_service", "token_issuer", "token_rootcertbundle"], conflicts_with = "htpasswd")]
+    pub token_realm: Option<String>,
+    /// The service name tokens must be issued for (their `aud`)
+    #[arg(long, global = true, value_name = "NAME", requires = "token_realm")]
+    pub token_service: Option<String>,
+    /// The issuer tokens must name (their `iss`)
+    #[arg(long, global = true, value_name = "NAME", requires = "token_realm")]
+    pub token_issuer: Option<String>,
+    /// Certificates (PEM) of the keys allowed to sign tokens
+    #[arg(long, global = true, value_name = "FILE", requires = "token_realm")]
+    pub token_rootcertbundle: Option<PathBuf>,
 }
 
 pub fn parse_level(s: &str) -> Result<LogLevel, String> {
@@ -125,6 +137,10 @@ pub fn load_options(g: &GlobalArgs, file: Option<PathBuf>) -> LoadOptions {
             tls_key: g.tls_key.clone(),
             tls_client_ca: g.tls_client_ca.clone(),
             trust_forwarded_headers: g.trust_forwarded_headers,
+            token_realm: g.token_realm.clone(),
+            token_service: g.token_service.clone(),
+            token_issuer: g.token_issuer.clone(),
+            token_rootcertbundle: g.token_rootcertbundle.clone(),
         },
     }
 }

@@ -8,6 +8,7 @@
 use super::errors::{ApiError, ErrorCode};
 use super::Route;
 use crate::auth::access::Action;
+use crate::auth::token::{Grants, TokenVerifier};
 use crate::auth::{AuthFailure, Authenticator, Identity};
 use http::{HeaderMap, Method};
 use serde_json::{json, Value};
@@ -55,10 +56,17 @@ pub(super) fn need<'a>(route: &Route<'a>, method: &Method) -> Need<'a> {
 pub(super) struct Caller<'s> {
     auth: Option<&'s Authenticator>,
     identity: Identity,
+    /// With token authentication: what the token allows.
+    grants: Option<Grants>,
 }
 
 impl Caller<'_> {
     pub(super) fn may(&self, repository: &str, action: Action) -> bool {
+        if let Some(g) = &self.grants {
+            // A token's registry:catalog:* already decided the listing: show it all.
+            return g.allows("repository", repository, action.as_str())
+                || (action == Action::Pull && g.allows("registry", "catalog", "*"));
+        }
         match self.auth {
             None => true,
             Some(a) => a.allows(&self.identity, repository, action),
@@ -88,17 +96,96 @@ fn challenge(auth: &Authenticator, need: &Need<'_>) -> ApiError {
         .with_header("www-authenticate", format!("Basic realm=\"{realm}\""))
 }
 
+/// `Bearer realm=...,service=...,scope=...` as Docker's token specification gives it.
+fn bearer_challenge(t: &TokenVerifier, need: &Need<'_>, error: Option<&str>) -> ApiError {
+    let quote = |v: &str| v.replace('\\', "\\\\").replace('"', "\\\"");
+    let mut value = format!(
+        "Bearer realm=\"{}\",service=\"{}\"",
+        quote(&t.realm),
+        quote(&t.service)
+    );
+    match need {
+        Need::Listing => value.push_str(",scope=\"registry:catalog:*\""),
+        Need::Repository(name, actions) => {
+            let acts: Vec<&str> = actions.iter().map(|a| a.as_str()).collect();
+            value.push_str(&format!(
+                ",scope=\"repository:{}:{}\"",
+                quote(name),
+                acts.join(",")
+            ));
+        }
+        Need::Open | Need::Login => {}
+    }
+    if let Some(e) = error {
+        value.push_str(&format!(",error=\"{e}\""));
+    }
+    ApiError::new(ErrorCode::Unauthorized)
+        .with_detail(records(need))
+        .with_header("www-authenticate", value)
+}
+
+/// Token authentication: a valid Bearer token, and its grants checked against the need.
+/// Lacking access is a 401 with `error="insufficient_scope"`, so clients fetch a new token.
+fn authorize_token<'s>(
+    t: &TokenVerifier,
+    headers: &HeaderMap,
+    need: &Need<'_>,
+) -> Result<Caller<'s>, ApiError> {
+    let header = headers
+        .get(http::header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or(""));
+    let token = header.and_then(|h| {
+        let (scheme, rest) = h.trim().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+    });
+    let (identity, grants) = match (header, token) {
+        (None, _) => (Identity::Anonymous, Grants::default()),
+        (Some(_), None) => return Err(bearer_challenge(t, need, Some("invalid_token"))),
+        (Some(_), Some(tok)) => match t.verify(tok) {
+            Ok(v) => (Identity::User(v.subject), v.grants),
+            Err(why) => {
+                tracing::info!("token refused: {why}");
+                return Err(bearer_challenge(t, need, Some("invalid_token")));
+            }
+        },
+    };
+    let allowed = match need {
+        Need::Open => true,
+        Need::Login => identity != Identity::Anonymous,
+        Need::Listing => grants.allows("registry", "catalog", "*"),
+        Need::Repository(name, actions) => actions
+            .iter()
+            .all(|a| grants.allows("repository", name, a.as_str())),
+    };
+    if allowed {
+        Ok(Caller {
+            auth: None,
+            identity,
+            grants: Some(grants),
+        })
+    } else if identity == Identity::Anonymous {
+        Err(bearer_challenge(t, need, None))
+    } else {
+        Err(bearer_challenge(t, need, Some("insufficient_scope")))
+    }
+}
+
 /// Authenticates the request and checks that the caller has what the route needs.
 pub(super) async fn authorize<'s>(
     auth: Option<&'s Authenticator>,
+    token: Option<&TokenVerifier>,
     headers: &HeaderMap,
     client: IpAddr,
     need: &Need<'_>,
 ) -> Result<Caller<'s>, ApiError> {
+    if let Some(t) = token {
+        return authorize_token(t, headers, need);
+    }
     let Some(a) = auth else {
         return Ok(Caller {
             auth: None,
             identity: Identity::Anonymous,
+            grants: None,
         });
     };
     let header = headers
@@ -117,6 +204,7 @@ pub(super) async fn authorize<'s>(
     let caller = Caller {
         auth: Some(a),
         identity,
+        grants: None,
     };
     let allowed = match need {
         Need::Open => true,

@@ -32,6 +32,8 @@ pub struct AppState {
     pub issue: String,
     /// Authentication and access rules; `None` serves everyone (no `auth:` configured).
     pub auth: Option<Arc<crate::auth::Authenticator>>,
+    /// Token authentication (`auth: token`), used instead of `auth` when configured.
+    pub token: Option<Arc<crate::auth::token::TokenVerifier>>,
     /// Trust `X-Forwarded-*` from the proxy in front (client address, external URL).
     pub trust_forwarded_headers: bool,
 }
@@ -150,7 +152,14 @@ async fn dispatch(state: &AppState, req: Request<Incoming>, client: IpAddr) -> A
     let r = route(&path);
     let method = req.method().clone();
     let need = access::need(&r, &method);
-    let caller = access::authorize(state.auth.as_deref(), req.headers(), client, &need).await?;
+    let caller = access::authorize(
+        state.auth.as_deref(),
+        state.token.as_deref(),
+        req.headers(),
+        client,
+        &need,
+    )
+    .await?;
     let may_pull = |name: &str| caller.may(name, crate::auth::access::Action::Pull);
     if state.registry.options().readonly && is_write(&method) && r != Route::NotFound {
         return Err(ApiError::new(ErrorCode::Unsupported).with_message(

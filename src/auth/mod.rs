@@ -13,6 +13,7 @@
 pub mod access;
 pub mod command;
 pub mod htpasswd;
+pub mod token;
 
 use access::{AccessRules, Action};
 use base64::Engine;

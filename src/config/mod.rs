@@ -116,6 +116,14 @@ pub enum AuthConfig {
         path: PathBuf,
         access_file: Option<PathBuf>,
     },
+    /// `auth: token`: Bearer tokens (JWT, RS256/ES256) from a token server, signed by a key
+    /// whose certificate is in `rootcertbundle`; their `access` claims say what they allow.
+    Token {
+        realm: String,
+        service: String,
+        issuer: String,
+        rootcertbundle: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,6 +201,10 @@ pub struct CliOverrides {
     pub tls_key: Option<PathBuf>,
     pub tls_client_ca: Option<PathBuf>,
     pub trust_forwarded_headers: Option<bool>,
+    pub token_realm: Option<String>,
+    pub token_service: Option<String>,
+    pub token_issuer: Option<String>,
+    pub token_rootcertbundle: Option<PathBuf>,
 }
 
 /// What to read.
@@ -357,7 +369,7 @@ fn apply_cli_security(c: &mut Config, cli: &CliOverrides) -> Result<(), ConfigEr
             path,
             access_file,
         }) => (realm.clone(), Some(path.clone()), access_file.clone()),
-        None => ("docker-registry".to_string(), None, None),
+        Some(AuthConfig::Token { .. }) | None => ("docker-registry".to_string(), None, None),
     };
     if path.is_none()
         && cli.htpasswd.is_none()
@@ -395,6 +407,22 @@ fn apply_cli_security(c: &mut Config, cli: &CliOverrides) -> Result<(), ConfigEr
                 client_ca: cli.tls_client_ca.clone(),
             }),
             Source::Cli("--tls-cert".into()),
+        );
+    }
+    if let (Some(realm), Some(service), Some(issuer), Some(bundle)) = (
+        &cli.token_realm,
+        &cli.token_service,
+        &cli.token_issuer,
+        &cli.token_rootcertbundle,
+    ) {
+        c.auth = Sourced::new(
+            Some(AuthConfig::Token {
+                realm: realm.clone(),
+                service: service.clone(),
+                issuer: issuer.clone(),
+                rootcertbundle: bundle.clone(),
+            }),
+            Source::Cli("--token-realm".into()),
         );
     }
     if let Some(t) = cli.trust_forwarded_headers {

@@ -77,6 +77,7 @@ async fn serve(
         tracing::warn!("{w}");
     }
     let auth = security::build_auth(&config)?;
+    let token = security::build_token(&config)?;
     let tls = security::Tls::from_config(&config)?;
     let driver = build_driver(&config);
     notify::status("checking storage");
@@ -105,6 +106,7 @@ async fn serve(
         registry,
         issue: config.issue.value.clone(),
         auth: auth.clone(),
+        token: token.clone(),
         trust_forwarded_headers: config.trust_forwarded_headers.value,
     });
     let auth_watcher = auth.clone().map(security::spawn_auth_watcher);
@@ -120,6 +122,7 @@ async fn serve(
         config.storage.source,
         if config.delete_enabled.value { "enabled" } else { "disabled" },
         match (&auth, &tls) {
+            _ if token.is_some() => "token authentication",
             (Some(_), Some(t)) if t.mutual() => "basic authentication, client certificates required",
             (Some(_), _) => "basic authentication",
             (None, Some(t)) if t.mutual() => "client certificates required, no authentication",

@@ -3,6 +3,7 @@
 //! TLS with rustls (TLS 1.2 and 1.3, ALPN `h2` and `http/1.1`, optional client certificates
 //! for mutual TLS). Both reload on SIGHUP; a reload that fails keeps what is running.
 
+use crate::auth::token::TokenVerifier;
 use crate::auth::Authenticator;
 use crate::config::{AuthConfig, Config, TlsConfig};
 use rustls::server::WebPkiClientVerifier;
@@ -35,6 +36,29 @@ pub fn build_auth(config: &Config) -> Result<Option<Arc<Authenticator>>, String>
                     config.auth.source
                 )
             }),
+        // Token authentication has its own verifier (build_token).
+        Some(AuthConfig::Token { .. }) => Ok(None),
+    }
+}
+
+/// The token verifier when `auth: token` is configured; an unreadable certificate bundle
+/// stops the start.
+pub fn build_token(config: &Config) -> Result<Option<Arc<TokenVerifier>>, String> {
+    match &config.auth.value {
+        Some(AuthConfig::Token {
+            realm,
+            service,
+            issuer,
+            rootcertbundle,
+        }) => TokenVerifier::new(realm, service, issuer, rootcertbundle)
+            .map(|t| Some(Arc::new(t)))
+            .map_err(|e| {
+                format!(
+                    "token authentication ({}): {e}; refusing to start an open registry",
+                    config.auth.source
+                )
+            }),
+        _ => Ok(None),
     }
 }
 
