@@ -2,6 +2,7 @@
 //! readiness and watchdog, signals (SIGTERM/SIGINT stop gracefully, SIGHUP reloads), and
 //! one task per connection, bounded by a semaphore so overload is back-pressure, not a crash.
 
+pub mod listen;
 pub mod logging;
 pub mod notify;
 
@@ -84,7 +85,10 @@ async fn serve(config: Config, workers: usize, log: logging::LogHandle, reload: 
     })?;
 
     let addr = config.listen.value;
-    let listener = bind(addr).await?;
+    let listener = match listen::inherited()? {
+        Some(inherited) => inherited,
+        None => bind(addr).await?,
+    };
     let local = listener.local_addr().map_err(|e| format!("cannot read the bound address: {e}"))?;
 
     let registry = Registry::new(
