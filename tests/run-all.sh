@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=(skopeo docker-registry apache2-utils nginx-light openssl python3 curl)
+need=(skopeo podman docker-registry apache2-utils nginx-light openssl python3 curl)
 missing=()
 for p in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
