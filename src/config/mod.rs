@@ -6,10 +6,19 @@
 //! command-line flags. Every value remembers where it came from ([`Source`]) so that
 //! `docker-registry config` can show it and every error can name the file, line and key.
 
+mod distribution;
+mod env;
+mod layer;
+mod legacy;
+pub mod sysconfig;
+mod values;
+pub mod yaml;
+
+use layer::{AuthChoice, Layer, StorageChoice};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Where a setting's value came from.
@@ -19,11 +28,49 @@ pub enum Source {
     /// A built-in default chosen at run time, with why (e.g. "not root: a user directory").
     Derived(String),
     /// A file (YAML or sysconfig), 1-based line, and the key as written there.
-    File { path: PathBuf, line: usize, key: String },
+    File {
+        path: PathBuf,
+        line: usize,
+        key: String,
+    },
     /// A process environment variable.
     Env(String),
     /// A command-line flag.
     Cli(String),
+    /// A YAML value written as `_env:NAME[:default]`: where it is written, the variable, and
+    /// where the variable's value came from (`None`: unset, so the default written there).
+    FileEnv {
+        path: PathBuf,
+        line: usize,
+        key: String,
+        var: String,
+        origin: Option<Box<Source>>,
+    },
+    /// A value assembled from several places (the address from one, the port from another).
+    Parts(Vec<(String, Source)>),
+}
+
+impl Source {
+    /// The source of one named part of a [`Source::Parts`] value; any other source is the
+    /// source of all its parts.
+    pub fn part(&self, name: &str) -> &Source {
+        match self {
+            Source::Parts(parts) => parts
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, s)| s)
+                .unwrap_or(self),
+            _ => self,
+        }
+    }
+
+    /// One source when every part came from the same place, else [`Source::Parts`].
+    pub fn combine(parts: Vec<(&str, Source)>) -> Source {
+        match parts.first() {
+            Some((_, first)) if parts.iter().all(|(_, s)| s == first) => first.clone(),
+            _ => Source::Parts(parts.into_iter().map(|(n, s)| (n.to_string(), s)).collect()),
+        }
+    }
 }
 
 impl fmt::Display for Source {
@@ -34,6 +81,32 @@ impl fmt::Display for Source {
             Source::File { path, line, key } => write!(f, "{}:{line} ({key})", path.display()),
             Source::Env(name) => write!(f, "environment ({name})"),
             Source::Cli(flag) => write!(f, "command line ({flag})"),
+            Source::FileEnv {
+                path,
+                line,
+                key,
+                var,
+                origin,
+            } => {
+                write!(f, "{}:{line} ({key}: _env:{var} ", path.display())?;
+                match origin.as_deref() {
+                    None => f.write_str("unset, the default written there)"),
+                    Some(Source::Env(_)) => f.write_str("from the environment)"),
+                    Some(Source::File { path, line, .. }) => {
+                        write!(f, "from {}:{line})", path.display())
+                    }
+                    Some(other) => write!(f, "from {other})"),
+                }
+            }
+            Source::Parts(parts) => {
+                for (i, (name, source)) in parts.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("; ")?;
+                    }
+                    write!(f, "{name}: {source}")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -51,7 +124,10 @@ impl<T> Sourced<T> {
     }
 
     pub fn default_value(value: T) -> Self {
-        Sourced { value, source: Source::Default }
+        Sourced {
+            value,
+            source: Source::Default,
+        }
     }
 }
 
@@ -93,6 +169,36 @@ impl LogLevel {
 pub enum LogTarget {
     Stderr,
     Syslog,
+}
+
+impl LogTarget {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LogTarget::Stderr => "stderr",
+            LogTarget::Syslog => "syslog",
+        }
+    }
+}
+
+/// Which kind of YAML file was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    /// No YAML file.
+    None,
+    /// The legacy docker-registry format: `common` and flavor sections.
+    Legacy,
+    /// A `registry:2` (distribution) file, `version: 0.1`.
+    Distribution,
+}
+
+impl FileFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileFormat::None => "none",
+            FileFormat::Legacy => "legacy flavored",
+            FileFormat::Distribution => "registry:2",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -141,6 +247,10 @@ pub struct Config {
     pub flavor: Sourced<String>,
     /// The YAML file read, if any existed.
     pub config_file: Sourced<Option<PathBuf>>,
+    /// The format of that file.
+    pub file_format: FileFormat,
+    /// The sysconfig file read, if any existed.
+    pub sysconfig_file: Sourced<Option<PathBuf>>,
     pub storage: Sourced<StorageConfig>,
     pub delete_enabled: Sourced<bool>,
     pub readonly: Sourced<bool>,
@@ -224,43 +334,570 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+impl ConfigError {
+    /// An error about the value that `source` set: the file, line and key come from there.
+    pub fn at(source: &Source, message: impl Into<String>) -> ConfigError {
+        let message = message.into();
+        match source {
+            Source::File { path, line, key } => ConfigError {
+                file: Some(path.clone()),
+                line: Some(*line),
+                key: key.clone(),
+                message,
+            },
+            Source::FileEnv {
+                path,
+                line,
+                key,
+                var,
+                origin,
+            } => {
+                let how = match origin.as_deref() {
+                    None => format!("_env:{var} is unset, so the default written there"),
+                    Some(Source::Env(_)) => format!("_env:{var}, set in the environment"),
+                    Some(Source::File { path, line, .. }) => {
+                        format!("_env:{var}, set in {}:{line}", path.display())
+                    }
+                    Some(other) => format!("_env:{var}, from {other}"),
+                };
+                ConfigError {
+                    file: Some(path.clone()),
+                    line: Some(*line),
+                    key: key.clone(),
+                    message: format!("{message} (value from {how})"),
+                }
+            }
+            Source::Env(name) => ConfigError {
+                file: None,
+                line: None,
+                key: name.clone(),
+                message: format!("{message} (set in the environment)"),
+            },
+            Source::Cli(flag) => ConfigError {
+                file: None,
+                line: None,
+                key: flag.clone(),
+                message,
+            },
+            Source::Parts(parts) => match parts.first() {
+                Some((_, s)) => ConfigError::at(s, message),
+                None => ConfigError {
+                    file: None,
+                    line: None,
+                    key: String::new(),
+                    message,
+                },
+            },
+            Source::Default | Source::Derived(_) => ConfigError {
+                file: None,
+                line: None,
+                key: String::new(),
+                message,
+            },
+        }
+    }
+}
+
+/// The source of a YAML mapping entry: its line and the path where it was written, and the
+/// variable when it was an `_env:` reference.
+fn entry_source(file: &Path, entry: &yaml::Entry) -> Source {
+    let key = if entry.value.path.is_empty() {
+        entry.key.clone()
+    } else {
+        entry.value.path.clone()
+    };
+    match &entry.value.env {
+        Some(r) => Source::FileEnv {
+            path: file.to_path_buf(),
+            line: entry.key_line,
+            key,
+            var: r.var.clone(),
+            origin: r.origin.clone().map(Box::new),
+        },
+        None => Source::File {
+            path: file.to_path_buf(),
+            line: entry.key_line,
+            key,
+        },
+    }
+}
+
 pub const DEFAULT_SYSCONFIG: &str = "/etc/sysconfig/docker-registry";
 pub const DEFAULT_CONFIG: &str = "/etc/docker-registry.yml";
 pub const PACKAGED_STORAGE_ROOT: &str = "/var/lib/docker-registry";
 
+/// The realm announced for htpasswd authentication when none is configured.
+pub const DEFAULT_REALM: &str = "Registry Realm";
+
+/// The variables the configuration can read: the process environment over the sysconfig file.
+struct Environment<'a> {
+    process: &'a BTreeMap<String, String>,
+    file: Option<(&'a Path, &'a sysconfig::Parsed)>,
+}
+
+impl Environment<'_> {
+    /// A variable as written in the sysconfig file.
+    fn file_var(&self, name: &str) -> Option<(String, Source)> {
+        let (path, parsed) = self.file?;
+        let a = parsed.get(name)?;
+        Some((
+            a.value.clone(),
+            Source::File {
+                path: path.to_path_buf(),
+                line: a.line,
+                key: name.to_string(),
+            },
+        ))
+    }
+
+    /// A variable set in the process environment and not merely passed through from the
+    /// sysconfig file: systemd's `EnvironmentFile=` exports the file's variables, and a value
+    /// equal to the file's keeps the file's (lower) precedence and its `file:line` source.
+    fn process_var(&self, name: &str) -> Option<(String, Source)> {
+        let v = self.process.get(name)?;
+        match self.file_var(name) {
+            Some((fv, _)) if fv == *v => None,
+            _ => Some((v.clone(), Source::Env(name.to_string()))),
+        }
+    }
+
+    /// The process environment wins over the file.
+    fn lookup(&self, name: &str) -> Option<(String, Source)> {
+        self.process_var(name).or_else(|| self.file_var(name))
+    }
+}
+
+/// Reads a configuration file; a missing file that was not asked for explicitly is no error.
+fn read_text(path: &Path, explicit: Option<&str>, errors: &mut Vec<ConfigError>) -> Option<String> {
+    let fail = |message: String| ConfigError {
+        file: Some(path.to_path_buf()),
+        line: None,
+        key: String::new(),
+        message,
+    };
+    match std::fs::read(path) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => Some(text),
+            Err(e) => {
+                errors.push(fail(format!(
+                    "not UTF-8 text (invalid byte at offset {})",
+                    e.utf8_error().valid_up_to()
+                )));
+                None
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => None,
+        Err(e) => {
+            let why = explicit
+                .map(|w| format!(" (given by {w})"))
+                .unwrap_or_default();
+            errors.push(fail(format!("cannot read this file{why}: {e}")));
+            None
+        }
+    }
+}
+
+fn storage_message(name: &str) -> String {
+    if name == "s3" {
+        "S3 storage arrives in a later release of docker-registry; until then use the filesystem \
+         (storage: local in a flavored file, storage.filesystem in a registry:2 file, or \
+         REGISTRY_STORAGE=filesystem)"
+            .to_string()
+    } else {
+        format!(
+            "storage {name:?} is not supported by docker-registry (filesystem storage only; S3 arrives in a later release)"
+        )
+    }
+}
+
 impl Config {
-    /// Loads and validates the configuration.
+    /// Loads and validates the configuration. Every problem is reported, not just the first.
     pub fn load(opts: &LoadOptions) -> Result<Config, ConfigErrors> {
-        let mut c = Config::defaults(&opts.env);
-        let cli = &opts.cli;
-        if let Some(a) = cli.address {
-            c.listen = Sourced::new(SocketAddr::new(a, c.listen.value.port()), Source::Cli("--address".into()));
+        let mut errors: Vec<ConfigError> = Vec::new();
+        let mut warnings: Vec<String> = Vec::new();
+        let mut config = Config::defaults(&opts.env);
+
+        // 1. The sysconfig file: it can choose the YAML file and the flavor.
+        let (sys_path, sys_explicit) = match &opts.sysconfig {
+            Some(p) => (p.clone(), Some("--sysconfig")),
+            None => (PathBuf::from(DEFAULT_SYSCONFIG), None),
+        };
+        let sys =
+            read_text(&sys_path, sys_explicit, &mut errors).map(|text| sysconfig::parse(&text));
+        config.sysconfig_file = match (&sys, sys_explicit) {
+            (Some(_), Some(flag)) => Sourced::new(Some(sys_path.clone()), Source::Cli(flag.into())),
+            (Some(_), None) => Sourced::default_value(Some(sys_path.clone())),
+            (None, _) => Sourced::new(
+                None,
+                Source::Derived(format!("{DEFAULT_SYSCONFIG} does not exist")),
+            ),
+        };
+        if let Some(parsed) = &sys {
+            for p in &parsed.errors {
+                errors.push(ConfigError {
+                    file: Some(sys_path.clone()),
+                    line: Some(p.line),
+                    key: p.key.clone(),
+                    message: p.message.clone(),
+                });
+            }
+            for r in &parsed.remarks {
+                warnings.push(format!(
+                    "{}:{}: {}: {}",
+                    sys_path.display(),
+                    r.line,
+                    r.key,
+                    r.message
+                ));
+            }
         }
-        if let Some(p) = cli.port {
-            c.listen = Sourced::new(SocketAddr::new(c.listen.value.ip(), p), Source::Cli("--port".into()));
+        let env = Environment {
+            process: &opts.env,
+            file: sys.as_ref().map(|p| (sys_path.as_path(), p)),
+        };
+
+        if let Some((flavor, source)) = env.lookup("SETTINGS_FLAVOR").filter(|(v, _)| !v.is_empty())
+        {
+            config.flavor = Sourced::new(flavor, source);
         }
-        if let Some(w) = cli.workers {
-            c.workers = Sourced::new(w, Source::Cli("--workers".into()));
+
+        // 2. The YAML file.
+        let yaml_file = match &opts.config {
+            Some(p) => Some((
+                p.clone(),
+                Source::Cli("--config".into()),
+                Some("--config".to_string()),
+            )),
+            None => match env
+                .lookup("DOCKER_REGISTRY_CONFIG")
+                .filter(|(v, _)| !v.is_empty())
+            {
+                Some((p, source)) => {
+                    let why = format!("DOCKER_REGISTRY_CONFIG, {source}");
+                    Some((PathBuf::from(p), source, Some(why)))
+                }
+                None => Some((PathBuf::from(DEFAULT_CONFIG), Source::Default, None)),
+            },
+        };
+        let mut yaml_layer = Layer::default();
+        let mut env_references: Vec<String> = Vec::new();
+        if let Some((path, source, explicit)) = yaml_file {
+            match read_text(&path, explicit.as_deref(), &mut errors) {
+                None => {
+                    if explicit.is_none() {
+                        config.config_file = Sourced::new(
+                            None,
+                            Source::Derived(format!("{} does not exist", path.display())),
+                        );
+                    }
+                }
+                Some(text) => {
+                    config.config_file = Sourced::new(Some(path.clone()), source);
+                    yaml_layer = config.read_yaml(
+                        &path,
+                        &text,
+                        &env,
+                        &mut env_references,
+                        &mut errors,
+                        &mut warnings,
+                    );
+                }
+            }
         }
-        if let Some(p) = &cli.storage_path {
-            c.storage = Sourced::new(StorageConfig::Filesystem { root: p.clone() }, Source::Cli("--storage-path".into()));
+
+        // 3. The sysconfig file's own level, and the variables nothing reads.
+        let sys_layer = env::layer_from(|n| env.file_var(n), &mut errors);
+        if let Some(parsed) = &sys {
+            let mut unused: Vec<String> = Vec::new();
+            for a in &parsed.assignments {
+                let used = env::is_known(&a.name) || env_references.contains(&a.name);
+                if !used
+                    && !unused
+                        .iter()
+                        .any(|u| u.starts_with(&format!("{} ", a.name)))
+                {
+                    unused.push(format!("{} (line {})", a.name, a.line));
+                }
+            }
+            if !unused.is_empty() {
+                warnings.push(format!(
+                    "{}: ignoring variables docker-registry does not use: {}",
+                    sys_path.display(),
+                    unused.join(", ")
+                ));
+            }
         }
-        if let Some(l) = cli.log_level {
-            c.log_level = Sourced::new(l, Source::Cli("--log-level".into()));
+
+        // 4. The process environment.
+        let env_layer = env::layer_from(|n| env.process_var(n), &mut errors);
+        let unused: Vec<&str> = opts
+            .env
+            .keys()
+            .filter(|k| {
+                k.starts_with("REGISTRY_") && !env::is_known(k) && env.process_var(k).is_some()
+            })
+            .map(|k| k.as_str())
+            .collect();
+        if !unused.is_empty() {
+            warnings.push(format!(
+                "ignoring environment variables docker-registry does not use: {}",
+                unused.join(", ")
+            ));
         }
-        if let Some(d) = cli.delete_enabled {
-            c.delete_enabled = Sourced::new(d, Source::Cli("--delete-enabled".into()));
+
+        // 5. The command line.
+        let cli_layer = cli_layer(&opts.cli, &mut errors);
+
+        let mut settings = yaml_layer;
+        settings.overlay(sys_layer);
+        settings.overlay(env_layer);
+        settings.overlay(cli_layer);
+        config.resolve(settings, &mut errors);
+        config.warnings = warnings;
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(errors))
         }
-        Ok(c)
+    }
+
+    /// Parses the YAML file, recognises its format and reads its level.
+    fn read_yaml(
+        &mut self,
+        path: &Path,
+        text: &str,
+        env: &Environment<'_>,
+        env_references: &mut Vec<String>,
+        errors: &mut Vec<ConfigError>,
+        warnings: &mut Vec<String>,
+    ) -> Layer {
+        let (root, remarks) = match yaml::parse(text) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                errors.push(ConfigError {
+                    file: Some(path.to_path_buf()),
+                    line: Some(e.line),
+                    key: String::new(),
+                    message: format!("not valid YAML: {}", e.message),
+                });
+                return Layer::default();
+            }
+        };
+        for r in remarks {
+            warnings.push(format!(
+                "{}:{}: {}: {}",
+                path.display(),
+                r.line,
+                r.path,
+                r.message
+            ));
+        }
+        let Some(root) = root else {
+            warnings.push(format!(
+                "{}: the file is empty; using the built-in defaults",
+                path.display()
+            ));
+            return Layer::default();
+        };
+        root.env_references(env_references);
+        match root.get("version") {
+            Some(v) if v.value.entries().is_none() => {
+                let version = values::node_text(&v.value)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                if version != "0.1" {
+                    errors.push(ConfigError {
+                        file: Some(path.to_path_buf()),
+                        line: Some(v.key_line),
+                        key: "version".into(),
+                        message: format!("unsupported registry:2 configuration version {version:?} (expected 0.1)"),
+                    });
+                    return Layer::default();
+                }
+                self.file_format = FileFormat::Distribution;
+                if self.flavor.source != Source::Default {
+                    warnings.push(format!(
+                        "SETTINGS_FLAVOR={} ({}) is not used: {} is a registry:2 file, which has no flavors",
+                        self.flavor.value,
+                        self.flavor.source,
+                        path.display()
+                    ));
+                }
+                distribution::read(path, &root, errors, warnings)
+            }
+            _ => {
+                self.file_format = FileFormat::Legacy;
+                legacy::read(
+                    path,
+                    &root,
+                    &self.flavor,
+                    &|n| env.lookup(n),
+                    errors,
+                    warnings,
+                )
+            }
+        }
+    }
+
+    /// Turns the stacked levels into the effective configuration, checking what only makes
+    /// sense as a whole (a storage driver we have, a password file for htpasswd, ...).
+    fn resolve(&mut self, l: Layer, errors: &mut Vec<ConfigError>) {
+        let address = l
+            .address
+            .unwrap_or_else(|| Sourced::default_value(self.listen.value.ip()));
+        let port = l
+            .port
+            .unwrap_or_else(|| Sourced::default_value(self.listen.value.port()));
+        self.listen = Sourced::new(
+            SocketAddr::new(address.value, port.value),
+            Source::combine(vec![("address", address.source), ("port", port.source)]),
+        );
+        if let Some(w) = l.workers {
+            self.workers = w;
+        }
+
+        match l.storage {
+            Some(Sourced {
+                value: StorageChoice::Unsupported { name },
+                source,
+            }) => {
+                let message = match (self.file_format, &source) {
+                    (FileFormat::Legacy, Source::File { .. } | Source::FileEnv { .. }) => {
+                        format!(
+                            "flavor {} uses storage {name}: {}",
+                            self.flavor.value,
+                            storage_message(&name)
+                        )
+                    }
+                    _ => storage_message(&name),
+                };
+                errors.push(ConfigError::at(&source, message));
+            }
+            _ => {
+                if let Some(root) = l.storage_root {
+                    self.storage =
+                        Sourced::new(StorageConfig::Filesystem { root: root.value }, root.source);
+                }
+            }
+        }
+
+        if let Some(v) = l.delete_enabled {
+            self.delete_enabled = v;
+        }
+        if let Some(v) = l.readonly {
+            self.readonly = v;
+        }
+        if let Some(v) = l.log_level {
+            self.log_level = v;
+        }
+        if let Some(v) = l.log_target {
+            self.log_target = v;
+        }
+        if let Some(v) = l.search_backend {
+            self.search_backend = v;
+        }
+        if let Some(v) = l.issue {
+            self.issue = v;
+        }
+
+        let defaults = UploadPurging::default();
+        let enabled = l
+            .purge_enabled
+            .unwrap_or_else(|| Sourced::default_value(defaults.enabled));
+        let age = l
+            .purge_age
+            .unwrap_or_else(|| Sourced::default_value(defaults.age));
+        let interval = l
+            .purge_interval
+            .unwrap_or_else(|| Sourced::default_value(defaults.interval));
+        let dry_run = l
+            .purge_dry_run
+            .unwrap_or_else(|| Sourced::default_value(defaults.dry_run));
+        if interval.value.is_zero() && enabled.value {
+            errors.push(ConfigError::at(
+                &interval.source,
+                "the upload purging interval must be longer than 0",
+            ));
+        }
+        self.upload_purging = Sourced::new(
+            UploadPurging {
+                enabled: enabled.value,
+                age: age.value,
+                interval: interval.value,
+                dry_run: dry_run.value,
+            },
+            Source::combine(vec![
+                ("enabled", enabled.source),
+                ("age", age.source),
+                ("interval", interval.source),
+                ("dryrun", dry_run.source),
+            ]),
+        );
+
+        // A realm or password file alone asks for htpasswd, as in registry:2.
+        let method = l.auth.or_else(|| {
+            let implied_by = l
+                .auth_path
+                .as_ref()
+                .map(|p| &p.source)
+                .or(l.auth_realm.as_ref().map(|r| &r.source));
+            implied_by.map(|s| Sourced::new(AuthChoice::Htpasswd, s.clone()))
+        });
+        match method {
+            None => {}
+            Some(Sourced { value: AuthChoice::Unsupported { name }, source }) => errors.push(ConfigError::at(
+                &source,
+                format!(
+                    "authentication {name:?} is not supported (only htpasswd); refusing to start without the authentication asked for"
+                ),
+            )),
+            Some(Sourced { value: AuthChoice::Htpasswd, source }) => match l.auth_path {
+                None => errors.push(ConfigError::at(
+                    &source,
+                    "htpasswd authentication needs a password file: set auth.htpasswd.path (or REGISTRY_AUTH_HTPASSWD_PATH)",
+                )),
+                Some(path) => {
+                    let realm = l.auth_realm.unwrap_or_else(|| Sourced::default_value(DEFAULT_REALM.to_string()));
+                    self.auth = Sourced::new(
+                        Some(AuthConfig::Htpasswd { realm: realm.value, path: path.value }),
+                        Source::combine(vec![("method", source), ("realm", realm.source), ("path", path.source)]),
+                    );
+                }
+            },
+        }
+
+        match (l.tls_certificate, l.tls_key) {
+            (None, None) => {}
+            (Some(c), Some(k)) => {
+                self.tls = Sourced::new(
+                    Some(TlsConfig { certificate: c.value, key: k.value }),
+                    Source::combine(vec![("certificate", c.source), ("key", k.source)]),
+                );
+            }
+            (Some(c), None) => errors.push(ConfigError::at(
+                &c.source,
+                "a TLS certificate without its key: set http.tls.key (or REGISTRY_HTTP_TLS_KEY) too",
+            )),
+            (None, Some(k)) => errors.push(ConfigError::at(
+                &k.source,
+                "a TLS key without its certificate: set http.tls.certificate (or REGISTRY_HTTP_TLS_CERTIFICATE) too",
+            )),
+        }
     }
 
     /// Built-in defaults.
     pub fn defaults(env: &BTreeMap<String, String>) -> Config {
         Config {
-            listen: Sourced::default_value(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 5000)),
+            listen: Sourced::default_value(SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                5000,
+            )),
             workers: Sourced::default_value(0),
             flavor: Sourced::default_value("local".into()),
             config_file: Sourced::default_value(None),
+            file_format: FileFormat::None,
+            sysconfig_file: Sourced::default_value(None),
             storage: default_storage(env),
             delete_enabled: Sourced::default_value(false),
             readonly: Sourced::default_value(false),
@@ -279,17 +916,162 @@ impl Config {
     pub fn describe(&self) -> String {
         let mut out = String::new();
         let mut line = |k: &str, v: String, s: &Source| {
-            out.push_str(&format!("{k:<24} {v:<40} # {s}\n"));
+            out.push_str(&format!("{k:<44} {v:<32} # {s}\n"));
         };
-        line("listen", self.listen.value.to_string(), &self.listen.source);
-        line("workers", self.workers.value.to_string(), &self.workers.source);
-        line("flavor", self.flavor.value.clone(), &self.flavor.source);
+        let shown = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "(none)".into())
+        };
+        line(
+            "sysconfig",
+            shown(&self.sysconfig_file.value),
+            &self.sysconfig_file.source,
+        );
+        line(
+            "config",
+            shown(&self.config_file.value),
+            &self.config_file.source,
+        );
+        line(
+            "config.format",
+            self.file_format.as_str().into(),
+            &self.config_file.source,
+        );
+        let flavor = match self.file_format {
+            FileFormat::Legacy => self.flavor.value.clone(),
+            _ => format!("{} (unused: no flavored file)", self.flavor.value),
+        };
+        line("flavor", flavor, &self.flavor.source);
+        line(
+            "http.addr",
+            self.listen.value.to_string(),
+            &self.listen.source,
+        );
+        let workers = match self.workers.value {
+            0 => "0 (one per CPU)".to_string(),
+            n => n.to_string(),
+        };
+        line("workers", workers, &self.workers.source);
         let StorageConfig::Filesystem { root } = &self.storage.value;
-        line("storage.filesystem.root", root.display().to_string(), &self.storage.source);
-        line("storage.delete.enabled", self.delete_enabled.value.to_string(), &self.delete_enabled.source);
-        line("log.level", self.log_level.value.as_str().into(), &self.log_level.source);
+        line(
+            "storage.filesystem.rootdirectory",
+            root.display().to_string(),
+            &self.storage.source,
+        );
+        line(
+            "storage.delete.enabled",
+            self.delete_enabled.value.to_string(),
+            &self.delete_enabled.source,
+        );
+        line(
+            "storage.maintenance.readonly.enabled",
+            self.readonly.value.to_string(),
+            &self.readonly.source,
+        );
+        let p = &self.upload_purging;
+        let key = "storage.maintenance.uploadpurging";
+        line(
+            &format!("{key}.enabled"),
+            p.value.enabled.to_string(),
+            p.source.part("enabled"),
+        );
+        line(
+            &format!("{key}.age"),
+            humantime::format_duration(p.value.age).to_string(),
+            p.source.part("age"),
+        );
+        line(
+            &format!("{key}.interval"),
+            humantime::format_duration(p.value.interval).to_string(),
+            p.source.part("interval"),
+        );
+        line(
+            &format!("{key}.dryrun"),
+            p.value.dry_run.to_string(),
+            p.source.part("dryrun"),
+        );
+        line(
+            "log.level",
+            self.log_level.value.as_str().into(),
+            &self.log_level.source,
+        );
+        line(
+            "log.target",
+            self.log_target.value.as_str().into(),
+            &self.log_target.source,
+        );
+        line(
+            "search_backend",
+            self.search_backend
+                .value
+                .clone()
+                .unwrap_or_else(|| "(none)".into()),
+            &self.search_backend.source,
+        );
+        line("issue", self.issue.value.clone(), &self.issue.source);
+        match &self.auth.value {
+            None => line("auth", "(none)".into(), &self.auth.source),
+            Some(AuthConfig::Htpasswd { realm, path }) => {
+                line(
+                    "auth.htpasswd.realm",
+                    realm.clone(),
+                    self.auth.source.part("realm"),
+                );
+                line(
+                    "auth.htpasswd.path",
+                    path.display().to_string(),
+                    self.auth.source.part("path"),
+                );
+            }
+        }
+        match &self.tls.value {
+            None => line("http.tls", "(none)".into(), &self.tls.source),
+            Some(t) => {
+                line(
+                    "http.tls.certificate",
+                    t.certificate.display().to_string(),
+                    self.tls.source.part("certificate"),
+                );
+                line(
+                    "http.tls.key",
+                    t.key.display().to_string(),
+                    self.tls.source.part("key"),
+                );
+            }
+        }
         out
     }
+}
+
+/// The command line as the highest level.
+fn cli_layer(cli: &CliOverrides, errors: &mut Vec<ConfigError>) -> Layer {
+    let flag = |f: &str| Source::Cli(f.to_string());
+    let mut l = Layer {
+        address: cli.address.map(|a| Sourced::new(a, flag("--address"))),
+        port: cli.port.map(|p| Sourced::new(p, flag("--port"))),
+        log_level: cli.log_level.map(|v| Sourced::new(v, flag("--log-level"))),
+        delete_enabled: cli
+            .delete_enabled
+            .map(|v| Sourced::new(v, flag("--delete-enabled"))),
+        ..Layer::default()
+    };
+    if let Some(w) = cli.workers {
+        layer::set(
+            &mut l.workers,
+            values::workers_text(&w.to_string()).map(Some),
+            flag("--workers"),
+            errors,
+        );
+    }
+    if let Some(p) = &cli.storage_path {
+        l.storage = Some(Sourced::new(
+            StorageChoice::Filesystem,
+            flag("--storage-path"),
+        ));
+        l.storage_root = Some(Sourced::new(p.clone(), flag("--storage-path")));
+    }
+    l
 }
 
 /// Where data goes when nothing says: systemd's `STATE_DIRECTORY`, the packaged
@@ -298,7 +1080,9 @@ fn default_storage(env: &BTreeMap<String, String>) -> Sourced<StorageConfig> {
     if let Some(dir) = env.get("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
         let first = dir.split(':').next().unwrap_or(dir);
         return Sourced::new(
-            StorageConfig::Filesystem { root: PathBuf::from(first) },
+            StorageConfig::Filesystem {
+                root: PathBuf::from(first),
+            },
             Source::Derived("systemd STATE_DIRECTORY".into()),
         );
     }
@@ -313,15 +1097,23 @@ fn default_storage(env: &BTreeMap<String, String>) -> Sourced<StorageConfig> {
         .get("XDG_DATA_HOME")
         .filter(|d| !d.is_empty())
         .map(PathBuf::from)
-        .or_else(|| env.get("HOME").filter(|h| !h.is_empty()).map(|h| PathBuf::from(h).join(".local/share")))
+        .or_else(|| {
+            env.get("HOME")
+                .filter(|h| !h.is_empty())
+                .map(|h| PathBuf::from(h).join(".local/share"))
+        })
         .map(|d| d.join("docker-registry"));
     match user_dir {
         Some(d) => Sourced::new(
             StorageConfig::Filesystem { root: d },
-            Source::Derived(format!("{PACKAGED_STORAGE_ROOT} is not writable: a per-user directory")),
+            Source::Derived(format!(
+                "{PACKAGED_STORAGE_ROOT} is not writable: a per-user directory"
+            )),
         ),
         None => Sourced::new(
-            StorageConfig::Filesystem { root: std::env::temp_dir().join("docker-registry") },
+            StorageConfig::Filesystem {
+                root: std::env::temp_dir().join("docker-registry"),
+            },
             Source::Derived("no HOME: a temporary directory".into()),
         ),
     }
