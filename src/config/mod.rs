@@ -1520,7 +1520,7 @@ mod tests {
                 .to_string()
         };
         assert!(
-            line("workers").contains(&format!("3 "))
+            line("workers").contains(" 3 ")
                 && line("workers")
                     .ends_with(&format!("# {}:1 (GUNICORN_WORKERS)", s.path("sysconfig")))
         );
