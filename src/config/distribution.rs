@@ -10,8 +10,11 @@
 use super::layer::{set, AuthChoice, Layer, StorageChoice};
 use super::values::*;
 use super::yaml::{Entry, Node};
-use super::{entry_source, ConfigError, Sourced};
-use std::path::Path;
+use super::{entry_source, ConfigError, Source, Sourced};
+use std::path::{Path, PathBuf};
+
+/// Where registry:2's filesystem driver keeps data when `rootdirectory` is not given.
+pub const DISTRIBUTION_DEFAULT_ROOT: &str = "/var/lib/registry";
 
 /// Storage drivers distribution has; any of them other than `filesystem` is refused.
 const STORAGE_DRIVERS: &[&str] = &[
@@ -125,6 +128,16 @@ fn read_storage(
             "filesystem" => {
                 drivers.push(e.key.clone());
                 layer.storage = Some(Sourced::new(StorageChoice::Filesystem, src));
+                // registry:2's filesystem driver defaults to /var/lib/registry; a file written
+                // for it that omits rootdirectory means that directory, not ours.
+                layer.storage_root = Some(Sourced::new(
+                    PathBuf::from(DISTRIBUTION_DEFAULT_ROOT),
+                    Source::Derived(format!(
+                        "registry:2's default for storage.filesystem at {}:{}",
+                        file.display(),
+                        e.key_line
+                    )),
+                ));
                 each(
                     file,
                     e,
@@ -325,7 +338,6 @@ mod tests {
     use super::*;
     use crate::config::yaml;
     use crate::config::LogLevel;
-    use std::path::PathBuf;
     use std::time::Duration;
 
     fn load(text: &str) -> (Layer, Vec<ConfigError>, Vec<String>) {
@@ -381,6 +393,18 @@ mod tests {
         assert!(
             warnings[0].ends_with("log.formatter, storage.cache, http.secret, notifications"),
             "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn filesystem_without_rootdirectory_means_registry_2s_default() {
+        let (l, errors, _) = load("version: 0.1\nstorage:\n  filesystem: {}\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        let root = l.storage_root.expect("root");
+        assert_eq!(root.value, PathBuf::from("/var/lib/registry"));
+        assert_eq!(
+            root.source.to_string(),
+            "default (registry:2's default for storage.filesystem at /etc/registry.yml:3)"
         );
     }
 

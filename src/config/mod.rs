@@ -5,6 +5,22 @@
 //! process environment (including `registry:2`'s `REGISTRY_<SECTION>_<KEY>` overrides);
 //! command-line flags. Every value remembers where it came from ([`Source`]) so that
 //! `docker-registry config` can show it and every error can name the file, line and key.
+//!
+//! Rules worth knowing:
+//! * The listening address is two settings, host and port. `http.addr` (and
+//!   `REGISTRY_HTTP_ADDR`) set both; `REGISTRY_ADDRESS` and `REGISTRY_PORT` set one each, so a
+//!   `registry:2` file's `http.addr: 127.0.0.1:6000` with `REGISTRY_PORT=7000` in the
+//!   sysconfig file listens on `127.0.0.1:7000`. Within one level `REGISTRY_ADDRESS` /
+//!   `REGISTRY_PORT` refine `REGISTRY_HTTP_ADDR`.
+//! * systemd's `EnvironmentFile=` exports the sysconfig file's variables into the process
+//!   environment. A process variable whose value equals the file's is taken as the file's (its
+//!   precedence and its `file:line`), so a drop-in's `REGISTRY_HTTP_ADDR` still wins over the
+//!   file's `REGISTRY_PORT=5000`.
+//! * The sysconfig file's variables (and the process environment over them) are what
+//!   `_env:NAME` values of the YAML file read.
+//! * `SETTINGS_FLAVOR` defaults to `local` (the old Python registry used `dev` without it).
+//! * When nothing names a storage directory: systemd's `STATE_DIRECTORY`, else
+//!   `/var/lib/docker-registry` when writable, else a per-user directory.
 
 mod distribution;
 mod env;
