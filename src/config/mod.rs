@@ -1393,6 +1393,24 @@ mod tests {
     }
 
     #[test]
+    fn a_flavor_set_for_a_registry_2_file_is_reported_as_unused() {
+        let s = Setup::new("SETTINGS_FLAVOR=dev\n", "version: 0.1\n", &[]);
+        let c = s.load();
+        assert_eq!(c.file_format, FileFormat::Distribution);
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(
+            c.warnings[0].starts_with("SETTINGS_FLAVOR=dev ("),
+            "{:?}",
+            c.warnings
+        );
+        assert!(
+            c.warnings[0].ends_with("is a registry:2 file, which has no flavors"),
+            "{:?}",
+            c.warnings
+        );
+    }
+
+    #[test]
     fn htpasswd_needs_a_password_file_and_has_a_default_realm() {
         let s = Setup::new("", "", &[("REGISTRY_AUTH", "htpasswd")]);
         let errors = s.errors();
