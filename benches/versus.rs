@@ -812,25 +812,34 @@ fn median(v: &mut [f64]) -> f64 {
     }
 }
 
+/// How a scenario's figure reads: unit, whether lower is better, the target.
+#[derive(Clone, Copy)]
+struct Kind {
+    unit: &'static str,
+    lower_better: bool,
+    target: &'static str,
+}
+
+const fn kind(unit: &'static str, lower_better: bool, target: &'static str) -> Kind {
+    Kind {
+        unit,
+        lower_better,
+        target,
+    }
+}
+
+/// Outcomes of one scenario, for ours [0] and registry:2 [1].
+type Pair = [Vec<Outcome>; 2];
+
 #[derive(Default)]
 struct Table {
-    rows: BTreeMap<(usize, String), [Vec<Result<Figure, String>>; 2]>,
-    units: BTreeMap<String, (&'static str, bool, &'static str)>,
+    rows: BTreeMap<(usize, String), Pair>,
+    kinds: BTreeMap<String, Kind>,
 }
 
 impl Table {
-    fn add(
-        &mut self,
-        order: usize,
-        name: &str,
-        unit: &'static str,
-        lower_better: bool,
-        target: &'static str,
-        which: usize,
-        o: Outcome,
-    ) {
-        self.units
-            .insert(name.to_owned(), (unit, lower_better, target));
+    fn add(&mut self, order: usize, name: &str, k: Kind, which: usize, o: Outcome) {
+        self.kinds.insert(name.to_owned(), k);
         self.rows.entry((order, name.to_owned())).or_default()[which].push(o);
     }
 
@@ -840,7 +849,11 @@ impl Table {
             "scenario (median)", "ours", "registry:2", "ratio", "target"
         );
         for ((_, name), [a, b]) in &self.rows {
-            let (unit, lower, target) = self.units[name];
+            let Kind {
+                unit,
+                lower_better: lower,
+                target,
+            } = self.kinds[name];
             let cell = |v: &Vec<Result<Figure, String>>| -> (Option<f64>, String, bool) {
                 if let Some(Err(e)) = v.iter().find(|r| r.is_err()) {
                     return (None, format!("ERROR: {e}"), false);
@@ -963,63 +976,49 @@ async fn main() {
             table.add(
                 1,
                 "1 push 256 MiB monolithic",
-                "MB/s",
-                false,
-                ">=4x, >=65% sha256",
+                kind("MB/s", false, ">=4x, >=65% sha256"),
                 which,
                 sc.push_mono(&client, &reg, run_id).await,
             );
             table.add(
                 2,
                 "2 push 256 MiB chunked (16 MiB)",
-                "MB/s",
-                false,
-                ">=4x, >=65% sha256",
+                kind("MB/s", false, ">=4x, >=65% sha256"),
                 which,
                 sc.push_chunked(&client, &reg, run_id).await,
             );
             table.add(
                 3,
                 "3 push 64 x 1 MiB, 16 concurrent",
-                "ops/s",
-                false,
-                ">=5x",
+                kind("ops/s", false, ">=5x"),
                 which,
                 sc.push_small(&client, &reg, run_id).await,
             );
             table.add(
                 4,
                 "4a pull 256 MiB sequential",
-                "MB/s",
-                false,
-                ">=1.25x, >=85% loopback",
+                kind("MB/s", false, ">=1.25x, >=85% loopback"),
                 which,
                 sc.pull_seq(&client, &reg).await,
             );
             table.add(
                 5,
                 "4b pull 256 MiB x 8 concurrent",
-                "MB/s",
-                false,
-                ">=1.25x",
+                kind("MB/s", false, ">=1.25x"),
                 which,
                 sc.pull_concurrent(&client, &reg).await,
             );
             table.add(
                 6,
                 "4c Range GET 1 MiB",
-                "req/s",
-                false,
-                "",
+                kind("req/s", false, ""),
                 which,
                 sc.range_get(&client, &reg).await,
             );
             table.add(
                 7,
                 "5 manifest PUT, 16 concurrent",
-                "ops/s",
-                false,
-                ">=5x",
+                kind("ops/s", false, ">=5x"),
                 which,
                 sc.manifest_put(&client, &reg, run_id).await,
             );
@@ -1032,13 +1031,11 @@ async fn main() {
                 match sc.manifest_read(&client, &reg, head).await {
                     Ok((f, p50, p99)) => {
                         let cpu = (f.client_cpu, f.server_cpu);
-                        table.add(order, label, "ops/s", false, ">=5x", which, Ok(f));
+                        table.add(order, label, kind("ops/s", false, ">=5x"), which, Ok(f));
                         table.add(
                             order + 1,
                             &format!("{label} p99"),
-                            "ms",
-                            true,
-                            "GET p99 <= 10 ms",
+                            kind("ms", true, "GET p99 <= 10 ms"),
                             which,
                             Ok(Figure {
                                 value: p99,
@@ -1048,7 +1045,7 @@ async fn main() {
                         );
                         eprintln!("  {label}: p50 {p50:.2} ms p99 {p99:.2} ms");
                     }
-                    Err(e) => table.add(order, label, "ops/s", false, ">=5x", which, Err(e)),
+                    Err(e) => table.add(order, label, kind("ops/s", false, ">=5x"), which, Err(e)),
                 }
             }
             let cat = sc
@@ -1068,9 +1065,7 @@ async fn main() {
             table.add(
                 12,
                 "7a catalog of 10k repos (pages of 1000)",
-                "ms",
-                true,
-                ">=10x",
+                kind("ms", true, ">=10x"),
                 which,
                 cat,
             );
@@ -1091,9 +1086,7 @@ async fn main() {
             table.add(
                 13,
                 "7b tags/list of 10k tags (n=1000 pages)",
-                "ms",
-                true,
-                ">=10x",
+                kind("ms", true, ">=10x"),
                 which,
                 tags,
             );
