@@ -1090,8 +1090,8 @@ fn cli_layer(cli: &CliOverrides, errors: &mut Vec<ConfigError>) -> Layer {
     l
 }
 
-/// Where data goes when nothing says: systemd's `STATE_DIRECTORY`, the packaged
-/// `/var/lib/docker-registry` when it is writable, else a per-user directory.
+/// Where data goes when nothing says: systemd's `STATE_DIRECTORY`, else a per-user directory
+/// (`$XDG_DATA_HOME/docker-registry` or `~/.local/share/docker-registry`), else a temporary one.
 fn default_storage(env: &BTreeMap<String, String>) -> Sourced<StorageConfig> {
     if let Some(dir) = env.get("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
         let first = dir.split(':').next().unwrap_or(dir);
@@ -1102,13 +1102,9 @@ fn default_storage(env: &BTreeMap<String, String>) -> Sourced<StorageConfig> {
             Source::Derived("systemd STATE_DIRECTORY".into()),
         );
     }
-    let packaged = PathBuf::from(PACKAGED_STORAGE_ROOT);
-    if nix::unistd::access(&packaged, nix::unistd::AccessFlags::W_OK).is_ok() {
-        return Sourced::new(
-            StorageConfig::Filesystem { root: packaged },
-            Source::Derived("packaged data directory".into()),
-        );
-    }
+    // Not /var/lib/docker-registry even when writable: a developer's run by hand must not mix
+    // its data into the packaged service's (or Debian's registry:2 package's) directory. The
+    // packaged service gets it from the shipped yml and the unit's StateDirectory=.
     let user_dir = env
         .get("XDG_DATA_HOME")
         .filter(|d| !d.is_empty())
@@ -1122,9 +1118,7 @@ fn default_storage(env: &BTreeMap<String, String>) -> Sourced<StorageConfig> {
     match user_dir {
         Some(d) => Sourced::new(
             StorageConfig::Filesystem { root: d },
-            Source::Derived(format!(
-                "{PACKAGED_STORAGE_ROOT} is not writable: a per-user directory"
-            )),
+            Source::Derived("no storage configured: a per-user directory".into()),
         ),
         None => Sourced::new(
             StorageConfig::Filesystem {
