@@ -212,6 +212,60 @@ fn sighup_reloads_without_dropping_connections() {
     assert_eq!(c.get(s.url("/v2/")).send().expect("get").status(), 200);
 }
 
+#[test]
+fn sighup_applies_a_new_log_level_from_the_config_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yml = dir.path().join("config.yml");
+    let write = |level: &str| {
+        std::fs::write(&yml, format!("version: 0.1\nlog:\n  level: {level}\nstorage:\n  filesystem:\n    rootdirectory: {}\n", dir.path().join("data").display()))
+            .expect("write config");
+    };
+    write("info");
+    let s = Server::builder()
+        .arg("--config")
+        .arg(yml.display().to_string())
+        .start();
+    let c = client();
+    let count_access = |s: &Server| {
+        s.log_text()
+            .lines()
+            .filter(|l| l.contains("GET /v2/_catalog"))
+            .count()
+    };
+    c.get(s.url("/v2/_catalog")).send().expect("get");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(count_access(&s), 1, "{}", s.log_text());
+    write("warn");
+    unsafe_kill(s.pid(), 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !s.log_text().contains("SIGHUP: reloading") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The new level applies right after that line.
+    std::thread::sleep(Duration::from_millis(300));
+    c.get(s.url("/v2/_catalog")).send().expect("get");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        count_access(&s),
+        1,
+        "access lines must stop at level warn:\n{}",
+        s.log_text()
+    );
+    // A broken file on reload keeps the running configuration and says so.
+    std::fs::write(&yml, "version: 0.1\nlog: [unclosed\n").expect("write");
+    unsafe_kill(s.pid(), 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !s.log_text().contains("not reloaded") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        s.log_text().contains("configuration not reloaded"),
+        "{}",
+        s.log_text()
+    );
+    assert_eq!(c.get(s.url("/v2/")).send().expect("get").status(), 200);
+}
+
 /// Generates a deterministic stream of `len` bytes, hashing it as it is read.
 struct Pattern {
     left: u64,

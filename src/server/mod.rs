@@ -200,6 +200,7 @@ async fn serve(
 
 fn reload_config(reload: &Reloader, log: &logging::LogHandle) {
     notify::reloading();
+    tracing::info!("SIGHUP: reloading configuration");
     match reload() {
         Ok(c) => {
             log.set_level(c.log_level.value);
