@@ -54,7 +54,8 @@ pub struct GlobalArgs {
 }
 
 pub fn parse_level(s: &str) -> Result<LogLevel, String> {
-    LogLevel::parse(s).ok_or_else(|| format!("unknown log level {s:?}: use error, warn, info, debug or trace"))
+    LogLevel::parse(s)
+        .ok_or_else(|| format!("unknown log level {s:?}: use error, warn, info, debug or trace"))
 }
 
 #[derive(Subcommand, Debug)]
@@ -88,4 +89,3 @@ pub fn load_options(g: &GlobalArgs, file: Option<PathBuf>) -> LoadOptions {
         },
     }
 }
-

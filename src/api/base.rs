@@ -16,7 +16,12 @@ fn only_get(method: &Method) -> Result<bool, super::ApiError> {
 
 pub fn base(method: &Method) -> ApiResult {
     let head = only_get(method)?;
-    Ok(json_response(StatusCode::OK, "application/json", &json!({}), head))
+    Ok(json_response(
+        StatusCode::OK,
+        "application/json",
+        &json!({}),
+        head,
+    ))
 }
 
 pub fn ping(method: &Method) -> ApiResult {
@@ -31,7 +36,12 @@ pub fn root(state: &AppState, method: &Method) -> ApiResult {
     // The legacy registry answered its `issue` string, itself a JSON string literal.
     let issue = state.issue.trim();
     let value: serde_json::Value = serde_json::from_str(issue).unwrap_or_else(|_| json!(issue));
-    Ok(json_response(StatusCode::OK, "application/json", &value, head))
+    Ok(json_response(
+        StatusCode::OK,
+        "application/json",
+        &value,
+        head,
+    ))
 }
 
 /// `GET /v1/search?q=`: a substring match over repository names.

@@ -16,13 +16,19 @@ enum RangeRequest {
 }
 
 fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
-    let Some(h) = header else { return RangeRequest::Full };
-    let Some(spec) = h.trim().strip_prefix("bytes=") else { return RangeRequest::Full };
+    let Some(h) = header else {
+        return RangeRequest::Full;
+    };
+    let Some(spec) = h.trim().strip_prefix("bytes=") else {
+        return RangeRequest::Full;
+    };
     if spec.contains(',') {
         // Multiple ranges: serving the whole blob is allowed and simpler for clients.
         return RangeRequest::Full;
     }
-    let Some((a, b)) = spec.trim().split_once('-') else { return RangeRequest::Full };
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return RangeRequest::Full;
+    };
     let (a, b) = (a.trim(), b.trim());
     if a.is_empty() {
         // Suffix: the last N bytes.
@@ -35,7 +41,9 @@ fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
             Ok(n) => RangeRequest::Part(size.saturating_sub(n), size - 1),
         };
     }
-    let Ok(start) = a.parse::<u64>() else { return RangeRequest::Full };
+    let Ok(start) = a.parse::<u64>() else {
+        return RangeRequest::Full;
+    };
     if start >= size {
         return RangeRequest::Unsatisfiable;
     }
@@ -50,11 +58,18 @@ fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
     RangeRequest::Part(start, end)
 }
 
-pub async fn get(state: &AppState, req: &Request<Incoming>, name: &RepositoryName, digest: &Digest) -> ApiResult {
+pub async fn get(
+    state: &AppState,
+    req: &Request<Incoming>,
+    name: &RepositoryName,
+    digest: &Digest,
+) -> ApiResult {
     let head = req.method() == Method::HEAD;
     let etag = format!("\"{digest}\"");
     let size = state.registry.blob_size(name, digest).await?;
-    if header_str(req, http::header::IF_NONE_MATCH).is_some_and(|v| v.split(',').any(|t| t.trim() == etag)) {
+    if header_str(req, http::header::IF_NONE_MATCH)
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
+    {
         let mut r = empty_response(StatusCode::NOT_MODIFIED);
         set_header(&mut r, "etag", &etag);
         set_header(&mut r, "docker-content-digest", &digest.to_string());
@@ -66,7 +81,9 @@ pub async fn get(state: &AppState, req: &Request<Incoming>, name: &RepositoryNam
         RangeRequest::Part(s, e) => (StatusCode::PARTIAL_CONTENT, s, e - s + 1),
         RangeRequest::Unsatisfiable => {
             return Err(ApiError::new(ErrorCode::RangeInvalid)
-                .with_message(format!("requested range not satisfiable: the blob has {size} bytes"))
+                .with_message(format!(
+                    "requested range not satisfiable: the blob has {size} bytes"
+                ))
                 .with_header("content-range", format!("bytes */{size}")));
         }
     };
@@ -80,11 +97,24 @@ pub async fn get(state: &AppState, req: &Request<Incoming>, name: &RepositoryNam
     *r.status_mut() = status;
     let h = r.headers_mut();
     h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
-    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
-    h.insert(http::header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("max-age=31536000"));
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert(
+        http::header::ACCEPT_RANGES,
+        HeaderValue::from_static("bytes"),
+    );
+    h.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=31536000"),
+    );
     if status == StatusCode::PARTIAL_CONTENT {
-        set_header(&mut r, "content-range", &format!("bytes {start}-{}/{size}", start + len - 1));
+        set_header(
+            &mut r,
+            "content-range",
+            &format!("bytes {start}-{}/{size}", start + len - 1),
+        );
     }
     set_header(&mut r, "etag", &etag);
     set_header(&mut r, "docker-content-digest", &digest.to_string());
@@ -108,9 +138,18 @@ mod tests {
         assert_eq!(parse_range(Some("bytes=0-4"), 10), RangeRequest::Part(0, 4));
         assert_eq!(parse_range(Some("bytes=5-"), 10), RangeRequest::Part(5, 9));
         assert_eq!(parse_range(Some("bytes=-3"), 10), RangeRequest::Part(7, 9));
-        assert_eq!(parse_range(Some("bytes=8-100"), 10), RangeRequest::Part(8, 9));
-        assert_eq!(parse_range(Some("bytes=10-"), 10), RangeRequest::Unsatisfiable);
-        assert_eq!(parse_range(Some("bytes=5-2"), 10), RangeRequest::Unsatisfiable);
+        assert_eq!(
+            parse_range(Some("bytes=8-100"), 10),
+            RangeRequest::Part(8, 9)
+        );
+        assert_eq!(
+            parse_range(Some("bytes=10-"), 10),
+            RangeRequest::Unsatisfiable
+        );
+        assert_eq!(
+            parse_range(Some("bytes=5-2"), 10),
+            RangeRequest::Unsatisfiable
+        );
         assert_eq!(parse_range(Some("bytes=0-1,3-4"), 10), RangeRequest::Full);
         assert_eq!(parse_range(Some("items=0-1"), 10), RangeRequest::Full);
     }

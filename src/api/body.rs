@@ -19,12 +19,19 @@ pub fn empty() -> Body {
 }
 
 pub fn full(data: impl Into<Bytes>) -> Body {
-    Full::new(data.into()).map_err(|never| match never {}).boxed_unsync()
+    Full::new(data.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// Streams exactly `len` bytes from a reader.
 pub fn stream(reader: crate::storage::BlobReader, len: u64) -> Body {
-    ReaderBody { reader, remaining: len, buf: BytesMut::new() }.boxed_unsync()
+    ReaderBody {
+        reader,
+        remaining: len,
+        buf: BytesMut::new(),
+    }
+    .boxed_unsync()
 }
 
 struct ReaderBody {
@@ -37,7 +44,10 @@ impl http_body::Body for ReaderBody {
     type Data = Bytes;
     type Error = io::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = &mut *self;
         if this.remaining == 0 {
             return Poll::Ready(None);

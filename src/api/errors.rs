@@ -74,7 +74,9 @@ impl ErrorCode {
             ErrorCode::BlobUploadInvalid => "blob upload invalid",
             ErrorCode::BlobUploadUnknown => "blob upload unknown to registry",
             ErrorCode::DigestInvalid => "provided digest did not match uploaded content",
-            ErrorCode::ManifestBlobUnknown => "manifest references a manifest or blob unknown to registry",
+            ErrorCode::ManifestBlobUnknown => {
+                "manifest references a manifest or blob unknown to registry"
+            }
             ErrorCode::ManifestInvalid => "manifest invalid",
             ErrorCode::ManifestUnknown => "manifest unknown",
             ErrorCode::NameInvalid => "invalid repository name",
@@ -139,10 +141,17 @@ impl ApiError {
         }
         let text = json!({ "errors": [entry] }).to_string();
         let len = text.len();
-        let mut resp = Response::new(if head_only { body::empty() } else { body::full(text) });
+        let mut resp = Response::new(if head_only {
+            body::empty()
+        } else {
+            body::full(text)
+        });
         *resp.status_mut() = self.status;
         let h = resp.headers_mut();
-        h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
         for (name, value) in self.headers {
             if let Ok(v) = HeaderValue::from_str(&value) {
@@ -157,33 +166,48 @@ impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> ApiError {
         let msg = e.to_string();
         match e {
-            RegistryError::BlobUnknown(d) => ApiError::new(ErrorCode::BlobUnknown).with_detail(json!({"digest": d.to_string()})),
+            RegistryError::BlobUnknown(d) => {
+                ApiError::new(ErrorCode::BlobUnknown).with_detail(json!({"digest": d.to_string()}))
+            }
             RegistryError::BlobUploadUnknown => ApiError::new(ErrorCode::BlobUploadUnknown),
-            RegistryError::BlobUploadInvalid(_) => ApiError::new(ErrorCode::BlobUploadInvalid).with_message(msg),
-            RegistryError::UploadRangeInvalid { size } => ApiError::new(ErrorCode::BlobUploadInvalid)
-                .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
-                .with_message(msg)
-                .with_header("range", format!("0-{}", size.saturating_sub(1))),
-            RegistryError::DigestInvalid(_) => ApiError::new(ErrorCode::DigestInvalid).with_message(msg),
-            RegistryError::SizeInvalid(_) => ApiError::new(ErrorCode::SizeInvalid).with_message(msg),
+            RegistryError::BlobUploadInvalid(_) => {
+                ApiError::new(ErrorCode::BlobUploadInvalid).with_message(msg)
+            }
+            RegistryError::UploadRangeInvalid { size } => {
+                ApiError::new(ErrorCode::BlobUploadInvalid)
+                    .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
+                    .with_message(msg)
+                    .with_header("range", format!("0-{}", size.saturating_sub(1)))
+            }
+            RegistryError::DigestInvalid(_) => {
+                ApiError::new(ErrorCode::DigestInvalid).with_message(msg)
+            }
+            RegistryError::SizeInvalid(_) => {
+                ApiError::new(ErrorCode::SizeInvalid).with_message(msg)
+            }
             RegistryError::ManifestUnknown(r) => {
                 ApiError::new(ErrorCode::ManifestUnknown).with_detail(json!({"reference": r}))
             }
-            RegistryError::ManifestInvalid(_) => ApiError::new(ErrorCode::ManifestInvalid).with_message(msg),
-            RegistryError::ManifestBlobUnknown(d) => {
-                ApiError::new(ErrorCode::ManifestBlobUnknown).with_message(msg).with_detail(json!({"digest": d.to_string()}))
+            RegistryError::ManifestInvalid(_) => {
+                ApiError::new(ErrorCode::ManifestInvalid).with_message(msg)
             }
+            RegistryError::ManifestBlobUnknown(d) => ApiError::new(ErrorCode::ManifestBlobUnknown)
+                .with_message(msg)
+                .with_detail(json!({"digest": d.to_string()})),
             RegistryError::ManifestTooLarge => ApiError::new(ErrorCode::SizeInvalid)
                 .with_status(StatusCode::PAYLOAD_TOO_LARGE)
                 .with_message(msg),
-            RegistryError::NameUnknown(n) => ApiError::new(ErrorCode::NameUnknown).with_detail(json!({"name": n.to_string()})),
+            RegistryError::NameUnknown(n) => {
+                ApiError::new(ErrorCode::NameUnknown).with_detail(json!({"name": n.to_string()}))
+            }
             RegistryError::Unsupported(m) => ApiError::new(ErrorCode::Unsupported).with_message(m),
             RegistryError::Storage(StorageError::Full(_)) => ApiError::new(ErrorCode::Unknown)
                 .with_status(StatusCode::INSUFFICIENT_STORAGE)
                 .with_message("no space left on the registry's storage"),
             RegistryError::Storage(e) => {
                 tracing::error!("storage error: {e}");
-                ApiError::new(ErrorCode::Unknown).with_message("internal storage error (see the registry's log)")
+                ApiError::new(ErrorCode::Unknown)
+                    .with_message("internal storage error (see the registry's log)")
             }
         }
     }

@@ -6,7 +6,7 @@ use super::{empty_response, header_str, set_header, ApiResult, AppState};
 use crate::registry::manifest::{self, MAX_MANIFEST_BYTES};
 use crate::registry::{Reference, RegistryError, RepositoryName};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 /// Media types the client says it accepts, parameters stripped; empty means anything.
@@ -16,17 +16,30 @@ fn accepted_types(req: &Request<Incoming>) -> Vec<String> {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|t| t.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|t| {
+            t.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .filter(|t| !t.is_empty())
         .collect()
 }
 
 fn accepts(accept: &[String], media_type: &str) -> bool {
     accept.is_empty()
-        || accept.iter().any(|a| a == "*/*" || a == "application/*" || a == media_type)
+        || accept
+            .iter()
+            .any(|a| a == "*/*" || a == "application/*" || a == media_type)
 }
 
-pub async fn get(state: &AppState, req: &Request<Incoming>, name: &RepositoryName, reference: &Reference) -> ApiResult {
+pub async fn get(
+    state: &AppState,
+    req: &Request<Incoming>,
+    name: &RepositoryName,
+    reference: &Reference,
+) -> ApiResult {
     let head = req.method() == Method::HEAD;
     let mut m = state.registry.get_manifest(name, reference).await?;
     let accept = accepted_types(req);
@@ -34,7 +47,11 @@ pub async fn get(state: &AppState, req: &Request<Incoming>, name: &RepositoryNam
     if is_index && !accepts(&accept, &m.media_type) {
         // A client that cannot read an index gets the linux/amd64 image, as distribution does.
         if let Some(child) = default_platform(&m.bytes) {
-            if let Ok(c) = state.registry.get_manifest(name, &Reference::Digest(child)).await {
+            if let Ok(c) = state
+                .registry
+                .get_manifest(name, &Reference::Digest(child))
+                .await
+            {
                 if accepts(&accept, &c.media_type) {
                     m = c;
                 }
@@ -42,15 +59,22 @@ pub async fn get(state: &AppState, req: &Request<Incoming>, name: &RepositoryNam
         }
     }
     let etag = format!("\"{}\"", m.digest);
-    if header_str(req, http::header::IF_NONE_MATCH).is_some_and(|v| v.split(',').any(|t| t.trim() == etag)) {
+    if header_str(req, http::header::IF_NONE_MATCH)
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
+    {
         let mut r = empty_response(StatusCode::NOT_MODIFIED);
         set_header(&mut r, "etag", &etag);
         set_header(&mut r, "docker-content-digest", &m.digest.to_string());
         return Ok(r);
     }
     let len = m.bytes.len();
-    let mut r = Response::new(if head { body::empty() } else { body::full(m.bytes) });
-    r.headers_mut().insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
+    let mut r = Response::new(if head {
+        body::empty()
+    } else {
+        body::full(m.bytes)
+    });
+    r.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
     set_header(&mut r, "content-type", &m.media_type);
     set_header(&mut r, "docker-content-digest", &m.digest.to_string());
     set_header(&mut r, "etag", &etag);
@@ -70,27 +94,64 @@ fn default_platform(bytes: &[u8]) -> Option<crate::registry::Digest> {
     })
 }
 
-pub async fn put(state: &AppState, req: Request<Incoming>, name: &RepositoryName, reference: &Reference) -> ApiResult {
+/// Bodies up to this size are read and discarded when too large, so the client gets the
+/// 413; beyond it the connection is cut.
+const DRAIN_LIMIT: u64 = 4 * MAX_MANIFEST_BYTES;
+
+pub async fn put(
+    state: &AppState,
+    req: Request<Incoming>,
+    name: &RepositoryName,
+    reference: &Reference,
+) -> ApiResult {
     let content_type = header_str(&req, http::header::CONTENT_TYPE)
-        .map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+        .map(|c| {
+            c.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
         .unwrap_or_default();
-    if let Some(len) = header_str(&req, http::header::CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok()) {
-        if len > MAX_MANIFEST_BYTES {
-            return Err(RegistryError::ManifestTooLarge.into());
-        }
+    let announced =
+        header_str(&req, http::header::CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok());
+    if announced.is_some_and(|len| len > DRAIN_LIMIT) {
+        return Err(RegistryError::ManifestTooLarge.into());
     }
-    let bytes = match Limited::new(req.into_body(), MAX_MANIFEST_BYTES as usize).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+    let mut body = req.into_body();
+    let mut bytes = bytes::BytesMut::new();
+    let mut seen: u64 = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::new(ErrorCode::ManifestInvalid)
+                .with_message(format!("request body failed: {e}"))
+        })?;
+        if let Ok(data) = frame.into_data() {
+            seen += data.len() as u64;
+            // Past the limit keep reading (up to DRAIN_LIMIT) so the client sees our 413
+            // rather than a broken pipe, but keep nothing.
+            if seen > DRAIN_LIMIT {
                 return Err(RegistryError::ManifestTooLarge.into());
             }
-            return Err(ApiError::new(ErrorCode::ManifestInvalid).with_message(format!("request body failed: {e}")));
+            if seen <= MAX_MANIFEST_BYTES {
+                bytes.extend_from_slice(&data);
+            }
         }
-    };
-    let put = state.registry.put_manifest(name, reference, &content_type, bytes).await?;
+    }
+    if seen > MAX_MANIFEST_BYTES {
+        return Err(RegistryError::ManifestTooLarge.into());
+    }
+    let bytes = bytes.freeze();
+    let put = state
+        .registry
+        .put_manifest(name, reference, &content_type, bytes)
+        .await?;
     let mut r = empty_response(StatusCode::CREATED);
-    set_header(&mut r, "location", &format!("/v2/{name}/manifests/{}", put.digest));
+    set_header(
+        &mut r,
+        "location",
+        &format!("/v2/{name}/manifests/{}", put.digest),
+    );
     set_header(&mut r, "docker-content-digest", &put.digest.to_string());
     if let Some(s) = put.subject {
         set_header(&mut r, "oci-subject", &s.to_string());

@@ -59,18 +59,27 @@ fn route(path: &str) -> Route<'_> {
         "/v2/_catalog" => return Route::Catalog,
         _ => {}
     }
-    let Some(rest) = path.strip_prefix("/v2/") else { return Route::NotFound };
-    if let Some(name) = rest.strip_suffix("/blobs/uploads/").or_else(|| rest.strip_suffix("/blobs/uploads")) {
+    let Some(rest) = path.strip_prefix("/v2/") else {
+        return Route::NotFound;
+    };
+    if let Some(name) = rest
+        .strip_suffix("/blobs/uploads/")
+        .or_else(|| rest.strip_suffix("/blobs/uploads"))
+    {
         return Route::UploadStart(name);
     }
-    let Some((head, last)) = rest.rsplit_once('/') else { return Route::NotFound };
+    let Some((head, last)) = rest.rsplit_once('/') else {
+        return Route::NotFound;
+    };
     if let Some(name) = head.strip_suffix("/blobs/uploads") {
         return Route::Upload(name, last);
     }
     if head.ends_with("/tags") && last == "list" {
         return Route::Tags(&head[..head.len() - 5]);
     }
-    let Some((name, kind)) = head.rsplit_once('/') else { return Route::NotFound };
+    let Some((name, kind)) = head.rsplit_once('/') else {
+        return Route::NotFound;
+    };
     match kind {
         "manifests" => Route::Manifest(name, last),
         "blobs" => Route::Blob(name, last),
@@ -88,9 +97,10 @@ pub(crate) fn repo_name(s: &str) -> Result<RepositoryName, ApiError> {
 }
 
 pub(crate) fn digest_param(s: &str) -> Result<Digest, ApiError> {
-    s.parse().map_err(|e: crate::registry::digest::DigestError| {
-        ApiError::new(ErrorCode::DigestInvalid).with_message(e.to_string())
-    })
+    s.parse()
+        .map_err(|e: crate::registry::digest::DigestError| {
+            ApiError::new(ErrorCode::DigestInvalid).with_message(e.to_string())
+        })
 }
 
 pub(crate) fn reference_param(s: &str) -> Result<Reference, ApiError> {
@@ -107,20 +117,27 @@ pub(crate) fn reference_param(s: &str) -> Result<Reference, ApiError> {
 /// Query parameters, first value wins.
 pub(crate) fn query_param(req: &Request<Incoming>, key: &str) -> Option<String> {
     let q = req.uri().query()?;
-    form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == key).map(|(_, v)| v.into_owned())
+    form_urlencoded::parse(q.as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
 }
 
-pub(crate) fn header_str<'a>(req: &'a Request<Incoming>, name: impl http::header::AsHeaderName) -> Option<&'a str> {
+pub(crate) fn header_str(
+    req: &Request<Incoming>,
+    name: impl http::header::AsHeaderName,
+) -> Option<&str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
 fn method_not_allowed() -> ApiError {
-    ApiError::new(ErrorCode::Unsupported)
-        .with_message("method not allowed on this endpoint")
+    ApiError::new(ErrorCode::Unsupported).with_message("method not allowed on this endpoint")
 }
 
 fn is_write(method: &Method) -> bool {
-    matches!(*method, Method::POST | Method::PUT | Method::PATCH | Method::DELETE)
+    matches!(
+        *method,
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    )
 }
 
 async fn dispatch(state: &AppState, req: Request<Incoming>) -> ApiResult {
@@ -128,8 +145,9 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> ApiResult {
     let r = route(&path);
     let method = req.method().clone();
     if state.registry.options().readonly && is_write(&method) && r != Route::NotFound {
-        return Err(ApiError::new(ErrorCode::Unsupported)
-            .with_message("the registry is in read-only mode for maintenance; writes are refused"));
+        return Err(ApiError::new(ErrorCode::Unsupported).with_message(
+            "the registry is in read-only mode for maintenance; writes are refused",
+        ));
     }
     match r {
         Route::Root => base::root(state, &method),
@@ -190,7 +208,11 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> ApiResult {
 }
 
 /// Serves one request: dispatch, render errors, add the common headers, log one line.
-pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, client: SocketAddr) -> Response<Body> {
+pub async fn handle(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+    client: SocketAddr,
+) -> Response<Body> {
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
@@ -204,8 +226,10 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, client: Socket
             e.into_response(head)
         }
     };
-    resp.headers_mut()
-        .insert("docker-distribution-api-version", HeaderValue::from_static("registry/2.0"));
+    resp.headers_mut().insert(
+        "docker-distribution-api-version",
+        HeaderValue::from_static("registry/2.0"),
+    );
     let bytes = resp
         .headers()
         .get(http::header::CONTENT_LENGTH)
@@ -226,18 +250,32 @@ pub async fn handle(state: Arc<AppState>, req: Request<Incoming>, client: Socket
 pub(crate) fn empty_response(status: StatusCode) -> Response<Body> {
     let mut r = Response::new(body::empty());
     *r.status_mut() = status;
-    r.headers_mut().insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    r.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, HeaderValue::from_static("0"));
     r
 }
 
 /// A JSON document response.
-pub(crate) fn json_response(status: StatusCode, content_type: &'static str, value: &serde_json::Value, head: bool) -> Response<Body> {
+pub(crate) fn json_response(
+    status: StatusCode,
+    content_type: &'static str,
+    value: &serde_json::Value,
+    head: bool,
+) -> Response<Body> {
     let text = value.to_string();
     let len = text.len();
-    let mut r = Response::new(if head { body::empty() } else { body::full(text) });
+    let mut r = Response::new(if head {
+        body::empty()
+    } else {
+        body::full(text)
+    });
     *r.status_mut() = status;
-    r.headers_mut().insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r.headers_mut().insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type),
+    );
+    r.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
     r
 }
 
@@ -254,13 +292,22 @@ mod tests {
     #[test]
     fn routes_names_with_slashes_and_keywords() {
         assert_eq!(route("/v2/"), Route::Base);
-        assert_eq!(route("/v2/a/b/manifests/latest"), Route::Manifest("a/b", "latest"));
-        assert_eq!(route("/v2/x/manifests/manifests/v1"), Route::Manifest("x/manifests", "v1"));
+        assert_eq!(
+            route("/v2/a/b/manifests/latest"),
+            Route::Manifest("a/b", "latest")
+        );
+        assert_eq!(
+            route("/v2/x/manifests/manifests/v1"),
+            Route::Manifest("x/manifests", "v1")
+        );
         assert_eq!(route("/v2/a/blobs/sha256:1"), Route::Blob("a", "sha256:1"));
         assert_eq!(route("/v2/a/blobs/uploads/"), Route::UploadStart("a"));
         assert_eq!(route("/v2/a/blobs/uploads/u-1"), Route::Upload("a", "u-1"));
         assert_eq!(route("/v2/a/tags/list"), Route::Tags("a"));
-        assert_eq!(route("/v2/a/referrers/sha256:1"), Route::Referrers("a", "sha256:1"));
+        assert_eq!(
+            route("/v2/a/referrers/sha256:1"),
+            Route::Referrers("a", "sha256:1")
+        );
         assert_eq!(route("/v2/a"), Route::NotFound);
         assert_eq!(route("/v3/a"), Route::NotFound);
     }

@@ -10,12 +10,18 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 /// One page of a sorted list: entries after `last`, at most `n`; and whether more follow.
-fn paginate(all: Vec<String>, req: &Request<Incoming>) -> Result<(Vec<String>, Option<usize>, bool), ApiError> {
+fn paginate(
+    all: Vec<String>,
+    req: &Request<Incoming>,
+) -> Result<(Vec<String>, Option<usize>, bool), ApiError> {
     let n = match query_param(req, "n") {
         None => None,
         Some(v) if v.is_empty() => None,
         Some(v) => Some(v.parse::<usize>().map_err(|_| {
-            ApiError::new(ErrorCode::PaginationNumberInvalid).with_message(format!("n must be a number, not {:?}", crate::registry::names::truncate(&v, 32)))
+            ApiError::new(ErrorCode::PaginationNumberInvalid).with_message(format!(
+                "n must be a number, not {:?}",
+                crate::registry::names::truncate(&v, 32)
+            ))
         })?),
     };
     let last = query_param(req, "last");
@@ -46,9 +52,18 @@ pub async fn list(state: &AppState, req: &Request<Incoming>, name: &RepositoryNa
     let tags = state.registry.tags(name).await?;
     let (page, n, more) = paginate(tags, req)?;
     let next = if more { page.last().cloned() } else { None };
-    let mut r = json_response(StatusCode::OK, "application/json", &json!({"name": name.as_str(), "tags": page}), head);
+    let mut r = json_response(
+        StatusCode::OK,
+        "application/json",
+        &json!({"name": name.as_str(), "tags": page}),
+        head,
+    );
     if let Some(last) = next {
-        set_header(&mut r, "link", &link_header(&format!("/v2/{name}/tags/list"), n, &last));
+        set_header(
+            &mut r,
+            "link",
+            &link_header(&format!("/v2/{name}/tags/list"), n, &last),
+        );
     }
     Ok(r)
 }
@@ -61,16 +76,29 @@ pub async fn catalog(state: &AppState, req: &Request<Incoming>) -> ApiResult {
     let repos = state.registry.catalog().await?;
     let (page, n, more) = paginate(repos, req)?;
     let next = if more { page.last().cloned() } else { None };
-    let mut r = json_response(StatusCode::OK, "application/json", &json!({"repositories": page}), head);
+    let mut r = json_response(
+        StatusCode::OK,
+        "application/json",
+        &json!({"repositories": page}),
+        head,
+    );
     if let Some(last) = next {
         set_header(&mut r, "link", &link_header("/v2/_catalog", n, &last));
     }
     Ok(r)
 }
 
-pub async fn referrers(state: &AppState, req: &Request<Incoming>, name: &RepositoryName, subject: &Digest) -> ApiResult {
+pub async fn referrers(
+    state: &AppState,
+    req: &Request<Incoming>,
+    name: &RepositoryName,
+    subject: &Digest,
+) -> ApiResult {
     let artifact_type = query_param(req, "artifactType").filter(|a| !a.is_empty());
-    let manifests = state.registry.referrers(name, subject, artifact_type.as_deref()).await?;
+    let manifests = state
+        .registry
+        .referrers(name, subject, artifact_type.as_deref())
+        .await?;
     let mut r = json_response(
         StatusCode::OK,
         "application/vnd.oci.image.index.v1+json",

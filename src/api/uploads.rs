@@ -4,7 +4,10 @@
 //! Bodies are streamed into storage frame by frame and hashed on the way.
 
 use super::errors::{ApiError, ErrorCode};
-use super::{digest_param, empty_response, header_str, query_param, repo_name, set_header, ApiResult, AppState};
+use super::{
+    digest_param, empty_response, header_str, query_param, repo_name, set_header, ApiResult,
+    AppState,
+};
 use crate::registry::uploads::UploadWriter;
 use crate::registry::{Digest, RegistryError, RepositoryName};
 use http::{Request, Response, StatusCode};
@@ -20,7 +23,12 @@ fn range_header(size: u64) -> String {
     format!("0-{}", size.saturating_sub(1))
 }
 
-fn accepted(name: &RepositoryName, id: &str, size: u64, status: StatusCode) -> Response<super::body::Body> {
+fn accepted(
+    name: &RepositoryName,
+    id: &str,
+    size: u64,
+    status: StatusCode,
+) -> Response<super::body::Body> {
     let mut r = empty_response(status);
     set_header(&mut r, "location", &upload_location(name, id));
     set_header(&mut r, "range", &range_header(size));
@@ -46,7 +54,9 @@ fn content_length(req: &Request<Incoming>) -> Result<Option<u64>, ApiError> {
 
 /// `Content-Range: <start>-<end>` (also `bytes <start>-<end>/<total>`), inclusive.
 fn content_range(req: &Request<Incoming>) -> Result<Option<(u64, u64)>, ApiError> {
-    let Some(v) = header_str(req, http::header::CONTENT_RANGE) else { return Ok(None) };
+    let Some(v) = header_str(req, http::header::CONTENT_RANGE) else {
+        return Ok(None);
+    };
     let bad = || {
         ApiError::new(ErrorCode::BlobUploadInvalid)
             .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
@@ -90,7 +100,8 @@ async fn stream_body(body: Incoming, upload: &mut UploadWriter<'_>) -> Result<()
     let mut body = body;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
-            ApiError::new(ErrorCode::BlobUploadInvalid).with_message(format!("request body failed: {e}"))
+            ApiError::new(ErrorCode::BlobUploadInvalid)
+                .with_message(format!("request body failed: {e}"))
         })?;
         if let Ok(data) = frame.into_data() {
             upload.write(&data).await?;
@@ -136,7 +147,12 @@ pub async fn start(state: &AppState, req: Request<Incoming>, name: &RepositoryNa
     Ok(accepted(name, &id, 0, StatusCode::ACCEPTED))
 }
 
-pub async fn patch(state: &AppState, req: Request<Incoming>, name: &RepositoryName, id: &str) -> ApiResult {
+pub async fn patch(
+    state: &AppState,
+    req: Request<Incoming>,
+    name: &RepositoryName,
+    id: &str,
+) -> ApiResult {
     let mut upload = state.registry.open_upload(name, id).await?;
     check_chunk(&req, upload.size())?;
     let result = stream_body(req.into_body(), &mut upload).await;
@@ -145,7 +161,12 @@ pub async fn patch(state: &AppState, req: Request<Incoming>, name: &RepositoryNa
     Ok(accepted(name, id, size, StatusCode::ACCEPTED))
 }
 
-pub async fn finish(state: &AppState, req: Request<Incoming>, name: &RepositoryName, id: &str) -> ApiResult {
+pub async fn finish(
+    state: &AppState,
+    req: Request<Incoming>,
+    name: &RepositoryName,
+    id: &str,
+) -> ApiResult {
     let digest = match query_param(&req, "digest") {
         Some(d) => digest_param(&d)?,
         None => {

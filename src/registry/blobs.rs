@@ -12,7 +12,9 @@ impl Registry {
         }
         match self.driver.stat(&layout::blob_data(digest)?).await {
             Ok(info) if !info.is_dir => Ok(info.size),
-            Ok(_) | Err(StorageError::NotFound(_)) => Err(RegistryError::BlobUnknown(digest.clone())),
+            Ok(_) | Err(StorageError::NotFound(_)) => {
+                Err(RegistryError::BlobUnknown(digest.clone()))
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -27,7 +29,11 @@ impl Registry {
         if !self.exists(&layout::layer_link(repo, digest)?).await? {
             return Err(RegistryError::BlobUnknown(digest.clone()));
         }
-        match self.driver.reader(&layout::blob_data(digest)?, offset).await {
+        match self
+            .driver
+            .reader(&layout::blob_data(digest)?, offset)
+            .await
+        {
             Ok(r) => Ok(r),
             Err(StorageError::NotFound(_)) => Err(RegistryError::BlobUnknown(digest.clone())),
             Err(e) => Err(e.into()),
@@ -43,7 +49,9 @@ impl Registry {
     pub async fn delete_blob(&self, repo: &RepositoryName, digest: &Digest) -> RegistryResult<()> {
         self.require_delete()?;
         let link = layout::layer_link(repo, digest)?;
-        let dir = link.parent().ok_or_else(|| RegistryError::BlobUnknown(digest.clone()))?;
+        let dir = link
+            .parent()
+            .ok_or_else(|| RegistryError::BlobUnknown(digest.clone()))?;
         if !self.remove(&dir).await? {
             return Err(RegistryError::BlobUnknown(digest.clone()));
         }
@@ -63,7 +71,8 @@ impl Registry {
             Err(RegistryError::BlobUnknown(_)) => return Ok(false),
             Err(e) => return Err(e),
         }
-        self.write_link(&layout::layer_link(repo, digest)?, digest).await?;
+        self.write_link(&layout::layer_link(repo, digest)?, digest)
+            .await?;
         Ok(true)
     }
 }

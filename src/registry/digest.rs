@@ -24,10 +24,16 @@ impl fmt::Display for DigestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DigestError::Malformed => {
-                write!(f, "invalid digest: expected sha256:<64 lowercase hex digits>")
+                write!(
+                    f,
+                    "invalid digest: expected sha256:<64 lowercase hex digits>"
+                )
             }
             DigestError::UnsupportedAlgorithm(a) => {
-                write!(f, "unsupported digest algorithm {a:?}: only sha256 is supported")
+                write!(
+                    f,
+                    "unsupported digest algorithm {a:?}: only sha256 is supported"
+                )
             }
         }
     }
@@ -55,8 +61,14 @@ impl Digest {
     }
 
     pub fn from_hex(hex: &str) -> Result<Digest, DigestError> {
-        if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-            Ok(Digest { hex: hex.to_owned() })
+        if hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            Ok(Digest {
+                hex: hex.to_owned(),
+            })
         } else {
             Err(DigestError::Malformed)
         }
@@ -71,10 +83,14 @@ impl FromStr for Digest {
         // The spec's grammar: algorithm-component ([a-z0-9]+) separated by [+._-].
         let alg_ok = !alg.is_empty()
             && alg.split(['+', '.', '_', '-']).all(|c| {
-                !c.is_empty() && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+                !c.is_empty()
+                    && c.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
             });
         let enc_ok = !enc.is_empty()
-            && enc.bytes().all(|b| b.is_ascii_alphanumeric() || b"=_-".contains(&b));
+            && enc
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"=_-".contains(&b));
         if !alg_ok || !enc_ok {
             return Err(DigestError::Malformed);
         }

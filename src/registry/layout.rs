@@ -49,7 +49,15 @@ pub fn layers_dir(name: &RepositoryName) -> Result<StoragePath, StorageError> {
 }
 
 pub fn layer_link(name: &RepositoryName, d: &Digest) -> Result<StoragePath, StorageError> {
-    p(&[ROOT, "repositories", name.as_str(), "_layers", "sha256", d.hex(), "link"])
+    p(&[
+        ROOT,
+        "repositories",
+        name.as_str(),
+        "_layers",
+        "sha256",
+        d.hex(),
+        "link",
+    ])
 }
 
 pub fn manifests_dir(name: &RepositoryName) -> Result<StoragePath, StorageError> {
@@ -57,15 +65,39 @@ pub fn manifests_dir(name: &RepositoryName) -> Result<StoragePath, StorageError>
 }
 
 pub fn revisions_dir(name: &RepositoryName) -> Result<StoragePath, StorageError> {
-    p(&[ROOT, "repositories", name.as_str(), "_manifests", "revisions", "sha256"])
+    p(&[
+        ROOT,
+        "repositories",
+        name.as_str(),
+        "_manifests",
+        "revisions",
+        "sha256",
+    ])
 }
 
 pub fn revision_link(name: &RepositoryName, d: &Digest) -> Result<StoragePath, StorageError> {
-    p(&[ROOT, "repositories", name.as_str(), "_manifests", "revisions", "sha256", d.hex(), "link"])
+    p(&[
+        ROOT,
+        "repositories",
+        name.as_str(),
+        "_manifests",
+        "revisions",
+        "sha256",
+        d.hex(),
+        "link",
+    ])
 }
 
 pub fn revision_dir(name: &RepositoryName, d: &Digest) -> Result<StoragePath, StorageError> {
-    p(&[ROOT, "repositories", name.as_str(), "_manifests", "revisions", "sha256", d.hex()])
+    p(&[
+        ROOT,
+        "repositories",
+        name.as_str(),
+        "_manifests",
+        "revisions",
+        "sha256",
+        d.hex(),
+    ])
 }
 
 pub fn tags_dir(name: &RepositoryName) -> Result<StoragePath, StorageError> {
@@ -73,14 +105,34 @@ pub fn tags_dir(name: &RepositoryName) -> Result<StoragePath, StorageError> {
 }
 
 pub fn tag_dir(name: &RepositoryName, tag: &Tag) -> Result<StoragePath, StorageError> {
-    p(&[ROOT, "repositories", name.as_str(), "_manifests", "tags", tag.as_str()])
+    p(&[
+        ROOT,
+        "repositories",
+        name.as_str(),
+        "_manifests",
+        "tags",
+        tag.as_str(),
+    ])
 }
 
 pub fn tag_current_link(name: &RepositoryName, tag: &Tag) -> Result<StoragePath, StorageError> {
-    p(&[ROOT, "repositories", name.as_str(), "_manifests", "tags", tag.as_str(), "current", "link"])
+    p(&[
+        ROOT,
+        "repositories",
+        name.as_str(),
+        "_manifests",
+        "tags",
+        tag.as_str(),
+        "current",
+        "link",
+    ])
 }
 
-pub fn tag_index_link(name: &RepositoryName, tag: &Tag, d: &Digest) -> Result<StoragePath, StorageError> {
+pub fn tag_index_link(
+    name: &RepositoryName,
+    tag: &Tag,
+    d: &Digest,
+) -> Result<StoragePath, StorageError> {
     p(&[
         ROOT,
         "repositories",
@@ -96,7 +148,15 @@ pub fn tag_index_link(name: &RepositoryName, tag: &Tag, d: &Digest) -> Result<St
 }
 
 pub fn referrers_dir(name: &RepositoryName, subject: &Digest) -> Result<StoragePath, StorageError> {
-    p(&[ROOT, "repositories", name.as_str(), "_referrers", "sha256", subject.hex(), "sha256"])
+    p(&[
+        ROOT,
+        "repositories",
+        name.as_str(),
+        "_referrers",
+        "sha256",
+        subject.hex(),
+        "sha256",
+    ])
 }
 
 pub fn referrer_link(
@@ -126,7 +186,14 @@ pub fn upload_data(name: &RepositoryName, id: &str) -> Result<StoragePath, Stora
 }
 
 pub fn upload_started_at(name: &RepositoryName, id: &str) -> Result<StoragePath, StorageError> {
-    p(&[ROOT, "repositories", name.as_str(), "_uploads", id, "startedat"])
+    p(&[
+        ROOT,
+        "repositories",
+        name.as_str(),
+        "_uploads",
+        id,
+        "startedat",
+    ])
 }
 
 pub fn upload_dir(name: &RepositoryName, id: &str) -> Result<StoragePath, StorageError> {

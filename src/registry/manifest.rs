@@ -50,7 +50,9 @@ fn invalid(msg: impl Into<String>) -> ManifestError {
 }
 
 fn descriptor(v: &Value, what: &str) -> Result<Descriptor, ManifestError> {
-    let obj = v.as_object().ok_or_else(|| invalid(format!("{what}: descriptor must be an object")))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| invalid(format!("{what}: descriptor must be an object")))?;
     let media_type = obj
         .get("mediaType")
         .and_then(Value::as_str)
@@ -60,16 +62,25 @@ fn descriptor(v: &Value, what: &str) -> Result<Descriptor, ManifestError> {
         .get("digest")
         .and_then(Value::as_str)
         .ok_or_else(|| invalid(format!("{what}: digest missing")))?;
-    let digest: Digest =
-        digest_str.parse().map_err(|e| invalid(format!("{what}: {e}")))?;
+    let digest: Digest = digest_str
+        .parse()
+        .map_err(|e| invalid(format!("{what}: {e}")))?;
     let size = obj
         .get("size")
         .and_then(Value::as_u64)
         .ok_or_else(|| invalid(format!("{what}: size missing or negative")))?;
-    let has_urls = obj.get("urls").and_then(Value::as_array).is_some_and(|u| !u.is_empty());
-    let external = has_urls
-        && (media_type.contains("foreign") || media_type.contains("nondistributable"));
-    Ok(Descriptor { media_type, digest, size, external })
+    let has_urls = obj
+        .get("urls")
+        .and_then(Value::as_array)
+        .is_some_and(|u| !u.is_empty());
+    let external =
+        has_urls && (media_type.contains("foreign") || media_type.contains("nondistributable"));
+    Ok(Descriptor {
+        media_type,
+        digest,
+        size,
+        external,
+    })
 }
 
 /// Works out the media type of stored bytes: the `mediaType` field, or the shape.
@@ -81,8 +92,12 @@ pub fn detect_media_type(bytes: &[u8]) -> String {
         return mt.to_owned();
     }
     if v.get("schemaVersion").and_then(Value::as_u64) == Some(1) {
-        return if v.get("signatures").is_some() { DOCKER_SCHEMA1_SIGNED } else { DOCKER_SCHEMA1 }
-            .to_owned();
+        return if v.get("signatures").is_some() {
+            DOCKER_SCHEMA1_SIGNED
+        } else {
+            DOCKER_SCHEMA1
+        }
+        .to_owned();
     }
     if v.get("manifests").is_some() {
         OCI_INDEX.to_owned()
@@ -96,9 +111,13 @@ pub fn detect_media_type(bytes: &[u8]) -> String {
 pub fn parse(bytes: &[u8], content_type: &str) -> Result<ParsedManifest, ManifestError> {
     let v: Value = serde_json::from_slice(bytes)
         .map_err(|e| invalid(format!("manifest is not valid JSON: {e}")))?;
-    let obj = v.as_object().ok_or_else(|| invalid("manifest must be a JSON object"))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| invalid("manifest must be a JSON object"))?;
     let field_type = obj.get("mediaType").map(|m| {
-        m.as_str().map(str::to_owned).ok_or_else(|| invalid("mediaType must be a string"))
+        m.as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| invalid("mediaType must be a string"))
     });
     let field_type = field_type.transpose()?;
     let schema = obj.get("schemaVersion").and_then(Value::as_u64);
@@ -138,7 +157,10 @@ pub fn parse(bytes: &[u8], content_type: &str) -> Result<ParsedManifest, Manifes
         blobs: Vec::new(),
         manifests: Vec::new(),
         subject: None,
-        artifact_type: obj.get("artifactType").and_then(Value::as_str).map(str::to_owned),
+        artifact_type: obj
+            .get("artifactType")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         annotations: obj.get("annotations").and_then(Value::as_object).cloned(),
     };
     if let Some(s) = obj.get("subject") {
@@ -152,12 +174,16 @@ pub fn parse(bytes: &[u8], content_type: &str) -> Result<ParsedManifest, Manifes
             .and_then(Value::as_array)
             .ok_or_else(|| invalid("index: manifests must be a list"))?;
         for (i, m) in list.iter().enumerate() {
-            parsed.manifests.push(descriptor(m, &format!("manifests[{i}]"))?);
+            parsed
+                .manifests
+                .push(descriptor(m, &format!("manifests[{i}]"))?);
         }
     } else {
         // Image manifests (OCI, Docker schema 2) and artifacts with any other media type
         // that follow the image manifest shape.
-        let config = obj.get("config").ok_or_else(|| invalid("config descriptor missing"))?;
+        let config = obj
+            .get("config")
+            .ok_or_else(|| invalid("config descriptor missing"))?;
         let config = descriptor(config, "config")?;
         if parsed.artifact_type.is_none() && media_type == OCI_MANIFEST {
             parsed.artifact_type = Some(config.media_type.clone());
@@ -198,10 +224,16 @@ mod tests {
 
     #[test]
     fn rejects_bad_manifests() {
-        assert!(matches!(parse(b"{", OCI_MANIFEST), Err(ManifestError::Invalid(_))));
+        assert!(matches!(
+            parse(b"{", OCI_MANIFEST),
+            Err(ManifestError::Invalid(_))
+        ));
         assert!(matches!(parse(b"[]", ""), Err(ManifestError::Invalid(_))));
         let m = format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[]}}"#);
-        assert!(matches!(parse(m.as_bytes(), OCI_MANIFEST), Err(ManifestError::Invalid(_))));
+        assert!(matches!(
+            parse(m.as_bytes(), OCI_MANIFEST),
+            Err(ManifestError::Invalid(_))
+        ));
         assert!(parse(m.as_bytes(), OCI_INDEX).is_ok());
         let bad_digest = r#"{"schemaVersion":2,"config":{"mediaType":"x","digest":"sha256:zz","size":1},"layers":[]}"#;
         assert!(parse(bad_digest.as_bytes(), "").is_err());

@@ -2,7 +2,9 @@
 //! tags pointing at revisions, and the referrers index for manifests with a `subject`.
 
 use super::manifest::{self, ManifestError, ParsedManifest, MAX_MANIFEST_BYTES};
-use super::{layout, Digest, Reference, Registry, RegistryError, RegistryResult, RepositoryName, Tag};
+use super::{
+    layout, Digest, Reference, Registry, RegistryError, RegistryResult, RepositoryName, Tag,
+};
 use crate::storage::StorageError;
 use bytes::Bytes;
 
@@ -23,7 +25,11 @@ pub struct PutManifest {
 
 impl Registry {
     /// Resolves a reference to the digest of a manifest revision in the repository.
-    pub async fn resolve(&self, repo: &RepositoryName, reference: &Reference) -> RegistryResult<Digest> {
+    pub async fn resolve(
+        &self,
+        repo: &RepositoryName,
+        reference: &Reference,
+    ) -> RegistryResult<Digest> {
         let digest = match reference {
             Reference::Tag(tag) => self
                 .read_link(&layout::tag_current_link(repo, tag)?)
@@ -37,18 +43,30 @@ impl Registry {
         Ok(digest)
     }
 
-    pub async fn get_manifest(&self, repo: &RepositoryName, reference: &Reference) -> RegistryResult<StoredManifest> {
+    pub async fn get_manifest(
+        &self,
+        repo: &RepositoryName,
+        reference: &Reference,
+    ) -> RegistryResult<StoredManifest> {
         let digest = self.resolve(repo, reference).await?;
         let bytes = self.read_manifest_bytes(&digest).await?.ok_or_else(|| {
             tracing::warn!(%repo, %digest, "manifest revision links content that is missing");
             RegistryError::ManifestUnknown(reference.to_string())
         })?;
         let media_type = manifest::detect_media_type(&bytes);
-        Ok(StoredManifest { digest, media_type, bytes })
+        Ok(StoredManifest {
+            digest,
+            media_type,
+            bytes,
+        })
     }
 
     async fn read_manifest_bytes(&self, digest: &Digest) -> RegistryResult<Option<Bytes>> {
-        match self.driver.get_content(&layout::blob_data(digest)?, MAX_MANIFEST_BYTES * 4).await {
+        match self
+            .driver
+            .get_content(&layout::blob_data(digest)?, MAX_MANIFEST_BYTES * 4)
+            .await
+        {
             Ok(b) => Ok(Some(b)),
             Err(StorageError::NotFound(_)) => Ok(None),
             Err(e) => Err(e.into()),
@@ -77,7 +95,9 @@ impl Registry {
             }
         }
         let parsed = manifest::parse(&bytes, content_type).map_err(|e| match e {
-            ManifestError::Invalid(m) | ManifestError::Unsupported(m) => RegistryError::ManifestInvalid(m),
+            ManifestError::Invalid(m) | ManifestError::Unsupported(m) => {
+                RegistryError::ManifestInvalid(m)
+            }
         })?;
         self.check_references(repo, &parsed).await?;
 
@@ -85,28 +105,41 @@ impl Registry {
         if !self.exists(&data).await? {
             self.driver.put_content(&data, &bytes).await?;
         }
-        self.write_link(&layout::revision_link(repo, &digest)?, &digest).await?;
+        self.write_link(&layout::revision_link(repo, &digest)?, &digest)
+            .await?;
         let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
         if let Some(s) = &subject {
-            self.write_link(&layout::referrer_link(repo, s, &digest)?, &digest).await?;
+            self.write_link(&layout::referrer_link(repo, s, &digest)?, &digest)
+                .await?;
         }
         if let Reference::Tag(tag) = reference {
-            self.write_link(&layout::tag_index_link(repo, tag, &digest)?, &digest).await?;
-            self.write_link(&layout::tag_current_link(repo, tag)?, &digest).await?;
+            self.write_link(&layout::tag_index_link(repo, tag, &digest)?, &digest)
+                .await?;
+            self.write_link(&layout::tag_current_link(repo, tag)?, &digest)
+                .await?;
         }
         Ok(PutManifest { digest, subject })
     }
 
-    async fn check_references(&self, repo: &RepositoryName, parsed: &ParsedManifest) -> RegistryResult<()> {
+    async fn check_references(
+        &self,
+        repo: &RepositoryName,
+        parsed: &ParsedManifest,
+    ) -> RegistryResult<()> {
         for b in parsed.blobs.iter().filter(|b| !b.external) {
             match self.blob_size(repo, &b.digest).await {
                 Ok(_) => {}
-                Err(RegistryError::BlobUnknown(d)) => return Err(RegistryError::ManifestBlobUnknown(d)),
+                Err(RegistryError::BlobUnknown(d)) => {
+                    return Err(RegistryError::ManifestBlobUnknown(d))
+                }
                 Err(e) => return Err(e),
             }
         }
         for m in &parsed.manifests {
-            if !self.exists(&layout::revision_link(repo, &m.digest)?).await? {
+            if !self
+                .exists(&layout::revision_link(repo, &m.digest)?)
+                .await?
+            {
                 return Err(RegistryError::ManifestBlobUnknown(m.digest.clone()));
             }
         }
@@ -115,7 +148,11 @@ impl Registry {
 
     /// Deletes a tag (by tag) or a manifest revision and every tag pointing at it (by
     /// digest). Content stays in the blob store until garbage collection.
-    pub async fn delete_manifest(&self, repo: &RepositoryName, reference: &Reference) -> RegistryResult<()> {
+    pub async fn delete_manifest(
+        &self,
+        repo: &RepositoryName,
+        reference: &Reference,
+    ) -> RegistryResult<()> {
         self.require_delete()?;
         match reference {
             Reference::Tag(tag) => {
@@ -139,8 +176,15 @@ impl Registry {
                     }
                 }
                 for tag in self.tags(repo).await.unwrap_or_default() {
-                    let Ok(tag) = tag.parse::<Tag>() else { continue };
-                    if self.read_link(&layout::tag_current_link(repo, &tag)?).await?.as_ref() == Some(digest) {
+                    let Ok(tag) = tag.parse::<Tag>() else {
+                        continue;
+                    };
+                    if self
+                        .read_link(&layout::tag_current_link(repo, &tag)?)
+                        .await?
+                        .as_ref()
+                        == Some(digest)
+                    {
                         self.remove(&layout::tag_dir(repo, &tag)?).await?;
                     }
                 }

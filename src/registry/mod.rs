@@ -27,7 +27,9 @@ pub enum RegistryError {
     BlobUploadInvalid(String),
     /// A chunk that does not start where the upload ends; answered with 416 and the range
     /// the registry holds.
-    UploadRangeInvalid { size: u64 },
+    UploadRangeInvalid {
+        size: u64,
+    },
     DigestInvalid(String),
     SizeInvalid(String),
     ManifestUnknown(String),
@@ -48,13 +50,22 @@ impl fmt::Display for RegistryError {
             RegistryError::UploadRangeInvalid { size } => {
                 write!(f, "chunk out of order: the upload holds {size} bytes")
             }
-            RegistryError::DigestInvalid(m) => write!(f, "provided digest did not match uploaded content: {m}"),
-            RegistryError::SizeInvalid(m) => write!(f, "provided length did not match content length: {m}"),
+            RegistryError::DigestInvalid(m) => {
+                write!(f, "provided digest did not match uploaded content: {m}")
+            }
+            RegistryError::SizeInvalid(m) => {
+                write!(f, "provided length did not match content length: {m}")
+            }
             RegistryError::ManifestUnknown(r) => write!(f, "manifest unknown: {r}"),
             RegistryError::ManifestInvalid(m) => write!(f, "manifest invalid: {m}"),
-            RegistryError::ManifestBlobUnknown(d) => write!(f, "manifest references a blob unknown to this repository: {d}"),
+            RegistryError::ManifestBlobUnknown(d) => write!(
+                f,
+                "manifest references a blob unknown to this repository: {d}"
+            ),
             RegistryError::ManifestTooLarge => f.write_str("manifest is larger than 4 MiB"),
-            RegistryError::NameUnknown(n) => write!(f, "repository name not known to registry: {n}"),
+            RegistryError::NameUnknown(n) => {
+                write!(f, "repository name not known to registry: {n}")
+            }
             RegistryError::Unsupported(m) => f.write_str(m),
             RegistryError::Storage(e) => write!(f, "storage: {e}"),
         }
@@ -87,13 +98,20 @@ pub struct Registry {
 
 impl fmt::Debug for Registry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Registry").field("driver", &self.driver).field("options", &self.options).finish()
+        f.debug_struct("Registry")
+            .field("driver", &self.driver)
+            .field("options", &self.options)
+            .finish()
     }
 }
 
 impl Registry {
     pub fn new(driver: Arc<dyn StorageDriver>, options: RegistryOptions) -> Registry {
-        Registry { driver, options, uploads: uploads::UploadStates::default() }
+        Registry {
+            driver,
+            options,
+            uploads: uploads::UploadStates::default(),
+        }
     }
 
     pub fn driver(&self) -> &Arc<dyn StorageDriver> {
@@ -108,7 +126,9 @@ impl Registry {
         if self.options.delete_enabled {
             Ok(())
         } else {
-            Err(RegistryError::Unsupported("The operation is unsupported.".into()))
+            Err(RegistryError::Unsupported(
+                "The operation is unsupported.".into(),
+            ))
         }
     }
 
@@ -135,7 +155,9 @@ impl Registry {
     }
 
     async fn write_link(&self, path: &StoragePath, d: &Digest) -> RegistryResult<()> {
-        self.driver.put_content(path, d.to_string().as_bytes()).await?;
+        self.driver
+            .put_content(path, d.to_string().as_bytes())
+            .await?;
         Ok(())
     }
 

@@ -177,7 +177,9 @@ impl FromStr for Reference {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.contains(':') {
-            s.parse().map(Reference::Digest).map_err(ReferenceError::Digest)
+            s.parse()
+                .map(Reference::Digest)
+                .map_err(ReferenceError::Digest)
         } else {
             s.parse().map(Reference::Tag).map_err(ReferenceError::Tag)
         }
@@ -211,7 +213,14 @@ mod tests {
 
     #[test]
     fn accepts_spec_names() {
-        for ok in ["a", "library/alpine", "team/app/web", "a.b_c__d---e/f0", "0", "x-y/z.z"] {
+        for ok in [
+            "a",
+            "library/alpine",
+            "team/app/web",
+            "a.b_c__d---e/f0",
+            "0",
+            "x-y/z.z",
+        ] {
             assert!(ok.parse::<RepositoryName>().is_ok(), "{ok} rejected");
         }
     }
@@ -219,8 +228,23 @@ mod tests {
     #[test]
     fn rejects_hostile_names() {
         for bad in [
-            "", "../etc", "a/../b", "a//b", "/a", "a/", "A", "a..b", "a___b", "a.", "-a", "_a",
-            "a/.b", "a\0b", "a b", "a/_manifests", "a%2fb",
+            "",
+            "../etc",
+            "a/../b",
+            "a//b",
+            "/a",
+            "a/",
+            "A",
+            "a..b",
+            "a___b",
+            "a.",
+            "-a",
+            "_a",
+            "a/.b",
+            "a\0b",
+            "a b",
+            "a/_manifests",
+            "a%2fb",
         ] {
             assert!(bad.parse::<RepositoryName>().is_err(), "{bad:?} accepted");
         }

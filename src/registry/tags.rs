@@ -37,16 +37,21 @@ impl Registry {
                 Err(StorageError::NotFound(_)) => continue,
                 Err(e) => return Err(e.into()),
             };
-            if !name.is_empty() && children.iter().any(|c| c == "_manifests") {
-                if name.parse::<RepositoryName>().is_ok() {
-                    out.push(name.clone());
-                }
+            if !name.is_empty()
+                && children.iter().any(|c| c == "_manifests")
+                && name.parse::<RepositoryName>().is_ok()
+            {
+                out.push(name.clone());
             }
             for c in children {
                 if c.starts_with('_') {
                     continue;
                 }
-                let child_name = if name.is_empty() { c.clone() } else { format!("{name}/{c}") };
+                let child_name = if name.is_empty() {
+                    c.clone()
+                } else {
+                    format!("{name}/{c}")
+                };
                 if let Ok(p) = dir.join(&c) {
                     stack.push((p, child_name));
                 }
@@ -73,16 +78,23 @@ impl Registry {
         names.sort();
         let mut out = Vec::new();
         for hex in names {
-            let Ok(d) = Digest::from_hex(&hex) else { continue };
+            let Ok(d) = Digest::from_hex(&hex) else {
+                continue;
+            };
             // A referrer whose revision was deleted is no longer served.
             if !self.exists(&layout::revision_link(repo, &d)?).await? {
                 continue;
             }
-            let Ok(bytes) = self.driver.get_content(&layout::blob_data(&d)?, manifest::MAX_MANIFEST_BYTES * 4).await
+            let Ok(bytes) = self
+                .driver
+                .get_content(&layout::blob_data(&d)?, manifest::MAX_MANIFEST_BYTES * 4)
+                .await
             else {
                 continue;
             };
-            let Ok(parsed) = manifest::parse(&bytes, "") else { continue };
+            let Ok(parsed) = manifest::parse(&bytes, "") else {
+                continue;
+            };
             if artifact_type.is_some() && parsed.artifact_type.as_deref() != artifact_type {
                 continue;
             }

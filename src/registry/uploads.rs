@@ -7,7 +7,9 @@
 //! mid-write), it is rebuilt once from the data already on disk, so resumed uploads stay
 //! correct. One lock per session serialises concurrent requests on the same upload.
 
-use super::{layout, Digest, DigestHasher, Registry, RegistryError, RegistryResult, RepositoryName};
+use super::{
+    layout, Digest, DigestHasher, Registry, RegistryError, RegistryResult, RepositoryName,
+};
 use crate::storage::{FileWriter, StorageError};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -60,8 +62,13 @@ impl Registry {
     pub async fn start_upload(&self, repo: &RepositoryName) -> RegistryResult<String> {
         let id = uuid::Uuid::new_v4().hyphenated().to_string();
         let started = humantime::format_rfc3339_nanos(SystemTime::now()).to_string();
-        self.driver.put_content(&layout::upload_started_at(repo, &id)?, started.as_bytes()).await?;
-        let w = self.driver.writer(&layout::upload_data(repo, &id)?, false).await?;
+        self.driver
+            .put_content(&layout::upload_started_at(repo, &id)?, started.as_bytes())
+            .await?;
+        let w = self
+            .driver
+            .writer(&layout::upload_data(repo, &id)?, false)
+            .await?;
         w.close().await?;
         self.uploads.entry(&id);
         Ok(id)
@@ -90,7 +97,11 @@ impl Registry {
     }
 
     /// Opens a session for appending, after waiting for any other request on it.
-    pub async fn open_upload(&self, repo: &RepositoryName, id: &str) -> RegistryResult<UploadWriter<'_>> {
+    pub async fn open_upload(
+        &self,
+        repo: &RepositoryName,
+        id: &str,
+    ) -> RegistryResult<UploadWriter<'_>> {
         let data = layout::upload_data(repo, id)?;
         let state = self.uploads.entry(id).lock_owned().await;
         let writer = match self.driver.stat(&data).await {
@@ -107,7 +118,11 @@ impl Registry {
             Some(h) if state.offset == size => h.clone(),
             _ => {
                 if size > 0 {
-                    tracing::debug!(upload = id, size, "rebuilding upload digest state from disk");
+                    tracing::debug!(
+                        upload = id,
+                        size,
+                        "rebuilding upload digest state from disk"
+                    );
                 }
                 self.rehash(&data, size).await?
             }
@@ -122,7 +137,11 @@ impl Registry {
         })
     }
 
-    async fn rehash(&self, data: &crate::storage::StoragePath, size: u64) -> RegistryResult<DigestHasher> {
+    async fn rehash(
+        &self,
+        data: &crate::storage::StoragePath,
+        size: u64,
+    ) -> RegistryResult<DigestHasher> {
         let mut hasher = DigestHasher::new();
         if size == 0 {
             return Ok(hasher);
@@ -151,7 +170,10 @@ impl UploadWriter<'_> {
 
     /// Bytes in the upload, including what this request has written so far.
     pub fn size(&self) -> u64 {
-        self.writer.as_ref().map(|w| w.size()).unwrap_or(self.state.offset)
+        self.writer
+            .as_ref()
+            .map(|w| w.size())
+            .unwrap_or(self.state.offset)
     }
 
     pub async fn write(&mut self, data: &[u8]) -> RegistryResult<()> {
@@ -207,9 +229,14 @@ impl UploadWriter<'_> {
         let target = layout::blob_data(expected)?;
         // Two clients pushing the same content both succeed: the second finds it in place.
         if !registry.exists(&target).await? {
-            registry.driver.rename(&layout::upload_data(&self.repo, &self.id)?, &target).await?;
+            registry
+                .driver
+                .rename(&layout::upload_data(&self.repo, &self.id)?, &target)
+                .await?;
         }
-        registry.write_link(&layout::layer_link(&self.repo, expected)?, expected).await?;
+        registry
+            .write_link(&layout::layer_link(&self.repo, expected)?, expected)
+            .await?;
         registry.remove(&upload_dir).await?;
         registry.uploads.forget(&self.id);
         self.state.hasher = None;

@@ -83,7 +83,10 @@ impl Drop for SyslogLine {
 impl<'a> MakeWriter<'a> for SyslogWriter {
     type Writer = SyslogLine;
     fn make_writer(&'a self) -> SyslogLine {
-        SyslogLine { logger: self.logger.clone(), buf: Vec::with_capacity(256) }
+        SyslogLine {
+            logger: self.logger.clone(),
+            buf: Vec::with_capacity(256),
+        }
     }
 }
 
@@ -100,7 +103,9 @@ pub fn init(level: LogLevel, target: &LogTarget) -> LogHandle {
                 pid: std::process::id(),
             };
             match syslog::unix(formatter) {
-                Ok(logger) => Some(SyslogWriter { logger: Arc::new(Mutex::new(logger)) }),
+                Ok(logger) => Some(SyslogWriter {
+                    logger: Arc::new(Mutex::new(logger)),
+                }),
                 Err(e) => {
                     eprintln!("docker-registry: cannot reach syslog ({e}); logging to stderr");
                     None
@@ -111,7 +116,13 @@ pub fn init(level: LogLevel, target: &LogTarget) -> LogHandle {
     };
     let result = match syslog_writer {
         Some(w) => registry
-            .with(tracing_subscriber::fmt::layer().with_writer(w).with_ansi(false).without_time().with_target(false))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(w)
+                    .with_ansi(false)
+                    .without_time()
+                    .with_target(false),
+            )
             .try_init(),
         None => {
             // Under systemd, journald stamps each line itself.

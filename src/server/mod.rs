@@ -31,7 +31,9 @@ pub type Reloader = Box<dyn Fn() -> Result<Config, ConfigErrors> + Send + Sync>;
 /// Builds the runtime and serves until a stop signal. Returns the process exit code.
 pub fn run(config: Config, log: logging::LogHandle, reload: Reloader) -> i32 {
     let workers = match config.workers.value {
-        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
         n => n,
     };
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -42,7 +44,9 @@ pub fn run(config: Config, log: logging::LogHandle, reload: Reloader) -> i32 {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("docker-registry: cannot start the runtime with {workers} worker threads: {e}");
+            eprintln!(
+                "docker-registry: cannot start the runtime with {workers} worker threads: {e}"
+            );
             return 1;
         }
     };
@@ -63,7 +67,12 @@ fn build_driver(config: &Config) -> Arc<dyn StorageDriver> {
     }
 }
 
-async fn serve(config: Config, workers: usize, log: logging::LogHandle, reload: Reloader) -> Result<(), String> {
+async fn serve(
+    config: Config,
+    workers: usize,
+    log: logging::LogHandle,
+    reload: Reloader,
+) -> Result<(), String> {
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
@@ -89,13 +98,21 @@ async fn serve(config: Config, workers: usize, log: logging::LogHandle, reload: 
         Some(inherited) => inherited,
         None => bind(addr).await?,
     };
-    let local = listener.local_addr().map_err(|e| format!("cannot read the bound address: {e}"))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the bound address: {e}"))?;
 
     let registry = Registry::new(
         driver.clone(),
-        RegistryOptions { delete_enabled: config.delete_enabled.value, readonly: config.readonly.value },
+        RegistryOptions {
+            delete_enabled: config.delete_enabled.value,
+            readonly: config.readonly.value,
+        },
     );
-    let state = Arc::new(AppState { registry, issue: config.issue.value.clone() });
+    let state = Arc::new(AppState {
+        registry,
+        issue: config.issue.value.clone(),
+    });
 
     tracing::info!(
         "docker-registry {} listening on http://{local} with {workers} worker threads; data in {} ({}), deletion {}",
@@ -107,8 +124,10 @@ async fn serve(config: Config, workers: usize, log: logging::LogHandle, reload: 
     notify::ready(&format!("serving on {local}"));
     let watchdog = notify::spawn_watchdog();
 
-    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("cannot handle SIGINT: {e}"))?;
+    let mut term =
+        signal(SignalKind::terminate()).map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
+    let mut int =
+        signal(SignalKind::interrupt()).map_err(|e| format!("cannot handle SIGINT: {e}"))?;
     let mut hup = signal(SignalKind::hangup()).map_err(|e| format!("cannot handle SIGHUP: {e}"))?;
 
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -117,7 +136,10 @@ async fn serve(config: Config, workers: usize, log: logging::LogHandle, reload: 
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_secs(60))
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
 
@@ -166,7 +188,10 @@ async fn serve(config: Config, workers: usize, log: logging::LogHandle, reload: 
 
     notify::stopping();
     drop(listener);
-    tracing::info!("waiting up to {}s for in-flight requests", SHUTDOWN_GRACE.as_secs());
+    tracing::info!(
+        "waiting up to {}s for in-flight requests",
+        SHUTDOWN_GRACE.as_secs()
+    );
     tokio::select! {
         _ = graceful.shutdown() => tracing::info!("all connections closed"),
         _ = tokio::time::sleep(SHUTDOWN_GRACE) => tracing::warn!("grace period over; closing remaining connections"),
@@ -179,12 +204,18 @@ async fn serve(config: Config, workers: usize, log: logging::LogHandle, reload: 
 
 fn reload_config(reload: &Reloader, log: &logging::LogHandle) {
     notify::reloading();
+    tracing::info!("SIGHUP: reloading configuration");
     match reload() {
         Ok(c) => {
             log.set_level(c.log_level.value);
-            tracing::info!("SIGHUP: configuration reloaded; log level {}", c.log_level.value.as_str());
+            tracing::info!(
+                "SIGHUP: configuration reloaded; log level {}",
+                c.log_level.value.as_str()
+            );
         }
-        Err(e) => tracing::error!("SIGHUP: configuration not reloaded, keeping the running one:\n{e}"),
+        Err(e) => {
+            tracing::error!("SIGHUP: configuration not reloaded, keeping the running one:\n{e}")
+        }
     }
     notify::ready("serving");
 }
@@ -192,9 +223,13 @@ fn reload_config(reload: &Reloader, log: &logging::LogHandle) {
 async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
     TcpListener::bind(addr).await.map_err(|e| {
         let hint = match e.kind() {
-            std::io::ErrorKind::AddrInUse => " (another process is using this port; set REGISTRY_PORT)",
+            std::io::ErrorKind::AddrInUse => {
+                " (another process is using this port; set REGISTRY_PORT)"
+            }
             std::io::ErrorKind::PermissionDenied => " (ports below 1024 need CAP_NET_BIND_SERVICE)",
-            std::io::ErrorKind::AddrNotAvailable => " (no interface has this address; check REGISTRY_ADDRESS)",
+            std::io::ErrorKind::AddrNotAvailable => {
+                " (no interface has this address; check REGISTRY_ADDRESS)"
+            }
             _ => "",
         };
         format!("cannot listen on {addr}: {e}{hint}")

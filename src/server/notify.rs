@@ -23,7 +23,10 @@ pub fn ready(text: &str) {
 }
 
 pub fn reloading() {
-    send(&[NotifyState::Reloading, NotifyState::Status("reloading configuration")]);
+    send(&[
+        NotifyState::Reloading,
+        NotifyState::Status("reloading configuration"),
+    ]);
 }
 
 pub fn stopping() {
@@ -32,8 +35,18 @@ pub fn stopping() {
 
 /// Pings the watchdog at half its interval when systemd asked for it (WATCHDOG_USEC).
 pub fn spawn_watchdog() -> Option<tokio::task::JoinHandle<()>> {
-    let mut usec = 0u64;
-    if !sd_notify::watchdog_enabled(false, &mut usec) || usec == 0 {
+    // As sd_watchdog_enabled(3): WATCHDOG_PID, when set, must name this process.
+    let usec = std::env::var("WATCHDOG_USEC")
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
+    if let Ok(pid) = std::env::var("WATCHDOG_PID") {
+        if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {
+            return None;
+        }
+    }
+    if usec == 0 {
         return None;
     }
     let period = Duration::from_micros(usec / 2).max(Duration::from_millis(100));

@@ -6,7 +6,9 @@
 //! Large content goes through [`FsWriter`], which buffers 1 MiB between system calls and
 //! fsyncs on commit.
 
-use super::{BlobReader, FileInfo, FileWriter, StorageDriver, StorageError, StoragePath, StorageResult};
+use super::{
+    BlobReader, FileInfo, FileWriter, StorageDriver, StorageError, StoragePath, StorageResult,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::fs::{self, File, OpenOptions};
@@ -145,7 +147,8 @@ impl StorageDriver for FilesystemDriver {
                 return Err(StorageError::NotFound(path2));
             }
             if offset > 0 {
-                f.seek(SeekFrom::Start(offset)).map_err(|e| StorageError::io(&path2, e))?;
+                f.seek(SeekFrom::Start(offset))
+                    .map_err(|e| StorageError::io(&path2, e))?;
             }
             Ok((f, meta.len()))
         })
@@ -236,7 +239,11 @@ impl StorageDriver for FilesystemDriver {
         let path = path.clone();
         blocking(move || {
             let meta = fs::symlink_metadata(&full).map_err(|e| not_found_or(&path, e))?;
-            let r = if meta.is_dir() { fs::remove_dir_all(&full) } else { fs::remove_file(&full) };
+            let r = if meta.is_dir() {
+                fs::remove_dir_all(&full)
+            } else {
+                fs::remove_file(&full)
+            };
             r.map_err(|e| not_found_or(&path, e))
         })
         .await
@@ -248,7 +255,9 @@ impl StorageDriver for FilesystemDriver {
             let shown = root.display().to_string();
             fs::create_dir_all(&root).map_err(|e| StorageError::io(&shown, e))?;
             let probe = root.join(format!(".write-check-{}", uuid::Uuid::new_v4().simple()));
-            let r = File::create(&probe).and_then(|mut f| f.write_all(b"ok")).and_then(|_| fs::remove_file(&probe));
+            let r = File::create(&probe)
+                .and_then(|mut f| f.write_all(b"ok"))
+                .and_then(|_| fs::remove_file(&probe));
             r.map_err(|e| StorageError::io(&shown, e))
         })
         .await
@@ -270,12 +279,16 @@ impl FsWriter {
             return Ok(());
         }
         let Some(mut file) = self.file.take() else {
-            return Err(StorageError::io(&self.path, io::Error::other("writer already closed")));
+            return Err(StorageError::io(
+                &self.path,
+                io::Error::other("writer already closed"),
+            ));
         };
-        let mut buf = std::mem::replace(&mut self.buf, Vec::new());
+        let mut buf = std::mem::take(&mut self.buf);
         let path = self.path.clone();
         let (file, mut buf) = blocking(move || {
-            file.write_all(&buf).map_err(|e| StorageError::io(&path, e))?;
+            file.write_all(&buf)
+                .map_err(|e| StorageError::io(&path, e))?;
             buf.clear();
             Ok((file, buf))
         })
@@ -347,26 +360,39 @@ mod tests {
         let p = StoragePath::new(["a", "b", "link"]).expect("path");
         d.put_content(&p, b"sha256:x").await.expect("put");
         assert_eq!(&d.get_content(&p, 100).await.expect("get")[..], b"sha256:x");
-        assert!(matches!(d.get_content(&p, 3).await, Err(StorageError::TooLarge { .. })));
+        assert!(matches!(
+            d.get_content(&p, 3).await,
+            Err(StorageError::TooLarge { .. })
+        ));
 
         let w = StoragePath::new(["up", "data"]).expect("path");
         let mut wr = d.writer(&w, false).await.expect("writer");
-        wr.write(&vec![7u8; WRITE_BUFFER + 10]).await.expect("write");
+        wr.write(&vec![7u8; WRITE_BUFFER + 10])
+            .await
+            .expect("write");
         assert_eq!(wr.close().await.expect("close"), WRITE_BUFFER as u64 + 10);
         let mut wr = d.writer(&w, true).await.expect("append");
         assert_eq!(wr.size(), WRITE_BUFFER as u64 + 10);
         wr.write(b"xyz").await.expect("write");
         wr.commit().await.expect("commit");
-        let (mut r, size) = d.reader(&w, WRITE_BUFFER as u64 + 10).await.expect("reader");
+        let (mut r, size) = d
+            .reader(&w, WRITE_BUFFER as u64 + 10)
+            .await
+            .expect("reader");
         assert_eq!(size, WRITE_BUFFER as u64 + 13);
         let mut s = String::new();
         r.read_to_string(&mut s).await.expect("read");
         assert_eq!(s, "xyz");
 
-        let mut names = d.list(&StoragePath::new(["a"]).expect("p")).await.expect("list");
+        let mut names = d
+            .list(&StoragePath::new(["a"]).expect("p"))
+            .await
+            .expect("list");
         names.sort();
         assert_eq!(names, vec!["b"]);
-        d.delete(&StoragePath::new(["a"]).expect("p")).await.expect("delete");
+        d.delete(&StoragePath::new(["a"]).expect("p"))
+            .await
+            .expect("delete");
         assert!(d.stat(&p).await.expect_err("gone").is_not_found());
     }
 }

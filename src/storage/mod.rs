@@ -57,7 +57,9 @@ impl StoragePath {
     }
 
     pub fn parent(&self) -> Option<StoragePath> {
-        self.0.rsplit_once('/').map(|(p, _)| StoragePath(p.to_owned()))
+        self.0
+            .rsplit_once('/')
+            .map(|(p, _)| StoragePath(p.to_owned()))
     }
 
     pub fn file_name(&self) -> &str {
@@ -81,10 +83,16 @@ impl fmt::Debug for StoragePath {
 pub enum StorageError {
     NotFound(StoragePath),
     InvalidPath(String),
-    TooLarge { path: StoragePath, limit: u64 },
+    TooLarge {
+        path: StoragePath,
+        limit: u64,
+    },
     /// The backend refused because it is full (ENOSPC, EDQUOT).
     Full(StoragePath),
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 impl StorageError {
@@ -93,7 +101,10 @@ impl StorageError {
             Some(code) if code == nix::libc::ENOSPC || code == nix::libc::EDQUOT => {
                 StorageError::Full(StoragePath(path.to_string()))
             }
-            _ => StorageError::Io { path: path.to_string(), source },
+            _ => StorageError::Io {
+                path: path.to_string(),
+                source,
+            },
         }
     }
 
@@ -192,7 +203,13 @@ mod tests {
     #[test]
     fn paths_refuse_traversal() {
         assert!(StoragePath::new(["a", "b/c"]).is_ok());
-        for bad in [vec!["a", ".."], vec!["a/../b"], vec![""], vec!["a//b"], vec!["/a"]] {
+        for bad in [
+            vec!["a", ".."],
+            vec!["a/../b"],
+            vec![""],
+            vec!["a//b"],
+            vec!["/a"],
+        ] {
             assert!(StoragePath::new(bad.clone()).is_err(), "{bad:?}");
         }
     }

@@ -1,0 +1,304 @@
+//! Test harness: the real `docker-registry` binary on a free loopback port with a temporary
+//! storage directory, stopped (by PID) when the handle drops; plus fixture helpers.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_docker-registry");
+
+pub fn shared_fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures")
+}
+
+/// A running registry.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    pub storage: PathBuf,
+    pub log: Arc<Mutex<Vec<String>>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub struct ServerBuilder {
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+    storage: Option<PathBuf>,
+}
+
+impl ServerBuilder {
+    pub fn arg(mut self, a: impl Into<String>) -> Self {
+        self.args.push(a.into());
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: impl Into<String>) -> Self {
+        self.envs.push((k.into(), v.into()));
+        self
+    }
+
+    pub fn storage(mut self, p: &Path) -> Self {
+        self.storage = Some(p.to_owned());
+        self
+    }
+
+    pub fn delete_enabled(self) -> Self {
+        self.arg("--delete-enabled")
+    }
+
+    pub fn start(self) -> Server {
+        let (dir, storage) = match self.storage {
+            Some(p) => (None, p),
+            None => {
+                let d = tempfile::tempdir().expect("tempdir");
+                let p = d.path().join("data");
+                (Some(d), p)
+            }
+        };
+        let empty = tempfile::NamedTempFile::new().expect("temp sysconfig");
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--sysconfig").arg(empty.path());
+        if !self.args.iter().any(|a| a == "--config") {
+            cmd.arg("--config").arg(empty.path());
+        }
+        cmd.args(["--address", "127.0.0.1", "--port", "0", "--storage-path"])
+            .arg(&storage)
+            .args(&self.args)
+            .env_remove("NOTIFY_SOCKET")
+            .env("DOCKER_REGISTRY_CONFIG", empty.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in &self.envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start docker-registry");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(i) = line.find("listening on http://") {
+                    let rest = &line[i + "listening on http://".len()..];
+                    let addr = rest.split_whitespace().next().unwrap_or("");
+                    if let Some(port) = addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok())
+                    {
+                        if let Some(tx) = tx.take() {
+                            let _ = tx.send(port);
+                        }
+                    }
+                }
+                log2.lock().expect("log").push(line);
+            }
+        });
+        let port = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(p) => p,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("registry did not start: {:?}", log.lock().expect("log"));
+            }
+        };
+        // Keep the empty config file alive as long as the process might re-read it (SIGHUP).
+        std::mem::forget(empty);
+        Server {
+            child,
+            port,
+            storage,
+            log,
+            _dir: dir,
+        }
+    }
+}
+
+impl Server {
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder {
+            args: Vec::new(),
+            envs: Vec::new(),
+            storage: None,
+        }
+    }
+
+    pub fn start() -> Server {
+        Server::builder().start()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().expect("log").join("\n")
+    }
+
+    /// Sends a signal and waits for the exit status (bounded).
+    pub fn signal_and_wait(&mut self, sig: i32) -> Option<std::process::ExitStatus> {
+        unsafe_kill(self.pid(), sig);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Peak resident memory (VmHWM) in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmHWM:")
+    }
+
+    pub fn rss_kib(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmRSS:")
+    }
+}
+
+pub fn proc_status_kib(pid: i32, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+pub fn unsafe_kill(pid: i32, sig: i32) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(300))
+        .build()
+        .expect("client")
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(data);
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn digest_of(data: &[u8]) -> String {
+    format!("sha256:{}", sha256_hex(data))
+}
+
+/// Unpacks the OCI layouts fixture (a, b, c, multi) into a temp dir.
+pub fn oci_layouts() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let st = Command::new("tar")
+        .arg("xzf")
+        .arg(shared_fixtures().join("oci-layouts/images.tar.gz"))
+        .arg("-C")
+        .arg(dir.path())
+        .status()
+        .expect("tar");
+    assert!(st.success());
+    dir
+}
+
+/// Runs skopeo with the flags every test needs; returns (success, combined output).
+pub fn skopeo(args: &[&str]) -> (bool, String) {
+    let out = Command::new("skopeo")
+        .arg("--insecure-policy")
+        .args(args)
+        .output()
+        .expect("skopeo is installed (apt-get install skopeo)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+pub fn skopeo_ok(args: &[&str]) -> String {
+    let (ok, out) = skopeo(args);
+    assert!(ok, "skopeo {args:?} failed:\n{out}");
+    out
+}
+
+/// Pushes a blob monolithically; returns its digest.
+pub fn push_blob(c: &reqwest::blocking::Client, s: &Server, repo: &str, data: &[u8]) -> String {
+    let d = digest_of(data);
+    let r = c
+        .post(s.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
+        .body(data.to_vec())
+        .send()
+        .expect("push blob");
+    assert_eq!(r.status(), 201, "push blob: {:?}", r.text());
+    d
+}
+
+/// An OCI image manifest over the given config and layers (digest, size).
+pub fn image_manifest(config: (&str, usize), layers: &[(&str, usize)]) -> String {
+    let layers: Vec<String> = layers
+        .iter()
+        .map(|(d, n)| format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{d}","size":{n}}}"#))
+        .collect();
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{}]}}"#,
+        config.0,
+        config.1,
+        layers.join(",")
+    )
+}
+
+/// Pushes a small image (config + one layer) and tags it; returns the manifest digest.
+pub fn push_image(
+    c: &reqwest::blocking::Client,
+    s: &Server,
+    repo: &str,
+    tag: &str,
+    seed: &str,
+) -> String {
+    let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":"{seed}"}}"#);
+    let layer = format!("layer for {seed}").into_bytes();
+    let cd = push_blob(c, s, repo, config.as_bytes());
+    let ld = push_blob(c, s, repo, &layer);
+    let m = image_manifest((&cd, config.len()), &[(&ld, layer.len())]);
+    let r = c
+        .put(s.url(&format!("/v2/{repo}/manifests/{tag}")))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(m.clone())
+        .send()
+        .expect("put manifest");
+    assert_eq!(r.status(), 201, "put manifest: {:?}", r.text());
+    digest_of(m.as_bytes())
+}
+
+/// The `errors[0].code` of a JSON error body.
+pub fn error_code(body: &str) -> String {
+    let v: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+    v["errors"][0]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error code in {body}"))
+        .to_owned()
+}
