@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Runs inside a booted systemd container (packaging/test-nspawn.sh starts it as the unit
+# pkgtest.service): installs the .deb with a real systemd as PID 1, then checks the user's
+# whole path: `systemctl enable --now`, active (running), push/pull, reload, restart, socket
+# activation, stop, remove. Results go to $RESULTS; the container powers off at the end.
+#
+#   RESULTS=FILE test-boot.sh DEB IMAGES_TAR_GZ
+set -uo pipefail
+
+DEB=$1
+IMAGES=$2
+ROOT_DIR=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=packaging/testlib.sh
+source "$ROOT_DIR/packaging/testlib.sh"
+trap 'systemctl poweroff --no-block' EXIT
+
+wait_for() { # wait_for SECONDS COMMAND...
+    local deadline=$((SECONDS + $1))
+    shift
+    until "$@"; do
+        ((SECONDS < deadline)) || return 1
+        sleep 0.2
+    done
+}
+active() { test "$(systemctl is-active "$1")" = active; }
+http_code() { curl -s -o /dev/null -w '%{http_code}' "$1"; }
+show() { systemctl show -P "$2" "$1"; }
+
+check "dpkg -i under a running systemd" dpkg -i "$DEB"
+check "systemctl enable --now docker-registry" systemctl enable --now docker-registry
+check "docker-registry.service is active" wait_for 30 active docker-registry.service
+check "systemctl status says active (running)" \
+    bash -c 'systemctl status docker-registry --no-pager | grep -q "Active: active (running)"'
+status_text=$(show docker-registry StatusText)
+check "the daemon's STATUS= reaches systemd ($status_text)" grep -q '^serving on' <<<"$status_text"
+check "the service runs as docker-registry" test "$(ps -o user= -p "$(show docker-registry MainPID)")" = docker-registry
+check "GET http://127.0.0.1:5000/v2/ answers 200" test "$(http_code http://127.0.0.1:5000/v2/)" = 200
+
+work=$(mktemp -d)
+tar -xzf "$IMAGES" -C "$work"
+check "skopeo pushes to the service" skopeo --insecure-policy copy -q --dest-tls-verify=false \
+    "oci:$work/a:latest" docker://127.0.0.1:5000/boot/test:latest
+check "the image is in /var/lib/docker-registry" \
+    test -f /var/lib/docker-registry/docker/registry/v2/repositories/boot/test/_manifests/tags/latest/current/link
+
+pid=$(show docker-registry MainPID)
+check "systemctl reload docker-registry" systemctl reload docker-registry
+check "after reload: same process, still active" \
+    bash -c "test \"\$(systemctl show -P MainPID docker-registry)\" = $pid && systemctl is-active -q docker-registry"
+check "systemctl restart docker-registry" systemctl restart docker-registry
+check "after restart: a new process, active" \
+    bash -c "test \"\$(systemctl show -P MainPID docker-registry)\" != $pid && systemctl is-active -q docker-registry"
+check "after restart: the tag is still served" \
+    bash -c 'curl -sf http://127.0.0.1:5000/v2/boot/test/tags/list | grep -q latest'
+security=$(systemd-analyze security docker-registry.service 2>&1 | grep 'Overall exposure level')
+echo "# $security"
+check "systemd-analyze security (online) rates it OK or better" grep -Eq ': [0-9.]+ (OK|SAFE|PERFECT)' <<<"$security"
+
+# Socket activation: systemd owns the port, the daemon takes the socket over on first use.
+check "switch to the socket: disable --now the service" systemctl disable --now docker-registry.service
+check "systemctl enable --now docker-registry.socket" systemctl enable --now docker-registry.socket
+check "the service is not running before the first connection" bash -c '! systemctl is-active -q docker-registry.service'
+check "GET /v2/ through the socket answers 200" test "$(http_code http://127.0.0.1:5000/v2/)" = 200
+check "the connection started the service" wait_for 10 active docker-registry.service
+check "the daemon serves on the socket it was given" \
+    bash -c 'journalctl -u docker-registry.service --no-pager | grep -q "listening on"'
+check "systemctl stop docker-registry.socket docker-registry.service" \
+    systemctl stop docker-registry.socket docker-registry.service
+check "the service stopped cleanly (Result=success)" test "$(show docker-registry Result)" = success
+
+check "dpkg -r docker-registry" dpkg -r docker-registry
+check "after remove: the unit is gone" bash -c '! systemctl cat docker-registry.service >/dev/null 2>&1'
+check "after remove: the data is kept" \
+    test -f /var/lib/docker-registry/docker/registry/v2/repositories/boot/test/_manifests/tags/latest/current/link
