@@ -53,7 +53,7 @@ check "after restart: a new process, active" \
 check "after restart: the tag is still served" \
     bash -c 'curl -sf http://127.0.0.1:5000/v2/boot/test/tags/list | grep -q latest'
 security=$(systemd-analyze security docker-registry.service 2>&1 | grep 'Overall exposure level')
-echo "# $security"
+echo "# $security" | tee -a "$RESULTS"
 check "systemd-analyze security (online) rates it OK or better" grep -Eq ': [0-9.]+ (OK|SAFE|PERFECT)' <<<"$security"
 
 # Socket activation: systemd owns the port, the daemon takes the socket over on first use.
@@ -69,6 +69,9 @@ check "systemctl stop docker-registry.socket docker-registry.service" \
 check "the service stopped cleanly (Result=success)" test "$(show docker-registry Result)" = success
 
 check "dpkg -r docker-registry" dpkg -r docker-registry
-check "after remove: the unit is gone" bash -c '! systemctl cat docker-registry.service >/dev/null 2>&1'
+check "after remove: the unit file is gone" test ! -e /lib/systemd/system/docker-registry.service
+check "after remove: the unit is masked (LoadState=masked), so nothing can start it" \
+    test "$(show docker-registry.service LoadState)" = masked
+check "after remove: nothing runs" bash -c '! pgrep -x docker-registry'
 check "after remove: the data is kept" \
     test -f /var/lib/docker-registry/docker/registry/v2/repositories/boot/test/_manifests/tags/latest/current/link

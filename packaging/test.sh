@@ -13,7 +13,10 @@
 #                   registry): ours would replace it, so then in a container instead;
 #   host            on this machine;
 #   container       in a throwaway systemd-nspawn container on a cached debootstrap tree
-#                   (target/packaging-test/rootfs; a few minutes the first time).
+#                   (target/packaging-test/rootfs; a few minutes the first time), followed
+#                   by an upgrade from Debian's docker-registry 2.8.2 (test-upgrade.sh).
+# PACKAGING_TEST_BOOT=1 also runs packaging/test-nspawn.sh: the package under a booted
+# systemd (`systemctl enable --now`, socket activation), a few seconds once the tree exists.
 # Ends with "N passed, M failed" and exits non-zero if anything failed.
 set -euo pipefail
 
@@ -216,6 +219,16 @@ case $mode in
                 "/pkgtest/out/$(basename "$DEB")" "/pkgtest/out/$(basename "$IMAGES")" \
                 || fail "packaging/test-install.sh ran to the end in the container"
             cat "$OUT/in-container/results" >>"$RESULTS"
+            echo "== upgrade from Debian's docker-registry 2.8.2 (container)"
+            : >"$OUT/in-container/results"
+            debian_deb=$(cd "$TEST_ROOT" && ls opt/pkgtest/docker-registry_*.deb | head -n1)
+            nspawn -D "$TEST_ROOT" --volatile=overlay --as-pid2 \
+                --bind-ro="$ROOT_DIR/packaging:/pkgtest/packaging" \
+                --bind="$OUT/in-container:/pkgtest/out" \
+                env RESULTS=/pkgtest/out/results bash /pkgtest/packaging/test-upgrade.sh \
+                "/pkgtest/out/$(basename "$DEB")" "/$debian_deb" "/pkgtest/out/$(basename "$IMAGES")" \
+                || fail "packaging/test-upgrade.sh ran to the end in the container"
+            cat "$OUT/in-container/results" >>"$RESULTS"
         else
             fail "a bookworm container root could be made (debootstrap)"
         fi
@@ -225,6 +238,13 @@ case $mode in
         exit 2
         ;;
 esac
+
+if [[ ${PACKAGING_TEST_BOOT:-0} == 1 ]]; then
+    echo "== under a booted systemd (packaging/test-nspawn.sh)"
+    packaging/test-nspawn.sh || true
+    grep -E '^(not )?ok - ' "$OUT/boot/results" | sed 's/ - / - booted: /' >>"$RESULTS" ||
+        fail "packaging/test-nspawn.sh recorded results"
+fi
 
 echo "== $((SECONDS - started)) s"
 summary

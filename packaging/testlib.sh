@@ -57,8 +57,11 @@ nspawn() { # nspawn ARGS...: systemd-nspawn with the flags this machine needs
     systemd-nspawn --quiet --register=no --keep-unit --console=pipe "$@"
 }
 
+# Bump when the recipe below changes, so cached trees are rebuilt.
+TEST_ROOT_RECIPE=2
+
 make_test_root() {
-    if [[ -f $TEST_ROOT/.docker-registry-test-root ]]; then
+    if [[ $(cat "$TEST_ROOT/.docker-registry-test-root" 2>/dev/null) == "$TEST_ROOT_RECIPE" ]]; then
         return 0
     fi
     apt_need debootstrap systemd-container
@@ -72,7 +75,16 @@ make_test_root() {
     nspawn -D "$tmp" --resolv-conf=copy-host sh -c \
         'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends skopeo python3 curl procps man-db >/dev/null && apt-get clean' \
         >>"$tmp.log" 2>&1 || { tail -n 20 "$tmp.log"; return 1; }
-    touch "$tmp/.docker-registry-test-root"
+    add_debian_registry "$tmp" >>"$tmp.log" 2>&1 || { tail -n 20 "$tmp.log"; return 1; }
+    echo "$TEST_ROOT_RECIPE" >"$tmp/.docker-registry-test-root"
     rm -rf "$TEST_ROOT"
     mv "$tmp" "$TEST_ROOT"
+}
+
+# Debian's docker-registry (distribution 2.8.2), not installed: its .deb in /opt/pkgtest and
+# its dependencies installed, so the upgrade test can install it offline and replace it.
+add_debian_registry() {
+    nspawn -D "$1" --resolv-conf=copy-host sh -c \
+        'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends adduser lsb-base >/dev/null &&
+         mkdir -p /opt/pkgtest && cd /opt/pkgtest && apt-get download -qq docker-registry && apt-get clean'
 }
