@@ -14,7 +14,8 @@
 #   host            on this machine;
 #   container       in a throwaway systemd-nspawn container on a cached debootstrap tree
 #                   (target/packaging-test/rootfs; a few minutes the first time), followed
-#                   by an upgrade from Debian's docker-registry 2.8.2 (test-upgrade.sh).
+#                   by an upgrade from Debian's docker-registry 2.8.2 (test-upgrade.sh) and
+#                   the .rpm installed, reinstalled and erased with rpm (test-rpm.sh).
 # PACKAGING_TEST_BOOT=1 also runs packaging/test-nspawn.sh: the package under a booted
 # systemd (`systemctl enable --now`, socket activation), a few seconds once the tree exists.
 # Ends with "N passed, M failed" and exits non-zero if anything failed.
@@ -208,27 +209,27 @@ case $mode in
         bash packaging/test-install.sh "$DEB" "$IMAGES" || fail "packaging/test-install.sh ran to the end"
         ;;
     container)
+        in_container() { # in_container SCRIPT ARGS...: one throwaway container per script
+            local script=$1
+            shift
+            : >"$OUT/in-container/results"
+            nspawn -D "$TEST_ROOT" --volatile=overlay --as-pid2 \
+                --bind-ro="$ROOT_DIR/packaging:/pkgtest/packaging" \
+                --bind="$OUT/in-container:/pkgtest/out" \
+                env RESULTS=/pkgtest/out/results bash "/pkgtest/packaging/$script" "$@" \
+                || fail "packaging/$script ran to the end in the container"
+            cat "$OUT/in-container/results" >>"$RESULTS"
+        }
         if make_test_root; then
             mkdir -p "$OUT/in-container"
-            cp "$DEB" "$IMAGES" "$OUT/in-container/"
-            : >"$OUT/in-container/results"
-            nspawn -D "$TEST_ROOT" --volatile=overlay --as-pid2 \
-                --bind-ro="$ROOT_DIR/packaging:/pkgtest/packaging" \
-                --bind="$OUT/in-container:/pkgtest/out" \
-                env RESULTS=/pkgtest/out/results bash /pkgtest/packaging/test-install.sh \
-                "/pkgtest/out/$(basename "$DEB")" "/pkgtest/out/$(basename "$IMAGES")" \
-                || fail "packaging/test-install.sh ran to the end in the container"
-            cat "$OUT/in-container/results" >>"$RESULTS"
+            cp "$DEB" "$RPM" "$IMAGES" "$OUT/in-container/"
+            in_container test-install.sh "/pkgtest/out/$(basename "$DEB")" "/pkgtest/out/$(basename "$IMAGES")"
             echo "== upgrade from Debian's docker-registry 2.8.2 (container)"
-            : >"$OUT/in-container/results"
             debian_deb=$(cd "$TEST_ROOT" && ls opt/pkgtest/docker-registry_*.deb | head -n1)
-            nspawn -D "$TEST_ROOT" --volatile=overlay --as-pid2 \
-                --bind-ro="$ROOT_DIR/packaging:/pkgtest/packaging" \
-                --bind="$OUT/in-container:/pkgtest/out" \
-                env RESULTS=/pkgtest/out/results bash /pkgtest/packaging/test-upgrade.sh \
-                "/pkgtest/out/$(basename "$DEB")" "/$debian_deb" "/pkgtest/out/$(basename "$IMAGES")" \
-                || fail "packaging/test-upgrade.sh ran to the end in the container"
-            cat "$OUT/in-container/results" >>"$RESULTS"
+            in_container test-upgrade.sh "/pkgtest/out/$(basename "$DEB")" "/$debian_deb" \
+                "/pkgtest/out/$(basename "$IMAGES")"
+            echo "== the rpm's scriptlets (container)"
+            in_container test-rpm.sh "/pkgtest/out/$(basename "$RPM")"
         else
             fail "a bookworm container root could be made (debootstrap)"
         fi

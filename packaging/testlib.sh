@@ -48,7 +48,7 @@ debian_mirror() { # the Debian mirror this machine's apt uses
     echo "${uri:-http://deb.debian.org/debian}"
 }
 
-# A Debian bookworm tree with systemd, skopeo and python3, for testing the package in a
+# A Debian bookworm tree with systemd, skopeo, python3 and rpm, for testing the package in a
 # container: cached at $TEST_ROOT_CACHE (default target/packaging-test/rootfs) because
 # debootstrap takes minutes. Containers run with --volatile=overlay, so the tree stays clean.
 TEST_ROOT=${TEST_ROOT_CACHE:-$ROOT_DIR/target/packaging-test/rootfs}
@@ -58,7 +58,7 @@ nspawn() { # nspawn ARGS...: systemd-nspawn with the flags this machine needs
 }
 
 # Bump when the recipe below changes, so cached trees are rebuilt.
-TEST_ROOT_RECIPE=2
+TEST_ROOT_RECIPE=3
 
 make_test_root() {
     if [[ $(cat "$TEST_ROOT/.docker-registry-test-root" 2>/dev/null) == "$TEST_ROOT_RECIPE" ]]; then
@@ -73,7 +73,7 @@ make_test_root() {
         || { tail -n 20 "$tmp.log"; return 1; }
     # apt (not debootstrap) resolves skopeo's virtual dependencies.
     nspawn -D "$tmp" --resolv-conf=copy-host sh -c \
-        'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends skopeo python3 curl procps man-db >/dev/null && apt-get clean' \
+        'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends skopeo python3 curl procps man-db rpm >/dev/null && apt-get clean' \
         >>"$tmp.log" 2>&1 || { tail -n 20 "$tmp.log"; return 1; }
     add_debian_registry "$tmp" >>"$tmp.log" 2>&1 || { tail -n 20 "$tmp.log"; return 1; }
     echo "$TEST_ROOT_RECIPE" >"$tmp/.docker-registry-test-root"
