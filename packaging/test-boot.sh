@@ -52,6 +52,10 @@ check "after restart: a new process, active" \
     bash -c "test \"\$(systemctl show -P MainPID docker-registry)\" != $pid && systemctl is-active -q docker-registry"
 check "after restart: the tag is still served" \
     bash -c 'curl -sf http://127.0.0.1:5000/v2/boot/test/tags/list | grep -q latest'
+pid=$(show docker-registry MainPID)
+check "dpkg -i again (an upgrade) under systemd" dpkg -i "$DEB"
+check "the upgrade restarted the running service" \
+    wait_for 10 bash -c "test \"\$(systemctl show -P MainPID docker-registry)\" != $pid && systemctl is-active -q docker-registry"
 security=$(systemd-analyze security docker-registry.service 2>&1 | grep 'Overall exposure level')
 echo "# $security" | tee -a "$RESULTS"
 check "systemd-analyze security (online) rates it OK or better" grep -Eq ': [0-9.]+ (OK|SAFE|PERFECT)' <<<"$security"
@@ -64,6 +68,12 @@ check "GET /v2/ through the socket answers 200" test "$(http_code http://127.0.0
 check "the connection started the service" wait_for 10 active docker-registry.service
 check "the daemon serves on the socket it was given" \
     bash -c 'journalctl -u docker-registry.service --no-pager | grep -q "listening on"'
+pid=$(show docker-registry MainPID)
+check "dpkg -i again while socket-activated" dpkg -i "$DEB"
+check "the upgrade restarted the socket-activated service" \
+    wait_for 10 bash -c "test \"\$(systemctl show -P MainPID docker-registry)\" != $pid && systemctl is-active -q docker-registry"
+check "the socket stays enabled, the service stays disabled" \
+    bash -c 'systemctl is-enabled -q docker-registry.socket && ! systemctl is-enabled -q docker-registry.service'
 check "systemctl stop docker-registry.socket docker-registry.service" \
     systemctl stop docker-registry.socket docker-registry.service
 check "the service stopped cleanly (Result=success)" test "$(show docker-registry Result)" = success
