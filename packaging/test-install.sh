@@ -62,9 +62,12 @@ check "the socket unit is not enabled by default" \
 if command -v man >/dev/null; then
     check "man docker-registry finds the page" man -w docker-registry
     check "man docker-registry.yml finds the page" man -w 5 docker-registry.yml
-    verify_out=$(systemd-analyze verify "$UNIT" 2>&1) && [[ -z $verify_out ]] \
-        && pass "systemd-analyze verify on the installed unit (with its man pages)" \
-        || { echo "$verify_out"; fail "systemd-analyze verify on the installed unit (with its man pages)"; }
+    if verify_out=$(systemd-analyze verify "$UNIT" 2>&1) && [[ -z $verify_out ]]; then
+        pass "systemd-analyze verify on the installed unit (with its man pages)"
+    else
+        echo "$verify_out"
+        fail "systemd-analyze verify on the installed unit (with its man pages)"
+    fi
 fi
 check "docker-registry config --check accepts the installed files" \
     setpriv --reuid=docker-registry --regid=docker-registry --init-groups \

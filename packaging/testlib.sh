@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by packaging/test.sh and packaging/test-nspawn.sh (sourced, not run).
 #
 # Results are lines "ok - NAME" / "not ok - NAME" appended to $RESULTS, so checks made
@@ -61,10 +62,10 @@ nspawn() { # nspawn ARGS...: systemd-nspawn with the flags this machine needs
 TEST_ROOT_RECIPE=3
 
 make_test_root() {
+    apt_need debootstrap systemd-container
     if [[ $(cat "$TEST_ROOT/.docker-registry-test-root" 2>/dev/null) == "$TEST_ROOT_RECIPE" ]]; then
         return 0
     fi
-    apt_need debootstrap systemd-container
     local tmp=$TEST_ROOT.tmp
     rm -rf "$tmp"
     mkdir -p "$(dirname "$TEST_ROOT")"
