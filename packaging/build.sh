@@ -79,6 +79,14 @@ install -D -m 0644 "$WORK/docs/completions/docker-registry.bash" "$DIST/completi
 install -D -m 0644 "$WORK/docs/completions/_docker-registry" "$DIST/completions/zsh/_docker-registry"
 install -D -m 0644 "$WORK/docs/completions/docker-registry.fish" "$DIST/completions/fish/docker-registry.fish"
 install -D -m 0644 packaging/debian/copyright "$DIST/doc/copyright"
+# Example reverse-proxy configurations (etc/nginx/, from the authentication work), shipped
+# as documentation when the repository has them.
+examples=()
+for f in etc/nginx/*; do
+    [[ -f $f ]] || continue
+    install -D -m 0644 "$f" "$DIST/doc/examples/nginx/$(basename "$f")"
+    examples+=("nginx/$(basename "$f")")
+done
 
 # Which units postinst enables: the service and timers. The socket is an alternative to the
 # service (socket activation), so only an administrator enables it; the GC service is
@@ -112,6 +120,9 @@ install -D -m 0644 "$DIST/completions/bash/docker-registry" "$tree/usr/share/bas
 install -D -m 0644 "$DIST/completions/zsh/_docker-registry" "$tree/usr/share/zsh/vendor-completions/_docker-registry"
 install -D -m 0644 "$DIST/completions/fish/docker-registry.fish" "$tree/usr/share/fish/vendor_completions.d/docker-registry.fish"
 install -D -m 0644 "$DIST/doc/copyright" "$tree/usr/share/doc/$PKG/copyright"
+for f in "${examples[@]}"; do
+    install -D -m 0644 "$DIST/doc/examples/$f" "$tree/usr/share/doc/$PKG/examples/$f"
+done
 gzip -9n <packaging/debian/changelog >"$tree/usr/share/doc/$PKG/changelog.Debian.gz"
 chmod 0644 "$tree/usr/share/doc/$PKG/changelog.Debian.gz"
 install -D -m 0644 packaging/debian/lintian-overrides "$tree/usr/share/lintian/overrides/$PKG"
@@ -144,6 +155,10 @@ dpkg-deb --root-owner-group -Zxz --build "$tree" "$deb" >/dev/null
 echo "== rpm"
 rpmtop=$WORK/rpmbuild
 mkdir -p "$rpmtop"/{BUILD,RPMS,SRPMS,SOURCES,SPECS}
+# The spec lists these optional files through %files -f.
+for f in "${examples[@]}"; do
+    echo "%doc %{_docdir}/%{name}/examples/$f"
+done >"$DIST/rpm-extra-files"
 rpmbuild -bb --quiet \
     --define "_topdir $rpmtop" \
     --define "distdir $DIST" \
