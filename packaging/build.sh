@@ -155,11 +155,15 @@ dpkg-deb --root-owner-group -Zxz --build "$tree" "$deb" >/dev/null
 echo "== rpm"
 rpmtop=$WORK/rpmbuild
 mkdir -p "$rpmtop"/{BUILD,RPMS,SRPMS,SOURCES,SPECS}
-# The spec lists these optional files through %files -f.
-for f in "${examples[@]}"; do
-    echo "%doc %{_docdir}/%{name}/examples/$f"
-done >"$DIST/rpm-extra-files"
-rpmbuild -bb --quiet \
+# The spec lists these optional files through %files -f (rpm refuses an empty list).
+extra_files=()
+if ((${#examples[@]})); then
+    for f in "${examples[@]}"; do
+        echo "%doc %{_docdir}/%{name}/examples/$f"
+    done >"$DIST/rpm-extra-files"
+    extra_files=(--define "extra_files $DIST/rpm-extra-files")
+fi
+rpmbuild -bb --quiet "${extra_files[@]}" \
     --define "_topdir $rpmtop" \
     --define "distdir $DIST" \
     --define "enable_units ${enabled[*]}" \
