@@ -3,6 +3,7 @@
 //! [`RegistryError`]s into the spec's error codes.
 
 pub mod blobs;
+pub(crate) mod cache;
 pub mod digest;
 pub mod layout;
 pub mod manifest;
@@ -94,6 +95,7 @@ pub struct Registry {
     driver: Arc<dyn StorageDriver>,
     options: RegistryOptions,
     uploads: uploads::UploadStates,
+    cache: cache::Caches,
 }
 
 impl fmt::Debug for Registry {
@@ -111,6 +113,7 @@ impl Registry {
             driver,
             options,
             uploads: uploads::UploadStates::default(),
+            cache: cache::Caches::default(),
         }
     }
 
@@ -120,6 +123,11 @@ impl Registry {
 
     pub fn options(&self) -> &RegistryOptions {
         &self.options
+    }
+
+    /// Forgets everything cached about mutable state (after collection or retention).
+    pub fn clear_caches(&self) {
+        self.cache.clear();
     }
 
     fn require_delete(&self) -> RegistryResult<()> {

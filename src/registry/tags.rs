@@ -5,19 +5,25 @@ use super::manifest;
 use super::{layout, Digest, Registry, RegistryError, RegistryResult, RepositoryName};
 use crate::storage::{StorageError, StoragePath};
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 impl Registry {
     /// Tags of a repository, sorted; `NAME_UNKNOWN` when the repository does not exist.
-    pub async fn tags(&self, repo: &RepositoryName) -> RegistryResult<Vec<String>> {
+    pub async fn tags(&self, repo: &RepositoryName) -> RegistryResult<Arc<Vec<String>>> {
+        if let Some(list) = self.cache.tag_list(repo) {
+            return Ok(list);
+        }
         match self.driver.list(&layout::tags_dir(repo)?).await {
             Ok(mut tags) => {
                 tags.retain(|t| t.parse::<super::Tag>().is_ok());
-                tags.sort();
+                tags.sort_unstable();
+                let tags = Arc::new(tags);
+                self.cache.set_tag_list(repo, tags.clone());
                 Ok(tags)
             }
             Err(StorageError::NotFound(_)) => {
                 if self.exists(&layout::manifests_dir(repo)?).await? {
-                    Ok(Vec::new())
+                    Ok(Arc::new(Vec::new()))
                 } else {
                     Err(RegistryError::NameUnknown(repo.clone()))
                 }
@@ -27,7 +33,10 @@ impl Registry {
     }
 
     /// Every repository (a directory holding `_manifests`), sorted.
-    pub async fn catalog(&self) -> RegistryResult<Vec<String>> {
+    pub async fn catalog(&self) -> RegistryResult<Arc<Vec<String>>> {
+        if let Some(list) = self.cache.catalog() {
+            return Ok(list);
+        }
         let root = layout::repositories_root()?;
         let mut out = Vec::new();
         let mut stack: Vec<(StoragePath, String)> = vec![(root, String::new())];
@@ -57,7 +66,9 @@ impl Registry {
                 }
             }
         }
-        out.sort();
+        out.sort_unstable();
+        let out = Arc::new(out);
+        self.cache.set_catalog(out.clone());
         Ok(out)
     }
 

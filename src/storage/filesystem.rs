@@ -37,6 +37,45 @@ impl FilesystemDriver {
     }
 }
 
+impl FilesystemDriver {
+    /// Temp file beside the target, renamed over it; with `durable`, the file and then its
+    /// directory are fsynced so the new content survives a crash once this returns.
+    async fn write_small(
+        &self,
+        path: &StoragePath,
+        content: &[u8],
+        durable: bool,
+    ) -> StorageResult<()> {
+        let full = self.full(path);
+        let path = path.clone();
+        let content = content.to_vec();
+        blocking(move || {
+            let err = |e| StorageError::io(&path, e);
+            create_parent(&full).map_err(err)?;
+            let tmp = temp_name(&full);
+            let result = (|| {
+                let mut f = File::create(&tmp)?;
+                f.write_all(&content)?;
+                if durable {
+                    f.sync_data()?;
+                }
+                fs::rename(&tmp, &full)?;
+                if durable {
+                    if let Some(dir) = full.parent() {
+                        fsync_dir(dir)?;
+                    }
+                }
+                Ok(())
+            })();
+            if result.is_err() {
+                let _ = fs::remove_file(&tmp);
+            }
+            result.map_err(err)
+        })
+        .await
+    }
+}
+
 fn not_found_or(path: &StoragePath, e: io::Error) -> StorageError {
     if e.kind() == io::ErrorKind::NotFound {
         StorageError::NotFound(path.clone())
@@ -112,29 +151,11 @@ impl StorageDriver for FilesystemDriver {
     }
 
     async fn put_content(&self, path: &StoragePath, content: &[u8]) -> StorageResult<()> {
-        let full = self.full(path);
-        let path = path.clone();
-        let content = content.to_vec();
-        blocking(move || {
-            let err = |e| StorageError::io(&path, e);
-            create_parent(&full).map_err(err)?;
-            let tmp = temp_name(&full);
-            let result = (|| {
-                let mut f = File::create(&tmp)?;
-                f.write_all(&content)?;
-                f.sync_data()?;
-                fs::rename(&tmp, &full)?;
-                if let Some(dir) = full.parent() {
-                    fsync_dir(dir)?;
-                }
-                Ok(())
-            })();
-            if result.is_err() {
-                let _ = fs::remove_file(&tmp);
-            }
-            result.map_err(err)
-        })
-        .await
+        self.write_small(path, content, true).await
+    }
+
+    async fn put_small(&self, path: &StoragePath, content: &[u8]) -> StorageResult<()> {
+        self.write_small(path, content, false).await
     }
 
     async fn reader(&self, path: &StoragePath, offset: u64) -> StorageResult<(BlobReader, u64)> {

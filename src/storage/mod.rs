@@ -174,6 +174,13 @@ pub trait StorageDriver: Send + Sync + fmt::Debug + 'static {
     /// never a mix.
     async fn put_content(&self, path: &StoragePath, content: &[u8]) -> StorageResult<()>;
 
+    /// Writes a small file atomically, without waiting for it to reach the disk: for link
+    /// files, whose loss in a crash leaves the state from before (a missing tag or link),
+    /// never a half-written one. Backends where every write is durable keep the default.
+    async fn put_small(&self, path: &StoragePath, content: &[u8]) -> StorageResult<()> {
+        self.put_content(path, content).await
+    }
+
     /// Opens a stream at `offset`; returns it with the file's total size.
     async fn reader(&self, path: &StoragePath, offset: u64) -> StorageResult<(BlobReader, u64)>;
 
