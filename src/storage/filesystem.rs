@@ -3,8 +3,8 @@
 //!
 //! Durability: small files are written to a temporary name beside their target, fsynced,
 //! renamed over it, and the directory is fsynced; a crash leaves the old file or the new one.
-//! Large content goes through [`FsWriter`], which buffers 1 MiB between system calls and
-//! fsyncs on commit.
+//! Large content goes through [`FsWriter`], which writes 256 KiB at a time from a blocking
+//! thread while the next buffer fills, and fsyncs on commit.
 
 use super::{
     BlobReader, FileInfo, FileWriter, StorageDriver, StorageError, StoragePath, StorageResult,
@@ -15,8 +15,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-/// Bytes gathered before each write system call.
-const WRITE_BUFFER: usize = 1 << 20;
+/// Bytes gathered before each write system call (two such buffers per open writer).
+const WRITE_BUFFER: usize = 256 << 10;
 
 #[derive(Debug, Clone)]
 pub struct FilesystemDriver {
@@ -196,13 +196,7 @@ impl StorageDriver for FilesystemDriver {
             Ok((file, size))
         })
         .await?;
-        Ok(Box::new(FsWriter {
-            path,
-            full,
-            file: Some(file),
-            buf: Vec::with_capacity(WRITE_BUFFER),
-            size,
-        }))
+        Ok(Box::new(FsWriter::new(path, full, file, size)))
     }
 
     async fn stat(&self, path: &StoragePath) -> StorageResult<FileInfo> {
@@ -285,17 +279,58 @@ impl StorageDriver for FilesystemDriver {
     }
 }
 
-/// Buffered, append-only writer over a local file.
+/// A buffer being written by a blocking thread; it hands back the file and the buffer.
+type PendingWrite = tokio::task::JoinHandle<io::Result<(File, Vec<u8>)>>;
+
+/// Buffered, append-only writer over a local file. Two buffers take turns: while one is
+/// being written by a blocking thread, the request keeps filling the other, so receiving,
+/// hashing and writing overlap instead of taking turns.
 pub struct FsWriter {
     path: StoragePath,
     full: PathBuf,
+    /// The file, when no write is in flight.
     file: Option<File>,
+    /// The write in flight: gives back the file and its (emptied) buffer.
+    pending: Option<PendingWrite>,
     buf: Vec<u8>,
+    spare: Option<Vec<u8>>,
     size: u64,
 }
 
 impl FsWriter {
-    async fn flush_buffer(&mut self) -> StorageResult<()> {
+    fn new(path: StoragePath, full: PathBuf, file: File, size: u64) -> FsWriter {
+        FsWriter {
+            path,
+            full,
+            file: Some(file),
+            pending: None,
+            buf: Vec::with_capacity(WRITE_BUFFER),
+            spare: None,
+            size,
+        }
+    }
+
+    /// Waits for the write in flight, if any, and takes the file back.
+    async fn settle(&mut self) -> StorageResult<()> {
+        if let Some(h) = self.pending.take() {
+            let (file, buf) = h
+                .await
+                .map_err(|e| {
+                    StorageError::io(
+                        &self.path,
+                        io::Error::other(format!("write task failed: {e}")),
+                    )
+                })?
+                .map_err(|e| StorageError::io(&self.path, e))?;
+            self.file = Some(file);
+            self.spare = Some(buf);
+        }
+        Ok(())
+    }
+
+    /// Hands the filled buffer to a blocking thread and carries on with the other one.
+    async fn start_write(&mut self) -> StorageResult<()> {
+        self.settle().await?;
         if self.buf.is_empty() {
             return Ok(());
         }
@@ -305,19 +340,23 @@ impl FsWriter {
                 io::Error::other("writer already closed"),
             ));
         };
-        let mut buf = std::mem::take(&mut self.buf);
-        let path = self.path.clone();
-        let (file, mut buf) = blocking(move || {
-            file.write_all(&buf)
-                .map_err(|e| StorageError::io(&path, e))?;
+        let next = self
+            .spare
+            .take()
+            .unwrap_or_else(|| Vec::with_capacity(WRITE_BUFFER));
+        let mut buf = std::mem::replace(&mut self.buf, next);
+        self.pending = Some(tokio::task::spawn_blocking(move || {
+            file.write_all(&buf)?;
             buf.clear();
             Ok((file, buf))
-        })
-        .await?;
-        buf.reserve(WRITE_BUFFER);
-        self.buf = buf;
-        self.file = Some(file);
+        }));
         Ok(())
+    }
+
+    /// Everything written so far is in the file.
+    async fn drain(&mut self) -> StorageResult<()> {
+        self.start_write().await?;
+        self.settle().await
     }
 }
 
@@ -331,7 +370,7 @@ impl FileWriter for FsWriter {
             self.size += n as u64;
             data = &data[n..];
             if self.buf.len() >= WRITE_BUFFER {
-                self.flush_buffer().await?;
+                self.start_write().await?;
             }
         }
         Ok(())
@@ -342,7 +381,7 @@ impl FileWriter for FsWriter {
     }
 
     async fn commit(mut self: Box<Self>) -> StorageResult<u64> {
-        self.flush_buffer().await?;
+        self.drain().await?;
         let size = self.size;
         let path = self.path.clone();
         if let Some(file) = self.file.take() {
@@ -352,11 +391,12 @@ impl FileWriter for FsWriter {
     }
 
     async fn close(mut self: Box<Self>) -> StorageResult<u64> {
-        self.flush_buffer().await?;
+        self.drain().await?;
         Ok(self.size)
     }
 
     async fn cancel(mut self: Box<Self>) -> StorageResult<()> {
+        let _ = self.settle().await;
         self.file = None;
         let full = self.full.clone();
         let path = self.path.clone();
