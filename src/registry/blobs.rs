@@ -40,6 +40,28 @@ impl Registry {
         }
     }
 
+    /// Streams `len` bytes of a linked blob from `offset`.
+    pub async fn blob_chunks(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        offset: u64,
+        len: u64,
+    ) -> RegistryResult<crate::storage::ChunkStream> {
+        if !self.exists(&layout::layer_link(repo, digest)?).await? {
+            return Err(RegistryError::BlobUnknown(digest.clone()));
+        }
+        match self
+            .driver
+            .read_chunks(&layout::blob_data(digest)?, offset, len)
+            .await
+        {
+            Ok(s) => Ok(s),
+            Err(StorageError::NotFound(_)) => Err(RegistryError::BlobUnknown(digest.clone())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Whether the shared store holds this content at all (any repository).
     pub async fn blob_exists_globally(&self, digest: &Digest) -> RegistryResult<bool> {
         self.exists(&layout::blob_data(digest)?).await

@@ -177,6 +177,31 @@ impl StorageDriver for FilesystemDriver {
         Ok((Box::new(tokio::fs::File::from_std(file)), size))
     }
 
+    async fn read_chunks(
+        &self,
+        path: &StoragePath,
+        offset: u64,
+        len: u64,
+    ) -> StorageResult<super::ChunkStream> {
+        let full = self.full(path);
+        let path2 = path.clone();
+        let file = blocking(move || {
+            let f = File::open(&full).map_err(|e| not_found_or(&path2, e))?;
+            let meta = f.metadata().map_err(|e| StorageError::io(&path2, e))?;
+            if meta.is_dir() {
+                return Err(StorageError::NotFound(path2));
+            }
+            Ok(f)
+        })
+        .await?;
+        Ok(Box::pin(FileChunks {
+            file: std::sync::Arc::new(file),
+            offset,
+            remaining: len,
+            pending: None,
+        }))
+    }
+
     async fn writer(&self, path: &StoragePath, append: bool) -> StorageResult<Box<dyn FileWriter>> {
         let full = self.full(path);
         let path = path.clone();
@@ -276,6 +301,76 @@ impl StorageDriver for FilesystemDriver {
             r.map_err(|e| StorageError::io(&shown, e))
         })
         .await
+    }
+}
+
+/// Reads a file in [`super::READ_CHUNK`] pieces with `pread`, one read always in flight ahead of
+/// the network. No thread waits on a slow client: each read is its own short blocking task.
+struct FileChunks {
+    file: std::sync::Arc<File>,
+    offset: u64,
+    remaining: u64,
+    pending: Option<tokio::task::JoinHandle<io::Result<Bytes>>>,
+}
+
+impl FileChunks {
+    fn start_read(&mut self) {
+        if self.remaining == 0 || self.pending.is_some() {
+            return;
+        }
+        let n = self.remaining.min(super::READ_CHUNK as u64) as usize;
+        let file = self.file.clone();
+        let offset = self.offset;
+        self.offset += n as u64;
+        self.remaining -= n as u64;
+        self.pending = Some(tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt;
+            let mut buf = bytes::BytesMut::zeroed(n);
+            let mut done = 0;
+            while done < n {
+                let k = file.read_at(&mut buf[done..], offset + done as u64)?;
+                if k == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "blob shorter than its recorded size",
+                    ));
+                }
+                done += k;
+            }
+            Ok(buf.freeze())
+        }));
+    }
+}
+
+impl futures_core::Stream for FileChunks {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let this = &mut *self;
+        this.start_read();
+        let Some(handle) = this.pending.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match std::pin::Pin::new(handle).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(joined) => {
+                this.pending = None;
+                let result = joined
+                    .unwrap_or_else(|e| Err(io::Error::other(format!("read task failed: {e}"))));
+                if result.is_ok() {
+                    // Read ahead while this chunk goes out.
+                    this.start_read();
+                } else {
+                    this.remaining = 0;
+                }
+                Poll::Ready(Some(result))
+            }
+        }
     }
 }
 

@@ -142,6 +142,14 @@ pub struct FileInfo {
 /// A readable stream positioned at the requested offset.
 pub type BlobReader = Box<dyn AsyncRead + Send + Unpin>;
 
+/// Content as a stream of chunks, for serving: each chunk is handed to the network as it is,
+/// without another copy.
+pub type ChunkStream =
+    std::pin::Pin<Box<dyn futures_core::Stream<Item = std::io::Result<Bytes>> + Send>>;
+
+/// Bytes per chunk when streaming content out.
+pub const READ_CHUNK: usize = 256 << 10;
+
 /// A streaming writer for large content (uploads). Nothing written is visible at its final
 /// place until the layer above moves it there; `commit` makes the bytes durable.
 #[async_trait]
@@ -183,6 +191,22 @@ pub trait StorageDriver: Send + Sync + fmt::Debug + 'static {
 
     /// Opens a stream at `offset`; returns it with the file's total size.
     async fn reader(&self, path: &StoragePath, offset: u64) -> StorageResult<(BlobReader, u64)>;
+
+    /// Streams `len` bytes from `offset`. The default reads through [`StorageDriver::reader`];
+    /// backends override it to read ahead without holding a thread while the client is slow.
+    async fn read_chunks(
+        &self,
+        path: &StoragePath,
+        offset: u64,
+        len: u64,
+    ) -> StorageResult<ChunkStream> {
+        use tokio::io::AsyncReadExt;
+        let (reader, _) = self.reader(path, offset).await?;
+        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(
+            reader.take(len),
+            READ_CHUNK,
+        )))
+    }
 
     /// Opens a writer; with `append`, continues an existing file (created if missing).
     async fn writer(&self, path: &StoragePath, append: bool) -> StorageResult<Box<dyn FileWriter>>;
