@@ -3,7 +3,7 @@
 
 use super::manifest;
 use super::{layout, Digest, Registry, RegistryError, RegistryResult, RepositoryName};
-use crate::storage::{StorageError, StoragePath};
+use crate::storage::StorageError;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -38,34 +38,12 @@ impl Registry {
             return Ok(list);
         }
         let root = layout::repositories_root()?;
-        let mut out = Vec::new();
-        let mut stack: Vec<(StoragePath, String)> = vec![(root, String::new())];
-        while let Some((dir, name)) = stack.pop() {
-            let children = match self.driver.list(&dir).await {
-                Ok(c) => c,
-                Err(StorageError::NotFound(_)) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            if !name.is_empty()
-                && children.iter().any(|c| c == "_manifests")
-                && name.parse::<RepositoryName>().is_ok()
-            {
-                out.push(name.clone());
-            }
-            for c in children {
-                if c.starts_with('_') {
-                    continue;
-                }
-                let child_name = if name.is_empty() {
-                    c.clone()
-                } else {
-                    format!("{name}/{c}")
-                };
-                if let Ok(p) = dir.join(&c) {
-                    stack.push((p, child_name));
-                }
-            }
-        }
+        let mut out = self
+            .driver
+            .find_directories_with(&root, "_manifests")
+            .await?;
+        // Directories that are not valid names were not made by a registry: not listed.
+        out.retain(|name| name.parse::<RepositoryName>().is_ok());
         out.sort_unstable();
         let out = Arc::new(out);
         self.cache.set_catalog(out.clone());

@@ -258,6 +258,59 @@ impl StorageDriver for FilesystemDriver {
         .await
     }
 
+    async fn find_directories_with(
+        &self,
+        root: &StoragePath,
+        marker: &str,
+    ) -> StorageResult<Vec<String>> {
+        let full = self.full(root);
+        let root = root.clone();
+        let marker = marker.to_owned();
+        blocking(move || {
+            let mut out = Vec::new();
+            let mut stack: Vec<(PathBuf, String)> = vec![(full, String::new())];
+            while let Some((dir, name)) = stack.pop() {
+                let rd = match fs::read_dir(&dir) {
+                    Ok(rd) => rd,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(StorageError::io(&root, e)),
+                };
+                let mut has_marker = false;
+                for entry in rd {
+                    let entry = entry.map_err(|e| StorageError::io(&root, e))?;
+                    let Ok(child) = entry.file_name().into_string() else {
+                        continue;
+                    };
+                    if child == marker {
+                        has_marker = true;
+                    }
+                    if child.starts_with('_') || child.starts_with('.') {
+                        continue;
+                    }
+                    // d_type spares a stat per entry on most filesystems.
+                    let is_dir = match entry.file_type() {
+                        Ok(t) if t.is_symlink() => entry.path().is_dir(),
+                        Ok(t) => t.is_dir(),
+                        Err(_) => false,
+                    };
+                    if is_dir {
+                        let child_name = if name.is_empty() {
+                            child.clone()
+                        } else {
+                            format!("{name}/{child}")
+                        };
+                        stack.push((entry.path(), child_name));
+                    }
+                }
+                if has_marker && !name.is_empty() {
+                    out.push(name);
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
     async fn rename(&self, from: &StoragePath, to: &StoragePath) -> StorageResult<()> {
         let src = self.full(from);
         let dst = self.full(to);

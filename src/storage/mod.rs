@@ -216,6 +216,43 @@ pub trait StorageDriver: Send + Sync + fmt::Debug + 'static {
     /// Names of the direct children of a directory, unsorted.
     async fn list(&self, path: &StoragePath) -> StorageResult<Vec<String>>;
 
+    /// Every directory under `root` that directly contains an entry named `marker`, as paths
+    /// relative to `root` joined with `/`, not descending into entries whose names start
+    /// with `_` (the registry's metadata). Used for the catalog. The default walks with
+    /// [`StorageDriver::list`]; backends override it to walk in one go.
+    async fn find_directories_with(
+        &self,
+        root: &StoragePath,
+        marker: &str,
+    ) -> StorageResult<Vec<String>> {
+        let mut out = Vec::new();
+        let mut stack: Vec<(StoragePath, String)> = vec![(root.clone(), String::new())];
+        while let Some((dir, name)) = stack.pop() {
+            let children = match self.list(&dir).await {
+                Ok(c) => c,
+                Err(StorageError::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            if !name.is_empty() && children.iter().any(|c| c == marker) {
+                out.push(name.clone());
+            }
+            for c in children {
+                if c.starts_with('_') {
+                    continue;
+                }
+                let child_name = if name.is_empty() {
+                    c.clone()
+                } else {
+                    format!("{name}/{c}")
+                };
+                if let Ok(p) = dir.join(&c) {
+                    stack.push((p, child_name));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Moves a file into place, replacing any file already there, atomically where the
     /// backend allows.
     async fn rename(&self, from: &StoragePath, to: &StoragePath) -> StorageResult<()>;
