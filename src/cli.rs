@@ -71,6 +71,46 @@ pub enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Remove blobs no manifest references, and unfinished uploads past their age
+    #[command(long_about = "Remove blobs no manifest revision references (and, with \
+        --delete-untagged, manifests no tag reaches), and unfinished uploads older than \
+        upload_purging.age.\n\nPrints each blob digest removed (or, with --dry-run, that would be \
+        removed) on stdout, one `sha256:...` per line, and each untagged manifest as \
+        `REPOSITORY@sha256:...`; progress and the summary (bytes freed) go to stderr.\n\n\
+        Offline (the default) it works on the configured storage directly and refuses to \
+        run while the daemon answers on its admin socket; --online asks the running daemon \
+        to collect, with no read-only window.")]
+    GarbageCollect(GcArgs),
+}
+
+/// `garbage-collect` options; `-d` and `-m` as registry:2 spells them.
+#[derive(Args, Debug, Clone, Default)]
+pub struct GcArgs {
+    /// A registry:2 configuration file, as `registry garbage-collect FILE` takes it
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Report what would be removed; remove nothing
+    #[arg(long, short = 'd')]
+    pub dry_run: bool,
+    /// Also remove manifests no tag reaches (not children of a tagged index, not
+    /// referrers of a kept manifest)
+    #[arg(long, short = 'm')]
+    pub delete_untagged: bool,
+    /// Ask the running daemon to collect (over its admin socket) instead of working on the
+    /// storage directly
+    #[arg(long)]
+    pub online: bool,
+    /// Keep blobs and untagged manifests younger than this (e.g. 1h) [default: 0 offline,
+    /// gc.grace online]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub grace: Option<std::time::Duration>,
+    /// Purge unfinished uploads older than this [default: upload_purging.age]
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub upload_age: Option<std::time::Duration>,
+}
+
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (write e.g. 90s, 30m, 168h, 7days)"))
 }
 
 pub fn load_options(g: &GlobalArgs, file: Option<PathBuf>) -> LoadOptions {

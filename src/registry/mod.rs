@@ -4,10 +4,12 @@
 
 pub mod blobs;
 pub mod digest;
+pub mod gc;
 pub mod layout;
 pub mod manifest;
 pub mod manifests;
 pub mod names;
+pub mod purge;
 pub mod tags;
 pub mod uploads;
 
@@ -83,6 +85,8 @@ pub struct Registry {
     driver: Arc<dyn StorageDriver>,
     options: RegistryOptions,
     uploads: uploads::UploadStates,
+    /// Shared by the manifest write path and garbage collection (see `gc`).
+    gc: gc::ReferenceGuard,
 }
 
 impl fmt::Debug for Registry {
@@ -93,7 +97,7 @@ impl fmt::Debug for Registry {
 
 impl Registry {
     pub fn new(driver: Arc<dyn StorageDriver>, options: RegistryOptions) -> Registry {
-        Registry { driver, options, uploads: uploads::UploadStates::default() }
+        Registry { driver, options, uploads: uploads::UploadStates::default(), gc: gc::ReferenceGuard::default() }
     }
 
     pub fn driver(&self) -> &Arc<dyn StorageDriver> {

@@ -3,6 +3,7 @@
 //! one task per connection, bounded by a semaphore so overload is back-pressure, not a crash.
 
 pub mod logging;
+pub mod maintenance;
 pub mod notify;
 
 use crate::api::{self, AppState};
@@ -92,6 +93,8 @@ async fn serve(config: Config, workers: usize, log: logging::LogHandle, reload: 
         RegistryOptions { delete_enabled: config.delete_enabled.value, readonly: config.readonly.value },
     );
     let state = Arc::new(AppState { registry, issue: config.issue.value.clone() });
+    // Upload purging, scheduled garbage collection and the admin socket.
+    let maintenance = maintenance::spawn(state.clone(), &config);
 
     tracing::info!(
         "docker-registry {} listening on http://{local} with {workers} worker threads; data in {} ({}), deletion {}",
@@ -170,6 +173,7 @@ async fn serve(config: Config, workers: usize, log: logging::LogHandle, reload: 
     if let Some(w) = watchdog {
         w.abort();
     }
+    maintenance.stop();
     Ok(())
 }
 

@@ -1,0 +1,170 @@
+//! The maintenance commands as the administrator runs them: `garbage-collect` (offline on
+//! the configured storage, or `--online` through the running daemon's admin socket). They
+//! read the same configuration as the daemon, print what they remove on stdout (one item a
+//! line, for scripts) and progress and the summary on stderr.
+
+use crate::cli::{load_options, GcArgs, GlobalArgs};
+use crate::config::{Config, StorageConfig};
+use crate::registry::gc::{GcOptions, GcReport};
+use crate::registry::{Registry, RegistryOptions};
+use crate::server::maintenance::{self, AdminReport, AdminRequest};
+use crate::storage::{FilesystemDriver, StorageDriver};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+fn load(global: &GlobalArgs, file: Option<PathBuf>) -> Result<Config, ExitCode> {
+    match Config::load(&load_options(global, file)) {
+        Ok(c) => {
+            for w in &c.warnings {
+                eprintln!("warning: {w}");
+            }
+            Ok(c)
+        }
+        Err(e) => {
+            eprintln!("docker-registry: configuration errors:\n{e}");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+fn driver(config: &Config) -> Arc<dyn StorageDriver> {
+    match &config.storage.value {
+        StorageConfig::Filesystem { root } => Arc::new(FilesystemDriver::new(root.clone())),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| {
+        eprintln!("docker-registry: cannot start the runtime: {e}");
+        ExitCode::from(1)
+    })
+}
+
+/// `1.5 MiB`-style sizes for people; the exact byte count is printed next to it.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Prints one admin-protocol line the way the offline command prints the same event.
+fn print_line(line: &str) {
+    let (kind, rest) = line.split_once(' ').unwrap_or((line, ""));
+    match kind {
+        "blob" => println!("{}", rest.split(' ').next().unwrap_or(rest)),
+        "manifest" => println!("{rest}"),
+        "upload" => {
+            let mut p = rest.splitn(3, ' ');
+            let (repo, id, size) = (p.next().unwrap_or(""), p.next().unwrap_or(""), p.next().unwrap_or("?"));
+            eprintln!("unfinished upload {id} in {repo} ({size} bytes)");
+        }
+        "progress" => eprintln!("{rest}"),
+        "warning" => eprintln!("warning: {rest}"),
+        _ => eprintln!("{line}"),
+    }
+}
+
+fn print_summary(r: &AdminReport) {
+    let (verb, freed) = if r.dry_run { ("eligible for deletion", "would be freed") } else { ("removed", "freed") };
+    eprintln!(
+        "{} blobs {verb}: {} ({} bytes) {freed}; {} blobs marked from {} manifests in {} repositories; \
+         {} unreferenced blobs kept (younger than the grace period or in use); \
+         {} untagged manifests {verb}; {} unfinished uploads {verb}; {:.2}s",
+        r.blobs_removed,
+        human_bytes(r.bytes_freed),
+        r.bytes_freed,
+        r.blobs_marked,
+        r.manifests,
+        r.repositories,
+        r.blobs_kept_young,
+        r.manifests_removed,
+        r.uploads_purged,
+        r.seconds
+    );
+}
+
+/// `docker-registry garbage-collect`.
+pub fn garbage_collect(global: &GlobalArgs, args: &GcArgs) -> ExitCode {
+    let config = match load(global, args.file.clone()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let socket = maintenance::socket_path(&config);
+    let upload_age = args
+        .upload_age
+        .or_else(|| config.upload_purging.value.enabled.then_some(config.upload_purging.value.age));
+    if args.online {
+        let req = AdminRequest {
+            command: "garbage-collect".into(),
+            dry_run: args.dry_run,
+            delete_untagged: args.delete_untagged,
+            grace_seconds: args.grace.map(|g| g.as_secs_f64()),
+            upload_age_seconds: args.upload_age.map(|a| a.as_secs_f64()),
+        };
+        return match maintenance::request(&socket, &req, &mut |l| print_line(l)) {
+            Ok(report) => {
+                print_summary(&report);
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("docker-registry: garbage-collect --online: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    if !args.dry_run && maintenance::daemon_answers(&socket) {
+        eprintln!(
+            "docker-registry: the daemon is running on this storage (it answers on {}): an offline \
+             collection could delete blobs a push is using. Run `docker-registry garbage-collect --online` \
+             to collect inside the daemon, or stop it first.",
+            socket.display()
+        );
+        return ExitCode::from(1);
+    }
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let registry = Registry::new(driver(&config), RegistryOptions::default());
+    let opts = GcOptions {
+        dry_run: args.dry_run,
+        delete_untagged: args.delete_untagged,
+        grace: args.grace.unwrap_or_default(),
+        ..GcOptions::default()
+    };
+    let result: Result<(GcReport, usize), String> = rt.block_on(async {
+        let mut purged = 0;
+        if let Some(age) = upload_age {
+            let stale = registry.purge_uploads(age, args.dry_run).await.map_err(|e| format!("upload purging: {e}"))?;
+            for s in &stale {
+                print_line(&format!("upload {} {} {}", s.repository, s.id, s.size));
+            }
+            purged = stale.len();
+        }
+        let report = registry
+            .collect_garbage(&opts, &mut |e| print_line(&maintenance::event_line(&e)))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((report, purged))
+    });
+    match result {
+        Ok((report, purged)) => {
+            print_summary(&AdminReport::from_gc(&report, purged));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("docker-registry: garbage-collect on {}: {e}", registry.driver().location());
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,625 @@
+//! Garbage collection: mark every blob reachable from a manifest revision, sweep the rest
+//! from the shared blob store — offline (`docker-registry garbage-collect`, the daemon
+//! stopped, as `registry garbage-collect` of registry:2) or online, inside the running
+//! daemon, with no read-only window.
+//!
+//! # What is reachable
+//!
+//! Every manifest revision of every repository (`_manifests/revisions/sha256/<hex>/link`)
+//! is a root. From a root we mark its own digest, its config and layers, its `subject`, and
+//! for an index its child manifests — recursively, reading the children's content, so that
+//! a tagged index stays whole even when a child's revision link was deleted. That is what
+//! registry:2 marks (plus the recursion, which only ever keeps more). With
+//! `delete_untagged`, the roots of a repository are first narrowed to the revisions a tag
+//! reaches, closed over index children and over referrers (a manifest whose `subject` is a
+//! kept manifest is kept); the other revisions are removed before marking.
+//!
+//! # Why online collection is safe while pushes go on
+//!
+//! The danger is a manifest PUT that is *accepted* while a blob it references is deleted:
+//! the client believes the image is stored, and it is not. Everything a PUT references
+//! (its own digest, config, layers, index children) goes through a [`ReferenceGuard`]
+//! before the registry checks that those blobs exist, and stays registered until the
+//! revision and tag links are written. The guard and the sweeper agree through two things:
+//!
+//! * *Late marks.* A collection cycle starts by copying the digests of PUTs in flight into
+//!   its late-mark set, and every PUT registered while the cycle runs adds its digests to
+//!   it. The mark phase lists the repositories after the cycle started, so a PUT is either
+//!   finished before the cycle began (its links are in storage and the mark phase sees
+//!   them), or in flight at the start (copied), or later (added): in every case its
+//!   references are marked or late-marked, and the sweeper never deletes a late-marked or
+//!   in-flight digest.
+//! * *Stripe locks.* The sweeper deletes a blob (or an untagged revision) holding the write
+//!   half of a lock chosen by its digest, and checks the late marks *under* that lock. A PUT
+//!   registers its digests first and then passes through the read half of the same locks
+//!   before it checks existence. Either the registration came first — the sweeper sees the
+//!   late mark and keeps the blob — or the sweeper was already deleting, and the PUT waits
+//!   until the deletion is done, finds the blob missing, and fails with
+//!   `MANIFEST_BLOB_UNKNOWN`. It can never check, succeed, and then lose the blob.
+//!
+//! That argument needs nothing about time. The *grace period* is for liveness: a push in
+//! progress has uploaded layers that no manifest references yet; blobs whose data was
+//! written less than `grace` ago, or which a client used (upload finished, mount, existence
+//! check) less than `grace` ago, are kept, so collection does not make such pushes fail.
+//! Online removal of untagged manifests likewise spares revisions younger than `grace`
+//! (an index's children are pushed before the index that tags them).
+//!
+//! Limits: the guard lives in one process. Several daemons sharing one bucket must run
+//! online collection on only one of them *and* that one only sees its own pushes — so with
+//! shared storage, collect offline or while the other instances are read-only. An offline
+//! `garbage-collect` refuses to run while the daemon answers on its admin socket.
+
+use super::manifest::{self, MAX_MANIFEST_BYTES};
+use super::{layout, Digest, Registry, RegistryError, RegistryResult, RepositoryName, Tag};
+use crate::storage::StorageError;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::RwLock;
+
+/// Number of stripe locks; a sweeper deleting one blob only holds up PUTs that reference a
+/// digest in the same stripe, and only for one delete.
+const STRIPES: usize = 64;
+/// Recently used digests are remembered at most this long whatever the grace period, so the
+/// map stays small.
+const RECENT_CAP: Duration = Duration::from_secs(24 * 3600);
+/// Prune the recent-use map when it grows past this many entries.
+const RECENT_PRUNE_AT: usize = 100_000;
+
+#[derive(Default)]
+struct GuardState {
+    /// Digests referenced by manifest PUTs in flight, with how many PUTs hold each.
+    in_flight: HashMap<Digest, usize>,
+    /// While a collection runs: every digest a PUT registered since it began.
+    late_marks: Option<HashSet<Digest>>,
+    /// When a client last used a digest (upload finished, mount, existence check).
+    recent: HashMap<Digest, Instant>,
+}
+
+/// Coordinates the manifest write path with a running collection; see the module doc.
+pub struct ReferenceGuard {
+    state: Mutex<GuardState>,
+    stripes: Vec<RwLock<()>>,
+    /// One collection at a time per process.
+    running: tokio::sync::Mutex<()>,
+}
+
+impl Default for ReferenceGuard {
+    fn default() -> Self {
+        ReferenceGuard {
+            state: Mutex::new(GuardState::default()),
+            stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
+            running: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+fn stripe(d: &Digest) -> usize {
+    let hex = d.hex().as_bytes();
+    let nibble = |b: u8| match b {
+        b'0'..=b'9' => (b - b'0') as usize,
+        _ => (b - b'a' + 10) as usize,
+    };
+    ((nibble(hex[0]) << 4) | nibble(hex[1])) % STRIPES
+}
+
+/// Held by a manifest PUT from before its reference check until its links are written.
+pub struct ReferencePin<'a> {
+    guard: &'a ReferenceGuard,
+    digests: Vec<Digest>,
+}
+
+impl Drop for ReferencePin<'_> {
+    fn drop(&mut self) {
+        let mut s = self.guard.lock();
+        for d in &self.digests {
+            if let Some(n) = s.in_flight.get_mut(d) {
+                *n -= 1;
+                if *n == 0 {
+                    s.in_flight.remove(d);
+                }
+            }
+        }
+    }
+}
+
+impl ReferenceGuard {
+    fn lock(&self) -> std::sync::MutexGuard<'_, GuardState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers the digests a manifest PUT is about to rely on, then waits out any
+    /// deletion of them already under way. Check existence only after this returns.
+    pub async fn pin(&self, mut digests: Vec<Digest>) -> ReferencePin<'_> {
+        digests.sort();
+        digests.dedup();
+        {
+            let now = Instant::now();
+            let mut s = self.lock();
+            for d in &digests {
+                *s.in_flight.entry(d.clone()).or_insert(0) += 1;
+                s.recent.insert(d.clone(), now);
+                if let Some(late) = s.late_marks.as_mut() {
+                    late.insert(d.clone());
+                }
+            }
+            prune_recent(&mut s);
+        }
+        self.wait_for_deletions(&digests).await;
+        ReferencePin { guard: self, digests }
+    }
+
+    /// Notes that a client saw a digest exist (a HEAD before skipping an upload): it is
+    /// kept for the grace period. Cheap: no waiting.
+    pub fn note_use(&self, digest: &Digest) {
+        let mut s = self.lock();
+        s.recent.insert(digest.clone(), Instant::now());
+        prune_recent(&mut s);
+    }
+
+    /// Notes that a client used a digest (finished an upload, mounted it, checked it
+    /// exists) and waits out a deletion of it under way: a push that relies on it soon
+    /// keeps it for the grace period.
+    pub async fn touch(&self, digest: &Digest) {
+        {
+            let mut s = self.lock();
+            s.recent.insert(digest.clone(), Instant::now());
+            if let Some(late) = s.late_marks.as_mut() {
+                late.insert(digest.clone());
+            }
+            prune_recent(&mut s);
+        }
+        self.wait_for_deletions(std::slice::from_ref(digest)).await;
+    }
+
+    async fn wait_for_deletions(&self, digests: &[Digest]) {
+        let mut stripes: Vec<usize> = digests.iter().map(stripe).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        for i in stripes {
+            drop(self.stripes[i].read().await);
+        }
+    }
+
+    fn begin_cycle(&self) {
+        let mut s = self.lock();
+        let late: HashSet<Digest> = s.in_flight.keys().cloned().collect();
+        s.late_marks = Some(late);
+    }
+
+    fn end_cycle(&self) {
+        self.lock().late_marks = None;
+    }
+
+    /// Runs `delete` for `d` unless a PUT registered it or a client used it within `grace`;
+    /// returns whether it ran.
+    async fn delete_unless_referenced<F, Fut>(&self, d: &Digest, grace: Duration, delete: F) -> RegistryResult<bool>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = RegistryResult<()>>,
+    {
+        let _w = self.stripes[stripe(d)].write().await;
+        {
+            let s = self.lock();
+            let late = s.late_marks.as_ref().is_some_and(|l| l.contains(d));
+            let recent = s.recent.get(d).is_some_and(|t| t.elapsed() < grace);
+            if late || recent || s.in_flight.contains_key(d) {
+                return Ok(false);
+            }
+        }
+        delete().await?;
+        Ok(true)
+    }
+}
+
+fn prune_recent(s: &mut GuardState) {
+    if s.recent.len() > RECENT_PRUNE_AT {
+        s.recent.retain(|_, t| t.elapsed() < RECENT_CAP);
+        if s.recent.len() > RECENT_PRUNE_AT {
+            // Only under a flood of distinct digests: forget the older half.
+            let mut times: Vec<Instant> = s.recent.values().copied().collect();
+            times.sort_unstable();
+            let cut = times[times.len() / 2];
+            s.recent.retain(|_, t| *t >= cut);
+        }
+    }
+}
+
+/// Ends the cycle even when the collection fails or its task is cancelled.
+struct CycleGuard<'a>(&'a ReferenceGuard);
+
+impl Drop for CycleGuard<'_> {
+    fn drop(&mut self) {
+        self.0.end_cycle();
+    }
+}
+
+/// How to collect.
+#[derive(Debug, Clone)]
+pub struct GcOptions {
+    /// Report what would be removed; remove nothing.
+    pub dry_run: bool,
+    /// Also remove manifest revisions no tag reaches (see the module doc).
+    pub delete_untagged: bool,
+    /// Keep blobs and untagged revisions younger than this (0 offline, like registry:2).
+    pub grace: Duration,
+    /// Emit a progress event after this many manifests or blobs.
+    pub progress_every: usize,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions { dry_run: false, delete_untagged: false, grace: Duration::ZERO, progress_every: 1000 }
+    }
+}
+
+/// What a collection reports as it goes.
+#[derive(Debug, Clone)]
+pub enum GcEvent {
+    /// A blob removed (or, in a dry run, eligible for removal).
+    Blob { digest: Digest, size: u64 },
+    /// An untagged manifest revision removed (or eligible).
+    UntaggedManifest { repository: RepositoryName, digest: Digest },
+    Progress(String),
+    /// Something odd that did not stop the collection (a manifest that cannot be read).
+    Warning(String),
+}
+
+/// The outcome of one collection.
+#[derive(Debug, Clone, Default)]
+pub struct GcReport {
+    pub repositories: usize,
+    pub manifests: usize,
+    pub blobs_marked: usize,
+    pub blobs_seen: usize,
+    pub blobs_removed: usize,
+    pub bytes_freed: u64,
+    pub manifests_removed: usize,
+    /// Unreferenced blobs kept because they are younger than the grace period or in use.
+    pub blobs_kept_young: usize,
+    pub dry_run: bool,
+    pub elapsed: Duration,
+}
+
+/// What one manifest references, read from its content.
+#[derive(Default)]
+struct References {
+    blobs: Vec<Digest>,
+    children: Vec<Digest>,
+    subject: Option<Digest>,
+}
+
+impl Registry {
+    /// The guard the manifest write path and the collector share.
+    pub fn reference_guard(&self) -> &ReferenceGuard {
+        &self.gc
+    }
+
+    /// Reads what a manifest references; `None` when its content is missing or unparseable.
+    async fn manifest_references(&self, digest: &Digest) -> RegistryResult<Option<References>> {
+        let bytes = match self.driver.get_content(&layout::blob_data(digest)?, MAX_MANIFEST_BYTES * 4).await {
+            Ok(b) => b,
+            Err(StorageError::NotFound(_)) | Err(StorageError::TooLarge { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let Ok(parsed) = manifest::parse(&bytes, "") else { return Ok(None) };
+        Ok(Some(References {
+            blobs: parsed.blobs.into_iter().map(|b| b.digest).collect(),
+            children: parsed.manifests.into_iter().map(|m| m.digest).collect(),
+            subject: parsed.subject.map(|s| s.digest),
+        }))
+    }
+
+    /// Digests named by link directories under `dir` (`<dir>/<hex>/link`), sorted.
+    pub(crate) async fn list_digests(&self, dir: &crate::storage::StoragePath) -> RegistryResult<Vec<Digest>> {
+        let mut names = match self.driver.list(dir).await {
+            Ok(n) => n,
+            Err(StorageError::NotFound(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        names.sort();
+        Ok(names.iter().filter_map(|h| Digest::from_hex(h).ok()).collect())
+    }
+
+    /// The manifest revisions of a repository: directories whose `link` file exists and
+    /// names a digest. registry:2 deletes a revision by removing only its link file, so
+    /// an empty directory is not a revision.
+    pub(crate) async fn revisions(&self, repo: &RepositoryName) -> RegistryResult<Vec<Digest>> {
+        let mut out = Vec::new();
+        for d in self.list_digests(&layout::revisions_dir(repo)?).await? {
+            if let Some(linked) = self.read_link(&layout::revision_link(repo, &d)?).await? {
+                out.push(linked);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Runs one collection. Only one runs at a time in a process; a second waits.
+    pub async fn collect_garbage(
+        &self,
+        opts: &GcOptions,
+        events: &mut (dyn FnMut(GcEvent) + Send),
+    ) -> RegistryResult<GcReport> {
+        let _one = self.gc.running.lock().await;
+        let started = Instant::now();
+        self.gc.begin_cycle();
+        let _cycle = CycleGuard(&self.gc);
+        let mut report = GcReport { dry_run: opts.dry_run, ..GcReport::default() };
+        let every = opts.progress_every.max(1);
+
+        // Mark.
+        let mut marked: HashSet<Digest> = HashSet::new();
+        let mut parsed: HashMap<Digest, Option<References>> = HashMap::new();
+        let repositories = self.catalog().await?;
+        report.repositories = repositories.len();
+        for name in &repositories {
+            let Ok(repo) = name.parse::<RepositoryName>() else { continue };
+            let mut roots = self.revisions(&repo).await?;
+            if opts.delete_untagged {
+                roots = self.remove_untagged(&repo, roots, opts, &mut parsed, events, &mut report).await?;
+            }
+            let mut work: Vec<Digest> = roots;
+            while let Some(d) = work.pop() {
+                if !marked.insert(d.clone()) {
+                    continue;
+                }
+                report.manifests += 1;
+                if report.manifests % every == 0 {
+                    events(GcEvent::Progress(format!(
+                        "marking: {} manifests read, {} blobs marked",
+                        report.manifests,
+                        marked.len()
+                    )));
+                }
+                let refs = match parsed.remove(&d) {
+                    Some(r) => r,
+                    None => self.manifest_references(&d).await?,
+                };
+                let Some(refs) = refs else {
+                    if !self.blob_exists_globally(&d).await? {
+                        events(GcEvent::Warning(format!("{repo}: manifest {d} has a revision link but no content")));
+                    }
+                    continue;
+                };
+                marked.extend(refs.blobs);
+                if let Some(s) = refs.subject {
+                    marked.insert(s);
+                }
+                work.extend(refs.children.into_iter().filter(|c| !marked.contains(c)));
+            }
+        }
+        report.blobs_marked = marked.len();
+        events(GcEvent::Progress(format!(
+            "marked {} blobs from {} manifests in {} repositories",
+            marked.len(),
+            report.manifests,
+            report.repositories
+        )));
+
+        // Sweep.
+        let cutoff = SystemTime::now().checked_sub(opts.grace).unwrap_or(SystemTime::UNIX_EPOCH);
+        let root = layout::blobs_root()?;
+        let mut prefixes = match self.driver.list(&root).await {
+            Ok(p) => p,
+            Err(StorageError::NotFound(_)) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        prefixes.sort();
+        for prefix in prefixes {
+            let digests = self.list_digests(&root.join(&prefix)?).await?;
+            for d in digests {
+                if d.hex()[..2] != prefix {
+                    continue;
+                }
+                report.blobs_seen += 1;
+                if report.blobs_seen % (every * 10) == 0 {
+                    events(GcEvent::Progress(format!(
+                        "sweeping: {} blobs checked, {} removable",
+                        report.blobs_seen, report.blobs_removed
+                    )));
+                }
+                if marked.contains(&d) {
+                    continue;
+                }
+                let info = match self.driver.stat(&layout::blob_data(&d)?).await {
+                    Ok(i) => Some(i),
+                    Err(StorageError::NotFound(_)) => None,
+                    Err(e) => return Err(e.into()),
+                };
+                // A blob directory without data is debris of an interrupted write: it
+                // frees nothing but is removed with the rest.
+                let size = info.as_ref().map(|i| i.size).unwrap_or(0);
+                if info.as_ref().is_some_and(|i| i.modified > cutoff) {
+                    report.blobs_kept_young += 1;
+                    continue;
+                }
+                let removed = if opts.dry_run {
+                    let s = self.gc.lock();
+                    let in_use = s.late_marks.as_ref().is_some_and(|l| l.contains(&d))
+                        || s.recent.get(&d).is_some_and(|t| t.elapsed() < opts.grace);
+                    !in_use
+                } else {
+                    let dir = layout::blob_dir(&d)?;
+                    self.gc
+                        .delete_unless_referenced(&d, opts.grace, || async {
+                            self.remove(&dir).await?;
+                            Ok(())
+                        })
+                        .await?
+                };
+                if removed {
+                    report.blobs_removed += 1;
+                    report.bytes_freed += size;
+                    events(GcEvent::Blob { digest: d, size });
+                } else {
+                    report.blobs_kept_young += 1;
+                }
+            }
+        }
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+
+    /// Narrows a repository's revisions to those a tag reaches (closed over index children
+    /// and referrers) and removes the others; returns the revisions kept.
+    async fn remove_untagged(
+        &self,
+        repo: &RepositoryName,
+        revisions: Vec<Digest>,
+        opts: &GcOptions,
+        parsed: &mut HashMap<Digest, Option<References>>,
+        events: &mut (dyn FnMut(GcEvent) + Send),
+        report: &mut GcReport,
+    ) -> RegistryResult<Vec<Digest>> {
+        let tags = match self.tags(repo).await {
+            Ok(t) => t,
+            Err(RegistryError::NameUnknown(_)) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let mut keep: HashSet<Digest> = HashSet::new();
+        for t in &tags {
+            let Ok(tag) = t.parse::<Tag>() else { continue };
+            if let Some(d) = self.read_link(&layout::tag_current_link(repo, &tag)?).await? {
+                keep.insert(d);
+            }
+        }
+        for d in &revisions {
+            if !parsed.contains_key(d) {
+                let r = self.manifest_references(d).await?;
+                parsed.insert(d.clone(), r);
+            }
+        }
+        // Fixpoint: children of kept indexes, and referrers whose subject is kept.
+        loop {
+            let mut grew = false;
+            for d in &revisions {
+                let Some(Some(refs)) = parsed.get(d) else { continue };
+                if keep.contains(d) {
+                    for c in &refs.children {
+                        grew |= keep.insert(c.clone());
+                    }
+                } else if refs.subject.as_ref().is_some_and(|s| keep.contains(s)) {
+                    grew |= keep.insert(d.clone());
+                }
+            }
+            if !grew {
+                break;
+            }
+        }
+        let cutoff = SystemTime::now().checked_sub(opts.grace).unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut kept = Vec::new();
+        for d in revisions {
+            if keep.contains(&d) {
+                kept.push(d);
+                continue;
+            }
+            let link = layout::revision_link(repo, &d)?;
+            let young = match self.driver.stat(&link).await {
+                Ok(i) => i.modified > cutoff,
+                Err(StorageError::NotFound(_)) => false,
+                Err(e) => return Err(e.into()),
+            };
+            if young {
+                kept.push(d);
+                continue;
+            }
+            let removed = if opts.dry_run {
+                true
+            } else {
+                let subject = parsed.get(&d).and_then(|r| r.as_ref()).and_then(|r| r.subject.clone());
+                self.gc
+                    .delete_unless_referenced(&d, opts.grace, || self.remove_revision(repo, &d, &tags, subject))
+                    .await?
+            };
+            if removed {
+                report.manifests_removed += 1;
+                events(GcEvent::UntaggedManifest { repository: repo.clone(), digest: d.clone() });
+                parsed.remove(&d);
+            } else {
+                kept.push(d);
+            }
+        }
+        Ok(kept)
+    }
+
+    /// Removes a revision with its tag-history entries and referrers-index entry, as
+    /// registry:2's collector does.
+    async fn remove_revision(
+        &self,
+        repo: &RepositoryName,
+        d: &Digest,
+        tags: &[String],
+        subject: Option<Digest>,
+    ) -> RegistryResult<()> {
+        for t in tags {
+            let Ok(tag) = t.parse::<Tag>() else { continue };
+            if let Some(dir) = layout::tag_index_link(repo, &tag, d)?.parent() {
+                self.remove(&dir).await?;
+            }
+        }
+        if let Some(s) = subject {
+            if let Some(dir) = layout::referrer_link(repo, &s, d)?.parent() {
+                self.remove(&dir).await?;
+            }
+        }
+        self.remove(&layout::revision_dir(repo, d)?).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::FilesystemDriver;
+    use std::sync::Arc;
+
+    fn registry(dir: &std::path::Path) -> Registry {
+        Registry::new(Arc::new(FilesystemDriver::new(dir)), Default::default())
+    }
+
+    #[test]
+    fn stripes_cover_every_prefix() {
+        let d = Digest::of_bytes(b"x");
+        assert!(stripe(&d) < STRIPES);
+        let ff = Digest::from_hex(&"f".repeat(64)).expect("hex");
+        assert_eq!(stripe(&ff), 255 % STRIPES);
+    }
+
+    #[tokio::test]
+    async fn a_pinned_digest_survives_a_sweep_and_an_unpinned_one_does_not() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let reg = registry(tmp.path());
+        let kept = Digest::of_bytes(b"kept");
+        let gone = Digest::of_bytes(b"gone");
+        for (d, b) in [(&kept, &b"kept"[..]), (&gone, &b"gone"[..])] {
+            reg.driver.put_content(&layout::blob_data(d).expect("path"), b).await.expect("put");
+        }
+        let pin = reg.gc.pin(vec![kept.clone()]).await;
+        let mut removed = Vec::new();
+        let report = reg
+            .collect_garbage(&GcOptions::default(), &mut |e| {
+                if let GcEvent::Blob { digest, .. } = e {
+                    removed.push(digest)
+                }
+            })
+            .await
+            .expect("gc");
+        drop(pin);
+        assert_eq!(removed, vec![gone.clone()]);
+        assert_eq!(report.blobs_removed, 1);
+        assert!(reg.blob_exists_globally(&kept).await.expect("stat"));
+        assert!(!reg.blob_exists_globally(&gone).await.expect("stat"));
+    }
+
+    #[tokio::test]
+    async fn young_blobs_are_kept_for_the_grace_period() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let reg = registry(tmp.path());
+        let d = Digest::of_bytes(b"fresh");
+        reg.driver.put_content(&layout::blob_data(&d).expect("path"), b"fresh").await.expect("put");
+        let opts = GcOptions { grace: Duration::from_secs(3600), ..GcOptions::default() };
+        let report = reg.collect_garbage(&opts, &mut |_| {}).await.expect("gc");
+        assert_eq!((report.blobs_removed, report.blobs_kept_young), (0, 1));
+        assert!(reg.blob_exists_globally(&d).await.expect("stat"));
+    }
+}
