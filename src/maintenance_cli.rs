@@ -35,10 +35,14 @@ fn driver(config: &Config) -> Arc<dyn StorageDriver> {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|e| {
-        eprintln!("docker-registry: cannot start the runtime: {e}");
-        ExitCode::from(1)
-    })
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("docker-registry: cannot start the runtime: {e}");
+            ExitCode::from(1)
+        })
 }
 
 /// `1.5 MiB`-style sizes for people; the exact byte count is printed next to it.
@@ -65,7 +69,11 @@ fn print_line(line: &str) {
         "manifest" => println!("{rest}"),
         "upload" => {
             let mut p = rest.splitn(3, ' ');
-            let (repo, id, size) = (p.next().unwrap_or(""), p.next().unwrap_or(""), p.next().unwrap_or("?"));
+            let (repo, id, size) = (
+                p.next().unwrap_or(""),
+                p.next().unwrap_or(""),
+                p.next().unwrap_or("?"),
+            );
             eprintln!("unfinished upload {id} in {repo} ({size} bytes)");
         }
         "progress" => eprintln!("{rest}"),
@@ -75,7 +83,11 @@ fn print_line(line: &str) {
 }
 
 fn print_summary(r: &AdminReport) {
-    let (verb, freed) = if r.dry_run { ("eligible for deletion", "would be freed") } else { ("removed", "freed") };
+    let (verb, freed) = if r.dry_run {
+        ("eligible for deletion", "would be freed")
+    } else {
+        ("removed", "freed")
+    };
     eprintln!(
         "{} blobs {verb}: {} ({} bytes) {freed}; {} blobs marked from {} manifests in {} repositories; \
          {} unreferenced blobs kept (younger than the grace period or in use); \
@@ -100,9 +112,13 @@ pub fn garbage_collect(global: &GlobalArgs, args: &GcArgs) -> ExitCode {
         Err(code) => return code,
     };
     let socket = maintenance::socket_path(&config);
-    let upload_age = args
-        .upload_age
-        .or_else(|| config.upload_purging.value.enabled.then_some(config.upload_purging.value.age));
+    let upload_age = args.upload_age.or_else(|| {
+        config
+            .upload_purging
+            .value
+            .enabled
+            .then_some(config.upload_purging.value.age)
+    });
     if args.online {
         let req = AdminRequest {
             command: "garbage-collect".into(),
@@ -145,7 +161,10 @@ pub fn garbage_collect(global: &GlobalArgs, args: &GcArgs) -> ExitCode {
     let result: Result<(GcReport, usize), String> = rt.block_on(async {
         let mut purged = 0;
         if let Some(age) = upload_age {
-            let stale = registry.purge_uploads(age, args.dry_run).await.map_err(|e| format!("upload purging: {e}"))?;
+            let stale = registry
+                .purge_uploads(age, args.dry_run)
+                .await
+                .map_err(|e| format!("upload purging: {e}"))?;
             for s in &stale {
                 print_line(&format!("upload {} {} {}", s.repository, s.id, s.size));
             }
@@ -163,7 +182,10 @@ pub fn garbage_collect(global: &GlobalArgs, args: &GcArgs) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("docker-registry: garbage-collect on {}: {e}", registry.driver().location());
+            eprintln!(
+                "docker-registry: garbage-collect on {}: {e}",
+                registry.driver().location()
+            );
             ExitCode::from(1)
         }
     }

@@ -146,7 +146,10 @@ impl ReferenceGuard {
             prune_recent(&mut s);
         }
         self.wait_for_deletions(&digests).await;
-        ReferencePin { guard: self, digests }
+        ReferencePin {
+            guard: self,
+            digests,
+        }
     }
 
     /// Notes that a client saw a digest exist (a HEAD before skipping an upload): it is
@@ -193,7 +196,12 @@ impl ReferenceGuard {
 
     /// Runs `delete` for `d` unless a PUT registered it or a client used it within `grace`;
     /// returns whether it ran.
-    async fn delete_unless_referenced<F, Fut>(&self, d: &Digest, grace: Duration, delete: F) -> RegistryResult<bool>
+    async fn delete_unless_referenced<F, Fut>(
+        &self,
+        d: &Digest,
+        grace: Duration,
+        delete: F,
+    ) -> RegistryResult<bool>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = RegistryResult<()>>,
@@ -249,7 +257,12 @@ pub struct GcOptions {
 
 impl Default for GcOptions {
     fn default() -> Self {
-        GcOptions { dry_run: false, delete_untagged: false, grace: Duration::ZERO, progress_every: 1000 }
+        GcOptions {
+            dry_run: false,
+            delete_untagged: false,
+            grace: Duration::ZERO,
+            progress_every: 1000,
+        }
     }
 }
 
@@ -257,9 +270,15 @@ impl Default for GcOptions {
 #[derive(Debug, Clone)]
 pub enum GcEvent {
     /// A blob removed (or, in a dry run, eligible for removal).
-    Blob { digest: Digest, size: u64 },
+    Blob {
+        digest: Digest,
+        size: u64,
+    },
     /// An untagged manifest revision removed (or eligible).
-    UntaggedManifest { repository: RepositoryName, digest: Digest },
+    UntaggedManifest {
+        repository: RepositoryName,
+        digest: Digest,
+    },
     Progress(String),
     /// Something odd that did not stop the collection (a manifest that cannot be read).
     Warning(String),
@@ -297,12 +316,18 @@ impl Registry {
 
     /// Reads what a manifest references; `None` when its content is missing or unparseable.
     async fn manifest_references(&self, digest: &Digest) -> RegistryResult<Option<References>> {
-        let bytes = match self.driver.get_content(&layout::blob_data(digest)?, MAX_MANIFEST_BYTES * 4).await {
+        let bytes = match self
+            .driver
+            .get_content(&layout::blob_data(digest)?, MAX_MANIFEST_BYTES * 4)
+            .await
+        {
             Ok(b) => b,
             Err(StorageError::NotFound(_)) | Err(StorageError::TooLarge { .. }) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let Ok(parsed) = manifest::parse(&bytes, "") else { return Ok(None) };
+        let Ok(parsed) = manifest::parse(&bytes, "") else {
+            return Ok(None);
+        };
         Ok(Some(References {
             blobs: parsed.blobs.into_iter().map(|b| b.digest).collect(),
             children: parsed.manifests.into_iter().map(|m| m.digest).collect(),
@@ -311,14 +336,20 @@ impl Registry {
     }
 
     /// Digests named by link directories under `dir` (`<dir>/<hex>/link`), sorted.
-    pub(crate) async fn list_digests(&self, dir: &crate::storage::StoragePath) -> RegistryResult<Vec<Digest>> {
+    pub(crate) async fn list_digests(
+        &self,
+        dir: &crate::storage::StoragePath,
+    ) -> RegistryResult<Vec<Digest>> {
         let mut names = match self.driver.list(dir).await {
             Ok(n) => n,
             Err(StorageError::NotFound(_)) => return Ok(Vec::new()),
             Err(e) => return Err(e.into()),
         };
         names.sort();
-        Ok(names.iter().filter_map(|h| Digest::from_hex(h).ok()).collect())
+        Ok(names
+            .iter()
+            .filter_map(|h| Digest::from_hex(h).ok())
+            .collect())
     }
 
     /// The manifest revisions of a repository: directories whose `link` file exists and
@@ -344,7 +375,10 @@ impl Registry {
         let started = Instant::now();
         self.gc.begin_cycle();
         let _cycle = CycleGuard(&self.gc);
-        let mut report = GcReport { dry_run: opts.dry_run, ..GcReport::default() };
+        let mut report = GcReport {
+            dry_run: opts.dry_run,
+            ..GcReport::default()
+        };
         let every = opts.progress_every.max(1);
 
         // Mark.
@@ -353,10 +387,14 @@ impl Registry {
         let repositories = self.catalog().await?;
         report.repositories = repositories.len();
         for name in &repositories {
-            let Ok(repo) = name.parse::<RepositoryName>() else { continue };
+            let Ok(repo) = name.parse::<RepositoryName>() else {
+                continue;
+            };
             let mut roots = self.revisions(&repo).await?;
             if opts.delete_untagged {
-                roots = self.remove_untagged(&repo, roots, opts, &mut parsed, events, &mut report).await?;
+                roots = self
+                    .remove_untagged(&repo, roots, opts, &mut parsed, events, &mut report)
+                    .await?;
             }
             let mut work: Vec<Digest> = roots;
             while let Some(d) = work.pop() {
@@ -377,7 +415,9 @@ impl Registry {
                 };
                 let Some(refs) = refs else {
                     if !self.blob_exists_globally(&d).await? {
-                        events(GcEvent::Warning(format!("{repo}: manifest {d} has a revision link but no content")));
+                        events(GcEvent::Warning(format!(
+                            "{repo}: manifest {d} has a revision link but no content"
+                        )));
                     }
                     continue;
                 };
@@ -397,7 +437,9 @@ impl Registry {
         )));
 
         // Sweep.
-        let cutoff = SystemTime::now().checked_sub(opts.grace).unwrap_or(SystemTime::UNIX_EPOCH);
+        let cutoff = SystemTime::now()
+            .checked_sub(opts.grace)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
         let root = layout::blobs_root()?;
         let mut prefixes = match self.driver.list(&root).await {
             Ok(p) => p,
@@ -479,7 +521,10 @@ impl Registry {
         let mut keep: HashSet<Digest> = HashSet::new();
         for t in &tags {
             let Ok(tag) = t.parse::<Tag>() else { continue };
-            if let Some(d) = self.read_link(&layout::tag_current_link(repo, &tag)?).await? {
+            if let Some(d) = self
+                .read_link(&layout::tag_current_link(repo, &tag)?)
+                .await?
+            {
                 keep.insert(d);
             }
         }
@@ -493,7 +538,9 @@ impl Registry {
         loop {
             let mut grew = false;
             for d in &revisions {
-                let Some(Some(refs)) = parsed.get(d) else { continue };
+                let Some(Some(refs)) = parsed.get(d) else {
+                    continue;
+                };
                 if keep.contains(d) {
                     for c in &refs.children {
                         grew |= keep.insert(c.clone());
@@ -506,7 +553,9 @@ impl Registry {
                 break;
             }
         }
-        let cutoff = SystemTime::now().checked_sub(opts.grace).unwrap_or(SystemTime::UNIX_EPOCH);
+        let cutoff = SystemTime::now()
+            .checked_sub(opts.grace)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
         let mut kept = Vec::new();
         for d in revisions {
             if keep.contains(&d) {
@@ -526,14 +575,22 @@ impl Registry {
             let removed = if opts.dry_run {
                 true
             } else {
-                let subject = parsed.get(&d).and_then(|r| r.as_ref()).and_then(|r| r.subject.clone());
+                let subject = parsed
+                    .get(&d)
+                    .and_then(|r| r.as_ref())
+                    .and_then(|r| r.subject.clone());
                 self.gc
-                    .delete_unless_referenced(&d, opts.grace, || self.remove_revision(repo, &d, &tags, subject))
+                    .delete_unless_referenced(&d, opts.grace, || {
+                        self.remove_revision(repo, &d, &tags, subject)
+                    })
                     .await?
             };
             if removed {
                 report.manifests_removed += 1;
-                events(GcEvent::UntaggedManifest { repository: repo.clone(), digest: d.clone() });
+                events(GcEvent::UntaggedManifest {
+                    repository: repo.clone(),
+                    digest: d.clone(),
+                });
                 parsed.remove(&d);
             } else {
                 kept.push(d);
@@ -592,7 +649,10 @@ mod tests {
         let kept = Digest::of_bytes(b"kept");
         let gone = Digest::of_bytes(b"gone");
         for (d, b) in [(&kept, &b"kept"[..]), (&gone, &b"gone"[..])] {
-            reg.driver.put_content(&layout::blob_data(d).expect("path"), b).await.expect("put");
+            reg.driver
+                .put_content(&layout::blob_data(d).expect("path"), b)
+                .await
+                .expect("put");
         }
         let pin = reg.gc.pin(vec![kept.clone()]).await;
         let mut removed = Vec::new();
@@ -616,10 +676,84 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tmp");
         let reg = registry(tmp.path());
         let d = Digest::of_bytes(b"fresh");
-        reg.driver.put_content(&layout::blob_data(&d).expect("path"), b"fresh").await.expect("put");
-        let opts = GcOptions { grace: Duration::from_secs(3600), ..GcOptions::default() };
+        reg.driver
+            .put_content(&layout::blob_data(&d).expect("path"), b"fresh")
+            .await
+            .expect("put");
+        let opts = GcOptions {
+            grace: Duration::from_secs(3600),
+            ..GcOptions::default()
+        };
         let report = reg.collect_garbage(&opts, &mut |_| {}).await.expect("gc");
         assert_eq!((report.blobs_removed, report.blobs_kept_young), (0, 1));
         assert!(reg.blob_exists_globally(&d).await.expect("stat"));
+    }
+
+    /// Stores a manifest's bytes and its revision link as a push would (blobs need not
+    /// exist for marking).
+    async fn revision(reg: &Registry, repo: &RepositoryName, body: &str) -> Digest {
+        let d = Digest::of_bytes(body.as_bytes());
+        reg.driver
+            .put_content(&layout::blob_data(&d).expect("p"), body.as_bytes())
+            .await
+            .expect("put");
+        reg.write_link(&layout::revision_link(repo, &d).expect("p"), &d)
+            .await
+            .expect("link");
+        d
+    }
+
+    #[tokio::test]
+    async fn delete_untagged_keeps_referrers_of_a_kept_manifest_and_removes_orphans() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let reg = registry(tmp.path());
+        let repo: RepositoryName = "app".parse().expect("name");
+        let cfg = Digest::of_bytes(b"{}");
+        reg.driver
+            .put_content(&layout::blob_data(&cfg).expect("p"), b"{}")
+            .await
+            .expect("put");
+        let image = |label: &str| {
+            format!(
+                r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"application/x","digest":"{cfg}","size":2}},"layers":[],"annotations":{{"l":"{label}"}}}}"#,
+                manifest::OCI_MANIFEST
+            )
+        };
+        let tagged = revision(&reg, &repo, &image("tagged")).await;
+        let orphan = revision(&reg, &repo, &image("orphan")).await;
+        let sig = revision(
+            &reg,
+            &repo,
+            &format!(
+                r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"application/x","digest":"{cfg}","size":2}},"layers":[],"subject":{{"mediaType":"{}","digest":"{tagged}","size":1}}}}"#,
+                manifest::OCI_MANIFEST,
+                manifest::OCI_MANIFEST
+            ),
+        )
+        .await;
+        let tag: Tag = "v1".parse().expect("tag");
+        reg.write_link(&layout::tag_current_link(&repo, &tag).expect("p"), &tagged)
+            .await
+            .expect("tag");
+
+        let opts = GcOptions {
+            delete_untagged: true,
+            ..GcOptions::default()
+        };
+        let mut gone_manifests = Vec::new();
+        let mut gone_blobs = Vec::new();
+        reg.collect_garbage(&opts, &mut |e| match e {
+            GcEvent::UntaggedManifest { digest, .. } => gone_manifests.push(digest),
+            GcEvent::Blob { digest, .. } => gone_blobs.push(digest),
+            _ => {}
+        })
+        .await
+        .expect("gc");
+        assert_eq!(gone_manifests, vec![orphan.clone()]);
+        assert_eq!(gone_blobs, vec![orphan.clone()]);
+        assert_eq!(reg.revisions(&repo).await.expect("list").len(), 2);
+        for d in [&tagged, &sig, &cfg] {
+            assert!(reg.blob_exists_globally(d).await.expect("stat"), "{d} kept");
+        }
     }
 }

@@ -96,7 +96,9 @@ impl AdminReport {
 pub fn event_line(e: &GcEvent) -> String {
     match e {
         GcEvent::Blob { digest, size } => format!("blob {digest} {size}"),
-        GcEvent::UntaggedManifest { repository, digest } => format!("manifest {repository}@{digest}"),
+        GcEvent::UntaggedManifest { repository, digest } => {
+            format!("manifest {repository}@{digest}")
+        }
         GcEvent::Progress(t) => format!("progress {}", t.replace('\n', " ")),
         GcEvent::Warning(t) => format!("warning {}", t.replace('\n', " ")),
     }
@@ -143,7 +145,12 @@ pub fn spawn(state: Arc<AppState>, config: &Config) -> Maintenance {
             let interval = interval.max(Duration::from_secs(1));
             loop {
                 tokio::time::sleep(interval).await;
-                let opts = GcOptions { dry_run: false, delete_untagged: gc.delete_untagged, grace: gc.grace, ..GcOptions::default() };
+                let opts = GcOptions {
+                    dry_run: false,
+                    delete_untagged: gc.delete_untagged,
+                    grace: gc.grace,
+                    ..GcOptions::default()
+                };
                 scheduled_collection(&state.registry, &opts).await;
             }
         }));
@@ -151,7 +158,10 @@ pub fn spawn(state: Arc<AppState>, config: &Config) -> Maintenance {
     let path = socket_path(config);
     let socket = match bind_admin(&path) {
         Ok(listener) => {
-            tracing::info!("admin socket for `garbage-collect --online`: {}", path.display());
+            tracing::info!(
+                "admin socket for `garbage-collect --online`: {}",
+                path.display()
+            );
             let defaults = config.clone();
             tasks.push(tokio::spawn(accept_loop(listener, state, defaults)));
             Some(path)
@@ -188,7 +198,9 @@ async fn purge_uploads(registry: &Registry, age: Duration, dry_run: bool) -> usi
 
 async fn scheduled_collection(registry: &Registry, opts: &GcOptions) {
     let mut log = |e: GcEvent| match e {
-        GcEvent::Blob { digest, size } => tracing::debug!("garbage collection: removed blob {digest} ({size} bytes)"),
+        GcEvent::Blob { digest, size } => {
+            tracing::debug!("garbage collection: removed blob {digest} ({size} bytes)")
+        }
         GcEvent::UntaggedManifest { repository, digest } => {
             tracing::info!("garbage collection: removed untagged manifest {repository}@{digest}")
         }
@@ -214,10 +226,14 @@ fn bind_admin(path: &Path) -> std::io::Result<UnixListener> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if !meta.file_type().is_socket() {
-            return Err(std::io::Error::other("a file that is not a socket is in the way"));
+            return Err(std::io::Error::other(
+                "a file that is not a socket is in the way",
+            ));
         }
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(std::io::Error::other("another daemon answers on it (same storage?)"));
+            return Err(std::io::Error::other(
+                "another daemon answers on it (same storage?)",
+            ));
         }
         std::fs::remove_file(path)?;
     }
@@ -247,27 +263,39 @@ async fn accept_loop(listener: UnixListener, state: Arc<AppState>, config: Confi
     }
 }
 
-async fn serve_admin(stream: UnixStream, registry: &Registry, config: &Config) -> std::io::Result<()> {
+async fn serve_admin(
+    stream: UnixStream,
+    registry: &Registry,
+    config: &Config,
+) -> std::io::Result<()> {
     use tokio::io::AsyncReadExt;
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
-    tokio::io::BufReader::new(read.take(MAX_REQUEST)).read_line(&mut line).await?;
+    tokio::io::BufReader::new(read.take(MAX_REQUEST))
+        .read_line(&mut line)
+        .await?;
     let req: AdminRequest = match serde_json::from_str(line.trim()) {
         Ok(r) => r,
         Err(e) => {
-            write.write_all(format!("error request is not valid JSON: {e}\n").as_bytes()).await?;
+            write
+                .write_all(format!("error request is not valid JSON: {e}\n").as_bytes())
+                .await?;
             return Ok(());
         }
     };
     if req.command != "garbage-collect" {
-        write.write_all(format!("error unknown command {:?}\n", req.command).as_bytes()).await?;
+        write
+            .write_all(format!("error unknown command {:?}\n", req.command).as_bytes())
+            .await?;
         return Ok(());
     }
     let grace = match req.grace_seconds.map(Duration::try_from_secs_f64) {
         None => config.gc.value.grace,
         Some(Ok(g)) => g,
         Some(Err(e)) => {
-            write.write_all(format!("error grace_seconds: {e}\n").as_bytes()).await?;
+            write
+                .write_all(format!("error grace_seconds: {e}\n").as_bytes())
+                .await?;
             return Ok(());
         }
     };
@@ -283,7 +311,11 @@ async fn serve_admin(stream: UnixStream, registry: &Registry, config: &Config) -
         let upload_age = match req.upload_age_seconds.map(Duration::try_from_secs_f64) {
             Some(Ok(a)) => Some(a),
             Some(Err(_)) => None,
-            None => config.upload_purging.value.enabled.then_some(config.upload_purging.value.age),
+            None => config
+                .upload_purging
+                .value
+                .enabled
+                .then_some(config.upload_purging.value.age),
         };
         if let Some(age) = upload_age {
             match registry.purge_uploads(age, req.dry_run).await {
@@ -298,7 +330,12 @@ async fn serve_admin(stream: UnixStream, registry: &Registry, config: &Config) -
                 }
             }
         }
-        let opts = GcOptions { dry_run: req.dry_run, delete_untagged: req.delete_untagged, grace, ..GcOptions::default() };
+        let opts = GcOptions {
+            dry_run: req.dry_run,
+            delete_untagged: req.delete_untagged,
+            grace,
+            ..GcOptions::default()
+        };
         let sender = tx.clone();
         let mut sink = move |e: GcEvent| {
             let _ = sender.send(event_line(&e));
@@ -312,7 +349,10 @@ async fn serve_admin(stream: UnixStream, registry: &Registry, config: &Config) -
                     r.bytes_freed,
                     r.elapsed.as_secs_f64()
                 );
-                format!("done {}", serde_json::to_string(&AdminReport::from_gc(&r, purged)).unwrap_or_default())
+                format!(
+                    "done {}",
+                    serde_json::to_string(&AdminReport::from_gc(&r, purged)).unwrap_or_default()
+                )
             }
             Err(e) => format!("error {e}"),
         };
@@ -334,17 +374,24 @@ async fn serve_admin(stream: UnixStream, registry: &Registry, config: &Config) -
 
 /// The CLI side: sends a request and hands each answer line to `on_line` until the last
 /// one, which is returned: `Ok(report)` for `done`, `Err(message)` otherwise.
-pub fn request(path: &Path, req: &AdminRequest, on_line: &mut dyn FnMut(&str)) -> Result<AdminReport, String> {
+pub fn request(
+    path: &Path,
+    req: &AdminRequest,
+    on_line: &mut dyn FnMut(&str),
+) -> Result<AdminReport, String> {
     let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
         format!("cannot reach the daemon's admin socket {}: {e} (is the daemon running on this storage, and are you its user or root?)", path.display())
     })?;
     let mut line = serde_json::to_string(req).map_err(|e| e.to_string())?;
     line.push('\n');
-    stream.write_all(line.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))?;
+    stream
+        .write_all(line.as_bytes())
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     for l in BufReader::new(stream).lines() {
         let l = l.map_err(|e| format!("{}: {e}", path.display()))?;
         if let Some(json) = l.strip_prefix("done ") {
-            return serde_json::from_str(json).map_err(|e| format!("unreadable report from the daemon: {e}"));
+            return serde_json::from_str(json)
+                .map_err(|e| format!("unreadable report from the daemon: {e}"));
         }
         if let Some(msg) = l.strip_prefix("error ") {
             return Err(msg.to_owned());
