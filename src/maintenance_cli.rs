@@ -82,7 +82,8 @@ fn print_line(line: &str) {
     }
 }
 
-fn print_summary(r: &AdminReport) {
+/// Prints the summary; the exit code says whether every removal succeeded.
+fn print_summary(r: &AdminReport) -> ExitCode {
     let (verb, freed) = if r.dry_run {
         ("eligible for deletion", "would be freed")
     } else {
@@ -103,6 +104,14 @@ fn print_summary(r: &AdminReport) {
         r.uploads_purged,
         r.seconds
     );
+    if r.errors > 0 {
+        eprintln!(
+            "docker-registry: {} blobs could not be removed (see the warnings above)",
+            r.errors
+        );
+        return ExitCode::from(1);
+    }
+    ExitCode::SUCCESS
 }
 
 /// `docker-registry garbage-collect`.
@@ -128,10 +137,7 @@ pub fn garbage_collect(global: &GlobalArgs, args: &GcArgs) -> ExitCode {
             upload_age_seconds: args.upload_age.map(|a| a.as_secs_f64()),
         };
         return match maintenance::request(&socket, &req, &mut |l| print_line(l)) {
-            Ok(report) => {
-                print_summary(&report);
-                ExitCode::SUCCESS
-            }
+            Ok(report) => print_summary(&report),
             Err(e) => {
                 eprintln!("docker-registry: garbage-collect --online: {e}");
                 ExitCode::from(1)
@@ -177,10 +183,7 @@ pub fn garbage_collect(global: &GlobalArgs, args: &GcArgs) -> ExitCode {
         Ok((report, purged))
     });
     match result {
-        Ok((report, purged)) => {
-            print_summary(&AdminReport::from_gc(&report, purged));
-            ExitCode::SUCCESS
-        }
+        Ok((report, purged)) => print_summary(&AdminReport::from_gc(&report, purged)),
         Err(e) => {
             eprintln!(
                 "docker-registry: garbage-collect on {}: {e}",

@@ -296,6 +296,8 @@ pub struct GcReport {
     pub manifests_removed: usize,
     /// Unreferenced blobs kept because they are younger than the grace period or in use.
     pub blobs_kept_young: usize,
+    /// Blobs that could not be removed (each reported as a warning).
+    pub errors: usize,
     pub dry_run: bool,
     pub elapsed: Duration,
 }
@@ -482,12 +484,23 @@ impl Registry {
                     !in_use
                 } else {
                     let dir = layout::blob_dir(&d)?;
-                    self.gc
+                    let deleted = self
+                        .gc
                         .delete_unless_referenced(&d, opts.grace, || async {
                             self.remove(&dir).await?;
                             Ok(())
                         })
-                        .await?
+                        .await;
+                    match deleted {
+                        Ok(r) => r,
+                        // One blob that cannot be removed (permissions, a backend hiccup)
+                        // must not stop the collection: report it and go on.
+                        Err(e) => {
+                            report.errors += 1;
+                            events(GcEvent::Warning(format!("blob {d} not removed: {e}")));
+                            continue;
+                        }
+                    }
                 };
                 if removed {
                     report.blobs_removed += 1;

@@ -70,6 +70,9 @@ pub struct AdminReport {
     pub manifests_removed: usize,
     pub blobs_kept_young: usize,
     pub uploads_purged: usize,
+    /// Blobs that could not be removed.
+    #[serde(default)]
+    pub errors: usize,
     pub dry_run: bool,
     pub seconds: f64,
 }
@@ -86,6 +89,7 @@ impl AdminReport {
             manifests_removed: r.manifests_removed,
             blobs_kept_young: r.blobs_kept_young,
             uploads_purged,
+            errors: r.errors,
             dry_run: r.dry_run,
             seconds: r.elapsed.as_secs_f64(),
         }
