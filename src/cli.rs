@@ -81,6 +81,24 @@ pub enum Command {
         run while the daemon answers on its admin socket; --online asks the running daemon \
         to collect, with no read-only window.")]
     GarbageCollect(GcArgs),
+    /// Verify every blob's digest and every link; report broken images by repository and tag
+    #[command(long_about = "Verify every blob's content against its digest and every link \
+        (layer, revision, tag, tag history, referrer), and report what is corrupt or missing by \
+        repository and tag, one problem a line on stdout. Exits 0 when the store is sound.\n\n\
+        --repair removes dangling links (links to content that is gone) and nothing else: \
+        corrupt content is reported, never deleted.")]
+    Fsck(FsckArgs),
+}
+
+/// `fsck` options.
+#[derive(Args, Debug, Clone, Default)]
+pub struct FsckArgs {
+    /// A registry:2 configuration file (same as --config)
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Remove dangling links (only those)
+    #[arg(long)]
+    pub repair: bool,
 }
 
 /// `garbage-collect` options; `-d` and `-m` as registry:2 spells them.

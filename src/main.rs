@@ -28,6 +28,7 @@ fn main() -> ExitCode {
             ExitCode::from(server::run(config, log, reload) as u8)
         }
         Command::GarbageCollect(args) => docker_registry::maintenance_cli::garbage_collect(&cli.global, &args),
+        Command::Fsck(args) => docker_registry::maintenance_cli::fsck(&cli.global, &args),
         Command::Config { check } => {
             let opts = load_options(&cli.global, None);
             match Config::load(&opts) {

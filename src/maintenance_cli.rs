@@ -3,7 +3,7 @@
 //! read the same configuration as the daemon, print what they remove on stdout (one item a
 //! line, for scripts) and progress and the summary on stderr.
 
-use crate::cli::{load_options, GcArgs, GlobalArgs};
+use crate::cli::{load_options, FsckArgs, GcArgs, GlobalArgs};
 use crate::config::{Config, StorageConfig};
 use crate::registry::gc::{GcOptions, GcReport};
 use crate::registry::{Registry, RegistryOptions};
@@ -191,5 +191,58 @@ pub fn garbage_collect(global: &GlobalArgs, args: &GcArgs) -> ExitCode {
             );
             ExitCode::from(1)
         }
+    }
+}
+
+/// `docker-registry fsck`.
+pub fn fsck(global: &GlobalArgs, args: &FsckArgs) -> ExitCode {
+    let config = match load(global, args.file.clone()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if args.repair && maintenance::daemon_answers(&maintenance::socket_path(&config)) {
+        eprintln!("docker-registry: fsck --repair: the daemon is running on this storage; stop it first (a check without --repair is fine)");
+        return ExitCode::from(1);
+    }
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let registry = Registry::new(driver(&config), RegistryOptions::default());
+    let report = match rt.block_on(registry.fsck(args.repair, &mut |p| eprintln!("{p}"))) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!(
+                "docker-registry: fsck on {}: {e}",
+                registry.driver().location()
+            );
+            return ExitCode::from(1);
+        }
+    };
+    let mut remaining = 0;
+    for p in &report.problems {
+        let fixed = args.repair && p.repairable();
+        println!("{p}{}", if fixed { " (removed)" } else { "" });
+        if !fixed {
+            remaining += 1;
+        }
+    }
+    eprintln!(
+        "{} blobs ({}) and {} links in {} repositories checked: {} problems{}",
+        report.blobs,
+        human_bytes(report.bytes),
+        report.links,
+        report.repositories,
+        report.problems.len(),
+        if args.repair {
+            format!(", {} dangling links removed", report.repaired)
+        } else {
+            String::new()
+        }
+    );
+    if remaining == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }

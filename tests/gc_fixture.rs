@@ -151,3 +151,73 @@ fn delete_untagged_keeps_the_children_of_a_tagged_index() {
     let listed: BTreeSet<String> = stdout_lines(&out).into_iter().collect();
     assert_eq!(listed, eligible());
 }
+
+#[test]
+fn fsck_reports_broken_images_by_tag_and_repair_removes_only_dangling_links() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    unpack_fixture(tmp.path());
+    let fsck = |args: &[&str]| {
+        let mut c = ours(tmp.path());
+        c.arg("fsck").args(args);
+        run(c)
+    };
+    let clean = fsck(&[]);
+    assert!(
+        clean.status.success(),
+        "{}",
+        String::from_utf8_lossy(&clean.stdout)
+    );
+    assert!(stdout_lines(&clean).is_empty());
+
+    // Collection leaves a sound store behind: no dangling links either.
+    let mut c = ours(tmp.path());
+    c.arg("garbage-collect");
+    assert!(run(c).status.success());
+    let after_gc = fsck(&[]);
+    assert!(after_gc.status.success(), "{:?}", stdout_lines(&after_gc));
+
+    // Corrupt the layer team/app/web shares between its tags; lose a layer of library/multi.
+    let blobs = tmp.path().join("docker/registry/v2/blobs/sha256");
+    let corrupt = "60149beed2590d2c6a1a0aefb55dcdbd18ac20a3f8d799d22b8cfe929ba35c4a";
+    let lost = "443baac53c7e84d1b3d0718200ccfc6bbca90f6be17d4602fcb8f809a2754356";
+    let data = blobs.join(&corrupt[..2]).join(corrupt).join("data");
+    let mut bytes = std::fs::read(&data).expect("blob");
+    bytes.push(b'!');
+    std::fs::write(&data, &bytes).expect("corrupt");
+    std::fs::remove_dir_all(blobs.join(&lost[..2]).join(lost)).expect("lose");
+
+    let broken = fsck(&[]);
+    assert!(!broken.status.success());
+    let lines = stdout_lines(&broken);
+    let has = |needle: &str| lines.iter().any(|l| l.contains(needle));
+    assert!(has(&format!("corrupt blob sha256:{corrupt}")), "{lines:?}");
+    assert!(has("team/app/web:1.0"), "{lines:?}");
+    assert!(has("team/app/web:v2s2"), "{lines:?}");
+    assert!(has("library/multi:latest"), "{lines:?}");
+    assert!(!has("library/alpine"), "{lines:?}");
+    assert!(has(&format!("dangling link docker/registry/v2/repositories/library/multi/_layers/sha256/{lost}/link")), "{lines:?}");
+
+    let repaired = fsck(&["--repair"]);
+    assert!(
+        !repaired.status.success(),
+        "corrupt content remains a problem"
+    );
+    assert!(stdout_lines(&repaired)
+        .iter()
+        .any(|l| l.ends_with("(removed)")));
+    assert!(!tmp
+        .path()
+        .join(format!(
+            "docker/registry/v2/repositories/library/multi/_layers/sha256/{lost}"
+        ))
+        .exists());
+    assert!(data.exists(), "repair never deletes content");
+    let again = fsck(&[]);
+    assert!(
+        !stdout_lines(&again)
+            .iter()
+            .any(|l| l.starts_with("dangling")),
+        "{:?}",
+        stdout_lines(&again)
+    );
+}

@@ -443,6 +443,7 @@ impl Registry {
             .checked_sub(opts.grace)
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let root = layout::blobs_root()?;
+        let mut swept: HashSet<Digest> = HashSet::new();
         let mut prefixes = match self.driver.list(&root).await {
             Ok(p) => p,
             Err(StorageError::NotFound(_)) => Vec::new(),
@@ -505,14 +506,64 @@ impl Registry {
                 if removed {
                     report.blobs_removed += 1;
                     report.bytes_freed += size;
+                    if !opts.dry_run {
+                        swept.insert(d.clone());
+                    }
                     events(GcEvent::Blob { digest: d, size });
                 } else {
                     report.blobs_kept_young += 1;
                 }
             }
         }
+        if !swept.is_empty() {
+            self.unlink_swept(&repositories, &swept, opts, events, &mut report)
+                .await?;
+        }
         report.elapsed = started.elapsed();
         Ok(report)
+    }
+
+    /// Removes the repositories' layer links to blobs this run swept, so that no link is
+    /// left dangling (registry:2 leaves them; `fsck` would report them). Under the same
+    /// guard as the sweep: a blob uploaded or pinned again meanwhile keeps its link.
+    async fn unlink_swept(
+        &self,
+        repositories: &[String],
+        swept: &HashSet<Digest>,
+        opts: &GcOptions,
+        events: &mut (dyn FnMut(GcEvent) + Send),
+        report: &mut GcReport,
+    ) -> RegistryResult<()> {
+        for name in repositories {
+            let Ok(repo) = name.parse::<RepositoryName>() else {
+                continue;
+            };
+            for d in self.list_digests(&layout::layers_dir(&repo)?).await? {
+                if !swept.contains(&d) {
+                    continue;
+                }
+                let Some(dir) = layout::layer_link(&repo, &d)?.parent() else {
+                    continue;
+                };
+                let unlinked = self
+                    .gc
+                    .delete_unless_referenced(&d, opts.grace, || async {
+                        // Re-uploaded since the sweep: the link is live again.
+                        if !self.blob_exists_globally(&d).await? {
+                            self.remove(&dir).await?;
+                        }
+                        Ok(())
+                    })
+                    .await;
+                if let Err(e) = unlinked {
+                    report.errors += 1;
+                    events(GcEvent::Warning(format!(
+                        "{repo}: layer link to {d} not removed: {e}"
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Narrows a repository's revisions to those a tag reaches (closed over index children

@@ -4,6 +4,7 @@
 
 pub mod blobs;
 pub mod digest;
+pub mod fsck;
 pub mod gc;
 pub mod layout;
 pub mod manifest;
