@@ -88,6 +88,40 @@ pub enum Command {
         --repair removes dangling links (links to content that is gone) and nothing else: \
         corrupt content is reported, never deleted.")]
     Fsck(FsckArgs),
+    /// Remove tags that retention rules do not keep (a dry run unless --apply)
+    #[command(long_about = "Apply the retention rules of the configuration (or the one rule \
+        given with --repositories and --keep-tags / --keep-younger-than / --protect-tags): for \
+        each repository the first matching rule keeps the newest N tags and/or those pushed \
+        less than D ago; tags matching the protect pattern are never touched. Prints each \
+        tag removed (or, by default, that would be removed) as REPOSITORY:TAG on stdout.\n\n\
+        Removing a tag frees no disk by itself: run `garbage-collect --delete-untagged` after.")]
+    Retention(RetentionArgs),
+}
+
+/// `retention` options.
+#[derive(Args, Debug, Clone, Default)]
+pub struct RetentionArgs {
+    /// A registry:2 configuration file (same as --config)
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Only report (the default)
+    #[arg(long, conflicts_with = "apply")]
+    pub dry_run: bool,
+    /// Remove the tags the rules do not keep
+    #[arg(long)]
+    pub apply: bool,
+    /// One rule instead of the configured ones: repositories it applies to (glob, * = any)
+    #[arg(long, value_name = "GLOB")]
+    pub repositories: Option<String>,
+    /// Keep the newest N tags
+    #[arg(long, value_name = "N", requires = "repositories")]
+    pub keep_tags: Option<usize>,
+    /// Keep tags pushed less than this long ago (e.g. 30days)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "repositories")]
+    pub keep_younger_than: Option<std::time::Duration>,
+    /// Never touch tags matching this glob (e.g. 'v*' or 'latest')
+    #[arg(long, value_name = "GLOB", requires = "repositories")]
+    pub protect_tags: Option<String>,
 }
 
 /// `fsck` options.

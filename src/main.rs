@@ -29,6 +29,7 @@ fn main() -> ExitCode {
         }
         Command::GarbageCollect(args) => docker_registry::maintenance_cli::garbage_collect(&cli.global, &args),
         Command::Fsck(args) => docker_registry::maintenance_cli::fsck(&cli.global, &args),
+        Command::Retention(args) => docker_registry::maintenance_cli::retention(&cli.global, &args),
         Command::Config { check } => {
             let opts = load_options(&cli.global, None);
             match Config::load(&opts) {

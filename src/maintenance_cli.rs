@@ -3,9 +3,10 @@
 //! read the same configuration as the daemon, print what they remove on stdout (one item a
 //! line, for scripts) and progress and the summary on stderr.
 
-use crate::cli::{load_options, FsckArgs, GcArgs, GlobalArgs};
+use crate::cli::{load_options, FsckArgs, GcArgs, GlobalArgs, RetentionArgs};
 use crate::config::{Config, StorageConfig};
 use crate::registry::gc::{GcOptions, GcReport};
+use crate::registry::retention::RetentionPolicy;
 use crate::registry::{Registry, RegistryOptions};
 use crate::server::maintenance::{self, AdminReport, AdminRequest};
 use crate::storage::{FilesystemDriver, StorageDriver};
@@ -245,4 +246,82 @@ pub fn fsck(global: &GlobalArgs, args: &FsckArgs) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+/// `docker-registry retention`.
+pub fn retention(global: &GlobalArgs, args: &RetentionArgs) -> ExitCode {
+    let config = match load(global, args.file.clone()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let policies: Result<Vec<RetentionPolicy>, String> = match &args.repositories {
+        Some(pattern) => RetentionPolicy::new(
+            pattern,
+            args.keep_tags,
+            args.keep_younger_than,
+            args.protect_tags.as_deref(),
+        )
+        .map(|p| vec![p]),
+        None => config
+            .retention
+            .value
+            .iter()
+            .map(|r| {
+                RetentionPolicy::new(
+                    &r.repositories,
+                    r.keep_tags,
+                    r.keep_younger_than,
+                    r.protect_tags.as_deref(),
+                )
+                .map_err(|e| format!("{e} ({})", config.retention.source))
+            })
+            .collect(),
+    };
+    let policies = match policies {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("docker-registry: retention: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if policies.is_empty() {
+        eprintln!(
+            "no retention rules configured (and none given with --repositories): nothing to do"
+        );
+        return ExitCode::SUCCESS;
+    }
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(code) => return code,
+    };
+    let registry = Registry::new(driver(&config), RegistryOptions::default());
+    let decisions = match rt.block_on(registry.apply_retention(&policies, args.apply)) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!(
+                "docker-registry: retention on {}: {e}",
+                registry.driver().location()
+            );
+            return ExitCode::from(1);
+        }
+    };
+    let removed = decisions.iter().filter(|d| !d.keep).count();
+    for d in decisions.iter().filter(|d| !d.keep) {
+        println!("{}:{}", d.repository, d.tag);
+    }
+    eprintln!(
+        "{} tags kept, {removed} {}{}",
+        decisions.len() - removed,
+        if args.apply {
+            "removed"
+        } else {
+            "would be removed (dry run; --apply to remove them)"
+        },
+        if args.apply && removed > 0 {
+            "; run `docker-registry garbage-collect --delete-untagged` to free their disk"
+        } else {
+            ""
+        }
+    );
+    ExitCode::SUCCESS
 }

@@ -11,6 +11,7 @@ pub mod manifest;
 pub mod manifests;
 pub mod names;
 pub mod purge;
+pub mod retention;
 pub mod tags;
 pub mod uploads;
 
