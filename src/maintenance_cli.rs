@@ -4,15 +4,13 @@
 //! line, for scripts) and progress and the summary on stderr.
 
 use crate::cli::{load_options, FsckArgs, GcArgs, GlobalArgs, RetentionArgs};
-use crate::config::{Config, StorageConfig};
+use crate::config::Config;
 use crate::registry::gc::{GcOptions, GcReport};
 use crate::registry::retention::RetentionPolicy;
 use crate::registry::{Registry, RegistryOptions};
 use crate::server::maintenance::{self, AdminReport, AdminRequest};
-use crate::storage::{FilesystemDriver, StorageDriver};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 fn load(global: &GlobalArgs, file: Option<PathBuf>) -> Result<Config, ExitCode> {
     match Config::load(&load_options(global, file)) {
@@ -26,12 +24,6 @@ fn load(global: &GlobalArgs, file: Option<PathBuf>) -> Result<Config, ExitCode> 
             eprintln!("docker-registry: configuration errors:\n{e}");
             Err(ExitCode::from(2))
         }
-    }
-}
-
-fn driver(config: &Config) -> Arc<dyn StorageDriver> {
-    match &config.storage.value {
-        StorageConfig::Filesystem { root } => Arc::new(FilesystemDriver::new(root.clone())),
     }
 }
 
@@ -158,7 +150,10 @@ pub fn garbage_collect(global: &GlobalArgs, args: &GcArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    let registry = Registry::new(driver(&config), RegistryOptions::default());
+    let registry = Registry::new(
+        crate::server::build_driver(&config),
+        RegistryOptions::default(),
+    );
     let opts = GcOptions {
         dry_run: args.dry_run,
         delete_untagged: args.delete_untagged,
@@ -209,7 +204,10 @@ pub fn fsck(global: &GlobalArgs, args: &FsckArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    let registry = Registry::new(driver(&config), RegistryOptions::default());
+    let registry = Registry::new(
+        crate::server::build_driver(&config),
+        RegistryOptions::default(),
+    );
     let report = match rt.block_on(registry.fsck(args.repair, &mut |p| eprintln!("{p}"))) {
         Ok(r) => r,
         Err(e) => {
@@ -294,7 +292,10 @@ pub fn retention(global: &GlobalArgs, args: &RetentionArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    let registry = Registry::new(driver(&config), RegistryOptions::default());
+    let registry = Registry::new(
+        crate::server::build_driver(&config),
+        RegistryOptions::default(),
+    );
     let decisions = match rt.block_on(registry.apply_retention(&policies, args.apply)) {
         Ok(d) => d,
         Err(e) => {

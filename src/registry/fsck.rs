@@ -155,15 +155,8 @@ impl Registry {
         let mut report = FsckReport::default();
         let mut blobs: HashMap<Digest, BlobState> = HashMap::new();
 
-        let root = layout::blobs_root()?;
-        let mut prefixes = match self.driver.list(&root).await {
-            Ok(p) => p,
-            Err(StorageError::NotFound(_)) => Vec::new(),
-            Err(e) => return Err(e.into()),
-        };
-        prefixes.sort();
-        for prefix in prefixes {
-            for d in self.list_digests(&root.join(&prefix)?).await? {
+        for prefix in self.blob_prefixes().await? {
+            for d in self.blobs_in_prefix(&prefix).await? {
                 let data = layout::blob_data(&d)?;
                 let (actual, size) = match self.hash_blob(&data).await {
                     Ok(r) => r,

@@ -354,6 +354,27 @@ impl Registry {
             .collect())
     }
 
+    /// The two-hex-digit directories of the blob store, sorted.
+    pub(crate) async fn blob_prefixes(&self) -> RegistryResult<Vec<String>> {
+        let mut prefixes = match self.driver.list(&layout::blobs_root()?).await {
+            Ok(p) => p,
+            Err(StorageError::NotFound(_)) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        prefixes.sort();
+        Ok(prefixes)
+    }
+
+    /// The blobs stored under one prefix directory, sorted; names that do not belong
+    /// there are not blobs and are skipped.
+    pub(crate) async fn blobs_in_prefix(&self, prefix: &str) -> RegistryResult<Vec<Digest>> {
+        let mut digests = self
+            .list_digests(&layout::blobs_root()?.join(prefix)?)
+            .await?;
+        digests.retain(|d| d.hex().starts_with(prefix));
+        Ok(digests)
+    }
+
     /// The manifest revisions of a repository: directories whose `link` file exists and
     /// names a digest. registry:2 deletes a revision by removing only its link file, so
     /// an empty directory is not a revision.
@@ -442,20 +463,10 @@ impl Registry {
         let cutoff = SystemTime::now()
             .checked_sub(opts.grace)
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        let root = layout::blobs_root()?;
         let mut swept: HashSet<Digest> = HashSet::new();
-        let mut prefixes = match self.driver.list(&root).await {
-            Ok(p) => p,
-            Err(StorageError::NotFound(_)) => Vec::new(),
-            Err(e) => return Err(e.into()),
-        };
-        prefixes.sort();
-        for prefix in prefixes {
-            let digests = self.list_digests(&root.join(&prefix)?).await?;
-            for d in digests {
-                if d.hex()[..2] != prefix {
-                    continue;
-                }
+        // One prefix directory at a time, so memory holds the marks, not the blob list.
+        for prefix in self.blob_prefixes().await? {
+            for d in self.blobs_in_prefix(&prefix).await? {
                 report.blobs_seen += 1;
                 if report.blobs_seen % (every * 10) == 0 {
                     events(GcEvent::Progress(format!(

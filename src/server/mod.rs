@@ -57,7 +57,8 @@ pub fn run(config: Config, log: logging::LogHandle, reload: Reloader) -> i32 {
     }
 }
 
-fn build_driver(config: &Config) -> Arc<dyn StorageDriver> {
+/// The storage driver the configuration names (also used by the maintenance commands).
+pub fn build_driver(config: &Config) -> Arc<dyn StorageDriver> {
     match &config.storage.value {
         StorageConfig::Filesystem { root } => Arc::new(FilesystemDriver::new(root.clone())),
     }
