@@ -57,14 +57,16 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::RwLock;
 
-/// Number of stripe locks; a sweeper deleting one blob only holds up PUTs that reference a
-/// digest in the same stripe, and only for one delete.
+/// Number of stripes. Each has its own lock and its own share of the bookkeeping, so the
+/// write path never takes a registry-wide lock, and a sweeper deleting one blob only holds
+/// up PUTs that reference a digest in the same stripe, and only for one delete.
 const STRIPES: usize = 64;
 /// Recently used digests are remembered at most this long whatever the grace period, so the
-/// map stays small.
+/// maps stay small.
 const RECENT_CAP: Duration = Duration::from_secs(24 * 3600);
-/// Prune the recent-use map when it grows past this many entries.
-const RECENT_PRUNE_AT: usize = 100_000;
+/// Prune a stripe's recent-use map when it grows past this many entries. Forgetting is
+/// only ever a liveness matter (a push may then fail and be retried), never a safety one.
+const RECENT_PRUNE_AT: usize = 4096;
 
 #[derive(Default)]
 struct GuardState {
@@ -76,10 +78,17 @@ struct GuardState {
     recent: HashMap<Digest, Instant>,
 }
 
+/// The digests whose first byte falls in one stripe: their bookkeeping, and the lock the
+/// sweeper holds (write) while deleting one of them and the write path passes (read).
+#[derive(Default)]
+struct Stripe {
+    state: Mutex<GuardState>,
+    deleting: RwLock<()>,
+}
+
 /// Coordinates the manifest write path with a running collection; see the module doc.
 pub struct ReferenceGuard {
-    state: Mutex<GuardState>,
-    stripes: Vec<RwLock<()>>,
+    stripes: Vec<Stripe>,
     /// One collection at a time per process.
     running: tokio::sync::Mutex<()>,
 }
@@ -87,8 +96,7 @@ pub struct ReferenceGuard {
 impl Default for ReferenceGuard {
     fn default() -> Self {
         ReferenceGuard {
-            state: Mutex::new(GuardState::default()),
-            stripes: (0..STRIPES).map(|_| RwLock::new(())).collect(),
+            stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
             running: tokio::sync::Mutex::new(()),
         }
     }
@@ -111,8 +119,8 @@ pub struct ReferencePin<'a> {
 
 impl Drop for ReferencePin<'_> {
     fn drop(&mut self) {
-        let mut s = self.guard.lock();
         for d in &self.digests {
+            let mut s = self.guard.state(d);
             if let Some(n) = s.in_flight.get_mut(d) {
                 *n -= 1;
                 if *n == 0 {
@@ -124,8 +132,18 @@ impl Drop for ReferencePin<'_> {
 }
 
 impl ReferenceGuard {
-    fn lock(&self) -> std::sync::MutexGuard<'_, GuardState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn state(&self, d: &Digest) -> std::sync::MutexGuard<'_, GuardState> {
+        self.stripes[stripe(d)]
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn shard(&self, i: usize) -> std::sync::MutexGuard<'_, GuardState> {
+        self.stripes[i]
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Registers the digests a manifest PUT is about to rely on, then waits out any
@@ -133,15 +151,13 @@ impl ReferenceGuard {
     pub async fn pin(&self, mut digests: Vec<Digest>) -> ReferencePin<'_> {
         digests.sort();
         digests.dedup();
-        {
-            let now = Instant::now();
-            let mut s = self.lock();
-            for d in &digests {
-                *s.in_flight.entry(d.clone()).or_insert(0) += 1;
-                s.recent.insert(d.clone(), now);
-                if let Some(late) = s.late_marks.as_mut() {
-                    late.insert(d.clone());
-                }
+        let now = Instant::now();
+        for d in &digests {
+            let mut s = self.state(d);
+            *s.in_flight.entry(d.clone()).or_insert(0) += 1;
+            s.recent.insert(d.clone(), now);
+            if let Some(late) = s.late_marks.as_mut() {
+                late.insert(d.clone());
             }
             prune_recent(&mut s);
         }
@@ -153,19 +169,19 @@ impl ReferenceGuard {
     }
 
     /// Notes that a client saw a digest exist (a HEAD before skipping an upload): it is
-    /// kept for the grace period. Cheap: no waiting.
+    /// kept for the grace period. Cheap: one stripe's lock, no waiting.
     pub fn note_use(&self, digest: &Digest) {
-        let mut s = self.lock();
+        let mut s = self.state(digest);
         s.recent.insert(digest.clone(), Instant::now());
         prune_recent(&mut s);
     }
 
-    /// Notes that a client used a digest (finished an upload, mounted it, checked it
-    /// exists) and waits out a deletion of it under way: a push that relies on it soon
-    /// keeps it for the grace period.
+    /// Notes that a client used a digest (finished an upload, mounted it) and waits out a
+    /// deletion of it under way: a push that relies on it soon keeps it for the grace
+    /// period, and a collection running now keeps it.
     pub async fn touch(&self, digest: &Digest) {
         {
-            let mut s = self.lock();
+            let mut s = self.state(digest);
             s.recent.insert(digest.clone(), Instant::now());
             if let Some(late) = s.late_marks.as_mut() {
                 late.insert(digest.clone());
@@ -180,22 +196,37 @@ impl ReferenceGuard {
         stripes.sort_unstable();
         stripes.dedup();
         for i in stripes {
-            drop(self.stripes[i].read().await);
+            drop(self.stripes[i].deleting.read().await);
         }
     }
 
+    /// Starts late marking. Stripe by stripe is enough: a PUT registered in a stripe
+    /// before that stripe started is copied from `in_flight` (or had finished, and the
+    /// mark phase, which begins after this returns, sees its links); one registered after
+    /// adds its late marks itself.
     fn begin_cycle(&self) {
-        let mut s = self.lock();
-        let late: HashSet<Digest> = s.in_flight.keys().cloned().collect();
-        s.late_marks = Some(late);
+        for i in 0..STRIPES {
+            let mut s = self.shard(i);
+            let late: HashSet<Digest> = s.in_flight.keys().cloned().collect();
+            s.late_marks = Some(late);
+        }
     }
 
     fn end_cycle(&self) {
-        self.lock().late_marks = None;
+        for i in 0..STRIPES {
+            self.shard(i).late_marks = None;
+        }
     }
 
-    /// Runs `delete` for `d` unless a PUT registered it or a client used it within `grace`;
-    /// returns whether it ran.
+    /// Whether a PUT registered `d`, or a client used it within `grace`.
+    fn in_use(&self, d: &Digest, grace: Duration) -> bool {
+        let s = self.state(d);
+        s.late_marks.as_ref().is_some_and(|l| l.contains(d))
+            || s.in_flight.contains_key(d)
+            || s.recent.get(d).is_some_and(|t| t.elapsed() < grace)
+    }
+
+    /// Runs `delete` for `d` unless it is in use; returns whether it ran.
     async fn delete_unless_referenced<F, Fut>(
         &self,
         d: &Digest,
@@ -206,14 +237,10 @@ impl ReferenceGuard {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = RegistryResult<()>>,
     {
-        let _w = self.stripes[stripe(d)].write().await;
-        {
-            let s = self.lock();
-            let late = s.late_marks.as_ref().is_some_and(|l| l.contains(d));
-            let recent = s.recent.get(d).is_some_and(|t| t.elapsed() < grace);
-            if late || recent || s.in_flight.contains_key(d) {
-                return Ok(false);
-            }
+        // The check happens under the write lock: see "Stripe locks" in the module doc.
+        let _w = self.stripes[stripe(d)].deleting.write().await;
+        if self.in_use(d, grace) {
+            return Ok(false);
         }
         delete().await?;
         Ok(true)
@@ -490,10 +517,7 @@ impl Registry {
                     continue;
                 }
                 let removed = if opts.dry_run {
-                    let s = self.gc.lock();
-                    let in_use = s.late_marks.as_ref().is_some_and(|l| l.contains(&d))
-                        || s.recent.get(&d).is_some_and(|t| t.elapsed() < opts.grace);
-                    !in_use
+                    !self.gc.in_use(&d, opts.grace)
                 } else {
                     let dir = layout::blob_dir(&d)?;
                     let deleted = self
