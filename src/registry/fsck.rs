@@ -34,6 +34,12 @@ pub enum Problem {
         reference: Digest,
         why: &'static str,
     },
+    /// A manifest revision whose content is not a manifest we can read: garbage
+    /// collection refuses to run until it is removed.
+    UnreadableManifest {
+        repository: RepositoryName,
+        digest: Digest,
+    },
     /// A tag whose image is broken (the tag itself is fine).
     BrokenTag {
         repository: RepositoryName,
@@ -71,6 +77,10 @@ impl fmt::Display for Problem {
             } => {
                 write!(f, "{repository}@{digest}: {reference} {why}")
             }
+            Problem::UnreadableManifest { repository, digest } => write!(
+                f,
+                "{repository}@{digest}: content is not a readable manifest (garbage collection stops on it; delete this revision)"
+            ),
             Problem::BrokenTag {
                 repository,
                 tag,
@@ -249,14 +259,33 @@ impl Registry {
                     .driver
                     .get_content(&layout::blob_data(&d)?, MAX_MANIFEST_BYTES * 4)
                     .await?;
-                let Ok(parsed) = manifest::parse(&bytes, "") else {
-                    continue;
-                };
-                for b in parsed.blobs.iter().filter(|b| !b.external) {
-                    let why = match state(&b.digest) {
+                let (blobs, children): (Vec<Digest>, Vec<Digest>) =
+                    match manifest::parse(&bytes, "") {
+                        Ok(p) => (
+                            p.blobs
+                                .into_iter()
+                                .filter(|b| !b.external)
+                                .map(|b| b.digest)
+                                .collect(),
+                            p.manifests.into_iter().map(|m| m.digest).collect(),
+                        ),
+                        Err(_) => match super::gc::schema1_layers(&bytes) {
+                            Some(layers) => (layers, Vec::new()),
+                            None => {
+                                report.problems.push(Problem::UnreadableManifest {
+                                    repository: repo.clone(),
+                                    digest: d.clone(),
+                                });
+                                broken.insert(d.clone());
+                                continue;
+                            }
+                        },
+                    };
+                for b in &blobs {
+                    let why = match state(b) {
                         None => Some("is missing from the blob store"),
                         Some(BlobState::Corrupt) => Some("is corrupt"),
-                        Some(BlobState::Good) if !linked.contains(&b.digest) => {
+                        Some(BlobState::Good) if !linked.contains(b) => {
                             Some("is not linked into the repository")
                         }
                         Some(BlobState::Good) => None,
@@ -265,16 +294,13 @@ impl Registry {
                         report.problems.push(Problem::BrokenManifest {
                             repository: repo.clone(),
                             digest: d.clone(),
-                            reference: b.digest.clone(),
+                            reference: b.clone(),
                             why,
                         });
                         broken.insert(d.clone());
                     }
                 }
-                children_of.insert(
-                    d.clone(),
-                    parsed.manifests.iter().map(|m| m.digest.clone()).collect(),
-                );
+                children_of.insert(d.clone(), children);
             }
             for (d, children) in &children_of {
                 for c in children {

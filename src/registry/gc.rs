@@ -329,6 +329,20 @@ pub struct GcReport {
     pub elapsed: Duration,
 }
 
+/// The layers of a Docker schema 1 manifest (`fsLayers[].blobSum`): no longer accepted on
+/// push, but old stores hold them and their layers must stay.
+pub(crate) fn schema1_layers(bytes: &[u8]) -> Option<Vec<Digest>> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    if v.get("schemaVersion").and_then(serde_json::Value::as_u64) != Some(1) {
+        return None;
+    }
+    v.get("fsLayers")?
+        .as_array()?
+        .iter()
+        .map(|l| l.get("blobSum")?.as_str()?.parse().ok())
+        .collect()
+}
+
 /// What one manifest references, read from its content.
 #[derive(Default)]
 struct References {
@@ -338,30 +352,40 @@ struct References {
 }
 
 impl Registry {
-    /// The guard the manifest write path and the collector share.
-    pub fn reference_guard(&self) -> &ReferenceGuard {
-        &self.gc
-    }
-
-    /// Reads what a manifest references; `None` when its content is missing or unparseable.
+    /// Reads what a manifest references; `None` when its content is missing. Content that
+    /// cannot be read as a manifest stops the collection: what it references is unknown,
+    /// so nothing can safely be swept (registry:2 stops too).
     async fn manifest_references(&self, digest: &Digest) -> RegistryResult<Option<References>> {
+        let unreadable = |why: String| {
+            RegistryError::ManifestInvalid(format!(
+                "manifest {digest} cannot be read ({why}), so what it references is unknown; \
+                 collection stopped. `docker-registry fsck` shows the repositories holding it."
+            ))
+        };
         let bytes = match self
             .driver
             .get_content(&layout::blob_data(digest)?, MAX_MANIFEST_BYTES * 4)
             .await
         {
             Ok(b) => b,
-            Err(StorageError::NotFound(_)) | Err(StorageError::TooLarge { .. }) => return Ok(None),
+            Err(StorageError::NotFound(_)) => return Ok(None),
+            Err(StorageError::TooLarge { .. }) => return Err(unreadable("too large".into())),
             Err(e) => return Err(e.into()),
         };
-        let Ok(parsed) = manifest::parse(&bytes, "") else {
-            return Ok(None);
-        };
-        Ok(Some(References {
-            blobs: parsed.blobs.into_iter().map(|b| b.digest).collect(),
-            children: parsed.manifests.into_iter().map(|m| m.digest).collect(),
-            subject: parsed.subject.map(|s| s.digest),
-        }))
+        match manifest::parse(&bytes, "") {
+            Ok(parsed) => Ok(Some(References {
+                blobs: parsed.blobs.into_iter().map(|b| b.digest).collect(),
+                children: parsed.manifests.into_iter().map(|m| m.digest).collect(),
+                subject: parsed.subject.map(|s| s.digest),
+            })),
+            Err(e) => match schema1_layers(&bytes) {
+                Some(blobs) => Ok(Some(References {
+                    blobs,
+                    ..References::default()
+                })),
+                None => Err(unreadable(format!("{e:?}"))),
+            },
+        }
     }
 
     /// Digests named by link directories under `dir` (`<dir>/<hex>/link`), sorted.
@@ -464,11 +488,9 @@ impl Registry {
                     None => self.manifest_references(&d).await?,
                 };
                 let Some(refs) = refs else {
-                    if !self.blob_exists_globally(&d).await? {
-                        events(GcEvent::Warning(format!(
-                            "{repo}: manifest {d} has a revision link but no content"
-                        )));
-                    }
+                    events(GcEvent::Warning(format!(
+                        "{repo}: manifest {d} is referenced but its content is missing"
+                    )));
                     continue;
                 };
                 marked.extend(refs.blobs);
@@ -854,5 +876,54 @@ mod tests {
         for d in [&tagged, &sig, &cfg] {
             assert!(reg.blob_exists_globally(d).await.expect("stat"), "{d} kept");
         }
+    }
+
+    #[tokio::test]
+    async fn schema1_layers_are_kept_and_an_unreadable_manifest_stops_the_sweep() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let reg = registry(tmp.path());
+        let repo: RepositoryName = "old".parse().expect("name");
+        let layer = Digest::of_bytes(b"layer");
+        let garbage = Digest::of_bytes(b"garbage");
+        for (d, b) in [(&layer, &b"layer"[..]), (&garbage, &b"garbage"[..])] {
+            reg.driver
+                .put_content(&layout::blob_data(d).expect("p"), b)
+                .await
+                .expect("put");
+        }
+        revision(
+            &reg,
+            &repo,
+            &format!(r#"{{"schemaVersion":1,"name":"old","tag":"v1","fsLayers":[{{"blobSum":"{layer}"}}]}}"#),
+        )
+        .await;
+        let mut removed = Vec::new();
+        reg.collect_garbage(&GcOptions::default(), &mut |e| {
+            if let GcEvent::Blob { digest, .. } = e {
+                removed.push(digest)
+            }
+        })
+        .await
+        .expect("gc");
+        assert_eq!(removed, vec![garbage.clone()]);
+        assert!(reg.blob_exists_globally(&layer).await.expect("stat"));
+
+        let other = Digest::of_bytes(b"other");
+        reg.driver
+            .put_content(&layout::blob_data(&other).expect("p"), b"other")
+            .await
+            .expect("put");
+        revision(&reg, &repo, "this is not a manifest").await;
+        let err = reg
+            .collect_garbage(&GcOptions::default(), &mut |_| {})
+            .await;
+        assert!(
+            matches!(err, Err(RegistryError::ManifestInvalid(_))),
+            "{err:?}"
+        );
+        assert!(
+            reg.blob_exists_globally(&other).await.expect("stat"),
+            "nothing swept"
+        );
     }
 }
