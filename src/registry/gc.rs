@@ -52,6 +52,7 @@
 use super::manifest::{self, MAX_MANIFEST_BYTES};
 use super::{layout, Digest, Registry, RegistryError, RegistryResult, RepositoryName, Tag};
 use crate::storage::StorageError;
+use futures_util::stream::{self, StreamExt, TryStreamExt};
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
@@ -61,6 +62,11 @@ use tokio::sync::RwLock;
 /// write path never takes a registry-wide lock, and a sweeper deleting one blob only holds
 /// up PUTs that reference a digest in the same stripe, and only for one delete.
 const STRIPES: usize = 64;
+/// Manifests and links read at once while marking: storage round trips, not CPU, bound a
+/// collection (each is a thread hop on the filesystem, a request on S3).
+const IO_CONCURRENCY: usize = 32;
+/// Blob-store prefix directories swept at once.
+const SWEEP_CONCURRENCY: usize = 8;
 /// Recently used digests are remembered at most this long whatever the grace period, so the
 /// maps stay small.
 const RECENT_CAP: Duration = Duration::from_secs(24 * 3600);
@@ -343,6 +349,13 @@ pub(crate) fn schema1_layers(bytes: &[u8]) -> Option<Vec<Digest>> {
         .collect()
 }
 
+/// What the sweep did with one unmarked blob.
+enum Swept {
+    Removed(Digest, u64),
+    Kept,
+    Failed(Digest, String),
+}
+
 /// What one manifest references, read from its content.
 #[derive(Default)]
 struct References {
@@ -430,13 +443,78 @@ impl Registry {
     /// names a digest. registry:2 deletes a revision by removing only its link file, so
     /// an empty directory is not a revision.
     pub(crate) async fn revisions(&self, repo: &RepositoryName) -> RegistryResult<Vec<Digest>> {
+        let listed = self.list_digests(&layout::revisions_dir(repo)?).await?;
+        let links: Vec<Option<Digest>> = stream::iter(listed)
+            .map(|d| async move { self.read_link(&layout::revision_link(repo, &d)?).await })
+            .buffered(IO_CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(links.into_iter().flatten().collect())
+    }
+
+    /// Reads the references of manifests not read yet, several at a time.
+    async fn prefetch_references(
+        &self,
+        digests: Vec<Digest>,
+        parsed: &mut HashMap<Digest, Option<References>>,
+    ) -> RegistryResult<()> {
+        let fetched: Vec<(Digest, Option<References>)> = stream::iter(digests)
+            .map(|d| async move {
+                let r = self.manifest_references(&d).await?;
+                Ok::<_, RegistryError>((d, r))
+            })
+            .buffered(IO_CONCURRENCY)
+            .try_collect()
+            .await?;
+        parsed.extend(fetched);
+        Ok(())
+    }
+
+    /// Sweeps one prefix directory of the blob store: what was removed (or would be),
+    /// kept as young or in use, or could not be removed.
+    async fn sweep_prefix(
+        &self,
+        prefix: &str,
+        marked: &HashSet<Digest>,
+        opts: &GcOptions,
+        cutoff: SystemTime,
+    ) -> RegistryResult<(usize, Vec<Swept>)> {
+        let digests = self.blobs_in_prefix(prefix).await?;
+        let seen = digests.len();
         let mut out = Vec::new();
-        for d in self.list_digests(&layout::revisions_dir(repo)?).await? {
-            if let Some(linked) = self.read_link(&layout::revision_link(repo, &d)?).await? {
-                out.push(linked);
+        for d in digests.into_iter().filter(|d| !marked.contains(d)) {
+            let info = match self.driver.stat(&layout::blob_data(&d)?).await {
+                Ok(i) => Some(i),
+                Err(StorageError::NotFound(_)) => None,
+                Err(e) => return Err(e.into()),
+            };
+            // A blob directory without data is debris of an interrupted write: it frees
+            // nothing but is removed with the rest.
+            let size = info.as_ref().map(|i| i.size).unwrap_or(0);
+            if info.as_ref().is_some_and(|i| i.modified > cutoff) {
+                out.push(Swept::Kept);
+                continue;
             }
+            let removed = if opts.dry_run {
+                Ok(!self.gc.in_use(&d, opts.grace))
+            } else {
+                let dir = layout::blob_dir(&d)?;
+                self.gc
+                    .delete_unless_referenced(&d, opts.grace, || async {
+                        self.remove(&dir).await?;
+                        Ok(())
+                    })
+                    .await
+            };
+            out.push(match removed {
+                Ok(true) => Swept::Removed(d, size),
+                Ok(false) => Swept::Kept,
+                // One blob that cannot be removed (permissions, a backend hiccup) must not
+                // stop the collection: it is reported and the sweep goes on.
+                Err(e) => Swept::Failed(d, e.to_string()),
+            });
         }
-        Ok(out)
+        Ok((seen, out))
     }
 
     /// Runs one collection. Only one runs at a time in a process; a second waits.
@@ -470,6 +548,12 @@ impl Registry {
                     .remove_untagged(&repo, roots, opts, &mut parsed, events, &mut report)
                     .await?;
             }
+            let unread: Vec<Digest> = roots
+                .iter()
+                .filter(|d| !marked.contains(*d) && !parsed.contains_key(*d))
+                .cloned()
+                .collect();
+            self.prefetch_references(unread, &mut parsed).await?;
             let mut work: Vec<Digest> = roots;
             while let Some(d) = work.pop() {
                 if !marked.insert(d.clone()) {
@@ -513,65 +597,42 @@ impl Registry {
             .checked_sub(opts.grace)
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let mut swept: HashSet<Digest> = HashSet::new();
-        // One prefix directory at a time, so memory holds the marks, not the blob list.
-        for prefix in self.blob_prefixes().await? {
-            for d in self.blobs_in_prefix(&prefix).await? {
-                report.blobs_seen += 1;
-                if report.blobs_seen % (every * 10) == 0 {
-                    events(GcEvent::Progress(format!(
-                        "sweeping: {} blobs checked, {} removable",
-                        report.blobs_seen, report.blobs_removed
-                    )));
-                }
-                if marked.contains(&d) {
-                    continue;
-                }
-                let info = match self.driver.stat(&layout::blob_data(&d)?).await {
-                    Ok(i) => Some(i),
-                    Err(StorageError::NotFound(_)) => None,
-                    Err(e) => return Err(e.into()),
-                };
-                // A blob directory without data is debris of an interrupted write: it
-                // frees nothing but is removed with the rest.
-                let size = info.as_ref().map(|i| i.size).unwrap_or(0);
-                if info.as_ref().is_some_and(|i| i.modified > cutoff) {
-                    report.blobs_kept_young += 1;
-                    continue;
-                }
-                let removed = if opts.dry_run {
-                    !self.gc.in_use(&d, opts.grace)
-                } else {
-                    let dir = layout::blob_dir(&d)?;
-                    let deleted = self
-                        .gc
-                        .delete_unless_referenced(&d, opts.grace, || async {
-                            self.remove(&dir).await?;
-                            Ok(())
-                        })
-                        .await;
-                    match deleted {
-                        Ok(r) => r,
-                        // One blob that cannot be removed (permissions, a backend hiccup)
-                        // must not stop the collection: report it and go on.
-                        Err(e) => {
-                            report.errors += 1;
-                            events(GcEvent::Warning(format!("blob {d} not removed: {e}")));
-                            continue;
+        // Several prefix directories at a time, results taken in order; memory holds the
+        // marks and a few directory listings, not the whole blob list.
+        let marked = &marked;
+        let mut sweeps = stream::iter(self.blob_prefixes().await?)
+            .map(|prefix| async move { self.sweep_prefix(&prefix, marked, opts, cutoff).await })
+            .buffered(SWEEP_CONCURRENCY);
+        let mut next_progress = every * 10;
+        while let Some(result) = sweeps.next().await {
+            let (seen, outcomes) = result?;
+            report.blobs_seen += seen;
+            for o in outcomes {
+                match o {
+                    Swept::Removed(digest, size) => {
+                        report.blobs_removed += 1;
+                        report.bytes_freed += size;
+                        if !opts.dry_run {
+                            swept.insert(digest.clone());
                         }
+                        events(GcEvent::Blob { digest, size });
                     }
-                };
-                if removed {
-                    report.blobs_removed += 1;
-                    report.bytes_freed += size;
-                    if !opts.dry_run {
-                        swept.insert(d.clone());
+                    Swept::Kept => report.blobs_kept_young += 1,
+                    Swept::Failed(d, e) => {
+                        report.errors += 1;
+                        events(GcEvent::Warning(format!("blob {d} not removed: {e}")));
                     }
-                    events(GcEvent::Blob { digest: d, size });
-                } else {
-                    report.blobs_kept_young += 1;
                 }
             }
+            if report.blobs_seen >= next_progress {
+                next_progress = report.blobs_seen + every * 10;
+                events(GcEvent::Progress(format!(
+                    "sweeping: {} blobs checked, {} removable",
+                    report.blobs_seen, report.blobs_removed
+                )));
+            }
         }
+        drop(sweeps);
         if !swept.is_empty() {
             self.unlink_swept(&repositories, &swept, opts, events, &mut report)
                 .await?;
@@ -649,12 +710,12 @@ impl Registry {
                 keep.insert(d);
             }
         }
-        for d in &revisions {
-            if !parsed.contains_key(d) {
-                let r = self.manifest_references(d).await?;
-                parsed.insert(d.clone(), r);
-            }
-        }
+        let unread: Vec<Digest> = revisions
+            .iter()
+            .filter(|d| !parsed.contains_key(*d))
+            .cloned()
+            .collect();
+        self.prefetch_references(unread, parsed).await?;
         // Fixpoint: children of kept indexes, and referrers whose subject is kept.
         loop {
             let mut grew = false;
