@@ -1,5 +1,5 @@
 //! The `docker-registry` command: `serve` (the default), `config`, and the maintenance
-//! commands (`garbage-collect`, in `maintenance_cli`).
+//! commands (`garbage-collect`, `fsck`, `retention`, in `maintenance_cli`).
 
 use clap::Parser;
 use docker_registry::cli::{load_options, Cli, Command};

@@ -1,7 +1,9 @@
 //! The maintenance commands as the administrator runs them: `garbage-collect` (offline on
-//! the configured storage, or `--online` through the running daemon's admin socket). They
-//! read the same configuration as the daemon, print what they remove on stdout (one item a
-//! line, for scripts) and progress and the summary on stderr.
+//! the configured storage, or `--online` through the running daemon's admin socket),
+//! `fsck [--repair]` and `retention [--apply]`. They read the same configuration as the
+//! daemon, print what they find or remove on stdout (one item a line, for scripts) and
+//! progress and the summary on stderr. Those that write refuse to run while the daemon
+//! answers on its admin socket (offline `garbage-collect`, `fsck --repair`).
 
 use crate::cli::{load_options, FsckArgs, GcArgs, GlobalArgs, RetentionArgs};
 use crate::config::Config;
