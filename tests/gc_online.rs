@@ -168,7 +168,7 @@ fn deleting_an_image_and_collecting_online_frees_its_unique_layers() {
 #[test]
 fn delete_untagged_removes_overwritten_manifests_but_not_tagged_ones() {
     let store = tempfile::tempdir().expect("tmp");
-    let daemon = Daemon::start(store.path(), &[]);
+    let daemon = Daemon::start(store.path(), &["--delete-enabled"]);
     let work = tempfile::tempdir().expect("tmp");
     let old = oci_image(&work.path().join("old"), "v1", &[layer_bytes(10, 4096)]);
     let new = oci_image(&work.path().join("new"), "v1", &[layer_bytes(11, 4096)]);
@@ -205,14 +205,12 @@ fn delete_untagged_removes_overwritten_manifests_but_not_tagged_ones() {
     assert!(stdout_lines(&out).is_empty(), "{:?}", stdout_lines(&out));
 
     let client = reqwest::blocking::Client::new();
-    // Removing the tag alone needs deletion enabled: do it in storage as an operator would
-    // with registry:2 (`rm -r .../tags/stable`), then collect.
-    std::fs::remove_dir_all(
-        store
-            .path()
-            .join("docker/registry/v2/repositories/app/_manifests/tags/stable"),
-    )
-    .expect("rm tag");
+    // Untag `old` through the API (DELETE by tag leaves the manifest revision).
+    let r = client
+        .delete(format!("http://{}/v2/app/manifests/stable", daemon.base()))
+        .send()
+        .expect("delete tag");
+    assert_eq!(r.status().as_u16(), 202);
     let mut c = ours(store.path());
     c.args([
         "garbage-collect",
