@@ -171,3 +171,42 @@ fn read_only_mode_refuses_writes_with_405_unsupported_and_serves_reads() {
     assert_eq!(r.status().as_u16(), 200);
     server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_socket_refuses_bad_requests_and_reports_a_collection() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    unpack_fixture(tmp.path());
+    let c = config(tmp.path());
+    let tasks = maintenance::spawn(state(tmp.path(), RegistryOptions::default()), &c);
+    let path = maintenance::socket_path(&c);
+    let ask = |line: &'static str| {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || {
+            use std::io::{Read, Write};
+            let mut s = std::os::unix::net::UnixStream::connect(&path).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(20)))
+                .expect("timeout");
+            s.write_all(line.as_bytes()).expect("write");
+            let mut out = String::new();
+            s.read_to_string(&mut out).expect("read");
+            out
+        })
+    };
+    let bad = ask("not json\n").await.expect("task");
+    assert!(bad.starts_with("error request is not valid JSON"), "{bad}");
+    let unknown = ask("{\"command\":\"format-disk\"}\n").await.expect("task");
+    assert!(unknown.starts_with("error unknown command"), "{unknown}");
+    let dry = ask("{\"command\":\"garbage-collect\",\"dry_run\":true,\"grace_seconds\":0}\n")
+        .await
+        .expect("task");
+    let blobs: Vec<&str> = dry.lines().filter(|l| l.starts_with("blob ")).collect();
+    assert_eq!(blobs.len(), 3, "{dry}");
+    let done = dry.lines().last().expect("last line");
+    let report: maintenance::AdminReport =
+        serde_json::from_str(done.strip_prefix("done ").expect("done line")).expect("report");
+    assert_eq!(
+        (report.blobs_marked, report.blobs_removed, report.dry_run),
+        (14, 3, true)
+    );
+    tasks.stop();
+}

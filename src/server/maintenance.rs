@@ -303,6 +303,20 @@ async fn serve_admin(
             return Ok(());
         }
     };
+    let upload_age = match req.upload_age_seconds.map(Duration::try_from_secs_f64) {
+        None => config
+            .upload_purging
+            .value
+            .enabled
+            .then_some(config.upload_purging.value.age),
+        Some(Ok(a)) => Some(a),
+        Some(Err(e)) => {
+            write
+                .write_all(format!("error upload_age_seconds: {e}\n").as_bytes())
+                .await?;
+            return Ok(());
+        }
+    };
     tracing::info!(
         "garbage collection requested on the admin socket (dry run: {}, delete untagged: {}, grace {}s)",
         req.dry_run,
@@ -312,15 +326,6 @@ async fn serve_admin(
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let work = async {
         let mut purged = 0;
-        let upload_age = match req.upload_age_seconds.map(Duration::try_from_secs_f64) {
-            Some(Ok(a)) => Some(a),
-            Some(Err(_)) => None,
-            None => config
-                .upload_purging
-                .value
-                .enabled
-                .then_some(config.upload_purging.value.age),
-        };
         if let Some(age) = upload_age {
             match registry.purge_uploads(age, req.dry_run).await {
                 Ok(stale) => {
