@@ -122,6 +122,9 @@ impl Registry {
                 RegistryError::ManifestInvalid(m)
             }
         })?;
+        // Garbage collection hook: register everything this manifest relies on before
+        // checking it exists, held until the links are written (see `gc`'s module doc).
+        let _pin = self.gc.pin(pinned_digests(&digest, &parsed)).await;
         self.check_references(repo, &parsed).await?;
 
         let data = layout::blob_data(&digest)?;
@@ -204,7 +207,7 @@ impl Registry {
                         }
                     }
                 }
-                for tag in self.tags(repo).await.unwrap_or_default().iter() {
+                for tag in self.scan_tags(repo).await.unwrap_or_default().iter() {
                     let Ok(tag) = tag.parse::<Tag>() else {
                         continue;
                     };
@@ -224,4 +227,13 @@ impl Registry {
             }
         }
     }
+}
+
+/// What a manifest PUT must keep from being collected while it is written: its own content,
+/// its blobs and its child manifests.
+fn pinned_digests(own: &Digest, parsed: &ParsedManifest) -> Vec<Digest> {
+    let mut v = vec![own.clone()];
+    v.extend(parsed.blobs.iter().map(|b| b.digest.clone()));
+    v.extend(parsed.manifests.iter().map(|m| m.digest.clone()));
+    v
 }

@@ -5,10 +5,14 @@
 pub mod blobs;
 pub(crate) mod cache;
 pub mod digest;
+pub mod fsck;
+pub mod gc;
 pub mod layout;
 pub mod manifest;
 pub mod manifests;
 pub mod names;
+pub mod purge;
+pub mod retention;
 pub mod tags;
 pub mod uploads;
 
@@ -83,6 +87,15 @@ impl From<StorageError> for RegistryError {
 
 pub type RegistryResult<T> = Result<T, RegistryError>;
 
+/// See [`Registry::clear_caches_when_done`].
+pub(crate) struct ClearCaches<'a>(&'a cache::Caches);
+
+impl Drop for ClearCaches<'_> {
+    fn drop(&mut self) {
+        self.0.clear();
+    }
+}
+
 /// Registry-wide switches from the configuration.
 #[derive(Debug, Clone, Default)]
 pub struct RegistryOptions {
@@ -96,6 +109,8 @@ pub struct Registry {
     options: RegistryOptions,
     uploads: uploads::UploadStates,
     cache: cache::Caches,
+    /// Shared by the manifest write path and garbage collection (see `gc`).
+    gc: gc::ReferenceGuard,
 }
 
 impl fmt::Debug for Registry {
@@ -114,6 +129,7 @@ impl Registry {
             options,
             uploads: uploads::UploadStates::default(),
             cache: cache::Caches::default(),
+            gc: gc::ReferenceGuard::default(),
         }
     }
 
@@ -128,6 +144,13 @@ impl Registry {
     /// Forgets everything cached about mutable state (after collection or retention).
     pub fn clear_caches(&self) {
         self.cache.clear();
+    }
+
+    /// Clears the caches when the returned guard drops: maintenance that removes things
+    /// holds one, so however it ends, no reader is served a removed tag or revision from
+    /// memory afterwards.
+    pub(crate) fn clear_caches_when_done(&self) -> ClearCaches<'_> {
+        ClearCaches(&self.cache)
     }
 
     fn require_delete(&self) -> RegistryResult<()> {

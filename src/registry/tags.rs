@@ -9,21 +9,28 @@ use std::sync::Arc;
 
 impl Registry {
     /// Tags of a repository, sorted; `NAME_UNKNOWN` when the repository does not exist.
+    /// Served from the cache when fresh (see `cache`).
     pub async fn tags(&self, repo: &RepositoryName) -> RegistryResult<Arc<Vec<String>>> {
         if let Some(list) = self.cache.tag_list(repo) {
             return Ok(list);
         }
+        let tags = Arc::new(self.scan_tags(repo).await?);
+        self.cache.set_tag_list(repo, tags.clone());
+        Ok(tags)
+    }
+
+    /// Tags as storage holds them now, bypassing the cache: for maintenance (collection,
+    /// retention, fsck) and deletion, which must never act on a stale listing.
+    pub async fn scan_tags(&self, repo: &RepositoryName) -> RegistryResult<Vec<String>> {
         match self.driver.list(&layout::tags_dir(repo)?).await {
             Ok(mut tags) => {
                 tags.retain(|t| t.parse::<super::Tag>().is_ok());
                 tags.sort_unstable();
-                let tags = Arc::new(tags);
-                self.cache.set_tag_list(repo, tags.clone());
                 Ok(tags)
             }
             Err(StorageError::NotFound(_)) => {
                 if self.exists(&layout::manifests_dir(repo)?).await? {
-                    Ok(Arc::new(Vec::new()))
+                    Ok(Vec::new())
                 } else {
                     Err(RegistryError::NameUnknown(repo.clone()))
                 }
@@ -32,11 +39,18 @@ impl Registry {
         }
     }
 
-    /// Every repository (a directory holding `_manifests`), sorted.
+    /// Every repository (a directory holding `_manifests`), sorted; from the cache when fresh.
     pub async fn catalog(&self) -> RegistryResult<Arc<Vec<String>>> {
         if let Some(list) = self.cache.catalog() {
             return Ok(list);
         }
+        let out = Arc::new(self.scan_catalog().await?);
+        self.cache.set_catalog(out.clone());
+        Ok(out)
+    }
+
+    /// The catalog as storage holds it now, bypassing the cache (for maintenance).
+    pub async fn scan_catalog(&self) -> RegistryResult<Vec<String>> {
         let root = layout::repositories_root()?;
         let mut out = self
             .driver
@@ -45,8 +59,6 @@ impl Registry {
         // Directories that are not valid names were not made by a registry: not listed.
         out.retain(|name| name.parse::<RepositoryName>().is_ok());
         out.sort_unstable();
-        let out = Arc::new(out);
-        self.cache.set_catalog(out.clone());
         Ok(out)
     }
 
