@@ -8,6 +8,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod maintenance_cli;
 pub mod registry;
 pub mod server;
 pub mod storage;

@@ -1,4 +1,5 @@
-//! The `docker-registry` command: `serve` (the default), `config`.
+//! The `docker-registry` command: `serve` (the default), `config`, and the maintenance
+//! commands (`garbage-collect`, `fsck`, `retention`, in `maintenance_cli`).
 
 use clap::Parser;
 use docker_registry::cli::{load_options, Cli, Command};
@@ -26,6 +27,11 @@ fn main() -> ExitCode {
             });
             ExitCode::from(server::run(config, log, reload) as u8)
         }
+        Command::GarbageCollect(args) => {
+            docker_registry::maintenance_cli::garbage_collect(&cli.global, &args)
+        }
+        Command::Fsck(args) => docker_registry::maintenance_cli::fsck(&cli.global, &args),
+        Command::Retention(args) => docker_registry::maintenance_cli::retention(&cli.global, &args),
         Command::Config { check } => {
             let opts = load_options(&cli.global, None);
             match Config::load(&opts) {

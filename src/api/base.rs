@@ -53,7 +53,7 @@ pub async fn search(state: &AppState, req: &Request<Incoming>) -> ApiResult {
         .registry
         .catalog()
         .await?
-        .into_iter()
+        .iter()
         .filter(|name| name.contains(&needle))
         .map(|name| json!({"description": "", "name": name}))
         .collect();

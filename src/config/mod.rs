@@ -252,6 +252,47 @@ impl Default for UploadPurging {
     }
 }
 
+/// Garbage collection inside the daemon (`gc` section; keys wired by the configuration
+/// parser). See `registry::gc` for why the grace period makes online collection safe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcConfig {
+    /// Run an online collection this often; `None`: only when asked
+    /// (`docker-registry garbage-collect --online`).
+    pub interval: Option<Duration>,
+    /// Blobs written, and untagged manifests pushed, less than this long ago are never
+    /// collected by the daemon: a push in progress has uploaded them but not yet
+    /// referenced them.
+    pub grace: Duration,
+    /// Scheduled runs also remove manifests that no tag reaches.
+    pub delete_untagged: bool,
+    /// The daemon's admin socket for `garbage-collect --online`; `None`: the file
+    /// `docker-registry-admin.sock` in the filesystem storage root.
+    pub socket: Option<PathBuf>,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            interval: None,
+            grace: Duration::from_secs(3600),
+            delete_untagged: false,
+            socket: None,
+        }
+    }
+}
+
+/// One retention rule (`retention` list): in repositories matching `repositories` (a glob,
+/// `*` matches any characters including `/`), keep the newest `keep_tags` tags and/or the
+/// tags pushed less than `keep_younger_than` ago; tags matching `protect_tags` (a glob) are
+/// never touched. Other tags are removed by `docker-registry retention --apply`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionRule {
+    pub repositories: String,
+    pub keep_tags: Option<usize>,
+    pub keep_younger_than: Option<Duration>,
+    pub protect_tags: Option<String>,
+}
+
 /// The effective configuration of one daemon.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -271,6 +312,9 @@ pub struct Config {
     pub delete_enabled: Sourced<bool>,
     pub readonly: Sourced<bool>,
     pub upload_purging: Sourced<UploadPurging>,
+    pub gc: Sourced<GcConfig>,
+    /// Retention rules, in order; the first rule whose pattern matches a repository applies.
+    pub retention: Sourced<Vec<RetentionRule>>,
     pub log_level: Sourced<LogLevel>,
     pub log_target: Sourced<LogTarget>,
     /// Accepted for compatibility (`search_backend`); `/v1/search` always answers from the
@@ -918,6 +962,8 @@ impl Config {
             delete_enabled: Sourced::default_value(false),
             readonly: Sourced::default_value(false),
             upload_purging: Sourced::default_value(UploadPurging::default()),
+            gc: Sourced::default_value(GcConfig::default()),
+            retention: Sourced::default_value(Vec::new()),
             log_level: Sourced::default_value(LogLevel::Info),
             log_target: Sourced::default_value(LogTarget::Stderr),
             search_backend: Sourced::default_value(None),

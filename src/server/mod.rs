@@ -4,6 +4,7 @@
 
 pub mod listen;
 pub mod logging;
+pub mod maintenance;
 pub mod notify;
 
 use crate::api::{self, AppState};
@@ -61,7 +62,8 @@ pub fn run(config: Config, log: logging::LogHandle, reload: Reloader) -> i32 {
     }
 }
 
-fn build_driver(config: &Config) -> Arc<dyn StorageDriver> {
+/// The storage driver the configuration names (also used by the maintenance commands).
+pub fn build_driver(config: &Config) -> Arc<dyn StorageDriver> {
     match &config.storage.value {
         StorageConfig::Filesystem { root } => Arc::new(FilesystemDriver::new(root.clone())),
     }
@@ -113,6 +115,8 @@ async fn serve(
         registry,
         issue: config.issue.value.clone(),
     });
+    // Upload purging, scheduled garbage collection and the admin socket.
+    let maintenance = maintenance::spawn(state.clone(), &config);
 
     tracing::info!(
         "docker-registry {} listening on http://{local} with {workers} worker threads; data in {} ({}), deletion {}",
@@ -199,6 +203,7 @@ async fn serve(
     if let Some(w) = watchdog {
         w.abort();
     }
+    maintenance.stop();
     Ok(())
 }
 
