@@ -43,6 +43,18 @@ check "skopeo pushes to the service" skopeo --insecure-policy copy -q --dest-tls
 check "the image is in /var/lib/docker-registry" \
     test -f /var/lib/docker-registry/docker/registry/v2/repositories/boot/test/_manifests/tags/latest/current/link
 
+# The garbage-collection timer ships with the package (when the repository has it): enabled
+# and started by postinst, and its service collects inside the running, packaged daemon.
+if [[ -e /lib/systemd/system/docker-registry-gc.timer ]]; then
+    check "postinst enabled the GC timer" systemctl is-enabled -q docker-registry-gc.timer
+    check "the GC timer is active" systemctl is-active -q docker-registry-gc.timer
+    check "systemctl start docker-registry-gc.service (online, next to the packaged daemon)" \
+        systemctl start docker-registry-gc.service
+    check "the GC service succeeded (Result=success)" test "$(show docker-registry-gc Result)" = success
+    check "after GC the image is still served" \
+        bash -c 'curl -sf http://127.0.0.1:5000/v2/boot/test/tags/list | grep -q latest'
+fi
+
 pid=$(show docker-registry MainPID)
 check "systemctl reload docker-registry" systemctl reload docker-registry
 check "after reload: same process, still active" \

@@ -51,7 +51,8 @@ RPM=$(ls target/packages/docker-registry-"$VERSION"-1.*.rpm)
 BIN=$ROOT_DIR/target/release/docker-registry
 
 # Every subcommand the binary has gets a man page: docker-registry-NAME.(1|8).
-subcommands=$("$BIN" --help | sed -n '/^Commands:/,/^$/p' | awk 'NR>1 && $1 != "help" && NF {print $1}')
+# (Only lines indented by two spaces name one; deeper ones continue a wrapped description.)
+subcommands=$("$BIN" --help | sed -n '/^Commands:/,/^$/p' | awk '/^  [^ ]/ && $1 != "help" {print $1}')
 
 # --- the .deb --------------------------------------------------------------------------------
 echo "== deb contents and metadata: $DEB ($(stat -c %s "$DEB") bytes)"
@@ -151,9 +152,9 @@ check "rpm obsoletes the Python docker-registry (docker-registry < 1:0)" \
 rpm_scripts=$(rpm -qp --scripts "$RPM" 2>/dev/null)
 check "rpm %pre creates the user with systemd-sysusers" grep -q 'systemd-sysusers --replace' <<<"$rpm_scripts"
 check "rpm %pre falls back to useradd" grep -q 'useradd --system' <<<"$rpm_scripts"
-check "rpm %post presets on first install (%systemd_post)" grep -q 'systemctl --no-reload preset docker-registry.service' <<<"$rpm_scripts"
-check "rpm %preun disables and stops on erase (%systemd_preun)" grep -q 'systemctl --no-reload disable --now docker-registry.service' <<<"$rpm_scripts"
-check "rpm %postun restarts on upgrade (%systemd_postun_with_restart)" grep -q 'systemctl try-restart docker-registry.service' <<<"$rpm_scripts"
+check "rpm %post presets on first install (%systemd_post)" grep -Eq 'systemctl --no-reload preset .*docker-registry\.service' <<<"$rpm_scripts"
+check "rpm %preun disables and stops on erase (%systemd_preun)" grep -Eq 'systemctl --no-reload disable --now .*docker-registry\.service' <<<"$rpm_scripts"
+check "rpm %postun restarts on upgrade (%systemd_postun_with_restart)" grep -Eq 'systemctl try-restart .*docker-registry\.service' <<<"$rpm_scripts"
 rpmroot=$(mktemp -d)
 check "rpm installs into an empty root (rpm -ivh --root --nodeps --noscripts)" \
     rpm -ivh --quiet --root "$rpmroot" --nodeps --noscripts --dbpath /var/lib/rpm "$RPM"
