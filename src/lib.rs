@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod maintenance_cli;
 pub mod registry;
 pub mod server;
 pub mod storage;

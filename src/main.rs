@@ -1,5 +1,6 @@
-//! The `docker-registry` command: `serve` (the default), `config`, `htpasswd` (also run as
-//! `docker-registry-htpasswd`).
+//! The `docker-registry` command: `serve` (the default), `config`, the maintenance
+//! commands (`garbage-collect`, `fsck`, `retention`, in `maintenance_cli`), and `htpasswd`
+//! (also run as `docker-registry-htpasswd`).
 
 use clap::Parser;
 use docker_registry::auth::command::{self, HtpasswdArgs};
@@ -53,6 +54,11 @@ fn main() -> ExitCode {
             ExitCode::from(server::run(config, log, reload) as u8)
         }
         Command::Htpasswd { args } => htpasswd(args.into_iter().map(Into::into)),
+        Command::GarbageCollect(args) => {
+            docker_registry::maintenance_cli::garbage_collect(&cli.global, &args)
+        }
+        Command::Fsck(args) => docker_registry::maintenance_cli::fsck(&cli.global, &args),
+        Command::Retention(args) => docker_registry::maintenance_cli::retention(&cli.global, &args),
         Command::Config { check } => {
             let opts = load_options(&cli.global, None);
             match Config::load(&opts) {

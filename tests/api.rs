@@ -882,3 +882,72 @@ fn unknown_endpoints_and_methods() {
     assert_eq!(r.status(), 405);
     assert_eq!(error_code(&r.text().expect("t")), "UNSUPPORTED");
 }
+
+#[test]
+fn reads_see_writes_immediately_despite_caching() {
+    let s = Server::builder().delete_enabled().start();
+    let c = client();
+    let get = |tag: &str| {
+        let r = c
+            .get(s.url(&format!("/v2/cache/manifests/{tag}")))
+            .send()
+            .expect("get");
+        (
+            r.status().as_u16(),
+            r.headers()
+                .get("docker-content-digest")
+                .map(|v| v.to_str().unwrap_or("").to_owned()),
+        )
+    };
+    let a = push_image(&c, &s, "cache", "t", "first");
+    assert_eq!(get("t"), (200, Some(a.clone())));
+    let b = push_image(&c, &s, "cache", "t", "second");
+    assert_eq!(get("t"), (200, Some(b.clone())), "retag visible at once");
+    assert_eq!(
+        c.delete(s.url("/v2/cache/manifests/t"))
+            .send()
+            .expect("del")
+            .status(),
+        202
+    );
+    assert_eq!(get("t").0, 404, "tag deletion visible at once");
+    assert_eq!(
+        c.delete(s.url(&format!("/v2/cache/manifests/{a}")))
+            .send()
+            .expect("del")
+            .status(),
+        202
+    );
+    assert_eq!(get(&a).0, 404, "manifest deletion visible at once");
+    let v: serde_json::Value = c
+        .get(s.url("/v2/_catalog"))
+        .send()
+        .expect("cat")
+        .json()
+        .expect("json");
+    assert_eq!(v["repositories"], serde_json::json!(["cache"]));
+    push_image(&c, &s, "cache2", "t", "third");
+    let v: serde_json::Value = c
+        .get(s.url("/v2/_catalog"))
+        .send()
+        .expect("cat")
+        .json()
+        .expect("json");
+    assert_eq!(
+        v["repositories"],
+        serde_json::json!(["cache", "cache2"]),
+        "new repository visible at once"
+    );
+    push_image(&c, &s, "cache2", "u", "third");
+    let v: serde_json::Value = c
+        .get(s.url("/v2/cache2/tags/list"))
+        .send()
+        .expect("tags")
+        .json()
+        .expect("json");
+    assert_eq!(
+        v["tags"],
+        serde_json::json!(["t", "u"]),
+        "new tag listed at once"
+    );
+}

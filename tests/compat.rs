@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 const DISTRIBUTION: &str = "/usr/bin/docker-registry";
 
 fn expected() -> serde_json::Value {
-    let text = std::fs::read_to_string(shared_fixtures().join("distribution-2.8.2/expected.json")).expect("expected.json");
+    let text = std::fs::read_to_string(shared_fixtures().join("distribution-2.8.2/expected.json"))
+        .expect("expected.json");
     serde_json::from_str(&text).expect("json")
 }
 
@@ -34,12 +35,27 @@ fn a_registry2_data_directory_is_served_as_it_is() {
     let s = Server::builder().storage(fixture.path()).start();
     let c = client();
     let want = expected();
-    let cat: serde_json::Value = c.get(s.url("/v2/_catalog")).send().expect("catalog").json().expect("json");
+    let cat: serde_json::Value = c
+        .get(s.url("/v2/_catalog"))
+        .send()
+        .expect("catalog")
+        .json()
+        .expect("json");
     assert_eq!(cat["repositories"], want["catalog"]);
     let out = tempfile::tempdir().expect("tempdir");
     for (repo, tags) in want["tags"].as_object().expect("tags") {
-        let listed: serde_json::Value = c.get(s.url(&format!("/v2/{repo}/tags/list"))).send().expect("tags").json().expect("json");
-        let mut names: Vec<&str> = tags.as_object().expect("obj").keys().map(|k| k.as_str()).collect();
+        let listed: serde_json::Value = c
+            .get(s.url(&format!("/v2/{repo}/tags/list")))
+            .send()
+            .expect("tags")
+            .json()
+            .expect("json");
+        let mut names: Vec<&str> = tags
+            .as_object()
+            .expect("obj")
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
         names.sort();
         assert_eq!(listed["tags"], serde_json::json!(names), "{repo}");
         for (tag, digest) in tags.as_object().expect("obj") {
@@ -48,7 +64,11 @@ fn a_registry2_data_directory_is_served_as_it_is() {
                 .header("accept", "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json")
                 .send()
                 .expect("head");
-            assert_eq!(r.headers()["docker-content-digest"], digest.as_str().expect("digest"), "{repo}:{tag}");
+            assert_eq!(
+                r.headers()["docker-content-digest"],
+                digest.as_str().expect("digest"),
+                "{repo}:{tag}"
+            );
             let dst = out.path().join(format!("{}-{tag}", repo.replace('/', "_")));
             skopeo_ok(&[
                 "copy",
@@ -78,7 +98,11 @@ impl Drop for Distribution {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 fn start_distribution(root: &std::path::Path) -> Distribution {
@@ -97,7 +121,7 @@ fn start_distribution(root: &std::path::Path) -> Distribution {
         ),
     )
     .expect("write config");
-    let child = Command::new(DISTRIBUTION)
+    let mut child = Command::new(DISTRIBUTION)
         .arg("serve")
         .arg(&file)
         .stdout(Stdio::null())
@@ -108,10 +132,16 @@ fn start_distribution(root: &std::path::Path) -> Distribution {
     let c = client();
     while Instant::now() < deadline {
         if c.get(format!("http://127.0.0.1:{port}/v2/")).send().is_ok() {
-            return Distribution { child, port, _conf: conf };
+            return Distribution {
+                child,
+                port,
+                _conf: conf,
+            };
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("distribution did not start");
 }
 
@@ -145,17 +175,52 @@ fn what_we_push_into_a_registry2_directory_is_served_by_distribution() {
     let host = format!("127.0.0.1:{}", d.port);
     let out = tempfile::tempdir().expect("tempdir");
     for ((_, _, repo, _), digest) in pushes.iter().zip(&digests) {
-        let raw = skopeo_ok(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{host}/{repo}")]);
-        assert_eq!(&digest_of(raw.as_bytes()), digest, "{repo} served by distribution");
+        let raw = skopeo_ok(&[
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{host}/{repo}"),
+        ]);
+        assert_eq!(
+            &digest_of(raw.as_bytes()),
+            digest,
+            "{repo} served by distribution"
+        );
         let dst = out.path().join(repo.replace(['/', ':'], "_"));
-        skopeo_ok(&["copy", "--all", "--src-tls-verify=false", &format!("docker://{host}/{repo}"), &format!("dir:{}", dst.display())]);
+        skopeo_ok(&[
+            "copy",
+            "--all",
+            "--src-tls-verify=false",
+            &format!("docker://{host}/{repo}"),
+            &format!("dir:{}", dst.display()),
+        ]);
     }
-    let cat: serde_json::Value = client().get(format!("http://{host}/v2/_catalog")).send().expect("catalog").json().expect("json");
-    let repos: Vec<&str> = cat["repositories"].as_array().expect("list").iter().filter_map(|v| v.as_str()).collect();
-    assert!(repos.contains(&"ours/new") && repos.contains(&"ours/multi"), "{repos:?}");
+    let cat: serde_json::Value = client()
+        .get(format!("http://{host}/v2/_catalog"))
+        .send()
+        .expect("catalog")
+        .json()
+        .expect("json");
+    let repos: Vec<&str> = cat["repositories"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(
+        repos.contains(&"ours/new") && repos.contains(&"ours/multi"),
+        "{repos:?}"
+    );
     // The original content is still there for distribution too.
     let want = expected();
-    let digest = want["tags"]["library/alpine"]["latest"].as_str().expect("digest");
-    let raw = skopeo_ok(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{host}/library/alpine:latest")]);
+    let digest = want["tags"]["library/alpine"]["latest"]
+        .as_str()
+        .expect("digest");
+    let raw = skopeo_ok(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{host}/library/alpine:latest"),
+    ]);
     assert_eq!(digest_of(raw.as_bytes()), digest);
 }

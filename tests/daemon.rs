@@ -16,7 +16,8 @@ fn ready_is_sent_only_when_the_port_accepts_connections() {
     let dir = tempfile::tempdir().expect("tempdir");
     let sock_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).expect("bind notify socket");
-    sock.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
     let empty = dir.path().join("empty");
     std::fs::write(&empty, "").expect("write");
     let mut child = Command::new(BIN)
@@ -42,7 +43,10 @@ fn ready_is_sent_only_when_the_port_accepts_connections() {
         let msg = String::from_utf8_lossy(&buf[..n]).to_string();
         messages.push(msg.clone());
         if msg.lines().any(|l| l == "READY=1") {
-            let status = msg.lines().find_map(|l| l.strip_prefix("STATUS=")).expect("status with ready");
+            let status = msg
+                .lines()
+                .find_map(|l| l.strip_prefix("STATUS="))
+                .expect("status with ready");
             let addr = status.rsplit(' ').next().expect("addr");
             port = addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
         }
@@ -50,11 +54,17 @@ fn ready_is_sent_only_when_the_port_accepts_connections() {
     let port = port.unwrap_or_else(|| panic!("no READY=1 in {messages:?}"));
     // At this very moment the port must accept and answer.
     let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("port accepts at READY=1");
-    conn.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("write");
+    conn.write_all(b"GET /v2/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .expect("write");
     let mut resp = String::new();
     conn.read_to_string(&mut resp).expect("read");
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
-    assert!(messages.iter().any(|m| m.contains("STATUS=checking storage")), "{messages:?}");
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("STATUS=checking storage")),
+        "{messages:?}"
+    );
     // The watchdog pings (WATCHDOG_USEC=0.4 s → every 0.2 s).
     let mut watchdog = false;
     for _ in 0..20 {
@@ -92,15 +102,27 @@ fn a_port_in_use_is_one_clear_line_and_a_failure() {
         .arg(&empty)
         .arg("--config")
         .arg(&empty)
-        .args(["--address", "127.0.0.1", "--port", &port.to_string(), "--storage-path"])
+        .args([
+            "--address",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--storage-path",
+        ])
         .arg(dir.path().join("data"))
         .env_remove("NOTIFY_SOCKET")
         .output()
         .expect("run");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    let line = err.lines().find(|l| l.starts_with("docker-registry: ")).expect("one clear line");
-    assert!(line.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("docker-registry: "))
+        .expect("one clear line");
+    assert!(
+        line.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{err}"
+    );
     assert!(line.contains("in use"), "{err}");
 }
 
@@ -121,32 +143,46 @@ fn unwritable_storage_fails_before_ready() {
         .expect("run");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("storage is not writable") || err.contains("configuration"), "{err}");
+    assert!(
+        err.contains("storage is not writable") || err.contains("configuration"),
+        "{err}"
+    );
 }
 
 #[test]
 fn sigterm_lets_an_in_flight_upload_finish_and_exits_zero() {
     let mut s = Server::start();
     let c = client();
-    let r = c.post(s.url("/v2/slow/blobs/uploads/")).send().expect("post");
+    let r = c
+        .post(s.url("/v2/slow/blobs/uploads/"))
+        .send()
+        .expect("post");
     let loc = r.headers()["location"].to_str().expect("loc").to_owned();
     // A raw connection streams a chunked PATCH slowly; SIGTERM arrives in the middle.
     let mut conn = TcpStream::connect(("127.0.0.1", s.port)).expect("connect");
-    conn.set_read_timeout(Some(Duration::from_secs(20))).expect("timeout");
-    write!(conn, "PATCH {loc} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n").expect("head");
+    conn.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    write!(
+        conn,
+        "PATCH {loc} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    .expect("head");
     conn.write_all(b"5\r\nhello\r\n").expect("chunk");
     std::thread::sleep(Duration::from_millis(300));
     unsafe_kill(s.pid(), 15);
     std::thread::sleep(Duration::from_millis(300));
     // New connections are refused now, but the in-flight request completes.
-    conn.write_all(b"6\r\n world\r\n0\r\n\r\n").expect("last chunk");
+    conn.write_all(b"6\r\n world\r\n0\r\n\r\n")
+        .expect("last chunk");
     let mut resp = [0u8; 1024];
     let n = conn.read(&mut resp).expect("response");
     let text = String::from_utf8_lossy(&resp[..n]);
     assert!(text.starts_with("HTTP/1.1 202"), "{text}");
     assert!(text.to_ascii_lowercase().contains("range: 0-10"), "{text}");
     drop(conn);
-    let st = s.signal_and_wait(0).or_else(|| s.child.try_wait().ok().flatten());
+    let st = s
+        .signal_and_wait(0)
+        .or_else(|| s.child.try_wait().ok().flatten());
     let deadline = Instant::now() + Duration::from_secs(25);
     let mut status = st;
     while status.is_none() && Instant::now() < deadline {
@@ -167,8 +203,66 @@ fn sighup_reloads_without_dropping_connections() {
     while !s.log_text().contains("SIGHUP") && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(s.log_text().contains("SIGHUP: configuration reloaded"), "{}", s.log_text());
+    assert!(
+        s.log_text().contains("SIGHUP: configuration reloaded"),
+        "{}",
+        s.log_text()
+    );
     // The same pooled keep-alive connection still works.
+    assert_eq!(c.get(s.url("/v2/")).send().expect("get").status(), 200);
+}
+
+#[test]
+fn sighup_applies_a_new_log_level_from_the_config_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yml = dir.path().join("config.yml");
+    let write = |level: &str| {
+        std::fs::write(&yml, format!("version: 0.1\nlog:\n  level: {level}\nstorage:\n  filesystem:\n    rootdirectory: {}\n", dir.path().join("data").display()))
+            .expect("write config");
+    };
+    write("info");
+    let s = Server::builder()
+        .arg("--config")
+        .arg(yml.display().to_string())
+        .start();
+    let c = client();
+    let count_access = |s: &Server| {
+        s.log_text()
+            .lines()
+            .filter(|l| l.contains("GET /v2/_catalog"))
+            .count()
+    };
+    c.get(s.url("/v2/_catalog")).send().expect("get");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(count_access(&s), 1, "{}", s.log_text());
+    write("warn");
+    unsafe_kill(s.pid(), 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !s.log_text().contains("SIGHUP: reloading") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The new level applies right after that line.
+    std::thread::sleep(Duration::from_millis(300));
+    c.get(s.url("/v2/_catalog")).send().expect("get");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        count_access(&s),
+        1,
+        "access lines must stop at level warn:\n{}",
+        s.log_text()
+    );
+    // A broken file on reload keeps the running configuration and says so.
+    std::fs::write(&yml, "version: 0.1\nlog: [unclosed\n").expect("write");
+    unsafe_kill(s.pid(), 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !s.log_text().contains("not reloaded") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        s.log_text().contains("configuration not reloaded"),
+        "{}",
+        s.log_text()
+    );
     assert_eq!(c.get(s.url("/v2/")).send().expect("get").status(), 200);
 }
 
@@ -184,7 +278,10 @@ impl Read for Pattern {
         use sha2::Digest;
         let n = (buf.len() as u64).min(self.left) as usize;
         for chunk in buf[..n].chunks_mut(8) {
-            let v = self.counter.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_le_bytes();
+            let v = self
+                .counter
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                .to_le_bytes();
             chunk.copy_from_slice(&v[..chunk.len()]);
             self.counter += 1;
         }
@@ -201,21 +298,47 @@ fn memory_stays_flat_while_a_2_gib_blob_streams_in_and_out() {
     let s = Server::start();
     let c = client();
     let idle = s.rss_kib();
-    let r = c.post(s.url("/v2/big/blobs/uploads/")).send().expect("post");
+    let r = c
+        .post(s.url("/v2/big/blobs/uploads/"))
+        .send()
+        .expect("post");
     let loc = r.headers()["location"].to_str().expect("loc").to_owned();
     let hasher = std::sync::Arc::new(std::sync::Mutex::new(sha2::Sha256::new()));
-    let body = reqwest::blocking::Body::sized(Pattern { left: SIZE, counter: 0, hasher: hasher.clone() }, SIZE);
+    let body = reqwest::blocking::Body::sized(
+        Pattern {
+            left: SIZE,
+            counter: 0,
+            hasher: hasher.clone(),
+        },
+        SIZE,
+    );
     let start = Instant::now();
     let r = c.patch(s.url(&loc)).body(body).send().expect("patch");
     assert_eq!(r.status(), 202);
     let push_secs = start.elapsed().as_secs_f64();
-    let hex: String = hasher.lock().expect("h").clone().finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let hex: String = hasher
+        .lock()
+        .expect("h")
+        .clone()
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let d = format!("sha256:{hex}");
-    let r = c.put(s.url(&format!("{}?digest={d}", r.headers()["location"].to_str().expect("loc")))).send().expect("put");
+    let r = c
+        .put(s.url(&format!(
+            "{}?digest={d}",
+            r.headers()["location"].to_str().expect("loc")
+        )))
+        .send()
+        .expect("put");
     assert_eq!(r.status(), 201, "{:?}", r.text());
     let peak_push = s.peak_rss_kib();
     // Stream it back and hash it.
-    let mut r = c.get(s.url(&format!("/v2/big/blobs/{d}"))).send().expect("get");
+    let mut r = c
+        .get(s.url(&format!("/v2/big/blobs/{d}")))
+        .send()
+        .expect("get");
     let mut h = sha2::Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;

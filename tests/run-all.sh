@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=(skopeo docker-registry apache2-utils nginx-light openssl python3 curl)
+need=(skopeo podman docker-registry apache2-utils nginx-light openssl python3 curl systemd)
 missing=()
 for p in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -21,8 +21,20 @@ fi
 cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings
 
+status=0
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --no-fail-fast "$@"
+    cargo nextest run --no-fail-fast "$@" || status=$?
 else
-    cargo test --no-fail-fast "$@"
+    cargo test --no-fail-fast "$@" || status=$?
 fi
+
+# The packages: build, inspect, lint, install and run as the unit would, and boot a real
+# systemd in a container (needs root: dpkg, systemd-nspawn). The container tree is cached
+# outside the checkout so later runs on the same machine skip debootstrap.
+if [[ $(id -u) -eq 0 && -z ${SKIP_PACKAGING_TEST:-} ]]; then
+    export TEST_ROOT_CACHE=${TEST_ROOT_CACHE:-/var/cache/docker-registry-tests/rootfs}
+    PACKAGING_TEST_BOOT=1 packaging/test.sh || status=$?
+else
+    echo "package tests not run: they need root"
+fi
+exit $status

@@ -22,7 +22,12 @@ fn layout_digest(layout: &Path, reference: &str) -> String {
 }
 
 fn inspect_digest(host: &str, image: &str) -> String {
-    let out = skopeo_ok(&["inspect", "--tls-verify=false", "--raw", &format!("docker://{host}/{image}")]);
+    let out = skopeo_ok(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{host}/{image}"),
+    ]);
     digest_of(out.as_bytes())
 }
 
@@ -67,20 +72,45 @@ fn skopeo_pushes_and_pulls_every_fixture_layout_with_identical_digests() {
             }
         }
     }
-    let tags = skopeo_ok(&["list-tags", "--tls-verify=false", &format!("docker://{host}/library/multi")]);
+    let tags = skopeo_ok(&[
+        "list-tags",
+        "--tls-verify=false",
+        &format!("docker://{host}/library/multi"),
+    ]);
     let v: serde_json::Value = serde_json::from_str(&tags).expect("json");
     assert_eq!(v["Tags"], serde_json::json!(["latest"]));
-    let cat: serde_json::Value = client().get(s.url("/v2/_catalog")).send().expect("catalog").json().expect("json");
-    assert_eq!(cat["repositories"], serde_json::json!(["library/a", "library/b", "library/multi", "team/app/c"]));
+    let cat: serde_json::Value = client()
+        .get(s.url("/v2/_catalog"))
+        .send()
+        .expect("catalog")
+        .json()
+        .expect("json");
+    assert_eq!(
+        cat["repositories"],
+        serde_json::json!(["library/a", "library/b", "library/multi", "team/app/c"])
+    );
     // Docker schema 2 conversion on push works too.
     let src = format!("oci:{}:latest", layouts.path().join("a").display());
-    skopeo_ok(&["copy", "--dest-tls-verify=false", "--format", "v2s2", &src, &format!("docker://{host}/library/a:v2s2")]);
+    skopeo_ok(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--format",
+        "v2s2",
+        &src,
+        &format!("docker://{host}/library/a:v2s2"),
+    ]);
     let r = client()
         .get(s.url("/v2/library/a/manifests/v2s2"))
-        .header("accept", "application/vnd.docker.distribution.manifest.v2+json")
+        .header(
+            "accept",
+            "application/vnd.docker.distribution.manifest.v2+json",
+        )
         .send()
         .expect("get");
-    assert_eq!(r.headers()["content-type"], "application/vnd.docker.distribution.manifest.v2+json");
+    assert_eq!(
+        r.headers()["content-type"],
+        "application/vnd.docker.distribution.manifest.v2+json"
+    );
 }
 
 #[test]
@@ -93,11 +123,17 @@ fn skopeo_delete_follows_the_delete_setting() {
     skopeo_ok(&["copy", "--dest-tls-verify=false", &src, &img]);
     let (ok, out) = skopeo(&["delete", "--tls-verify=false", &img]);
     assert!(!ok, "delete should fail: {out}");
-    assert!(out.contains("unsupported") || out.contains("UNSUPPORTED") || out.contains("405"), "{out}");
+    assert!(
+        out.contains("unsupported") || out.contains("UNSUPPORTED") || out.contains("405"),
+        "{out}"
+    );
     skopeo_ok(&["inspect", "--tls-verify=false", &img]);
     drop(s);
     // Enabled: gone.
-    let s = Server::builder().env("REGISTRY_STORAGE_DELETE_ENABLED", "true").delete_enabled().start();
+    let s = Server::builder()
+        .env("REGISTRY_STORAGE_DELETE_ENABLED", "true")
+        .delete_enabled()
+        .start();
     let img = format!("docker://{}/x/a:latest", s.host());
     skopeo_ok(&["copy", "--dest-tls-verify=false", &src, &img]);
     skopeo_ok(&["delete", "--tls-verify=false", &img]);

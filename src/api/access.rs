@@ -61,6 +61,11 @@ pub(super) struct Caller<'s> {
 }
 
 impl Caller<'_> {
+    /// Whether listings must be filtered (access control is on).
+    pub(super) fn restricted(&self) -> bool {
+        self.auth.is_some() || self.grants.is_some()
+    }
+
     pub(super) fn may(&self, repository: &str, action: Action) -> bool {
         if let Some(g) = &self.grants {
             // A token's registry:catalog:* already decided the listing: show it all.

@@ -58,7 +58,7 @@ pub async fn search(
         .registry
         .catalog()
         .await?
-        .into_iter()
+        .iter()
         .filter(|name| name.contains(&needle) && visible(name))
         .map(|name| json!({"description": "", "name": name}))
         .collect();

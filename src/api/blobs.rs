@@ -90,8 +90,8 @@ pub async fn get(
     let body = if head || len == 0 {
         body::empty()
     } else {
-        let (reader, _) = state.registry.open_blob(name, digest, start).await?;
-        body::stream(reader, len)
+        let chunks = state.registry.blob_chunks(name, digest, start, len).await?;
+        body::chunks(chunks, len)
     };
     let mut r = Response::new(body);
     *r.status_mut() = status;

@@ -24,6 +24,54 @@ pub fn full(data: impl Into<Bytes>) -> Body {
         .boxed_unsync()
 }
 
+/// Sends a storage chunk stream of `len` bytes as it comes.
+pub fn chunks(stream: crate::storage::ChunkStream, len: u64) -> Body {
+    ChunkBody {
+        stream,
+        remaining: len,
+    }
+    .boxed_unsync()
+}
+
+struct ChunkBody {
+    stream: crate::storage::ChunkStream,
+    remaining: u64,
+}
+
+impl http_body::Body for ChunkBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        match self.stream.as_mut().poll_next(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(None) => Poll::Ready(Some(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "blob shorter than its recorded size",
+            )))),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Ready(Some(Ok(chunk))) => {
+                self.remaining = self.remaining.saturating_sub(chunk.len() as u64);
+                Poll::Ready(Some(Ok(Frame::data(chunk))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
 /// Streams exactly `len` bytes from a reader.
 pub fn stream(reader: crate::storage::BlobReader, len: u64) -> Body {
     ReaderBody {

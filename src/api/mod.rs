@@ -171,7 +171,12 @@ async fn dispatch(state: &AppState, req: Request<Incoming>, client: IpAddr) -> A
         Route::Ping => base::ping(&method),
         Route::V1Search => base::search(state, &req, &may_pull).await,
         Route::Base => base::base(&method),
-        Route::Catalog => tags::catalog(state, &req, &may_pull).await,
+        Route::Catalog => {
+            let filter = caller
+                .restricted()
+                .then_some(&may_pull as &(dyn Fn(&str) -> bool + Sync));
+            tags::catalog(state, &req, filter).await
+        }
         Route::Tags(name) => tags::list(state, &req, &repo_name(name)?).await,
         Route::Manifest(name, reference) => {
             let name = repo_name(name)?;

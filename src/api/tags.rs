@@ -11,7 +11,7 @@ use serde_json::json;
 
 /// One page of a sorted list: entries after `last`, at most `n`; and whether more follow.
 fn paginate(
-    all: Vec<String>,
+    all: &[String],
     req: &Request<Incoming>,
 ) -> Result<(Vec<String>, Option<usize>, bool), ApiError> {
     let n = match query_param(req, "n") {
@@ -32,7 +32,7 @@ fn paginate(
     let rest = all.len() - start;
     let take = n.unwrap_or(rest).min(rest);
     let more = take < rest;
-    let page = all.into_iter().skip(start).take(take).collect();
+    let page = all[start..start + take].to_vec();
     Ok((page, n, more))
 }
 
@@ -50,7 +50,7 @@ pub async fn list(state: &AppState, req: &Request<Incoming>, name: &RepositoryNa
         return Err(super::method_not_allowed());
     }
     let tags = state.registry.tags(name).await?;
-    let (page, n, more) = paginate(tags, req)?;
+    let (page, n, more) = paginate(&tags, req)?;
     let next = if more { page.last().cloned() } else { None };
     let mut r = json_response(
         StatusCode::OK,
@@ -72,14 +72,22 @@ pub async fn list(state: &AppState, req: &Request<Incoming>, name: &RepositoryNa
 pub async fn catalog(
     state: &AppState,
     req: &Request<Incoming>,
-    visible: &(dyn Fn(&str) -> bool + Sync),
+    visible: Option<&(dyn Fn(&str) -> bool + Sync)>,
 ) -> ApiResult {
     let head = req.method() == Method::HEAD;
     if !(req.method() == Method::GET || head) {
         return Err(super::method_not_allowed());
     }
-    let mut repos = state.registry.catalog().await?;
-    repos.retain(|r| visible(r));
+    let repos = state.registry.catalog().await?;
+    // Only what the caller may pull; with access control off, nothing is copied.
+    let filtered: Vec<String>;
+    let repos: &[String] = match visible {
+        None => &repos,
+        Some(v) => {
+            filtered = repos.iter().filter(|r| v(r)).cloned().collect();
+            &filtered
+        }
+    };
     let (page, n, more) = paginate(repos, req)?;
     let next = if more { page.last().cloned() } else { None };
     let mut r = json_response(

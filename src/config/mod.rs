@@ -5,11 +5,36 @@
 //! process environment (including `registry:2`'s `REGISTRY_<SECTION>_<KEY>` overrides);
 //! command-line flags. Every value remembers where it came from ([`Source`]) so that
 //! `docker-registry config` can show it and every error can name the file, line and key.
+//!
+//! Rules worth knowing:
+//! * The listening address is two settings, host and port. `http.addr` (and
+//!   `REGISTRY_HTTP_ADDR`) set both; `REGISTRY_ADDRESS` and `REGISTRY_PORT` set one each, so a
+//!   `registry:2` file's `http.addr: 127.0.0.1:6000` with `REGISTRY_PORT=7000` in the
+//!   sysconfig file listens on `127.0.0.1:7000`. Within one level `REGISTRY_ADDRESS` /
+//!   `REGISTRY_PORT` refine `REGISTRY_HTTP_ADDR`.
+//! * systemd's `EnvironmentFile=` exports the sysconfig file's variables into the process
+//!   environment. A process variable whose value equals the file's is taken as the file's (its
+//!   precedence and its `file:line`), so a drop-in's `REGISTRY_HTTP_ADDR` still wins over the
+//!   file's `REGISTRY_PORT=5000`.
+//! * The sysconfig file's variables (and the process environment over them) are what
+//!   `_env:NAME` values of the YAML file read.
+//! * `SETTINGS_FLAVOR` defaults to `local` (the old Python registry used `dev` without it).
+//! * When nothing names a storage directory: systemd's `STATE_DIRECTORY`, else
+//!   `/var/lib/docker-registry` when writable, else a per-user directory.
 
+mod distribution;
+mod env;
+mod layer;
+mod legacy;
+pub mod sysconfig;
+mod values;
+pub mod yaml;
+
+use layer::{AuthChoice, Layer, StorageChoice};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Where a setting's value came from.
@@ -28,6 +53,40 @@ pub enum Source {
     Env(String),
     /// A command-line flag.
     Cli(String),
+    /// A YAML value written as `_env:NAME[:default]`: where it is written, the variable, and
+    /// where the variable's value came from (`None`: unset, so the default written there).
+    FileEnv {
+        path: PathBuf,
+        line: usize,
+        key: String,
+        var: String,
+        origin: Option<Box<Source>>,
+    },
+    /// A value assembled from several places (the address from one, the port from another).
+    Parts(Vec<(String, Source)>),
+}
+
+impl Source {
+    /// The source of one named part of a [`Source::Parts`] value; any other source is the
+    /// source of all its parts.
+    pub fn part(&self, name: &str) -> &Source {
+        match self {
+            Source::Parts(parts) => parts
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, s)| s)
+                .unwrap_or(self),
+            _ => self,
+        }
+    }
+
+    /// One source when every part came from the same place, else [`Source::Parts`].
+    pub fn combine(parts: Vec<(&str, Source)>) -> Source {
+        match parts.first() {
+            Some((_, first)) if parts.iter().all(|(_, s)| s == first) => first.clone(),
+            _ => Source::Parts(parts.into_iter().map(|(n, s)| (n.to_string(), s)).collect()),
+        }
+    }
 }
 
 impl fmt::Display for Source {
@@ -38,6 +97,32 @@ impl fmt::Display for Source {
             Source::File { path, line, key } => write!(f, "{}:{line} ({key})", path.display()),
             Source::Env(name) => write!(f, "environment ({name})"),
             Source::Cli(flag) => write!(f, "command line ({flag})"),
+            Source::FileEnv {
+                path,
+                line,
+                key,
+                var,
+                origin,
+            } => {
+                write!(f, "{}:{line} ({key}: _env:{var} ", path.display())?;
+                match origin.as_deref() {
+                    None => f.write_str("unset, the default written there)"),
+                    Some(Source::Env(_)) => f.write_str("from the environment)"),
+                    Some(Source::File { path, line, .. }) => {
+                        write!(f, "from {}:{line})", path.display())
+                    }
+                    Some(other) => write!(f, "from {other})"),
+                }
+            }
+            Source::Parts(parts) => {
+                for (i, (name, source)) in parts.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str("; ")?;
+                    }
+                    write!(f, "{name}: {source}")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -102,6 +187,36 @@ pub enum LogTarget {
     Syslog,
 }
 
+impl LogTarget {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            LogTarget::Stderr => "stderr",
+            LogTarget::Syslog => "syslog",
+        }
+    }
+}
+
+/// Which kind of YAML file was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileFormat {
+    /// No YAML file.
+    None,
+    /// The legacy docker-registry format: `common` and flavor sections.
+    Legacy,
+    /// A `registry:2` (distribution) file, `version: 0.1`.
+    Distribution,
+}
+
+impl FileFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileFormat::None => "none",
+            FileFormat::Legacy => "legacy flavored",
+            FileFormat::Distribution => "registry:2",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StorageConfig {
     Filesystem { root: PathBuf },
@@ -154,6 +269,47 @@ impl Default for UploadPurging {
     }
 }
 
+/// Garbage collection inside the daemon (`gc` section; keys wired by the configuration
+/// parser). See `registry::gc` for why the grace period makes online collection safe.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GcConfig {
+    /// Run an online collection this often; `None`: only when asked
+    /// (`docker-registry garbage-collect --online`).
+    pub interval: Option<Duration>,
+    /// Blobs written, and untagged manifests pushed, less than this long ago are never
+    /// collected by the daemon: a push in progress has uploaded them but not yet
+    /// referenced them.
+    pub grace: Duration,
+    /// Scheduled runs also remove manifests that no tag reaches.
+    pub delete_untagged: bool,
+    /// The daemon's admin socket for `garbage-collect --online`; `None`: the file
+    /// `docker-registry-admin.sock` in the filesystem storage root.
+    pub socket: Option<PathBuf>,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            interval: None,
+            grace: Duration::from_secs(3600),
+            delete_untagged: false,
+            socket: None,
+        }
+    }
+}
+
+/// One retention rule (`retention` list): in repositories matching `repositories` (a glob,
+/// `*` matches any characters including `/`), keep the newest `keep_tags` tags and/or the
+/// tags pushed less than `keep_younger_than` ago; tags matching `protect_tags` (a glob) are
+/// never touched. Other tags are removed by `docker-registry retention --apply`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionRule {
+    pub repositories: String,
+    pub keep_tags: Option<usize>,
+    pub keep_younger_than: Option<Duration>,
+    pub protect_tags: Option<String>,
+}
+
 /// The effective configuration of one daemon.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -165,10 +321,17 @@ pub struct Config {
     pub flavor: Sourced<String>,
     /// The YAML file read, if any existed.
     pub config_file: Sourced<Option<PathBuf>>,
+    /// The format of that file.
+    pub file_format: FileFormat,
+    /// The sysconfig file read, if any existed.
+    pub sysconfig_file: Sourced<Option<PathBuf>>,
     pub storage: Sourced<StorageConfig>,
     pub delete_enabled: Sourced<bool>,
     pub readonly: Sourced<bool>,
     pub upload_purging: Sourced<UploadPurging>,
+    pub gc: Sourced<GcConfig>,
+    /// Retention rules, in order; the first rule whose pattern matches a repository applies.
+    pub retention: Sourced<Vec<RetentionRule>>,
     pub log_level: Sourced<LogLevel>,
     pub log_target: Sourced<LogTarget>,
     /// Accepted for compatibility (`search_backend`); `/v1/search` always answers from the
@@ -262,44 +425,560 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
+impl ConfigError {
+    /// An error about the value that `source` set: the file, line and key come from there.
+    pub fn at(source: &Source, message: impl Into<String>) -> ConfigError {
+        let message = message.into();
+        match source {
+            Source::File { path, line, key } => ConfigError {
+                file: Some(path.clone()),
+                line: Some(*line),
+                key: key.clone(),
+                message,
+            },
+            Source::FileEnv {
+                path,
+                line,
+                key,
+                var,
+                origin,
+            } => {
+                let how = match origin.as_deref() {
+                    None => format!("_env:{var} is unset, so the default written there"),
+                    Some(Source::Env(_)) => format!("_env:{var}, set in the environment"),
+                    Some(Source::File { path, line, .. }) => {
+                        format!("_env:{var}, set in {}:{line}", path.display())
+                    }
+                    Some(other) => format!("_env:{var}, from {other}"),
+                };
+                ConfigError {
+                    file: Some(path.clone()),
+                    line: Some(*line),
+                    key: key.clone(),
+                    message: format!("{message} (value from {how})"),
+                }
+            }
+            Source::Env(name) => ConfigError {
+                file: None,
+                line: None,
+                key: name.clone(),
+                message: format!("{message} (set in the environment)"),
+            },
+            Source::Cli(flag) => ConfigError {
+                file: None,
+                line: None,
+                key: flag.clone(),
+                message,
+            },
+            Source::Parts(parts) => match parts.first() {
+                Some((_, s)) => ConfigError::at(s, message),
+                None => ConfigError {
+                    file: None,
+                    line: None,
+                    key: String::new(),
+                    message,
+                },
+            },
+            Source::Default | Source::Derived(_) => ConfigError {
+                file: None,
+                line: None,
+                key: String::new(),
+                message,
+            },
+        }
+    }
+}
+
+/// The source of a YAML mapping entry: its line and the path where it was written, and the
+/// variable when it was an `_env:` reference.
+fn entry_source(file: &Path, entry: &yaml::Entry) -> Source {
+    let key = if entry.value.path.is_empty() {
+        entry.key.clone()
+    } else {
+        entry.value.path.clone()
+    };
+    match &entry.value.env {
+        Some(r) => Source::FileEnv {
+            path: file.to_path_buf(),
+            line: entry.key_line,
+            key,
+            var: r.var.clone(),
+            origin: r.origin.clone().map(Box::new),
+        },
+        None => Source::File {
+            path: file.to_path_buf(),
+            line: entry.key_line,
+            key,
+        },
+    }
+}
+
 pub const DEFAULT_SYSCONFIG: &str = "/etc/sysconfig/docker-registry";
 pub const DEFAULT_CONFIG: &str = "/etc/docker-registry.yml";
 pub const PACKAGED_STORAGE_ROOT: &str = "/var/lib/docker-registry";
 
+/// The realm announced for htpasswd authentication when none is configured.
+pub const DEFAULT_REALM: &str = "Registry Realm";
+
+/// The variables the configuration can read: the process environment over the sysconfig file.
+struct Environment<'a> {
+    process: &'a BTreeMap<String, String>,
+    file: Option<(&'a Path, &'a sysconfig::Parsed)>,
+}
+
+impl Environment<'_> {
+    /// A variable as written in the sysconfig file.
+    fn file_var(&self, name: &str) -> Option<(String, Source)> {
+        let (path, parsed) = self.file?;
+        let a = parsed.get(name)?;
+        Some((
+            a.value.clone(),
+            Source::File {
+                path: path.to_path_buf(),
+                line: a.line,
+                key: name.to_string(),
+            },
+        ))
+    }
+
+    /// A variable set in the process environment and not merely passed through from the
+    /// sysconfig file: systemd's `EnvironmentFile=` exports the file's variables, and a value
+    /// equal to the file's keeps the file's (lower) precedence and its `file:line` source.
+    fn process_var(&self, name: &str) -> Option<(String, Source)> {
+        let v = self.process.get(name)?;
+        match self.file_var(name) {
+            Some((fv, _)) if fv == *v => None,
+            _ => Some((v.clone(), Source::Env(name.to_string()))),
+        }
+    }
+
+    /// The process environment wins over the file.
+    fn lookup(&self, name: &str) -> Option<(String, Source)> {
+        self.process_var(name).or_else(|| self.file_var(name))
+    }
+}
+
+/// Reads a configuration file; a missing file that was not asked for explicitly is no error.
+fn read_text(path: &Path, explicit: Option<&str>, errors: &mut Vec<ConfigError>) -> Option<String> {
+    let fail = |message: String| ConfigError {
+        file: Some(path.to_path_buf()),
+        line: None,
+        key: String::new(),
+        message,
+    };
+    match std::fs::read(path) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => Some(text),
+            Err(e) => {
+                errors.push(fail(format!(
+                    "not UTF-8 text (invalid byte at offset {})",
+                    e.utf8_error().valid_up_to()
+                )));
+                None
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_none() => None,
+        Err(e) => {
+            let why = explicit
+                .map(|w| format!(" (given by {w})"))
+                .unwrap_or_default();
+            errors.push(fail(format!("cannot read this file{why}: {e}")));
+            None
+        }
+    }
+}
+
+fn storage_message(name: &str) -> String {
+    if name == "s3" {
+        "S3 storage arrives in a later release of docker-registry; until then use the filesystem \
+         (storage: local in a flavored file, storage.filesystem in a registry:2 file, or \
+         REGISTRY_STORAGE=filesystem)"
+            .to_string()
+    } else {
+        format!(
+            "storage {name:?} is not supported by docker-registry (filesystem storage only; S3 arrives in a later release)"
+        )
+    }
+}
+
 impl Config {
-    /// Loads and validates the configuration.
+    /// Loads and validates the configuration. Every problem is reported, not just the first.
     pub fn load(opts: &LoadOptions) -> Result<Config, ConfigErrors> {
-        let mut c = Config::defaults(&opts.env);
-        let cli = &opts.cli;
-        if let Some(a) = cli.address {
-            c.listen = Sourced::new(
-                SocketAddr::new(a, c.listen.value.port()),
-                Source::Cli("--address".into()),
-            );
+        let mut errors: Vec<ConfigError> = Vec::new();
+        let mut warnings: Vec<String> = Vec::new();
+        let mut config = Config::defaults(&opts.env);
+
+        // 1. The sysconfig file: it can choose the YAML file and the flavor.
+        let (sys_path, sys_explicit) = match &opts.sysconfig {
+            Some(p) => (p.clone(), Some("--sysconfig")),
+            None => (PathBuf::from(DEFAULT_SYSCONFIG), None),
+        };
+        let sys =
+            read_text(&sys_path, sys_explicit, &mut errors).map(|text| sysconfig::parse(&text));
+        config.sysconfig_file = match (&sys, sys_explicit) {
+            (Some(_), Some(flag)) => Sourced::new(Some(sys_path.clone()), Source::Cli(flag.into())),
+            (Some(_), None) => Sourced::default_value(Some(sys_path.clone())),
+            (None, _) => Sourced::new(
+                None,
+                Source::Derived(format!("{DEFAULT_SYSCONFIG} does not exist")),
+            ),
+        };
+        if let Some(parsed) = &sys {
+            for p in &parsed.errors {
+                errors.push(ConfigError {
+                    file: Some(sys_path.clone()),
+                    line: Some(p.line),
+                    key: p.key.clone(),
+                    message: p.message.clone(),
+                });
+            }
+            for r in &parsed.remarks {
+                warnings.push(format!(
+                    "{}:{}: {}: {}",
+                    sys_path.display(),
+                    r.line,
+                    r.key,
+                    r.message
+                ));
+            }
         }
-        if let Some(p) = cli.port {
-            c.listen = Sourced::new(
-                SocketAddr::new(c.listen.value.ip(), p),
-                Source::Cli("--port".into()),
-            );
+        let env = Environment {
+            process: &opts.env,
+            file: sys.as_ref().map(|p| (sys_path.as_path(), p)),
+        };
+
+        if let Some((flavor, source)) = env.lookup("SETTINGS_FLAVOR").filter(|(v, _)| !v.is_empty())
+        {
+            config.flavor = Sourced::new(flavor, source);
         }
-        if let Some(w) = cli.workers {
-            c.workers = Sourced::new(w, Source::Cli("--workers".into()));
+
+        // 2. The YAML file.
+        let yaml_file = match &opts.config {
+            Some(p) => Some((
+                p.clone(),
+                Source::Cli("--config".into()),
+                Some("--config".to_string()),
+            )),
+            None => match env
+                .lookup("DOCKER_REGISTRY_CONFIG")
+                .filter(|(v, _)| !v.is_empty())
+            {
+                Some((p, source)) => {
+                    let why = format!("DOCKER_REGISTRY_CONFIG, {source}");
+                    Some((PathBuf::from(p), source, Some(why)))
+                }
+                None => Some((PathBuf::from(DEFAULT_CONFIG), Source::Default, None)),
+            },
+        };
+        let mut yaml_layer = Layer::default();
+        let mut env_references: Vec<String> = Vec::new();
+        if let Some((path, source, explicit)) = yaml_file {
+            match read_text(&path, explicit.as_deref(), &mut errors) {
+                None => {
+                    if explicit.is_none() {
+                        config.config_file = Sourced::new(
+                            None,
+                            Source::Derived(format!("{} does not exist", path.display())),
+                        );
+                    }
+                }
+                Some(text) => {
+                    config.config_file = Sourced::new(Some(path.clone()), source);
+                    yaml_layer = config.read_yaml(
+                        &path,
+                        &text,
+                        &env,
+                        &mut env_references,
+                        &mut errors,
+                        &mut warnings,
+                    );
+                }
+            }
         }
-        if let Some(p) = &cli.storage_path {
-            c.storage = Sourced::new(
-                StorageConfig::Filesystem { root: p.clone() },
-                Source::Cli("--storage-path".into()),
-            );
+
+        // 3. The sysconfig file's own level, and the variables nothing reads.
+        let sys_layer = env::layer_from(|n| env.file_var(n), &mut errors);
+        if let Some(parsed) = &sys {
+            let mut unused: Vec<String> = Vec::new();
+            for a in &parsed.assignments {
+                let used = env::is_known(&a.name) || env_references.contains(&a.name);
+                if !used
+                    && !unused
+                        .iter()
+                        .any(|u| u.starts_with(&format!("{} ", a.name)))
+                {
+                    unused.push(format!("{} (line {})", a.name, a.line));
+                }
+            }
+            if !unused.is_empty() {
+                warnings.push(format!(
+                    "{}: ignoring variables docker-registry does not use: {}",
+                    sys_path.display(),
+                    unused.join(", ")
+                ));
+            }
         }
-        if let Some(l) = cli.log_level {
-            c.log_level = Sourced::new(l, Source::Cli("--log-level".into()));
+
+        // 4. The process environment.
+        let env_layer = env::layer_from(|n| env.process_var(n), &mut errors);
+        let unused: Vec<&str> = opts
+            .env
+            .keys()
+            .filter(|k| {
+                k.starts_with("REGISTRY_") && !env::is_known(k) && env.process_var(k).is_some()
+            })
+            .map(|k| k.as_str())
+            .collect();
+        if !unused.is_empty() {
+            warnings.push(format!(
+                "ignoring environment variables docker-registry does not use: {}",
+                unused.join(", ")
+            ));
         }
-        if let Some(d) = cli.delete_enabled {
-            c.delete_enabled = Sourced::new(d, Source::Cli("--delete-enabled".into()));
+
+        // 5. The command line.
+        let cli_layer = cli_layer(&opts.cli, &mut errors);
+
+        let mut settings = yaml_layer;
+        settings.overlay(sys_layer);
+        settings.overlay(env_layer);
+        settings.overlay(cli_layer);
+        config.resolve(settings, &mut errors);
+        // The access-control and TLS flags, applied over the resolved settings.
+        if let Err(e) = apply_cli_security(&mut config, &opts.cli) {
+            errors.push(e);
         }
-        apply_cli_security(&mut c, cli).map_err(|e| ConfigErrors(vec![e]))?;
-        Ok(c)
+        config.warnings = warnings;
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(errors))
+        }
+    }
+
+    /// Parses the YAML file, recognises its format and reads its level.
+    fn read_yaml(
+        &mut self,
+        path: &Path,
+        text: &str,
+        env: &Environment<'_>,
+        env_references: &mut Vec<String>,
+        errors: &mut Vec<ConfigError>,
+        warnings: &mut Vec<String>,
+    ) -> Layer {
+        let (root, remarks) = match yaml::parse(text) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                errors.push(ConfigError {
+                    file: Some(path.to_path_buf()),
+                    line: Some(e.line),
+                    key: String::new(),
+                    message: format!("not valid YAML: {}", e.message),
+                });
+                return Layer::default();
+            }
+        };
+        for r in remarks {
+            warnings.push(format!(
+                "{}:{}: {}: {}",
+                path.display(),
+                r.line,
+                r.path,
+                r.message
+            ));
+        }
+        let Some(root) = root else {
+            warnings.push(format!(
+                "{}: the file is empty; using the built-in defaults",
+                path.display()
+            ));
+            return Layer::default();
+        };
+        root.env_references(env_references);
+        match root.get("version") {
+            Some(v) if v.value.entries().is_none() => {
+                let version = values::node_text(&v.value)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default();
+                if version != "0.1" {
+                    errors.push(ConfigError {
+                        file: Some(path.to_path_buf()),
+                        line: Some(v.key_line),
+                        key: "version".into(),
+                        message: format!("unsupported registry:2 configuration version {version:?} (expected 0.1)"),
+                    });
+                    return Layer::default();
+                }
+                self.file_format = FileFormat::Distribution;
+                if self.flavor.source != Source::Default {
+                    warnings.push(format!(
+                        "SETTINGS_FLAVOR={} ({}) is not used: {} is a registry:2 file, which has no flavors",
+                        self.flavor.value,
+                        self.flavor.source,
+                        path.display()
+                    ));
+                }
+                distribution::read(path, &root, errors, warnings)
+            }
+            _ => {
+                self.file_format = FileFormat::Legacy;
+                legacy::read(
+                    path,
+                    &root,
+                    &self.flavor,
+                    &|n| env.lookup(n),
+                    errors,
+                    warnings,
+                )
+            }
+        }
+    }
+
+    /// Turns the stacked levels into the effective configuration, checking what only makes
+    /// sense as a whole (a storage driver we have, a password file for htpasswd, ...).
+    fn resolve(&mut self, l: Layer, errors: &mut Vec<ConfigError>) {
+        let address = l
+            .address
+            .unwrap_or_else(|| Sourced::default_value(self.listen.value.ip()));
+        let port = l
+            .port
+            .unwrap_or_else(|| Sourced::default_value(self.listen.value.port()));
+        self.listen = Sourced::new(
+            SocketAddr::new(address.value, port.value),
+            Source::combine(vec![("address", address.source), ("port", port.source)]),
+        );
+        if let Some(w) = l.workers {
+            self.workers = w;
+        }
+
+        match l.storage {
+            Some(Sourced {
+                value: StorageChoice::Unsupported { name },
+                source,
+            }) => {
+                let message = match (self.file_format, &source) {
+                    (FileFormat::Legacy, Source::File { .. } | Source::FileEnv { .. }) => {
+                        format!(
+                            "flavor {} uses storage {name}: {}",
+                            self.flavor.value,
+                            storage_message(&name)
+                        )
+                    }
+                    _ => storage_message(&name),
+                };
+                errors.push(ConfigError::at(&source, message));
+            }
+            _ => {
+                if let Some(root) = l.storage_root {
+                    self.storage =
+                        Sourced::new(StorageConfig::Filesystem { root: root.value }, root.source);
+                }
+            }
+        }
+
+        if let Some(v) = l.delete_enabled {
+            self.delete_enabled = v;
+        }
+        if let Some(v) = l.readonly {
+            self.readonly = v;
+        }
+        if let Some(v) = l.log_level {
+            self.log_level = v;
+        }
+        if let Some(v) = l.log_target {
+            self.log_target = v;
+        }
+        if let Some(v) = l.search_backend {
+            self.search_backend = v;
+        }
+        if let Some(v) = l.issue {
+            self.issue = v;
+        }
+
+        let defaults = UploadPurging::default();
+        let enabled = l
+            .purge_enabled
+            .unwrap_or_else(|| Sourced::default_value(defaults.enabled));
+        let age = l
+            .purge_age
+            .unwrap_or_else(|| Sourced::default_value(defaults.age));
+        let interval = l
+            .purge_interval
+            .unwrap_or_else(|| Sourced::default_value(defaults.interval));
+        let dry_run = l
+            .purge_dry_run
+            .unwrap_or_else(|| Sourced::default_value(defaults.dry_run));
+        if interval.value.is_zero() && enabled.value {
+            errors.push(ConfigError::at(
+                &interval.source,
+                "the upload purging interval must be longer than 0",
+            ));
+        }
+        self.upload_purging = Sourced::new(
+            UploadPurging {
+                enabled: enabled.value,
+                age: age.value,
+                interval: interval.value,
+                dry_run: dry_run.value,
+            },
+            Source::combine(vec![
+                ("enabled", enabled.source),
+                ("age", age.source),
+                ("interval", interval.source),
+                ("dryrun", dry_run.source),
+            ]),
+        );
+
+        // A realm or password file alone asks for htpasswd, as in registry:2.
+        let method = l.auth.or_else(|| {
+            let implied_by = l
+                .auth_path
+                .as_ref()
+                .map(|p| &p.source)
+                .or(l.auth_realm.as_ref().map(|r| &r.source));
+            implied_by.map(|s| Sourced::new(AuthChoice::Htpasswd, s.clone()))
+        });
+        match method {
+            None => {}
+            Some(Sourced { value: AuthChoice::Unsupported { name }, source }) => errors.push(ConfigError::at(
+                &source,
+                format!(
+                    "authentication {name:?} is not supported (only htpasswd); refusing to start without the authentication asked for"
+                ),
+            )),
+            Some(Sourced { value: AuthChoice::Htpasswd, source }) => match l.auth_path {
+                None => errors.push(ConfigError::at(
+                    &source,
+                    "htpasswd authentication needs a password file: set auth.htpasswd.path (or REGISTRY_AUTH_HTPASSWD_PATH)",
+                )),
+                Some(path) => {
+                    let realm = l.auth_realm.unwrap_or_else(|| Sourced::default_value(DEFAULT_REALM.to_string()));
+                    self.auth = Sourced::new(
+                        Some(AuthConfig::Htpasswd { realm: realm.value, path: path.value, access_file: None }),
+                        Source::combine(vec![("method", source), ("realm", realm.source), ("path", path.source)]),
+                    );
+                }
+            },
+        }
+
+        match (l.tls_certificate, l.tls_key) {
+            (None, None) => {}
+            (Some(c), Some(k)) => {
+                self.tls = Sourced::new(
+                    Some(TlsConfig { certificate: c.value, key: k.value, client_ca: None }),
+                    Source::combine(vec![("certificate", c.source), ("key", k.source)]),
+                );
+            }
+            (Some(c), None) => errors.push(ConfigError::at(
+                &c.source,
+                "a TLS certificate without its key: set http.tls.key (or REGISTRY_HTTP_TLS_KEY) too",
+            )),
+            (None, Some(k)) => errors.push(ConfigError::at(
+                &k.source,
+                "a TLS key without its certificate: set http.tls.certificate (or REGISTRY_HTTP_TLS_CERTIFICATE) too",
+            )),
+        }
     }
 
     /// Built-in defaults.
@@ -312,10 +991,14 @@ impl Config {
             workers: Sourced::default_value(0),
             flavor: Sourced::default_value("local".into()),
             config_file: Sourced::default_value(None),
+            file_format: FileFormat::None,
+            sysconfig_file: Sourced::default_value(None),
             storage: default_storage(env),
             delete_enabled: Sourced::default_value(false),
             readonly: Sourced::default_value(false),
             upload_purging: Sourced::default_value(UploadPurging::default()),
+            gc: Sourced::default_value(GcConfig::default()),
+            retention: Sourced::default_value(Vec::new()),
             log_level: Sourced::default_value(LogLevel::Info),
             log_target: Sourced::default_value(LogTarget::Stderr),
             search_backend: Sourced::default_value(None),
@@ -331,18 +1014,46 @@ impl Config {
     pub fn describe(&self) -> String {
         let mut out = String::new();
         let mut line = |k: &str, v: String, s: &Source| {
-            out.push_str(&format!("{k:<24} {v:<40} # {s}\n"));
+            out.push_str(&format!("{k:<44} {v:<32} # {s}\n"));
         };
-        line("listen", self.listen.value.to_string(), &self.listen.source);
+        let shown = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "(none)".into())
+        };
         line(
-            "workers",
-            self.workers.value.to_string(),
-            &self.workers.source,
+            "sysconfig",
+            shown(&self.sysconfig_file.value),
+            &self.sysconfig_file.source,
         );
-        line("flavor", self.flavor.value.clone(), &self.flavor.source);
+        line(
+            "config",
+            shown(&self.config_file.value),
+            &self.config_file.source,
+        );
+        line(
+            "config.format",
+            self.file_format.as_str().into(),
+            &self.config_file.source,
+        );
+        let flavor = match self.file_format {
+            FileFormat::Legacy => self.flavor.value.clone(),
+            _ => format!("{} (unused: no flavored file)", self.flavor.value),
+        };
+        line("flavor", flavor, &self.flavor.source);
+        line(
+            "http.addr",
+            self.listen.value.to_string(),
+            &self.listen.source,
+        );
+        let workers = match self.workers.value {
+            0 => "0 (one per CPU)".to_string(),
+            n => n.to_string(),
+        };
+        line("workers", workers, &self.workers.source);
         let StorageConfig::Filesystem { root } = &self.storage.value;
         line(
-            "storage.filesystem.root",
+            "storage.filesystem.rootdirectory",
             root.display().to_string(),
             &self.storage.source,
         );
@@ -352,10 +1063,107 @@ impl Config {
             &self.delete_enabled.source,
         );
         line(
+            "storage.maintenance.readonly.enabled",
+            self.readonly.value.to_string(),
+            &self.readonly.source,
+        );
+        let p = &self.upload_purging;
+        let key = "storage.maintenance.uploadpurging";
+        line(
+            &format!("{key}.enabled"),
+            p.value.enabled.to_string(),
+            p.source.part("enabled"),
+        );
+        line(
+            &format!("{key}.age"),
+            humantime::format_duration(p.value.age).to_string(),
+            p.source.part("age"),
+        );
+        line(
+            &format!("{key}.interval"),
+            humantime::format_duration(p.value.interval).to_string(),
+            p.source.part("interval"),
+        );
+        line(
+            &format!("{key}.dryrun"),
+            p.value.dry_run.to_string(),
+            p.source.part("dryrun"),
+        );
+        line(
             "log.level",
             self.log_level.value.as_str().into(),
             &self.log_level.source,
         );
+        line(
+            "log.target",
+            self.log_target.value.as_str().into(),
+            &self.log_target.source,
+        );
+        line(
+            "search_backend",
+            self.search_backend
+                .value
+                .clone()
+                .unwrap_or_else(|| "(none)".into()),
+            &self.search_backend.source,
+        );
+        line("issue", self.issue.value.clone(), &self.issue.source);
+        match &self.auth.value {
+            None => line("auth", "(none)".into(), &self.auth.source),
+            Some(AuthConfig::Htpasswd {
+                realm,
+                path,
+                access_file,
+            }) => {
+                line(
+                    "auth.htpasswd.realm",
+                    realm.clone(),
+                    self.auth.source.part("realm"),
+                );
+                line(
+                    "auth.htpasswd.path",
+                    path.display().to_string(),
+                    self.auth.source.part("path"),
+                );
+                if let Some(a) = access_file {
+                    line(
+                        "auth.htpasswd.access_file",
+                        a.display().to_string(),
+                        &self.auth.source,
+                    );
+                }
+            }
+            Some(AuthConfig::Token {
+                realm,
+                service,
+                issuer,
+                rootcertbundle,
+            }) => {
+                line("auth.token.realm", realm.clone(), &self.auth.source);
+                line("auth.token.service", service.clone(), &self.auth.source);
+                line("auth.token.issuer", issuer.clone(), &self.auth.source);
+                line(
+                    "auth.token.rootcertbundle",
+                    rootcertbundle.display().to_string(),
+                    &self.auth.source,
+                );
+            }
+        }
+        match &self.tls.value {
+            None => line("http.tls", "(none)".into(), &self.tls.source),
+            Some(t) => {
+                line(
+                    "http.tls.certificate",
+                    t.certificate.display().to_string(),
+                    self.tls.source.part("certificate"),
+                );
+                line(
+                    "http.tls.key",
+                    t.key.display().to_string(),
+                    self.tls.source.part("key"),
+                );
+            }
+        }
         out
     }
 }
@@ -432,8 +1240,38 @@ fn apply_cli_security(c: &mut Config, cli: &CliOverrides) -> Result<(), ConfigEr
     Ok(())
 }
 
-/// Where data goes when nothing says: systemd's `STATE_DIRECTORY`, the packaged
-/// `/var/lib/docker-registry` when it is writable, else a per-user directory.
+/// The command line as the highest level.
+fn cli_layer(cli: &CliOverrides, errors: &mut Vec<ConfigError>) -> Layer {
+    let flag = |f: &str| Source::Cli(f.to_string());
+    let mut l = Layer {
+        address: cli.address.map(|a| Sourced::new(a, flag("--address"))),
+        port: cli.port.map(|p| Sourced::new(p, flag("--port"))),
+        log_level: cli.log_level.map(|v| Sourced::new(v, flag("--log-level"))),
+        delete_enabled: cli
+            .delete_enabled
+            .map(|v| Sourced::new(v, flag("--delete-enabled"))),
+        ..Layer::default()
+    };
+    if let Some(w) = cli.workers {
+        layer::set(
+            &mut l.workers,
+            values::workers_text(&w.to_string()).map(Some),
+            flag("--workers"),
+            errors,
+        );
+    }
+    if let Some(p) = &cli.storage_path {
+        l.storage = Some(Sourced::new(
+            StorageChoice::Filesystem,
+            flag("--storage-path"),
+        ));
+        l.storage_root = Some(Sourced::new(p.clone(), flag("--storage-path")));
+    }
+    l
+}
+
+/// Where data goes when nothing says: systemd's `STATE_DIRECTORY`, else a per-user directory
+/// (`$XDG_DATA_HOME/docker-registry` or `~/.local/share/docker-registry`), else a temporary one.
 fn default_storage(env: &BTreeMap<String, String>) -> Sourced<StorageConfig> {
     if let Some(dir) = env.get("STATE_DIRECTORY").filter(|d| !d.is_empty()) {
         let first = dir.split(':').next().unwrap_or(dir);
@@ -444,13 +1282,9 @@ fn default_storage(env: &BTreeMap<String, String>) -> Sourced<StorageConfig> {
             Source::Derived("systemd STATE_DIRECTORY".into()),
         );
     }
-    let packaged = PathBuf::from(PACKAGED_STORAGE_ROOT);
-    if nix::unistd::access(&packaged, nix::unistd::AccessFlags::W_OK).is_ok() {
-        return Sourced::new(
-            StorageConfig::Filesystem { root: packaged },
-            Source::Derived("packaged data directory".into()),
-        );
-    }
+    // Not /var/lib/docker-registry even when writable: a developer's run by hand must not mix
+    // its data into the packaged service's (or Debian's registry:2 package's) directory. The
+    // packaged service gets it from the shipped yml and the unit's StateDirectory=.
     let user_dir = env
         .get("XDG_DATA_HOME")
         .filter(|d| !d.is_empty())
@@ -464,9 +1298,7 @@ fn default_storage(env: &BTreeMap<String, String>) -> Sourced<StorageConfig> {
     match user_dir {
         Some(d) => Sourced::new(
             StorageConfig::Filesystem { root: d },
-            Source::Derived(format!(
-                "{PACKAGED_STORAGE_ROOT} is not writable: a per-user directory"
-            )),
+            Source::Derived("no storage configured: a per-user directory".into()),
         ),
         None => Sourced::new(
             StorageConfig::Filesystem {
@@ -474,5 +1306,445 @@ fn default_storage(env: &BTreeMap<String, String>) -> Sourced<StorageConfig> {
             },
             Source::Derived("no HOME: a temporary directory".into()),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// Files for one test, and the options that read them (never the host's /etc files).
+    struct Setup {
+        dir: tempfile::TempDir,
+        opts: LoadOptions,
+    }
+
+    impl Setup {
+        fn new(sysconfig: &str, yaml: &str, env: &[(&str, &str)]) -> Setup {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let write = |name: &str, text: &str| {
+                let path = dir.path().join(name);
+                let mut f = std::fs::File::create(&path).expect("create");
+                f.write_all(text.as_bytes()).expect("write");
+                path
+            };
+            let opts = LoadOptions {
+                sysconfig: Some(write("sysconfig", sysconfig)),
+                config: Some(write("registry.yml", yaml)),
+                env: env
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                cli: CliOverrides::default(),
+            };
+            Setup { dir, opts }
+        }
+
+        fn path(&self, name: &str) -> String {
+            self.dir.path().join(name).display().to_string()
+        }
+
+        fn load(&self) -> Config {
+            Config::load(&self.opts).unwrap_or_else(|e| panic!("errors:\n{e}"))
+        }
+
+        fn errors(&self) -> Vec<String> {
+            match Config::load(&self.opts) {
+                Ok(_) => panic!("expected errors"),
+                Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
+            }
+        }
+    }
+
+    const LEGACY: &str = "common: &common\n  loglevel: _env:LOGLEVEL:info\nlocal:\n  <<: *common\n  storage: local\n  \
+                          storage_path: _env:STORAGE_PATH:/srv/registry\ns3:\n  <<: *common\n  storage: s3\n";
+
+    #[test]
+    fn sysconfig_port_replaces_only_the_port_of_http_addr() {
+        let s = Setup::new(
+            "REGISTRY_PORT=7000\n",
+            "version: 0.1\nhttp:\n  addr: 127.0.0.1:6000\n",
+            &[],
+        );
+        let c = s.load();
+        assert_eq!(c.listen.value, "127.0.0.1:7000".parse().expect("addr"));
+        assert_eq!(
+            c.listen.source.to_string(),
+            format!(
+                "address: {}:3 (http.addr); port: {}:1 (REGISTRY_PORT)",
+                s.path("registry.yml"),
+                s.path("sysconfig")
+            )
+        );
+    }
+
+    #[test]
+    fn each_level_wins_over_the_ones_below() {
+        let yaml = "version: 0.1\nlog:\n  level: error\n";
+        let s = Setup::new("REGISTRY_LOG_LEVEL=warn\n", yaml, &[]);
+        assert_eq!(s.load().log_level.value, LogLevel::Warn);
+        let mut s = Setup::new(
+            "REGISTRY_LOG_LEVEL=warn\n",
+            yaml,
+            &[("REGISTRY_LOG_LEVEL", "debug")],
+        );
+        let c = s.load();
+        assert_eq!(
+            (c.log_level.value, c.log_level.source),
+            (LogLevel::Debug, Source::Env("REGISTRY_LOG_LEVEL".into()))
+        );
+        s.opts.cli.log_level = Some(LogLevel::Trace);
+        let c = s.load();
+        assert_eq!(
+            (c.log_level.value, c.log_level.source),
+            (LogLevel::Trace, Source::Cli("--log-level".into()))
+        );
+        let s = Setup::new("", yaml, &[]);
+        assert_eq!(s.load().log_level.value, LogLevel::Error);
+    }
+
+    #[test]
+    fn a_variable_systemd_passed_from_the_file_keeps_the_files_precedence() {
+        // EnvironmentFile= exports REGISTRY_PORT=5000; a drop-in sets REGISTRY_HTTP_ADDR.
+        let s = Setup::new(
+            "REGISTRY_PORT=5000\n",
+            "",
+            &[
+                ("REGISTRY_PORT", "5000"),
+                ("REGISTRY_HTTP_ADDR", "127.0.0.1:6000"),
+            ],
+        );
+        let c = s.load();
+        assert_eq!(c.listen.value, "127.0.0.1:6000".parse().expect("addr"));
+        // A different value in the environment is the environment's.
+        let s = Setup::new("REGISTRY_PORT=5000\n", "", &[("REGISTRY_PORT", "5001")]);
+        let c = s.load();
+        assert_eq!(c.listen.value.port(), 5001);
+        assert_eq!(
+            c.listen.source.part("port"),
+            &Source::Env("REGISTRY_PORT".into())
+        );
+    }
+
+    #[test]
+    fn sysconfig_variables_feed_env_references_and_the_process_wins() {
+        let s = Setup::new(
+            "STORAGE_PATH=/srv/from-sysconfig\nLOGLEVEL=debug\n",
+            LEGACY,
+            &[("LOGLEVEL", "warning")],
+        );
+        let c = s.load();
+        assert_eq!(
+            c.storage.value,
+            StorageConfig::Filesystem {
+                root: "/srv/from-sysconfig".into()
+            }
+        );
+        assert!(
+            c.storage
+                .source
+                .to_string()
+                .ends_with(&format!("from {}:1)", s.path("sysconfig"))),
+            "{}",
+            c.storage.source
+        );
+        assert_eq!(c.log_level.value, LogLevel::Warn);
+        // Variables read by _env: are not "unknown".
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn docker_registry_config_in_the_sysconfig_file_chooses_the_yaml_file() {
+        let mut s = Setup::new("", LEGACY, &[]);
+        let yml = s.path("registry.yml");
+        std::fs::write(
+            s.dir.path().join("sysconfig"),
+            format!("DOCKER_REGISTRY_CONFIG={yml}\n"),
+        )
+        .expect("write");
+        s.opts.config = None;
+        let c = s.load();
+        assert_eq!(c.config_file.value, Some(PathBuf::from(&yml)));
+        assert_eq!(c.file_format, FileFormat::Legacy);
+        std::fs::write(
+            s.dir.path().join("sysconfig"),
+            "DOCKER_REGISTRY_CONFIG=/nonexistent/registry.yml\n",
+        )
+        .expect("write");
+        let errors = s.errors();
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].starts_with(
+                "/nonexistent/registry.yml: cannot read this file (given by DOCKER_REGISTRY_CONFIG"
+            ),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn every_error_of_every_level_is_reported() {
+        let s = Setup::new(
+            "REGISTRY_PORT=http\nGUNICORN_WORKERS=many\n",
+            "common:\n  loglevel: loud\nlocal:\n  storage: local\n",
+            &[("REGISTRY_STORAGE_DELETE_ENABLED", "sometimes")],
+        );
+        let errors = s.errors();
+        let sys = s.path("sysconfig");
+        let yml = s.path("registry.yml");
+        assert_eq!(errors.len(), 4, "{errors:?}");
+        assert!(
+            errors[0].starts_with(&format!("{yml}:2: common.loglevel: unknown log level")),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].starts_with(&format!("{sys}:1: REGISTRY_PORT: not a port number")),
+            "{errors:?}"
+        );
+        assert!(
+            errors[2].starts_with(&format!("{sys}:2: GUNICORN_WORKERS: not a number")),
+            "{errors:?}"
+        );
+        assert!(
+            errors[3].starts_with("REGISTRY_STORAGE_DELETE_ENABLED: expected true or false"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_variables_are_warned_about_by_name() {
+        let s = Setup::new(
+            "GUNICORN_OPTS=--preload\nSETTINGS_FLAVOR=local\n",
+            LEGACY,
+            &[("REGISTRY_HTTP_SECRET", "x"), ("HOME", "/root")],
+        );
+        let c = s.load();
+        assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+        assert!(
+            c.warnings[0].ends_with("does not use: GUNICORN_OPTS (line 1)"),
+            "{:?}",
+            c.warnings
+        );
+        assert!(
+            c.warnings[1].ends_with("does not use: REGISTRY_HTTP_SECRET"),
+            "{:?}",
+            c.warnings
+        );
+    }
+
+    #[test]
+    fn distribution_overrides_work_on_a_flavored_file() {
+        let s = Setup::new(
+            "SETTINGS_FLAVOR=s3\n",
+            LEGACY,
+            &[
+                ("REGISTRY_STORAGE", "filesystem"),
+                ("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "/srv/fs"),
+                ("REGISTRY_STORAGE_DELETE_ENABLED", "true"),
+            ],
+        );
+        let c = s.load();
+        assert_eq!(
+            c.storage.value,
+            StorageConfig::Filesystem {
+                root: "/srv/fs".into()
+            }
+        );
+        assert!(c.delete_enabled.value);
+        // Without REGISTRY_STORAGE the flavor's s3 stands, and is refused.
+        let s = Setup::new(
+            "SETTINGS_FLAVOR=s3\n",
+            LEGACY,
+            &[("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "/srv/fs")],
+        );
+        let errors = s.errors();
+        assert!(
+            errors[0].contains(
+                "s3.storage: flavor s3 uses storage s3: S3 storage arrives in a later release"
+            ),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_flavor_set_for_a_registry_2_file_is_reported_as_unused() {
+        let s = Setup::new("SETTINGS_FLAVOR=dev\n", "version: 0.1\n", &[]);
+        let c = s.load();
+        assert_eq!(c.file_format, FileFormat::Distribution);
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(
+            c.warnings[0].starts_with("SETTINGS_FLAVOR=dev ("),
+            "{:?}",
+            c.warnings
+        );
+        assert!(
+            c.warnings[0].ends_with("is a registry:2 file, which has no flavors"),
+            "{:?}",
+            c.warnings
+        );
+    }
+
+    #[test]
+    fn htpasswd_needs_a_password_file_and_has_a_default_realm() {
+        let s = Setup::new("", "", &[("REGISTRY_AUTH", "htpasswd")]);
+        let errors = s.errors();
+        assert_eq!(errors, ["REGISTRY_AUTH: htpasswd authentication needs a password file: set auth.htpasswd.path (or REGISTRY_AUTH_HTPASSWD_PATH) (set in the environment)"]);
+        let s = Setup::new(
+            "REGISTRY_AUTH_HTPASSWD_PATH=/etc/registry/htpasswd\n",
+            "",
+            &[],
+        );
+        let c = s.load();
+        assert_eq!(
+            c.auth.value,
+            Some(AuthConfig::Htpasswd {
+                realm: DEFAULT_REALM.into(),
+                path: "/etc/registry/htpasswd".into(),
+                access_file: None,
+            })
+        );
+        let s = Setup::new("", "", &[("REGISTRY_AUTH", "token")]);
+        assert!(s.errors()[0].contains("authentication \"token\" is not supported"));
+    }
+
+    #[test]
+    fn tls_needs_both_certificate_and_key() {
+        let s = Setup::new(
+            "",
+            "version: 0.1\nhttp:\n  tls:\n    certificate: /c.pem\n",
+            &[],
+        );
+        let errors = s.errors();
+        assert!(errors[0].ends_with(":4: http.tls.certificate: a TLS certificate without its key: set http.tls.key (or REGISTRY_HTTP_TLS_KEY) too"), "{errors:?}");
+        let s = Setup::new(
+            "",
+            "version: 0.1\nhttp:\n  tls:\n    certificate: /c.pem\n",
+            &[("REGISTRY_HTTP_TLS_KEY", "/k.pem")],
+        );
+        assert_eq!(
+            s.load().tls.value,
+            Some(TlsConfig {
+                certificate: "/c.pem".into(),
+                key: "/k.pem".into(),
+                client_ca: None,
+            })
+        );
+    }
+
+    #[test]
+    fn ipv6_addresses_with_or_without_brackets() {
+        for (written, expected) in [
+            ("::1", "[::1]:5000"),
+            ("[::]", "[::]:5000"),
+            ("'[::1]'", "[::1]:5000"),
+        ] {
+            let s = Setup::new(&format!("REGISTRY_ADDRESS={written}\n"), "", &[]);
+            assert_eq!(
+                s.load().listen.value,
+                expected.parse::<SocketAddr>().expect("addr"),
+                "{written}"
+            );
+        }
+        let s = Setup::new("REGISTRY_ADDRESS=example\n", "", &[]);
+        assert!(s.errors()[0].contains(":1: REGISTRY_ADDRESS: not an IP address"));
+    }
+
+    #[test]
+    fn a_flavor_missing_from_the_file_lists_those_available() {
+        let s = Setup::new("SETTINGS_FLAVOR=staging\n", LEGACY, &[]);
+        let errors = s.errors();
+        assert_eq!(errors.len(), 1);
+        assert!(
+            errors[0].contains("SETTINGS_FLAVOR: flavor \"staging\""),
+            "{errors:?}"
+        );
+        assert!(
+            errors[0].contains(&format!("{}:1 (SETTINGS_FLAVOR)", s.path("sysconfig"))),
+            "{errors:?}"
+        );
+        assert!(
+            errors[0].ends_with("flavors available: common, local, s3"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn an_unsupported_version_is_an_error_and_an_empty_file_a_warning() {
+        let s = Setup::new("", "version: 0.2\n", &[]);
+        assert!(s.errors()[0].ends_with(
+            ":1: version: unsupported registry:2 configuration version \"0.2\" (expected 0.1)"
+        ));
+        let s = Setup::new("", "", &[]);
+        let c = s.load();
+        assert!(
+            c.warnings[0].ends_with("the file is empty; using the built-in defaults"),
+            "{:?}",
+            c.warnings
+        );
+    }
+
+    #[test]
+    fn storage_defaults_to_state_directory_when_nothing_configures_it() {
+        let s = Setup::new(
+            "",
+            "",
+            &[("STATE_DIRECTORY", "/var/lib/docker-registry-test:/other")],
+        );
+        let c = s.load();
+        assert_eq!(
+            c.storage.value,
+            StorageConfig::Filesystem {
+                root: "/var/lib/docker-registry-test".into()
+            }
+        );
+        assert_eq!(
+            c.storage.source,
+            Source::Derived("systemd STATE_DIRECTORY".into())
+        );
+        let mut s = Setup::new("", LEGACY, &[("STATE_DIRECTORY", "/x")]);
+        s.opts.cli.storage_path = Some("/cli".into());
+        let c = s.load();
+        assert_eq!(
+            (c.storage.value, c.storage.source),
+            (
+                StorageConfig::Filesystem {
+                    root: "/cli".into()
+                },
+                Source::Cli("--storage-path".into())
+            )
+        );
+    }
+
+    #[test]
+    fn describe_shows_every_setting_with_its_source() {
+        let s = Setup::new(
+            "GUNICORN_WORKERS=3\n",
+            LEGACY,
+            &[("REGISTRY_STORAGE_DELETE_ENABLED", "true")],
+        );
+        let text = s.load().describe();
+        let line = |key: &str| {
+            text.lines()
+                .find(|l| l.starts_with(&format!("{key} ")))
+                .unwrap_or_else(|| panic!("{key} in\n{text}"))
+                .to_string()
+        };
+        assert!(
+            line("workers").contains(" 3 ")
+                && line("workers")
+                    .ends_with(&format!("# {}:1 (GUNICORN_WORKERS)", s.path("sysconfig")))
+        );
+        assert!(line("storage.delete.enabled")
+            .ends_with("# environment (REGISTRY_STORAGE_DELETE_ENABLED)"));
+        assert!(line("storage.filesystem.rootdirectory").contains("/srv/registry"));
+        assert!(
+            line("log.level")
+                .contains(":2 (common.loglevel: _env:LOGLEVEL unset, the default written there)"),
+            "{text}"
+        );
+        assert!(
+            line("http.addr").ends_with("0.0.0.0:5000                     # default"),
+            "{text}"
+        );
     }
 }

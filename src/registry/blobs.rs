@@ -11,7 +11,11 @@ impl Registry {
             return Err(RegistryError::BlobUnknown(digest.clone()));
         }
         match self.driver.stat(&layout::blob_data(digest)?).await {
-            Ok(info) if !info.is_dir => Ok(info.size),
+            Ok(info) if !info.is_dir => {
+                // A client that saw the blob may skip uploading it: keep it a while (`gc`).
+                self.gc.note_use(digest);
+                Ok(info.size)
+            }
             Ok(_) | Err(StorageError::NotFound(_)) => {
                 Err(RegistryError::BlobUnknown(digest.clone()))
             }
@@ -35,6 +39,28 @@ impl Registry {
             .await
         {
             Ok(r) => Ok(r),
+            Err(StorageError::NotFound(_)) => Err(RegistryError::BlobUnknown(digest.clone())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Streams `len` bytes of a linked blob from `offset`.
+    pub async fn blob_chunks(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+        offset: u64,
+        len: u64,
+    ) -> RegistryResult<crate::storage::ChunkStream> {
+        if !self.exists(&layout::layer_link(repo, digest)?).await? {
+            return Err(RegistryError::BlobUnknown(digest.clone()));
+        }
+        match self
+            .driver
+            .read_chunks(&layout::blob_data(digest)?, offset, len)
+            .await
+        {
+            Ok(s) => Ok(s),
             Err(StorageError::NotFound(_)) => Err(RegistryError::BlobUnknown(digest.clone())),
             Err(e) => Err(e.into()),
         }
@@ -66,6 +92,8 @@ impl Registry {
         from: &RepositoryName,
         digest: &Digest,
     ) -> RegistryResult<bool> {
+        // Garbage collection hook: in use from before the check on (see `gc`).
+        self.gc.touch(digest).await;
         match self.blob_size(from, digest).await {
             Ok(_) => {}
             Err(RegistryError::BlobUnknown(_)) => return Ok(false),

@@ -31,14 +31,24 @@ impl Registry {
         reference: &Reference,
     ) -> RegistryResult<Digest> {
         let digest = match reference {
-            Reference::Tag(tag) => self
-                .read_link(&layout::tag_current_link(repo, tag)?)
-                .await?
-                .ok_or_else(|| RegistryError::ManifestUnknown(reference.to_string()))?,
+            Reference::Tag(tag) => match self.cache.tag(repo, tag.as_str()) {
+                Some(d) => d,
+                None => {
+                    let d = self
+                        .read_link(&layout::tag_current_link(repo, tag)?)
+                        .await?
+                        .ok_or_else(|| RegistryError::ManifestUnknown(reference.to_string()))?;
+                    self.cache.set_tag(repo, tag.as_str(), &d);
+                    d
+                }
+            },
             Reference::Digest(d) => d.clone(),
         };
-        if !self.exists(&layout::revision_link(repo, &digest)?).await? {
-            return Err(RegistryError::ManifestUnknown(reference.to_string()));
+        if !self.cache.revision(repo, &digest) {
+            if !self.exists(&layout::revision_link(repo, &digest)?).await? {
+                return Err(RegistryError::ManifestUnknown(reference.to_string()));
+            }
+            self.cache.set_revision(repo, &digest);
         }
         Ok(digest)
     }
@@ -49,11 +59,24 @@ impl Registry {
         reference: &Reference,
     ) -> RegistryResult<StoredManifest> {
         let digest = self.resolve(repo, reference).await?;
+        if let Some(m) = self.cache.manifest(&digest) {
+            return Ok(StoredManifest {
+                digest,
+                media_type: m.media_type.to_string(),
+                bytes: m.bytes,
+            });
+        }
         let bytes = self.read_manifest_bytes(&digest).await?.ok_or_else(|| {
             tracing::warn!(%repo, %digest, "manifest revision links content that is missing");
             RegistryError::ManifestUnknown(reference.to_string())
         })?;
+        // Content read back must still be what its name says (a damaged file is not served).
+        if Digest::of_bytes(&bytes) != digest {
+            tracing::error!(%repo, %digest, "stored manifest does not match its digest");
+            return Err(RegistryError::ManifestUnknown(reference.to_string()));
+        }
         let media_type = manifest::detect_media_type(&bytes);
+        self.cache.set_manifest(&digest, bytes.clone(), &media_type);
         Ok(StoredManifest {
             digest,
             media_type,
@@ -99,6 +122,9 @@ impl Registry {
                 RegistryError::ManifestInvalid(m)
             }
         })?;
+        // Garbage collection hook: register everything this manifest relies on before
+        // checking it exists, held until the links are written (see `gc`'s module doc).
+        let _pin = self.gc.pin(pinned_digests(&digest, &parsed)).await;
         self.check_references(repo, &parsed).await?;
 
         let data = layout::blob_data(&digest)?;
@@ -112,11 +138,15 @@ impl Registry {
             self.write_link(&layout::referrer_link(repo, s, &digest)?, &digest)
                 .await?;
         }
+        self.cache.set_revision(repo, &digest);
+        self.cache.repository_written(repo);
         if let Reference::Tag(tag) = reference {
             self.write_link(&layout::tag_index_link(repo, tag, &digest)?, &digest)
                 .await?;
             self.write_link(&layout::tag_current_link(repo, tag)?, &digest)
                 .await?;
+            self.cache.forget_tag(repo, tag.as_str());
+            self.cache.set_tag(repo, tag.as_str(), &digest);
         }
         Ok(PutManifest { digest, subject })
     }
@@ -156,12 +186,14 @@ impl Registry {
         self.require_delete()?;
         match reference {
             Reference::Tag(tag) => {
+                self.cache.forget_tag(repo, tag.as_str());
                 if !self.remove(&layout::tag_dir(repo, tag)?).await? {
                     return Err(RegistryError::ManifestUnknown(reference.to_string()));
                 }
                 Ok(())
             }
             Reference::Digest(digest) => {
+                self.cache.forget_revision(repo, digest);
                 if !self.exists(&layout::revision_link(repo, digest)?).await? {
                     return Err(RegistryError::ManifestUnknown(reference.to_string()));
                 }
@@ -175,7 +207,7 @@ impl Registry {
                         }
                     }
                 }
-                for tag in self.tags(repo).await.unwrap_or_default() {
+                for tag in self.scan_tags(repo).await.unwrap_or_default().iter() {
                     let Ok(tag) = tag.parse::<Tag>() else {
                         continue;
                     };
@@ -189,8 +221,19 @@ impl Registry {
                     }
                 }
                 self.remove(&layout::revision_dir(repo, digest)?).await?;
+                // Readers that raced the deletion may have re-cached what was removed.
+                self.cache.forget_revision(repo, digest);
                 Ok(())
             }
         }
     }
+}
+
+/// What a manifest PUT must keep from being collected while it is written: its own content,
+/// its blobs and its child manifests.
+fn pinned_digests(own: &Digest, parsed: &ParsedManifest) -> Vec<Digest> {
+    let mut v = vec![own.clone()];
+    v.extend(parsed.blobs.iter().map(|b| b.digest.clone()));
+    v.extend(parsed.manifests.iter().map(|m| m.digest.clone()));
+    v
 }

@@ -3,11 +3,16 @@
 //! [`RegistryError`]s into the spec's error codes.
 
 pub mod blobs;
+pub(crate) mod cache;
 pub mod digest;
+pub mod fsck;
+pub mod gc;
 pub mod layout;
 pub mod manifest;
 pub mod manifests;
 pub mod names;
+pub mod purge;
+pub mod retention;
 pub mod tags;
 pub mod uploads;
 
@@ -82,6 +87,15 @@ impl From<StorageError> for RegistryError {
 
 pub type RegistryResult<T> = Result<T, RegistryError>;
 
+/// See [`Registry::clear_caches_when_done`].
+pub(crate) struct ClearCaches<'a>(&'a cache::Caches);
+
+impl Drop for ClearCaches<'_> {
+    fn drop(&mut self) {
+        self.0.clear();
+    }
+}
+
 /// Registry-wide switches from the configuration.
 #[derive(Debug, Clone, Default)]
 pub struct RegistryOptions {
@@ -94,6 +108,9 @@ pub struct Registry {
     driver: Arc<dyn StorageDriver>,
     options: RegistryOptions,
     uploads: uploads::UploadStates,
+    cache: cache::Caches,
+    /// Shared by the manifest write path and garbage collection (see `gc`).
+    gc: gc::ReferenceGuard,
 }
 
 impl fmt::Debug for Registry {
@@ -111,6 +128,8 @@ impl Registry {
             driver,
             options,
             uploads: uploads::UploadStates::default(),
+            cache: cache::Caches::default(),
+            gc: gc::ReferenceGuard::default(),
         }
     }
 
@@ -120,6 +139,18 @@ impl Registry {
 
     pub fn options(&self) -> &RegistryOptions {
         &self.options
+    }
+
+    /// Forgets everything cached about mutable state (after collection or retention).
+    pub fn clear_caches(&self) {
+        self.cache.clear();
+    }
+
+    /// Clears the caches when the returned guard drops: maintenance that removes things
+    /// holds one, so however it ends, no reader is served a removed tag or revision from
+    /// memory afterwards.
+    pub(crate) fn clear_caches_when_done(&self) -> ClearCaches<'_> {
+        ClearCaches(&self.cache)
     }
 
     fn require_delete(&self) -> RegistryResult<()> {

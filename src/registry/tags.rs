@@ -3,16 +3,29 @@
 
 use super::manifest;
 use super::{layout, Digest, Registry, RegistryError, RegistryResult, RepositoryName};
-use crate::storage::{StorageError, StoragePath};
+use crate::storage::StorageError;
 use serde_json::{json, Value};
+use std::sync::Arc;
 
 impl Registry {
     /// Tags of a repository, sorted; `NAME_UNKNOWN` when the repository does not exist.
-    pub async fn tags(&self, repo: &RepositoryName) -> RegistryResult<Vec<String>> {
+    /// Served from the cache when fresh (see `cache`).
+    pub async fn tags(&self, repo: &RepositoryName) -> RegistryResult<Arc<Vec<String>>> {
+        if let Some(list) = self.cache.tag_list(repo) {
+            return Ok(list);
+        }
+        let tags = Arc::new(self.scan_tags(repo).await?);
+        self.cache.set_tag_list(repo, tags.clone());
+        Ok(tags)
+    }
+
+    /// Tags as storage holds them now, bypassing the cache: for maintenance (collection,
+    /// retention, fsck) and deletion, which must never act on a stale listing.
+    pub async fn scan_tags(&self, repo: &RepositoryName) -> RegistryResult<Vec<String>> {
         match self.driver.list(&layout::tags_dir(repo)?).await {
             Ok(mut tags) => {
                 tags.retain(|t| t.parse::<super::Tag>().is_ok());
-                tags.sort();
+                tags.sort_unstable();
                 Ok(tags)
             }
             Err(StorageError::NotFound(_)) => {
@@ -26,38 +39,26 @@ impl Registry {
         }
     }
 
-    /// Every repository (a directory holding `_manifests`), sorted.
-    pub async fn catalog(&self) -> RegistryResult<Vec<String>> {
-        let root = layout::repositories_root()?;
-        let mut out = Vec::new();
-        let mut stack: Vec<(StoragePath, String)> = vec![(root, String::new())];
-        while let Some((dir, name)) = stack.pop() {
-            let children = match self.driver.list(&dir).await {
-                Ok(c) => c,
-                Err(StorageError::NotFound(_)) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            if !name.is_empty()
-                && children.iter().any(|c| c == "_manifests")
-                && name.parse::<RepositoryName>().is_ok()
-            {
-                out.push(name.clone());
-            }
-            for c in children {
-                if c.starts_with('_') {
-                    continue;
-                }
-                let child_name = if name.is_empty() {
-                    c.clone()
-                } else {
-                    format!("{name}/{c}")
-                };
-                if let Ok(p) = dir.join(&c) {
-                    stack.push((p, child_name));
-                }
-            }
+    /// Every repository (a directory holding `_manifests`), sorted; from the cache when fresh.
+    pub async fn catalog(&self) -> RegistryResult<Arc<Vec<String>>> {
+        if let Some(list) = self.cache.catalog() {
+            return Ok(list);
         }
-        out.sort();
+        let out = Arc::new(self.scan_catalog().await?);
+        self.cache.set_catalog(out.clone());
+        Ok(out)
+    }
+
+    /// The catalog as storage holds it now, bypassing the cache (for maintenance).
+    pub async fn scan_catalog(&self) -> RegistryResult<Vec<String>> {
+        let root = layout::repositories_root()?;
+        let mut out = self
+            .driver
+            .find_directories_with(&root, "_manifests")
+            .await?;
+        // Directories that are not valid names were not made by a registry: not listed.
+        out.retain(|name| name.parse::<RepositoryName>().is_ok());
+        out.sort_unstable();
         Ok(out)
     }
 

@@ -227,6 +227,8 @@ impl UploadWriter<'_> {
         }
         let size = w.commit().await?;
         let target = layout::blob_data(expected)?;
+        // Garbage collection hook: the content is in use from now on (see `gc`).
+        registry.gc.touch(expected).await;
         // Two clients pushing the same content both succeed: the second finds it in place.
         if !registry.exists(&target).await? {
             registry

@@ -2,7 +2,9 @@
 //! readiness and watchdog, signals (SIGTERM/SIGINT stop gracefully, SIGHUP reloads), and
 //! one task per connection, bounded by a semaphore so overload is back-pressure, not a crash.
 
+pub mod listen;
 pub mod logging;
+pub mod maintenance;
 pub mod notify;
 pub mod security;
 
@@ -61,7 +63,8 @@ pub fn run(config: Config, log: logging::LogHandle, reload: Reloader) -> i32 {
     }
 }
 
-fn build_driver(config: &Config) -> Arc<dyn StorageDriver> {
+/// The storage driver the configuration names (also used by the maintenance commands).
+pub fn build_driver(config: &Config) -> Arc<dyn StorageDriver> {
     match &config.storage.value {
         StorageConfig::Filesystem { root } => Arc::new(FilesystemDriver::new(root.clone())),
     }
@@ -90,7 +93,10 @@ async fn serve(
     })?;
 
     let addr = config.listen.value;
-    let listener = bind(addr).await?;
+    let listener = match listen::inherited()? {
+        Some(inherited) => inherited,
+        None => bind(addr).await?,
+    };
     let local = listener
         .local_addr()
         .map_err(|e| format!("cannot read the bound address: {e}"))?;
@@ -110,6 +116,8 @@ async fn serve(
         trust_forwarded_headers: config.trust_forwarded_headers.value,
     });
     let auth_watcher = auth.clone().map(security::spawn_auth_watcher);
+    // Upload purging, scheduled garbage collection and the admin socket.
+    let maintenance = maintenance::spawn(state.clone(), &config);
 
     tracing::info!(
         "docker-registry {} listening on {}://{local} with {workers} worker threads; data in {} ({}), deletion {}, {}",
@@ -232,6 +240,7 @@ async fn serve(
     if let Some(w) = auth_watcher {
         w.abort();
     }
+    maintenance.stop();
     Ok(())
 }
 
@@ -239,6 +248,7 @@ async fn serve(
 /// the daemon says it is ready again.
 fn reload_config(reload: &Reloader, log: &logging::LogHandle, also: impl FnOnce(Option<&Config>)) {
     notify::reloading();
+    tracing::info!("SIGHUP: reloading configuration");
     let new = match reload() {
         Ok(c) => {
             log.set_level(c.log_level.value);

@@ -36,7 +36,11 @@ pub fn stopping() {
 /// Pings the watchdog at half its interval when systemd asked for it (WATCHDOG_USEC).
 pub fn spawn_watchdog() -> Option<tokio::task::JoinHandle<()>> {
     // As sd_watchdog_enabled(3): WATCHDOG_PID, when set, must name this process.
-    let usec = std::env::var("WATCHDOG_USEC").ok()?.trim().parse::<u64>().ok()?;
+    let usec = std::env::var("WATCHDOG_USEC")
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()?;
     if let Ok(pid) = std::env::var("WATCHDOG_PID") {
         if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {
             return None;

@@ -3,8 +3,8 @@
 //!
 //! Durability: small files are written to a temporary name beside their target, fsynced,
 //! renamed over it, and the directory is fsynced; a crash leaves the old file or the new one.
-//! Large content goes through [`FsWriter`], which buffers 1 MiB between system calls and
-//! fsyncs on commit.
+//! Large content goes through [`FsWriter`], which writes 256 KiB at a time from a blocking
+//! thread while the next buffer fills, and fsyncs on commit.
 
 use super::{
     BlobReader, FileInfo, FileWriter, StorageDriver, StorageError, StoragePath, StorageResult,
@@ -15,8 +15,8 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-/// Bytes gathered before each write system call.
-const WRITE_BUFFER: usize = 1 << 20;
+/// Bytes gathered before each write system call (two such buffers per open writer).
+const WRITE_BUFFER: usize = 256 << 10;
 
 #[derive(Debug, Clone)]
 pub struct FilesystemDriver {
@@ -34,6 +34,45 @@ impl FilesystemDriver {
 
     fn full(&self, path: &StoragePath) -> PathBuf {
         self.root.join(path.as_str())
+    }
+}
+
+impl FilesystemDriver {
+    /// Temp file beside the target, renamed over it; with `durable`, the file and then its
+    /// directory are fsynced so the new content survives a crash once this returns.
+    async fn write_small(
+        &self,
+        path: &StoragePath,
+        content: &[u8],
+        durable: bool,
+    ) -> StorageResult<()> {
+        let full = self.full(path);
+        let path = path.clone();
+        let content = content.to_vec();
+        blocking(move || {
+            let err = |e| StorageError::io(&path, e);
+            create_parent(&full).map_err(err)?;
+            let tmp = temp_name(&full);
+            let result = (|| {
+                let mut f = File::create(&tmp)?;
+                f.write_all(&content)?;
+                if durable {
+                    f.sync_data()?;
+                }
+                fs::rename(&tmp, &full)?;
+                if durable {
+                    if let Some(dir) = full.parent() {
+                        fsync_dir(dir)?;
+                    }
+                }
+                Ok(())
+            })();
+            if result.is_err() {
+                let _ = fs::remove_file(&tmp);
+            }
+            result.map_err(err)
+        })
+        .await
     }
 }
 
@@ -112,29 +151,11 @@ impl StorageDriver for FilesystemDriver {
     }
 
     async fn put_content(&self, path: &StoragePath, content: &[u8]) -> StorageResult<()> {
-        let full = self.full(path);
-        let path = path.clone();
-        let content = content.to_vec();
-        blocking(move || {
-            let err = |e| StorageError::io(&path, e);
-            create_parent(&full).map_err(err)?;
-            let tmp = temp_name(&full);
-            let result = (|| {
-                let mut f = File::create(&tmp)?;
-                f.write_all(&content)?;
-                f.sync_data()?;
-                fs::rename(&tmp, &full)?;
-                if let Some(dir) = full.parent() {
-                    fsync_dir(dir)?;
-                }
-                Ok(())
-            })();
-            if result.is_err() {
-                let _ = fs::remove_file(&tmp);
-            }
-            result.map_err(err)
-        })
-        .await
+        self.write_small(path, content, true).await
+    }
+
+    async fn put_small(&self, path: &StoragePath, content: &[u8]) -> StorageResult<()> {
+        self.write_small(path, content, false).await
     }
 
     async fn reader(&self, path: &StoragePath, offset: u64) -> StorageResult<(BlobReader, u64)> {
@@ -156,6 +177,31 @@ impl StorageDriver for FilesystemDriver {
         Ok((Box::new(tokio::fs::File::from_std(file)), size))
     }
 
+    async fn read_chunks(
+        &self,
+        path: &StoragePath,
+        offset: u64,
+        len: u64,
+    ) -> StorageResult<super::ChunkStream> {
+        let full = self.full(path);
+        let path2 = path.clone();
+        let file = blocking(move || {
+            let f = File::open(&full).map_err(|e| not_found_or(&path2, e))?;
+            let meta = f.metadata().map_err(|e| StorageError::io(&path2, e))?;
+            if meta.is_dir() {
+                return Err(StorageError::NotFound(path2));
+            }
+            Ok(f)
+        })
+        .await?;
+        Ok(Box::pin(FileChunks {
+            file: std::sync::Arc::new(file),
+            offset,
+            remaining: len,
+            pending: None,
+        }))
+    }
+
     async fn writer(&self, path: &StoragePath, append: bool) -> StorageResult<Box<dyn FileWriter>> {
         let full = self.full(path);
         let path = path.clone();
@@ -175,13 +221,7 @@ impl StorageDriver for FilesystemDriver {
             Ok((file, size))
         })
         .await?;
-        Ok(Box::new(FsWriter {
-            path,
-            full,
-            file: Some(file),
-            buf: Vec::with_capacity(WRITE_BUFFER),
-            size,
-        }))
+        Ok(Box::new(FsWriter::new(path, full, file, size)))
     }
 
     async fn stat(&self, path: &StoragePath) -> StorageResult<FileInfo> {
@@ -211,6 +251,59 @@ impl StorageDriver for FilesystemDriver {
                     if !name.starts_with(".") {
                         out.push(name);
                     }
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn find_directories_with(
+        &self,
+        root: &StoragePath,
+        marker: &str,
+    ) -> StorageResult<Vec<String>> {
+        let full = self.full(root);
+        let root = root.clone();
+        let marker = marker.to_owned();
+        blocking(move || {
+            let mut out = Vec::new();
+            let mut stack: Vec<(PathBuf, String)> = vec![(full, String::new())];
+            while let Some((dir, name)) = stack.pop() {
+                let rd = match fs::read_dir(&dir) {
+                    Ok(rd) => rd,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(StorageError::io(&root, e)),
+                };
+                let mut has_marker = false;
+                for entry in rd {
+                    let entry = entry.map_err(|e| StorageError::io(&root, e))?;
+                    let Ok(child) = entry.file_name().into_string() else {
+                        continue;
+                    };
+                    if child == marker {
+                        has_marker = true;
+                    }
+                    if child.starts_with('_') || child.starts_with('.') {
+                        continue;
+                    }
+                    // d_type spares a stat per entry on most filesystems.
+                    let is_dir = match entry.file_type() {
+                        Ok(t) if t.is_symlink() => entry.path().is_dir(),
+                        Ok(t) => t.is_dir(),
+                        Err(_) => false,
+                    };
+                    if is_dir {
+                        let child_name = if name.is_empty() {
+                            child.clone()
+                        } else {
+                            format!("{name}/{child}")
+                        };
+                        stack.push((entry.path(), child_name));
+                    }
+                }
+                if has_marker && !name.is_empty() {
+                    out.push(name);
                 }
             }
             Ok(out)
@@ -264,17 +357,128 @@ impl StorageDriver for FilesystemDriver {
     }
 }
 
-/// Buffered, append-only writer over a local file.
+/// Reads a file in [`super::READ_CHUNK`] pieces with `pread`, one read always in flight ahead of
+/// the network. No thread waits on a slow client: each read is its own short blocking task.
+struct FileChunks {
+    file: std::sync::Arc<File>,
+    offset: u64,
+    remaining: u64,
+    pending: Option<tokio::task::JoinHandle<io::Result<Bytes>>>,
+}
+
+impl FileChunks {
+    fn start_read(&mut self) {
+        if self.remaining == 0 || self.pending.is_some() {
+            return;
+        }
+        let n = self.remaining.min(super::READ_CHUNK as u64) as usize;
+        let file = self.file.clone();
+        let offset = self.offset;
+        self.offset += n as u64;
+        self.remaining -= n as u64;
+        self.pending = Some(tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::FileExt;
+            let mut buf = bytes::BytesMut::zeroed(n);
+            let mut done = 0;
+            while done < n {
+                let k = file.read_at(&mut buf[done..], offset + done as u64)?;
+                if k == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "blob shorter than its recorded size",
+                    ));
+                }
+                done += k;
+            }
+            Ok(buf.freeze())
+        }));
+    }
+}
+
+impl futures_core::Stream for FileChunks {
+    type Item = io::Result<Bytes>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let this = &mut *self;
+        this.start_read();
+        let Some(handle) = this.pending.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match std::pin::Pin::new(handle).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(joined) => {
+                this.pending = None;
+                let result = joined
+                    .unwrap_or_else(|e| Err(io::Error::other(format!("read task failed: {e}"))));
+                if result.is_ok() {
+                    // Read ahead while this chunk goes out.
+                    this.start_read();
+                } else {
+                    this.remaining = 0;
+                }
+                Poll::Ready(Some(result))
+            }
+        }
+    }
+}
+
+/// A buffer being written by a blocking thread; it hands back the file and the buffer.
+type PendingWrite = tokio::task::JoinHandle<io::Result<(File, Vec<u8>)>>;
+
+/// Buffered, append-only writer over a local file. Two buffers take turns: while one is
+/// being written by a blocking thread, the request keeps filling the other, so receiving,
+/// hashing and writing overlap instead of taking turns.
 pub struct FsWriter {
     path: StoragePath,
     full: PathBuf,
+    /// The file, when no write is in flight.
     file: Option<File>,
+    /// The write in flight: gives back the file and its (emptied) buffer.
+    pending: Option<PendingWrite>,
     buf: Vec<u8>,
+    spare: Option<Vec<u8>>,
     size: u64,
 }
 
 impl FsWriter {
-    async fn flush_buffer(&mut self) -> StorageResult<()> {
+    fn new(path: StoragePath, full: PathBuf, file: File, size: u64) -> FsWriter {
+        FsWriter {
+            path,
+            full,
+            file: Some(file),
+            pending: None,
+            buf: Vec::with_capacity(WRITE_BUFFER),
+            spare: None,
+            size,
+        }
+    }
+
+    /// Waits for the write in flight, if any, and takes the file back.
+    async fn settle(&mut self) -> StorageResult<()> {
+        if let Some(h) = self.pending.take() {
+            let (file, buf) = h
+                .await
+                .map_err(|e| {
+                    StorageError::io(
+                        &self.path,
+                        io::Error::other(format!("write task failed: {e}")),
+                    )
+                })?
+                .map_err(|e| StorageError::io(&self.path, e))?;
+            self.file = Some(file);
+            self.spare = Some(buf);
+        }
+        Ok(())
+    }
+
+    /// Hands the filled buffer to a blocking thread and carries on with the other one.
+    async fn start_write(&mut self) -> StorageResult<()> {
+        self.settle().await?;
         if self.buf.is_empty() {
             return Ok(());
         }
@@ -284,19 +488,23 @@ impl FsWriter {
                 io::Error::other("writer already closed"),
             ));
         };
-        let mut buf = std::mem::take(&mut self.buf);
-        let path = self.path.clone();
-        let (file, mut buf) = blocking(move || {
-            file.write_all(&buf)
-                .map_err(|e| StorageError::io(&path, e))?;
+        let next = self
+            .spare
+            .take()
+            .unwrap_or_else(|| Vec::with_capacity(WRITE_BUFFER));
+        let mut buf = std::mem::replace(&mut self.buf, next);
+        self.pending = Some(tokio::task::spawn_blocking(move || {
+            file.write_all(&buf)?;
             buf.clear();
             Ok((file, buf))
-        })
-        .await?;
-        buf.reserve(WRITE_BUFFER);
-        self.buf = buf;
-        self.file = Some(file);
+        }));
         Ok(())
+    }
+
+    /// Everything written so far is in the file.
+    async fn drain(&mut self) -> StorageResult<()> {
+        self.start_write().await?;
+        self.settle().await
     }
 }
 
@@ -310,7 +518,7 @@ impl FileWriter for FsWriter {
             self.size += n as u64;
             data = &data[n..];
             if self.buf.len() >= WRITE_BUFFER {
-                self.flush_buffer().await?;
+                self.start_write().await?;
             }
         }
         Ok(())
@@ -321,7 +529,7 @@ impl FileWriter for FsWriter {
     }
 
     async fn commit(mut self: Box<Self>) -> StorageResult<u64> {
-        self.flush_buffer().await?;
+        self.drain().await?;
         let size = self.size;
         let path = self.path.clone();
         if let Some(file) = self.file.take() {
@@ -331,11 +539,12 @@ impl FileWriter for FsWriter {
     }
 
     async fn close(mut self: Box<Self>) -> StorageResult<u64> {
-        self.flush_buffer().await?;
+        self.drain().await?;
         Ok(self.size)
     }
 
     async fn cancel(mut self: Box<Self>) -> StorageResult<()> {
+        let _ = self.settle().await;
         self.file = None;
         let full = self.full.clone();
         let path = self.path.clone();

@@ -142,6 +142,14 @@ pub struct FileInfo {
 /// A readable stream positioned at the requested offset.
 pub type BlobReader = Box<dyn AsyncRead + Send + Unpin>;
 
+/// Content as a stream of chunks, for serving: each chunk is handed to the network as it is,
+/// without another copy.
+pub type ChunkStream =
+    std::pin::Pin<Box<dyn futures_core::Stream<Item = std::io::Result<Bytes>> + Send>>;
+
+/// Bytes per chunk when streaming content out.
+pub const READ_CHUNK: usize = 256 << 10;
+
 /// A streaming writer for large content (uploads). Nothing written is visible at its final
 /// place until the layer above moves it there; `commit` makes the bytes durable.
 #[async_trait]
@@ -174,8 +182,31 @@ pub trait StorageDriver: Send + Sync + fmt::Debug + 'static {
     /// never a mix.
     async fn put_content(&self, path: &StoragePath, content: &[u8]) -> StorageResult<()>;
 
+    /// Writes a small file atomically, without waiting for it to reach the disk: for link
+    /// files, whose loss in a crash leaves the state from before (a missing tag or link),
+    /// never a half-written one. Backends where every write is durable keep the default.
+    async fn put_small(&self, path: &StoragePath, content: &[u8]) -> StorageResult<()> {
+        self.put_content(path, content).await
+    }
+
     /// Opens a stream at `offset`; returns it with the file's total size.
     async fn reader(&self, path: &StoragePath, offset: u64) -> StorageResult<(BlobReader, u64)>;
+
+    /// Streams `len` bytes from `offset`. The default reads through [`StorageDriver::reader`];
+    /// backends override it to read ahead without holding a thread while the client is slow.
+    async fn read_chunks(
+        &self,
+        path: &StoragePath,
+        offset: u64,
+        len: u64,
+    ) -> StorageResult<ChunkStream> {
+        use tokio::io::AsyncReadExt;
+        let (reader, _) = self.reader(path, offset).await?;
+        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(
+            reader.take(len),
+            READ_CHUNK,
+        )))
+    }
 
     /// Opens a writer; with `append`, continues an existing file (created if missing).
     async fn writer(&self, path: &StoragePath, append: bool) -> StorageResult<Box<dyn FileWriter>>;
@@ -184,6 +215,43 @@ pub trait StorageDriver: Send + Sync + fmt::Debug + 'static {
 
     /// Names of the direct children of a directory, unsorted.
     async fn list(&self, path: &StoragePath) -> StorageResult<Vec<String>>;
+
+    /// Every directory under `root` that directly contains an entry named `marker`, as paths
+    /// relative to `root` joined with `/`, not descending into entries whose names start
+    /// with `_` (the registry's metadata). Used for the catalog. The default walks with
+    /// [`StorageDriver::list`]; backends override it to walk in one go.
+    async fn find_directories_with(
+        &self,
+        root: &StoragePath,
+        marker: &str,
+    ) -> StorageResult<Vec<String>> {
+        let mut out = Vec::new();
+        let mut stack: Vec<(StoragePath, String)> = vec![(root.clone(), String::new())];
+        while let Some((dir, name)) = stack.pop() {
+            let children = match self.list(&dir).await {
+                Ok(c) => c,
+                Err(StorageError::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            if !name.is_empty() && children.iter().any(|c| c == marker) {
+                out.push(name.clone());
+            }
+            for c in children {
+                if c.starts_with('_') {
+                    continue;
+                }
+                let child_name = if name.is_empty() {
+                    c.clone()
+                } else {
+                    format!("{name}/{c}")
+                };
+                if let Ok(p) = dir.join(&c) {
+                    stack.push((p, child_name));
+                }
+            }
+        }
+        Ok(out)
+    }
 
     /// Moves a file into place, replacing any file already there, atomically where the
     /// backend allows.

@@ -65,11 +65,11 @@ impl ServerBuilder {
         };
         let empty = tempfile::NamedTempFile::new().expect("temp sysconfig");
         let mut cmd = Command::new(BIN);
-        cmd.arg("--sysconfig")
-            .arg(empty.path())
-            .arg("--config")
-            .arg(empty.path())
-            .args(["--address", "127.0.0.1", "--port", "0", "--storage-path"])
+        cmd.arg("--sysconfig").arg(empty.path());
+        if !self.args.iter().any(|a| a == "--config") {
+            cmd.arg("--config").arg(empty.path());
+        }
+        cmd.args(["--address", "127.0.0.1", "--port", "0", "--storage-path"])
             .arg(&storage)
             .args(&self.args)
             .env_remove("NOTIFY_SOCKET")

@@ -1,0 +1,443 @@
+//! The `registry:2` (CNCF distribution) configuration file, recognised by `version: 0.1`.
+//!
+//! We read the settings that mean something for this registry (filesystem storage, deletion,
+//! maintenance, `http.addr`, TLS, log level, htpasswd auth). Sections distribution knows and we
+//! do not implement (`storage.cache`, `http.secret`, `notifications`, `redis`, ...) are named in
+//! one warning. Storage drivers and authentication methods we do not have are errors: running
+//! on the wrong storage, or without the authentication asked for, would be worse than not
+//! starting.
+
+use super::layer::{set, AuthChoice, Layer, StorageChoice};
+use super::values::*;
+use super::yaml::{Entry, Node};
+use super::{entry_source, ConfigError, Source, Sourced};
+use std::path::{Path, PathBuf};
+
+/// Where registry:2's filesystem driver keeps data when `rootdirectory` is not given.
+pub const DISTRIBUTION_DEFAULT_ROOT: &str = "/var/lib/registry";
+
+/// Storage drivers distribution has; any of them other than `filesystem` is refused.
+const STORAGE_DRIVERS: &[&str] = &[
+    "filesystem",
+    "inmemory",
+    "s3",
+    "azure",
+    "gcs",
+    "swift",
+    "oss",
+    "cloudfront",
+    "redirect-only",
+];
+
+/// Reads a `version: 0.1` file.
+pub fn read(
+    file: &Path,
+    root: &Node,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<String>,
+) -> Layer {
+    let mut layer = Layer::default();
+    let mut ignored: Vec<String> = Vec::new();
+    let Some(entries) = root.entries() else {
+        return layer;
+    };
+    for entry in entries {
+        let src = entry_source(file, entry);
+        match entry.key.as_str() {
+            "version" => {}
+            // distribution's deprecated top-level log level.
+            "loglevel" => set(
+                &mut layer.log_level,
+                node_with(&entry.value, log_level_text),
+                src,
+                errors,
+            ),
+            "log" => each(
+                file,
+                entry,
+                errors,
+                &mut ignored,
+                |e, src, errors, ignored| match e.key.as_str() {
+                    "level" => set(
+                        &mut layer.log_level,
+                        node_with(&e.value, log_level_text),
+                        src,
+                        errors,
+                    ),
+                    "target" => set(
+                        &mut layer.log_target,
+                        node_with(&e.value, log_target_text),
+                        src,
+                        errors,
+                    ),
+                    _ => ignored.push(format!("log.{}", e.key)),
+                },
+            ),
+            "storage" => read_storage(file, entry, &mut layer, errors, &mut ignored),
+            "http" => read_http(file, entry, &mut layer, errors, &mut ignored),
+            "auth" => read_auth(file, entry, &mut layer, errors, &mut ignored),
+            other => ignored.push(other.to_string()),
+        }
+    }
+    if !ignored.is_empty() {
+        warnings.push(format!(
+            "{}: ignoring registry:2 settings this registry does not use: {}",
+            file.display(),
+            ignored.join(", ")
+        ));
+    }
+    layer
+}
+
+/// Calls `f` for each entry of a mapping value; a non-mapping is an error, null is nothing.
+fn each(
+    file: &Path,
+    entry: &Entry,
+    errors: &mut Vec<ConfigError>,
+    ignored: &mut Vec<String>,
+    mut f: impl FnMut(&Entry, super::Source, &mut Vec<ConfigError>, &mut Vec<String>),
+) {
+    match entry.value.entries() {
+        Some(children) => {
+            for c in children {
+                f(c, entry_source(file, c), errors, ignored);
+            }
+        }
+        None if entry.value.is_null() => {}
+        None => errors.push(ConfigError::at(
+            &entry_source(file, entry),
+            format!("expected a mapping, found {}", entry.value.describe()),
+        )),
+    }
+}
+
+fn read_storage(
+    file: &Path,
+    storage: &Entry,
+    layer: &mut Layer,
+    errors: &mut Vec<ConfigError>,
+    ignored: &mut Vec<String>,
+) {
+    let mut drivers: Vec<String> = Vec::new();
+    each(
+        file,
+        storage,
+        errors,
+        ignored,
+        |e, src, errors, ignored| match e.key.as_str() {
+            "filesystem" => {
+                drivers.push(e.key.clone());
+                layer.storage = Some(Sourced::new(StorageChoice::Filesystem, src));
+                // registry:2's filesystem driver defaults to /var/lib/registry; a file written
+                // for it that omits rootdirectory means that directory, not ours.
+                layer.storage_root = Some(Sourced::new(
+                    PathBuf::from(DISTRIBUTION_DEFAULT_ROOT),
+                    Source::Derived(format!(
+                        "registry:2's default for storage.filesystem at {}:{}",
+                        file.display(),
+                        e.key_line
+                    )),
+                ));
+                each(
+                    file,
+                    e,
+                    errors,
+                    ignored,
+                    |f, src, errors, ignored| match f.key.as_str() {
+                        "rootdirectory" => set(
+                            &mut layer.storage_root,
+                            node_with(&f.value, path_text),
+                            src,
+                            errors,
+                        ),
+                        _ => ignored.push(format!("storage.filesystem.{}", f.key)),
+                    },
+                );
+            }
+            "delete" => each(file, e, errors, ignored, |d, src, errors, ignored| match d
+                .key
+                .as_str()
+            {
+                "enabled" => set(&mut layer.delete_enabled, node_bool(&d.value), src, errors),
+                _ => ignored.push(format!("storage.delete.{}", d.key)),
+            }),
+            "maintenance" => each(file, e, errors, ignored, |m, _, errors, ignored| {
+                match m.key.as_str() {
+                    "uploadpurging" => {
+                        each(file, m, errors, ignored, |p, src, errors, ignored| match p
+                            .key
+                            .as_str()
+                        {
+                            "enabled" => {
+                                set(&mut layer.purge_enabled, node_bool(&p.value), src, errors)
+                            }
+                            "age" => set(
+                                &mut layer.purge_age,
+                                node_with(&p.value, duration_text),
+                                src,
+                                errors,
+                            ),
+                            "interval" => set(
+                                &mut layer.purge_interval,
+                                node_with(&p.value, duration_text),
+                                src,
+                                errors,
+                            ),
+                            "dryrun" => {
+                                set(&mut layer.purge_dry_run, node_bool(&p.value), src, errors)
+                            }
+                            _ => {
+                                ignored.push(format!("storage.maintenance.uploadpurging.{}", p.key))
+                            }
+                        })
+                    }
+                    "readonly" => each(file, m, errors, ignored, |r, src, errors, ignored| match r
+                        .key
+                        .as_str()
+                    {
+                        "enabled" => set(&mut layer.readonly, node_bool(&r.value), src, errors),
+                        _ => ignored.push(format!("storage.maintenance.readonly.{}", r.key)),
+                    }),
+                    _ => ignored.push(format!("storage.maintenance.{}", m.key)),
+                }
+            }),
+            name if STORAGE_DRIVERS.contains(&name) => {
+                drivers.push(e.key.clone());
+                layer.storage = Some(Sourced::new(
+                    StorageChoice::Unsupported {
+                        name: name.to_string(),
+                    },
+                    src,
+                ));
+            }
+            _ => ignored.push(format!("storage.{}", e.key)),
+        },
+    );
+    if drivers.len() > 1 {
+        errors.push(ConfigError::at(
+            &entry_source(file, storage),
+            format!(
+                "more than one storage driver configured ({}); keep one",
+                drivers.join(", ")
+            ),
+        ));
+    }
+}
+
+fn read_http(
+    file: &Path,
+    http: &Entry,
+    layer: &mut Layer,
+    errors: &mut Vec<ConfigError>,
+    ignored: &mut Vec<String>,
+) {
+    each(
+        file,
+        http,
+        errors,
+        ignored,
+        |e, src, errors, ignored| match e.key.as_str() {
+            "addr" => match node_with(&e.value, http_addr_text) {
+                Ok(Some(addr)) => {
+                    layer.address = Some(Sourced::new(addr.ip(), src.clone()));
+                    layer.port = Some(Sourced::new(addr.port(), src));
+                }
+                Ok(None) => {}
+                Err(m) => errors.push(ConfigError::at(&src, m)),
+            },
+            "net" => match node_text(&e.value) {
+                Ok(None) => {}
+                Ok(Some(net)) if net == "tcp" => {}
+                Ok(Some(net)) => errors.push(ConfigError::at(
+                    &src,
+                    format!("listening on {net:?} is not supported (only tcp); remove http.net"),
+                )),
+                Err(m) => errors.push(ConfigError::at(&src, m)),
+            },
+            "tls" => each(
+                file,
+                e,
+                errors,
+                ignored,
+                |t, src, errors, ignored| match t.key.as_str() {
+                    "certificate" => set(
+                        &mut layer.tls_certificate,
+                        node_with(&t.value, path_text),
+                        src,
+                        errors,
+                    ),
+                    "key" => set(
+                        &mut layer.tls_key,
+                        node_with(&t.value, path_text),
+                        src,
+                        errors,
+                    ),
+                    _ => ignored.push(format!("http.tls.{}", t.key)),
+                },
+            ),
+            _ => ignored.push(format!("http.{}", e.key)),
+        },
+    );
+}
+
+/// `auth:` with one method; `htpasswd` (`realm`, `path`) is the one we have. Shared with the
+/// legacy format, where we accept the same block.
+pub fn read_auth(
+    file: &Path,
+    auth: &Entry,
+    layer: &mut Layer,
+    errors: &mut Vec<ConfigError>,
+    ignored: &mut Vec<String>,
+) {
+    let mut methods: Vec<String> = Vec::new();
+    each(file, auth, errors, ignored, |e, src, errors, ignored| {
+        methods.push(e.key.clone());
+        match e.key.as_str() {
+            "htpasswd" => {
+                layer.auth = Some(Sourced::new(AuthChoice::Htpasswd, src));
+                each(
+                    file,
+                    e,
+                    errors,
+                    ignored,
+                    |h, src, errors, ignored| match h.key.as_str() {
+                        "realm" => set(&mut layer.auth_realm, node_text(&h.value), src, errors),
+                        "path" => set(
+                            &mut layer.auth_path,
+                            node_with(&h.value, path_text),
+                            src,
+                            errors,
+                        ),
+                        _ => ignored.push(format!("auth.htpasswd.{}", h.key)),
+                    },
+                );
+            }
+            other => {
+                layer.auth = Some(Sourced::new(
+                    AuthChoice::Unsupported {
+                        name: other.to_string(),
+                    },
+                    src,
+                ))
+            }
+        }
+    });
+    if methods.len() > 1 {
+        errors.push(ConfigError::at(
+            &entry_source(file, auth),
+            format!(
+                "more than one authentication method configured ({}); keep one",
+                methods.join(", ")
+            ),
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::yaml;
+    use crate::config::LogLevel;
+    use std::time::Duration;
+
+    fn load(text: &str) -> (Layer, Vec<ConfigError>, Vec<String>) {
+        let root = yaml::parse(text)
+            .expect("valid yaml")
+            .0
+            .expect("a document");
+        let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+        let layer = read(
+            Path::new("/etc/registry.yml"),
+            &root,
+            &mut errors,
+            &mut warnings,
+        );
+        (layer, errors, warnings)
+    }
+
+    #[test]
+    fn reads_the_settings_we_implement() {
+        let (l, errors, warnings) = load(
+            "version: 0.1\nlog:\n  level: debug\n  formatter: text\nstorage:\n  filesystem:\n    rootdirectory: /srv/r\n  \
+             delete:\n    enabled: true\n  cache:\n    blobdescriptor: inmemory\n  maintenance:\n    uploadpurging:\n      \
+             enabled: false\n      age: 48h\n      interval: 1h\n      dryrun: true\n    readonly:\n      enabled: true\n\
+             http:\n  addr: '[::1]:5001'\n  secret: s\n  tls:\n    certificate: /c.pem\n    key: /k.pem\n\
+             auth:\n  htpasswd:\n    realm: basic-realm\n    path: /etc/htpasswd\nnotifications: {}\n",
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(l.log_level.map(|s| s.value), Some(LogLevel::Debug));
+        let root = l.storage_root.expect("root");
+        assert_eq!(root.value, PathBuf::from("/srv/r"));
+        assert_eq!(
+            root.source.to_string(),
+            "/etc/registry.yml:7 (storage.filesystem.rootdirectory)"
+        );
+        assert_eq!(l.delete_enabled.map(|s| s.value), Some(true));
+        assert_eq!(l.readonly.map(|s| s.value), Some(true));
+        assert_eq!(l.purge_enabled.map(|s| s.value), Some(false));
+        assert_eq!(
+            l.purge_age.map(|s| s.value),
+            Some(Duration::from_secs(48 * 3600))
+        );
+        assert_eq!(
+            l.purge_interval.map(|s| s.value),
+            Some(Duration::from_secs(3600))
+        );
+        assert_eq!(l.purge_dry_run.map(|s| s.value), Some(true));
+        assert_eq!(l.address.map(|s| s.value.to_string()), Some("::1".into()));
+        assert_eq!(l.port.map(|s| s.value), Some(5001));
+        assert_eq!(l.tls_key.map(|s| s.value), Some(PathBuf::from("/k.pem")));
+        assert_eq!(l.auth.map(|s| s.value), Some(AuthChoice::Htpasswd));
+        assert_eq!(l.auth_realm.map(|s| s.value), Some("basic-realm".into()));
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].ends_with("log.formatter, storage.cache, http.secret, notifications"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn filesystem_without_rootdirectory_means_registry_2s_default() {
+        let (l, errors, _) = load("version: 0.1\nstorage:\n  filesystem: {}\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        let root = l.storage_root.expect("root");
+        assert_eq!(root.value, PathBuf::from("/var/lib/registry"));
+        assert_eq!(
+            root.source.to_string(),
+            "default (registry:2's default for storage.filesystem at /etc/registry.yml:3)"
+        );
+    }
+
+    #[test]
+    fn other_storage_drivers_and_auth_methods_are_chosen_so_they_can_be_refused() {
+        let (l, errors, _) =
+            load("version: 0.1\nstorage:\n  s3:\n    bucket: b\nauth:\n  token:\n    realm: x\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            l.storage.map(|s| s.value),
+            Some(StorageChoice::Unsupported { name: "s3".into() })
+        );
+        assert_eq!(
+            l.auth.map(|s| s.value),
+            Some(AuthChoice::Unsupported {
+                name: "token".into()
+            })
+        );
+    }
+
+    #[test]
+    fn errors_name_line_and_key() {
+        let (_, errors, _) = load(
+            "version: 0.1\nhttp:\n  addr: localhost\nstorage:\n  filesystem: {}\n  inmemory: {}\n  delete:\n    enabled: perhaps\n",
+        );
+        let shown: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(shown.len(), 3, "{shown:?}");
+        assert!(
+            shown[0].starts_with("/etc/registry.yml:3: http.addr: not an address"),
+            "{shown:?}"
+        );
+        assert!(shown[1]
+            .starts_with("/etc/registry.yml:8: storage.delete.enabled: expected true or false"));
+        assert!(shown[2].starts_with("/etc/registry.yml:4: storage: more than one storage driver"));
+    }
+}

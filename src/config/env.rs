@@ -1,0 +1,216 @@
+//! Variables: the sysconfig keys (`REGISTRY_ADDRESS`, `REGISTRY_PORT`, `GUNICORN_WORKERS` /
+//! `REGISTRY_WORKERS`) and `registry:2`'s `REGISTRY_<SECTION>_<KEY>` overrides, read the same
+//! way whether they are written in the sysconfig file or set in the process environment (the
+//! two levels differ only in precedence).
+//!
+//! Within one level the variables are applied in [`ORDER`]: `REGISTRY_HTTP_ADDR` first, so
+//! the finer `REGISTRY_ADDRESS` / `REGISTRY_PORT` refine it, and `REGISTRY_WORKERS` (the new
+//! name) after `GUNICORN_WORKERS` (the old one).
+
+use super::layer::{set, AuthChoice, Layer, StorageChoice};
+use super::values::*;
+use super::{ConfigError, Source, Sourced};
+
+/// Read before the YAML file, since they choose which file and which flavor to read.
+pub const SELECTORS: &[&str] = &["SETTINGS_FLAVOR", "DOCKER_REGISTRY_CONFIG"];
+
+/// Every variable that sets a value, in the order they are applied within one level.
+pub const ORDER: &[&str] = &[
+    "REGISTRY_HTTP_ADDR",
+    "REGISTRY_ADDRESS",
+    "REGISTRY_PORT",
+    "GUNICORN_WORKERS",
+    "REGISTRY_WORKERS",
+    "REGISTRY_LOGLEVEL",
+    "REGISTRY_LOG_LEVEL",
+    "REGISTRY_LOG_TARGET",
+    "REGISTRY_STORAGE",
+    "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY",
+    "REGISTRY_STORAGE_DELETE_ENABLED",
+    "REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED",
+    "REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED",
+    "REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_AGE",
+    "REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_INTERVAL",
+    "REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_DRYRUN",
+    "REGISTRY_AUTH",
+    "REGISTRY_AUTH_HTPASSWD_REALM",
+    "REGISTRY_AUTH_HTPASSWD_PATH",
+    "REGISTRY_HTTP_TLS_CERTIFICATE",
+    "REGISTRY_HTTP_TLS_KEY",
+];
+
+pub fn is_known(name: &str) -> bool {
+    ORDER.contains(&name) || SELECTORS.contains(&name)
+}
+
+/// Applies one variable to `layer`. An empty value counts as unset (as in the shell).
+pub fn apply(
+    layer: &mut Layer,
+    name: &str,
+    value: &str,
+    source: Source,
+    errors: &mut Vec<ConfigError>,
+) {
+    if value.is_empty() {
+        return;
+    }
+    let e = errors;
+    let s = source;
+    match name {
+        "REGISTRY_HTTP_ADDR" => match http_addr_text(value) {
+            Ok(addr) => {
+                layer.address = Some(Sourced::new(addr.ip(), s.clone()));
+                layer.port = Some(Sourced::new(addr.port(), s));
+            }
+            Err(m) => e.push(ConfigError::at(&s, m)),
+        },
+        "REGISTRY_ADDRESS" => set(&mut layer.address, address_text(value).map(Some), s, e),
+        "REGISTRY_PORT" => set(&mut layer.port, port_text(value).map(Some), s, e),
+        "GUNICORN_WORKERS" | "REGISTRY_WORKERS" => {
+            set(&mut layer.workers, workers_text(value).map(Some), s, e)
+        }
+        "REGISTRY_LOGLEVEL" | "REGISTRY_LOG_LEVEL" => {
+            set(&mut layer.log_level, log_level_text(value).map(Some), s, e)
+        }
+        "REGISTRY_LOG_TARGET" => set(
+            &mut layer.log_target,
+            log_target_text(value).map(Some),
+            s,
+            e,
+        ),
+        "REGISTRY_STORAGE" => {
+            let choice = match value.trim() {
+                "filesystem" => StorageChoice::Filesystem,
+                other => StorageChoice::Unsupported {
+                    name: other.to_string(),
+                },
+            };
+            layer.storage = Some(Sourced::new(choice, s));
+        }
+        "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY" => {
+            set(&mut layer.storage_root, path_text(value).map(Some), s, e)
+        }
+        "REGISTRY_STORAGE_DELETE_ENABLED" => {
+            set(&mut layer.delete_enabled, bool_text(value).map(Some), s, e)
+        }
+        "REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED" => {
+            set(&mut layer.readonly, bool_text(value).map(Some), s, e)
+        }
+        "REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_ENABLED" => {
+            set(&mut layer.purge_enabled, bool_text(value).map(Some), s, e)
+        }
+        "REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_AGE" => {
+            set(&mut layer.purge_age, duration_text(value).map(Some), s, e)
+        }
+        "REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_INTERVAL" => set(
+            &mut layer.purge_interval,
+            duration_text(value).map(Some),
+            s,
+            e,
+        ),
+        "REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_DRYRUN" => {
+            set(&mut layer.purge_dry_run, bool_text(value).map(Some), s, e)
+        }
+        "REGISTRY_AUTH" => {
+            let choice = match value.trim() {
+                "htpasswd" => AuthChoice::Htpasswd,
+                other => AuthChoice::Unsupported {
+                    name: other.to_string(),
+                },
+            };
+            layer.auth = Some(Sourced::new(choice, s));
+        }
+        "REGISTRY_AUTH_HTPASSWD_REALM" => {
+            layer.auth_realm = Some(Sourced::new(value.to_string(), s))
+        }
+        "REGISTRY_AUTH_HTPASSWD_PATH" => {
+            set(&mut layer.auth_path, path_text(value).map(Some), s, e)
+        }
+        "REGISTRY_HTTP_TLS_CERTIFICATE" => {
+            set(&mut layer.tls_certificate, path_text(value).map(Some), s, e)
+        }
+        "REGISTRY_HTTP_TLS_KEY" => set(&mut layer.tls_key, path_text(value).map(Some), s, e),
+        _ => {}
+    }
+}
+
+/// Builds one level from a lookup of variable values (with their sources).
+pub fn layer_from(
+    lookup: impl Fn(&str) -> Option<(String, Source)>,
+    errors: &mut Vec<ConfigError>,
+) -> Layer {
+    let mut layer = Layer::default();
+    for name in ORDER {
+        if let Some((value, source)) = lookup(name) {
+            apply(&mut layer, name, &value, source, errors);
+        }
+    }
+    layer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn level(vars: &[(&str, &str)]) -> (Layer, Vec<ConfigError>) {
+        let map: BTreeMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut errors = Vec::new();
+        let layer = layer_from(
+            |n| map.get(n).map(|v| (v.clone(), Source::Env(n.to_string()))),
+            &mut errors,
+        );
+        (layer, errors)
+    }
+
+    #[test]
+    fn registry_port_refines_http_addr_in_the_same_level() {
+        let (l, errors) = level(&[
+            ("REGISTRY_HTTP_ADDR", "127.0.0.1:6000"),
+            ("REGISTRY_PORT", "7000"),
+        ]);
+        assert!(errors.is_empty());
+        assert_eq!(
+            l.address.map(|a| a.value.to_string()),
+            Some("127.0.0.1".into())
+        );
+        assert_eq!(
+            l.port.map(|p| (p.value, p.source)),
+            Some((7000, Source::Env("REGISTRY_PORT".into())))
+        );
+    }
+
+    #[test]
+    fn new_workers_name_wins_over_the_old_one() {
+        let (l, _) = level(&[("GUNICORN_WORKERS", "8"), ("REGISTRY_WORKERS", "3")]);
+        assert_eq!(l.workers.map(|w| w.value), Some(3));
+    }
+
+    #[test]
+    fn every_bad_value_is_an_error_naming_the_variable() {
+        let (_, errors) = level(&[
+            ("REGISTRY_PORT", "http"),
+            ("REGISTRY_STORAGE_DELETE_ENABLED", "maybe"),
+            ("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_AGE", "a week"),
+        ]);
+        let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "REGISTRY_PORT",
+                "REGISTRY_STORAGE_DELETE_ENABLED",
+                "REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_AGE"
+            ]
+        );
+    }
+
+    #[test]
+    fn empty_values_count_as_unset() {
+        let (l, errors) = level(&[("REGISTRY_PORT", ""), ("REGISTRY_LOG_LEVEL", "")]);
+        assert!(errors.is_empty());
+        assert!(l.port.is_none() && l.log_level.is_none());
+    }
+}

@@ -1,0 +1,357 @@
+//! The legacy (Python docker-registry) YAML format: a `common` section plus flavor sections
+//! (`local`, `s3`, `dev`, `prod`, any name), usually sharing keys through anchors and merge
+//! keys. The flavor named by `SETTINGS_FLAVOR` is laid over `common` (one level deep, as the
+//! old registry did), its `_env:NAME[:default]` values are resolved, and the keys we honour are
+//! read. Every other key is named in one warning, never silently dropped.
+
+use super::distribution::read_auth;
+use super::layer::{set, Layer, StorageChoice};
+use super::values::*;
+use super::yaml::{Entry, Node};
+use super::{entry_source, ConfigError, Source, Sourced};
+use std::path::Path;
+
+/// Reads the flavor `flavor` of a legacy file.
+pub fn read(
+    file: &Path,
+    root: &Node,
+    flavor: &Sourced<String>,
+    lookup: &dyn Fn(&str) -> Option<(String, Source)>,
+    errors: &mut Vec<ConfigError>,
+    warnings: &mut Vec<String>,
+) -> Layer {
+    let mut layer = Layer::default();
+    let Some(sections) = root.entries() else {
+        errors.push(ConfigError {
+            file: Some(file.to_path_buf()),
+            line: Some(root.line),
+            key: String::new(),
+            message: "expected flavor sections (common:, local:, ...) or a registry:2 file (version: 0.1)".into(),
+        });
+        return layer;
+    };
+    let available: Vec<&str> = sections
+        .iter()
+        .filter(|e| e.value.entries().is_some())
+        .map(|e| e.key.as_str())
+        .collect();
+    let Some(section) = root.get(&flavor.value) else {
+        let hint = if root.get("storage").is_some() || root.get("http").is_some() {
+            "; this looks like a registry:2 file: add `version: 0.1` at the top".to_string()
+        } else if available.is_empty() {
+            "; the file has no flavor sections".to_string()
+        } else {
+            format!("; flavors available: {}", available.join(", "))
+        };
+        errors.push(ConfigError {
+            file: Some(file.to_path_buf()),
+            line: None,
+            key: "SETTINGS_FLAVOR".into(),
+            message: format!(
+                "flavor {:?} ({}) is not a section of this file{hint}",
+                flavor.value, flavor.source
+            ),
+        });
+        return layer;
+    };
+    let Some(flavor_entries) = section.value.entries() else {
+        errors.push(ConfigError {
+            file: Some(file.to_path_buf()),
+            line: Some(section.key_line),
+            key: section.key.clone(),
+            message: format!(
+                "flavor {:?} must be a mapping of settings, found {}",
+                flavor.value,
+                section.value.describe()
+            ),
+        });
+        return layer;
+    };
+
+    // The old registry did `config = common; config.update(flavor)`: one level deep.
+    let mut merged: Vec<Entry> = Vec::new();
+    if flavor.value != "common" {
+        match root.get("common").map(|c| (c, c.value.entries())) {
+            Some((_, Some(common))) => merged.extend(common.iter().cloned()),
+            Some((c, None)) if !c.value.is_null() => errors.push(ConfigError {
+                file: Some(file.to_path_buf()),
+                line: Some(c.key_line),
+                key: "common".into(),
+                message: format!(
+                    "must be a mapping of settings, found {}",
+                    c.value.describe()
+                ),
+            }),
+            _ => {}
+        }
+    }
+    for e in flavor_entries {
+        match merged.iter_mut().find(|m| m.key == e.key) {
+            Some(m) => *m = e.clone(),
+            None => merged.push(e.clone()),
+        }
+    }
+
+    let mut ignored: Vec<String> = Vec::new();
+    let mut storage_path = None;
+    for raw in &merged {
+        let entry = Entry {
+            key: raw.key.clone(),
+            key_line: raw.key_line,
+            value: raw.value.substitute_env(lookup),
+        };
+        let v = &entry.value;
+        let src = entry_source(file, &entry);
+        match entry.key.as_str() {
+            "storage" => match node_text(v) {
+                Ok(None) => {}
+                Ok(Some(name)) => {
+                    let choice = match name.as_str() {
+                        "local" | "file" | "filesystem" => StorageChoice::Filesystem,
+                        _ => StorageChoice::Unsupported { name },
+                    };
+                    layer.storage = Some(Sourced::new(choice, src));
+                }
+                Err(m) => errors.push(ConfigError::at(&src, m)),
+            },
+            "storage_path" => match node_with(v, path_text) {
+                Ok(p) => storage_path = p.map(|p| Sourced::new(p, src)),
+                Err(m) => errors.push(ConfigError::at(&src, m)),
+            },
+            "loglevel" => set(
+                &mut layer.log_level,
+                node_with(v, log_level_text),
+                src,
+                errors,
+            ),
+            "log_target" => set(
+                &mut layer.log_target,
+                node_with(v, log_target_text),
+                src,
+                errors,
+            ),
+            "search_backend" => match node_text(v) {
+                Ok(backend) => layer.search_backend = Some(Sourced::new(backend, src)),
+                Err(m) => errors.push(ConfigError::at(&src, m)),
+            },
+            "storage_delete_enabled" | "delete_enabled" => {
+                set(&mut layer.delete_enabled, node_bool(v), src, errors)
+            }
+            "issue" => set(&mut layer.issue, node_text(v), src, errors),
+            "auth" => read_auth(file, &entry, &mut layer, errors, &mut ignored),
+            _ => ignored.push(entry.key.clone()),
+        }
+    }
+    // `storage_path` is a directory only for local storage; for s3 it is a key prefix.
+    if matches!(
+        layer.storage.as_ref().map(|s| &s.value),
+        None | Some(StorageChoice::Filesystem)
+    ) {
+        layer.storage_root = storage_path;
+    }
+    if !ignored.is_empty() {
+        warnings.push(format!(
+            "{}: flavor {}: ignoring keys this registry does not use: {}",
+            file.display(),
+            flavor.value,
+            ignored.join(", ")
+        ));
+    }
+    layer
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::yaml;
+    use crate::config::LogLevel;
+    use std::collections::BTreeMap;
+    use std::path::PathBuf;
+
+    fn load(
+        text: &str,
+        flavor: &str,
+        env: &[(&str, &str)],
+    ) -> (Layer, Vec<ConfigError>, Vec<String>) {
+        let root = yaml::parse(text)
+            .expect("valid yaml")
+            .0
+            .expect("a document");
+        let env: BTreeMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let lookup = |n: &str| env.get(n).map(|v| (v.clone(), Source::Env(n.to_string())));
+        let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+        let flavor = Sourced::new(flavor.to_string(), Source::Default);
+        let layer = read(
+            Path::new("/etc/docker-registry.yml"),
+            &root,
+            &flavor,
+            &lookup,
+            &mut errors,
+            &mut warnings,
+        );
+        (layer, errors, warnings)
+    }
+
+    const FILE: &str = "\
+common: &common
+    issue: '\"docker-registry server\"'
+    loglevel: _env:LOGLEVEL:info
+    debug: _env:DEBUG:false
+    search_backend: _env:SEARCH_BACKEND
+local: &local
+    <<: *common
+    storage: local
+    storage_path: _env:STORAGE_PATH:/var/lib/docker-registry
+s3: &s3
+    <<: *common
+    storage: s3
+    storage_path: _env:STORAGE_PATH:/registry
+dev:
+    <<: *local
+    loglevel: _env:LOGLEVEL:debug
+    storage_delete_enabled: true
+    auth:
+        htpasswd:
+            realm: basic-realm
+            path: /etc/docker-registry/htpasswd
+";
+
+    #[test]
+    fn local_flavor_reads_common_and_its_own_keys() {
+        let (l, errors, warnings) = load(FILE, "local", &[]);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(l.storage.map(|s| s.value), Some(StorageChoice::Filesystem));
+        let root = l.storage_root.expect("root");
+        assert_eq!(root.value, PathBuf::from("/var/lib/docker-registry"));
+        assert!(
+            root.source.to_string().contains(":9 (local.storage_path"),
+            "{}",
+            root.source
+        );
+        let level = l.log_level.expect("level");
+        assert_eq!(level.value, LogLevel::Info);
+        assert!(
+            level.source.to_string().contains(":3 (common.loglevel"),
+            "{}",
+            level.source
+        );
+        assert_eq!(l.search_backend.map(|s| s.value), Some(None));
+        assert_eq!(
+            l.issue.map(|s| s.value),
+            Some("\"docker-registry server\"".to_string())
+        );
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].ends_with("flavor local: ignoring keys this registry does not use: debug"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn env_values_override_defaults_even_with_colons() {
+        let (l, errors, _) = load(
+            FILE,
+            "local",
+            &[("STORAGE_PATH", "/srv/a:b"), ("LOGLEVEL", "warning")],
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            l.storage_root.map(|r| r.value),
+            Some(PathBuf::from("/srv/a:b"))
+        );
+        let level = l.log_level.expect("level");
+        assert_eq!(level.value, LogLevel::Warn);
+        assert!(
+            level
+                .source
+                .to_string()
+                .contains("_env:LOGLEVEL from the environment"),
+            "{}",
+            level.source
+        );
+    }
+
+    #[test]
+    fn dev_inherits_through_two_merges_and_reads_auth() {
+        let (l, errors, _) = load(FILE, "dev", &[]);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(l.log_level.map(|s| s.value), Some(LogLevel::Debug));
+        assert_eq!(l.delete_enabled.map(|s| s.value), Some(true));
+        assert_eq!(
+            l.storage_root.map(|s| s.value),
+            Some(PathBuf::from("/var/lib/docker-registry"))
+        );
+        assert!(l.auth.is_some());
+        assert_eq!(
+            l.auth_path.map(|p| p.value),
+            Some(PathBuf::from("/etc/docker-registry/htpasswd"))
+        );
+    }
+
+    #[test]
+    fn s3_flavor_chooses_s3_and_keeps_the_prefix_out_of_the_root() {
+        let (l, errors, _) = load(FILE, "s3", &[]);
+        assert!(errors.is_empty(), "{errors:?}");
+        let storage = l.storage.expect("storage");
+        assert_eq!(
+            storage.value,
+            StorageChoice::Unsupported { name: "s3".into() }
+        );
+        assert!(
+            storage.source.to_string().contains(":12 (s3.storage)"),
+            "{}",
+            storage.source
+        );
+        assert!(l.storage_root.is_none());
+    }
+
+    #[test]
+    fn a_missing_flavor_names_the_flavors_available() {
+        let (_, errors, _) = load(FILE, "staging", &[]);
+        assert_eq!(errors.len(), 1);
+        let text = errors[0].to_string();
+        assert!(
+            text.starts_with("/etc/docker-registry.yml: SETTINGS_FLAVOR: flavor \"staging\""),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("flavors available: common, local, s3, dev"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn bad_values_are_all_reported_with_lines() {
+        let text = "common:\n  loglevel: loud\nlocal:\n  storage: local\n  storage_delete_enabled: sometimes\n  storage_path: [a]\n";
+        let (_, errors, _) = load(text, "local", &[]);
+        let shown: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(errors.len(), 3, "{shown:?}");
+        assert!(
+            shown[0].starts_with("/etc/docker-registry.yml:2: common.loglevel: unknown log level"),
+            "{shown:?}"
+        );
+        assert!(shown[1].starts_with(
+            "/etc/docker-registry.yml:5: local.storage_delete_enabled: expected true"
+        ));
+        assert!(shown[2].starts_with(
+            "/etc/docker-registry.yml:6: local.storage_path: expected a single value"
+        ));
+    }
+
+    #[test]
+    fn a_bad_env_value_names_the_variable() {
+        let (_, errors, _) = load(FILE, "local", &[("LOGLEVEL", "chatty")]);
+        assert_eq!(errors.len(), 1);
+        let text = errors[0].to_string();
+        assert!(
+            text.starts_with(
+                "/etc/docker-registry.yml:3: common.loglevel: unknown log level \"chatty\""
+            ),
+            "{text}"
+        );
+        assert!(text.contains("_env:LOGLEVEL"), "{text}");
+    }
+}

@@ -1,0 +1,475 @@
+//! `fsck`: checks a store end to end. Every blob's content is hashed and compared with its
+//! name; every link (layer, revision, tag, tag history, referrer) must name the digest of
+//! its directory and point at content that exists; every manifest's references must be
+//! present. Problems are reported by repository and tag, so an operator sees which images
+//! are broken. Repair removes dangling links only — never content, which may still be
+//! recoverable by pushing the image again.
+
+use super::manifest::{self, MAX_MANIFEST_BYTES};
+use super::{layout, Digest, DigestHasher, Registry, RegistryResult, RepositoryName, Tag};
+use crate::storage::{StorageError, StoragePath};
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use tokio::io::AsyncReadExt;
+
+/// One thing wrong in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// The blob's content does not hash to its name.
+    CorruptBlob { digest: Digest, actual: Digest },
+    /// A blob directory without its `data` file.
+    BlobWithoutData { digest: Digest },
+    /// A link file that does not hold the digest its directory names.
+    BadLink { path: StoragePath },
+    /// A link whose target is gone (repairable: the link is removed).
+    DanglingLink {
+        path: StoragePath,
+        digest: Digest,
+        what: &'static str,
+    },
+    /// A manifest revision whose referenced blob or child manifest is missing or corrupt.
+    BrokenManifest {
+        repository: RepositoryName,
+        digest: Digest,
+        reference: Digest,
+        why: &'static str,
+    },
+    /// A manifest revision whose content is not a manifest we can read: garbage
+    /// collection refuses to run until it is removed.
+    UnreadableManifest {
+        repository: RepositoryName,
+        digest: Digest,
+    },
+    /// A tag whose image is broken (the tag itself is fine).
+    BrokenTag {
+        repository: RepositoryName,
+        tag: String,
+        digest: Digest,
+    },
+}
+
+impl Problem {
+    pub fn repairable(&self) -> bool {
+        matches!(self, Problem::DanglingLink { .. })
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::CorruptBlob { digest, actual } => {
+                write!(f, "corrupt blob {digest}: its content hashes to {actual}")
+            }
+            Problem::BlobWithoutData { digest } => {
+                write!(f, "blob {digest}: directory without data")
+            }
+            Problem::BadLink { path } => {
+                write!(f, "bad link {path}: does not hold its directory's digest")
+            }
+            Problem::DanglingLink { path, digest, what } => {
+                write!(f, "dangling link {path} -> {digest}: {what}")
+            }
+            Problem::BrokenManifest {
+                repository,
+                digest,
+                reference,
+                why,
+            } => {
+                write!(f, "{repository}@{digest}: {reference} {why}")
+            }
+            Problem::UnreadableManifest { repository, digest } => write!(
+                f,
+                "{repository}@{digest}: content is not a readable manifest (garbage collection stops on it; delete this revision)"
+            ),
+            Problem::BrokenTag {
+                repository,
+                tag,
+                digest,
+            } => {
+                write!(
+                    f,
+                    "{repository}:{tag} ({digest}) is broken: it cannot be pulled whole"
+                )
+            }
+        }
+    }
+}
+
+/// The outcome of a check.
+#[derive(Debug, Clone, Default)]
+pub struct FsckReport {
+    pub blobs: usize,
+    pub bytes: u64,
+    pub repositories: usize,
+    pub links: usize,
+    pub problems: Vec<Problem>,
+    /// Dangling links removed (with `repair`).
+    pub repaired: usize,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum BlobState {
+    Good,
+    Corrupt,
+}
+
+impl Registry {
+    async fn hash_blob(&self, path: &StoragePath) -> RegistryResult<(Digest, u64)> {
+        let (mut reader, _) = self.driver.reader(path, 0).await?;
+        let mut hasher = DigestHasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        loop {
+            let n = reader
+                .read(&mut buf)
+                .await
+                .map_err(|e| StorageError::io(path, e))?;
+            if n == 0 {
+                break;
+            }
+            total += n as u64;
+            hasher.update(&buf[..n]);
+        }
+        Ok((hasher.finish(), total))
+    }
+
+    /// Reads the link at `<dir>/<hex>/link` and checks it names `hex`.
+    async fn check_link(
+        &self,
+        path: &StoragePath,
+        expected: &Digest,
+        problems: &mut Vec<Problem>,
+    ) -> RegistryResult<bool> {
+        match self.read_link(path).await? {
+            Some(d) if &d == expected => Ok(true),
+            Some(_) => {
+                problems.push(Problem::BadLink { path: path.clone() });
+                Ok(false)
+            }
+            None => {
+                if self.exists(path).await? {
+                    problems.push(Problem::BadLink { path: path.clone() });
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    /// Checks the whole store; with `repair`, removes the dangling links it finds.
+    /// `progress` gets a line now and then on large stores.
+    pub async fn fsck(
+        &self,
+        repair: bool,
+        progress: &mut (dyn FnMut(String) + Send),
+    ) -> RegistryResult<FsckReport> {
+        let mut report = FsckReport::default();
+        let _caches = self.clear_caches_when_done();
+        let mut blobs: HashMap<Digest, BlobState> = HashMap::new();
+
+        for prefix in self.blob_prefixes().await? {
+            for d in self.blobs_in_prefix(&prefix).await? {
+                let data = layout::blob_data(&d)?;
+                let (actual, size) = match self.hash_blob(&data).await {
+                    Ok(r) => r,
+                    Err(super::RegistryError::Storage(StorageError::NotFound(_))) => {
+                        report.problems.push(Problem::BlobWithoutData { digest: d });
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                report.blobs += 1;
+                report.bytes += size;
+                if actual == d {
+                    blobs.insert(d, BlobState::Good);
+                } else {
+                    report.problems.push(Problem::CorruptBlob {
+                        digest: d.clone(),
+                        actual,
+                    });
+                    blobs.insert(d, BlobState::Corrupt);
+                }
+                if report.blobs % 1000 == 0 {
+                    progress(format!(
+                        "{} blobs verified ({} bytes)",
+                        report.blobs, report.bytes
+                    ));
+                }
+            }
+        }
+
+        let mut dangling: Vec<StoragePath> = Vec::new();
+        for name in self.scan_catalog().await? {
+            let Ok(repo) = name.parse::<RepositoryName>() else {
+                continue;
+            };
+            report.repositories += 1;
+            let state = |d: &Digest| blobs.get(d).copied();
+
+            // Layer links.
+            let mut linked: HashSet<Digest> = HashSet::new();
+            for d in self.list_digests(&layout::layers_dir(&repo)?).await? {
+                let link = layout::layer_link(&repo, &d)?;
+                report.links += 1;
+                if !self.check_link(&link, &d, &mut report.problems).await? {
+                    continue;
+                }
+                if state(&d).is_none() {
+                    report.problems.push(Problem::DanglingLink {
+                        path: link.clone(),
+                        digest: d,
+                        what: "blob missing",
+                    });
+                    dangling.push(link);
+                } else {
+                    linked.insert(d);
+                }
+            }
+
+            // Revisions and what they reference.
+            let mut revisions: HashSet<Digest> = HashSet::new();
+            let mut broken: HashSet<Digest> = HashSet::new();
+            let mut children_of: HashMap<Digest, Vec<Digest>> = HashMap::new();
+            for d in self.list_digests(&layout::revisions_dir(&repo)?).await? {
+                let link = layout::revision_link(&repo, &d)?;
+                if !self.exists(&link).await? {
+                    continue; // registry:2 deletes a revision by removing only its link
+                }
+                report.links += 1;
+                if !self.check_link(&link, &d, &mut report.problems).await? {
+                    continue;
+                }
+                match state(&d) {
+                    None => {
+                        report.problems.push(Problem::DanglingLink {
+                            path: link.clone(),
+                            digest: d,
+                            what: "manifest missing",
+                        });
+                        dangling.push(link);
+                        continue;
+                    }
+                    Some(BlobState::Corrupt) => {
+                        broken.insert(d.clone());
+                        revisions.insert(d);
+                        continue;
+                    }
+                    Some(BlobState::Good) => {}
+                }
+                revisions.insert(d.clone());
+                let bytes = self
+                    .driver
+                    .get_content(&layout::blob_data(&d)?, MAX_MANIFEST_BYTES * 4)
+                    .await?;
+                let (blobs, children): (Vec<Digest>, Vec<Digest>) =
+                    match manifest::parse(&bytes, "") {
+                        Ok(p) => (
+                            p.blobs
+                                .into_iter()
+                                .filter(|b| !b.external)
+                                .map(|b| b.digest)
+                                .collect(),
+                            p.manifests.into_iter().map(|m| m.digest).collect(),
+                        ),
+                        Err(_) => match super::gc::schema1_layers(&bytes) {
+                            Some(layers) => (layers, Vec::new()),
+                            None => {
+                                report.problems.push(Problem::UnreadableManifest {
+                                    repository: repo.clone(),
+                                    digest: d.clone(),
+                                });
+                                broken.insert(d.clone());
+                                continue;
+                            }
+                        },
+                    };
+                for b in &blobs {
+                    let why = match state(b) {
+                        None => Some("is missing from the blob store"),
+                        Some(BlobState::Corrupt) => Some("is corrupt"),
+                        Some(BlobState::Good) if !linked.contains(b) => {
+                            Some("is not linked into the repository")
+                        }
+                        Some(BlobState::Good) => None,
+                    };
+                    if let Some(why) = why {
+                        report.problems.push(Problem::BrokenManifest {
+                            repository: repo.clone(),
+                            digest: d.clone(),
+                            reference: b.clone(),
+                            why,
+                        });
+                        broken.insert(d.clone());
+                    }
+                }
+                children_of.insert(d.clone(), children);
+            }
+            for (d, children) in &children_of {
+                for c in children {
+                    if !revisions.contains(c) {
+                        report.problems.push(Problem::BrokenManifest {
+                            repository: repo.clone(),
+                            digest: d.clone(),
+                            reference: c.clone(),
+                            why: "(child manifest) is not in the repository",
+                        });
+                        broken.insert(d.clone());
+                    }
+                }
+            }
+            // An index is broken when a child is.
+            loop {
+                let mut grew = false;
+                for (d, children) in &children_of {
+                    if !broken.contains(d) && children.iter().any(|c| broken.contains(c)) {
+                        broken.insert(d.clone());
+                        grew = true;
+                    }
+                }
+                if !grew {
+                    break;
+                }
+            }
+
+            // Tags: the current link and the history.
+            for t in self.scan_tags(&repo).await.unwrap_or_default() {
+                let Ok(tag) = t.parse::<Tag>() else { continue };
+                let current = layout::tag_current_link(&repo, &tag)?;
+                if let Some(d) = self.read_link(&current).await? {
+                    report.links += 1;
+                    if !revisions.contains(&d) {
+                        report.problems.push(Problem::DanglingLink {
+                            path: current.clone(),
+                            digest: d,
+                            what: "tag points at a manifest not in the repository",
+                        });
+                        dangling.push(current);
+                    } else if broken.contains(&d) {
+                        report.problems.push(Problem::BrokenTag {
+                            repository: repo.clone(),
+                            tag: t.clone(),
+                            digest: d,
+                        });
+                    }
+                }
+                let history = layout::tag_dir(&repo, &tag)?.join("index/sha256")?;
+                for d in self.list_digests(&history).await? {
+                    let link = layout::tag_index_link(&repo, &tag, &d)?;
+                    if !self.exists(&link).await? {
+                        continue;
+                    }
+                    report.links += 1;
+                    if self.check_link(&link, &d, &mut report.problems).await?
+                        && state(&d).is_none()
+                    {
+                        report.problems.push(Problem::DanglingLink {
+                            path: link.clone(),
+                            digest: d,
+                            what: "tag history entry for a manifest that is gone",
+                        });
+                        dangling.push(link);
+                    }
+                }
+            }
+
+            // Referrers index.
+            let referrers_root = layout::repository(&repo)?.join("_referrers/sha256")?;
+            for subject in self.list_digests(&referrers_root).await? {
+                for d in self
+                    .list_digests(&layout::referrers_dir(&repo, &subject)?)
+                    .await?
+                {
+                    let link = layout::referrer_link(&repo, &subject, &d)?;
+                    report.links += 1;
+                    if self.check_link(&link, &d, &mut report.problems).await?
+                        && !revisions.contains(&d)
+                    {
+                        report.problems.push(Problem::DanglingLink {
+                            path: link.clone(),
+                            digest: d,
+                            what: "referrer not in the repository",
+                        });
+                        dangling.push(link);
+                    }
+                }
+            }
+        }
+
+        if repair {
+            for link in dangling {
+                // Remove the link's directory (`.../<hex>/link` → `.../<hex>`), or for a
+                // tag's current link the tag itself, which has nothing left to point at.
+                let target = if link.as_str().ends_with("/current/link") {
+                    link.parent().and_then(|p| p.parent())
+                } else {
+                    link.parent()
+                };
+                if let Some(t) = target {
+                    if self.remove(&t).await? {
+                        report.repaired += 1;
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::FilesystemDriver;
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn finds_corrupt_content_and_repairs_only_dangling_links() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let reg = Registry::new(
+            Arc::new(FilesystemDriver::new(tmp.path())),
+            Default::default(),
+        );
+        let repo: RepositoryName = "app".parse().expect("name");
+        let good = Digest::of_bytes(b"good");
+        let bad = Digest::of_bytes(b"bad");
+        let gone = Digest::of_bytes(b"gone");
+        reg.driver
+            .put_content(&layout::blob_data(&good).expect("p"), b"good")
+            .await
+            .expect("put");
+        reg.driver
+            .put_content(&layout::blob_data(&bad).expect("p"), b"tampered")
+            .await
+            .expect("put");
+        for d in [&good, &bad, &gone] {
+            reg.write_link(&layout::layer_link(&repo, d).expect("p"), d)
+                .await
+                .expect("link");
+        }
+        reg.write_link(&layout::revision_link(&repo, &gone).expect("p"), &gone)
+            .await
+            .expect("link");
+
+        let report = reg.fsck(false, &mut |_| {}).await.expect("fsck");
+        assert_eq!(report.blobs, 2);
+        assert!(report.problems.contains(&Problem::CorruptBlob {
+            digest: bad.clone(),
+            actual: Digest::of_bytes(b"tampered")
+        }));
+        let dangling = report.problems.iter().filter(|p| p.repairable()).count();
+        assert_eq!(dangling, 2, "{:?}", report.problems);
+
+        let repaired = reg.fsck(true, &mut |_| {}).await.expect("fsck");
+        assert_eq!(repaired.repaired, 2);
+        let after = reg.fsck(false, &mut |_| {}).await.expect("fsck");
+        assert_eq!(
+            after.problems,
+            vec![Problem::CorruptBlob {
+                digest: bad.clone(),
+                actual: Digest::of_bytes(b"tampered")
+            }]
+        );
+        assert!(
+            reg.blob_exists_globally(&bad).await.expect("stat"),
+            "content is never removed"
+        );
+    }
+}

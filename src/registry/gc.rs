@@ -1,0 +1,991 @@
+//! Garbage collection: mark every blob reachable from a manifest revision, sweep the rest
+//! from the shared blob store — offline (`docker-registry garbage-collect`, the daemon
+//! stopped, as `registry garbage-collect` of registry:2) or online, inside the running
+//! daemon, with no read-only window.
+//!
+//! # What is reachable
+//!
+//! Every manifest revision of every repository (`_manifests/revisions/sha256/<hex>/link`)
+//! is a root. From a root we mark its own digest, its config and layers, its `subject`, and
+//! for an index its child manifests — recursively, reading the children's content, so that
+//! a tagged index stays whole even when a child's revision link was deleted. That is what
+//! registry:2 marks (plus the recursion, which only ever keeps more). With
+//! `delete_untagged`, the roots of a repository are first narrowed to the revisions a tag
+//! reaches, closed over index children and over referrers (a manifest whose `subject` is a
+//! kept manifest is kept); the other revisions are removed before marking.
+//!
+//! # Why online collection is safe while pushes go on
+//!
+//! The danger is a manifest PUT that is *accepted* while a blob it references is deleted:
+//! the client believes the image is stored, and it is not. Everything a PUT references
+//! (its own digest, config, layers, index children) goes through a [`ReferenceGuard`]
+//! before the registry checks that those blobs exist, and stays registered until the
+//! revision and tag links are written. The guard and the sweeper agree through two things:
+//!
+//! * *Late marks.* A collection cycle starts by copying the digests of PUTs in flight into
+//!   its late-mark set, and every PUT registered while the cycle runs adds its digests to
+//!   it. The mark phase lists the repositories after the cycle started, so a PUT is either
+//!   finished before the cycle began (its links are in storage and the mark phase sees
+//!   them), or in flight at the start (copied), or later (added): in every case its
+//!   references are marked or late-marked, and the sweeper never deletes a late-marked or
+//!   in-flight digest.
+//! * *Stripe locks.* The sweeper deletes a blob (or an untagged revision) holding the write
+//!   half of a lock chosen by its digest, and checks the late marks *under* that lock. A PUT
+//!   registers its digests first and then passes through the read half of the same locks
+//!   before it checks existence. Either the registration came first — the sweeper sees the
+//!   late mark and keeps the blob — or the sweeper was already deleting, and the PUT waits
+//!   until the deletion is done, finds the blob missing, and fails with
+//!   `MANIFEST_BLOB_UNKNOWN`. It can never check, succeed, and then lose the blob.
+//!
+//! That argument needs nothing about time. The *grace period* is for liveness: a push in
+//! progress has uploaded layers that no manifest references yet; blobs whose data was
+//! written less than `grace` ago, or which a client used (upload finished, mount, existence
+//! check) less than `grace` ago, are kept, so collection does not make such pushes fail.
+//! Online removal of untagged manifests likewise spares revisions younger than `grace`
+//! (an index's children are pushed before the index that tags them).
+//!
+//! Limits: the guard lives in one process. Several daemons sharing one bucket must run
+//! online collection on only one of them *and* that one only sees its own pushes — so with
+//! shared storage, collect offline or while the other instances are read-only. An offline
+//! `garbage-collect` refuses to run while the daemon answers on its admin socket.
+
+use super::manifest::{self, MAX_MANIFEST_BYTES};
+use super::{layout, Digest, Registry, RegistryError, RegistryResult, RepositoryName, Tag};
+use crate::storage::StorageError;
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::RwLock;
+
+/// Number of stripes. Each has its own lock and its own share of the bookkeeping, so the
+/// write path never takes a registry-wide lock, and a sweeper deleting one blob only holds
+/// up PUTs that reference a digest in the same stripe, and only for one delete.
+const STRIPES: usize = 64;
+/// Manifests and links read at once while marking: storage round trips, not CPU, bound a
+/// collection (each is a thread hop on the filesystem, a request on S3).
+const IO_CONCURRENCY: usize = 32;
+/// Blob-store prefix directories swept at once.
+const SWEEP_CONCURRENCY: usize = 8;
+/// Recently used digests are remembered at most this long whatever the grace period, so the
+/// maps stay small.
+const RECENT_CAP: Duration = Duration::from_secs(24 * 3600);
+/// Prune a stripe's recent-use map when it grows past this many entries. Forgetting is
+/// only ever a liveness matter (a push may then fail and be retried), never a safety one.
+const RECENT_PRUNE_AT: usize = 4096;
+
+#[derive(Default)]
+struct GuardState {
+    /// Digests referenced by manifest PUTs in flight, with how many PUTs hold each.
+    in_flight: HashMap<Digest, usize>,
+    /// While a collection runs: every digest a PUT registered since it began.
+    late_marks: Option<HashSet<Digest>>,
+    /// When a client last used a digest (upload finished, mount, existence check).
+    recent: HashMap<Digest, Instant>,
+}
+
+/// The digests whose first byte falls in one stripe: their bookkeeping, and the lock the
+/// sweeper holds (write) while deleting one of them and the write path passes (read).
+#[derive(Default)]
+struct Stripe {
+    state: Mutex<GuardState>,
+    deleting: RwLock<()>,
+}
+
+/// Coordinates the manifest write path with a running collection; see the module doc.
+pub struct ReferenceGuard {
+    stripes: Vec<Stripe>,
+    /// One collection at a time per process.
+    running: tokio::sync::Mutex<()>,
+}
+
+impl Default for ReferenceGuard {
+    fn default() -> Self {
+        ReferenceGuard {
+            stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
+            running: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+fn stripe(d: &Digest) -> usize {
+    let hex = d.hex().as_bytes();
+    let nibble = |b: u8| match b {
+        b'0'..=b'9' => (b - b'0') as usize,
+        _ => (b - b'a' + 10) as usize,
+    };
+    ((nibble(hex[0]) << 4) | nibble(hex[1])) % STRIPES
+}
+
+/// Held by a manifest PUT from before its reference check until its links are written.
+pub struct ReferencePin<'a> {
+    guard: &'a ReferenceGuard,
+    digests: Vec<Digest>,
+}
+
+impl Drop for ReferencePin<'_> {
+    fn drop(&mut self) {
+        for d in &self.digests {
+            let mut s = self.guard.state(d);
+            if let Some(n) = s.in_flight.get_mut(d) {
+                *n -= 1;
+                if *n == 0 {
+                    s.in_flight.remove(d);
+                }
+            }
+        }
+    }
+}
+
+impl ReferenceGuard {
+    fn state(&self, d: &Digest) -> std::sync::MutexGuard<'_, GuardState> {
+        self.stripes[stripe(d)]
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn shard(&self, i: usize) -> std::sync::MutexGuard<'_, GuardState> {
+        self.stripes[i]
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers the digests a manifest PUT is about to rely on, then waits out any
+    /// deletion of them already under way. Check existence only after this returns.
+    pub async fn pin(&self, mut digests: Vec<Digest>) -> ReferencePin<'_> {
+        digests.sort();
+        digests.dedup();
+        let now = Instant::now();
+        for d in &digests {
+            let mut s = self.state(d);
+            *s.in_flight.entry(d.clone()).or_insert(0) += 1;
+            s.recent.insert(d.clone(), now);
+            if let Some(late) = s.late_marks.as_mut() {
+                late.insert(d.clone());
+            }
+            prune_recent(&mut s);
+        }
+        self.wait_for_deletions(&digests).await;
+        ReferencePin {
+            guard: self,
+            digests,
+        }
+    }
+
+    /// Notes that a client saw a digest exist (a HEAD before skipping an upload): it is
+    /// kept for the grace period. Cheap: one stripe's lock, no waiting.
+    pub fn note_use(&self, digest: &Digest) {
+        let mut s = self.state(digest);
+        s.recent.insert(digest.clone(), Instant::now());
+        prune_recent(&mut s);
+    }
+
+    /// Notes that a client used a digest (finished an upload, mounted it) and waits out a
+    /// deletion of it under way: a push that relies on it soon keeps it for the grace
+    /// period, and a collection running now keeps it.
+    pub async fn touch(&self, digest: &Digest) {
+        {
+            let mut s = self.state(digest);
+            s.recent.insert(digest.clone(), Instant::now());
+            if let Some(late) = s.late_marks.as_mut() {
+                late.insert(digest.clone());
+            }
+            prune_recent(&mut s);
+        }
+        self.wait_for_deletions(std::slice::from_ref(digest)).await;
+    }
+
+    async fn wait_for_deletions(&self, digests: &[Digest]) {
+        let mut stripes: Vec<usize> = digests.iter().map(stripe).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        for i in stripes {
+            drop(self.stripes[i].deleting.read().await);
+        }
+    }
+
+    /// Starts late marking. Stripe by stripe is enough: a PUT registered in a stripe
+    /// before that stripe started is copied from `in_flight` (or had finished, and the
+    /// mark phase, which begins after this returns, sees its links); one registered after
+    /// adds its late marks itself.
+    fn begin_cycle(&self) {
+        for i in 0..STRIPES {
+            let mut s = self.shard(i);
+            let late: HashSet<Digest> = s.in_flight.keys().cloned().collect();
+            s.late_marks = Some(late);
+        }
+    }
+
+    fn end_cycle(&self) {
+        for i in 0..STRIPES {
+            self.shard(i).late_marks = None;
+        }
+    }
+
+    /// Whether a PUT registered `d`, or a client used it within `grace`.
+    fn in_use(&self, d: &Digest, grace: Duration) -> bool {
+        let s = self.state(d);
+        s.late_marks.as_ref().is_some_and(|l| l.contains(d))
+            || s.in_flight.contains_key(d)
+            || s.recent.get(d).is_some_and(|t| t.elapsed() < grace)
+    }
+
+    /// Runs `delete` for `d` unless it is in use; returns whether it ran.
+    async fn delete_unless_referenced<F, Fut>(
+        &self,
+        d: &Digest,
+        grace: Duration,
+        delete: F,
+    ) -> RegistryResult<bool>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = RegistryResult<()>>,
+    {
+        // The check happens under the write lock: see "Stripe locks" in the module doc.
+        let _w = self.stripes[stripe(d)].deleting.write().await;
+        if self.in_use(d, grace) {
+            return Ok(false);
+        }
+        delete().await?;
+        Ok(true)
+    }
+}
+
+fn prune_recent(s: &mut GuardState) {
+    if s.recent.len() > RECENT_PRUNE_AT {
+        s.recent.retain(|_, t| t.elapsed() < RECENT_CAP);
+        if s.recent.len() > RECENT_PRUNE_AT {
+            // Only under a flood of distinct digests: forget the older half.
+            let mut times: Vec<Instant> = s.recent.values().copied().collect();
+            times.sort_unstable();
+            let cut = times[times.len() / 2];
+            s.recent.retain(|_, t| *t >= cut);
+        }
+    }
+}
+
+/// Ends the cycle even when the collection fails or its task is cancelled.
+struct CycleGuard<'a>(&'a ReferenceGuard);
+
+impl Drop for CycleGuard<'_> {
+    fn drop(&mut self) {
+        self.0.end_cycle();
+    }
+}
+
+/// How to collect.
+#[derive(Debug, Clone)]
+pub struct GcOptions {
+    /// Report what would be removed; remove nothing.
+    pub dry_run: bool,
+    /// Also remove manifest revisions no tag reaches (see the module doc).
+    pub delete_untagged: bool,
+    /// Keep blobs and untagged revisions younger than this (0 offline, like registry:2).
+    pub grace: Duration,
+    /// Emit a progress event after this many manifests or blobs.
+    pub progress_every: usize,
+}
+
+impl Default for GcOptions {
+    fn default() -> Self {
+        GcOptions {
+            dry_run: false,
+            delete_untagged: false,
+            grace: Duration::ZERO,
+            progress_every: 1000,
+        }
+    }
+}
+
+/// What a collection reports as it goes.
+#[derive(Debug, Clone)]
+pub enum GcEvent {
+    /// A blob removed (or, in a dry run, eligible for removal).
+    Blob {
+        digest: Digest,
+        size: u64,
+    },
+    /// An untagged manifest revision removed (or eligible).
+    UntaggedManifest {
+        repository: RepositoryName,
+        digest: Digest,
+    },
+    Progress(String),
+    /// Something odd that did not stop the collection (a manifest that cannot be read).
+    Warning(String),
+}
+
+/// The outcome of one collection.
+#[derive(Debug, Clone, Default)]
+pub struct GcReport {
+    pub repositories: usize,
+    pub manifests: usize,
+    pub blobs_marked: usize,
+    pub blobs_seen: usize,
+    pub blobs_removed: usize,
+    pub bytes_freed: u64,
+    pub manifests_removed: usize,
+    /// Unreferenced blobs kept because they are younger than the grace period or in use.
+    pub blobs_kept_young: usize,
+    /// Blobs that could not be removed (each reported as a warning).
+    pub errors: usize,
+    pub dry_run: bool,
+    pub elapsed: Duration,
+}
+
+/// The layers of a Docker schema 1 manifest (`fsLayers[].blobSum`): no longer accepted on
+/// push, but old stores hold them and their layers must stay.
+pub(crate) fn schema1_layers(bytes: &[u8]) -> Option<Vec<Digest>> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    if v.get("schemaVersion").and_then(serde_json::Value::as_u64) != Some(1) {
+        return None;
+    }
+    v.get("fsLayers")?
+        .as_array()?
+        .iter()
+        .map(|l| l.get("blobSum")?.as_str()?.parse().ok())
+        .collect()
+}
+
+/// What the sweep did with one unmarked blob.
+enum Swept {
+    Removed(Digest, u64),
+    Kept,
+    Failed(Digest, String),
+}
+
+/// What one manifest references, read from its content.
+#[derive(Default)]
+struct References {
+    blobs: Vec<Digest>,
+    children: Vec<Digest>,
+    subject: Option<Digest>,
+}
+
+impl Registry {
+    /// Reads what a manifest references; `None` when its content is missing. Content that
+    /// cannot be read as a manifest stops the collection: what it references is unknown,
+    /// so nothing can safely be swept (registry:2 stops too).
+    async fn manifest_references(&self, digest: &Digest) -> RegistryResult<Option<References>> {
+        let unreadable = |why: String| {
+            RegistryError::ManifestInvalid(format!(
+                "manifest {digest} cannot be read ({why}), so what it references is unknown; \
+                 collection stopped. `docker-registry fsck` shows the repositories holding it."
+            ))
+        };
+        let bytes = match self
+            .driver
+            .get_content(&layout::blob_data(digest)?, MAX_MANIFEST_BYTES * 4)
+            .await
+        {
+            Ok(b) => b,
+            Err(StorageError::NotFound(_)) => return Ok(None),
+            Err(StorageError::TooLarge { .. }) => return Err(unreadable("too large".into())),
+            Err(e) => return Err(e.into()),
+        };
+        match manifest::parse(&bytes, "") {
+            Ok(parsed) => Ok(Some(References {
+                blobs: parsed.blobs.into_iter().map(|b| b.digest).collect(),
+                children: parsed.manifests.into_iter().map(|m| m.digest).collect(),
+                subject: parsed.subject.map(|s| s.digest),
+            })),
+            Err(e) => match schema1_layers(&bytes) {
+                Some(blobs) => Ok(Some(References {
+                    blobs,
+                    ..References::default()
+                })),
+                None => Err(unreadable(format!("{e:?}"))),
+            },
+        }
+    }
+
+    /// Digests named by link directories under `dir` (`<dir>/<hex>/link`), sorted.
+    pub(crate) async fn list_digests(
+        &self,
+        dir: &crate::storage::StoragePath,
+    ) -> RegistryResult<Vec<Digest>> {
+        let mut names = match self.driver.list(dir).await {
+            Ok(n) => n,
+            Err(StorageError::NotFound(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        names.sort();
+        Ok(names
+            .iter()
+            .filter_map(|h| Digest::from_hex(h).ok())
+            .collect())
+    }
+
+    /// The two-hex-digit directories of the blob store, sorted.
+    pub(crate) async fn blob_prefixes(&self) -> RegistryResult<Vec<String>> {
+        let mut prefixes = match self.driver.list(&layout::blobs_root()?).await {
+            Ok(p) => p,
+            Err(StorageError::NotFound(_)) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        prefixes.sort();
+        Ok(prefixes)
+    }
+
+    /// The blobs stored under one prefix directory, sorted; names that do not belong
+    /// there are not blobs and are skipped.
+    pub(crate) async fn blobs_in_prefix(&self, prefix: &str) -> RegistryResult<Vec<Digest>> {
+        let mut digests = self
+            .list_digests(&layout::blobs_root()?.join(prefix)?)
+            .await?;
+        digests.retain(|d| d.hex().starts_with(prefix));
+        Ok(digests)
+    }
+
+    /// The manifest revisions of a repository: directories whose `link` file exists and
+    /// names a digest. registry:2 deletes a revision by removing only its link file, so
+    /// an empty directory is not a revision.
+    pub(crate) async fn revisions(&self, repo: &RepositoryName) -> RegistryResult<Vec<Digest>> {
+        let listed = self.list_digests(&layout::revisions_dir(repo)?).await?;
+        let links: Vec<Option<Digest>> = stream::iter(listed)
+            .map(|d| async move { self.read_link(&layout::revision_link(repo, &d)?).await })
+            .buffered(IO_CONCURRENCY)
+            .try_collect()
+            .await?;
+        Ok(links.into_iter().flatten().collect())
+    }
+
+    /// Reads the references of manifests not read yet, several at a time.
+    async fn prefetch_references(
+        &self,
+        digests: Vec<Digest>,
+        parsed: &mut HashMap<Digest, Option<References>>,
+    ) -> RegistryResult<()> {
+        let fetched: Vec<(Digest, Option<References>)> = stream::iter(digests)
+            .map(|d| async move {
+                let r = self.manifest_references(&d).await?;
+                Ok::<_, RegistryError>((d, r))
+            })
+            .buffered(IO_CONCURRENCY)
+            .try_collect()
+            .await?;
+        parsed.extend(fetched);
+        Ok(())
+    }
+
+    /// Sweeps one prefix directory of the blob store: what was removed (or would be),
+    /// kept as young or in use, or could not be removed.
+    async fn sweep_prefix(
+        &self,
+        prefix: &str,
+        marked: &HashSet<Digest>,
+        opts: &GcOptions,
+        cutoff: SystemTime,
+    ) -> RegistryResult<(usize, Vec<Swept>)> {
+        let digests = self.blobs_in_prefix(prefix).await?;
+        let seen = digests.len();
+        let mut out = Vec::new();
+        for d in digests.into_iter().filter(|d| !marked.contains(d)) {
+            let info = match self.driver.stat(&layout::blob_data(&d)?).await {
+                Ok(i) => Some(i),
+                Err(StorageError::NotFound(_)) => None,
+                Err(e) => return Err(e.into()),
+            };
+            // A blob directory without data is debris of an interrupted write: it frees
+            // nothing but is removed with the rest.
+            let size = info.as_ref().map(|i| i.size).unwrap_or(0);
+            if info.as_ref().is_some_and(|i| i.modified > cutoff) {
+                out.push(Swept::Kept);
+                continue;
+            }
+            let removed = if opts.dry_run {
+                Ok(!self.gc.in_use(&d, opts.grace))
+            } else {
+                let dir = layout::blob_dir(&d)?;
+                self.gc
+                    .delete_unless_referenced(&d, opts.grace, || async {
+                        self.remove(&dir).await?;
+                        Ok(())
+                    })
+                    .await
+            };
+            out.push(match removed {
+                Ok(true) => Swept::Removed(d, size),
+                Ok(false) => Swept::Kept,
+                // One blob that cannot be removed (permissions, a backend hiccup) must not
+                // stop the collection: it is reported and the sweep goes on.
+                Err(e) => Swept::Failed(d, e.to_string()),
+            });
+        }
+        Ok((seen, out))
+    }
+
+    /// Runs one collection. Only one runs at a time in a process; a second waits.
+    pub async fn collect_garbage(
+        &self,
+        opts: &GcOptions,
+        events: &mut (dyn FnMut(GcEvent) + Send),
+    ) -> RegistryResult<GcReport> {
+        let _one = self.gc.running.lock().await;
+        let _caches = self.clear_caches_when_done();
+        let started = Instant::now();
+        self.gc.begin_cycle();
+        let _cycle = CycleGuard(&self.gc);
+        let mut report = GcReport {
+            dry_run: opts.dry_run,
+            ..GcReport::default()
+        };
+        let every = opts.progress_every.max(1);
+
+        // Mark.
+        let mut marked: HashSet<Digest> = HashSet::new();
+        let mut parsed: HashMap<Digest, Option<References>> = HashMap::new();
+        let repositories = self.scan_catalog().await?;
+        report.repositories = repositories.len();
+        for name in &repositories {
+            let Ok(repo) = name.parse::<RepositoryName>() else {
+                continue;
+            };
+            let mut roots = self.revisions(&repo).await?;
+            if opts.delete_untagged {
+                roots = self
+                    .remove_untagged(&repo, roots, opts, &mut parsed, events, &mut report)
+                    .await?;
+            }
+            let unread: Vec<Digest> = roots
+                .iter()
+                .filter(|d| !marked.contains(*d) && !parsed.contains_key(*d))
+                .cloned()
+                .collect();
+            self.prefetch_references(unread, &mut parsed).await?;
+            let mut work: Vec<Digest> = roots;
+            while let Some(d) = work.pop() {
+                if !marked.insert(d.clone()) {
+                    continue;
+                }
+                report.manifests += 1;
+                if report.manifests % every == 0 {
+                    events(GcEvent::Progress(format!(
+                        "marking: {} manifests read, {} blobs marked",
+                        report.manifests,
+                        marked.len()
+                    )));
+                }
+                let refs = match parsed.remove(&d) {
+                    Some(r) => r,
+                    None => self.manifest_references(&d).await?,
+                };
+                let Some(refs) = refs else {
+                    events(GcEvent::Warning(format!(
+                        "{repo}: manifest {d} is referenced but its content is missing"
+                    )));
+                    continue;
+                };
+                marked.extend(refs.blobs);
+                if let Some(s) = refs.subject {
+                    marked.insert(s);
+                }
+                work.extend(refs.children.into_iter().filter(|c| !marked.contains(c)));
+            }
+        }
+        report.blobs_marked = marked.len();
+        events(GcEvent::Progress(format!(
+            "marked {} blobs from {} manifests in {} repositories",
+            marked.len(),
+            report.manifests,
+            report.repositories
+        )));
+
+        // Sweep.
+        let cutoff = SystemTime::now()
+            .checked_sub(opts.grace)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut swept: HashSet<Digest> = HashSet::new();
+        // Several prefix directories at a time, results taken in order; memory holds the
+        // marks and a few directory listings, not the whole blob list.
+        let marked = &marked;
+        let mut sweeps = stream::iter(self.blob_prefixes().await?)
+            .map(|prefix| async move { self.sweep_prefix(&prefix, marked, opts, cutoff).await })
+            .buffered(SWEEP_CONCURRENCY);
+        let mut next_progress = every * 10;
+        while let Some(result) = sweeps.next().await {
+            let (seen, outcomes) = result?;
+            report.blobs_seen += seen;
+            for o in outcomes {
+                match o {
+                    Swept::Removed(digest, size) => {
+                        report.blobs_removed += 1;
+                        report.bytes_freed += size;
+                        if !opts.dry_run {
+                            swept.insert(digest.clone());
+                        }
+                        events(GcEvent::Blob { digest, size });
+                    }
+                    Swept::Kept => report.blobs_kept_young += 1,
+                    Swept::Failed(d, e) => {
+                        report.errors += 1;
+                        events(GcEvent::Warning(format!("blob {d} not removed: {e}")));
+                    }
+                }
+            }
+            if report.blobs_seen >= next_progress {
+                next_progress = report.blobs_seen + every * 10;
+                events(GcEvent::Progress(format!(
+                    "sweeping: {} blobs checked, {} removable",
+                    report.blobs_seen, report.blobs_removed
+                )));
+            }
+        }
+        drop(sweeps);
+        if !swept.is_empty() {
+            self.unlink_swept(&repositories, &swept, opts, events, &mut report)
+                .await?;
+        }
+        report.elapsed = started.elapsed();
+        Ok(report)
+    }
+
+    /// Removes the repositories' layer links to blobs this run swept, so that no link is
+    /// left dangling (registry:2 leaves them; `fsck` would report them). Under the same
+    /// guard as the sweep: a blob uploaded or pinned again meanwhile keeps its link.
+    async fn unlink_swept(
+        &self,
+        repositories: &[String],
+        swept: &HashSet<Digest>,
+        opts: &GcOptions,
+        events: &mut (dyn FnMut(GcEvent) + Send),
+        report: &mut GcReport,
+    ) -> RegistryResult<()> {
+        for name in repositories {
+            let Ok(repo) = name.parse::<RepositoryName>() else {
+                continue;
+            };
+            for d in self.list_digests(&layout::layers_dir(&repo)?).await? {
+                if !swept.contains(&d) {
+                    continue;
+                }
+                let Some(dir) = layout::layer_link(&repo, &d)?.parent() else {
+                    continue;
+                };
+                let unlinked = self
+                    .gc
+                    .delete_unless_referenced(&d, opts.grace, || async {
+                        // Re-uploaded since the sweep: the link is live again.
+                        if !self.blob_exists_globally(&d).await? {
+                            self.remove(&dir).await?;
+                        }
+                        Ok(())
+                    })
+                    .await;
+                if let Err(e) = unlinked {
+                    report.errors += 1;
+                    events(GcEvent::Warning(format!(
+                        "{repo}: layer link to {d} not removed: {e}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Narrows a repository's revisions to those a tag reaches (closed over index children
+    /// and referrers) and removes the others; returns the revisions kept.
+    async fn remove_untagged(
+        &self,
+        repo: &RepositoryName,
+        revisions: Vec<Digest>,
+        opts: &GcOptions,
+        parsed: &mut HashMap<Digest, Option<References>>,
+        events: &mut (dyn FnMut(GcEvent) + Send),
+        report: &mut GcReport,
+    ) -> RegistryResult<Vec<Digest>> {
+        let tags = match self.scan_tags(repo).await {
+            Ok(t) => t,
+            Err(RegistryError::NameUnknown(_)) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let mut keep: HashSet<Digest> = HashSet::new();
+        for t in &tags {
+            let Ok(tag) = t.parse::<Tag>() else { continue };
+            if let Some(d) = self
+                .read_link(&layout::tag_current_link(repo, &tag)?)
+                .await?
+            {
+                keep.insert(d);
+            }
+        }
+        let unread: Vec<Digest> = revisions
+            .iter()
+            .filter(|d| !parsed.contains_key(*d))
+            .cloned()
+            .collect();
+        self.prefetch_references(unread, parsed).await?;
+        // Fixpoint: children of kept indexes, and referrers whose subject is kept.
+        loop {
+            let mut grew = false;
+            for d in &revisions {
+                let Some(Some(refs)) = parsed.get(d) else {
+                    continue;
+                };
+                if keep.contains(d) {
+                    for c in &refs.children {
+                        grew |= keep.insert(c.clone());
+                    }
+                } else if refs.subject.as_ref().is_some_and(|s| keep.contains(s)) {
+                    grew |= keep.insert(d.clone());
+                }
+            }
+            if !grew {
+                break;
+            }
+        }
+        let cutoff = SystemTime::now()
+            .checked_sub(opts.grace)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut kept = Vec::new();
+        for d in revisions {
+            if keep.contains(&d) {
+                kept.push(d);
+                continue;
+            }
+            let link = layout::revision_link(repo, &d)?;
+            let young = match self.driver.stat(&link).await {
+                Ok(i) => i.modified > cutoff,
+                Err(StorageError::NotFound(_)) => false,
+                Err(e) => return Err(e.into()),
+            };
+            if young {
+                kept.push(d);
+                continue;
+            }
+            let removed = if opts.dry_run {
+                true
+            } else {
+                let subject = parsed
+                    .get(&d)
+                    .and_then(|r| r.as_ref())
+                    .and_then(|r| r.subject.clone());
+                self.gc
+                    .delete_unless_referenced(&d, opts.grace, || {
+                        self.remove_revision(repo, &d, &tags, subject)
+                    })
+                    .await?
+            };
+            if removed {
+                report.manifests_removed += 1;
+                events(GcEvent::UntaggedManifest {
+                    repository: repo.clone(),
+                    digest: d.clone(),
+                });
+                parsed.remove(&d);
+            } else {
+                kept.push(d);
+            }
+        }
+        Ok(kept)
+    }
+
+    /// Removes a revision with its tag-history entries and referrers-index entry, as
+    /// registry:2's collector does.
+    async fn remove_revision(
+        &self,
+        repo: &RepositoryName,
+        d: &Digest,
+        tags: &[String],
+        subject: Option<Digest>,
+    ) -> RegistryResult<()> {
+        for t in tags {
+            let Ok(tag) = t.parse::<Tag>() else { continue };
+            if let Some(dir) = layout::tag_index_link(repo, &tag, d)?.parent() {
+                self.remove(&dir).await?;
+            }
+        }
+        if let Some(s) = subject {
+            if let Some(dir) = layout::referrer_link(repo, &s, d)?.parent() {
+                self.remove(&dir).await?;
+            }
+        }
+        self.remove(&layout::revision_dir(repo, d)?).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::FilesystemDriver;
+    use std::sync::Arc;
+
+    fn registry(dir: &std::path::Path) -> Registry {
+        Registry::new(Arc::new(FilesystemDriver::new(dir)), Default::default())
+    }
+
+    #[test]
+    fn stripes_cover_every_prefix() {
+        let d = Digest::of_bytes(b"x");
+        assert!(stripe(&d) < STRIPES);
+        let ff = Digest::from_hex(&"f".repeat(64)).expect("hex");
+        assert_eq!(stripe(&ff), 255 % STRIPES);
+    }
+
+    #[tokio::test]
+    async fn a_pinned_digest_survives_a_sweep_and_an_unpinned_one_does_not() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let reg = registry(tmp.path());
+        let kept = Digest::of_bytes(b"kept");
+        let gone = Digest::of_bytes(b"gone");
+        for (d, b) in [(&kept, &b"kept"[..]), (&gone, &b"gone"[..])] {
+            reg.driver
+                .put_content(&layout::blob_data(d).expect("path"), b)
+                .await
+                .expect("put");
+        }
+        let pin = reg.gc.pin(vec![kept.clone()]).await;
+        let mut removed = Vec::new();
+        let report = reg
+            .collect_garbage(&GcOptions::default(), &mut |e| {
+                if let GcEvent::Blob { digest, .. } = e {
+                    removed.push(digest)
+                }
+            })
+            .await
+            .expect("gc");
+        drop(pin);
+        assert_eq!(removed, vec![gone.clone()]);
+        assert_eq!(report.blobs_removed, 1);
+        assert!(reg.blob_exists_globally(&kept).await.expect("stat"));
+        assert!(!reg.blob_exists_globally(&gone).await.expect("stat"));
+    }
+
+    #[tokio::test]
+    async fn young_blobs_are_kept_for_the_grace_period() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let reg = registry(tmp.path());
+        let d = Digest::of_bytes(b"fresh");
+        reg.driver
+            .put_content(&layout::blob_data(&d).expect("path"), b"fresh")
+            .await
+            .expect("put");
+        let opts = GcOptions {
+            grace: Duration::from_secs(3600),
+            ..GcOptions::default()
+        };
+        let report = reg.collect_garbage(&opts, &mut |_| {}).await.expect("gc");
+        assert_eq!((report.blobs_removed, report.blobs_kept_young), (0, 1));
+        assert!(reg.blob_exists_globally(&d).await.expect("stat"));
+    }
+
+    /// Stores a manifest's bytes and its revision link as a push would (blobs need not
+    /// exist for marking).
+    async fn revision(reg: &Registry, repo: &RepositoryName, body: &str) -> Digest {
+        let d = Digest::of_bytes(body.as_bytes());
+        reg.driver
+            .put_content(&layout::blob_data(&d).expect("p"), body.as_bytes())
+            .await
+            .expect("put");
+        reg.write_link(&layout::revision_link(repo, &d).expect("p"), &d)
+            .await
+            .expect("link");
+        d
+    }
+
+    #[tokio::test]
+    async fn delete_untagged_keeps_referrers_of_a_kept_manifest_and_removes_orphans() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let reg = registry(tmp.path());
+        let repo: RepositoryName = "app".parse().expect("name");
+        let cfg = Digest::of_bytes(b"{}");
+        reg.driver
+            .put_content(&layout::blob_data(&cfg).expect("p"), b"{}")
+            .await
+            .expect("put");
+        let image = |label: &str| {
+            format!(
+                r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"application/x","digest":"{cfg}","size":2}},"layers":[],"annotations":{{"l":"{label}"}}}}"#,
+                manifest::OCI_MANIFEST
+            )
+        };
+        let tagged = revision(&reg, &repo, &image("tagged")).await;
+        let orphan = revision(&reg, &repo, &image("orphan")).await;
+        let sig = revision(
+            &reg,
+            &repo,
+            &format!(
+                r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"application/x","digest":"{cfg}","size":2}},"layers":[],"subject":{{"mediaType":"{}","digest":"{tagged}","size":1}}}}"#,
+                manifest::OCI_MANIFEST,
+                manifest::OCI_MANIFEST
+            ),
+        )
+        .await;
+        let tag: Tag = "v1".parse().expect("tag");
+        reg.write_link(&layout::tag_current_link(&repo, &tag).expect("p"), &tagged)
+            .await
+            .expect("tag");
+
+        let opts = GcOptions {
+            delete_untagged: true,
+            ..GcOptions::default()
+        };
+        let mut gone_manifests = Vec::new();
+        let mut gone_blobs = Vec::new();
+        reg.collect_garbage(&opts, &mut |e| match e {
+            GcEvent::UntaggedManifest { digest, .. } => gone_manifests.push(digest),
+            GcEvent::Blob { digest, .. } => gone_blobs.push(digest),
+            _ => {}
+        })
+        .await
+        .expect("gc");
+        assert_eq!(gone_manifests, vec![orphan.clone()]);
+        assert_eq!(gone_blobs, vec![orphan.clone()]);
+        assert_eq!(reg.revisions(&repo).await.expect("list").len(), 2);
+        for d in [&tagged, &sig, &cfg] {
+            assert!(reg.blob_exists_globally(d).await.expect("stat"), "{d} kept");
+        }
+    }
+
+    #[tokio::test]
+    async fn schema1_layers_are_kept_and_an_unreadable_manifest_stops_the_sweep() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let reg = registry(tmp.path());
+        let repo: RepositoryName = "old".parse().expect("name");
+        let layer = Digest::of_bytes(b"layer");
+        let garbage = Digest::of_bytes(b"garbage");
+        for (d, b) in [(&layer, &b"layer"[..]), (&garbage, &b"garbage"[..])] {
+            reg.driver
+                .put_content(&layout::blob_data(d).expect("p"), b)
+                .await
+                .expect("put");
+        }
+        revision(
+            &reg,
+            &repo,
+            &format!(r#"{{"schemaVersion":1,"name":"old","tag":"v1","fsLayers":[{{"blobSum":"{layer}"}}]}}"#),
+        )
+        .await;
+        let mut removed = Vec::new();
+        reg.collect_garbage(&GcOptions::default(), &mut |e| {
+            if let GcEvent::Blob { digest, .. } = e {
+                removed.push(digest)
+            }
+        })
+        .await
+        .expect("gc");
+        assert_eq!(removed, vec![garbage.clone()]);
+        assert!(reg.blob_exists_globally(&layer).await.expect("stat"));
+
+        let other = Digest::of_bytes(b"other");
+        reg.driver
+            .put_content(&layout::blob_data(&other).expect("p"), b"other")
+            .await
+            .expect("put");
+        revision(&reg, &repo, "this is not a manifest").await;
+        let err = reg
+            .collect_garbage(&GcOptions::default(), &mut |_| {})
+            .await;
+        assert!(
+            matches!(err, Err(RegistryError::ManifestInvalid(_))),
+            "{err:?}"
+        );
+        assert!(
+            reg.blob_exists_globally(&other).await.expect("stat"),
+            "nothing swept"
+        );
+    }
+}

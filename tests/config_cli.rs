@@ -1,0 +1,391 @@
+//! The configuration through the real binary: `docker-registry config` shows every value and
+//! its source, `config --check` fails with `file:line: key: message`, the legacy package's
+//! files and the files we ship load, and `serve` listens where the configuration says.
+//! Every run passes `--sysconfig` and `--config` and a cleared environment, so the host's
+//! /etc files and variables never leak in.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_docker-registry");
+const FIXTURES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../shared/fixtures/legacy-config"
+);
+const SHIPPED_SYSCONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/sysconfig/docker-registry");
+const SHIPPED_YAML: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/etc/docker-registry.yml");
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write test file");
+    path
+}
+
+/// Runs the binary with only `env` (and HOME) in its environment.
+fn run(dir: &Path, sysconfig: &Path, config: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.env_clear()
+        .env("HOME", dir)
+        .arg("--sysconfig")
+        .arg(sysconfig)
+        .arg("--config")
+        .arg(config)
+        .args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run docker-registry")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The line of `config` output for `key`.
+fn setting(stdout: &str, key: &str) -> String {
+    stdout
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(key))
+        .unwrap_or_else(|| panic!("no {key} in:\n{stdout}"))
+        .to_string()
+}
+
+#[test]
+fn config_prints_each_value_with_where_it_came_from() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sys = write(
+        dir.path(),
+        "sysconfig",
+        "# ours\nexport REGISTRY_PORT=\"7000\"\nGUNICORN_WORKERS='3'\n",
+    );
+    let yml = write(
+        dir.path(),
+        "registry.yml",
+        "version: 0.1\nhttp:\n  addr: 127.0.0.1:6000\nstorage:\n  filesystem:\n    rootdirectory: /srv/registry\n",
+    );
+    let out = run(
+        dir.path(),
+        &sys,
+        &yml,
+        &["config"],
+        &[("REGISTRY_STORAGE_DELETE_ENABLED", "true")],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}{}", stdout, text(&out.stderr));
+    let (s, y) = (sys.display(), yml.display());
+    let listen = setting(&stdout, "http.addr");
+    assert!(listen.contains(" 127.0.0.1:7000 "), "{stdout}");
+    assert!(
+        listen.ends_with(&format!(
+            "# address: {y}:3 (http.addr); port: {s}:2 (REGISTRY_PORT)"
+        )),
+        "{stdout}"
+    );
+    assert!(
+        setting(&stdout, "workers").ends_with(&format!("# {s}:3 (GUNICORN_WORKERS)")),
+        "{stdout}"
+    );
+    let root = setting(&stdout, "storage.filesystem.rootdirectory");
+    assert!(
+        root.contains(" /srv/registry ")
+            && root.ends_with(&format!("# {y}:6 (storage.filesystem.rootdirectory)"))
+    );
+    let delete = setting(&stdout, "storage.delete.enabled");
+    assert!(
+        delete.contains(" true ")
+            && delete.ends_with("# environment (REGISTRY_STORAGE_DELETE_ENABLED)")
+    );
+    assert!(
+        setting(&stdout, "config.format").contains("registry:2"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_reports_every_problem_as_file_line_key_and_fails() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sys = write(
+        dir.path(),
+        "sysconfig",
+        "SETTINGS_FLAVOR=local\nREGISTRY_PORT=http\n",
+    );
+    let yml = write(
+        dir.path(),
+        "registry.yml",
+        "common: &common\n  issue: x\n  loglevel: loud\nlocal:\n  <<: *common\n  storage: local\n  storage_delete_enabled: maybe\n",
+    );
+    let out = run(dir.path(), &sys, &yml, &["config", "--check"], &[]);
+    assert!(
+        !out.status.success(),
+        "a broken configuration must fail the check"
+    );
+    let stderr = text(&out.stderr);
+    let (s, y) = (sys.display(), yml.display());
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "{y}:3: common.loglevel: unknown log level \"loud\""
+        )),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].starts_with(&format!(
+            "{y}:7: local.storage_delete_enabled: expected true or false"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        lines[2].starts_with(&format!(
+            "{s}:2: REGISTRY_PORT: not a port number: \"http\""
+        )),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn check_reports_yaml_and_shell_syntax_errors_with_their_lines() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sys = write(
+        dir.path(),
+        "sysconfig",
+        "REGISTRY_ADDRESS=0.0.0.0\nREGISTRY_PORT='5000\n",
+    );
+    let yml = write(
+        dir.path(),
+        "registry.yml",
+        "common:\n  issue: [unclosed\nlocal:\n  storage: local\n",
+    );
+    let out = run(dir.path(), &sys, &yml, &["config", "--check"], &[]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:2: REGISTRY_PORT: single quote opened on line 2",
+            sys.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("{}:", yml.display())) && stderr.contains("not valid YAML"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_legacy_package_files_load_for_local_and_dev() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sys = write(dir.path(), "sysconfig", "");
+    for (file, root) in [
+        ("config_sample.yml", "/tmp/registry"),
+        ("docker-registry.yml", "/var/lib/docker-registry"),
+    ] {
+        let yml = Path::new(FIXTURES).join(file);
+        for (flavor, level) in [("local", "info"), ("dev", "debug")] {
+            let out = run(
+                dir.path(),
+                &sys,
+                &yml,
+                &["config"],
+                &[("SETTINGS_FLAVOR", flavor)],
+            );
+            let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+            assert!(out.status.success(), "{file} {flavor}: {stderr}");
+            assert!(
+                setting(&stdout, "storage.filesystem.rootdirectory").contains(&format!(" {root} ")),
+                "{stdout}"
+            );
+            assert!(
+                setting(&stdout, "log.level").contains(&format!(" {level} ")),
+                "{stdout}"
+            );
+            assert!(
+                setting(&stdout, "issue").contains(" \"docker-registry server\" "),
+                "{stdout}"
+            );
+            // The keys we do not implement are named, in one warning line.
+            let warnings: Vec<&str> = stderr
+                .lines()
+                .filter(|l| l.starts_with("warning: "))
+                .collect();
+            assert_eq!(warnings.len(), 1, "{stderr}");
+            for key in [
+                "debug",
+                "standalone",
+                "mirroring",
+                "cache",
+                "cors",
+                "email_exceptions",
+                "bugsnag",
+            ] {
+                assert!(
+                    warnings[0].contains(&format!(" {key},"))
+                        || warnings[0].ends_with(&format!(" {key}")),
+                    "{key}: {stderr}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_legacy_s3_flavors_say_s3_arrives_later() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sys = write(dir.path(), "sysconfig", "SETTINGS_FLAVOR=prod\n");
+    for file in ["config_sample.yml", "docker-registry.yml"] {
+        let yml = Path::new(FIXTURES).join(file);
+        let out = run(dir.path(), &sys, &yml, &["config", "--check"], &[]);
+        assert!(!out.status.success());
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.starts_with(&format!("{}:79: s3.storage: flavor prod uses storage s3: S3 storage arrives in a later release", yml.display())),
+            "{stderr}"
+        );
+        // The same flavor with the filesystem chosen in the environment loads.
+        let root = dir.path().join("data");
+        let root_text = root.display().to_string();
+        let out = run(
+            dir.path(),
+            &sys,
+            &yml,
+            &["config"],
+            &[
+                ("REGISTRY_STORAGE", "filesystem"),
+                ("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", &root_text),
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(
+            setting(&text(&out.stdout), "storage.filesystem.rootdirectory").contains(&root_text)
+        );
+    }
+}
+
+#[test]
+fn the_shipped_files_load_cleanly() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (sys, yml) = (Path::new(SHIPPED_SYSCONFIG), Path::new(SHIPPED_YAML));
+    let out = run(dir.path(), sys, yml, &["config", "--check"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "", "the shipped files must not warn");
+    let out = run(dir.path(), sys, yml, &["config"], &[]);
+    let stdout = text(&out.stdout);
+    assert!(
+        setting(&stdout, "http.addr").contains(" 0.0.0.0:5000 "),
+        "{stdout}"
+    );
+    assert!(setting(&stdout, "workers").contains(" 8 "), "{stdout}");
+    assert!(setting(&stdout, "flavor").contains(" local "), "{stdout}");
+    assert!(
+        setting(&stdout, "storage.filesystem.rootdirectory").contains(" /var/lib/docker-registry "),
+        "{stdout}"
+    );
+    for flavor in ["local", "dev"] {
+        let out = run(
+            dir.path(),
+            sys,
+            yml,
+            &["config", "--check"],
+            &[("SETTINGS_FLAVOR", flavor)],
+        );
+        assert!(out.status.success(), "{flavor}: {}", text(&out.stderr));
+    }
+    for flavor in ["s3", "prod"] {
+        let out = run(
+            dir.path(),
+            sys,
+            yml,
+            &["config", "--check"],
+            &[("SETTINGS_FLAVOR", flavor)],
+        );
+        assert!(!out.status.success());
+        assert!(
+            text(&out.stderr).contains("S3 storage arrives in a later release"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+}
+
+/// Starts `serve`, waits (bounded) for its `listening on http://...` line, returns the URL.
+fn start(dir: &Path, sys: &Path, yml: &Path) -> (Child, String) {
+    let mut child = Command::new(BIN)
+        .env_clear()
+        .env("HOME", dir)
+        .arg("--sysconfig")
+        .arg(sys)
+        .arg("--config")
+        .arg(yml)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start docker-registry");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let url = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
+                    return (child, url);
+                }
+                seen.push(line);
+            }
+            Err(_) => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("no `listening on` line; stderr:\n{}", seen.join("\n"));
+}
+
+#[test]
+fn serve_listens_where_the_sysconfig_says_and_answers_the_configured_issue() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    for (address, host) in [("127.0.0.1", "127.0.0.1"), ("::1", "[::1]")] {
+        let sys = write(
+            dir.path(),
+            "sysconfig",
+            &format!("REGISTRY_ADDRESS={address}\nREGISTRY_PORT=0\nGUNICORN_WORKERS=2\n"),
+        );
+        let yml = write(
+            dir.path(),
+            "registry.yml",
+            &format!(
+                "common: &common\n  issue: '\"configured issue\"'\nlocal:\n  <<: *common\n  storage: local\n  storage_path: {}\n",
+                data.display()
+            ),
+        );
+        let (mut child, url) = start(dir.path(), &sys, &yml);
+        assert!(url.starts_with(&format!("http://{host}:")), "{url}");
+        let body = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("client")
+            .get(format!("{url}/"))
+            .send()
+            .and_then(|r| r.text());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(body.expect("GET /"), "\"configured issue\"");
+        assert!(data.is_dir(), "storage_path is where data goes");
+    }
+}

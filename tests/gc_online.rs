@@ -1,0 +1,243 @@
+//! Deletion that frees disk, end to end with skopeo against the running daemon: push two
+//! images sharing a layer, delete one, collect through the daemon (`garbage-collect
+//! --online`, no restart, no read-only window), and the disk drops by exactly the deleted
+//! image's unique blobs while the other image still pulls. Needs `skopeo`.
+
+mod gc_support;
+
+use gc_support::*;
+use std::collections::BTreeSet;
+
+fn push(dir: &std::path::Path, tag: &str, dest: &str) {
+    skopeo_ok(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &format!("oci:{}:{tag}", dir.display()),
+        dest,
+    ]);
+}
+
+#[test]
+fn deleting_an_image_and_collecting_online_frees_its_unique_layers() {
+    let store = tempfile::tempdir().expect("tmp");
+    let daemon = Daemon::start(store.path(), &["--delete-enabled"]);
+    let work = tempfile::tempdir().expect("tmp");
+
+    let shared = layer_bytes(1, 64 * 1024);
+    let keep_dir = work.path().join("keep");
+    let gone_dir = work.path().join("gone");
+    let keep_digest = oci_image(
+        &keep_dir,
+        "v1",
+        &[shared.clone(), layer_bytes(2, 32 * 1024)],
+    );
+    let gone_digest = oci_image(
+        &gone_dir,
+        "v1",
+        &[
+            shared,
+            layer_bytes(3, 100 * 1024),
+            layer_bytes(4, 50 * 1024),
+        ],
+    );
+    push(
+        &keep_dir,
+        "v1",
+        &format!("docker://{}/apps/keep:v1", daemon.base()),
+    );
+    push(
+        &gone_dir,
+        "v1",
+        &format!("docker://{}/apps/gone:v1", daemon.base()),
+    );
+    let before: BTreeSet<String> = stored_blobs(store.path()).into_iter().collect();
+    let bytes_before = blob_bytes(store.path());
+
+    // What only the deleted image holds: its manifest, its config and two layers.
+    let keep_blobs: BTreeSet<String> = std::fs::read_dir(keep_dir.join("blobs/sha256"))
+        .expect("dir")
+        .flatten()
+        .map(|e| format!("sha256:{}", e.file_name().to_string_lossy()))
+        .collect();
+    let gone_blobs: BTreeSet<String> = std::fs::read_dir(gone_dir.join("blobs/sha256"))
+        .expect("dir")
+        .flatten()
+        .map(|e| format!("sha256:{}", e.file_name().to_string_lossy()))
+        .collect();
+    let unique: BTreeSet<String> = gone_blobs.difference(&keep_blobs).cloned().collect();
+    assert_eq!(unique.len(), 4);
+    assert!(unique.is_subset(&before));
+    let unique_bytes: u64 = unique
+        .iter()
+        .map(|d| {
+            std::fs::metadata(gone_dir.join("blobs/sha256").join(&d[7..]))
+                .expect("blob")
+                .len()
+        })
+        .sum();
+
+    skopeo_ok(&[
+        "delete",
+        "--tls-verify=false",
+        &format!("docker://{}/apps/gone@{gone_digest}", daemon.base()),
+    ]);
+
+    // The daemon owns the storage: an offline (writing) collection refuses to run.
+    let mut c = ours(store.path());
+    c.arg("garbage-collect");
+    let refused = run(c);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--online"));
+    assert_eq!(blob_bytes(store.path()), bytes_before);
+
+    // The dry run through the daemon names exactly the unique blobs and removes nothing.
+    let mut c = ours(store.path());
+    c.args(["garbage-collect", "--online", "--dry-run", "--grace", "0s"]);
+    let dry = run(c);
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    assert_eq!(
+        stdout_lines(&dry).into_iter().collect::<BTreeSet<_>>(),
+        unique
+    );
+    assert_eq!(blob_bytes(store.path()), bytes_before);
+
+    // With the default grace period (1 h) freshly pushed blobs are all kept.
+    let mut c = ours(store.path());
+    c.args(["garbage-collect", "--online"]);
+    let graced = run(c);
+    assert!(graced.status.success());
+    assert!(
+        stdout_lines(&graced).is_empty(),
+        "{:?}",
+        stdout_lines(&graced)
+    );
+
+    let mut c = ours(store.path());
+    c.args(["garbage-collect", "--online", "--grace", "0s"]);
+    let real = run(c);
+    let stderr = String::from_utf8_lossy(&real.stderr);
+    assert!(real.status.success(), "{stderr}");
+    assert_eq!(
+        stdout_lines(&real).into_iter().collect::<BTreeSet<_>>(),
+        unique
+    );
+    assert!(
+        stderr.contains(&format!("({unique_bytes} bytes) freed")),
+        "{stderr}"
+    );
+    assert_eq!(
+        bytes_before - blob_bytes(store.path()),
+        unique_bytes,
+        "disk usage drops by the unique blobs"
+    );
+
+    // The other image still pulls, digests verified by skopeo.
+    let pulled = work.path().join("pulled");
+    skopeo_ok(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{}/apps/keep:v1", daemon.base()),
+        &format!("oci:{}:v1", pulled.display()),
+    ]);
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{}/apps/keep:v1", daemon.base()),
+    ]);
+    assert_eq!(format!("sha256:{}", sha256_hex(&raw.stdout)), keep_digest);
+
+    // Pushing the deleted image again works: its blobs are uploaded anew.
+    push(
+        &gone_dir,
+        "v1",
+        &format!("docker://{}/apps/gone:v1", daemon.base()),
+    );
+    skopeo_ok(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{}/apps/gone:v1", daemon.base()),
+        &format!("oci:{}:again", pulled.display()),
+    ]);
+}
+
+#[test]
+fn delete_untagged_removes_overwritten_manifests_but_not_tagged_ones() {
+    let store = tempfile::tempdir().expect("tmp");
+    let daemon = Daemon::start(store.path(), &["--delete-enabled"]);
+    let work = tempfile::tempdir().expect("tmp");
+    let old = oci_image(&work.path().join("old"), "v1", &[layer_bytes(10, 4096)]);
+    let new = oci_image(&work.path().join("new"), "v1", &[layer_bytes(11, 4096)]);
+    push(
+        &work.path().join("old"),
+        "v1",
+        &format!("docker://{}/app:v1", daemon.base()),
+    );
+    push(
+        &work.path().join("old"),
+        "v1",
+        &format!("docker://{}/app:stable", daemon.base()),
+    );
+    push(
+        &work.path().join("new"),
+        "v1",
+        &format!("docker://{}/app:v1", daemon.base()),
+    );
+    // `old` is still tagged `stable`: nothing is untagged yet.
+    let mut c = ours(store.path());
+    c.args([
+        "garbage-collect",
+        "--online",
+        "--delete-untagged",
+        "--grace",
+        "0s",
+    ]);
+    let out = run(c);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout_lines(&out).is_empty(), "{:?}", stdout_lines(&out));
+
+    let client = reqwest::blocking::Client::new();
+    // Untag `old` through the API (DELETE by tag leaves the manifest revision).
+    let r = client
+        .delete(format!("http://{}/v2/app/manifests/stable", daemon.base()))
+        .send()
+        .expect("delete tag");
+    assert_eq!(r.status().as_u16(), 202);
+    let mut c = ours(store.path());
+    c.args([
+        "garbage-collect",
+        "--online",
+        "--delete-untagged",
+        "--grace",
+        "0s",
+    ]);
+    let out = run(c);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = stdout_lines(&out);
+    assert!(lines.contains(&format!("app@{old}")), "{lines:?}");
+    assert!(!lines.iter().any(|l| l.contains(&new)), "{lines:?}");
+    let r = client
+        .get(format!("http://{}/v2/app/manifests/{old}", daemon.base()))
+        .send()
+        .expect("get");
+    assert_eq!(r.status().as_u16(), 404);
+    let r = client
+        .get(format!("http://{}/v2/app/manifests/v1", daemon.base()))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .expect("get");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(sha256_hex(&r.bytes().expect("body")), new[7..]);
+}

@@ -1,0 +1,151 @@
+//! Retention: images pushed with skopeo, tag ages set on their `current` links, then
+//! `docker-registry retention` (dry run by default, `--apply`), then `garbage-collect
+//! --delete-untagged` frees exactly the expired images' content and the kept tags pull.
+//! Needs `skopeo` and coreutils `touch`.
+
+mod gc_support;
+
+use gc_support::*;
+use std::collections::BTreeSet;
+use std::process::Command;
+
+fn set_age(store: &std::path::Path, repo: &str, tag: &str, days: u32) {
+    let link = store.join(format!(
+        "docker/registry/v2/repositories/{repo}/_manifests/tags/{tag}/current/link"
+    ));
+    let st = Command::new("touch")
+        .arg("-d")
+        .arg(format!("{days} days ago"))
+        .arg(&link)
+        .status()
+        .expect("touch");
+    assert!(st.success());
+}
+
+fn lines_set(o: &std::process::Output) -> BTreeSet<String> {
+    stdout_lines(o).into_iter().collect()
+}
+
+#[test]
+fn retention_keeps_newest_and_young_and_protected_tags_and_collection_frees_the_rest() {
+    let store = tempfile::tempdir().expect("tmp");
+    let work = tempfile::tempdir().expect("tmp");
+    let tags = [
+        ("v1", 40),
+        ("v2", 30),
+        ("v3", 20),
+        ("v4", 1),
+        ("release-1", 100),
+    ];
+    {
+        let daemon = Daemon::start(store.path(), &[]);
+        for (i, (tag, _)) in tags.iter().enumerate() {
+            let dir = work.path().join(tag);
+            oci_image(&dir, "x", &[layer_bytes(7000 + i as u64, 2048)]);
+            skopeo_ok(&[
+                "copy",
+                "--dest-tls-verify=false",
+                &format!("oci:{}:x", dir.display()),
+                &format!("docker://{}/apps/web:{tag}", daemon.base()),
+            ]);
+        }
+        let dir = work.path().join("other");
+        oci_image(&dir, "x", &[layer_bytes(8000, 2048)]);
+        skopeo_ok(&[
+            "copy",
+            "--dest-tls-verify=false",
+            &format!("oci:{}:x", dir.display()),
+            &format!("docker://{}/other/app:old", daemon.base()),
+        ]);
+    }
+    for (tag, days) in tags {
+        set_age(store.path(), "apps/web", tag, days);
+    }
+    set_age(store.path(), "other/app", "old", 400);
+
+    let retention = |extra: &[&str]| {
+        let mut c = ours(store.path());
+        c.args([
+            "retention",
+            "--repositories",
+            "apps/*",
+            "--keep-tags",
+            "1",
+            "--keep-younger-than",
+            "25days",
+            "--protect-tags",
+            "release-*",
+        ])
+        .args(extra);
+        run(c)
+    };
+    let expired: BTreeSet<String> = ["apps/web:v1", "apps/web:v2"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+
+    // Dry run by default: reports, removes nothing.
+    let dry = retention(&[]);
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    assert_eq!(lines_set(&dry), expired);
+    assert!(store
+        .path()
+        .join("docker/registry/v2/repositories/apps/web/_manifests/tags/v1")
+        .exists());
+
+    let bytes_before = blob_bytes(store.path());
+    let applied = retention(&["--apply"]);
+    assert!(applied.status.success());
+    assert_eq!(lines_set(&applied), expired);
+    for (tag, _) in tags {
+        let exists = store
+            .path()
+            .join(format!(
+                "docker/registry/v2/repositories/apps/web/_manifests/tags/{tag}"
+            ))
+            .exists();
+        assert_eq!(
+            exists,
+            !expired.contains(&format!("apps/web:{tag}")),
+            "{tag}"
+        );
+    }
+    assert!(store
+        .path()
+        .join("docker/registry/v2/repositories/other/app/_manifests/tags/old")
+        .exists());
+
+    // Collection frees the two expired images: manifest, config and layer each.
+    let mut c = ours(store.path());
+    c.args(["garbage-collect", "--delete-untagged"]);
+    let gc = run(c);
+    assert!(
+        gc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gc.stderr)
+    );
+    let removed_blobs = stdout_lines(&gc)
+        .iter()
+        .filter(|l| l.starts_with("sha256:"))
+        .count();
+    let removed_manifests = stdout_lines(&gc)
+        .iter()
+        .filter(|l| l.starts_with("apps/web@"))
+        .count();
+    assert_eq!((removed_blobs, removed_manifests), (6, 2));
+    assert!(blob_bytes(store.path()) < bytes_before);
+
+    let daemon = Daemon::start(store.path(), &[]);
+    for tag in ["v3", "v4", "release-1"] {
+        skopeo_ok(&[
+            "copy",
+            "--src-tls-verify=false",
+            &format!("docker://{}/apps/web:{tag}", daemon.base()),
+            &format!("oci:{}:{tag}", work.path().join("pulled").display()),
+        ]);
+    }
+}

@@ -1,0 +1,70 @@
+//! podman as a client (no containers needed): pull what skopeo pushed, push it under a new
+//! name (podman re-compresses layers, so it uploads new blobs), and read it back.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+
+fn podman(root: &std::path::Path, args: &[&str]) -> String {
+    let out = Command::new("podman")
+        .arg("--storage-driver=vfs")
+        .arg("--root")
+        .arg(root.join("root"))
+        .arg("--runroot")
+        .arg(root.join("run"))
+        .args(args)
+        .output()
+        .expect("podman is installed (apt-get install podman)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "podman {args:?} failed:\n{text}");
+    text
+}
+
+#[test]
+fn podman_pulls_and_pushes() {
+    let s = Server::start();
+    let host = s.host();
+    let layouts = oci_layouts();
+    let src = format!("oci:{}:1.0", layouts.path().join("b").display());
+    skopeo_ok(&[
+        "copy",
+        "--dest-tls-verify=false",
+        &src,
+        &format!("docker://{host}/library/b:1.0"),
+    ]);
+    let root = tempfile::tempdir().expect("tempdir");
+    let pulled = format!("{host}/library/b:1.0");
+    podman(root.path(), &["pull", "--tls-verify=false", &pulled]);
+    let pushed = format!("{host}/podman/b:v1");
+    podman(root.path(), &["tag", &pulled, &pushed]);
+    podman(root.path(), &["push", "--tls-verify=false", &pushed]);
+    // What podman pushed is complete: every layer and the config pull back and verify.
+    let out = tempfile::tempdir().expect("tempdir");
+    skopeo_ok(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{pushed}"),
+        &format!("dir:{}", out.path().display()),
+    ]);
+    let mut blobs = 0;
+    for e in std::fs::read_dir(out.path()).expect("dir").flatten() {
+        let name = e.file_name().into_string().expect("utf8");
+        if name.len() == 64 {
+            assert_eq!(sha256_hex(&std::fs::read(e.path()).expect("blob")), name);
+            blobs += 1;
+        }
+    }
+    assert_eq!(blobs, 3, "config and two layers");
+    let tags: serde_json::Value = client()
+        .get(s.url("/v2/podman/b/tags/list"))
+        .send()
+        .expect("tags")
+        .json()
+        .expect("json");
+    assert_eq!(tags["tags"], serde_json::json!(["v1"]));
+}

@@ -1,0 +1,190 @@
+//! Nothing stored is lost or corrupted: a registry killed mid-upload resumes the upload after a
+//! restart with the right digest; a full disk gives a clear error and leaves no partial blob
+//! visible; HTTP/2 (prior knowledge) and IPv6 listeners work.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+
+#[test]
+fn an_upload_survives_a_crash_and_resumes_after_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = dir.path().join("data");
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 241) as u8).collect();
+    let d = digest_of(&data);
+    let loc;
+    {
+        let mut s = Server::builder().storage(&storage).start();
+        let c = client();
+        let r = c
+            .post(s.url("/v2/crash/blobs/uploads/"))
+            .send()
+            .expect("post");
+        loc = r.headers()["location"].to_str().expect("loc").to_owned();
+        let r = c
+            .patch(s.url(&loc))
+            .body(data[..1_000_000].to_vec())
+            .send()
+            .expect("patch");
+        assert_eq!(r.status(), 202);
+        // SIGKILL: no chance to clean up or save anything.
+        assert!(s.signal_and_wait(9).is_some());
+    }
+    let s = Server::builder().storage(&storage).start();
+    let c = client();
+    let r = c.get(s.url(&loc)).send().expect("status");
+    assert_eq!(r.status(), 204);
+    assert_eq!(r.headers()["range"], "0-999999");
+    let r = c
+        .patch(s.url(&loc))
+        .header("content-range", "1000000-1999999")
+        .body(data[1_000_000..2_000_000].to_vec())
+        .send()
+        .expect("patch");
+    assert_eq!(r.status(), 202);
+    let r = c
+        .put(s.url(&format!("{loc}?digest={d}")))
+        .body(data[2_000_000..].to_vec())
+        .send()
+        .expect("put");
+    assert_eq!(r.status(), 201, "{:?}", r.text());
+    let got = c
+        .get(s.url(&format!("/v2/crash/blobs/{d}")))
+        .send()
+        .expect("get")
+        .bytes()
+        .expect("b");
+    assert_eq!(digest_of(&got), d);
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1) == Some("0"))
+        })
+        .unwrap_or(false)
+}
+
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_is_a_clear_error_and_leaves_nothing_half_written() {
+    if !is_root() {
+        eprintln!("SKIPPED: mounting a small tmpfs needs root (CI runs as root)");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mnt = dir.path().join("small");
+    std::fs::create_dir(&mnt).expect("mkdir");
+    let st = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"])
+        .arg(&mnt)
+        .status()
+        .expect("mount");
+    assert!(st.success(), "mount tmpfs");
+    let _guard = Tmpfs(mnt.clone());
+    let s = Server::builder().storage(&mnt).start();
+    let c = client();
+    let small = push_image(&c, &s, "ok/before", "v1", "fits");
+    let big: Vec<u8> = (0..8_000_000u32).map(|i| (i % 239) as u8).collect();
+    let bd = digest_of(&big);
+    let r = c
+        .post(s.url(&format!("/v2/full/blobs/uploads/?digest={bd}")))
+        .body(big.clone())
+        .send()
+        .expect("post");
+    assert_eq!(r.status(), 507, "{:?}", r.text());
+    let text = r.text().expect("t");
+    assert!(text.contains("no space left"), "{text}");
+    // Nothing half-written is visible, and what was there is intact.
+    assert_eq!(
+        c.head(s.url(&format!("/v2/full/blobs/{bd}")))
+            .send()
+            .expect("head")
+            .status(),
+        404
+    );
+    assert_eq!(
+        c.get(s.url("/v2/ok/before/manifests/v1"))
+            .send()
+            .expect("get")
+            .status(),
+        200
+    );
+    let r = c
+        .get(s.url(&format!("/v2/ok/before/manifests/{small}")))
+        .send()
+        .expect("get");
+    assert_eq!(digest_of(&r.bytes().expect("b")), small);
+    // Once space is back (the failed upload's data was removed), pushes work again.
+    push_image(&c, &s, "ok/after", "v1", "fits again");
+}
+
+#[test]
+fn http2_prior_knowledge_and_ipv6_listeners() {
+    let s = Server::start();
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version} %{http_code}",
+            "--http2-prior-knowledge",
+        ])
+        .arg(s.url("/v2/"))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2 200");
+    drop(s);
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("SKIPPED: no IPv6 loopback on this machine");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "").expect("write");
+    let mut child = Command::new(BIN)
+        .arg("--sysconfig")
+        .arg(&empty)
+        .arg("--config")
+        .arg(&empty)
+        .args(["--address", "::1", "--port", "0", "--storage-path"])
+        .arg(dir.path().join("data"))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    use std::io::BufRead;
+    let stderr = child.stderr.take().expect("stderr");
+    let mut port = None;
+    for line in std::io::BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+    {
+        if let Some(i) = line.find("listening on http://[::1]:") {
+            port = line[i + "listening on http://[::1]:".len()..]
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<u16>().ok());
+            break;
+        }
+    }
+    let port = port.expect("listening on [::1]");
+    let r = client()
+        .get(format!("http://[::1]:{port}/v2/"))
+        .send()
+        .expect("get");
+    assert_eq!(r.status(), 200);
+    let _ = child.kill();
+    let _ = child.wait();
+}
