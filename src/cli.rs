@@ -73,7 +73,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub trust_forwarded_headers: Option<bool>,
     /// Token authentication (auth: token): the token server's URL for the Bearer challenge
-    #[arg(long, global = true, value_name = "URL", requires_all = ["token_service", "token_issuer", "token_rootcertbundle"], conflicts_with = "htpasswd")]
+    #[arg(long, global = true, value_name = "URL", requires_all = ["token_service", "token_issuer", "token_rootcertbundle"])]
     pub token_realm: Option<String>,
     /// The service name tokens must be issued for (their `aud`)
     #[arg(long, global = true, value_name = "NAME", requires = "token_realm")]
@@ -84,6 +84,10 @@ pub struct GlobalArgs {
     /// Certificates (PEM) of the keys allowed to sign tokens
     #[arg(long, global = true, value_name = "FILE", requires = "token_realm")]
     pub token_rootcertbundle: Option<PathBuf>,
+    /// Issue tokens at GET /token for the --htpasswd users (under --access-file), signed
+    /// with this key (PKCS#8 PEM, RSA or EC P-256); point --token-realm at that URL
+    #[arg(long, global = true, value_name = "FILE", requires_all = ["token_realm", "htpasswd"])]
+    pub token_signing_key: Option<PathBuf>,
 }
 
 pub fn parse_level(s: &str) -> Result<LogLevel, String> {
@@ -239,6 +243,7 @@ pub fn load_options(g: &GlobalArgs, file: Option<PathBuf>) -> LoadOptions {
             token_service: g.token_service.clone(),
             token_issuer: g.token_issuer.clone(),
             token_rootcertbundle: g.token_rootcertbundle.clone(),
+            token_signing_key: g.token_signing_key.clone(),
         },
     }
 }

@@ -370,3 +370,203 @@ fn bearer_tokens_from_a_token_server_with_skopeo_and_every_refusal() {
         assert!(ch.contains(r#"error="invalid_token""#), "{what}: {ch}");
     }
 }
+
+/// The registry on a port chosen before it starts (the token realm must name it).
+struct FixedPortRegistry {
+    child: std::process::Child,
+    port: u16,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for FixedPortRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_on_fixed_port(port: u16, args: &[&str]) -> FixedPortRegistry {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "").expect("write");
+    let mut child = Command::new(BIN)
+        .arg("--sysconfig")
+        .arg(&empty)
+        .arg("--config")
+        .arg(&empty)
+        .args([
+            "--address",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--storage-path",
+        ])
+        .arg(dir.path().join("data"))
+        .args(args)
+        .env_remove("NOTIFY_SOCKET")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start");
+    let stderr = child.stderr.take().expect("stderr");
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log2 = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            log2.lock().expect("log").push(line);
+        }
+    });
+    let r = FixedPortRegistry {
+        child,
+        port,
+        log,
+        _dir: dir,
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !r
+        .log
+        .lock()
+        .expect("log")
+        .iter()
+        .any(|l| l.contains("listening on"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "registry did not start: {:?}",
+            r.log.lock().expect("log")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    r
+}
+
+#[test]
+fn the_built_in_token_endpoint_issues_scoped_tokens_to_htpasswd_users() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let users = d.join("users");
+    let us = users.to_str().expect("utf-8");
+    for (flags, user, pw) in [("-cbB", "writer", "write pw"), ("-bB", "reader", "read pw")] {
+        let out = Command::new("htpasswd")
+            .args([flags, "-C", "5", us, user, pw])
+            .output()
+            .expect("htpasswd");
+        assert!(out.status.success());
+    }
+    let access = d.join("access.yml");
+    std::fs::write(
+        &access,
+        "rules:\n  - repositories: ['**']\n    users: ['*']\n    actions: [pull]\n  - repositories: ['team/**']\n    users: [writer]\n    actions: [push]\n",
+    )
+    .expect("write");
+    // The signing key (PKCS#8, as openssl genpkey writes) and its certificate in the bundle.
+    let (key, cert) = key_and_cert(d, "ec");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let realm = format!("http://127.0.0.1:{port}/token");
+    let r = start_on_fixed_port(
+        port,
+        &[
+            "--token-realm",
+            &realm,
+            "--token-service",
+            SERVICE,
+            "--token-issuer",
+            ISSUER,
+            "--token-rootcertbundle",
+            cert.to_str().expect("utf-8"),
+            "--token-signing-key",
+            key.to_str().expect("utf-8"),
+            "--htpasswd",
+            us,
+            "--access-file",
+            access.to_str().expect("utf-8"),
+        ],
+    );
+    let host = format!("127.0.0.1:{}", r.port);
+    let layouts = oci_layouts();
+    let src = format!("oci:{}:latest", layouts.path().join("a").display());
+    // skopeo: the Bearer dance entirely against the registry itself.
+    skopeo_ok(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        "writer:write pw",
+        &src,
+        &format!("docker://{host}/team/a:latest"),
+    ]);
+    let pulled = d.join("pulled");
+    skopeo_ok(&[
+        "copy",
+        "--src-tls-verify=false",
+        "--src-creds",
+        "reader:read pw",
+        &format!("docker://{host}/team/a:latest"),
+        &format!("dir:{}", pulled.display()),
+    ]);
+    assert!(pulled.join("manifest.json").exists());
+    let (ok, out) = skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        "reader:read pw",
+        &src,
+        &format!("docker://{host}/team/b:latest"),
+    ]);
+    assert!(!ok, "reader may not push: {out}");
+    let (ok, out) = skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        "writer:write pw",
+        &src,
+        &format!("docker://{host}/library/a:latest"),
+    ]);
+    assert!(!ok, "writer may push only under team/: {out}");
+
+    // The token itself: only the granted part of the scope asked for.
+    let c = client();
+    let t: serde_json::Value = c
+        .get(format!(
+            "http://{host}/token?service={SERVICE}&scope=repository:team/a:pull,push,delete"
+        ))
+        .basic_auth("reader", Some("read pw"))
+        .send()
+        .expect("token")
+        .json()
+        .expect("json");
+    let token = t["token"].as_str().expect("token");
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token.split('.').nth(1).expect("claims"))
+            .expect("b64"),
+    )
+    .expect("json");
+    assert_eq!(
+        claims["access"],
+        serde_json::json!([{"type": "repository", "name": "team/a", "actions": ["pull"]}])
+    );
+    assert_eq!(claims["sub"], "reader");
+    assert_eq!(claims["iss"], ISSUER);
+    // Wrong password: a Basic challenge; another service: refused.
+    let r401 = c
+        .get(format!("http://{host}/token?service={SERVICE}"))
+        .basic_auth("reader", Some("nope"))
+        .send()
+        .expect("token");
+    assert_eq!(r401.status(), 401);
+    assert!(r401.headers()["www-authenticate"]
+        .to_str()
+        .expect("ascii")
+        .starts_with("Basic realm="));
+    let r400 = c
+        .get(format!("http://{host}/token?service=other"))
+        .basic_auth("reader", Some("read pw"))
+        .send()
+        .expect("token");
+    assert_eq!(r400.status(), 400);
+}

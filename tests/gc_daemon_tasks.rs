@@ -28,6 +28,7 @@ fn state(root: &std::path::Path, options: RegistryOptions) -> Arc<AppState> {
         issue: String::new(),
         auth: None,
         token: None,
+        token_issuer: None,
         trust_forwarded_headers: false,
     })
 }

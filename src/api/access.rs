@@ -40,7 +40,8 @@ pub(super) fn need<'a>(route: &Route<'a>, method: &Method) -> Need<'a> {
         _ => Need::Repository(name, PUSH),
     };
     match *route {
-        Route::Root | Route::Ping | Route::NotFound => Need::Open,
+        // The token endpoint authenticates its callers itself.
+        Route::Root | Route::Ping | Route::NotFound | Route::TokenEndpoint => Need::Open,
         Route::Base => Need::Login,
         Route::Catalog | Route::V1Search => Need::Listing,
         Route::Tags(name) | Route::Referrers(name, _) => Need::Repository(name, PULL),
@@ -183,6 +184,15 @@ pub(super) async fn authorize<'s>(
     client: IpAddr,
     need: &Need<'_>,
 ) -> Result<Caller<'s>, ApiError> {
+    if *need == Need::Open {
+        // Open routes never look at credentials: a stale or foreign Authorization header
+        // (a Basic one sent to the token endpoint, say) must not turn them into a 401.
+        return Ok(Caller {
+            auth,
+            identity: Identity::Anonymous,
+            grants: None,
+        });
+    }
     if let Some(t) = token {
         return authorize_token(t, headers, need);
     }

@@ -12,6 +12,7 @@ pub mod body;
 pub mod errors;
 pub mod manifests;
 pub mod tags;
+pub mod token;
 pub mod uploads;
 
 use crate::registry::{Digest, Reference, Registry, RepositoryName};
@@ -34,6 +35,8 @@ pub struct AppState {
     pub auth: Option<Arc<crate::auth::Authenticator>>,
     /// Token authentication (`auth: token`), used instead of `auth` when configured.
     pub token: Option<Arc<crate::auth::token::TokenVerifier>>,
+    /// The built-in token endpoint (`GET /token`), whose users `auth` authenticates.
+    pub token_issuer: Option<Arc<crate::auth::token::TokenIssuer>>,
     /// Trust `X-Forwarded-*` from the proxy in front (client address, external URL).
     pub trust_forwarded_headers: bool,
 }
@@ -54,6 +57,8 @@ enum Route<'a> {
     UploadStart(&'a str),
     Upload(&'a str, &'a str),
     Referrers(&'a str, &'a str),
+    /// The built-in token endpoint (`auth: token` with a signing key).
+    TokenEndpoint,
     NotFound,
 }
 
@@ -64,6 +69,7 @@ fn route(path: &str) -> Route<'_> {
         "/v1/search" | "/v1/search/" => return Route::V1Search,
         "/v2" | "/v2/" => return Route::Base,
         "/v2/_catalog" => return Route::Catalog,
+        "/token" => return Route::TokenEndpoint,
         _ => {}
     }
     let Some(rest) = path.strip_prefix("/v2/") else {
@@ -168,6 +174,7 @@ async fn dispatch(state: &AppState, req: Request<Incoming>, client: IpAddr) -> A
     }
     match r {
         Route::Root => base::root(state, &method),
+        Route::TokenEndpoint => token::issue(state, &req, client).await,
         Route::Ping => base::ping(&method),
         Route::V1Search => base::search(state, &req, &may_pull).await,
         Route::Base => base::base(&method),

@@ -6,7 +6,7 @@
 //!
 //! Tokens are verified with the public key of each certificate in the bundle (the token
 //! server's signing certificate must be there; `x5c` chains in the token header are not
-//! followed). Not implemented: a token endpoint of our own.
+//! followed). [`TokenIssuer`] signs tokens for the built-in endpoint (`GET /token`).
 
 use base64::Engine;
 use rustls_pki_types::pem::PemObject;
@@ -202,6 +202,118 @@ fn ecdsa_raw_to_der(raw: &[u8]) -> Result<Vec<u8>, String> {
     let mut der = vec![0x30, body.len() as u8];
     der.extend(body);
     Ok(der)
+}
+
+/// How long tokens from the built-in endpoint are valid.
+pub const ISSUED_TOKEN_TTL_SECS: i64 = 300;
+
+enum SigningKey {
+    Rsa(ring::signature::RsaKeyPair),
+    Ec(ring::signature::EcdsaKeyPair),
+}
+
+/// The built-in token endpoint's signer: RS256 with an RSA key, ES256 with a P-256 key.
+pub struct TokenIssuer {
+    key: SigningKey,
+    issuer: String,
+    service: String,
+    rng: ring::rand::SystemRandom,
+}
+
+impl std::fmt::Debug for TokenIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenIssuer")
+            .field("issuer", &self.issuer)
+            .field("service", &self.service)
+            .finish()
+    }
+}
+
+impl TokenIssuer {
+    /// Reads a PKCS#8 PEM private key (what `openssl genpkey` writes).
+    pub fn new(signing_key: &Path, issuer: &str, service: &str) -> Result<TokenIssuer, String> {
+        use rustls_pki_types::PrivateKeyDer;
+        let where_ = signing_key.display();
+        let der = match PrivateKeyDer::from_pem_file(signing_key)
+            .map_err(|e| format!("cannot read the token signing key {where_}: {e}"))?
+        {
+            PrivateKeyDer::Pkcs8(k) => k.secret_pkcs8_der().to_vec(),
+            _ => return Err(format!("{where_}: the token signing key must be PKCS#8 (BEGIN PRIVATE KEY); convert it with `openssl pkcs8 -topk8 -nocrypt`")),
+        };
+        let rng = ring::rand::SystemRandom::new();
+        let key = match ring::signature::RsaKeyPair::from_pkcs8(&der) {
+            Ok(k) => SigningKey::Rsa(k),
+            Err(_) => SigningKey::Ec(
+                ring::signature::EcdsaKeyPair::from_pkcs8(
+                    &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                    &der,
+                    &rng,
+                )
+                .map_err(|e| format!("{where_}: neither an RSA nor an EC P-256 key: {e}"))?,
+            ),
+        };
+        Ok(TokenIssuer {
+            key,
+            issuer: issuer.into(),
+            service: service.into(),
+            rng,
+        })
+    }
+
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// A signed token for `subject` ("" for anonymous) with these grants.
+    pub fn issue(&self, subject: &str, grants: &Grants) -> Result<String, String> {
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let alg = match self.key {
+            SigningKey::Rsa(_) => "RS256",
+            SigningKey::Ec(_) => "ES256",
+        };
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let mut jti = [0u8; 16];
+        ring::rand::SecureRandom::fill(&self.rng, &mut jti)
+            .map_err(|_| "no randomness for a token id")?;
+        let access: Vec<Value> = grants
+            .0
+            .iter()
+            .map(|(t, n, a)| serde_json::json!({"type": t, "name": n, "actions": a}))
+            .collect();
+        let header = serde_json::json!({"typ": "JWT", "alg": alg});
+        let claims = serde_json::json!({
+            "iss": self.issuer, "sub": subject, "aud": self.service,
+            "exp": now + ISSUED_TOKEN_TTL_SECS, "nbf": now - 1, "iat": now,
+            "jti": b64.encode(jti), "access": access,
+        });
+        let input = format!(
+            "{}.{}",
+            b64.encode(header.to_string()),
+            b64.encode(claims.to_string())
+        );
+        let signature = match &self.key {
+            SigningKey::Rsa(k) => {
+                let mut sig = vec![0u8; k.public().modulus_len()];
+                k.sign(
+                    &ring::signature::RSA_PKCS1_SHA256,
+                    &self.rng,
+                    input.as_bytes(),
+                    &mut sig,
+                )
+                .map_err(|_| "RSA signing failed")?;
+                sig
+            }
+            SigningKey::Ec(k) => k
+                .sign(&self.rng, input.as_bytes())
+                .map_err(|_| "ECDSA signing failed")?
+                .as_ref()
+                .to_vec(),
+        };
+        Ok(format!("{input}.{}", b64.encode(signature)))
+    }
 }
 
 #[cfg(test)]

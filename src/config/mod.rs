@@ -238,7 +238,19 @@ pub enum AuthConfig {
         service: String,
         issuer: String,
         rootcertbundle: PathBuf,
+        /// The registry's own token endpoint (`GET /token`), if it issues tokens itself.
+        endpoint: Option<TokenEndpoint>,
     },
+}
+
+/// The built-in token endpoint: htpasswd users, under the access file, get tokens signed
+/// with `signing_key` (PKCS#8 PEM, RSA or EC P-256; its certificate belongs in
+/// `rootcertbundle`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenEndpoint {
+    pub htpasswd: PathBuf,
+    pub access_file: Option<PathBuf>,
+    pub signing_key: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -368,6 +380,7 @@ pub struct CliOverrides {
     pub token_service: Option<String>,
     pub token_issuer: Option<String>,
     pub token_rootcertbundle: Option<PathBuf>,
+    pub token_signing_key: Option<PathBuf>,
 }
 
 /// What to read.
@@ -1138,6 +1151,7 @@ impl Config {
                 service,
                 issuer,
                 rootcertbundle,
+                endpoint,
             }) => {
                 line("auth.token.realm", realm.clone(), &self.auth.source);
                 line("auth.token.service", service.clone(), &self.auth.source);
@@ -1147,6 +1161,18 @@ impl Config {
                     rootcertbundle.display().to_string(),
                     &self.auth.source,
                 );
+                if let Some(e) = endpoint {
+                    line(
+                        "auth.token.endpoint.key",
+                        e.signing_key.display().to_string(),
+                        &self.auth.source,
+                    );
+                    line(
+                        "auth.token.endpoint.htpasswd",
+                        e.htpasswd.display().to_string(),
+                        &self.auth.source,
+                    );
+                }
             }
         }
         match &self.tls.value {
@@ -1223,12 +1249,30 @@ fn apply_cli_security(c: &mut Config, cli: &CliOverrides) -> Result<(), ConfigEr
         &cli.token_issuer,
         &cli.token_rootcertbundle,
     ) {
+        let endpoint =
+            match (&cli.token_signing_key, &cli.htpasswd) {
+                (None, None) => None,
+                (Some(key), Some(htpasswd)) => Some(TokenEndpoint {
+                    htpasswd: htpasswd.clone(),
+                    access_file: cli.access_file.clone(),
+                    signing_key: key.clone(),
+                }),
+                _ => return Err(ConfigError {
+                    file: None,
+                    line: None,
+                    key: "--token-signing-key".into(),
+                    message:
+                        "the built-in token endpoint needs both --token-signing-key and --htpasswd"
+                            .into(),
+                }),
+            };
         c.auth = Sourced::new(
             Some(AuthConfig::Token {
                 realm: realm.clone(),
                 service: service.clone(),
                 issuer: issuer.clone(),
                 rootcertbundle: bundle.clone(),
+                endpoint,
             }),
             Source::Cli("--token-realm".into()),
         );

@@ -81,6 +81,7 @@ async fn serve(
     }
     let auth = security::build_auth(&config)?;
     let token = security::build_token(&config)?;
+    let token_issuer = security::build_token_issuer(&config)?;
     let tls = security::Tls::from_config(&config)?;
     let driver = build_driver(&config);
     notify::status("checking storage");
@@ -113,6 +114,7 @@ async fn serve(
         issue: config.issue.value.clone(),
         auth: auth.clone(),
         token: token.clone(),
+        token_issuer,
         trust_forwarded_headers: config.trust_forwarded_headers.value,
     });
     let auth_watcher = auth.clone().map(security::spawn_auth_watcher);

@@ -3,7 +3,7 @@
 //! TLS with rustls (TLS 1.2 and 1.3, ALPN `h2` and `http/1.1`, optional client certificates
 //! for mutual TLS). Both reload on SIGHUP; a reload that fails keeps what is running.
 
-use crate::auth::token::TokenVerifier;
+use crate::auth::token::{TokenIssuer, TokenVerifier};
 use crate::auth::Authenticator;
 use crate::config::{AuthConfig, Config, TlsConfig};
 use rustls::server::WebPkiClientVerifier;
@@ -36,8 +36,36 @@ pub fn build_auth(config: &Config) -> Result<Option<Arc<Authenticator>>, String>
                     config.auth.source
                 )
             }),
-        // Token authentication has its own verifier (build_token).
-        Some(AuthConfig::Token { .. }) => Ok(None),
+        // With the built-in token endpoint, its users authenticate at GET /token.
+        Some(AuthConfig::Token {
+            realm,
+            endpoint: Some(e),
+            ..
+        }) => Authenticator::new(realm, &e.htpasswd, e.access_file.as_deref())
+            .map(|a| Some(Arc::new(a)))
+            .map_err(|e| {
+                format!(
+                    "token endpoint ({}): {e}; refusing to start an open registry",
+                    config.auth.source
+                )
+            }),
+        // Otherwise token authentication has only its verifier (build_token).
+        Some(AuthConfig::Token { endpoint: None, .. }) => Ok(None),
+    }
+}
+
+/// The signer of the built-in token endpoint, when configured.
+pub fn build_token_issuer(config: &Config) -> Result<Option<Arc<TokenIssuer>>, String> {
+    match &config.auth.value {
+        Some(AuthConfig::Token {
+            service,
+            issuer,
+            endpoint: Some(e),
+            ..
+        }) => TokenIssuer::new(&e.signing_key, issuer, service)
+            .map(|t| Some(Arc::new(t)))
+            .map_err(|e| format!("token endpoint ({}): {e}", config.auth.source)),
+        _ => Ok(None),
     }
 }
 
@@ -50,6 +78,7 @@ pub fn build_token(config: &Config) -> Result<Option<Arc<TokenVerifier>>, String
             service,
             issuer,
             rootcertbundle,
+            ..
         }) => TokenVerifier::new(realm, service, issuer, rootcertbundle)
             .map(|t| Some(Arc::new(t)))
             .map_err(|e| {
