@@ -109,9 +109,13 @@ fn skopeo_pushes_and_pulls_over_native_tls_with_basic_auth() {
             users.to_str().expect("utf-8"),
         ])
         .start();
-    assert!(s
-        .log_text()
-        .contains(&format!("listening on https://127.0.0.1:{}", s.port)));
+    // The harness learns the port before the line reaches its log copy: wait for it.
+    let listening = format!("listening on https://127.0.0.1:{}", s.port);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !s.log_text().contains(&listening) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(s.log_text().contains(&listening), "{}", s.log_text());
     let host = s.host();
     let certs = cert_dir(dir.path(), &cert);
     let certs = certs.to_str().expect("utf-8");
@@ -317,6 +321,19 @@ fn mutual_tls_requires_a_client_certificate_from_the_ca() {
     ]);
 }
 
+/// The log reaches the harness through a pipe and a thread: wait (bounded) for a line.
+fn wait_for_log(s: &Server, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !s.log_text().contains(needle) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        s.log_text().contains(needle),
+        "{needle:?} not in:\n{}",
+        s.log_text()
+    );
+}
+
 /// A free loopback port (bound, read, released: nginx binds it right after).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -454,12 +471,7 @@ fn behind_the_shipped_nginx_example_with_registry_auth() {
         "{location}"
     );
     // The client address is the one nginx appended, not what the client claimed before it.
-    assert!(
-        s.log_text()
-            .contains("127.0.0.1 POST /v2/proxied/x/blobs/uploads/ 202"),
-        "{}",
-        s.log_text()
-    );
+    wait_for_log(&s, "127.0.0.1 POST /v2/proxied/x/blobs/uploads/ 202");
     assert!(!s.log_text().contains("203.0.113.7"), "{}", s.log_text());
     // (The registry does read the header: the last X-Forwarded-For entry is what it logs.)
     let r = client()
@@ -468,11 +480,7 @@ fn behind_the_shipped_nginx_example_with_registry_auth() {
         .send()
         .expect("direct");
     assert_eq!(r.status(), 401);
-    assert!(
-        s.log_text().contains("198.51.100.9 GET /v2/ 401"),
-        "{}",
-        s.log_text()
-    );
+    wait_for_log(&s, "198.51.100.9 GET /v2/ 401");
 
     // skopeo through nginx: login, push, pull.
     let certs = cert_dir(dir.path(), &cert);
