@@ -105,6 +105,99 @@ fn config_prints_each_value_with_where_it_came_from() {
 }
 
 #[test]
+fn config_shows_gc_and_retention_settings_with_their_sources() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sys = write(
+        dir.path(),
+        "sysconfig",
+        "REGISTRY_STORAGE_MAINTENANCE_GC_GRACE=15m\n",
+    );
+    let yml = write(
+        dir.path(),
+        "registry.yml",
+        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /srv/registry\n  maintenance:\n    \
+         gc:\n      interval: 12h\n      grace: 2h\n      delete_untagged: true\n\
+         retention:\n  - repositories: library/*\n    keepTags: 5\n    protecttags: release-*\n",
+    );
+    let out = run(
+        dir.path(),
+        &sys,
+        &yml,
+        &["config"],
+        &[(
+            "REGISTRY_STORAGE_MAINTENANCE_GC_SOCKET",
+            "/run/registry/admin.sock",
+        )],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}{}", stdout, text(&out.stderr));
+    assert_eq!(text(&out.stderr), "", "no warnings expected");
+    let (s, y) = (sys.display(), yml.display());
+    let interval = setting(&stdout, "storage.maintenance.gc.interval");
+    assert!(
+        interval.contains(" 12h ")
+            && interval.ends_with(&format!("# {y}:7 (storage.maintenance.gc.interval)")),
+        "{stdout}"
+    );
+    let grace = setting(&stdout, "storage.maintenance.gc.grace");
+    assert!(
+        grace.contains(" 15m ")
+            && grace.ends_with(&format!("# {s}:1 (REGISTRY_STORAGE_MAINTENANCE_GC_GRACE)")),
+        "{stdout}"
+    );
+    let untagged = setting(&stdout, "storage.maintenance.gc.deleteuntagged");
+    assert!(
+        untagged.contains(" true ")
+            && untagged.ends_with(&format!("# {y}:9 (storage.maintenance.gc.delete_untagged)")),
+        "{stdout}"
+    );
+    let socket = setting(&stdout, "storage.maintenance.gc.socket");
+    assert!(
+        socket.contains(" /run/registry/admin.sock ")
+            && socket.ends_with("# environment (REGISTRY_STORAGE_MAINTENANCE_GC_SOCKET)"),
+        "{stdout}"
+    );
+    let rule = setting(&stdout, "retention[0]");
+    assert!(
+        rule.contains(" repositories=library/* keeptags=5 protecttags=release-* ")
+            && rule.ends_with(&format!("# {y}:11 (retention[0])")),
+        "{stdout}"
+    );
+
+    // A bad rule and a bad interval stop `config --check` with file:line: key: message.
+    let bad = write(
+        dir.path(),
+        "bad.yml",
+        "version: 0.1\nstorage:\n  maintenance:\n    gc:\n      interval: hourly\n\
+         retention:\n  - repositories: a/*\n    protect_tag: v*\n",
+    );
+    let out = run(dir.path(), &sys, &bad, &["config", "--check"], &[]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    let b = bad.display();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 3, "{stderr}");
+    assert!(
+        lines[0].starts_with(&format!(
+            "{b}:5: storage.maintenance.gc.interval: not a duration: \"hourly\""
+        )),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].starts_with(&format!(
+            "{b}:8: retention[0].protect_tag: unknown retention rule key"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        lines[2].starts_with(&format!(
+            "{b}:7: retention[0]: a retention rule needs keeptags"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn check_reports_every_problem_as_file_line_key_and_fails() {
     let dir = tempfile::tempdir().expect("temp dir");
     let sys = write(
@@ -309,6 +402,58 @@ fn the_shipped_files_load_cleanly() {
             text(&out.stderr)
         );
     }
+}
+
+/// The gc and retention examples commented out in the shipped file, uncommented, load
+/// without warnings and mean what the comments say, so the examples cannot rot.
+#[test]
+fn the_shipped_gc_and_retention_examples_load_when_uncommented() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let shipped = std::fs::read_to_string(SHIPPED_YAML).expect("shipped yml");
+    let mut uncommented = 0;
+    let edited: String = shipped
+        .lines()
+        .map(|l| {
+            let example = l.strip_prefix("    # ").filter(|rest| {
+                rest.starts_with("gc_")
+                    || rest.starts_with("retention:")
+                    || rest.starts_with("    ")
+            });
+            match example {
+                Some(rest) => {
+                    uncommented += 1;
+                    format!("    {rest}\n")
+                }
+                None => format!("{l}\n"),
+            }
+        })
+        .collect();
+    assert_eq!(uncommented, 9, "the examples changed:\n{edited}");
+    let yml = write(dir.path(), "docker-registry.yml", &edited);
+    let sys = Path::new(SHIPPED_SYSCONFIG);
+    let out = run(dir.path(), sys, &yml, &["config"], &[]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stderr), "", "the examples must not warn");
+    let y = yml.display();
+    assert!(
+        setting(&stdout, "storage.maintenance.gc.interval").contains(" 1day "),
+        "{stdout}"
+    );
+    assert!(
+        setting(&stdout, "storage.maintenance.gc.grace").contains(" 1h "),
+        "{stdout}"
+    );
+    let rule = setting(&stdout, "retention[0]");
+    assert!(
+        rule.contains(" repositories=library/* keeptags=10 protecttags=release-* ")
+            && rule.contains(&format!("# {y}:")),
+        "{stdout}"
+    );
+    assert!(
+        setting(&stdout, "retention[1]").contains(" repositories=* keepyoungerthan=30days "),
+        "{stdout}"
+    );
 }
 
 /// Starts `serve`, waits (bounded) for its `listening on http://...` line, returns the URL.

@@ -6,6 +6,12 @@
 //! one warning. Storage drivers and authentication methods we do not have are errors: running
 //! on the wrong storage, or without the authentication asked for, would be worse than not
 //! starting.
+//!
+//! Two extensions of ours, which registry:2 itself ignores: `storage.maintenance.gc`
+//! (`interval`, `grace`, `deleteuntagged`, `socket`: collection inside the daemon) next to
+//! `uploadpurging` and `readonly`, and a top-level `retention:` list (see
+//! [`super::retention`]). Their keys ignore case, `_` and `-` (`deleteuntagged`,
+//! `delete_untagged`, `deleteUntagged`).
 
 use super::layer::{set, AuthChoice, Layer, StorageChoice};
 use super::values::*;
@@ -76,6 +82,11 @@ pub fn read(
             "storage" => read_storage(file, entry, &mut layer, errors, &mut ignored),
             "http" => read_http(file, entry, &mut layer, errors, &mut ignored),
             "auth" => read_auth(file, entry, &mut layer, errors, &mut ignored),
+            "retention" => {
+                if let Some(rules) = super::retention::read(file, entry, errors) {
+                    layer.retention = Some(rules);
+                }
+            }
             other => ignored.push(other.to_string()),
         }
     }
@@ -191,6 +202,9 @@ fn read_storage(
                             }
                         })
                     }
+                    "gc" => each(file, m, errors, ignored, |g, src, errors, ignored| {
+                        read_gc(g, src, layer, errors, ignored)
+                    }),
                     "readonly" => each(file, m, errors, ignored, |r, src, errors, ignored| match r
                         .key
                         .as_str()
@@ -221,6 +235,43 @@ fn read_storage(
                 drivers.join(", ")
             ),
         ));
+    }
+}
+
+/// One key of `storage.maintenance.gc`.
+fn read_gc(
+    g: &Entry,
+    src: Source,
+    layer: &mut Layer,
+    errors: &mut Vec<ConfigError>,
+    ignored: &mut Vec<String>,
+) {
+    match extension_key(&g.key).as_str() {
+        "interval" => set(
+            &mut layer.gc_interval,
+            node_with(&g.value, gc_interval_text),
+            src,
+            errors,
+        ),
+        "grace" => set(
+            &mut layer.gc_grace,
+            node_with(&g.value, duration_text),
+            src,
+            errors,
+        ),
+        "deleteuntagged" => set(
+            &mut layer.gc_delete_untagged,
+            node_bool(&g.value),
+            src,
+            errors,
+        ),
+        "socket" => set(
+            &mut layer.gc_socket,
+            node_with(&g.value, path_text),
+            src,
+            errors,
+        ),
+        _ => ignored.push(format!("storage.maintenance.gc.{}", g.key)),
     }
 }
 
@@ -422,6 +473,86 @@ mod tests {
             Some(AuthChoice::Unsupported {
                 name: "token".into()
             })
+        );
+    }
+
+    #[test]
+    fn reads_our_gc_section_and_retention_list() {
+        let (l, errors, warnings) = load(
+            "version: 0.1\nstorage:\n  maintenance:\n    uploadpurging:\n      age: 48h\n    gc:\n      \
+             interval: 24h\n      grace: 30m\n      deleteuntagged: true\n      socket: /run/r/admin.sock\n\
+             retention:\n  - repositories: library/*\n    keeptags: 5\n",
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let interval = l.gc_interval.expect("interval");
+        assert_eq!(interval.value, Some(Duration::from_secs(24 * 3600)));
+        assert_eq!(
+            interval.source.to_string(),
+            "/etc/registry.yml:7 (storage.maintenance.gc.interval)"
+        );
+        let grace = l.gc_grace.expect("grace");
+        assert_eq!(grace.value, Duration::from_secs(1800));
+        assert_eq!(
+            grace.source.to_string(),
+            "/etc/registry.yml:8 (storage.maintenance.gc.grace)"
+        );
+        assert_eq!(l.gc_delete_untagged.map(|s| s.value), Some(true));
+        let socket = l.gc_socket.expect("socket");
+        assert_eq!(socket.value, PathBuf::from("/run/r/admin.sock"));
+        assert_eq!(
+            socket.source.to_string(),
+            "/etc/registry.yml:10 (storage.maintenance.gc.socket)"
+        );
+        let rules = l.retention.expect("retention");
+        assert_eq!(rules.value.len(), 1);
+        assert_eq!(rules.value[0].repositories, "library/*");
+        assert_eq!(rules.value[0].keep_tags, Some(5));
+        assert_eq!(
+            rules.source.to_string(),
+            "/etc/registry.yml:12 (retention[0])"
+        );
+    }
+
+    #[test]
+    fn gc_keys_ignore_case_and_separators_and_zero_means_no_schedule() {
+        let (l, errors, warnings) = load(
+            "version: 0.1\nstorage:\n  maintenance:\n    gc:\n      interval: 0s\n      delete_untagged: true\n      \
+             deleteUntagged: false\n      sweep: always\n",
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(l.gc_interval.map(|s| s.value), Some(None));
+        // Both spellings name one setting: the later line is the one in effect.
+        let d = l.gc_delete_untagged.expect("deleteuntagged");
+        assert!(!d.value);
+        assert_eq!(
+            d.source.to_string(),
+            "/etc/registry.yml:7 (storage.maintenance.gc.deleteUntagged)"
+        );
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].ends_with("does not use: storage.maintenance.gc.sweep"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
+    fn bad_gc_and_retention_values_are_all_reported_with_file_line_and_key() {
+        let (l, errors, _) = load(
+            "version: 0.1\nstorage:\n  maintenance:\n    gc:\n      interval: daily\n      grace: [1h]\n      \
+             deleteuntagged: sometimes\n      socket: ''\nretention:\n  - repositories: a\n    keeptags: many\n",
+        );
+        assert!(l.gc_interval.is_none() && l.retention.is_none());
+        let shown: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            shown,
+            [
+                "/etc/registry.yml:5: storage.maintenance.gc.interval: not a duration: \"daily\" (e.g. 168h, 30m, 1h30m)",
+                "/etc/registry.yml:6: storage.maintenance.gc.grace: expected a single value, found a list",
+                "/etc/registry.yml:7: storage.maintenance.gc.deleteuntagged: expected true or false, found \"sometimes\"",
+                "/etc/registry.yml:8: storage.maintenance.gc.socket: empty path",
+                "/etc/registry.yml:11: retention[0].keeptags: not a number of tags: \"many\" (a whole number, e.g. 10)",
+            ]
         );
     }
 

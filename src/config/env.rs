@@ -6,6 +6,10 @@
 //! Within one level the variables are applied in [`ORDER`]: `REGISTRY_HTTP_ADDR` first, so
 //! the finer `REGISTRY_ADDRESS` / `REGISTRY_PORT` refine it, and `REGISTRY_WORKERS` (the new
 //! name) after `GUNICORN_WORKERS` (the old one).
+//!
+//! Garbage collection follows registry:2's naming for our `storage.maintenance.gc` section
+//! (`REGISTRY_STORAGE_MAINTENANCE_GC_INTERVAL`, `_GRACE`, `_DELETEUNTAGGED`, `_SOCKET`);
+//! retention rules are a list and come only from files.
 
 use super::layer::{set, AuthChoice, Layer, StorageChoice};
 use super::values::*;
@@ -32,6 +36,10 @@ pub const ORDER: &[&str] = &[
     "REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_AGE",
     "REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_INTERVAL",
     "REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_DRYRUN",
+    "REGISTRY_STORAGE_MAINTENANCE_GC_INTERVAL",
+    "REGISTRY_STORAGE_MAINTENANCE_GC_GRACE",
+    "REGISTRY_STORAGE_MAINTENANCE_GC_DELETEUNTAGGED",
+    "REGISTRY_STORAGE_MAINTENANCE_GC_SOCKET",
     "REGISTRY_AUTH",
     "REGISTRY_AUTH_HTPASSWD_REALM",
     "REGISTRY_AUTH_HTPASSWD_PATH",
@@ -110,6 +118,24 @@ pub fn apply(
         ),
         "REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_DRYRUN" => {
             set(&mut layer.purge_dry_run, bool_text(value).map(Some), s, e)
+        }
+        "REGISTRY_STORAGE_MAINTENANCE_GC_INTERVAL" => set(
+            &mut layer.gc_interval,
+            gc_interval_text(value).map(Some),
+            s,
+            e,
+        ),
+        "REGISTRY_STORAGE_MAINTENANCE_GC_GRACE" => {
+            set(&mut layer.gc_grace, duration_text(value).map(Some), s, e)
+        }
+        "REGISTRY_STORAGE_MAINTENANCE_GC_DELETEUNTAGGED" => set(
+            &mut layer.gc_delete_untagged,
+            bool_text(value).map(Some),
+            s,
+            e,
+        ),
+        "REGISTRY_STORAGE_MAINTENANCE_GC_SOCKET" => {
+            set(&mut layer.gc_socket, path_text(value).map(Some), s, e)
         }
         "REGISTRY_AUTH" => {
             let choice = match value.trim() {
@@ -203,6 +229,45 @@ mod tests {
                 "REGISTRY_PORT",
                 "REGISTRY_STORAGE_DELETE_ENABLED",
                 "REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_AGE"
+            ]
+        );
+    }
+
+    #[test]
+    fn gc_variables_set_the_gc_settings() {
+        let (l, errors) = level(&[
+            ("REGISTRY_STORAGE_MAINTENANCE_GC_INTERVAL", "12h"),
+            ("REGISTRY_STORAGE_MAINTENANCE_GC_GRACE", "0s"),
+            ("REGISTRY_STORAGE_MAINTENANCE_GC_DELETEUNTAGGED", "yes"),
+            ("REGISTRY_STORAGE_MAINTENANCE_GC_SOCKET", "/run/r.sock"),
+        ]);
+        assert!(errors.is_empty(), "{errors:?}");
+        let interval = l.gc_interval.expect("interval");
+        assert_eq!(
+            (interval.value, interval.source),
+            (
+                Some(std::time::Duration::from_secs(12 * 3600)),
+                Source::Env("REGISTRY_STORAGE_MAINTENANCE_GC_INTERVAL".into())
+            )
+        );
+        assert_eq!(l.gc_grace.map(|g| g.value), Some(std::time::Duration::ZERO));
+        assert_eq!(l.gc_delete_untagged.map(|d| d.value), Some(true));
+        assert_eq!(
+            l.gc_socket.map(|s| s.value),
+            Some(std::path::PathBuf::from("/run/r.sock"))
+        );
+        let (_, errors) = level(&[
+            ("REGISTRY_STORAGE_MAINTENANCE_GC_INTERVAL", "weekly"),
+            ("REGISTRY_STORAGE_MAINTENANCE_GC_GRACE", "-1h"),
+            ("REGISTRY_STORAGE_MAINTENANCE_GC_DELETEUNTAGGED", "2"),
+        ]);
+        let shown: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            shown,
+            [
+                "REGISTRY_STORAGE_MAINTENANCE_GC_INTERVAL: not a duration: \"weekly\" (e.g. 168h, 30m, 1h30m) (set in the environment)",
+                "REGISTRY_STORAGE_MAINTENANCE_GC_GRACE: not a duration: \"-1h\" (e.g. 168h, 30m, 1h30m) (set in the environment)",
+                "REGISTRY_STORAGE_MAINTENANCE_GC_DELETEUNTAGGED: expected true or false, found \"2\" (set in the environment)",
             ]
         );
     }

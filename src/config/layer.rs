@@ -38,6 +38,13 @@ pub struct Layer {
     pub purge_age: Option<Sourced<Duration>>,
     pub purge_interval: Option<Sourced<Duration>>,
     pub purge_dry_run: Option<Sourced<bool>>,
+    /// `None` inside: no scheduled collection (an interval of 0).
+    pub gc_interval: Option<Sourced<Option<Duration>>>,
+    pub gc_grace: Option<Sourced<Duration>>,
+    pub gc_delete_untagged: Option<Sourced<bool>>,
+    pub gc_socket: Option<Sourced<PathBuf>>,
+    /// Only files set it; a file's list replaces the defaults' (empty) one as a whole.
+    pub retention: Option<Sourced<Vec<super::RetentionRule>>>,
     pub log_level: Option<Sourced<super::LogLevel>>,
     pub log_target: Option<Sourced<super::LogTarget>>,
     pub search_backend: Option<Sourced<Option<String>>>,
@@ -69,6 +76,11 @@ impl Layer {
         over(&mut self.purge_age, high.purge_age);
         over(&mut self.purge_interval, high.purge_interval);
         over(&mut self.purge_dry_run, high.purge_dry_run);
+        over(&mut self.gc_interval, high.gc_interval);
+        over(&mut self.gc_grace, high.gc_grace);
+        over(&mut self.gc_delete_untagged, high.gc_delete_untagged);
+        over(&mut self.gc_socket, high.gc_socket);
+        over(&mut self.retention, high.retention);
         over(&mut self.log_level, high.log_level);
         over(&mut self.log_target, high.log_target);
         over(&mut self.search_backend, high.search_backend);

@@ -3,6 +3,10 @@
 //! keys. The flavor named by `SETTINGS_FLAVOR` is laid over `common` (one level deep, as the
 //! old registry did), its `_env:NAME[:default]` values are resolved, and the keys we honour are
 //! read. Every other key is named in one warning, never silently dropped.
+//!
+//! Our additions to the format, in the same style: `gc_interval`, `gc_grace`,
+//! `gc_delete_untagged`, `gc_socket` (collection inside the daemon) and `retention` (a list
+//! of rules, see [`super::retention`]; `_env:` works inside it too).
 
 use super::distribution::read_auth;
 use super::layer::{set, Layer, StorageChoice};
@@ -139,6 +143,25 @@ pub fn read(
             }
             "issue" => set(&mut layer.issue, node_text(v), src, errors),
             "auth" => read_auth(file, &entry, &mut layer, errors, &mut ignored),
+            "gc_interval" => set(
+                &mut layer.gc_interval,
+                node_with(v, gc_interval_text),
+                src,
+                errors,
+            ),
+            "gc_grace" => set(
+                &mut layer.gc_grace,
+                node_with(v, duration_text),
+                src,
+                errors,
+            ),
+            "gc_delete_untagged" => set(&mut layer.gc_delete_untagged, node_bool(v), src, errors),
+            "gc_socket" => set(&mut layer.gc_socket, node_with(v, path_text), src, errors),
+            "retention" => {
+                if let Some(rules) = super::retention::read(file, &entry, errors) {
+                    layer.retention = Some(rules);
+                }
+            }
             _ => ignored.push(entry.key.clone()),
         }
     }
@@ -167,6 +190,7 @@ mod tests {
     use crate::config::LogLevel;
     use std::collections::BTreeMap;
     use std::path::PathBuf;
+    use std::time::Duration;
 
     fn load(
         text: &str,
@@ -339,6 +363,117 @@ dev:
         assert!(shown[2].starts_with(
             "/etc/docker-registry.yml:6: local.storage_path: expected a single value"
         ));
+    }
+
+    const GC: &str = "\
+common: &common
+    gc_interval: _env:GC_INTERVAL:24h
+    gc_grace: 2h
+    gc_socket: /run/docker-registry/admin.sock
+    retention:
+        - repositories: library/*
+          keep_tags: _env:KEEP_TAGS:10
+          protect_tags: release-*
+local:
+    <<: *common
+    storage: local
+dev:
+    <<: *common
+    gc_interval: 1h
+    gc_delete_untagged: true
+    retention:
+";
+
+    #[test]
+    fn gc_and_retention_keys_in_common_with_env_references() {
+        let (l, errors, warnings) = load(GC, "local", &[("KEEP_TAGS", "3")]);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let interval = l.gc_interval.expect("interval");
+        assert_eq!(interval.value, Some(Duration::from_secs(24 * 3600)));
+        assert_eq!(
+            interval.source.to_string(),
+            "/etc/docker-registry.yml:2 (common.gc_interval: _env:GC_INTERVAL unset, the default written there)"
+        );
+        let grace = l.gc_grace.expect("grace");
+        assert_eq!(grace.value, Duration::from_secs(7200));
+        assert_eq!(
+            grace.source.to_string(),
+            "/etc/docker-registry.yml:3 (common.gc_grace)"
+        );
+        assert!(l.gc_delete_untagged.is_none());
+        assert_eq!(
+            l.gc_socket.map(|s| s.value),
+            Some(PathBuf::from("/run/docker-registry/admin.sock"))
+        );
+        let rules = l.retention.expect("retention");
+        assert_eq!(rules.value.len(), 1);
+        assert_eq!(rules.value[0].keep_tags, Some(3));
+        assert_eq!(rules.value[0].protect_tags.as_deref(), Some("release-*"));
+        assert_eq!(
+            rules.source.to_string(),
+            "/etc/docker-registry.yml:6 (common.retention[0])"
+        );
+        // An interval of 0 from the environment turns the schedule off.
+        let (l, errors, _) = load(GC, "local", &[("GC_INTERVAL", "0")]);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(l.gc_interval.map(|s| s.value), Some(None));
+    }
+
+    #[test]
+    fn a_flavor_overrides_gc_keys_and_can_empty_the_retention_list() {
+        let (l, errors, _) = load(GC, "dev", &[]);
+        assert!(errors.is_empty(), "{errors:?}");
+        let interval = l.gc_interval.expect("interval");
+        assert_eq!(interval.value, Some(Duration::from_secs(3600)));
+        assert_eq!(
+            interval.source.to_string(),
+            "/etc/docker-registry.yml:14 (dev.gc_interval)"
+        );
+        assert_eq!(l.gc_delete_untagged.map(|s| s.value), Some(true));
+        let rules = l.retention.expect("retention");
+        assert!(rules.value.is_empty());
+        assert_eq!(
+            rules.source.to_string(),
+            "/etc/docker-registry.yml:16 (dev.retention)"
+        );
+    }
+
+    #[test]
+    fn bad_gc_and_retention_values_name_line_key_and_variable() {
+        let (l, errors, _) = load(
+            GC,
+            "local",
+            &[("GC_INTERVAL", "nightly"), ("KEEP_TAGS", "all")],
+        );
+        assert!(l.retention.is_none());
+        let shown: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(shown.len(), 2, "{shown:?}");
+        assert!(
+            shown[0].starts_with(
+                "/etc/docker-registry.yml:2: common.gc_interval: not a duration: \"nightly\""
+            ) && shown[0].ends_with("(value from _env:GC_INTERVAL, set in the environment)"),
+            "{shown:?}"
+        );
+        assert!(
+            shown[1].starts_with(
+                "/etc/docker-registry.yml:7: common.retention[0].keep_tags: not a number of tags: \"all\""
+            ) && shown[1].ends_with("(value from _env:KEEP_TAGS, set in the environment)"),
+            "{shown:?}"
+        );
+        let (_, errors, _) = load(
+            "local:\n  gc_delete_untagged: perhaps\n  gc_grace: forever\n  retention: keep 5\n",
+            "local",
+            &[],
+        );
+        let shown: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(shown.len(), 3, "{shown:?}");
+        assert!(shown[0].starts_with(
+            "/etc/docker-registry.yml:2: local.gc_delete_untagged: expected true or false"
+        ));
+        assert!(shown[1].starts_with("/etc/docker-registry.yml:3: local.gc_grace: not a duration"));
+        assert!(shown[2]
+            .starts_with("/etc/docker-registry.yml:4: local.retention: expected a list of rules"));
     }
 
     #[test]

@@ -19,6 +19,11 @@
 //! * The sysconfig file's variables (and the process environment over them) are what
 //!   `_env:NAME` values of the YAML file read.
 //! * `SETTINGS_FLAVOR` defaults to `local` (the old Python registry used `dev` without it).
+//! * Garbage collection (`storage.maintenance.gc.*`, `gc_*`, `REGISTRY_STORAGE_MAINTENANCE_GC_*`)
+//!   follows the same precedence, key by key; an interval of 0 turns scheduled collection off,
+//!   so the environment can undo a file's schedule. Retention rules are a list and come only
+//!   from the YAML file, as a whole. The keys of `storage.maintenance.gc` and of retention
+//!   rules ignore case, `_` and `-` (`deleteuntagged` = `delete_untagged` = `deleteUntagged`).
 //! * When nothing names a storage directory: systemd's `STATE_DIRECTORY`, else
 //!   `/var/lib/docker-registry` when writable, else a per-user directory.
 
@@ -26,6 +31,7 @@ mod distribution;
 mod env;
 mod layer;
 mod legacy;
+mod retention;
 pub mod sysconfig;
 mod values;
 pub mod yaml;
@@ -281,8 +287,11 @@ impl Default for UploadPurging {
     }
 }
 
-/// Garbage collection inside the daemon (`gc` section; keys wired by the configuration
-/// parser). See `registry::gc` for why the grace period makes online collection safe.
+/// Garbage collection inside the daemon: `storage.maintenance.gc.{interval, grace,
+/// deleteuntagged, socket}` in a registry:2 file, `gc_interval`, `gc_grace`,
+/// `gc_delete_untagged`, `gc_socket` in a flavored one, `REGISTRY_STORAGE_MAINTENANCE_GC_*`
+/// in the environment. An interval of 0 means no scheduled collection. See `registry::gc`
+/// for what the grace period protects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GcConfig {
     /// Run an online collection this often; `None`: only when asked
@@ -313,13 +322,31 @@ impl Default for GcConfig {
 /// One retention rule (`retention` list): in repositories matching `repositories` (a glob,
 /// `*` matches any characters including `/`), keep the newest `keep_tags` tags and/or the
 /// tags pushed less than `keep_younger_than` ago; tags matching `protect_tags` (a glob) are
-/// never touched. Other tags are removed by `docker-registry retention --apply`.
+/// never touched. Other tags are removed by `docker-registry retention --apply`. Written as a
+/// `retention:` list in either file format (see `retention.rs` in this module).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RetentionRule {
     pub repositories: String,
     pub keep_tags: Option<usize>,
     pub keep_younger_than: Option<Duration>,
     pub protect_tags: Option<String>,
+}
+
+impl fmt::Display for RetentionRule {
+    /// The rule as it would be written in a registry:2 file, on one line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "repositories={}", self.repositories)?;
+        if let Some(n) = self.keep_tags {
+            write!(f, " keeptags={n}")?;
+        }
+        if let Some(d) = self.keep_younger_than {
+            write!(f, " keepyoungerthan={}", humantime::format_duration(d))?;
+        }
+        if let Some(p) = &self.protect_tags {
+            write!(f, " protecttags={p}")?;
+        }
+        Ok(())
+    }
 }
 
 /// The effective configuration of one daemon.
@@ -943,6 +970,38 @@ impl Config {
             ]),
         );
 
+        let defaults = GcConfig::default();
+        let interval = l
+            .gc_interval
+            .unwrap_or_else(|| Sourced::default_value(defaults.interval));
+        let grace = l
+            .gc_grace
+            .unwrap_or_else(|| Sourced::default_value(defaults.grace));
+        let delete_untagged = l
+            .gc_delete_untagged
+            .unwrap_or_else(|| Sourced::default_value(defaults.delete_untagged));
+        let socket = l
+            .gc_socket
+            .map(|s| Sourced::new(Some(s.value), s.source))
+            .unwrap_or_else(|| Sourced::default_value(defaults.socket));
+        self.gc = Sourced::new(
+            GcConfig {
+                interval: interval.value,
+                grace: grace.value,
+                delete_untagged: delete_untagged.value,
+                socket: socket.value,
+            },
+            Source::combine(vec![
+                ("interval", interval.source),
+                ("grace", grace.source),
+                ("deleteuntagged", delete_untagged.source),
+                ("socket", socket.source),
+            ]),
+        );
+        if let Some(rules) = l.retention {
+            self.retention = rules;
+        }
+
         // A realm or password file alone asks for htpasswd, as in registry:2.
         let method = l.auth.or_else(|| {
             let implied_by = l
@@ -1102,6 +1161,41 @@ impl Config {
             p.value.dry_run.to_string(),
             p.source.part("dryrun"),
         );
+        let gc = &self.gc;
+        let key = "storage.maintenance.gc";
+        line(
+            &format!("{key}.interval"),
+            match gc.value.interval {
+                Some(d) => humantime::format_duration(d).to_string(),
+                None => "off (only garbage-collect --online)".into(),
+            },
+            gc.source.part("interval"),
+        );
+        line(
+            &format!("{key}.grace"),
+            humantime::format_duration(gc.value.grace).to_string(),
+            gc.source.part("grace"),
+        );
+        line(
+            &format!("{key}.deleteuntagged"),
+            gc.value.delete_untagged.to_string(),
+            gc.source.part("deleteuntagged"),
+        );
+        line(
+            &format!("{key}.socket"),
+            match &gc.value.socket {
+                Some(p) => p.display().to_string(),
+                None => "docker-registry-admin.sock in the storage root".into(),
+            },
+            gc.source.part("socket"),
+        );
+        if self.retention.value.is_empty() {
+            line("retention", "(none)".into(), &self.retention.source);
+        }
+        for (i, rule) in self.retention.value.iter().enumerate() {
+            let name = format!("retention[{i}]");
+            line(&name, rule.to_string(), self.retention.source.part(&name));
+        }
         line(
             "log.level",
             self.log_level.value.as_str().into(),
@@ -1756,6 +1850,158 @@ mod tests {
                 },
                 Source::Cli("--storage-path".into())
             )
+        );
+    }
+
+    const GC_YAML: &str = "version: 0.1\nstorage:\n  maintenance:\n    gc:\n      interval: 24h\n      grace: 2h\n      \
+                           deleteuntagged: true\nretention:\n  - repositories: library/*\n    keeptags: 10\n\
+                           \x20 - repositories: '*'\n    keepyoungerthan: 720h\n    protecttags: v*\n";
+
+    #[test]
+    fn gc_settings_take_the_environment_over_sysconfig_over_the_file() {
+        let s = Setup::new("", GC_YAML, &[]);
+        let c = s.load();
+        let yml = s.path("registry.yml");
+        assert_eq!(
+            c.gc.value,
+            GcConfig {
+                interval: Some(Duration::from_secs(24 * 3600)),
+                grace: Duration::from_secs(7200),
+                delete_untagged: true,
+                socket: None,
+            }
+        );
+        assert_eq!(
+            c.gc.source.part("interval").to_string(),
+            format!("{yml}:5 (storage.maintenance.gc.interval)")
+        );
+        assert_eq!(c.gc.source.part("socket"), &Source::Default);
+        assert_eq!(c.retention.value.len(), 2);
+        assert_eq!(
+            c.retention.source.part("retention[1]").to_string(),
+            format!("{yml}:11 (retention[1])")
+        );
+        let s = Setup::new(
+            "REGISTRY_STORAGE_MAINTENANCE_GC_GRACE=10m\nREGISTRY_STORAGE_MAINTENANCE_GC_INTERVAL=6h\n",
+            GC_YAML,
+            &[
+                ("REGISTRY_STORAGE_MAINTENANCE_GC_INTERVAL", "0"),
+                ("REGISTRY_STORAGE_MAINTENANCE_GC_SOCKET", "/run/admin.sock"),
+            ],
+        );
+        let c = s.load();
+        assert_eq!(c.gc.value.interval, None);
+        assert_eq!(
+            c.gc.source.part("interval"),
+            &Source::Env("REGISTRY_STORAGE_MAINTENANCE_GC_INTERVAL".into())
+        );
+        assert_eq!(c.gc.value.grace, Duration::from_secs(600));
+        assert_eq!(
+            c.gc.source.part("grace").to_string(),
+            format!(
+                "{}:1 (REGISTRY_STORAGE_MAINTENANCE_GC_GRACE)",
+                s.path("sysconfig")
+            )
+        );
+        assert!(c.gc.value.delete_untagged);
+        assert_eq!(c.gc.value.socket, Some(PathBuf::from("/run/admin.sock")));
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    }
+
+    #[test]
+    fn gc_and_retention_errors_of_every_level_are_reported_together() {
+        let s = Setup::new(
+            "REGISTRY_STORAGE_MAINTENANCE_GC_GRACE=soon\n",
+            "version: 0.1\nstorage:\n  maintenance:\n    gc:\n      interval: often\nretention:\n  - keeptags: 1\n",
+            &[("REGISTRY_STORAGE_MAINTENANCE_GC_DELETEUNTAGGED", "maybe")],
+        );
+        let errors = s.errors();
+        let yml = s.path("registry.yml");
+        assert_eq!(errors.len(), 4, "{errors:?}");
+        assert!(
+            errors[0].starts_with(&format!(
+                "{yml}:5: storage.maintenance.gc.interval: not a duration: \"often\""
+            )),
+            "{errors:?}"
+        );
+        assert!(
+            errors[1].starts_with(&format!(
+                "{yml}:7: retention[0]: a retention rule needs repositories"
+            )),
+            "{errors:?}"
+        );
+        assert!(
+            errors[2].starts_with(&format!(
+                "{}:1: REGISTRY_STORAGE_MAINTENANCE_GC_GRACE: not a duration",
+                s.path("sysconfig")
+            )),
+            "{errors:?}"
+        );
+        assert!(
+            errors[3].starts_with("REGISTRY_STORAGE_MAINTENANCE_GC_DELETEUNTAGGED: expected true"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn describe_shows_gc_and_retention_with_their_sources() {
+        let s = Setup::new(
+            "",
+            GC_YAML,
+            &[("REGISTRY_STORAGE_MAINTENANCE_GC_DELETEUNTAGGED", "false")],
+        );
+        let text = s.load().describe();
+        let yml = s.path("registry.yml");
+        let line = |key: &str| {
+            text.lines()
+                .find(|l| l.split_whitespace().next() == Some(key))
+                .unwrap_or_else(|| panic!("{key} in\n{text}"))
+                .to_string()
+        };
+        let l = line("storage.maintenance.gc.interval");
+        assert!(
+            l.contains(" 1day ")
+                && l.ends_with(&format!("# {yml}:5 (storage.maintenance.gc.interval)")),
+            "{l}"
+        );
+        assert!(
+            line("storage.maintenance.gc.grace").contains(" 2h "),
+            "{text}"
+        );
+        assert!(
+            line("storage.maintenance.gc.deleteuntagged").ends_with(
+                " false                            # environment (REGISTRY_STORAGE_MAINTENANCE_GC_DELETEUNTAGGED)"
+            ),
+            "{text}"
+        );
+        assert!(
+            line("storage.maintenance.gc.socket").ends_with("in the storage root # default"),
+            "{text}"
+        );
+        let l = line("retention[0]");
+        assert!(
+            l.contains(" repositories=library/* keeptags=10 ")
+                && l.ends_with(&format!("# {yml}:9 (retention[0])")),
+            "{l}"
+        );
+        let l = line("retention[1]");
+        assert!(
+            l.contains(" repositories=* keepyoungerthan=30days protecttags=v* ")
+                && l.ends_with(&format!("# {yml}:11 (retention[1])")),
+            "{l}"
+        );
+        assert!(!text.lines().any(|l| l.starts_with("retention ")), "{text}");
+        // Without rules, one line says so; without an interval, collection is on demand.
+        let text = Setup::new("", "version: 0.1\n", &[]).load().describe();
+        assert!(
+            text.lines().any(|l| l.starts_with("retention ")
+                && l.contains(" (none) ")
+                && l.ends_with("# default")),
+            "{text}"
+        );
+        assert!(
+            text.contains("off (only garbage-collect --online)"),
+            "{text}"
         );
     }
 

@@ -104,6 +104,45 @@ pub fn duration_text(s: &str) -> Result<Duration, String> {
         .map_err(|_| format!("not a duration: {s:?} (e.g. 168h, 30m, 1h30m)"))
 }
 
+/// `gc.interval`: how often the daemon collects; a zero duration (`0`, `0s`) means never on
+/// a schedule (`None`), so the environment can turn off an interval a file sets.
+pub fn gc_interval_text(s: &str) -> Result<Option<Duration>, String> {
+    if s.trim() == "0" {
+        return Ok(None);
+    }
+    let d = duration_text(s)?;
+    Ok((!d.is_zero()).then_some(d))
+}
+
+/// A retention rule's `keeptags`: how many of the newest tags to keep (0 keeps none by count).
+pub fn tag_count_text(s: &str) -> Result<usize, String> {
+    s.trim()
+        .parse::<usize>()
+        .map_err(|_| format!("not a number of tags: {s:?} (a whole number, e.g. 10)"))
+}
+
+/// A glob over repository names or tags, checked as the retention code will read it
+/// (`registry::retention::GlobPattern`): `*` any characters including `/`, `?` one.
+pub fn glob_text(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("an empty pattern matches nothing; write * for everything".into());
+    }
+    if s.chars().any(char::is_control) {
+        return Err(format!("pattern {s:?} contains control characters"));
+    }
+    Ok(s.to_string())
+}
+
+/// The keys of our own extensions (`storage.maintenance.gc.*`, retention rules) are matched
+/// ignoring case, `_` and `-`, so `keeptags` (registry:2's all-lowercase style), `keep_tags`
+/// (the legacy format's) and `keepTags` all name the same setting.
+pub fn extension_key(key: &str) -> String {
+    key.chars()
+        .filter(|c| *c != '_' && *c != '-')
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
 pub fn path_text(s: &str) -> Result<PathBuf, String> {
     if s.is_empty() {
         return Err("empty path".into());
@@ -201,5 +240,35 @@ mod tests {
         assert_eq!(duration_text("168h"), Ok(Duration::from_secs(168 * 3600)));
         assert_eq!(duration_text("1h30m"), Ok(Duration::from_secs(5400)));
         assert!(duration_text("soon").is_err());
+    }
+
+    #[test]
+    fn a_zero_gc_interval_means_no_schedule() {
+        assert_eq!(
+            gc_interval_text("24h"),
+            Ok(Some(Duration::from_secs(86400)))
+        );
+        assert_eq!(gc_interval_text("0"), Ok(None));
+        assert_eq!(gc_interval_text("0s"), Ok(None));
+        assert!(gc_interval_text("daily").is_err());
+    }
+
+    #[test]
+    fn tag_counts_and_patterns() {
+        assert_eq!(tag_count_text("10"), Ok(10));
+        assert_eq!(tag_count_text("0"), Ok(0));
+        assert!(tag_count_text("-1").is_err());
+        assert!(tag_count_text("ten").is_err());
+        assert_eq!(glob_text("library/*"), Ok("library/*".into()));
+        assert!(glob_text("").is_err());
+        assert!(glob_text("a\tb").is_err());
+        assert!(glob_text("a\u{7}b").is_err());
+    }
+
+    #[test]
+    fn extension_keys_ignore_case_and_separators() {
+        for k in ["keeptags", "keep_tags", "keepTags", "KeepTags", "keep-tags"] {
+            assert_eq!(extension_key(k), "keeptags", "{k}");
+        }
     }
 }

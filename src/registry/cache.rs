@@ -16,6 +16,10 @@ use std::time::{Duration, Instant};
 
 /// How long mutable facts are trusted without looking at storage again.
 const TTL: Duration = Duration::from_secs(1);
+/// How long the catalog is served without a new walk. Walking a large store is the one
+/// expensive listing, and new repositories written here are added at once, so this only
+/// bounds how late repositories made by someone else (another instance) appear.
+const CATALOG_TTL: Duration = Duration::from_secs(10);
 /// Bytes of manifests kept in memory.
 const MANIFEST_BYTES: usize = 8 << 20;
 /// Entries kept per map before it is emptied (a crude bound that keeps memory flat).
@@ -46,6 +50,9 @@ pub(crate) struct Caches {
     manifests: Mutex<ManifestLru>,
     tag_lists: Mutex<HashMap<RepositoryName, Listing>>,
     catalog: Mutex<Option<Listing>>,
+    catalog_refreshing: std::sync::atomic::AtomicBool,
+    /// Repositories written by this process, merged into every walk's result.
+    recent_repositories: Mutex<std::collections::HashSet<String>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -144,26 +151,57 @@ impl Caches {
         map.insert(repo.clone(), (list, Instant::now()));
     }
 
-    pub fn catalog(&self) -> Option<Arc<Vec<String>>> {
-        match &*lock(&self.catalog) {
-            Some((l, at)) if fresh(*at) => Some(l.clone()),
-            _ => None,
+    /// The cached catalog and whether it is still fresh. A stale one is still served while a
+    /// single background walk replaces it (see [`Caches::claim_catalog_refresh`]).
+    pub fn catalog(&self) -> Option<(Arc<Vec<String>>, bool)> {
+        lock(&self.catalog)
+            .as_ref()
+            .map(|(l, at)| (l.clone(), at.elapsed() < CATALOG_TTL))
+    }
+
+    /// True for exactly one caller until [`Caches::set_catalog`] or
+    /// [`Caches::catalog_refresh_failed`]: that caller walks storage, the others keep serving
+    /// what is cached.
+    pub fn claim_catalog_refresh(&self) -> bool {
+        !self
+            .catalog_refreshing
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    pub fn catalog_refresh_failed(&self) {
+        self.catalog_refreshing
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Stores a walk's result. Repositories this process wrote are merged in: a walk that
+    /// started before such a write may have missed it.
+    pub fn set_catalog(&self, mut list: Arc<Vec<String>>) {
+        {
+            let recent = lock(&self.recent_repositories);
+            for repo in recent.iter() {
+                if let Err(at) = list.binary_search(repo) {
+                    Arc::make_mut(&mut list).insert(at, repo.clone());
+                }
+            }
         }
-    }
-
-    pub fn set_catalog(&self, list: Arc<Vec<String>>) {
         *lock(&self.catalog) = Some((list, Instant::now()));
+        self.catalog_refreshing
+            .store(false, std::sync::atomic::Ordering::Release);
     }
 
-    /// A manifest was written to `repo`: a new repository must show in the catalog.
+    /// A manifest was written to `repo`: a new repository shows in the catalog at once.
     pub fn repository_written(&self, repo: &RepositoryName) {
+        {
+            let mut recent = lock(&self.recent_repositories);
+            if recent.len() >= MAX_ENTRIES {
+                recent.clear();
+            }
+            recent.insert(repo.as_str().to_owned());
+        }
         let mut cat = lock(&self.catalog);
-        if let Some((list, _)) = &*cat {
-            if list
-                .binary_search_by(|r| r.as_str().cmp(repo.as_str()))
-                .is_err()
-            {
-                *cat = None;
+        if let Some((list, _)) = cat.as_mut() {
+            if let Err(at) = list.binary_search_by(|r| r.as_str().cmp(repo.as_str())) {
+                Arc::make_mut(list).insert(at, repo.as_str().to_owned());
             }
         }
     }
@@ -174,5 +212,8 @@ impl Caches {
         lock(&self.revisions).clear();
         lock(&self.tag_lists).clear();
         *lock(&self.catalog) = None;
+        lock(&self.recent_repositories).clear();
+        self.catalog_refreshing
+            .store(false, std::sync::atomic::Ordering::Release);
     }
 }

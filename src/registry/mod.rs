@@ -88,7 +88,7 @@ impl From<StorageError> for RegistryError {
 pub type RegistryResult<T> = Result<T, RegistryError>;
 
 /// See [`Registry::clear_caches_when_done`].
-pub(crate) struct ClearCaches<'a>(&'a cache::Caches);
+pub(crate) struct ClearCaches<'a>(&'a Arc<cache::Caches>);
 
 impl Drop for ClearCaches<'_> {
     fn drop(&mut self) {
@@ -108,7 +108,7 @@ pub struct Registry {
     driver: Arc<dyn StorageDriver>,
     options: RegistryOptions,
     uploads: uploads::UploadStates,
-    cache: cache::Caches,
+    cache: Arc<cache::Caches>,
     /// Shared by the manifest write path and garbage collection (see `gc`).
     gc: gc::ReferenceGuard,
 }
@@ -128,7 +128,7 @@ impl Registry {
             driver,
             options,
             uploads: uploads::UploadStates::default(),
-            cache: cache::Caches::default(),
+            cache: Arc::new(cache::Caches::default()),
             gc: gc::ReferenceGuard::default(),
         }
     }

@@ -41,8 +41,26 @@ impl Registry {
 
     /// Every repository (a directory holding `_manifests`), sorted; from the cache when fresh.
     pub async fn catalog(&self) -> RegistryResult<Arc<Vec<String>>> {
-        if let Some(list) = self.cache.catalog() {
-            return Ok(list);
+        match self.cache.catalog() {
+            Some((list, true)) => return Ok(list),
+            Some((list, false)) => {
+                // Stale: serve it, and let one background walk replace it.
+                if self.cache.claim_catalog_refresh() {
+                    let driver = self.driver.clone();
+                    let cache = self.cache.clone();
+                    tokio::spawn(async move {
+                        match scan_catalog(driver.as_ref()).await {
+                            Ok(fresh) => cache.set_catalog(Arc::new(fresh)),
+                            Err(e) => {
+                                tracing::warn!("catalog refresh failed: {e}");
+                                cache.catalog_refresh_failed();
+                            }
+                        }
+                    });
+                }
+                return Ok(list);
+            }
+            None => {}
         }
         let out = Arc::new(self.scan_catalog().await?);
         self.cache.set_catalog(out.clone());
@@ -51,15 +69,7 @@ impl Registry {
 
     /// The catalog as storage holds it now, bypassing the cache (for maintenance).
     pub async fn scan_catalog(&self) -> RegistryResult<Vec<String>> {
-        let root = layout::repositories_root()?;
-        let mut out = self
-            .driver
-            .find_directories_with(&root, "_manifests")
-            .await?;
-        // Directories that are not valid names were not made by a registry: not listed.
-        out.retain(|name| name.parse::<RepositoryName>().is_ok());
-        out.sort_unstable();
-        Ok(out)
+        scan_catalog(self.driver.as_ref()).await
     }
 
     /// Descriptors of the manifests in `repo` whose subject is `subject`, optionally only
@@ -114,4 +124,14 @@ impl Registry {
         }
         Ok(out)
     }
+}
+
+/// Every repository under the storage root, sorted.
+async fn scan_catalog(driver: &dyn crate::storage::StorageDriver) -> RegistryResult<Vec<String>> {
+    let root = layout::repositories_root()?;
+    let mut out = driver.find_directories_with(&root, "_manifests").await?;
+    // Directories that are not valid names were not made by a registry: not listed.
+    out.retain(|name| name.parse::<RepositoryName>().is_ok());
+    out.sort_unstable();
+    Ok(out)
 }

@@ -120,6 +120,13 @@ async fn serve(
     let auth_watcher = auth.clone().map(security::spawn_auth_watcher);
     // Upload purging, scheduled garbage collection and the admin socket.
     let maintenance = maintenance::spawn(state.clone(), &config);
+    // Walk the repositories once now, so the first catalog request does not pay for it.
+    let warm = state.clone();
+    tokio::spawn(async move {
+        if let Err(e) = warm.registry.catalog().await {
+            tracing::warn!("cannot list the repositories: {e}");
+        }
+    });
 
     tracing::info!(
         "docker-registry {} listening on {}://{local} with {workers} worker threads; data in {} ({}), deletion {}, {}",

@@ -1,0 +1,236 @@
+//! Garbage collection and retention configured the way an operator does it, in files read by
+//! the real binary. A registry:2 file with `storage.maintenance.gc.interval` and `grace`
+//! makes the daemon (port 0) collect a blob pushed without any manifest within a bounded
+//! wait, while the blobs of a tagged image stay; the `retention:` rules of a legacy flavored
+//! file decide what `docker-registry retention` reports and removes.
+
+mod gc_support;
+
+use gc_support::*;
+use std::time::{Duration, Instant};
+
+/// Pushes `bytes` as a blob of `repo` in one POST (`?digest=`); returns its digest.
+fn push_blob(client: &reqwest::blocking::Client, base: &str, repo: &str, bytes: &[u8]) -> String {
+    let digest = format!("sha256:{}", sha256_hex(bytes));
+    let r = client
+        .post(format!(
+            "http://{base}/v2/{repo}/blobs/uploads/?digest={digest}"
+        ))
+        .header("content-type", "application/octet-stream")
+        .body(bytes.to_vec())
+        .send()
+        .expect("push blob");
+    assert_eq!(r.status().as_u16(), 201, "blob upload: {:?}", r.text());
+    digest
+}
+
+/// Pushes a one-layer image (layer bytes from `seed`) as `repo:tag`; returns the blob digests.
+fn push_image(
+    client: &reqwest::blocking::Client,
+    base: &str,
+    repo: &str,
+    tag: &str,
+    seed: u64,
+) -> [String; 2] {
+    let config = format!(
+        r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":[]}},"comment":"{seed}"}}"#
+    );
+    let layer = gzip(&layer_bytes(seed, 4096));
+    let config_digest = push_blob(client, base, repo, config.as_bytes());
+    let layer_digest = push_blob(client, base, repo, &layer);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": layer_digest, "size": layer.len()}],
+    })
+    .to_string();
+    let r = client
+        .put(format!("http://{base}/v2/{repo}/manifests/{tag}"))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest)
+        .send()
+        .expect("push manifest");
+    assert_eq!(r.status().as_u16(), 201, "manifest: {:?}", r.text());
+    [config_digest, layer_digest]
+}
+
+#[test]
+fn a_registry_2_file_with_a_gc_interval_makes_the_daemon_collect_orphan_blobs() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("storage");
+    std::fs::create_dir(&storage).expect("storage dir");
+    let sysconfig = dir.path().join("sysconfig");
+    std::fs::write(&sysconfig, "").expect("sysconfig");
+    let yml = dir.path().join("registry.yml");
+    std::fs::write(
+        &yml,
+        format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n  maintenance:\n    \
+             gc:\n      interval: 1s\n      grace: 0s\n",
+            storage.display()
+        ),
+    )
+    .expect("config");
+    let (yml_arg, sys_arg) = (yml.display().to_string(), sysconfig.display().to_string());
+    let daemon = Daemon::start(&storage, &["--config", &yml_arg, "--sysconfig", &sys_arg]);
+    let base = daemon.base();
+    let client = reqwest::blocking::Client::new();
+
+    // A tagged image: its config and layer are referenced and must stay.
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let layer = gzip(&layer_bytes(7, 4096));
+    let config_digest = push_blob(&client, &base, "kept/app", config);
+    let layer_digest = push_blob(&client, &base, "kept/app", &layer);
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": layer_digest, "size": layer.len()}],
+    })
+    .to_string();
+    let r = client
+        .put(format!("http://{base}/v2/kept/app/manifests/v1"))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(manifest)
+        .send()
+        .expect("push manifest");
+    assert_eq!(r.status().as_u16(), 201, "manifest: {:?}", r.text());
+
+    // An orphan: uploaded, never referenced by any manifest.
+    let orphan = push_blob(&client, &base, "orphans/x", &layer_bytes(99, 8192));
+    assert!(
+        stored_blobs(&storage).contains(&orphan),
+        "the orphan blob was stored"
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let started = Instant::now();
+    while stored_blobs(&storage).contains(&orphan) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let left = stored_blobs(&storage);
+    assert!(
+        !left.contains(&orphan),
+        "the orphan blob is still stored after {:?}",
+        started.elapsed()
+    );
+    eprintln!("orphan collected after {:?}", started.elapsed());
+    for kept in [&config_digest, &layer_digest] {
+        assert!(
+            left.contains(kept),
+            "{kept} of the tagged image was removed"
+        );
+    }
+    let r = client
+        .get(format!("http://{base}/v2/kept/app/blobs/{layer_digest}"))
+        .send()
+        .expect("pull layer");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        r.bytes().expect("body").as_ref(),
+        gzip(&layer_bytes(7, 4096)).as_slice()
+    );
+    drop(daemon);
+}
+
+/// Sets a tag's age: retention reads it from the time its `current` link was written.
+fn set_age(storage: &std::path::Path, repo: &str, tag: &str, days: u32) {
+    let link = storage.join(format!(
+        "docker/registry/v2/repositories/{repo}/_manifests/tags/{tag}/current/link"
+    ));
+    let st = std::process::Command::new("touch")
+        .arg("-d")
+        .arg(format!("{days} days ago"))
+        .arg(&link)
+        .status()
+        .expect("touch");
+    assert!(st.success());
+}
+
+#[test]
+fn retention_rules_of_a_flavored_file_decide_what_retention_removes() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let storage = dir.path().join("storage");
+    std::fs::create_dir(&storage).expect("storage dir");
+    let tags = [
+        ("v1", 40),
+        ("v2", 30),
+        ("v3", 20),
+        ("v4", 1),
+        ("release-1", 100),
+    ];
+    {
+        let daemon = Daemon::start(&storage, &[]);
+        let client = reqwest::blocking::Client::new();
+        for (i, (tag, _)) in tags.iter().enumerate() {
+            push_image(&client, &daemon.base(), "apps/web", tag, 100 + i as u64);
+        }
+        push_image(&client, &daemon.base(), "other/app", "old", 200);
+    }
+    for (tag, days) in tags {
+        set_age(&storage, "apps/web", tag, days);
+    }
+    set_age(&storage, "other/app", "old", 400);
+
+    // The legacy spelling of the keys, one of them through _env: from the sysconfig file.
+    let sysconfig = dir.path().join("sysconfig");
+    std::fs::write(&sysconfig, "KEEP_TAGS=1\n").expect("sysconfig");
+    let yml = dir.path().join("docker-registry.yml");
+    std::fs::write(
+        &yml,
+        format!(
+            "common: &common\n    retention:\n        - repositories: apps/*\n          \
+             keep_tags: _env:KEEP_TAGS:10\n          keep_younger_than: 600h\n          \
+             protect_tags: release-*\nlocal:\n    <<: *common\n    storage: local\n    \
+             storage_path: {}\n",
+            storage.display()
+        ),
+    )
+    .expect("config");
+    let retention = |extra: &[&str]| {
+        let mut c = ours(&storage);
+        c.arg("--config")
+            .arg(&yml)
+            .arg("--sysconfig")
+            .arg(&sysconfig)
+            .arg("retention")
+            .args(extra);
+        let out = run(c);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut lines = stdout_lines(&out);
+        lines.sort();
+        lines
+    };
+    let tag_dir = |repo: &str, tag: &str| {
+        storage.join(format!(
+            "docker/registry/v2/repositories/{repo}/_manifests/tags/{tag}"
+        ))
+    };
+    // keep_tags 1 keeps v4 (the newest), 600h (25 days) keeps v3 too, release-1 is
+    // protected, and other/app matches no rule.
+    let expired = ["apps/web:v1", "apps/web:v2"];
+    assert_eq!(retention(&[]), expired, "dry run");
+    assert!(
+        tag_dir("apps/web", "v1").exists(),
+        "a dry run removes nothing"
+    );
+    assert_eq!(retention(&["--apply"]), expired);
+    for (tag, _) in tags {
+        assert_eq!(
+            tag_dir("apps/web", tag).exists(),
+            !expired.contains(&format!("apps/web:{tag}").as_str()),
+            "{tag}"
+        );
+    }
+    assert!(tag_dir("other/app", "old").exists());
+}
