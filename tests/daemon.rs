@@ -200,7 +200,7 @@ fn sighup_reloads_without_dropping_connections() {
     assert_eq!(c.get(s.url("/v2/")).send().expect("get").status(), 200);
     unsafe_kill(s.pid(), 1);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !s.log_text().contains("SIGHUP") && Instant::now() < deadline {
+    while !s.log_text().contains("SIGHUP: configuration reloaded") && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(

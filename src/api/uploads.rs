@@ -104,10 +104,28 @@ async fn stream_body(body: Incoming, upload: &mut UploadWriter<'_>) -> Result<()
                 .with_message(format!("request body failed: {e}"))
         })?;
         if let Ok(data) = frame.into_data() {
-            upload.write(&data).await?;
+            if let Err(e) = upload.write(&data).await {
+                drain(body).await;
+                return Err(e.into());
+            }
         }
     }
     Ok(())
+}
+
+/// After a failed write (a full disk), reads and discards the rest of a body, up to a bound,
+/// so the client gets our error response rather than a connection reset mid-send.
+async fn drain(mut body: Incoming) {
+    const DRAIN_LIMIT: u64 = 64 << 20;
+    let mut seen = 0u64;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Ok(data) = frame.into_data() {
+            seen += data.len() as u64;
+            if seen > DRAIN_LIMIT {
+                break;
+            }
+        }
+    }
 }
 
 pub async fn start(
