@@ -87,6 +87,11 @@ for f in etc/nginx/*; do
     install -D -m 0644 "$f" "$DIST/doc/examples/nginx/$(basename "$f")"
     examples+=("nginx/$(basename "$f")")
 done
+# The example access file for htpasswd users (per-repository permissions).
+if [[ -f etc/docker-registry-access.yml ]]; then
+    install -D -m 0644 etc/docker-registry-access.yml "$DIST/doc/examples/docker-registry-access.yml"
+    examples+=("docker-registry-access.yml")
+fi
 
 # Which units postinst enables: the service and timers. The socket is an alternative to the
 # service (socket activation), so only an administrator enables it; the GC service is
@@ -104,6 +109,8 @@ DEB_ARCH=$(dpkg --print-architecture)
 DEB_VERSION=$EPOCH:$VERSION-$RELEASE
 tree=$WORK/deb
 install -D -m 0755 "$DIST/bin/docker-registry" "$tree/usr/bin/docker-registry"
+# The htpasswd helper under the name the package has always shipped (the binary looks at argv[0]).
+ln -s docker-registry "$tree/usr/bin/docker-registry-htpasswd"
 for unit in "${units[@]}"; do
     # Debian bookworm keeps units in /lib (the /usr merge is not finished for dpkg).
     install -D -m 0644 "$DIST/systemd/$unit" "$tree/lib/systemd/system/$unit"

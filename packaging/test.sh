@@ -87,6 +87,8 @@ for sub in $subcommands; do
     check "deb has the man page of 'docker-registry $sub'" \
         grep -Eq "\./usr/share/man/man[18]/docker-registry-$sub\.[18]\.gz$" <<<"$deb_listing"
 done
+check "deb has /usr/bin/docker-registry-htpasswd -> docker-registry" \
+    grep -Eq '^lrwxrwxrwx root/root +0 [0-9-]+ [0-9:]+ \./usr/bin/docker-registry-htpasswd -> docker-registry$' <<<"$deb_listing"
 check "deb ships nothing under /var (data is created, never owned by the package)" \
     bash -c '! grep -q " \./var/"' <<<"$deb_listing"
 check "deb version is 1:$VERSION-1 (epoch above Debian's 2.8.2)" \
@@ -121,6 +123,8 @@ check "lintian: no errors or warnings (overrides in packaging/debian/lintian-ove
 echo "== rpm contents and metadata: $RPM ($(stat -c %s "$RPM") bytes)"
 rpm_listing=$(rpm -qp --qf '[%{FILEMODES:perms} %{FILEUSERNAME} %{FILEGROUPNAME} %{FILENAMES}\n]' "$RPM" 2>/dev/null)
 rpm_has() { grep -qx -- "$1 $2 $3 $4" <<<"$rpm_listing"; }
+check "rpm has /usr/bin/docker-registry-htpasswd (a symlink)" \
+    grep -qx -- "lrwxrwxrwx root root /usr/bin/docker-registry-htpasswd" <<<"$rpm_listing"
 for entry in \
     "-rwxr-xr-x root root /usr/bin/docker-registry" \
     "-rw-r--r-- root root /usr/lib/systemd/system/docker-registry.service" \
