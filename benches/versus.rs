@@ -1114,5 +1114,5 @@ async fn main() {
         rss[1].0 as f64 / 1024.0,
         rss[1].1 as f64 / 1024.0
     );
-    println!("(authenticated pulls, scenario 8, arrive with htpasswd support)");
+    println!("(scenario 8, authenticated pulls: cargo bench --bench auth_pulls)");
 }

@@ -3,7 +3,13 @@
 //! Debian's `docker-registry`) serving the same storage directory, measured side by side.
 //! A pull is what a client does: the manifest, the config and the 20 layers, each request
 //! with its Basic credentials, on keep-alive connections, from several clients at once.
+//! Scenario 8 of the performance issue; a benchmark, not a test:
+//!
+//! ```text
+//! cargo bench --bench auth_pulls
+//! ```
 
+#[path = "../tests/common/mod.rs"]
 mod common;
 
 use common::*;
@@ -103,8 +109,7 @@ fn pulls_per_second(base: &str, manifest_digest: &str, blobs: &[(String, usize)]
     pulls as f64 / started.elapsed().as_secs_f64()
 }
 
-#[test]
-fn pulls_per_second_with_basic_auth_ours_against_registry_2() {
+fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let storage = dir.path().join("data");
     // The image: a config and 20 layers of 32 KiB, pushed into the shared storage.
@@ -158,14 +163,10 @@ fn pulls_per_second_with_basic_auth_ours_against_registry_2() {
         &blobs,
     );
     drop(theirs);
-    eprintln!(
-        "pulls/s of a {LAYERS}-layer image, basic auth (bcrypt cost 10), {CLIENTS} clients: ours {ours_rate:.1}, registry:2 {theirs_rate:.1}, ratio {:.1}x",
-        ours_rate / theirs_rate
-    );
-    assert!(theirs_rate > 0.0);
     // registry:2 pays a bcrypt per request; we pay one per credential per minute.
-    assert!(
-        ours_rate > theirs_rate * 2.0,
-        "ours {ours_rate:.1}/s against registry:2 {theirs_rate:.1}/s"
+    println!(
+        "8 pulls/s of a {LAYERS}-layer image, basic auth (bcrypt cost 10), {CLIENTS} clients, {} s each: ours {ours_rate:.1}, registry:2 {theirs_rate:.1}, ratio {}   (target >= 20x)",
+        MEASURE.as_secs(),
+        if theirs_rate > 0.0 { format!("{:.1}x", ours_rate / theirs_rate) } else { "- (registry:2 completed no pull)".into() }
     );
 }
