@@ -4,7 +4,7 @@
 //! unreadable, from the session's files' modification time.
 
 use super::{layout, Registry, RegistryError, RegistryResult, RepositoryName};
-use crate::storage::{StorageError, StoragePath};
+use crate::storage::StorageError;
 use std::time::{Duration, SystemTime};
 
 /// One stale session found (and removed unless in a dry run).
@@ -20,31 +20,14 @@ impl Registry {
     /// Every repository directory holding an `_uploads` directory, sorted. Unlike the
     /// catalog this includes repositories that never got a manifest.
     async fn repositories_with_uploads(&self) -> RegistryResult<Vec<RepositoryName>> {
-        let mut out = Vec::new();
-        let mut stack: Vec<(StoragePath, String)> =
-            vec![(layout::repositories_root()?, String::new())];
-        while let Some((dir, name)) = stack.pop() {
-            let children = match self.driver.list(&dir).await {
-                Ok(c) => c,
-                Err(StorageError::NotFound(_)) => continue,
-                Err(e) => return Err(e.into()),
-            };
-            if !name.is_empty() && children.iter().any(|c| c == "_uploads") {
-                if let Ok(n) = name.parse::<RepositoryName>() {
-                    out.push(n);
-                }
-            }
-            for c in children.into_iter().filter(|c| !c.starts_with('_')) {
-                let child = if name.is_empty() {
-                    c.clone()
-                } else {
-                    format!("{name}/{c}")
-                };
-                if let Ok(p) = dir.join(&c) {
-                    stack.push((p, child));
-                }
-            }
-        }
+        let root = layout::repositories_root()?;
+        let mut out: Vec<RepositoryName> = self
+            .driver
+            .find_directories_with(&root, "_uploads")
+            .await?
+            .into_iter()
+            .filter_map(|name| name.parse().ok())
+            .collect();
         out.sort();
         Ok(out)
     }
