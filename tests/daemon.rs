@@ -11,6 +11,15 @@ use std::os::unix::net::UnixDatagram;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn ready_is_sent_only_when_the_port_accepts_connections() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -20,7 +29,7 @@ fn ready_is_sent_only_when_the_port_accepts_connections() {
         .expect("timeout");
     let empty = dir.path().join("empty");
     std::fs::write(&empty, "").expect("write");
-    let mut child = Command::new(BIN)
+    let child = Command::new(BIN)
         .arg("--sysconfig")
         .arg(&empty)
         .arg("--config")
@@ -34,6 +43,8 @@ fn ready_is_sent_only_when_the_port_accepts_connections() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
+    // Killed on drop, so a failed assertion leaves no daemon behind.
+    let mut child = KillOnDrop(child);
     let mut buf = [0u8; 4096];
     let mut port = None;
     let mut messages = Vec::new();
@@ -76,7 +87,7 @@ fn ready_is_sent_only_when_the_port_accepts_connections() {
     }
     assert!(watchdog, "no WATCHDOG=1");
     // SIGTERM: STOPPING=1 then exit 0.
-    unsafe_kill(child.id() as i32, 15);
+    unsafe_kill(child.0.id() as i32, 15);
     let mut stopping = false;
     for _ in 0..50 {
         let Ok(n) = sock.recv(&mut buf) else { break };
@@ -86,7 +97,7 @@ fn ready_is_sent_only_when_the_port_accepts_connections() {
         }
     }
     assert!(stopping, "no STOPPING=1");
-    let st = child.wait().expect("wait");
+    let st = child.0.wait().expect("wait");
     assert!(st.success(), "exit status {st:?}");
 }
 
