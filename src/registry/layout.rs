@@ -24,6 +24,15 @@ fn p(parts: &[&str]) -> Result<StoragePath, StorageError> {
     StoragePath::new(parts.iter().copied())
 }
 
+/// A path inside a repository's directory.
+fn in_repo(name: &RepositoryName, parts: &[&str]) -> Result<StoragePath, StorageError> {
+    StoragePath::new(
+        [ROOT, "repositories", name.as_str()]
+            .into_iter()
+            .chain(parts.iter().copied()),
+    )
+}
+
 pub fn blobs_root() -> Result<StoragePath, StorageError> {
     p(&[ROOT, "blobs", "sha256"])
 }
@@ -41,91 +50,49 @@ pub fn blob_dir(d: &Digest) -> Result<StoragePath, StorageError> {
 }
 
 pub fn repository(name: &RepositoryName) -> Result<StoragePath, StorageError> {
-    p(&[ROOT, "repositories", name.as_str()])
+    in_repo(name, &[])
 }
 
 pub fn layers_dir(name: &RepositoryName) -> Result<StoragePath, StorageError> {
-    p(&[ROOT, "repositories", name.as_str(), "_layers", "sha256"])
+    in_repo(name, &["_layers", "sha256"])
 }
 
 pub fn layer_link(name: &RepositoryName, d: &Digest) -> Result<StoragePath, StorageError> {
-    p(&[
-        ROOT,
-        "repositories",
-        name.as_str(),
-        "_layers",
-        "sha256",
-        d.hex(),
-        "link",
-    ])
+    in_repo(name, &["_layers", "sha256", d.hex(), "link"])
 }
 
 pub fn manifests_dir(name: &RepositoryName) -> Result<StoragePath, StorageError> {
-    p(&[ROOT, "repositories", name.as_str(), "_manifests"])
+    in_repo(name, &["_manifests"])
 }
 
 pub fn revisions_dir(name: &RepositoryName) -> Result<StoragePath, StorageError> {
-    p(&[
-        ROOT,
-        "repositories",
-        name.as_str(),
-        "_manifests",
-        "revisions",
-        "sha256",
-    ])
+    in_repo(name, &["_manifests", "revisions", "sha256"])
 }
 
 pub fn revision_link(name: &RepositoryName, d: &Digest) -> Result<StoragePath, StorageError> {
-    p(&[
-        ROOT,
-        "repositories",
-        name.as_str(),
-        "_manifests",
-        "revisions",
-        "sha256",
-        d.hex(),
-        "link",
-    ])
+    in_repo(
+        name,
+        &["_manifests", "revisions", "sha256", d.hex(), "link"],
+    )
 }
 
 pub fn revision_dir(name: &RepositoryName, d: &Digest) -> Result<StoragePath, StorageError> {
-    p(&[
-        ROOT,
-        "repositories",
-        name.as_str(),
-        "_manifests",
-        "revisions",
-        "sha256",
-        d.hex(),
-    ])
+    in_repo(name, &["_manifests", "revisions", "sha256", d.hex()])
 }
 
 pub fn tags_dir(name: &RepositoryName) -> Result<StoragePath, StorageError> {
-    p(&[ROOT, "repositories", name.as_str(), "_manifests", "tags"])
+    in_repo(name, &["_manifests", "tags"])
 }
 
 pub fn tag_dir(name: &RepositoryName, tag: &Tag) -> Result<StoragePath, StorageError> {
-    p(&[
-        ROOT,
-        "repositories",
-        name.as_str(),
-        "_manifests",
-        "tags",
-        tag.as_str(),
-    ])
+    in_repo(name, &["_manifests", "tags", tag.as_str()])
 }
 
 pub fn tag_current_link(name: &RepositoryName, tag: &Tag) -> Result<StoragePath, StorageError> {
-    p(&[
-        ROOT,
-        "repositories",
-        name.as_str(),
-        "_manifests",
-        "tags",
-        tag.as_str(),
-        "current",
-        "link",
-    ])
+    in_repo(
+        name,
+        &["_manifests", "tags", tag.as_str(), "current", "link"],
+    )
 }
 
 pub fn tag_index_link(
@@ -133,30 +100,22 @@ pub fn tag_index_link(
     tag: &Tag,
     d: &Digest,
 ) -> Result<StoragePath, StorageError> {
-    p(&[
-        ROOT,
-        "repositories",
-        name.as_str(),
-        "_manifests",
-        "tags",
-        tag.as_str(),
-        "index",
-        "sha256",
-        d.hex(),
-        "link",
-    ])
+    in_repo(
+        name,
+        &[
+            "_manifests",
+            "tags",
+            tag.as_str(),
+            "index",
+            "sha256",
+            d.hex(),
+            "link",
+        ],
+    )
 }
 
 pub fn referrers_dir(name: &RepositoryName, subject: &Digest) -> Result<StoragePath, StorageError> {
-    p(&[
-        ROOT,
-        "repositories",
-        name.as_str(),
-        "_referrers",
-        "sha256",
-        subject.hex(),
-        "sha256",
-    ])
+    in_repo(name, &["_referrers", "sha256", subject.hex(), "sha256"])
 }
 
 pub fn referrer_link(
@@ -164,40 +123,33 @@ pub fn referrer_link(
     subject: &Digest,
     d: &Digest,
 ) -> Result<StoragePath, StorageError> {
-    p(&[
-        ROOT,
-        "repositories",
-        name.as_str(),
-        "_referrers",
-        "sha256",
-        subject.hex(),
-        "sha256",
-        d.hex(),
-        "link",
-    ])
+    in_repo(
+        name,
+        &[
+            "_referrers",
+            "sha256",
+            subject.hex(),
+            "sha256",
+            d.hex(),
+            "link",
+        ],
+    )
 }
 
 pub fn uploads_dir(name: &RepositoryName) -> Result<StoragePath, StorageError> {
-    p(&[ROOT, "repositories", name.as_str(), "_uploads"])
+    in_repo(name, &["_uploads"])
 }
 
 pub fn upload_data(name: &RepositoryName, id: &str) -> Result<StoragePath, StorageError> {
-    p(&[ROOT, "repositories", name.as_str(), "_uploads", id, "data"])
+    in_repo(name, &["_uploads", id, "data"])
 }
 
 pub fn upload_started_at(name: &RepositoryName, id: &str) -> Result<StoragePath, StorageError> {
-    p(&[
-        ROOT,
-        "repositories",
-        name.as_str(),
-        "_uploads",
-        id,
-        "startedat",
-    ])
+    in_repo(name, &["_uploads", id, "startedat"])
 }
 
 pub fn upload_dir(name: &RepositoryName, id: &str) -> Result<StoragePath, StorageError> {
-    p(&[ROOT, "repositories", name.as_str(), "_uploads", id])
+    in_repo(name, &["_uploads", id])
 }
 
 #[cfg(test)]
