@@ -10,10 +10,11 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 /// One page of a sorted list: entries after `last`, at most `n`; and whether more follow.
-fn paginate(
-    all: &[String],
+/// The page borrows from the list: nothing is copied before it is written out as JSON.
+fn paginate<'a>(
+    all: &'a [String],
     req: &Request<Incoming>,
-) -> Result<(Vec<String>, Option<usize>, bool), ApiError> {
+) -> Result<(&'a [String], Option<usize>, bool), ApiError> {
     let n = match query_param(req, "n") {
         None => None,
         Some(v) if v.is_empty() => None,
@@ -32,8 +33,36 @@ fn paginate(
     let rest = all.len() - start;
     let take = n.unwrap_or(rest).min(rest);
     let more = take < rest;
-    let page = all[start..start + take].to_vec();
-    Ok((page, n, more))
+    Ok((&all[start..start + take], n, more))
+}
+
+#[derive(serde::Serialize)]
+struct TagPage<'a> {
+    name: &'a str,
+    tags: &'a [String],
+}
+
+#[derive(serde::Serialize)]
+struct CatalogPage<'a> {
+    repositories: &'a [String],
+}
+
+/// A listing page written straight from the borrowed page (no intermediate JSON tree).
+fn listing_response(page: &impl serde::Serialize, head: bool) -> http::Response<super::body::Body> {
+    let text = serde_json::to_vec(page).unwrap_or_else(|_| b"{}".to_vec());
+    let len = text.len();
+    let mut r = http::Response::new(if head {
+        super::body::empty()
+    } else {
+        super::body::full(text)
+    });
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+    r
 }
 
 fn link_header(path: &str, n: Option<usize>, last: &str) -> String {
@@ -52,10 +81,11 @@ pub async fn list(state: &AppState, req: &Request<Incoming>, name: &RepositoryNa
     let tags = state.registry.tags(name).await?;
     let (page, n, more) = paginate(&tags, req)?;
     let next = if more { page.last().cloned() } else { None };
-    let mut r = json_response(
-        StatusCode::OK,
-        "application/json",
-        &json!({"name": name.as_str(), "tags": page}),
+    let mut r = listing_response(
+        &TagPage {
+            name: name.as_str(),
+            tags: page,
+        },
         head,
     );
     if let Some(last) = next {
@@ -90,12 +120,7 @@ pub async fn catalog(
     };
     let (page, n, more) = paginate(repos, req)?;
     let next = if more { page.last().cloned() } else { None };
-    let mut r = json_response(
-        StatusCode::OK,
-        "application/json",
-        &json!({"repositories": page}),
-        head,
-    );
+    let mut r = listing_response(&CatalogPage { repositories: page }, head);
     if let Some(last) = next {
         set_header(&mut r, "link", &link_header("/v2/_catalog", n, &last));
     }

@@ -104,7 +104,7 @@ async fn stream_body(body: Incoming, upload: &mut UploadWriter<'_>) -> Result<()
                 .with_message(format!("request body failed: {e}"))
         })?;
         if let Ok(data) = frame.into_data() {
-            if let Err(e) = upload.write(&data).await {
+            if let Err(e) = upload.write(data).await {
                 drain(body).await;
                 return Err(e.into());
             }

@@ -5,7 +5,7 @@ use super::manifest::{self, ManifestError, ParsedManifest, MAX_MANIFEST_BYTES};
 use super::{
     layout, Digest, Reference, Registry, RegistryError, RegistryResult, RepositoryName, Tag,
 };
-use crate::storage::StorageError;
+use crate::storage::{StorageError, StoragePath};
 use bytes::Bytes;
 
 /// A manifest read back: exactly the bytes pushed.
@@ -127,24 +127,32 @@ impl Registry {
         let _pin = self.gc.pin(pinned_digests(&digest, &parsed)).await;
         self.check_references(repo, &parsed).await?;
 
+        // One durable, ordered write of everything: the content, then the links that name
+        // it, then the tag, so that after a crash a tag never points at a revision that is
+        // not there, nor a revision at missing content.
         let data = layout::blob_data(&digest)?;
-        if !self.exists(&data).await? {
-            self.driver.put_content(&data, &bytes).await?;
-        }
-        self.write_link(&layout::revision_link(repo, &digest)?, &digest)
-            .await?;
+        let content: Vec<(StoragePath, Bytes)> = if self.exists(&data).await? {
+            Vec::new()
+        } else {
+            vec![(data, bytes.clone())]
+        };
+        let link = Bytes::from(digest.to_string());
+        let mut links = vec![(layout::revision_link(repo, &digest)?, link.clone())];
         let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
         if let Some(s) = &subject {
-            self.write_link(&layout::referrer_link(repo, s, &digest)?, &digest)
-                .await?;
+            links.push((layout::referrer_link(repo, s, &digest)?, link.clone()));
         }
+        let mut tag_link = Vec::new();
+        if let Reference::Tag(tag) = reference {
+            links.push((layout::tag_index_link(repo, tag, &digest)?, link.clone()));
+            tag_link.push((layout::tag_current_link(repo, tag)?, link));
+        }
+        self.driver
+            .put_staged(&[&content, &links, &tag_link])
+            .await?;
         self.cache.set_revision(repo, &digest);
         self.cache.repository_written(repo);
         if let Reference::Tag(tag) = reference {
-            self.write_link(&layout::tag_index_link(repo, tag, &digest)?, &digest)
-                .await?;
-            self.write_link(&layout::tag_current_link(repo, tag)?, &digest)
-                .await?;
             self.cache.forget_tag(repo, tag.as_str());
             self.cache.set_tag(repo, tag.as_str(), &digest);
         }

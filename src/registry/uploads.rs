@@ -11,6 +11,7 @@ use super::{
     layout, Digest, DigestHasher, Registry, RegistryError, RegistryResult, RepositoryName,
 };
 use crate::storage::{FileWriter, StorageError};
+use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -47,6 +48,68 @@ pub fn parse_upload_id(s: &str) -> RegistryResult<String> {
         .map_err(|_| RegistryError::BlobUploadUnknown)
 }
 
+/// Bytes gathered from the network before they are handed on, as one batch, to the hashing
+/// thread and to the storage writer. One batch is hashed and written while the next one
+/// arrives, so an upload holds at most three batches of memory whatever its size.
+const BATCH: usize = 1 << 20;
+/// Below this, a last batch is hashed on the request's own task: a thread hop costs more.
+const INLINE_HASH: usize = 64 << 10;
+
+/// SHA-256 computed on a blocking thread while the request keeps receiving, batch by batch,
+/// so that hashing (the slowest step per byte) overlaps receiving and writing instead of
+/// taking turns with them on one thread.
+struct PipelinedHasher {
+    /// The state, when no batch is being hashed.
+    idle: Option<DigestHasher>,
+    running: Option<tokio::task::JoinHandle<DigestHasher>>,
+}
+
+impl PipelinedHasher {
+    fn new(h: DigestHasher) -> Self {
+        PipelinedHasher {
+            idle: Some(h),
+            running: None,
+        }
+    }
+
+    /// The state after every batch handed over so far.
+    async fn settle(&mut self) -> RegistryResult<&mut DigestHasher> {
+        if let Some(h) = self.running.take() {
+            let h = h.await.map_err(|e| {
+                RegistryError::Storage(StorageError::Io {
+                    path: String::new(),
+                    source: std::io::Error::other(format!("hashing task failed: {e}")),
+                })
+            })?;
+            self.idle = Some(h);
+        }
+        Ok(self.idle.get_or_insert_with(DigestHasher::new))
+    }
+
+    async fn push(&mut self, batch: Vec<Bytes>, len: usize) -> RegistryResult<()> {
+        let h = self.settle().await?;
+        if len < INLINE_HASH {
+            for b in &batch {
+                h.update(b);
+            }
+            return Ok(());
+        }
+        let mut h = std::mem::take(h);
+        self.idle = None;
+        self.running = Some(tokio::task::spawn_blocking(move || {
+            for b in &batch {
+                h.update(b);
+            }
+            h
+        }));
+        Ok(())
+    }
+
+    async fn finish(mut self) -> RegistryResult<DigestHasher> {
+        Ok(std::mem::take(self.settle().await?))
+    }
+}
+
 /// An open upload, locked for one request, taking bytes.
 pub struct UploadWriter<'a> {
     registry: &'a Registry,
@@ -54,7 +117,12 @@ pub struct UploadWriter<'a> {
     id: String,
     state: OwnedMutexGuard<HashState>,
     writer: Option<Box<dyn FileWriter>>,
-    hasher: DigestHasher,
+    hasher: PipelinedHasher,
+    batch: Vec<Bytes>,
+    batch_len: usize,
+    /// A write failed: the file may hold less than was hashed, so the digest state must not
+    /// be kept for the next request (it is rebuilt from the file instead).
+    poisoned: bool,
 }
 
 impl Registry {
@@ -62,8 +130,10 @@ impl Registry {
     pub async fn start_upload(&self, repo: &RepositoryName) -> RegistryResult<String> {
         let id = uuid::Uuid::new_v4().hyphenated().to_string();
         let started = humantime::format_rfc3339_nanos(SystemTime::now()).to_string();
+        // Not fsynced: a session lost in a crash is lost anyway (its data file too), and
+        // purging treats a missing `startedat` by the data file's age.
         self.driver
-            .put_content(&layout::upload_started_at(repo, &id)?, started.as_bytes())
+            .put_small(&layout::upload_started_at(repo, &id)?, started.as_bytes())
             .await?;
         let w = self
             .driver
@@ -133,7 +203,10 @@ impl Registry {
             id: id.to_owned(),
             state,
             writer: Some(writer),
-            hasher,
+            hasher: PipelinedHasher::new(hasher),
+            batch: Vec::new(),
+            batch_len: 0,
+            poisoned: false,
         })
     }
 
@@ -168,36 +241,81 @@ impl UploadWriter<'_> {
         &self.id
     }
 
-    /// Bytes in the upload, including what this request has written so far.
+    /// Bytes in the upload, including what this request has received so far.
     pub fn size(&self) -> u64 {
         self.writer
             .as_ref()
             .map(|w| w.size())
             .unwrap_or(self.state.offset)
+            + self.batch_len as u64
     }
 
-    pub async fn write(&mut self, data: &[u8]) -> RegistryResult<()> {
+    /// Takes a chunk of the body as it came off the network (no copy is made).
+    pub async fn write(&mut self, data: Bytes) -> RegistryResult<()> {
+        if self.writer.is_none() {
+            return Err(RegistryError::BlobUploadUnknown);
+        }
+        self.batch_len += data.len();
+        self.batch.push(data);
+        if self.batch_len >= BATCH {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Hands the gathered batch to the hasher and the writer.
+    async fn flush(&mut self) -> RegistryResult<()> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.batch);
+        let len = std::mem::take(&mut self.batch_len);
         let Some(w) = self.writer.as_mut() else {
             return Err(RegistryError::BlobUploadUnknown);
         };
-        if let Err(e) = w.write(data).await {
+        // Clones of `Bytes` share the data: the hasher and the writer read the same memory.
+        let result = match self.hasher.push(batch.clone(), len).await {
+            Ok(()) => w.write_chunks(batch).await.map_err(RegistryError::from),
+            Err(e) => Err(e),
+        };
+        if result.is_err() {
             // The file and the hash may now disagree: force a rebuild next time.
+            self.poisoned = true;
             self.state.hasher = None;
-            return Err(e.into());
         }
-        self.hasher.update(data);
-        Ok(())
+        result
+    }
+
+    /// Everything received is handed over; returns the digest state after it.
+    async fn settle(&mut self) -> RegistryResult<DigestHasher> {
+        self.flush().await?;
+        let hasher = std::mem::replace(&mut self.hasher, PipelinedHasher::new(DigestHasher::new()));
+        hasher.finish().await
     }
 
     /// Ends this request's part, keeping the session open; returns the upload's size.
     pub async fn pause(mut self) -> RegistryResult<u64> {
+        let hasher = match self.settle().await {
+            Ok(h) => h,
+            Err(e) => {
+                if let Some(w) = self.writer.take() {
+                    let _ = w.close().await;
+                }
+                self.state.hasher = None;
+                return Err(e);
+            }
+        };
         let Some(w) = self.writer.take() else {
             return Err(RegistryError::BlobUploadUnknown);
         };
         match w.close().await {
-            Ok(size) => {
+            Ok(size) if !self.poisoned => {
                 self.state.offset = size;
-                self.state.hasher = Some(self.hasher.clone());
+                self.state.hasher = Some(hasher);
+                Ok(size)
+            }
+            Ok(size) => {
+                self.state.hasher = None;
                 Ok(size)
             }
             Err(e) => {
@@ -211,12 +329,19 @@ impl UploadWriter<'_> {
     /// blob store and links it into the repository. On a mismatch nothing is stored and the
     /// session is removed.
     pub async fn complete(mut self, expected: &Digest) -> RegistryResult<u64> {
+        let hasher = match self.settle().await {
+            Ok(h) => h,
+            Err(e) => {
+                self.state.hasher = None;
+                return Err(e);
+            }
+        };
         let Some(w) = self.writer.take() else {
             return Err(RegistryError::BlobUploadUnknown);
         };
         let registry = self.registry;
         let upload_dir = layout::upload_dir(&self.repo, &self.id)?;
-        let actual = self.hasher.clone().finish();
+        let actual = hasher.finish();
         if &actual != expected {
             w.cancel().await?;
             registry.remove(&upload_dir).await?;

@@ -3,8 +3,8 @@
 //!
 //! Durability: small files are written to a temporary name beside their target, fsynced,
 //! renamed over it, and the directory is fsynced; a crash leaves the old file or the new one.
-//! Large content goes through [`FsWriter`], which writes 256 KiB at a time from a blocking
-//! thread while the next buffer fills, and fsyncs on commit.
+//! Large content goes through [`FsWriter`], which writes from a blocking thread while the
+//! next batch arrives, starts writeback as it goes, and fsyncs on commit.
 
 use super::{
     BlobReader, FileInfo, FileWriter, StorageDriver, StorageError, StoragePath, StorageResult,
@@ -15,7 +15,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-/// Bytes gathered before each write system call (two such buffers per open writer).
+/// Bytes gathered by small writes before each write system call.
 const WRITE_BUFFER: usize = 256 << 10;
 
 #[derive(Debug, Clone)]
@@ -74,6 +74,77 @@ impl FilesystemDriver {
         })
         .await
     }
+}
+
+/// Writes stages of small files durably, waiting for the disk once for all the content and
+/// once per stage:
+///
+/// 1. every file is written to a temporary name beside its target and its writeback started
+///    (`sync_file_range`), so that the blocks of all of them are allocated in the journal's
+///    running transaction;
+/// 2. each temporary is `fdatasync`ed: the first waits for that journal commit, the others
+///    find their data written and their metadata already committed;
+/// 3. stage by stage, the temporaries are renamed over their targets (readers see the old
+///    content or the new) and each distinct directory of the stage is fsynced, the first
+///    fsync committing every rename of the stage, before the next stage's renames begin.
+///
+/// This gives what fsyncing each file and directory in turn gives, on any filesystem; only
+/// the waiting is shared. On a failure the temporaries left are removed; targets already
+/// renamed stay (each is complete).
+fn write_staged(stages: &[Vec<(StoragePath, PathBuf, Bytes)>]) -> StorageResult<()> {
+    let jobs: Vec<&(StoragePath, PathBuf, Bytes)> = stages.iter().flatten().collect();
+    let mut temps: Vec<(PathBuf, File)> = Vec::with_capacity(jobs.len());
+    let cleanup = |temps: &[(PathBuf, File)]| {
+        for (t, _) in temps {
+            let _ = fs::remove_file(t);
+        }
+    };
+    for (path, full, content) in &jobs {
+        let tmp = temp_name(full);
+        let written = create_parent(full).and_then(|_| {
+            let mut f = File::create(&tmp)?;
+            f.write_all(content)?;
+            start_writeback(&f, 0, content.len() as u64);
+            Ok(f)
+        });
+        match written {
+            Ok(f) => temps.push((tmp, f)),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                cleanup(&temps);
+                return Err(StorageError::io(path, e));
+            }
+        }
+    }
+    for ((path, _, _), (_, f)) in jobs.iter().zip(&temps) {
+        if let Err(e) = f.sync_data() {
+            cleanup(&temps);
+            return Err(StorageError::io(path, e));
+        }
+    }
+    let mut next = 0;
+    for stage in stages {
+        let mut dirs: Vec<&Path> = Vec::new();
+        for (path, full, _) in stage {
+            if let Err(e) = fs::rename(&temps[next].0, full) {
+                cleanup(&temps[next..]);
+                return Err(StorageError::io(path, e));
+            }
+            next += 1;
+            if let Some(d) = full.parent() {
+                if !dirs.contains(&d) {
+                    dirs.push(d);
+                }
+            }
+        }
+        for d in dirs {
+            if let Err(e) = fsync_dir(d) {
+                cleanup(&temps[next..]);
+                return Err(StorageError::io(d.display(), e));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn not_found_or(path: &StoragePath, e: io::Error) -> StorageError {
@@ -156,6 +227,19 @@ impl StorageDriver for FilesystemDriver {
 
     async fn put_small(&self, path: &StoragePath, content: &[u8]) -> StorageResult<()> {
         self.write_small(path, content, false).await
+    }
+
+    async fn put_staged(&self, stages: &[&[(StoragePath, Bytes)]]) -> StorageResult<()> {
+        let jobs: Vec<Vec<(StoragePath, PathBuf, Bytes)>> = stages
+            .iter()
+            .map(|stage| {
+                stage
+                    .iter()
+                    .map(|(p, c)| (p.clone(), self.full(p), c.clone()))
+                    .collect()
+            })
+            .collect();
+        blocking(move || write_staged(&jobs)).await
     }
 
     async fn reader(&self, path: &StoragePath, offset: u64) -> StorageResult<(BlobReader, u64)> {
@@ -357,6 +441,37 @@ impl StorageDriver for FilesystemDriver {
     }
 }
 
+/// `pread`s into the uninitialised tail of `buf` (up to `want` bytes in all) at `offset` plus
+/// what `buf` holds, and extends `buf` by what was read: the file's bytes are copied once,
+/// into memory that is never zeroed first.
+fn pread_into_spare(
+    file: &File,
+    buf: &mut bytes::BytesMut,
+    want: usize,
+    offset: u64,
+) -> io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let have = buf.len();
+    let spare = buf.spare_capacity_mut();
+    let len = spare.len().min(want - have);
+    let at = i64::try_from(offset + have as u64).map_err(|_| io::Error::other("offset too large"))?;
+    loop {
+        // SAFETY: the kernel writes at most `len` bytes into the spare capacity, which is
+        // valid for writes of that length; nothing reads it before `set_len` below.
+        let k = unsafe { nix::libc::pread(file.as_raw_fd(), spare.as_mut_ptr().cast(), len, at) };
+        if k >= 0 {
+            let k = k as usize;
+            // SAFETY: `k <= len` bytes past `have` were initialised by pread.
+            unsafe { buf.set_len(have + k) };
+            return Ok(k);
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+}
+
 /// Reads a file in [`super::READ_CHUNK`] pieces with `pread`, one read always in flight ahead of
 /// the network. No thread waits on a slow client: each read is its own short blocking task.
 struct FileChunks {
@@ -377,18 +492,15 @@ impl FileChunks {
         self.offset += n as u64;
         self.remaining -= n as u64;
         self.pending = Some(tokio::task::spawn_blocking(move || {
-            use std::os::unix::fs::FileExt;
-            let mut buf = bytes::BytesMut::zeroed(n);
-            let mut done = 0;
-            while done < n {
-                let k = file.read_at(&mut buf[done..], offset + done as u64)?;
+            let mut buf = bytes::BytesMut::with_capacity(n);
+            while buf.len() < n {
+                let k = pread_into_spare(&file, &mut buf, n, offset)?;
                 if k == 0 {
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "blob shorter than its recorded size",
                     ));
                 }
-                done += k;
             }
             Ok(buf.freeze())
         }));
@@ -427,22 +539,42 @@ impl futures_core::Stream for FileChunks {
     }
 }
 
-/// A buffer being written by a blocking thread; it hands back the file and the buffer.
-type PendingWrite = tokio::task::JoinHandle<io::Result<(File, Vec<u8>)>>;
+/// What a write task hands back: the file, the emptied copy buffer (if it used one), and the
+/// offset up to which writeback has been started.
+type WriteDone = (File, Option<Vec<u8>>, u64);
+type PendingWrite = tokio::task::JoinHandle<io::Result<WriteDone>>;
 
-/// Buffered, append-only writer over a local file. Two buffers take turns: while one is
-/// being written by a blocking thread, the request keeps filling the other, so receiving,
-/// hashing and writing overlap instead of taking turns.
+/// Once this many bytes are written but not yet handed to writeback, the kernel is asked to
+/// start writing them out (`sync_file_range`), so that `commit`'s fsync finds little left
+/// to do and a large upload never piles up gigabytes of dirty pages.
+const WRITEBACK_STEP: u64 = 8 << 20;
+
+/// What a write task writes: bytes gathered by [`FileWriter::write`], or chunks as they came
+/// off the network.
+enum WriteJob {
+    Buffer(Vec<u8>),
+    Chunks(Vec<Bytes>),
+}
+
+/// Buffered, append-only writer over a local file. While one write runs on a blocking
+/// thread the request keeps receiving, so receiving, hashing and writing overlap instead of
+/// taking turns. Chunks from the network are written as they are (`writev`); small writes
+/// are gathered into a buffer allocated on first use.
 pub struct FsWriter {
     path: StoragePath,
     full: PathBuf,
     /// The file, when no write is in flight.
     file: Option<File>,
-    /// The write in flight: gives back the file and its (emptied) buffer.
+    /// The write in flight.
     pending: Option<PendingWrite>,
     buf: Vec<u8>,
     spare: Option<Vec<u8>>,
+    /// Bytes accepted so far, in the file or on their way to it.
     size: u64,
+    /// Bytes handed to write tasks: the file's length once they finish.
+    handed: u64,
+    /// Everything before this offset has been handed to writeback.
+    writeback_from: u64,
 }
 
 impl FsWriter {
@@ -452,16 +584,18 @@ impl FsWriter {
             full,
             file: Some(file),
             pending: None,
-            buf: Vec::with_capacity(WRITE_BUFFER),
+            buf: Vec::new(),
             spare: None,
             size,
+            handed: size,
+            writeback_from: size,
         }
     }
 
     /// Waits for the write in flight, if any, and takes the file back.
     async fn settle(&mut self) -> StorageResult<()> {
         if let Some(h) = self.pending.take() {
-            let (file, buf) = h
+            let (file, buf, writeback_from) = h
                 .await
                 .map_err(|e| {
                     StorageError::io(
@@ -471,40 +605,115 @@ impl FsWriter {
                 })?
                 .map_err(|e| StorageError::io(&self.path, e))?;
             self.file = Some(file);
-            self.spare = Some(buf);
+            if buf.is_some() {
+                self.spare = buf;
+            }
+            self.writeback_from = writeback_from;
         }
         Ok(())
     }
 
-    /// Hands the filled buffer to a blocking thread and carries on with the other one.
-    async fn start_write(&mut self) -> StorageResult<()> {
+    /// Hands a job to a blocking thread, after the one before it has finished.
+    async fn submit(&mut self, job: WriteJob) -> StorageResult<()> {
         self.settle().await?;
-        if self.buf.is_empty() {
-            return Ok(());
-        }
         let Some(mut file) = self.file.take() else {
             return Err(StorageError::io(
                 &self.path,
                 io::Error::other("writer already closed"),
             ));
         };
-        let next = self
-            .spare
-            .take()
-            .unwrap_or_else(|| Vec::with_capacity(WRITE_BUFFER));
-        let mut buf = std::mem::replace(&mut self.buf, next);
+        let len = match &job {
+            WriteJob::Buffer(b) => b.len() as u64,
+            WriteJob::Chunks(c) => c.iter().map(|b| b.len() as u64).sum(),
+        };
+        let end = self.handed + len;
+        self.handed = end;
+        let mut writeback_from = self.writeback_from;
         self.pending = Some(tokio::task::spawn_blocking(move || {
-            file.write_all(&buf)?;
-            buf.clear();
-            Ok((file, buf))
+            let buf = match job {
+                WriteJob::Buffer(mut b) => {
+                    file.write_all(&b)?;
+                    b.clear();
+                    Some(b)
+                }
+                WriteJob::Chunks(chunks) => {
+                    write_all_chunks(&mut file, &chunks)?;
+                    None
+                }
+            };
+            if end - writeback_from >= WRITEBACK_STEP {
+                start_writeback(&file, writeback_from, end - writeback_from);
+                writeback_from = end;
+            }
+            Ok((file, buf, writeback_from))
         }));
         Ok(())
     }
 
+    /// Hands the gathered buffer to a write task, keeping the spare one for what follows.
+    async fn submit_buffer(&mut self) -> StorageResult<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.settle().await?;
+        let next = self.spare.take().unwrap_or_default();
+        let buf = std::mem::replace(&mut self.buf, next);
+        self.submit(WriteJob::Buffer(buf)).await
+    }
+
     /// Everything written so far is in the file.
     async fn drain(&mut self) -> StorageResult<()> {
-        self.start_write().await?;
+        self.submit_buffer().await?;
         self.settle().await
+    }
+}
+
+/// `write_all` over a list of chunks with as few `writev` calls as the kernel allows.
+fn write_all_chunks(file: &mut File, chunks: &[Bytes]) -> io::Result<()> {
+    // IOV_MAX is 1024 on Linux; batches are far smaller, but stay within it regardless.
+    for group in chunks.chunks(512) {
+        // Empty slices are left out: a trailing one would look like a write of zero bytes.
+        let mut slices: Vec<io::IoSlice<'_>> = group
+            .iter()
+            .filter(|c| !c.is_empty())
+            .map(|c| io::IoSlice::new(c))
+            .collect();
+        let mut rest: &mut [io::IoSlice<'_>] = &mut slices;
+        while !rest.is_empty() {
+            match file.write_vectored(rest) {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => io::IoSlice::advance_slices(&mut rest, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Asks the kernel to start writing a range of the file to disk, without waiting for it.
+/// Only a hint: durability still comes from the fsync in `commit`, so failure is ignored.
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let (Ok(off), Ok(n)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return;
+        };
+        // SAFETY: sync_file_range only reads its integer arguments; the descriptor is open
+        // for as long as `file` is borrowed.
+        unsafe {
+            nix::libc::sync_file_range(
+                file.as_raw_fd(),
+                off,
+                n,
+                nix::libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (file, offset, len);
     }
 }
 
@@ -512,16 +721,30 @@ impl FsWriter {
 impl FileWriter for FsWriter {
     async fn write(&mut self, mut data: &[u8]) -> StorageResult<()> {
         while !data.is_empty() {
+            if self.buf.capacity() == 0 {
+                self.buf.reserve_exact(WRITE_BUFFER.min(data.len().max(8 << 10)));
+            }
             let room = WRITE_BUFFER - self.buf.len();
             let n = room.min(data.len());
             self.buf.extend_from_slice(&data[..n]);
             self.size += n as u64;
             data = &data[n..];
             if self.buf.len() >= WRITE_BUFFER {
-                self.start_write().await?;
+                self.submit_buffer().await?;
             }
         }
         Ok(())
+    }
+
+    async fn write_chunks(&mut self, chunks: Vec<Bytes>) -> StorageResult<()> {
+        // Bytes gathered by `write` go first, to keep the order.
+        self.submit_buffer().await?;
+        let len: u64 = chunks.iter().map(|b| b.len() as u64).sum();
+        if len == 0 {
+            return Ok(());
+        }
+        self.size += len;
+        self.submit(WriteJob::Chunks(chunks)).await
     }
 
     fn size(&self) -> u64 {

@@ -148,7 +148,7 @@ pub type ChunkStream =
     std::pin::Pin<Box<dyn futures_core::Stream<Item = std::io::Result<Bytes>> + Send>>;
 
 /// Bytes per chunk when streaming content out.
-pub const READ_CHUNK: usize = 256 << 10;
+pub const READ_CHUNK: usize = 512 << 10;
 
 /// A streaming writer for large content (uploads). Nothing written is visible at its final
 /// place until the layer above moves it there; `commit` makes the bytes durable.
@@ -156,6 +156,14 @@ pub const READ_CHUNK: usize = 256 << 10;
 pub trait FileWriter: Send {
     /// Appends bytes.
     async fn write(&mut self, data: &[u8]) -> StorageResult<()>;
+    /// Appends a batch of chunks as they came off the network, without copying them into
+    /// a buffer of the writer's own where the backend can write them as they are.
+    async fn write_chunks(&mut self, chunks: Vec<Bytes>) -> StorageResult<()> {
+        for c in chunks {
+            self.write(&c).await?;
+        }
+        Ok(())
+    }
     /// Bytes in the file so far, including what was there when it was opened for append.
     fn size(&self) -> u64;
     /// Flushes and makes the content durable (fsync or the backend's equivalent).
@@ -187,6 +195,21 @@ pub trait StorageDriver: Send + Sync + fmt::Debug + 'static {
     /// never a half-written one. Backends where every write is durable keep the default.
     async fn put_small(&self, path: &StoragePath, content: &[u8]) -> StorageResult<()> {
         self.put_content(path, content).await
+    }
+
+    /// Writes several small files, each atomically, all durable when this returns, in
+    /// stages: no file of a stage becomes visible, even after a crash, before every file of
+    /// the stages before it is durable. (A tag must never point at a revision that a crash
+    /// could lose.) Backends make this cheaper than one [`StorageDriver::put_content`] after
+    /// another: the filesystem waits for the disk once for all the content and once per
+    /// stage, not twice per file.
+    async fn put_staged(&self, stages: &[&[(StoragePath, Bytes)]]) -> StorageResult<()> {
+        for stage in stages {
+            for (path, content) in stage.iter() {
+                self.put_content(path, content).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Opens a stream at `offset`; returns it with the file's total size.
