@@ -1,7 +1,7 @@
 //! The `registry:2` (CNCF distribution) configuration file, recognised by `version: 0.1`.
 //!
 //! We read the settings that mean something for this registry (filesystem storage, deletion,
-//! maintenance, `http.addr`, TLS, log level, htpasswd auth). Sections distribution knows and we
+//! maintenance, `http.addr`, TLS with `clientcas`, log level, htpasswd and token auth). Sections distribution knows and we
 //! do not implement (`storage.cache`, `http.secret`, `notifications`, `redis`, ...) are named in
 //! one warning. Storage drivers and authentication methods we do not have are errors: running
 //! on the wrong storage, or without the authentication asked for, would be worse than not
@@ -11,7 +11,9 @@
 //! (`interval`, `grace`, `deleteuntagged`, `socket`: collection inside the daemon) next to
 //! `uploadpurging` and `readonly`, and a top-level `retention:` list (see
 //! [`super::retention`]). Their keys ignore case, `_` and `-` (`deleteuntagged`,
-//! `delete_untagged`, `deleteUntagged`).
+//! `delete_untagged`, `deleteUntagged`). Likewise for the settings registry:2 has no name
+//! for: `http.trustforwardedheaders`, `auth.htpasswd.accessfile`, and the built-in token
+//! endpoint's `auth.token.signingkey`, `.htpasswd`, `.accessfile`.
 
 use super::layer::{set, AuthChoice, Layer, StorageChoice};
 use super::values::*;

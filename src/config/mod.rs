@@ -24,6 +24,12 @@
 //!   so the environment can undo a file's schedule. Retention rules are a list and come only
 //!   from the YAML file, as a whole. The keys of `storage.maintenance.gc` and of retention
 //!   rules ignore case, `_` and `-` (`deleteuntagged` = `delete_untagged` = `deleteUntagged`).
+//! * Authentication: `auth.htpasswd` or `auth.token` (`REGISTRY_AUTH`); without a method
+//!   named, a level's htpasswd keys alone choose htpasswd and its token keys alone token (as
+//!   registry:2 reads its `auth:` block), both at once is an error. `auth: token` with a
+//!   signing key (`auth.token.signingkey`) is the built-in endpoint, whose users are
+//!   `auth.token.htpasswd`. TLS keys and the flags over them combine key by key, so a file's
+//!   `http.tls.clientcas` stays when `--tls-cert` replaces its certificate.
 //! * When nothing names a storage directory: systemd's `STATE_DIRECTORY`, else
 //!   `/var/lib/docker-registry` when writable, else a per-user directory.
 
