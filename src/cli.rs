@@ -58,6 +58,7 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "REALM")]
     pub auth_realm: Option<String>,
     /// Who may pull, push and delete which repositories (YAML); needs --htpasswd
+    /// (auth.htpasswd.accessfile)
     #[arg(long, global = true, value_name = "FILE")]
     pub access_file: Option<PathBuf>,
     /// Serve HTTPS with this certificate chain (PEM); needs --tls-key
@@ -66,10 +67,11 @@ pub struct GlobalArgs {
     /// The private key (PEM) of --tls-cert
     #[arg(long, global = true, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
-    /// Require client certificates signed by these CAs (PEM): mutual TLS
+    /// Require client certificates signed by these CAs (PEM): mutual TLS (http.tls.clientcas)
     #[arg(long, global = true, value_name = "FILE", requires = "tls_cert")]
     pub tls_client_ca: Option<PathBuf>,
     /// Trust X-Forwarded-For/-Proto/-Host from a reverse proxy in front
+    /// (http.trustforwardedheaders)
     #[arg(long, global = true, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub trust_forwarded_headers: Option<bool>,
     /// Token authentication (auth: token): the token server's URL for the Bearer challenge

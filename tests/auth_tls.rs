@@ -222,12 +222,9 @@ fn skopeo_pushes_and_pulls_over_native_tls_with_basic_auth() {
     assert!(s.signal_and_wait(15).is_some());
 }
 
-#[test]
-fn mutual_tls_requires_a_client_certificate_from_the_ca() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let d = dir.path();
-    let (cert, key) = self_signed(d, "server");
-    // A client CA and a client certificate signed by it.
+/// A client CA (ca/cert.pem) and a client certificate signed by it, for mutual TLS:
+/// (CA certificate, client certificate, client key).
+fn client_ca(d: &Path) -> (PathBuf, PathBuf, PathBuf) {
     let ca_dir = d.join("ca");
     std::fs::create_dir_all(&ca_dir).expect("mkdir");
     let (ca_cert, ca_key) = self_signed(&ca_dir, "client-ca");
@@ -268,6 +265,15 @@ fn mutual_tls_requires_a_client_certificate_from_the_ca() {
         .arg(&ext)
         .args(["-CAcreateserial", "-out"])
         .arg(&client_cert));
+    (ca_cert, client_cert, client_key)
+}
+
+#[test]
+fn mutual_tls_requires_a_client_certificate_from_the_ca() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let (cert, key) = self_signed(d, "server");
+    let (ca_cert, client_cert, client_key) = client_ca(d);
     let s = Server::builder()
         .args_from(&[
             "--tls-cert",
@@ -319,6 +325,132 @@ fn mutual_tls_requires_a_client_certificate_from_the_ca() {
         &format!("oci:{}:latest", layouts.path().join("a").display()),
         &format!("docker://{}/mtls/a:latest", s.host()),
     ]);
+}
+
+/// Everything from a registry:2 file, no authentication or TLS flags: HTTPS with client
+/// certificates from `http.tls.clientcas`, htpasswd users, and the access file
+/// (`auth.htpasswd.accessfile`) deciding who may push.
+#[test]
+fn a_registry_2_file_alone_gives_mutual_tls_htpasswd_and_access_rules() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let (cert, key) = self_signed(d, "server");
+    let (ca_cert, client_cert, client_key) = client_ca(d);
+    let users = users(d);
+    run(Command::new("htpasswd")
+        .args(["-bB", "-C", "5"])
+        .arg(&users)
+        .args(["reader", "read pw"]));
+    let access = d.join("access.yml");
+    std::fs::write(
+        &access,
+        "rules:\n  - repositories: ['secure/**']\n    users: [tls-user]\n    actions: [pull, push]\n  \
+         - repositories: ['secure/**']\n    users: [reader]\n    actions: [pull]\n",
+    )
+    .expect("write access file");
+    let yml = d.join("config.yml");
+    std::fs::write(
+        &yml,
+        format!(
+            "version: 0.1\nhttp:\n  tls:\n    certificate: {}\n    key: {}\n    clientcas:\n      - {}\n\
+             auth:\n  htpasswd:\n    realm: file-realm\n    path: {}\n    accessfile: {}\n",
+            cert.display(),
+            key.display(),
+            ca_cert.display(),
+            users.display(),
+            access.display()
+        ),
+    )
+    .expect("write config");
+    let s = Server::builder()
+        .arg("--config")
+        .arg(yml.to_str().expect("utf-8"))
+        .start();
+    wait_for_log(&s, &format!("listening on https://127.0.0.1:{}", s.port));
+    let url = format!("https://{}/v2/", s.host());
+    let ca = cert.to_str().expect("utf-8");
+    let (cc, ck) = (
+        client_cert.to_str().expect("utf-8"),
+        client_key.to_str().expect("utf-8"),
+    );
+
+    // No client certificate: no TLS session, whatever the password.
+    let (ok, out) = curl(&["--cacert", ca, "-u", "tls-user:tls pw", &url]);
+    assert!(!ok, "no client certificate must fail: {out}");
+    // A client certificate, no password: the file's realm in the Basic challenge.
+    let (ok, out) = curl(&["--cacert", ca, "--cert", cc, "--key", ck, "-i", &url]);
+    assert!(
+        ok && out.contains(" 401") && out.contains(r#"Basic realm="file-realm""#),
+        "{out}"
+    );
+    let (ok, out) = curl(&[
+        "--cacert",
+        ca,
+        "--cert",
+        cc,
+        "--key",
+        ck,
+        "-u",
+        "reader:read pw",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        &url,
+    ]);
+    assert!(ok && out == "200", "{out}");
+
+    // skopeo with the client certificate: tls-user may push, reader only pull.
+    let certs = cert_dir(d, &cert);
+    std::fs::copy(&client_cert, certs.join("client.cert")).expect("copy");
+    std::fs::copy(&client_key, certs.join("client.key")).expect("copy");
+    let certs = certs.to_str().expect("utf-8");
+    let layouts = oci_layouts();
+    let src = format!("oci:{}:latest", layouts.path().join("a").display());
+    let dst = format!("docker://{}/secure/a:latest", s.host());
+    skopeo_ok(&[
+        "copy",
+        "--dest-cert-dir",
+        certs,
+        "--dest-creds",
+        "tls-user:tls pw",
+        &src,
+        &dst,
+    ]);
+    let pulled = d.join("pulled");
+    skopeo_ok(&[
+        "copy",
+        "--src-cert-dir",
+        certs,
+        "--src-creds",
+        "reader:read pw",
+        &dst,
+        &format!("dir:{}", pulled.display()),
+    ]);
+    assert!(pulled.join("manifest.json").exists());
+    let (ok, out) = skopeo(&[
+        "copy",
+        "--dest-cert-dir",
+        certs,
+        "--dest-creds",
+        "reader:read pw",
+        &src,
+        &format!("docker://{}/secure/b:latest", s.host()),
+    ]);
+    assert!(!ok, "the access file gives reader no push: {out}");
+    let (ok, out) = skopeo(&[
+        "copy",
+        "--dest-cert-dir",
+        certs,
+        "--dest-creds",
+        "tls-user:tls pw",
+        &src,
+        &format!("docker://{}/elsewhere/a:latest", s.host()),
+    ]);
+    assert!(
+        !ok,
+        "the access file gives tls-user nothing outside secure/: {out}"
+    );
 }
 
 /// The log reaches the harness through a pipe and a thread: wait (bounded) for a line.

@@ -390,11 +390,12 @@ fn start_on_fixed_port(port: u16, args: &[&str]) -> FixedPortRegistry {
     let dir = tempfile::tempdir().expect("tempdir");
     let empty = dir.path().join("empty");
     std::fs::write(&empty, "").expect("write");
-    let mut child = Command::new(BIN)
-        .arg("--sysconfig")
-        .arg(&empty)
-        .arg("--config")
-        .arg(&empty)
+    let mut cmd = Command::new(BIN);
+    cmd.arg("--sysconfig").arg(&empty);
+    if !args.contains(&"--config") {
+        cmd.arg("--config").arg(&empty);
+    }
+    let mut child = cmd
         .args([
             "--address",
             "127.0.0.1",
@@ -442,10 +443,9 @@ fn start_on_fixed_port(port: u16, args: &[&str]) -> FixedPortRegistry {
     r
 }
 
-#[test]
-fn the_built_in_token_endpoint_issues_scoped_tokens_to_htpasswd_users() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let d = dir.path();
+/// The built-in endpoint's users (writer, reader) and access file: everyone pulls, writer
+/// pushes under team/.
+fn endpoint_users(d: &Path) -> (PathBuf, PathBuf) {
     let users = d.join("users");
     let us = users.to_str().expect("utf-8");
     for (flags, user, pw) in [("-cbB", "writer", "write pw"), ("-bB", "reader", "read pw")] {
@@ -461,12 +461,102 @@ fn the_built_in_token_endpoint_issues_scoped_tokens_to_htpasswd_users() {
         "rules:\n  - repositories: ['**']\n    users: ['*']\n    actions: [pull]\n  - repositories: ['team/**']\n    users: [writer]\n    actions: [push]\n",
     )
     .expect("write");
-    // The signing key (PKCS#8, as openssl genpkey writes) and its certificate in the bundle.
-    let (key, cert) = key_and_cert(d, "ec");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+    (users, access)
+}
+
+/// A free loopback port, for a realm that must name the registry's own port.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("port")
-        .port();
+        .port()
+}
+
+/// `auth: token` with the built-in endpoint from a registry:2 file alone, no auth flags:
+/// skopeo gets tokens from the registry itself, and the access file limits them.
+#[test]
+fn a_registry_2_file_alone_configures_token_auth_with_the_built_in_endpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let (users, access) = endpoint_users(d);
+    let (key, cert) = key_and_cert(d, "rsa");
+    let port = free_port();
+    let realm = format!("http://127.0.0.1:{port}/token");
+    let yml = d.join("config.yml");
+    std::fs::write(
+        &yml,
+        format!(
+            "version: 0.1\nauth:\n  token:\n    realm: {realm}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    \
+             rootcertbundle: {}\n    signingkey: {}\n    htpasswd: {}\n    accessfile: {}\n",
+            cert.display(),
+            key.display(),
+            users.display(),
+            access.display()
+        ),
+    )
+    .expect("write config");
+    let r = start_on_fixed_port(port, &["--config", yml.to_str().expect("utf-8")]);
+    let host = format!("127.0.0.1:{}", r.port);
+
+    // The challenge is the file's: Bearer, its realm and service.
+    let c = client();
+    let resp = c
+        .get(format!("http://{host}/v2/team/a/manifests/latest"))
+        .send()
+        .expect("get");
+    assert_eq!(resp.status(), 401);
+    assert_eq!(
+        resp.headers()["www-authenticate"].to_str().expect("ascii"),
+        format!(r#"Bearer realm="{realm}",service="{SERVICE}",scope="repository:team/a:pull""#)
+    );
+    let layouts = oci_layouts();
+    let src = format!("oci:{}:latest", layouts.path().join("a").display());
+    skopeo_ok(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        "writer:write pw",
+        &src,
+        &format!("docker://{host}/team/b:latest"),
+    ]);
+    let pulled = d.join("pulled");
+    skopeo_ok(&[
+        "copy",
+        "--src-tls-verify=false",
+        "--src-creds",
+        "reader:read pw",
+        &format!("docker://{host}/team/b:latest"),
+        &format!("dir:{}", pulled.display()),
+    ]);
+    assert!(pulled.join("manifest.json").exists());
+    let (ok, out) = skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        "reader:read pw",
+        &src,
+        &format!("docker://{host}/team/c:latest"),
+    ]);
+    assert!(!ok, "the access file gives reader no push: {out}");
+    let (ok, out) = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--creds",
+        "writer:wrong",
+        &format!("docker://{host}/team/b:latest"),
+    ]);
+    assert!(!ok, "a wrong password gets no token: {out}");
+}
+
+#[test]
+fn the_built_in_token_endpoint_issues_scoped_tokens_to_htpasswd_users() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let (users, access) = endpoint_users(d);
+    let us = users.to_str().expect("utf-8");
+    // The signing key (PKCS#8, as openssl genpkey writes) and its certificate in the bundle.
+    let (key, cert) = key_and_cert(d, "ec");
+    let port = free_port();
     let realm = format!("http://127.0.0.1:{port}/token");
     let r = start_on_fixed_port(
         port,

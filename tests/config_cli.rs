@@ -198,6 +198,303 @@ fn config_shows_gc_and_retention_settings_with_their_sources() {
 }
 
 #[test]
+fn config_shows_token_auth_client_cas_and_the_proxy_switch_of_a_registry_2_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sys = write(
+        dir.path(),
+        "sysconfig",
+        "REGISTRY_AUTH_TOKEN_HTPASSWD=/etc/r/users\n",
+    );
+    let yml = write(
+        dir.path(),
+        "registry.yml",
+        "version: 0.1\nhttp:\n  trustforwardedheaders: true\n  tls:\n    certificate: /etc/r/tls.crt\n    \
+         key: /etc/r/tls.key\n    clientcas:\n      - /etc/r/ca1.pem\n      - /etc/r/ca2.pem\n\
+         auth:\n  token:\n    realm: https://r.example/token\n    service: r.example\n    \
+         issuer: r-issuer\n    rootcertbundle: /etc/r/token.crt\n    signingkey: /etc/r/token.key\n",
+    );
+    let out = run(
+        dir.path(),
+        &sys,
+        &yml,
+        &["config"],
+        &[("REGISTRY_AUTH_TOKEN_ACCESSFILE", "/etc/r/access.yml")],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}{}", stdout, text(&out.stderr));
+    assert_eq!(text(&out.stderr), "", "no warnings expected");
+    let (s, y) = (sys.display(), yml.display());
+    for (key, value, source) in [
+        (
+            "http.trustforwardedheaders",
+            "true",
+            format!("{y}:3 (http.trustforwardedheaders)"),
+        ),
+        (
+            "http.tls.certificate",
+            "/etc/r/tls.crt",
+            format!("{y}:5 (http.tls.certificate)"),
+        ),
+        (
+            "http.tls.clientcas",
+            "/etc/r/ca1.pem, /etc/r/ca2.pem",
+            format!("{y}:7 (http.tls.clientcas)"),
+        ),
+        (
+            "auth.token.realm",
+            "https://r.example/token",
+            format!("{y}:12 (auth.token.realm)"),
+        ),
+        (
+            "auth.token.service",
+            "r.example",
+            format!("{y}:13 (auth.token.service)"),
+        ),
+        (
+            "auth.token.issuer",
+            "r-issuer",
+            format!("{y}:14 (auth.token.issuer)"),
+        ),
+        (
+            "auth.token.rootcertbundle",
+            "/etc/r/token.crt",
+            format!("{y}:15 (auth.token.rootcertbundle)"),
+        ),
+        (
+            "auth.token.signingkey",
+            "/etc/r/token.key",
+            format!("{y}:16 (auth.token.signingkey)"),
+        ),
+        (
+            "auth.token.htpasswd",
+            "/etc/r/users",
+            format!("{s}:1 (REGISTRY_AUTH_TOKEN_HTPASSWD)"),
+        ),
+        (
+            "auth.token.accessfile",
+            "/etc/r/access.yml",
+            "environment (REGISTRY_AUTH_TOKEN_ACCESSFILE)".to_string(),
+        ),
+    ] {
+        let line = setting(&stdout, key);
+        assert!(
+            line.contains(&format!(" {value} ")) && line.ends_with(&format!("# {source}")),
+            "{key}: {line}\n{stdout}"
+        );
+    }
+
+    // The variables alone, registry:2's names and ours, give the same settings.
+    let empty = write(dir.path(), "empty.yml", "version: 0.1\n");
+    let out = run(
+        dir.path(),
+        &sys,
+        &empty,
+        &["config"],
+        &[
+            ("REGISTRY_AUTH", "htpasswd"),
+            ("REGISTRY_AUTH_HTPASSWD_PATH", "/etc/r/users"),
+            ("REGISTRY_AUTH_HTPASSWD_ACCESSFILE", "/etc/r/access.yml"),
+            ("REGISTRY_HTTP_TLS_CERTIFICATE", "/etc/r/tls.crt"),
+            ("REGISTRY_HTTP_TLS_KEY", "/etc/r/tls.key"),
+            (
+                "REGISTRY_HTTP_TLS_CLIENTCAS",
+                "[/etc/r/ca1.pem, /etc/r/ca2.pem]",
+            ),
+            ("REGISTRY_HTTP_TRUSTFORWARDEDHEADERS", "true"),
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}{}", stdout, text(&out.stderr));
+    // (The sysconfig file's REGISTRY_AUTH_TOKEN_HTPASSWD is not used: the method is htpasswd.)
+    for (key, value, var) in [
+        (
+            "auth.htpasswd.accessfile",
+            "/etc/r/access.yml",
+            "REGISTRY_AUTH_HTPASSWD_ACCESSFILE",
+        ),
+        (
+            "http.tls.clientcas",
+            "/etc/r/ca1.pem, /etc/r/ca2.pem",
+            "REGISTRY_HTTP_TLS_CLIENTCAS",
+        ),
+        (
+            "http.trustforwardedheaders",
+            "true",
+            "REGISTRY_HTTP_TRUSTFORWARDEDHEADERS",
+        ),
+    ] {
+        let line = setting(&stdout, key);
+        assert!(
+            line.contains(&format!(" {value} "))
+                && line.ends_with(&format!("# environment ({var})")),
+            "{key}: {line}\n{stdout}"
+        );
+    }
+    let out = run(
+        dir.path(),
+        &sys,
+        &empty,
+        &["config"],
+        &[
+            ("REGISTRY_AUTH", "token"),
+            ("REGISTRY_AUTH_TOKEN_REALM", "https://r.example/token"),
+            ("REGISTRY_AUTH_TOKEN_SERVICE", "r.example"),
+            ("REGISTRY_AUTH_TOKEN_ISSUER", "r-issuer"),
+            ("REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE", "/etc/r/token.crt"),
+            ("REGISTRY_AUTH_TOKEN_SIGNINGKEY", "/etc/r/token.key"),
+        ],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}{}", stdout, text(&out.stderr));
+    for (key, var) in [
+        ("auth.token.realm", "REGISTRY_AUTH_TOKEN_REALM"),
+        ("auth.token.service", "REGISTRY_AUTH_TOKEN_SERVICE"),
+        ("auth.token.issuer", "REGISTRY_AUTH_TOKEN_ISSUER"),
+        (
+            "auth.token.rootcertbundle",
+            "REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE",
+        ),
+        ("auth.token.signingkey", "REGISTRY_AUTH_TOKEN_SIGNINGKEY"),
+    ] {
+        assert!(
+            setting(&stdout, key).ends_with(&format!("# environment ({var})")),
+            "{key}: {stdout}"
+        );
+    }
+    assert!(
+        setting(&stdout, "auth.token.htpasswd")
+            .ends_with(&format!("# {s}:1 (REGISTRY_AUTH_TOKEN_HTPASSWD)")),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn config_shows_the_auth_tls_and_proxy_keys_of_a_flavored_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sys = write(dir.path(), "sysconfig", "CLIENT_CA=/etc/r/clients.pem\n");
+    let yml = write(
+        dir.path(),
+        "docker-registry.yml",
+        "common: &common\n  trust_forwarded_headers: true\nlocal:\n  <<: *common\n  storage: local\n  \
+         tls_certificate: /etc/r/tls.crt\n  tls_key: /etc/r/tls.key\n  tls_client_cas: _env:CLIENT_CA:/etc/r/ca.pem\n  \
+         auth:\n    htpasswd:\n      realm: r\n      path: /etc/r/users\n      access_file: /etc/r/access.yml\n",
+    );
+    let out = run(dir.path(), &sys, &yml, &["config"], &[]);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}{}", stdout, text(&out.stderr));
+    assert_eq!(text(&out.stderr), "", "no warnings expected");
+    let (s, y) = (sys.display(), yml.display());
+    for (key, value, source) in [
+        (
+            "http.trustforwardedheaders",
+            "true",
+            format!("{y}:2 (common.trust_forwarded_headers)"),
+        ),
+        (
+            "http.tls.key",
+            "/etc/r/tls.key",
+            format!("{y}:7 (local.tls_key)"),
+        ),
+        (
+            "http.tls.clientcas",
+            "/etc/r/clients.pem",
+            format!("{y}:8 (local.tls_client_cas: _env:CLIENT_CA from {s}:1)"),
+        ),
+        (
+            "auth.htpasswd.path",
+            "/etc/r/users",
+            format!("{y}:12 (local.auth.htpasswd.path)"),
+        ),
+        (
+            "auth.htpasswd.accessfile",
+            "/etc/r/access.yml",
+            format!("{y}:13 (local.auth.htpasswd.access_file)"),
+        ),
+    ] {
+        let line = setting(&stdout, key);
+        assert!(
+            line.contains(&format!(" {value} ")) && line.ends_with(&format!("# {source}")),
+            "{key}: {line}\n{stdout}"
+        );
+    }
+    // A flag overrides its own key only.
+    let out = run(
+        dir.path(),
+        &sys,
+        &yml,
+        &["config", "--access-file", "/cli/access.yml"],
+        &[],
+    );
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        setting(&stdout, "auth.htpasswd.accessfile")
+            .ends_with("/cli/access.yml                  # command line (--access-file)"),
+        "{stdout}"
+    );
+    assert!(
+        setting(&stdout, "auth.htpasswd.path")
+            .ends_with(&format!("# {y}:12 (local.auth.htpasswd.path)")),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn check_reports_bad_auth_tls_and_proxy_values_with_file_line_and_key() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sys = write(dir.path(), "sysconfig", "");
+    let yml = write(
+        dir.path(),
+        "registry.yml",
+        "version: 0.1\nhttp:\n  trustforwardedheaders: maybe\n  tls:\n    clientcas: [/ca.pem]\n\
+         auth:\n  token:\n    realm: https://r.example/token\n    service: r.example\n    \
+         signingkey: [a, b]\n",
+    );
+    let out = run(dir.path(), &sys, &yml, &["config", "--check"], &[]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    let y = yml.display();
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 4, "{stderr}");
+    assert_eq!(
+        lines[0],
+        format!("{y}:3: http.trustforwardedheaders: expected true or false, found \"maybe\""),
+        "{stderr}"
+    );
+    assert_eq!(
+        lines[1],
+        format!("{y}:10: auth.token.signingkey: expected a single value, found a list"),
+        "{stderr}"
+    );
+    assert_eq!(
+        lines[2],
+        format!("{y}:7: auth.token: token authentication needs auth.token.issuer, auth.token.rootcertbundle (or REGISTRY_AUTH_TOKEN_ISSUER, REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE)"),
+        "{stderr}"
+    );
+    assert!(
+        lines[3].starts_with(&format!(
+            "{y}:5: http.tls.clientcas: client CAs (mutual TLS) without a TLS certificate and key"
+        )),
+        "{stderr}"
+    );
+
+    // Keys of distribution's token auth we do not implement are named in a warning.
+    let yml = write(
+        dir.path(),
+        "registry.yml",
+        "version: 0.1\nauth:\n  token:\n    realm: https://r.example/token\n    service: r.example\n    \
+         issuer: r-issuer\n    rootcertbundle: /etc/r/token.crt\n    autoredirect: true\n    jwks: /etc/r/jwks.json\n",
+    );
+    let out = run(dir.path(), &sys, &yml, &["config", "--check"], &[]);
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stderr.trim_end(),
+        format!("warning: {y}: ignoring registry:2 settings this registry does not use: auth.token.autoredirect, auth.token.jwks"),
+    );
+}
+
+#[test]
 fn check_reports_every_problem_as_file_line_key_and_fails() {
     let dir = tempfile::tempdir().expect("temp dir");
     let sys = write(

@@ -1,7 +1,7 @@
 //! The `registry:2` (CNCF distribution) configuration file, recognised by `version: 0.1`.
 //!
 //! We read the settings that mean something for this registry (filesystem storage, deletion,
-//! maintenance, `http.addr`, TLS, log level, htpasswd auth). Sections distribution knows and we
+//! maintenance, `http.addr`, TLS with `clientcas`, log level, htpasswd and token auth). Sections distribution knows and we
 //! do not implement (`storage.cache`, `http.secret`, `notifications`, `redis`, ...) are named in
 //! one warning. Storage drivers and authentication methods we do not have are errors: running
 //! on the wrong storage, or without the authentication asked for, would be worse than not
@@ -11,7 +11,9 @@
 //! (`interval`, `grace`, `deleteuntagged`, `socket`: collection inside the daemon) next to
 //! `uploadpurging` and `readonly`, and a top-level `retention:` list (see
 //! [`super::retention`]). Their keys ignore case, `_` and `-` (`deleteuntagged`,
-//! `delete_untagged`, `deleteUntagged`).
+//! `delete_untagged`, `deleteUntagged`). Likewise for the settings registry:2 has no name
+//! for: `http.trustforwardedheaders`, `auth.htpasswd.accessfile`, and the built-in token
+//! endpoint's `auth.token.signingkey`, `.htpasswd`, `.accessfile`.
 
 use super::layer::{set, AuthChoice, Layer, StorageChoice};
 use super::values::*;
@@ -323,16 +325,27 @@ fn read_http(
                         src,
                         errors,
                     ),
+                    "clientcas" => {
+                        set(&mut layer.tls_client_cas, node_paths(&t.value), src, errors)
+                    }
                     _ => ignored.push(format!("http.tls.{}", t.key)),
                 },
+            ),
+            key if extension_key(key) == "trustforwardedheaders" => set(
+                &mut layer.trust_forwarded_headers,
+                node_bool(&e.value),
+                src,
+                errors,
             ),
             _ => ignored.push(format!("http.{}", e.key)),
         },
     );
 }
 
-/// `auth:` with one method; `htpasswd` (`realm`, `path`) is the one we have. Shared with the
-/// legacy format, where we accept the same block.
+/// `auth:` with one method: `htpasswd` (`realm`, `path`, and our `accessfile`) or `token`
+/// (`realm`, `service`, `issuer`, `rootcertbundle`, and ours for the built-in token endpoint:
+/// `signingkey`, `htpasswd`, `accessfile`). Our keys ignore case, `_` and `-`. Shared with
+/// the legacy format, where we accept the same block.
 pub fn read_auth(
     file: &Path,
     auth: &Entry,
@@ -359,9 +372,21 @@ pub fn read_auth(
                             src,
                             errors,
                         ),
+                        key if extension_key(key) == "accessfile" => set(
+                            &mut layer.auth_access_file,
+                            node_with(&h.value, path_text),
+                            src,
+                            errors,
+                        ),
                         _ => ignored.push(format!("auth.htpasswd.{}", h.key)),
                     },
                 );
+            }
+            "token" => {
+                layer.auth = Some(Sourced::new(AuthChoice::Token, src));
+                each(file, e, errors, ignored, |t, src, errors, ignored| {
+                    read_token(t, src, layer, errors, ignored)
+                });
             }
             other => {
                 layer.auth = Some(Sourced::new(
@@ -377,10 +402,36 @@ pub fn read_auth(
         errors.push(ConfigError::at(
             &entry_source(file, auth),
             format!(
-                "more than one authentication method configured ({}); keep one",
+                "more than one authentication method configured ({}); keep one (the built-in \
+                 token endpoint's users are auth.token.htpasswd)",
                 methods.join(", ")
             ),
         ));
+    }
+}
+
+/// One key of `auth.token`.
+fn read_token(
+    t: &Entry,
+    src: Source,
+    layer: &mut Layer,
+    errors: &mut Vec<ConfigError>,
+    ignored: &mut Vec<String>,
+) {
+    let path = |slot: &mut Option<Sourced<PathBuf>>, errors: &mut Vec<ConfigError>| {
+        set(slot, node_with(&t.value, path_text), src.clone(), errors)
+    };
+    match t.key.as_str() {
+        "realm" => set(&mut layer.token.realm, node_text(&t.value), src, errors),
+        "service" => set(&mut layer.token.service, node_text(&t.value), src, errors),
+        "issuer" => set(&mut layer.token.issuer, node_text(&t.value), src, errors),
+        "rootcertbundle" => path(&mut layer.token.rootcertbundle, errors),
+        key => match extension_key(key).as_str() {
+            "signingkey" => path(&mut layer.token.signing_key, errors),
+            "htpasswd" => path(&mut layer.token.htpasswd, errors),
+            "accessfile" => path(&mut layer.token.access_file, errors),
+            _ => ignored.push(format!("auth.token.{}", t.key)),
+        },
     }
 }
 
@@ -448,6 +499,78 @@ mod tests {
     }
 
     #[test]
+    fn reads_token_auth_client_cas_and_our_auth_and_proxy_keys() {
+        let (l, errors, warnings) = load(
+            "version: 0.1\nhttp:\n  trust_forwarded_headers: yes\n  tls:\n    certificate: /c.pem\n    \
+             key: /k.pem\n    clientcas:\n      - /ca.pem\n    minimumtls: tls1.2\nauth:\n  token:\n    \
+             realm: https://r.example/token\n    service: r.example\n    issuer: issuer\n    \
+             rootcertbundle: /b.pem\n    signingKey: /s.key\n    htpasswd: /users\n    access_file: /a.yml\n    \
+             jwks: /j.json\n",
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(l.trust_forwarded_headers.map(|s| s.value), Some(true));
+        let cas = l.tls_client_cas.expect("clientcas");
+        assert_eq!(cas.value, vec![PathBuf::from("/ca.pem")]);
+        assert_eq!(
+            cas.source.to_string(),
+            "/etc/registry.yml:7 (http.tls.clientcas)"
+        );
+        assert_eq!(l.auth.map(|s| s.value), Some(AuthChoice::Token));
+        let t = l.token;
+        assert_eq!(
+            t.realm.map(|s| s.value),
+            Some("https://r.example/token".into())
+        );
+        assert_eq!(t.service.map(|s| s.value), Some("r.example".into()));
+        assert_eq!(t.issuer.map(|s| s.value), Some("issuer".into()));
+        assert_eq!(
+            t.rootcertbundle.map(|s| s.value),
+            Some(PathBuf::from("/b.pem"))
+        );
+        let key = t.signing_key.expect("signingkey");
+        assert_eq!(key.value, PathBuf::from("/s.key"));
+        assert_eq!(
+            key.source.to_string(),
+            "/etc/registry.yml:16 (auth.token.signingKey)"
+        );
+        assert_eq!(t.htpasswd.map(|s| s.value), Some(PathBuf::from("/users")));
+        assert_eq!(
+            t.access_file.map(|s| s.value),
+            Some(PathBuf::from("/a.yml"))
+        );
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].ends_with("does not use: http.tls.minimumtls, auth.token.jwks"),
+            "{warnings:?}"
+        );
+        let (l, errors, _) =
+            load("version: 0.1\nauth:\n  htpasswd:\n    path: /users\n    accessfile: /a.yml\n");
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            l.auth_access_file.map(|s| s.value),
+            Some(PathBuf::from("/a.yml"))
+        );
+    }
+
+    #[test]
+    fn wrong_types_of_the_auth_and_tls_keys_are_errors_with_lines() {
+        let (_, errors, _) = load(
+            "version: 0.1\nhttp:\n  trustforwardedheaders: sometimes\n  tls:\n    clientcas: {a: b}\n\
+             auth:\n  token:\n    rootcertbundle: [a, b]\n    signingkey: ''\n",
+        );
+        let shown: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            shown,
+            [
+                "/etc/registry.yml:3: http.trustforwardedheaders: expected true or false, found \"sometimes\"",
+                "/etc/registry.yml:5: http.tls.clientcas: expected a single value, found a mapping",
+                "/etc/registry.yml:8: auth.token.rootcertbundle: expected a single value, found a list",
+                "/etc/registry.yml:9: auth.token.signingkey: empty path",
+            ]
+        );
+    }
+
+    #[test]
     fn filesystem_without_rootdirectory_means_registry_2s_default() {
         let (l, errors, _) = load("version: 0.1\nstorage:\n  filesystem: {}\n");
         assert!(errors.is_empty(), "{errors:?}");
@@ -462,7 +585,7 @@ mod tests {
     #[test]
     fn other_storage_drivers_and_auth_methods_are_chosen_so_they_can_be_refused() {
         let (l, errors, _) =
-            load("version: 0.1\nstorage:\n  s3:\n    bucket: b\nauth:\n  token:\n    realm: x\n");
+            load("version: 0.1\nstorage:\n  s3:\n    bucket: b\nauth:\n  silly:\n    realm: x\n");
         assert!(errors.is_empty(), "{errors:?}");
         assert_eq!(
             l.storage.map(|s| s.value),
@@ -471,7 +594,7 @@ mod tests {
         assert_eq!(
             l.auth.map(|s| s.value),
             Some(AuthChoice::Unsupported {
-                name: "token".into()
+                name: "silly".into()
             })
         );
     }

@@ -10,6 +10,12 @@
 //! Garbage collection follows registry:2's naming for our `storage.maintenance.gc` section
 //! (`REGISTRY_STORAGE_MAINTENANCE_GC_INTERVAL`, `_GRACE`, `_DELETEUNTAGGED`, `_SOCKET`);
 //! retention rules are a list and come only from files.
+//!
+//! Authentication and TLS: registry:2's `REGISTRY_AUTH` (`htpasswd` or `token`),
+//! `REGISTRY_AUTH_HTPASSWD_*`, `REGISTRY_AUTH_TOKEN_{REALM,SERVICE,ISSUER,ROOTCERTBUNDLE}`,
+//! `REGISTRY_HTTP_TLS_{CERTIFICATE,KEY,CLIENTCAS}` (one path or `[a, b]`), and the same
+//! mapping for our keys: `REGISTRY_AUTH_HTPASSWD_ACCESSFILE`,
+//! `REGISTRY_AUTH_TOKEN_{SIGNINGKEY,HTPASSWD,ACCESSFILE}`, `REGISTRY_HTTP_TRUSTFORWARDEDHEADERS`.
 
 use super::layer::{set, AuthChoice, Layer, StorageChoice};
 use super::values::*;
@@ -43,8 +49,18 @@ pub const ORDER: &[&str] = &[
     "REGISTRY_AUTH",
     "REGISTRY_AUTH_HTPASSWD_REALM",
     "REGISTRY_AUTH_HTPASSWD_PATH",
+    "REGISTRY_AUTH_HTPASSWD_ACCESSFILE",
+    "REGISTRY_AUTH_TOKEN_REALM",
+    "REGISTRY_AUTH_TOKEN_SERVICE",
+    "REGISTRY_AUTH_TOKEN_ISSUER",
+    "REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE",
+    "REGISTRY_AUTH_TOKEN_SIGNINGKEY",
+    "REGISTRY_AUTH_TOKEN_HTPASSWD",
+    "REGISTRY_AUTH_TOKEN_ACCESSFILE",
     "REGISTRY_HTTP_TLS_CERTIFICATE",
     "REGISTRY_HTTP_TLS_KEY",
+    "REGISTRY_HTTP_TLS_CLIENTCAS",
+    "REGISTRY_HTTP_TRUSTFORWARDEDHEADERS",
 ];
 
 pub fn is_known(name: &str) -> bool {
@@ -140,6 +156,7 @@ pub fn apply(
         "REGISTRY_AUTH" => {
             let choice = match value.trim() {
                 "htpasswd" => AuthChoice::Htpasswd,
+                "token" => AuthChoice::Token,
                 other => AuthChoice::Unsupported {
                     name: other.to_string(),
                 },
@@ -155,7 +172,53 @@ pub fn apply(
         "REGISTRY_HTTP_TLS_CERTIFICATE" => {
             set(&mut layer.tls_certificate, path_text(value).map(Some), s, e)
         }
+        "REGISTRY_AUTH_HTPASSWD_ACCESSFILE" => set(
+            &mut layer.auth_access_file,
+            path_text(value).map(Some),
+            s,
+            e,
+        ),
+        "REGISTRY_AUTH_TOKEN_REALM" => layer.token.realm = Some(Sourced::new(value.to_string(), s)),
+        "REGISTRY_AUTH_TOKEN_SERVICE" => {
+            layer.token.service = Some(Sourced::new(value.to_string(), s))
+        }
+        "REGISTRY_AUTH_TOKEN_ISSUER" => {
+            layer.token.issuer = Some(Sourced::new(value.to_string(), s))
+        }
+        "REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE" => set(
+            &mut layer.token.rootcertbundle,
+            path_text(value).map(Some),
+            s,
+            e,
+        ),
+        "REGISTRY_AUTH_TOKEN_SIGNINGKEY" => set(
+            &mut layer.token.signing_key,
+            path_text(value).map(Some),
+            s,
+            e,
+        ),
+        "REGISTRY_AUTH_TOKEN_HTPASSWD" => {
+            set(&mut layer.token.htpasswd, path_text(value).map(Some), s, e)
+        }
+        "REGISTRY_AUTH_TOKEN_ACCESSFILE" => set(
+            &mut layer.token.access_file,
+            path_text(value).map(Some),
+            s,
+            e,
+        ),
         "REGISTRY_HTTP_TLS_KEY" => set(&mut layer.tls_key, path_text(value).map(Some), s, e),
+        "REGISTRY_HTTP_TLS_CLIENTCAS" => set(
+            &mut layer.tls_client_cas,
+            path_list_text(value).map(Some),
+            s,
+            e,
+        ),
+        "REGISTRY_HTTP_TRUSTFORWARDEDHEADERS" => set(
+            &mut layer.trust_forwarded_headers,
+            bool_text(value).map(Some),
+            s,
+            e,
+        ),
         _ => {}
     }
 }
@@ -268,6 +331,59 @@ mod tests {
                 "REGISTRY_STORAGE_MAINTENANCE_GC_INTERVAL: not a duration: \"weekly\" (e.g. 168h, 30m, 1h30m) (set in the environment)",
                 "REGISTRY_STORAGE_MAINTENANCE_GC_GRACE: not a duration: \"-1h\" (e.g. 168h, 30m, 1h30m) (set in the environment)",
                 "REGISTRY_STORAGE_MAINTENANCE_GC_DELETEUNTAGGED: expected true or false, found \"2\" (set in the environment)",
+            ]
+        );
+    }
+
+    #[test]
+    fn auth_tls_and_proxy_variables() {
+        let (l, errors) = level(&[
+            ("REGISTRY_AUTH", "token"),
+            ("REGISTRY_AUTH_TOKEN_REALM", "https://r.example/token"),
+            ("REGISTRY_AUTH_TOKEN_SERVICE", "r.example"),
+            ("REGISTRY_AUTH_TOKEN_ISSUER", "issuer"),
+            ("REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE", "/b.pem"),
+            ("REGISTRY_AUTH_TOKEN_SIGNINGKEY", "/s.key"),
+            ("REGISTRY_AUTH_TOKEN_HTPASSWD", "/users"),
+            ("REGISTRY_AUTH_TOKEN_ACCESSFILE", "/a.yml"),
+            ("REGISTRY_AUTH_HTPASSWD_ACCESSFILE", "/h.yml"),
+            ("REGISTRY_HTTP_TLS_CLIENTCAS", "[/ca1.pem, /ca2.pem]"),
+            ("REGISTRY_HTTP_TRUSTFORWARDEDHEADERS", "true"),
+        ]);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(l.auth.map(|a| a.value), Some(AuthChoice::Token));
+        let realm = l.token.realm.expect("realm");
+        assert_eq!(
+            (realm.value.as_str(), realm.source),
+            (
+                "https://r.example/token",
+                Source::Env("REGISTRY_AUTH_TOKEN_REALM".into())
+            )
+        );
+        assert_eq!(l.token.service.map(|s| s.value), Some("r.example".into()));
+        assert_eq!(l.token.issuer.map(|s| s.value), Some("issuer".into()));
+        let path =
+            |p: Option<Sourced<std::path::PathBuf>>| p.map(|p| p.value.display().to_string());
+        assert_eq!(path(l.token.rootcertbundle), Some("/b.pem".into()));
+        assert_eq!(path(l.token.signing_key), Some("/s.key".into()));
+        assert_eq!(path(l.token.htpasswd), Some("/users".into()));
+        assert_eq!(path(l.token.access_file), Some("/a.yml".into()));
+        assert_eq!(path(l.auth_access_file), Some("/h.yml".into()));
+        assert_eq!(
+            l.tls_client_cas.map(|c| c.value),
+            Some(vec!["/ca1.pem".into(), "/ca2.pem".into()])
+        );
+        assert_eq!(l.trust_forwarded_headers.map(|t| t.value), Some(true));
+        let (_, errors) = level(&[
+            ("REGISTRY_HTTP_TRUSTFORWARDEDHEADERS", "proxy"),
+            ("REGISTRY_HTTP_TLS_CLIENTCAS", "[]"),
+        ]);
+        let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "REGISTRY_HTTP_TLS_CLIENTCAS",
+                "REGISTRY_HTTP_TRUSTFORWARDEDHEADERS"
             ]
         );
     }

@@ -22,6 +22,7 @@ pub enum StorageChoice {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthChoice {
     Htpasswd,
+    Token,
     Unsupported { name: String },
 }
 
@@ -52,8 +53,56 @@ pub struct Layer {
     pub auth: Option<Sourced<AuthChoice>>,
     pub auth_realm: Option<Sourced<String>>,
     pub auth_path: Option<Sourced<PathBuf>>,
+    /// `auth.htpasswd.accessfile` (ours): who may do what, for htpasswd users.
+    pub auth_access_file: Option<Sourced<PathBuf>>,
+    /// `auth.token.*`.
+    pub token: TokenLayer,
     pub tls_certificate: Option<Sourced<PathBuf>>,
     pub tls_key: Option<Sourced<PathBuf>>,
+    /// `http.tls.clientcas`: a level's list replaces a lower level's as a whole.
+    pub tls_client_cas: Option<Sourced<Vec<PathBuf>>>,
+    pub trust_forwarded_headers: Option<Sourced<bool>>,
+}
+
+/// The settings of `auth: token` in one level.
+#[derive(Debug, Clone, Default)]
+pub struct TokenLayer {
+    pub realm: Option<Sourced<String>>,
+    pub service: Option<Sourced<String>>,
+    pub issuer: Option<Sourced<String>>,
+    pub rootcertbundle: Option<Sourced<PathBuf>>,
+    /// The built-in token endpoint (ours): its signing key, its users, their access file.
+    pub signing_key: Option<Sourced<PathBuf>>,
+    pub htpasswd: Option<Sourced<PathBuf>>,
+    pub access_file: Option<Sourced<PathBuf>>,
+}
+
+impl TokenLayer {
+    /// The source of the first setting given, if any.
+    pub fn any_source(&self) -> Option<&Source> {
+        [
+            self.realm.as_ref().map(|s| &s.source),
+            self.service.as_ref().map(|s| &s.source),
+            self.issuer.as_ref().map(|s| &s.source),
+            self.rootcertbundle.as_ref().map(|s| &s.source),
+            self.signing_key.as_ref().map(|s| &s.source),
+            self.htpasswd.as_ref().map(|s| &s.source),
+            self.access_file.as_ref().map(|s| &s.source),
+        ]
+        .into_iter()
+        .flatten()
+        .next()
+    }
+
+    fn overlay(&mut self, high: TokenLayer) {
+        over(&mut self.realm, high.realm);
+        over(&mut self.service, high.service);
+        over(&mut self.issuer, high.issuer);
+        over(&mut self.rootcertbundle, high.rootcertbundle);
+        over(&mut self.signing_key, high.signing_key);
+        over(&mut self.htpasswd, high.htpasswd);
+        over(&mut self.access_file, high.access_file);
+    }
 }
 
 fn over<T>(low: &mut Option<T>, high: Option<T>) {
@@ -88,8 +137,15 @@ impl Layer {
         over(&mut self.auth, high.auth);
         over(&mut self.auth_realm, high.auth_realm);
         over(&mut self.auth_path, high.auth_path);
+        over(&mut self.auth_access_file, high.auth_access_file);
+        self.token.overlay(high.token);
         over(&mut self.tls_certificate, high.tls_certificate);
         over(&mut self.tls_key, high.tls_key);
+        over(&mut self.tls_client_cas, high.tls_client_cas);
+        over(
+            &mut self.trust_forwarded_headers,
+            high.trust_forwarded_headers,
+        );
     }
 }
 

@@ -5,8 +5,11 @@
 //! read. Every other key is named in one warning, never silently dropped.
 //!
 //! Our additions to the format, in the same style: `gc_interval`, `gc_grace`,
-//! `gc_delete_untagged`, `gc_socket` (collection inside the daemon) and `retention` (a list
-//! of rules, see [`super::retention`]; `_env:` works inside it too).
+//! `gc_delete_untagged`, `gc_socket` (collection inside the daemon), `retention` (a list
+//! of rules, see [`super::retention`]; `_env:` works inside it too), `tls_certificate`,
+//! `tls_key`, `tls_client_cas` (one file or a list: mutual TLS) and `trust_forwarded_headers`.
+//! `auth:` is the registry:2 block (`htpasswd` or `token`, with our access file and token
+//! endpoint keys), read by [`read_auth`].
 
 use super::distribution::read_auth;
 use super::layer::{set, Layer, StorageChoice};
@@ -157,6 +160,20 @@ pub fn read(
             ),
             "gc_delete_untagged" => set(&mut layer.gc_delete_untagged, node_bool(v), src, errors),
             "gc_socket" => set(&mut layer.gc_socket, node_with(v, path_text), src, errors),
+            "tls_certificate" => set(
+                &mut layer.tls_certificate,
+                node_with(v, path_text),
+                src,
+                errors,
+            ),
+            "tls_key" => set(&mut layer.tls_key, node_with(v, path_text), src, errors),
+            "tls_client_cas" => set(&mut layer.tls_client_cas, node_paths(v), src, errors),
+            "trust_forwarded_headers" => set(
+                &mut layer.trust_forwarded_headers,
+                node_bool(v),
+                src,
+                errors,
+            ),
             "retention" => {
                 if let Some(rules) = super::retention::read(file, &entry, errors) {
                     layer.retention = Some(rules);
@@ -474,6 +491,92 @@ dev:
         assert!(shown[1].starts_with("/etc/docker-registry.yml:3: local.gc_grace: not a duration"));
         assert!(shown[2]
             .starts_with("/etc/docker-registry.yml:4: local.retention: expected a list of rules"));
+    }
+
+    const SECURE: &str = "\
+common: &common
+    trust_forwarded_headers: _env:TRUST_PROXY:false
+local:
+    <<: *common
+    storage: local
+    tls_certificate: /etc/r/tls.crt
+    tls_key: /etc/r/tls.key
+    tls_client_cas: _env:CLIENT_CA:/etc/r/ca.pem
+    auth:
+        htpasswd:
+            path: /etc/r/users
+            access_file: /etc/r/access.yml
+dev:
+    <<: *common
+    tls_client_cas: [/a.pem, /b.pem]
+    auth:
+        token:
+            realm: https://r.example/token
+            service: r.example
+            issuer: r.example
+            rootcertbundle: /etc/r/token.crt
+            signing_key: /etc/r/token.key
+            htpasswd: /etc/r/users
+";
+
+    #[test]
+    fn tls_proxy_and_auth_keys_in_a_flavor() {
+        let (l, errors, warnings) = load(SECURE, "local", &[("TRUST_PROXY", "true")]);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let trust = l.trust_forwarded_headers.expect("trust");
+        assert!(trust.value);
+        assert_eq!(
+            trust.source.to_string(),
+            "/etc/docker-registry.yml:2 (common.trust_forwarded_headers: _env:TRUST_PROXY from the environment)"
+        );
+        assert_eq!(
+            l.tls_certificate.map(|s| s.value),
+            Some(PathBuf::from("/etc/r/tls.crt"))
+        );
+        let cas = l.tls_client_cas.expect("cas");
+        assert_eq!(cas.value, vec![PathBuf::from("/etc/r/ca.pem")]);
+        assert!(
+            cas.source
+                .to_string()
+                .starts_with("/etc/docker-registry.yml:8 (local.tls_client_cas"),
+            "{}",
+            cas.source
+        );
+        let access = l.auth_access_file.expect("access file");
+        assert_eq!(access.value, PathBuf::from("/etc/r/access.yml"));
+        assert_eq!(
+            access.source.to_string(),
+            "/etc/docker-registry.yml:12 (local.auth.htpasswd.access_file)"
+        );
+        let (l, errors, _) = load(SECURE, "dev", &[]);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(
+            l.tls_client_cas.map(|s| s.value),
+            Some(vec![PathBuf::from("/a.pem"), PathBuf::from("/b.pem")])
+        );
+        assert_eq!(
+            l.auth.map(|s| s.value),
+            Some(crate::config::layer::AuthChoice::Token)
+        );
+        let key = l.token.signing_key.expect("signing key");
+        assert_eq!(
+            key.source.to_string(),
+            "/etc/docker-registry.yml:22 (dev.auth.token.signing_key)"
+        );
+        let (_, errors, _) = load(
+            "local:\n  trust_forwarded_headers: maybe\n  tls_client_cas: [[a]]\n",
+            "local",
+            &[],
+        );
+        let shown: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            shown,
+            [
+                "/etc/docker-registry.yml:2: local.trust_forwarded_headers: expected true or false, found \"maybe\"",
+                "/etc/docker-registry.yml:3: local.tls_client_cas: item 0 of the list: expected a single value, found a list",
+            ]
+        );
     }
 
     #[test]

@@ -24,6 +24,12 @@
 //!   so the environment can undo a file's schedule. Retention rules are a list and come only
 //!   from the YAML file, as a whole. The keys of `storage.maintenance.gc` and of retention
 //!   rules ignore case, `_` and `-` (`deleteuntagged` = `delete_untagged` = `deleteUntagged`).
+//! * Authentication: `auth.htpasswd` or `auth.token` (`REGISTRY_AUTH`); without a method
+//!   named, a level's htpasswd keys alone choose htpasswd and its token keys alone token (as
+//!   registry:2 reads its `auth:` block), both at once is an error. `auth: token` with a
+//!   signing key (`auth.token.signingkey`) is the built-in endpoint, whose users are
+//!   `auth.token.htpasswd`. TLS keys and the flags over them combine key by key, so a file's
+//!   `http.tls.clientcas` stays when `--tls-cert` replaces its certificate.
 //! * When nothing names a storage directory: systemd's `STATE_DIRECTORY`, else
 //!   `/var/lib/docker-registry` when writable, else a per-user directory.
 
@@ -36,7 +42,7 @@ pub mod sysconfig;
 mod values;
 pub mod yaml;
 
-use layer::{AuthChoice, Layer, StorageChoice};
+use layer::{AuthChoice, Layer, StorageChoice, TokenLayer};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -263,9 +269,10 @@ pub struct TokenEndpoint {
 pub struct TlsConfig {
     pub certificate: PathBuf,
     pub key: PathBuf,
-    /// CA certificates (PEM) that client certificates must chain to: mutual TLS
-    /// (`http.tls.clientcas`).
-    pub client_ca: Option<PathBuf>,
+    /// Files of CA certificates (PEM, every certificate in each is read) that client
+    /// certificates must chain to: mutual TLS (`http.tls.clientcas`). Empty: no client
+    /// certificates asked for.
+    pub client_cas: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -550,6 +557,42 @@ fn entry_source(file: &Path, entry: &yaml::Entry) -> Source {
             line: entry.key_line,
             key,
         },
+    }
+}
+
+/// An optional setting's value and source (`Default` when no level set it).
+fn unsourced<T>(s: Option<Sourced<T>>) -> (Option<T>, Source) {
+    match s {
+        Some(s) => (Some(s.value), s.source),
+        None => (None, Source::Default),
+    }
+}
+
+/// The method a level's keys ask for when no level names one: htpasswd keys alone ask for
+/// htpasswd and token keys alone for token, as registry:2 reads a file's `auth:` block.
+fn implied_auth(l: &Layer, errors: &mut Vec<ConfigError>) -> Option<Sourced<AuthChoice>> {
+    let htpasswd = [
+        l.auth_path.as_ref().map(|s| &s.source),
+        l.auth_realm.as_ref().map(|s| &s.source),
+        l.auth_access_file.as_ref().map(|s| &s.source),
+    ]
+    .into_iter()
+    .flatten()
+    .next();
+    let token = l.token.any_source();
+    match (htpasswd, token) {
+        (None, None) => None,
+        (Some(h), None) => Some(Sourced::new(AuthChoice::Htpasswd, h.clone())),
+        (None, Some(t)) => Some(Sourced::new(AuthChoice::Token, t.clone())),
+        (Some(h), Some(t)) => {
+            errors.push(ConfigError::at(
+                t,
+                format!(
+                    "both token and htpasswd settings are given (htpasswd: {h}): choose one with REGISTRY_AUTH=token or htpasswd (auth: in a file)"
+                ),
+            ));
+            None
+        }
     }
 }
 
@@ -878,6 +921,7 @@ impl Config {
     /// Turns the stacked levels into the effective configuration, checking what only makes
     /// sense as a whole (a storage driver we have, a password file for htpasswd, ...).
     fn resolve(&mut self, l: Layer, errors: &mut Vec<ConfigError>) {
+        let auth_method = l.auth.clone().or_else(|| implied_auth(&l, errors));
         let address = l
             .address
             .unwrap_or_else(|| Sourced::default_value(self.listen.value.ip()));
@@ -1002,21 +1046,12 @@ impl Config {
             self.retention = rules;
         }
 
-        // A realm or password file alone asks for htpasswd, as in registry:2.
-        let method = l.auth.or_else(|| {
-            let implied_by = l
-                .auth_path
-                .as_ref()
-                .map(|p| &p.source)
-                .or(l.auth_realm.as_ref().map(|r| &r.source));
-            implied_by.map(|s| Sourced::new(AuthChoice::Htpasswd, s.clone()))
-        });
-        match method {
+        match auth_method {
             None => {}
             Some(Sourced { value: AuthChoice::Unsupported { name }, source }) => errors.push(ConfigError::at(
                 &source,
                 format!(
-                    "authentication {name:?} is not supported (only htpasswd); refusing to start without the authentication asked for"
+                    "authentication {name:?} is not supported (only htpasswd and token); refusing to start without the authentication asked for"
                 ),
             )),
             Some(Sourced { value: AuthChoice::Htpasswd, source }) => match l.auth_path {
@@ -1026,20 +1061,44 @@ impl Config {
                 )),
                 Some(path) => {
                     let realm = l.auth_realm.unwrap_or_else(|| Sourced::default_value(DEFAULT_REALM.to_string()));
+                    let (access_file, access_source) = unsourced(l.auth_access_file);
                     self.auth = Sourced::new(
-                        Some(AuthConfig::Htpasswd { realm: realm.value, path: path.value, access_file: None }),
-                        Source::combine(vec![("method", source), ("realm", realm.source), ("path", path.source)]),
+                        Some(AuthConfig::Htpasswd { realm: realm.value, path: path.value, access_file }),
+                        Source::combine(vec![
+                            ("method", source),
+                            ("realm", realm.source),
+                            ("path", path.source),
+                            ("accessfile", access_source),
+                        ]),
                     );
                 }
             },
+            Some(Sourced { value: AuthChoice::Token, source }) => {
+                self.resolve_token(source, &l.token, errors)
+            }
         }
 
         match (l.tls_certificate, l.tls_key) {
-            (None, None) => {}
+            (None, None) => {
+                if let Some(cas) = l.tls_client_cas {
+                    errors.push(ConfigError::at(
+                        &cas.source,
+                        "client CAs (mutual TLS) without a TLS certificate and key: set http.tls.certificate and http.tls.key (or REGISTRY_HTTP_TLS_CERTIFICATE and _KEY) too",
+                    ));
+                }
+            }
             (Some(c), Some(k)) => {
+                let (client_cas, cas_source) = match l.tls_client_cas {
+                    Some(cas) => (cas.value, cas.source),
+                    None => (Vec::new(), Source::Default),
+                };
                 self.tls = Sourced::new(
-                    Some(TlsConfig { certificate: c.value, key: k.value, client_ca: None }),
-                    Source::combine(vec![("certificate", c.source), ("key", k.source)]),
+                    Some(TlsConfig { certificate: c.value, key: k.value, client_cas }),
+                    Source::combine(vec![
+                        ("certificate", c.source),
+                        ("key", k.source),
+                        ("clientcas", cas_source),
+                    ]),
                 );
             }
             (Some(c), None) => errors.push(ConfigError::at(
@@ -1051,6 +1110,100 @@ impl Config {
                 "a TLS key without its certificate: set http.tls.certificate (or REGISTRY_HTTP_TLS_CERTIFICATE) too",
             )),
         }
+        if let Some(v) = l.trust_forwarded_headers {
+            self.trust_forwarded_headers = v;
+        }
+    }
+
+    /// `auth: token`: the four settings registry:2 needs, and the built-in endpoint when a
+    /// signing key is given (which then needs its users' htpasswd file).
+    fn resolve_token(&mut self, method: Source, t: &TokenLayer, errors: &mut Vec<ConfigError>) {
+        let missing: Vec<&str> = [
+            ("realm", t.realm.is_none()),
+            ("service", t.service.is_none()),
+            ("issuer", t.issuer.is_none()),
+            ("rootcertbundle", t.rootcertbundle.is_none()),
+        ]
+        .iter()
+        .filter(|(_, missing)| *missing)
+        .map(|(k, _)| *k)
+        .collect();
+        let (Some(realm), Some(service), Some(issuer), Some(bundle)) = (
+            t.realm.clone(),
+            t.service.clone(),
+            t.issuer.clone(),
+            t.rootcertbundle.clone(),
+        ) else {
+            let keys: Vec<String> = missing.iter().map(|k| format!("auth.token.{k}")).collect();
+            let vars: Vec<String> = missing
+                .iter()
+                .map(|k| format!("REGISTRY_AUTH_TOKEN_{}", k.to_ascii_uppercase()))
+                .collect();
+            errors.push(ConfigError::at(
+                &method,
+                format!(
+                    "token authentication needs {} (or {})",
+                    keys.join(", "),
+                    vars.join(", ")
+                ),
+            ));
+            return;
+        };
+        let endpoint = match (&t.signing_key, &t.htpasswd) {
+            (Some(key), Some(htpasswd)) => Some(TokenEndpoint {
+                htpasswd: htpasswd.value.clone(),
+                access_file: t.access_file.as_ref().map(|a| a.value.clone()),
+                signing_key: key.value.clone(),
+            }),
+            (Some(key), None) => {
+                errors.push(ConfigError::at(
+                    &key.source,
+                    "the built-in token endpoint needs its users: set auth.token.htpasswd (or REGISTRY_AUTH_TOKEN_HTPASSWD) too",
+                ));
+                return;
+            }
+            (None, Some(htpasswd)) => {
+                errors.push(ConfigError::at(
+                    &htpasswd.source,
+                    "a password file is for the built-in token endpoint, which needs its signing key: set auth.token.signingkey (or REGISTRY_AUTH_TOKEN_SIGNINGKEY) too",
+                ));
+                return;
+            }
+            (None, None) => {
+                if let Some(a) = &t.access_file {
+                    errors.push(ConfigError::at(
+                        &a.source,
+                        "an access file is for the built-in token endpoint: set auth.token.signingkey and auth.token.htpasswd too (with an outside token server, its tokens say what they allow)",
+                    ));
+                    return;
+                }
+                None
+            }
+        };
+        let part = |s: &Option<Sourced<PathBuf>>| {
+            s.as_ref()
+                .map(|s| s.source.clone())
+                .unwrap_or(Source::Default)
+        };
+        self.auth = Sourced::new(
+            Some(AuthConfig::Token {
+                realm: realm.value,
+                service: service.value,
+                issuer: issuer.value,
+                rootcertbundle: bundle.value,
+                endpoint,
+            }),
+            Source::combine(vec![
+                ("method", method),
+                ("realm", realm.source),
+                ("service", service.source),
+                ("issuer", issuer.source),
+                ("rootcertbundle", bundle.source),
+                ("signingkey", part(&t.signing_key)),
+                ("htpasswd", part(&t.htpasswd)),
+                ("accessfile", part(&t.access_file)),
+            ]),
+        );
     }
 
     /// Built-in defaults.
@@ -1215,30 +1368,30 @@ impl Config {
             &self.search_backend.source,
         );
         line("issue", self.issue.value.clone(), &self.issue.source);
+        let shown_path = |p: &Option<PathBuf>| {
+            p.as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "(none)".into())
+        };
+        let auth = &self.auth.source;
         match &self.auth.value {
-            None => line("auth", "(none)".into(), &self.auth.source),
+            None => line("auth", "(none)".into(), auth),
             Some(AuthConfig::Htpasswd {
                 realm,
                 path,
                 access_file,
             }) => {
-                line(
-                    "auth.htpasswd.realm",
-                    realm.clone(),
-                    self.auth.source.part("realm"),
-                );
+                line("auth.htpasswd.realm", realm.clone(), auth.part("realm"));
                 line(
                     "auth.htpasswd.path",
                     path.display().to_string(),
-                    self.auth.source.part("path"),
+                    auth.part("path"),
                 );
-                if let Some(a) = access_file {
-                    line(
-                        "auth.htpasswd.access_file",
-                        a.display().to_string(),
-                        &self.auth.source,
-                    );
-                }
+                line(
+                    "auth.htpasswd.accessfile",
+                    shown_path(access_file),
+                    auth.part("accessfile"),
+                );
             }
             Some(AuthConfig::Token {
                 realm,
@@ -1247,95 +1400,184 @@ impl Config {
                 rootcertbundle,
                 endpoint,
             }) => {
-                line("auth.token.realm", realm.clone(), &self.auth.source);
-                line("auth.token.service", service.clone(), &self.auth.source);
-                line("auth.token.issuer", issuer.clone(), &self.auth.source);
+                line("auth.token.realm", realm.clone(), auth.part("realm"));
+                line("auth.token.service", service.clone(), auth.part("service"));
+                line("auth.token.issuer", issuer.clone(), auth.part("issuer"));
                 line(
                     "auth.token.rootcertbundle",
                     rootcertbundle.display().to_string(),
-                    &self.auth.source,
+                    auth.part("rootcertbundle"),
                 );
-                if let Some(e) = endpoint {
-                    line(
-                        "auth.token.endpoint.key",
-                        e.signing_key.display().to_string(),
-                        &self.auth.source,
-                    );
-                    line(
-                        "auth.token.endpoint.htpasswd",
-                        e.htpasswd.display().to_string(),
-                        &self.auth.source,
-                    );
+                match endpoint {
+                    None => line(
+                        "auth.token.signingkey",
+                        "(none: tokens come from the realm's server)".into(),
+                        auth.part("signingkey"),
+                    ),
+                    Some(e) => {
+                        line(
+                            "auth.token.signingkey",
+                            e.signing_key.display().to_string(),
+                            auth.part("signingkey"),
+                        );
+                        line(
+                            "auth.token.htpasswd",
+                            e.htpasswd.display().to_string(),
+                            auth.part("htpasswd"),
+                        );
+                        line(
+                            "auth.token.accessfile",
+                            shown_path(&e.access_file),
+                            auth.part("accessfile"),
+                        );
+                    }
                 }
             }
         }
+        let tls = &self.tls.source;
         match &self.tls.value {
-            None => line("http.tls", "(none)".into(), &self.tls.source),
+            None => line("http.tls", "(none)".into(), tls),
             Some(t) => {
                 line(
                     "http.tls.certificate",
                     t.certificate.display().to_string(),
-                    self.tls.source.part("certificate"),
+                    tls.part("certificate"),
                 );
+                line("http.tls.key", t.key.display().to_string(), tls.part("key"));
+                let cas: Vec<String> = t
+                    .client_cas
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
                 line(
-                    "http.tls.key",
-                    t.key.display().to_string(),
-                    self.tls.source.part("key"),
+                    "http.tls.clientcas",
+                    if cas.is_empty() {
+                        "(none: no client certificates asked for)".into()
+                    } else {
+                        cas.join(", ")
+                    },
+                    tls.part("clientcas"),
                 );
             }
         }
+        line(
+            "http.trustforwardedheaders",
+            self.trust_forwarded_headers.value.to_string(),
+            &self.trust_forwarded_headers.source,
+        );
         out
     }
 }
 
-/// `--htpasswd`, `--auth-realm`, `--access-file`, `--tls-*`, `--trust-forwarded-headers`:
-/// each overrides only its own part of what the files said.
+/// The parts of an htpasswd and of a token [`AuthConfig`]'s source, as `describe` names them.
+const HTPASSWD_PARTS: &[&str] = &["method", "realm", "path", "accessfile"];
+const TOKEN_PARTS: &[&str] = &[
+    "method",
+    "realm",
+    "service",
+    "issuer",
+    "rootcertbundle",
+    "signingkey",
+    "htpasswd",
+    "accessfile",
+];
+
+/// `source` with the parts named in `new` replaced.
+fn with_parts(source: &Source, names: &[&str], new: &[(&str, Option<Source>)]) -> Source {
+    Source::combine(
+        names
+            .iter()
+            .map(|n| {
+                let replaced = new
+                    .iter()
+                    .find(|(m, _)| m == n)
+                    .and_then(|(_, s)| s.clone());
+                (*n, replaced.unwrap_or_else(|| source.part(n).clone()))
+            })
+            .collect(),
+    )
+}
+
+/// `--htpasswd`, `--auth-realm`, `--access-file` and the `--token-*` flags: each overrides
+/// only its own part of what the files said. (TLS and `--trust-forwarded-headers` are
+/// plain settings of the command-line level, see [`cli_layer`].)
 fn apply_cli_security(c: &mut Config, cli: &CliOverrides) -> Result<(), ConfigError> {
-    let (realm, path, access_file) = match &c.auth.value {
+    let flag = |given: bool, f: &str| given.then(|| Source::Cli(f.to_string()));
+    let realm_flag = flag(cli.auth_realm.is_some(), "--auth-realm");
+    let access_flag = flag(cli.access_file.is_some(), "--access-file");
+    let htpasswd_flag = flag(cli.htpasswd.is_some(), "--htpasswd");
+    let token_flags = cli.token_realm.is_some();
+    match &mut c.auth.value {
+        // --access-file alone changes the access file of the files' built-in token endpoint.
+        Some(AuthConfig::Token {
+            endpoint: Some(e), ..
+        }) if cli.htpasswd.is_none() && cli.auth_realm.is_none() && !token_flags => {
+            if let Some(a) = &cli.access_file {
+                e.access_file = Some(a.clone());
+                c.auth.source = with_parts(
+                    &c.auth.source,
+                    TOKEN_PARTS,
+                    &[("accessfile", access_flag.clone())],
+                );
+            }
+        }
+        // The files' htpasswd settings, with the flags given over them.
         Some(AuthConfig::Htpasswd {
             realm,
             path,
             access_file,
-        }) => (realm.clone(), Some(path.clone()), access_file.clone()),
-        Some(AuthConfig::Token { .. }) | None => ("docker-registry".to_string(), None, None),
-    };
-    if path.is_none()
-        && cli.htpasswd.is_none()
-        && (cli.auth_realm.is_some() || cli.access_file.is_some())
-    {
-        return Err(ConfigError {
-            file: None,
-            line: None,
-            key: "--auth-realm/--access-file".into(),
-            message: "needs --htpasswd FILE (or auth: htpasswd in the configuration)".into(),
-        });
-    }
-    if let Some(path) = cli.htpasswd.clone().or(path) {
-        let flag = if cli.htpasswd.is_some() {
-            "--htpasswd"
-        } else {
-            "--auth-realm/--access-file"
-        };
-        if cli.htpasswd.is_some() || cli.auth_realm.is_some() || cli.access_file.is_some() {
-            c.auth = Sourced::new(
-                Some(AuthConfig::Htpasswd {
-                    realm: cli.auth_realm.clone().unwrap_or(realm),
-                    path,
-                    access_file: cli.access_file.clone().or(access_file),
-                }),
-                Source::Cli(flag.into()),
+        }) => {
+            if let Some(r) = &cli.auth_realm {
+                *realm = r.clone();
+            }
+            if let Some(p) = &cli.htpasswd {
+                *path = p.clone();
+            }
+            if let Some(a) = &cli.access_file {
+                *access_file = Some(a.clone());
+            }
+            c.auth.source = with_parts(
+                &c.auth.source,
+                HTPASSWD_PARTS,
+                &[
+                    ("method", htpasswd_flag.clone()),
+                    ("realm", realm_flag.clone()),
+                    ("path", htpasswd_flag.clone()),
+                    ("accessfile", access_flag.clone()),
+                ],
             );
         }
-    }
-    if let (Some(certificate), Some(key)) = (&cli.tls_cert, &cli.tls_key) {
-        c.tls = Sourced::new(
-            Some(TlsConfig {
-                certificate: certificate.clone(),
-                key: key.clone(),
-                client_ca: cli.tls_client_ca.clone(),
-            }),
-            Source::Cli("--tls-cert".into()),
-        );
+        // Token authentication or none in the files: --htpasswd asks for htpasswd.
+        _ => match &cli.htpasswd {
+            Some(path) => {
+                c.auth = Sourced::new(
+                    Some(AuthConfig::Htpasswd {
+                        realm: cli
+                            .auth_realm
+                            .clone()
+                            .unwrap_or_else(|| "docker-registry".to_string()),
+                        path: path.clone(),
+                        access_file: cli.access_file.clone(),
+                    }),
+                    Source::combine(vec![
+                        ("method", Source::Cli("--htpasswd".into())),
+                        ("realm", realm_flag.unwrap_or(Source::Default)),
+                        ("path", Source::Cli("--htpasswd".into())),
+                        ("accessfile", access_flag.unwrap_or(Source::Default)),
+                    ]),
+                );
+            }
+            None if cli.auth_realm.is_some() || cli.access_file.is_some() => {
+                return Err(ConfigError {
+                    file: None,
+                    line: None,
+                    key: "--auth-realm/--access-file".into(),
+                    message: "needs --htpasswd FILE (or auth: htpasswd in the configuration)"
+                        .into(),
+                });
+            }
+            None => {}
+        },
     }
     if let (Some(realm), Some(service), Some(issuer), Some(bundle)) = (
         &cli.token_realm,
@@ -1371,10 +1613,6 @@ fn apply_cli_security(c: &mut Config, cli: &CliOverrides) -> Result<(), ConfigEr
             Source::Cli("--token-realm".into()),
         );
     }
-    if let Some(t) = cli.trust_forwarded_headers {
-        c.trust_forwarded_headers =
-            Sourced::new(t, Source::Cli("--trust-forwarded-headers".into()));
-    }
     Ok(())
 }
 
@@ -1390,6 +1628,16 @@ fn cli_layer(cli: &CliOverrides, errors: &mut Vec<ConfigError>) -> Layer {
             .map(|v| Sourced::new(v, flag("--delete-enabled"))),
         ..Layer::default()
     };
+    if let (Some(certificate), Some(key)) = (&cli.tls_cert, &cli.tls_key) {
+        l.tls_certificate = Some(Sourced::new(certificate.clone(), flag("--tls-cert")));
+        l.tls_key = Some(Sourced::new(key.clone(), flag("--tls-key")));
+    }
+    if let Some(ca) = &cli.tls_client_ca {
+        l.tls_client_cas = Some(Sourced::new(vec![ca.clone()], flag("--tls-client-ca")));
+    }
+    if let Some(t) = cli.trust_forwarded_headers {
+        l.trust_forwarded_headers = Some(Sourced::new(t, flag("--trust-forwarded-headers")));
+    }
     if let Some(w) = cli.workers {
         layer::set(
             &mut l.workers,
@@ -1741,8 +1989,153 @@ mod tests {
                 access_file: None,
             })
         );
+        let s = Setup::new("", "", &[("REGISTRY_AUTH", "ldap")]);
+        assert!(s.errors()[0].contains("authentication \"ldap\" is not supported"));
+    }
+
+    #[test]
+    fn token_auth_from_a_file_needs_its_four_settings_and_the_endpoint_its_users() {
         let s = Setup::new("", "", &[("REGISTRY_AUTH", "token")]);
-        assert!(s.errors()[0].contains("authentication \"token\" is not supported"));
+        assert_eq!(
+            s.errors(),
+            [
+                "REGISTRY_AUTH: token authentication needs auth.token.realm, auth.token.service, \
+              auth.token.issuer, auth.token.rootcertbundle (or REGISTRY_AUTH_TOKEN_REALM, \
+              REGISTRY_AUTH_TOKEN_SERVICE, REGISTRY_AUTH_TOKEN_ISSUER, \
+              REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE) (set in the environment)"
+            ]
+        );
+        let yaml = "version: 0.1\nauth:\n  token:\n    realm: https://r.example/token\n    \
+                    service: r.example\n    issuer: r.example\n    rootcertbundle: /etc/r/token.crt\n    \
+                    signingkey: /etc/r/token.key\n";
+        let s = Setup::new("", yaml, &[]);
+        let errors = s.errors();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with(&format!(
+                "{}:8: auth.token.signingkey: the built-in token endpoint needs its users",
+                s.path("registry.yml")
+            )),
+            "{errors:?}"
+        );
+        // The sysconfig file supplies the users; the environment overrides the access file.
+        let s = Setup::new(
+            "REGISTRY_AUTH_TOKEN_HTPASSWD=/etc/r/users\n",
+            yaml,
+            &[("REGISTRY_AUTH_TOKEN_ACCESSFILE", "/etc/r/access.yml")],
+        );
+        let c = s.load();
+        assert_eq!(
+            c.auth.value,
+            Some(AuthConfig::Token {
+                realm: "https://r.example/token".into(),
+                service: "r.example".into(),
+                issuer: "r.example".into(),
+                rootcertbundle: "/etc/r/token.crt".into(),
+                endpoint: Some(TokenEndpoint {
+                    htpasswd: "/etc/r/users".into(),
+                    access_file: Some("/etc/r/access.yml".into()),
+                    signing_key: "/etc/r/token.key".into(),
+                }),
+            })
+        );
+        assert_eq!(
+            c.auth.source.part("rootcertbundle").to_string(),
+            format!("{}:7 (auth.token.rootcertbundle)", s.path("registry.yml"))
+        );
+        assert_eq!(
+            c.auth.source.part("accessfile"),
+            &Source::Env("REGISTRY_AUTH_TOKEN_ACCESSFILE".into())
+        );
+        // --access-file overrides the endpoint's access file only.
+        let mut s = s;
+        s.opts.cli.access_file = Some("/cli/access.yml".into());
+        let c = s.load();
+        let Some(AuthConfig::Token {
+            endpoint: Some(e), ..
+        }) = &c.auth.value
+        else {
+            panic!("{:?}", c.auth)
+        };
+        assert_eq!(e.access_file, Some(PathBuf::from("/cli/access.yml")));
+        assert_eq!(
+            c.auth.source.part("accessfile"),
+            &Source::Cli("--access-file".into())
+        );
+        assert_eq!(
+            c.auth.source.part("htpasswd").to_string(),
+            format!("{}:1 (REGISTRY_AUTH_TOKEN_HTPASSWD)", s.path("sysconfig"))
+        );
+    }
+
+    #[test]
+    fn token_and_htpasswd_keys_without_a_method_are_ambiguous() {
+        let s = Setup::new(
+            "REGISTRY_AUTH_HTPASSWD_PATH=/etc/r/users\n",
+            "",
+            &[("REGISTRY_AUTH_TOKEN_REALM", "https://r.example/token")],
+        );
+        let errors = s.errors();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("REGISTRY_AUTH_TOKEN_REALM: both token and htpasswd settings"),
+            "{errors:?}"
+        );
+        // Naming the method settles it.
+        let s = Setup::new(
+            "REGISTRY_AUTH_HTPASSWD_PATH=/etc/r/users\nREGISTRY_AUTH=htpasswd\n",
+            "",
+            &[("REGISTRY_AUTH_HTPASSWD_ACCESSFILE", "/etc/r/access.yml")],
+        );
+        assert_eq!(
+            s.load().auth.value,
+            Some(AuthConfig::Htpasswd {
+                realm: DEFAULT_REALM.into(),
+                path: "/etc/r/users".into(),
+                access_file: Some("/etc/r/access.yml".into()),
+            })
+        );
+    }
+
+    #[test]
+    fn client_cas_need_a_certificate_and_flags_override_them_key_by_key() {
+        let yaml = "version: 0.1\nhttp:\n  trustforwardedheaders: true\n  tls:\n    clientcas:\n      - /ca1.pem\n      - /ca2.pem\n";
+        let s = Setup::new("", yaml, &[]);
+        let errors = s.errors();
+        assert!(
+            errors[0].ends_with(":5: http.tls.clientcas: client CAs (mutual TLS) without a TLS certificate and key: set http.tls.certificate and http.tls.key (or REGISTRY_HTTP_TLS_CERTIFICATE and _KEY) too"),
+            "{errors:?}"
+        );
+        // The flags give the certificate; the file's client CAs stay (no silent downgrade).
+        let mut s = Setup::new("", yaml, &[]);
+        s.opts.cli.tls_cert = Some("/c.pem".into());
+        s.opts.cli.tls_key = Some("/k.pem".into());
+        let c = s.load();
+        assert_eq!(
+            c.tls.value,
+            Some(TlsConfig {
+                certificate: "/c.pem".into(),
+                key: "/k.pem".into(),
+                client_cas: vec!["/ca1.pem".into(), "/ca2.pem".into()],
+            })
+        );
+        assert!(c.trust_forwarded_headers.value);
+        s.opts.cli.tls_client_ca = Some("/cli-ca.pem".into());
+        s.opts.cli.trust_forwarded_headers = Some(false);
+        let c = s.load();
+        let tls = c.tls.value.expect("tls");
+        assert_eq!(tls.client_cas, vec![PathBuf::from("/cli-ca.pem")]);
+        assert_eq!(
+            c.tls.source.part("clientcas"),
+            &Source::Cli("--tls-client-ca".into())
+        );
+        assert_eq!(
+            (
+                c.trust_forwarded_headers.value,
+                c.trust_forwarded_headers.source
+            ),
+            (false, Source::Cli("--trust-forwarded-headers".into()))
+        );
     }
 
     #[test]
@@ -1764,7 +2157,7 @@ mod tests {
             Some(TlsConfig {
                 certificate: "/c.pem".into(),
                 key: "/k.pem".into(),
-                client_ca: None,
+                client_cas: Vec::new(),
             })
         );
     }

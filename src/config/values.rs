@@ -153,6 +153,46 @@ pub fn path_text(s: &str) -> Result<PathBuf, String> {
     Ok(PathBuf::from(s))
 }
 
+/// A list of paths in a variable (`REGISTRY_HTTP_TLS_CLIENTCAS`): one path, or a YAML flow
+/// list as registry:2 reads list variables (`[/etc/a.pem, /etc/b.pem]`).
+pub fn path_list_text(s: &str) -> Result<Vec<PathBuf>, String> {
+    let t = s.trim();
+    let Some(inner) = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')) else {
+        return path_text(t).map(|p| vec![p]);
+    };
+    let paths = inner
+        .split(',')
+        .map(|p| p.trim().trim_matches(|c| c == '"' || c == '\''))
+        .filter(|p| !p.is_empty())
+        .map(path_text)
+        .collect::<Result<Vec<_>, _>>()?;
+    if paths.is_empty() {
+        return Err(format!("an empty list of files: {s:?}"));
+    }
+    Ok(paths)
+}
+
+/// A list of paths in a YAML file: a list of scalars, or one path on its own. `None` for null.
+pub fn node_paths(node: &Node) -> Result<Option<Vec<PathBuf>>, String> {
+    match &node.kind {
+        NodeKind::Seq(items) => {
+            let mut paths = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                match node_with(item, path_text) {
+                    Ok(Some(p)) => paths.push(p),
+                    Ok(None) => return Err(format!("item {i} of the list is empty")),
+                    Err(m) => return Err(format!("item {i} of the list: {m}")),
+                }
+            }
+            if paths.is_empty() {
+                return Err("an empty list of files (remove the key for none)".into());
+            }
+            Ok(Some(paths))
+        }
+        _ => node_with(node, path_text).map(|p| p.map(|p| vec![p])),
+    }
+}
+
 /// The text of a scalar node, or an error for a list or mapping. `None` for null.
 pub fn node_text(node: &Node) -> Result<Option<String>, String> {
     match &node.kind {
@@ -263,6 +303,16 @@ mod tests {
         assert!(glob_text("").is_err());
         assert!(glob_text("a\tb").is_err());
         assert!(glob_text("a\u{7}b").is_err());
+    }
+
+    #[test]
+    fn path_lists_in_variables() {
+        assert_eq!(path_list_text("/a.pem"), Ok(vec![PathBuf::from("/a.pem")]));
+        assert_eq!(
+            path_list_text("[/a.pem, '/b c.pem']"),
+            Ok(vec![PathBuf::from("/a.pem"), PathBuf::from("/b c.pem")])
+        );
+        assert!(path_list_text("[]").is_err());
     }
 
     #[test]

@@ -142,7 +142,7 @@ impl Tls {
     }
 
     pub fn mutual(&self) -> bool {
-        self.config.client_ca.is_some()
+        !self.config.client_cas.is_empty()
     }
 }
 
@@ -168,20 +168,26 @@ fn server_config(tls: &TlsConfig) -> Result<ServerConfig, String> {
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| format!("TLS versions: {e}"))?;
-    let builder = match &tls.client_ca {
-        None => builder.with_no_client_auth(),
-        Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
+    let builder = if tls.client_cas.is_empty() {
+        builder.with_no_client_auth()
+    } else {
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in &tls.client_cas {
             for c in read_certs(ca, "client CA file")? {
                 roots
                     .add(c)
                     .map_err(|e| format!("bad client CA certificate in {}: {e}", ca.display()))?;
             }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .map_err(|e| format!("client CA {}: {e}", ca.display()))?;
-            builder.with_client_cert_verifier(verifier)
         }
+        let shown: Vec<String> = tls
+            .client_cas
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| format!("client CAs {}: {e}", shown.join(", ")))?;
+        builder.with_client_cert_verifier(verifier)
     };
     let mut server = builder.with_single_cert(certs, key).map_err(|e| {
         format!(
