@@ -26,6 +26,24 @@ const MANIFEST_BYTES: usize = 8 << 20;
 const MAX_ENTRIES: usize = 50_000;
 /// Repositories whose tag lists are kept.
 const MAX_TAG_LISTS: usize = 256;
+/// A tag list older than [`TTL`] is still served, while one background scan replaces it,
+/// up to this age; older than this, a request reads storage itself.
+const TAG_LIST_STALE_LIMIT: Duration = Duration::from_secs(30);
+
+/// A repository's tags as last read, and whether a background scan is replacing them.
+struct TagListing {
+    list: Arc<Vec<String>>,
+    at: Instant,
+    refreshing: bool,
+}
+
+/// How a cached listing may be used.
+pub(crate) enum Cached<T> {
+    Fresh(T),
+    /// Serve it, and replace it in the background if [`Caches::claim_tag_list_refresh`]
+    /// says so.
+    Stale(T),
+}
 
 #[derive(Clone)]
 pub(crate) struct CachedManifest {
@@ -48,7 +66,10 @@ pub(crate) struct Caches {
     tags: Mutex<HashMap<(RepositoryName, String), (Digest, Instant)>>,
     revisions: Mutex<HashMap<(RepositoryName, Digest), Instant>>,
     manifests: Mutex<ManifestLru>,
-    tag_lists: Mutex<HashMap<RepositoryName, Listing>>,
+    tag_lists: Mutex<HashMap<RepositoryName, TagListing>>,
+    /// Bumped by every change to any tag: a scan that started before a change must not
+    /// store its (older) result after it, or a client would not read its own write.
+    tag_generation: std::sync::atomic::AtomicU64,
     catalog: Mutex<Option<Listing>>,
     catalog_refreshing: std::sync::atomic::AtomicBool,
     /// Repositories written by this process, merged into every walk's result.
@@ -82,7 +103,14 @@ impl Caches {
 
     pub fn forget_tag(&self, repo: &RepositoryName, tag: &str) {
         lock(&self.tags).remove(&(repo.clone(), tag.to_owned()));
-        lock(&self.tag_lists).remove(repo);
+        self.forget_tag_list(repo);
+    }
+
+    fn forget_tag_list(&self, repo: &RepositoryName) {
+        let mut lists = lock(&self.tag_lists);
+        self.tag_generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        lists.remove(repo);
     }
 
     pub fn revision(&self, repo: &RepositoryName, d: &Digest) -> bool {
@@ -102,7 +130,7 @@ impl Caches {
     pub fn forget_revision(&self, repo: &RepositoryName, d: &Digest) {
         lock(&self.revisions).remove(&(repo.clone(), d.clone()));
         lock(&self.tags).retain(|(r, _), _| r != repo);
-        lock(&self.tag_lists).remove(repo);
+        self.forget_tag_list(repo);
     }
 
     pub fn manifest(&self, d: &Digest) -> Option<CachedManifest> {
@@ -136,19 +164,61 @@ impl Caches {
         }
     }
 
-    pub fn tag_list(&self, repo: &RepositoryName) -> Option<Arc<Vec<String>>> {
+    pub fn tag_list(&self, repo: &RepositoryName) -> Option<Cached<Arc<Vec<String>>>> {
         match lock(&self.tag_lists).get(repo) {
-            Some((l, at)) if fresh(*at) => Some(l.clone()),
+            Some(l) if fresh(l.at) => Some(Cached::Fresh(l.list.clone())),
+            Some(l) if l.at.elapsed() < TAG_LIST_STALE_LIMIT => Some(Cached::Stale(l.list.clone())),
             _ => None,
         }
     }
 
-    pub fn set_tag_list(&self, repo: &RepositoryName, list: Arc<Vec<String>>) {
+    /// True for one caller per stale tag list: that caller scans storage again.
+    pub fn claim_tag_list_refresh(&self, repo: &RepositoryName) -> bool {
+        match lock(&self.tag_lists).get_mut(repo) {
+            Some(l) if !l.refreshing => {
+                l.refreshing = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Taken before a scan, handed to [`Caches::set_tag_list`] after it.
+    pub fn tag_generation(&self) -> u64 {
+        self.tag_generation
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Stores a scan's result, unless a tag changed since the scan began (`generation`);
+    /// `None` drops the listing (the repository is gone, or the scan failed).
+    pub fn set_tag_list(
+        &self,
+        repo: &RepositoryName,
+        list: Option<Arc<Vec<String>>>,
+        generation: u64,
+    ) {
         let mut map = lock(&self.tag_lists);
-        if map.len() >= MAX_TAG_LISTS {
+        let Some(list) = list else {
+            map.remove(repo);
+            return;
+        };
+        if self.tag_generation() != generation {
+            if let Some(l) = map.get_mut(repo) {
+                l.refreshing = false;
+            }
+            return;
+        }
+        if map.len() >= MAX_TAG_LISTS && !map.contains_key(repo) {
             map.clear();
         }
-        map.insert(repo.clone(), (list, Instant::now()));
+        map.insert(
+            repo.clone(),
+            TagListing {
+                list,
+                at: Instant::now(),
+                refreshing: false,
+            },
+        );
     }
 
     /// The cached catalog and whether it is still fresh. A stale one is still served while a
@@ -210,7 +280,12 @@ impl Caches {
     pub fn clear(&self) {
         lock(&self.tags).clear();
         lock(&self.revisions).clear();
-        lock(&self.tag_lists).clear();
+        {
+            let mut lists = lock(&self.tag_lists);
+            self.tag_generation
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            lists.clear();
+        }
         *lock(&self.catalog) = None;
         lock(&self.recent_repositories).clear();
         self.catalog_refreshing

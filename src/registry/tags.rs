@@ -1,6 +1,7 @@
 //! Listings: a repository's tags, the catalog of repositories, and the referrers of a
 //! manifest. All lexically sorted, as the spec's pagination requires.
 
+use super::cache::Cached;
 use super::manifest;
 use super::{layout, Digest, Registry, RegistryError, RegistryResult, RepositoryName};
 use crate::storage::StorageError;
@@ -9,34 +10,41 @@ use std::sync::Arc;
 
 impl Registry {
     /// Tags of a repository, sorted; `NAME_UNKNOWN` when the repository does not exist.
-    /// Served from the cache when fresh (see `cache`).
+    /// Served from the cache (see `cache`): a list a little past its TTL is served while one
+    /// background scan replaces it, so a client polling a large repository never waits for
+    /// a directory read; writes through this process drop the list at once.
     pub async fn tags(&self, repo: &RepositoryName) -> RegistryResult<Arc<Vec<String>>> {
-        if let Some(list) = self.cache.tag_list(repo) {
-            return Ok(list);
+        match self.cache.tag_list(repo) {
+            Some(Cached::Fresh(list)) => return Ok(list),
+            Some(Cached::Stale(list)) => {
+                if self.cache.claim_tag_list_refresh(repo) {
+                    let driver = self.driver.clone();
+                    let cache = self.cache.clone();
+                    let repo = repo.clone();
+                    let generation = cache.tag_generation();
+                    tokio::spawn(async move {
+                        let fresh = scan_tags(driver.as_ref(), &repo).await;
+                        if let Err(e) = &fresh {
+                            tracing::debug!(%repo, "tag list refresh: {e}");
+                        }
+                        cache.set_tag_list(&repo, fresh.ok().map(Arc::new), generation);
+                    });
+                }
+                return Ok(list);
+            }
+            None => {}
         }
+        let generation = self.cache.tag_generation();
         let tags = Arc::new(self.scan_tags(repo).await?);
-        self.cache.set_tag_list(repo, tags.clone());
+        self.cache
+            .set_tag_list(repo, Some(tags.clone()), generation);
         Ok(tags)
     }
 
     /// Tags as storage holds them now, bypassing the cache: for maintenance (collection,
     /// retention, fsck) and deletion, which must never act on a stale listing.
     pub async fn scan_tags(&self, repo: &RepositoryName) -> RegistryResult<Vec<String>> {
-        match self.driver.list(&layout::tags_dir(repo)?).await {
-            Ok(mut tags) => {
-                tags.retain(|t| t.parse::<super::Tag>().is_ok());
-                tags.sort_unstable();
-                Ok(tags)
-            }
-            Err(StorageError::NotFound(_)) => {
-                if self.exists(&layout::manifests_dir(repo)?).await? {
-                    Ok(Vec::new())
-                } else {
-                    Err(RegistryError::NameUnknown(repo.clone()))
-                }
-            }
-            Err(e) => Err(e.into()),
-        }
+        scan_tags(self.driver.as_ref(), repo).await
     }
 
     /// Every repository (a directory holding `_manifests`), sorted; from the cache when fresh.
@@ -123,6 +131,25 @@ impl Registry {
             out.push(desc);
         }
         Ok(out)
+    }
+}
+
+async fn scan_tags(
+    driver: &dyn crate::storage::StorageDriver,
+    repo: &RepositoryName,
+) -> RegistryResult<Vec<String>> {
+    match driver.list(&layout::tags_dir(repo)?).await {
+        Ok(mut tags) => {
+            tags.retain(|t| t.parse::<super::Tag>().is_ok());
+            tags.sort_unstable();
+            Ok(tags)
+        }
+        Err(StorageError::NotFound(_)) => match driver.stat(&layout::manifests_dir(repo)?).await {
+            Ok(_) => Ok(Vec::new()),
+            Err(StorageError::NotFound(_)) => Err(RegistryError::NameUnknown(repo.clone())),
+            Err(e) => Err(e.into()),
+        },
+        Err(e) => Err(e.into()),
     }
 }
 

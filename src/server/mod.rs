@@ -5,6 +5,7 @@
 pub mod listen;
 pub mod logging;
 pub mod maintenance;
+pub mod memory;
 pub mod notify;
 pub mod security;
 
@@ -38,6 +39,7 @@ pub fn run(config: Config, log: logging::LogHandle, reload: Reloader) -> i32 {
             .unwrap_or(1),
         n => n,
     };
+    memory::tune_allocator();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .thread_name("registry-worker")
@@ -147,6 +149,7 @@ async fn serve(
         },
     );
     notify::ready(&format!("serving on {local}"));
+    memory::spawn_trimmer();
     let watchdog = notify::spawn_watchdog();
 
     let mut term =

@@ -454,7 +454,8 @@ fn pread_into_spare(
     let have = buf.len();
     let spare = buf.spare_capacity_mut();
     let len = spare.len().min(want - have);
-    let at = i64::try_from(offset + have as u64).map_err(|_| io::Error::other("offset too large"))?;
+    let at =
+        i64::try_from(offset + have as u64).map_err(|_| io::Error::other("offset too large"))?;
     loop {
         // SAFETY: the kernel writes at most `len` bytes into the spare capacity, which is
         // valid for writes of that length; nothing reads it before `set_len` below.
@@ -703,12 +704,7 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
         // SAFETY: sync_file_range only reads its integer arguments; the descriptor is open
         // for as long as `file` is borrowed.
         unsafe {
-            nix::libc::sync_file_range(
-                file.as_raw_fd(),
-                off,
-                n,
-                nix::libc::SYNC_FILE_RANGE_WRITE,
-            );
+            nix::libc::sync_file_range(file.as_raw_fd(), off, n, nix::libc::SYNC_FILE_RANGE_WRITE);
         }
     }
     #[cfg(not(target_os = "linux"))]
@@ -722,7 +718,8 @@ impl FileWriter for FsWriter {
     async fn write(&mut self, mut data: &[u8]) -> StorageResult<()> {
         while !data.is_empty() {
             if self.buf.capacity() == 0 {
-                self.buf.reserve_exact(WRITE_BUFFER.min(data.len().max(8 << 10)));
+                self.buf
+                    .reserve_exact(WRITE_BUFFER.min(data.len().max(8 << 10)));
             }
             let room = WRITE_BUFFER - self.buf.len();
             let n = room.min(data.len());
