@@ -753,12 +753,13 @@ impl Scenarios {
                 .get("link")
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
+            // Entries are counted, not kept: the client's cost stays far below the server's.
             #[derive(serde::Deserialize)]
             struct Page {
                 #[serde(default)]
-                repositories: Vec<String>,
+                repositories: Vec<serde::de::IgnoredAny>,
                 #[serde(default)]
-                tags: Option<Vec<String>>,
+                tags: Option<Vec<serde::de::IgnoredAny>>,
             }
             let body = resp.bytes().await.map_err(|e| e.to_string())?;
             let page: Page = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
@@ -1170,6 +1171,9 @@ async fn main() {
             }
             // Listings: the first one (cold: the registry reads storage) and the median of
             // five more (warm: what a UI or a script polling the registry sees).
+            // The one-request tags list comes first, so that its cold figure is cold; the
+            // paged one follows, warm only. registry:2 2.8 ignores `n` on tags lists and
+            // answers every tag at once, so its paged figure is one request where ours is ten.
             let listings = [
                 (
                     12,
@@ -1178,25 +1182,28 @@ async fn main() {
                     "repositories",
                     n,
                     false,
-                ),
-                (
-                    14,
-                    "7b tags/list of 10k tags (pages of 1000)",
-                    "/v2/tagged/many/tags/list?n=1000",
-                    "tags",
-                    n,
                     true,
                 ),
                 (
-                    16,
-                    "7c tags/list of 10k tags (one request)",
+                    14,
+                    "7b tags/list of 10k tags (one request)",
                     "/v2/tagged/many/tags/list",
                     "tags",
                     n,
                     true,
+                    true,
+                ),
+                (
+                    16,
+                    "7c tags/list of 10k tags (pages of 1000)",
+                    "/v2/tagged/many/tags/list?n=1000",
+                    "tags",
+                    n,
+                    true,
+                    false,
                 ),
             ];
-            for (order, label, first, key, want, exact) in listings {
+            for (order, label, first, key, want, exact, show_cold) in listings {
                 let mut times = Vec::new();
                 let mut err = None;
                 for _ in 0..6 {
@@ -1226,13 +1233,15 @@ async fn main() {
                         (Ok(fig(cold)), Ok(fig(median(&mut times[1..]))))
                     }
                 };
-                table.add(
-                    order,
-                    &format!("{label}, cold"),
-                    kind("ms", true, ">=10x"),
-                    which,
-                    cold,
-                );
+                if show_cold {
+                    table.add(
+                        order,
+                        &format!("{label}, cold"),
+                        kind("ms", true, ">=10x"),
+                        which,
+                        cold,
+                    );
+                }
                 table.add(
                     order + 1,
                     &format!("{label}, warm"),

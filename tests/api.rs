@@ -951,3 +951,41 @@ fn reads_see_writes_immediately_despite_caching() {
         "new tag listed at once"
     );
 }
+
+/// A tag list is served from memory, but what another instance writes to the same storage
+/// (here: a tag link written straight into the directory, and one removed) shows within a
+/// couple of seconds: the cached list is replaced in the background once it is a second old.
+#[test]
+fn tag_lists_follow_changes_made_outside_this_process() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = dir.path().join("data");
+    let s = Server::builder().storage(&storage).start();
+    let c = client();
+    let digest = push_image(&c, &s, "shared", "one", "outside");
+    push_image(&c, &s, "shared", "two", "outside");
+    let tags = || -> serde_json::Value {
+        c.get(s.url("/v2/shared/tags/list"))
+            .send()
+            .expect("tags")
+            .json::<serde_json::Value>()
+            .expect("json")["tags"]
+            .clone()
+    };
+    assert_eq!(tags(), serde_json::json!(["one", "two"]));
+    let tags_dir = storage.join("docker/registry/v2/repositories/shared/_manifests/tags");
+    let link = tags_dir.join("three/current/link");
+    std::fs::create_dir_all(link.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&link, &digest).expect("write link");
+    std::fs::remove_dir_all(tags_dir.join("one")).expect("remove tag");
+    let want = serde_json::json!(["three", "two"]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut seen = tags();
+    while seen != want && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        seen = tags();
+    }
+    assert_eq!(seen, want, "changes made outside are listed within seconds");
+    // And a write through this process is listed at once, whatever the cache held.
+    push_image(&c, &s, "shared", "four", "inside");
+    assert_eq!(tags(), serde_json::json!(["four", "three", "two"]));
+}

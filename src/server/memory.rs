@@ -40,13 +40,18 @@ pub fn spawn_trimmer() {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            // A walk of the free lists: microseconds for heaps of this size, and on a
-            // blocking thread so that no request waits behind it.
-            let _ = tokio::task::spawn_blocking(|| {
-                // SAFETY: malloc_trim has no preconditions.
-                unsafe { nix::libc::malloc_trim(0) }
-            })
-            .await;
+            trim().await;
         }
     });
+}
+
+/// Returns the heap's free memory to the kernel. A walk of the free lists: microseconds for
+/// heaps of this size, and on a blocking thread so that no request waits behind it.
+pub async fn trim() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    let _ = tokio::task::spawn_blocking(|| {
+        // SAFETY: malloc_trim has no preconditions.
+        unsafe { nix::libc::malloc_trim(0) }
+    })
+    .await;
 }

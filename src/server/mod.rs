@@ -128,6 +128,8 @@ async fn serve(
         if let Err(e) = warm.registry.catalog().await {
             tracing::warn!("cannot list the repositories: {e}");
         }
+        // The walk's scratch memory is free now: give it back rather than idle on it.
+        memory::trim().await;
     });
 
     tracing::info!(

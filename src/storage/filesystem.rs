@@ -824,4 +824,86 @@ mod tests {
             .expect("delete");
         assert!(d.stat(&p).await.expect_err("gone").is_not_found());
     }
+
+    /// Every file under `root` whose name starts with `.` (temporaries).
+    fn temporaries(root: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in fs::read_dir(&d).expect("read_dir").flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if e.file_name().to_string_lossy().starts_with('.') {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn staged_writes_land_whole_and_leave_no_temporaries() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = FilesystemDriver::new(dir.path());
+        let p = |parts: &[&str]| StoragePath::new(parts.iter().copied()).expect("path");
+        let (data, link, tag) = (
+            p(&["blobs", "ab", "data"]),
+            p(&["repo", "rev", "link"]),
+            p(&["repo", "tag", "link"]),
+        );
+        d.put_content(&tag, b"old").await.expect("old tag");
+        d.put_staged(&[
+            &[(data.clone(), Bytes::from_static(b"content"))],
+            &[(link.clone(), Bytes::from_static(b"sha256:ab"))],
+            &[],
+            &[(tag.clone(), Bytes::from_static(b"new"))],
+        ])
+        .await
+        .expect("staged");
+        assert_eq!(
+            &d.get_content(&data, 100).await.expect("data")[..],
+            b"content"
+        );
+        assert_eq!(
+            &d.get_content(&link, 100).await.expect("link")[..],
+            b"sha256:ab"
+        );
+        assert_eq!(&d.get_content(&tag, 100).await.expect("tag")[..], b"new");
+        assert!(temporaries(dir.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn chunks_and_small_writes_keep_their_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = FilesystemDriver::new(dir.path());
+        let p = StoragePath::new(["up", "data"]).expect("path");
+        let mut w = d.writer(&p, false).await.expect("writer");
+        w.write(b"ab").await.expect("write");
+        w.write_chunks(vec![
+            Bytes::from_static(b"cd"),
+            Bytes::new(),
+            Bytes::from_static(b"ef"),
+        ])
+        .await
+        .expect("chunks");
+        w.write(b"g").await.expect("write");
+        w.write_chunks(vec![Bytes::new()]).await.expect("empty");
+        assert_eq!(w.size(), 7);
+        assert_eq!(w.commit().await.expect("commit"), 7);
+        assert_eq!(&d.get_content(&p, 100).await.expect("get")[..], b"abcdefg");
+
+        // Batches past the writeback step, appended to what is there.
+        let mut w = d.writer(&p, true).await.expect("append");
+        let block: Vec<Bytes> = (0..12u8).map(|i| Bytes::from(vec![i; 1 << 20])).collect();
+        w.write_chunks(block.clone()).await.expect("big");
+        w.write_chunks(block).await.expect("big again");
+        let size = w.commit().await.expect("commit");
+        assert_eq!(size, 7 + 24 * (1 << 20));
+        let all = d.get_content(&p, size).await.expect("get");
+        assert_eq!(all.len() as u64, size);
+        assert_eq!(&all[..7], b"abcdefg");
+        assert_eq!(all[7 + (13 << 20)], 1);
+        assert_eq!(all[all.len() - 1], 11);
+    }
 }
