@@ -185,10 +185,11 @@ impl Registry {
         }
     }
 
+    /// Writes a link durably. Through `put_staged`, so that links written by concurrent
+    /// requests share their waits for the disk (see the filesystem driver's group commit).
     async fn write_link(&self, path: &StoragePath, d: &Digest) -> RegistryResult<()> {
-        self.driver
-            .put_content(path, d.to_string().as_bytes())
-            .await?;
+        let link = [(path.clone(), bytes::Bytes::from(d.to_string()))];
+        self.driver.put_staged(&[&link]).await?;
         Ok(())
     }
 

@@ -6,6 +6,7 @@
 //! Large content goes through [`FsWriter`], which writes from a blocking thread while the
 //! next batch arrives, starts writeback as it goes, and fsyncs on commit.
 
+use super::group_commit::{GroupCommit, StagedFile};
 use super::{
     BlobReader, FileInfo, FileWriter, StorageDriver, StorageError, StoragePath, StorageResult,
 };
@@ -21,11 +22,31 @@ const WRITE_BUFFER: usize = 256 << 10;
 #[derive(Debug, Clone)]
 pub struct FilesystemDriver {
     root: PathBuf,
+    /// Started on the first staged write (see `group_commit`); `None` if the thread could
+    /// not be started, and each request then syncs its own files.
+    committer: std::sync::Arc<std::sync::OnceLock<Option<GroupCommit>>>,
 }
 
 impl FilesystemDriver {
     pub fn new(root: impl Into<PathBuf>) -> FilesystemDriver {
-        FilesystemDriver { root: root.into() }
+        FilesystemDriver {
+            root: root.into(),
+            committer: Default::default(),
+        }
+    }
+
+    fn committer(&self) -> Option<&GroupCommit> {
+        self.committer
+            .get_or_init(|| match GroupCommit::start() {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!(
+                        "cannot start the storage commit thread ({e}); writes sync one by one"
+                    );
+                    None
+                }
+            })
+            .as_ref()
     }
 
     pub fn root(&self) -> &Path {
@@ -173,14 +194,14 @@ fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-fn create_parent(full: &Path) -> io::Result<()> {
+pub(super) fn create_parent(full: &Path) -> io::Result<()> {
     match full.parent() {
         Some(p) => fs::create_dir_all(p),
         None => Ok(()),
     }
 }
 
-fn temp_name(full: &Path) -> PathBuf {
+pub(super) fn temp_name(full: &Path) -> PathBuf {
     let name = full.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     full.with_file_name(format!(".{name}.tmp-{}", uuid::Uuid::new_v4().simple()))
 }
@@ -230,7 +251,7 @@ impl StorageDriver for FilesystemDriver {
     }
 
     async fn put_staged(&self, stages: &[&[(StoragePath, Bytes)]]) -> StorageResult<()> {
-        let jobs: Vec<Vec<(StoragePath, PathBuf, Bytes)>> = stages
+        let jobs: Vec<Vec<StagedFile>> = stages
             .iter()
             .map(|stage| {
                 stage
@@ -239,7 +260,10 @@ impl StorageDriver for FilesystemDriver {
                     .collect()
             })
             .collect();
-        blocking(move || write_staged(&jobs)).await
+        match self.committer() {
+            Some(c) => c.put_staged(jobs).await,
+            None => blocking(move || write_staged(&jobs)).await,
+        }
     }
 
     async fn reader(&self, path: &StoragePath, offset: u64) -> StorageResult<(BlobReader, u64)> {
@@ -694,7 +718,7 @@ fn write_all_chunks(file: &mut File, chunks: &[Bytes]) -> io::Result<()> {
 
 /// Asks the kernel to start writing a range of the file to disk, without waiting for it.
 /// Only a hint: durability still comes from the fsync in `commit`, so failure is ignored.
-fn start_writeback(file: &File, offset: u64, len: u64) {
+pub(super) fn start_writeback(file: &File, offset: u64, len: u64) {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;

@@ -7,6 +7,7 @@
 //! leave the root whatever a caller does.
 
 pub mod filesystem;
+mod group_commit;
 
 use async_trait::async_trait;
 use bytes::Bytes;
