@@ -2,10 +2,13 @@
 //!
 //! Making a small write durable costs a wait for the disk: a journal commit and a cache flush,
 //! about a millisecond on most disks, and a manifest PUT needs one per stage (content, then the
-//! links naming it, then the tag). Requests that arrive together therefore share their waits:
-//! one committer thread takes every staged write queued while it was busy and runs them as one
-//! batch, with one `syncfs` per stage for the whole batch instead of an `fdatasync` per file and
-//! an `fsync` per directory for each request.
+//! links naming it, then the tag). Requests in flight together therefore share their waits:
+//! each writes its content to temporary files itself, in parallel with the others, then hands
+//! the rest to one committer thread. That thread runs cycles of "rename what may be renamed,
+//! then `syncfs`", and each sync moves every request in flight one step on, whatever step each
+//! is at: instead of an `fdatasync` per file and an `fsync` per directory for each request, a
+//! few syncs serve everyone. `syncfs` also covers directories that a write created on the way
+//! (a new tag's `<tag>/current/`), which fsyncing the file's own directory alone would not.
 //!
 //! Order and atomicity are those of [`super::StorageDriver::put_staged`] for every request:
 //! all its content is written to temporary names and made durable first; then, stage by
