@@ -148,6 +148,9 @@ async fn start(
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
     prepare(&data);
+    // The prepared store (tens of thousands of files) goes to disk before the registry
+    // starts: otherwise the first registry to sync anything would pay for writing it.
+    let _ = Command::new("sync").status();
     let port = free_port();
     let mut cmd;
     if name == "ours" {
