@@ -930,4 +930,40 @@ mod tests {
         assert_eq!(all[7 + (13 << 20)], 1);
         assert_eq!(all[all.len() - 1], 11);
     }
+
+    /// Many requests at once share the committer's cycles: every one of them lands whole,
+    /// with its stages in order, and a request with a bad path fails alone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_staged_writes_all_land_and_a_failure_stays_alone() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = FilesystemDriver::new(dir.path());
+        // A regular file where a directory would have to be: writes below it fail.
+        std::fs::write(dir.path().join("blocked"), b"").expect("blocker");
+        let mut tasks = Vec::new();
+        for i in 0..40u32 {
+            let d = d.clone();
+            tasks.push(tokio::spawn(async move {
+                let root = if i == 7 { "blocked" } else { "ok" };
+                let p = |leaf: &str| StoragePath::new([root, &format!("r{i}"), leaf]).expect("p");
+                let content = [(p("data"), Bytes::from(format!("content {i}")))];
+                let links = [(p("link"), Bytes::from(format!("link {i}")))];
+                let tag = [(p("tag"), Bytes::from(format!("tag {i}")))];
+                (i, d.put_staged(&[&content, &links, &tag]).await)
+            }));
+        }
+        for t in tasks {
+            let (i, result) = t.await.expect("join");
+            if i == 7 {
+                assert!(result.is_err(), "a write below a file fails");
+                continue;
+            }
+            result.expect("staged write");
+            for (leaf, want) in [("data", "content"), ("link", "link"), ("tag", "tag")] {
+                let p = StoragePath::new(["ok", &format!("r{i}"), leaf]).expect("p");
+                let got = d.get_content(&p, 100).await.expect("read back");
+                assert_eq!(&got[..], format!("{want} {i}").as_bytes());
+            }
+        }
+        assert!(temporaries(dir.path()).is_empty());
+    }
 }
