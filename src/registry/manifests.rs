@@ -5,7 +5,7 @@ use super::manifest::{self, ManifestError, ParsedManifest, MAX_MANIFEST_BYTES};
 use super::{
     layout, Digest, Reference, Registry, RegistryError, RegistryResult, RepositoryName, Tag,
 };
-use crate::storage::{StorageError, StoragePath};
+use crate::storage::{Staged, StorageError, StoragePath};
 use bytes::Bytes;
 
 /// A manifest read back: exactly the bytes pushed.
@@ -131,12 +131,12 @@ impl Registry {
         // it, then the tag, so that after a crash a tag never points at a revision that is
         // not there, nor a revision at missing content.
         let data = layout::blob_data(&digest)?;
-        let content: Vec<(StoragePath, Bytes)> = if self.exists(&data).await? {
+        let content: Vec<(StoragePath, Staged)> = if self.exists(&data).await? {
             Vec::new()
         } else {
-            vec![(data, bytes.clone())]
+            vec![(data, Staged::Content(bytes.clone()))]
         };
-        let link = Bytes::from(digest.to_string());
+        let link = Staged::Content(Bytes::from(digest.to_string()));
         let mut links = vec![(layout::revision_link(repo, &digest)?, link.clone())];
         let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
         if let Some(s) = &subject {

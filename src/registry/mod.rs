@@ -188,7 +188,10 @@ impl Registry {
     /// Writes a link durably. Through `put_staged`, so that links written by concurrent
     /// requests share their waits for the disk (see the filesystem driver's group commit).
     async fn write_link(&self, path: &StoragePath, d: &Digest) -> RegistryResult<()> {
-        let link = [(path.clone(), bytes::Bytes::from(d.to_string()))];
+        let link = [(
+            path.clone(),
+            crate::storage::Staged::Content(bytes::Bytes::from(d.to_string())),
+        )];
         self.driver.put_staged(&[&link]).await?;
         Ok(())
     }

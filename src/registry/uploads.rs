@@ -10,7 +10,7 @@
 use super::{
     layout, Digest, DigestHasher, Registry, RegistryError, RegistryResult, RepositoryName,
 };
-use crate::storage::{FileWriter, StorageError};
+use crate::storage::{FileWriter, Staged, StorageError, StoragePath};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -350,20 +350,27 @@ impl UploadWriter<'_> {
                 "expected {expected}, content is {actual}"
             )));
         }
-        let size = w.commit().await?;
+        // Closed, not yet synced: the staged write below makes the content durable before
+        // it moves into the blob store, and the move durable before the link is written,
+        // sharing those waits for the disk with every other request in flight.
+        let size = w.close().await?;
         let target = layout::blob_data(expected)?;
         // Garbage collection hook: the content is in use from now on (see `gc`).
         registry.gc.touch(expected).await;
+        let link = [(
+            layout::layer_link(&self.repo, expected)?,
+            Staged::Content(Bytes::from(expected.to_string())),
+        )];
         // Two clients pushing the same content both succeed: the second finds it in place.
-        if !registry.exists(&target).await? {
-            registry
-                .driver
-                .rename(&layout::upload_data(&self.repo, &self.id)?, &target)
-                .await?;
-        }
-        registry
-            .write_link(&layout::layer_link(&self.repo, expected)?, expected)
-            .await?;
+        let data: Vec<(StoragePath, Staged)> = if registry.exists(&target).await? {
+            Vec::new()
+        } else {
+            vec![(
+                target,
+                Staged::MovedFrom(layout::upload_data(&self.repo, &self.id)?),
+            )]
+        };
+        registry.driver.put_staged(&[&data, &link]).await?;
         registry.remove(&upload_dir).await?;
         registry.uploads.forget(&self.id);
         self.state.hasher = None;

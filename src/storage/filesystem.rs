@@ -6,9 +6,10 @@
 //! Large content goes through [`FsWriter`], which writes from a blocking thread while the
 //! next batch arrives, starts writeback as it goes, and fsyncs on commit.
 
-use super::group_commit::{GroupCommit, StagedFile};
+use super::group_commit::{GroupCommit, Source, StagedFile};
 use super::{
-    BlobReader, FileInfo, FileWriter, StorageDriver, StorageError, StoragePath, StorageResult,
+    BlobReader, FileInfo, FileWriter, Staged, StorageDriver, StorageError, StoragePath,
+    StorageResult,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -97,49 +98,52 @@ impl FilesystemDriver {
     }
 }
 
-/// Writes stages of small files durably, waiting for the disk once for all the content and
-/// once per stage:
-///
-/// 1. every file is written to a temporary name beside its target and its writeback started
-///    (`sync_file_range`), so that the blocks of all of them are allocated in the journal's
-///    running transaction;
-/// 2. each temporary is `fdatasync`ed: the first waits for that journal commit, the others
-///    find their data written and their metadata already committed;
-/// 3. stage by stage, the temporaries are renamed over their targets (readers see the old
-///    content or the new) and each distinct directory of the stage is fsynced, the first
-///    fsync committing every rename of the stage, before the next stage's renames begin.
-///
-/// This gives what fsyncing each file and directory in turn gives, on any filesystem; only
-/// the waiting is shared. On a failure the temporaries left are removed; targets already
-/// renamed stay (each is complete).
-fn write_staged(stages: &[Vec<(StoragePath, PathBuf, Bytes)>]) -> StorageResult<()> {
-    let jobs: Vec<&(StoragePath, PathBuf, Bytes)> = stages.iter().flatten().collect();
-    let mut temps: Vec<(PathBuf, File)> = Vec::with_capacity(jobs.len());
-    let cleanup = |temps: &[(PathBuf, File)]| {
-        for (t, _) in temps {
-            let _ = fs::remove_file(t);
+/// Writes stages durably without the committer thread (when it could not be started): each
+/// new file is written to a temporary name beside its target, every temporary and every moved
+/// file is `fdatasync`ed, then stage by stage the files are renamed over their targets and
+/// each distinct directory of the stage is fsynced before the next stage's renames begin.
+/// On a failure the temporaries left are removed (moved files stay where they were); targets
+/// already renamed stay (each is complete).
+fn write_staged(stages: &[Vec<StagedFile>]) -> StorageResult<()> {
+    let jobs: Vec<&StagedFile> = stages.iter().flatten().collect();
+    // The file to rename into each target, and whether it is a temporary of ours.
+    let mut sources: Vec<(PathBuf, File, bool)> = Vec::with_capacity(jobs.len());
+    let cleanup = |sources: &[(PathBuf, File, bool)]| {
+        for (t, _, temporary) in sources {
+            if *temporary {
+                let _ = fs::remove_file(t);
+            }
         }
     };
-    for (path, full, content) in &jobs {
-        let tmp = temp_name(full);
-        let written = create_parent(full).and_then(|_| {
-            let mut f = File::create(&tmp)?;
-            f.write_all(content)?;
-            start_writeback(&f, 0, content.len() as u64);
-            Ok(f)
-        });
-        match written {
-            Ok(f) => temps.push((tmp, f)),
+    for (path, full, source) in &jobs {
+        let opened = match source {
+            Source::Content(content) => {
+                let tmp = temp_name(full);
+                let written = create_parent(full).and_then(|_| {
+                    let mut f = File::create(&tmp)?;
+                    f.write_all(content)?;
+                    Ok(f)
+                });
+                if written.is_err() {
+                    let _ = fs::remove_file(&tmp);
+                }
+                written.map(|f| (tmp, f, true))
+            }
+            Source::Moved(from) => create_parent(full)
+                .and_then(|_| File::open(from))
+                .map(|f| (from.clone(), f, false)),
+        };
+        match opened {
+            Ok(s) => sources.push(s),
             Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                cleanup(&temps);
-                return Err(StorageError::io(path, e));
+                cleanup(&sources);
+                return Err(not_found_or(path, e));
             }
         }
     }
-    for ((path, _, _), (_, f)) in jobs.iter().zip(&temps) {
+    for ((path, _, _), (_, f, _)) in jobs.iter().zip(&sources) {
         if let Err(e) = f.sync_data() {
-            cleanup(&temps);
+            cleanup(&sources);
             return Err(StorageError::io(path, e));
         }
     }
@@ -147,8 +151,8 @@ fn write_staged(stages: &[Vec<(StoragePath, PathBuf, Bytes)>]) -> StorageResult<
     for stage in stages {
         let mut dirs: Vec<&Path> = Vec::new();
         for (path, full, _) in stage {
-            if let Err(e) = fs::rename(&temps[next].0, full) {
-                cleanup(&temps[next..]);
+            if let Err(e) = fs::rename(&sources[next].0, full) {
+                cleanup(&sources[next..]);
                 return Err(StorageError::io(path, e));
             }
             next += 1;
@@ -160,7 +164,7 @@ fn write_staged(stages: &[Vec<(StoragePath, PathBuf, Bytes)>]) -> StorageResult<
         }
         for d in dirs {
             if let Err(e) = fsync_dir(d) {
-                cleanup(&temps[next..]);
+                cleanup(&sources[next..]);
                 return Err(StorageError::io(d.display(), e));
             }
         }
@@ -250,13 +254,19 @@ impl StorageDriver for FilesystemDriver {
         self.write_small(path, content, false).await
     }
 
-    async fn put_staged(&self, stages: &[&[(StoragePath, Bytes)]]) -> StorageResult<()> {
+    async fn put_staged(&self, stages: &[&[(StoragePath, Staged)]]) -> StorageResult<()> {
         let jobs: Vec<Vec<StagedFile>> = stages
             .iter()
             .map(|stage| {
                 stage
                     .iter()
-                    .map(|(p, c)| (p.clone(), self.full(p), c.clone()))
+                    .map(|(p, what)| {
+                        let source = match what {
+                            Staged::Content(c) => Source::Content(c.clone()),
+                            Staged::MovedFrom(from) => Source::Moved(self.full(from)),
+                        };
+                        (p.clone(), self.full(p), source)
+                    })
                     .collect()
             })
             .collect();
@@ -877,11 +887,25 @@ mod tests {
             p(&["repo", "tag", "link"]),
         );
         d.put_content(&tag, b"old").await.expect("old tag");
+        let upload = p(&["uploads", "u1", "data"]);
+        let blob = p(&["blobs", "cd", "data"]);
+        let mut w = d.writer(&upload, false).await.expect("writer");
+        w.write(b"uploaded").await.expect("write");
+        w.close().await.expect("close");
         d.put_staged(&[
-            &[(data.clone(), Bytes::from_static(b"content"))],
-            &[(link.clone(), Bytes::from_static(b"sha256:ab"))],
+            &[
+                (
+                    data.clone(),
+                    Staged::Content(Bytes::from_static(b"content")),
+                ),
+                (blob.clone(), Staged::MovedFrom(upload.clone())),
+            ],
+            &[(
+                link.clone(),
+                Staged::Content(Bytes::from_static(b"sha256:ab")),
+            )],
             &[],
-            &[(tag.clone(), Bytes::from_static(b"new"))],
+            &[(tag.clone(), Staged::Content(Bytes::from_static(b"new")))],
         ])
         .await
         .expect("staged");
@@ -894,6 +918,23 @@ mod tests {
             b"sha256:ab"
         );
         assert_eq!(&d.get_content(&tag, 100).await.expect("tag")[..], b"new");
+        assert_eq!(
+            &d.get_content(&blob, 100).await.expect("blob")[..],
+            b"uploaded"
+        );
+        assert!(d.stat(&upload).await.expect_err("moved").is_not_found());
+        assert!(temporaries(dir.path()).is_empty());
+        // Moving a file that is not there fails, and takes nothing else with it.
+        let missing = p(&["uploads", "gone", "data"]);
+        let err = d
+            .put_staged(&[
+                &[(p(&["x", "data"]), Staged::Content(Bytes::from_static(b"x")))],
+                &[(p(&["y", "data"]), Staged::MovedFrom(missing))],
+            ])
+            .await
+            .expect_err("missing source");
+        assert!(err.is_not_found(), "{err}");
+        assert!(d.stat(&p(&["x", "data"])).await.is_err());
         assert!(temporaries(dir.path()).is_empty());
     }
 
@@ -945,9 +986,12 @@ mod tests {
             tasks.push(tokio::spawn(async move {
                 let root = if i == 7 { "blocked" } else { "ok" };
                 let p = |leaf: &str| StoragePath::new([root, &format!("r{i}"), leaf]).expect("p");
-                let content = [(p("data"), Bytes::from(format!("content {i}")))];
-                let links = [(p("link"), Bytes::from(format!("link {i}")))];
-                let tag = [(p("tag"), Bytes::from(format!("tag {i}")))];
+                let content = [(
+                    p("data"),
+                    Staged::Content(Bytes::from(format!("content {i}"))),
+                )];
+                let links = [(p("link"), Staged::Content(Bytes::from(format!("link {i}"))))];
+                let tag = [(p("tag"), Staged::Content(Bytes::from(format!("tag {i}"))))];
                 (i, d.put_staged(&[&content, &links, &tag]).await)
             }));
         }

@@ -31,13 +31,20 @@ use std::sync::mpsc;
 /// The most requests in flight at once in the committer; more wait in its queue.
 const MAX_BATCH: usize = 64;
 
-/// One file of a stage: its storage path (for errors), its full path, its content.
-pub(super) type StagedFile = (StoragePath, PathBuf, Bytes);
+/// What goes to a target: new content, or a finished file moved there.
+pub(super) enum Source {
+    Content(Bytes),
+    Moved(PathBuf),
+}
+
+/// One file of a stage: its storage path (for errors), its full path, its source.
+pub(super) type StagedFile = (StoragePath, PathBuf, Source);
 
 struct Job {
     stages: Vec<Vec<StagedFile>>,
-    /// The temporaries already written, in the order of the stages' files.
-    temps: Vec<PathBuf>,
+    /// What to rename into each target, in the order of the stages' files: temporaries
+    /// already written, or moved files.
+    temps: Vec<Rename>,
     /// One directory on each filesystem the job writes to.
     filesystems: Filesystems,
     done: tokio::sync::oneshot::Sender<StorageResult<()>>,
@@ -77,9 +84,7 @@ impl GroupCommit {
                 done,
             };
             if let Err(mpsc::SendError(job)) = queue.send(job) {
-                for t in &job.temps {
-                    let _ = fs::remove_file(t);
-                }
+                remove_temporaries(&job.temps);
                 return Err(gone());
             }
             Ok(())
@@ -140,7 +145,7 @@ fn cycle(active: &mut Vec<Member>) {
         };
         let mut error = None;
         for (path, full, _) in &m.job.stages[stage] {
-            if let Err(e) = fs::rename(&m.temps[m.next], full) {
+            if let Err(e) = fs::rename(&m.temps[m.next].from, full) {
                 error = Some(StorageError::io(path, e));
                 break;
             }
@@ -183,8 +188,8 @@ fn cycle(active: &mut Vec<Member>) {
 /// A request in flight and how far it got.
 struct Member {
     job: Job,
-    /// Temporaries in the order of the job's files; those before `next` are renamed.
-    temps: Vec<PathBuf>,
+    /// Sources in the order of the job's files; those before `next` are renamed.
+    temps: Vec<Rename>,
     next: usize,
     /// The job's stages that have files, in order (an empty stage needs no sync of its own).
     stages: Vec<usize>,
@@ -210,9 +215,7 @@ impl Member {
     }
 
     fn fail(&mut self, e: StorageError) {
-        for t in &self.temps[self.next..] {
-            let _ = fs::remove_file(t);
-        }
+        remove_temporaries(&self.temps[self.next..]);
         self.next = self.temps.len();
         if self.failed.is_none() {
             self.failed = Some(e);
@@ -220,27 +223,61 @@ impl Member {
     }
 }
 
-/// Writes every file of `stages` to a temporary name beside its target and starts its
-/// writeback; on failure removes what it wrote.
-fn write_temporaries(stages: &[Vec<StagedFile>]) -> StorageResult<(Vec<PathBuf>, Filesystems)> {
+/// A file to rename over a target: a temporary of ours, or a file the caller moves there
+/// (which a failure leaves where it is).
+struct Rename {
+    from: PathBuf,
+    temporary: bool,
+}
+
+fn remove_temporaries(renames: &[Rename]) {
+    for r in renames.iter().filter(|r| r.temporary) {
+        let _ = fs::remove_file(&r.from);
+    }
+}
+
+/// Writes every new file of `stages` to a temporary name beside its target and starts its
+/// writeback; moved files are only checked to exist. On failure removes what it wrote.
+fn write_temporaries(stages: &[Vec<StagedFile>]) -> StorageResult<(Vec<Rename>, Filesystems)> {
     let mut temps = Vec::new();
     let mut filesystems = Filesystems::default();
-    for (path, full, content) in stages.iter().flatten() {
-        let tmp = super::filesystem::temp_name(full);
-        let written = super::filesystem::create_parent(full).and_then(|_| {
-            let mut f = File::create(&tmp)?;
-            f.write_all(content)?;
-            super::filesystem::start_writeback(&f, 0, content.len() as u64);
-            Ok(())
-        });
-        if let Err(e) = written {
-            let _ = fs::remove_file(&tmp);
-            for t in &temps {
-                let _ = fs::remove_file(t);
+    for (path, full, source) in stages.iter().flatten() {
+        let written = match source {
+            Source::Content(content) => {
+                let tmp = super::filesystem::temp_name(full);
+                let r = super::filesystem::create_parent(full).and_then(|_| {
+                    let mut f = File::create(&tmp)?;
+                    f.write_all(content)?;
+                    super::filesystem::start_writeback(&f, 0, content.len() as u64);
+                    Ok(())
+                });
+                if r.is_err() {
+                    let _ = fs::remove_file(&tmp);
+                }
+                r.map(|_| Rename {
+                    from: tmp,
+                    temporary: true,
+                })
             }
-            return Err(StorageError::io(path, e));
+            // Written and closed by the caller: the first sync makes it durable.
+            Source::Moved(from) => super::filesystem::create_parent(full)
+                .and_then(|_| fs::metadata(from))
+                .map(|_| Rename {
+                    from: from.clone(),
+                    temporary: false,
+                }),
+        };
+        match written {
+            Ok(r) => temps.push(r),
+            Err(e) => {
+                remove_temporaries(&temps);
+                return Err(if e.kind() == io::ErrorKind::NotFound {
+                    StorageError::NotFound(path.clone())
+                } else {
+                    StorageError::io(path, e)
+                });
+            }
         }
-        temps.push(tmp);
         if let Some(dir) = full.parent() {
             filesystems.note(dir);
         }

@@ -140,6 +140,18 @@ pub struct FileInfo {
     pub is_dir: bool,
 }
 
+/// What [`StorageDriver::put_staged`] puts at a path.
+#[derive(Clone, Debug)]
+pub enum Staged {
+    /// These bytes (a small file: a manifest, a link).
+    Content(Bytes),
+    /// The file now at this path, moved (a finished upload becoming a blob). Its writer must
+    /// have been closed; making its content durable is part of the staged write, before the
+    /// move. A backend that keeps the default `put_staged` must make `close`d content durable
+    /// itself.
+    MovedFrom(StoragePath),
+}
+
 /// A readable stream positioned at the requested offset.
 pub type BlobReader = Box<dyn AsyncRead + Send + Unpin>;
 
@@ -198,16 +210,20 @@ pub trait StorageDriver: Send + Sync + fmt::Debug + 'static {
         self.put_content(path, content).await
     }
 
-    /// Writes several small files, each atomically, all durable when this returns, in
+    /// Puts several files in place, each atomically, all durable when this returns, in
     /// stages: no file of a stage becomes visible, even after a crash, before every file of
     /// the stages before it is durable. (A tag must never point at a revision that a crash
-    /// could lose.) Backends make this cheaper than one [`StorageDriver::put_content`] after
-    /// another: the filesystem waits for the disk once for all the content and once per
-    /// stage, not twice per file.
-    async fn put_staged(&self, stages: &[&[(StoragePath, Bytes)]]) -> StorageResult<()> {
+    /// could lose, nor a link at a blob.) Backends make this cheaper than one
+    /// [`StorageDriver::put_content`] after another: the filesystem waits for the disk once
+    /// for all the content and once per stage, not twice per file, and shares those waits
+    /// between requests.
+    async fn put_staged(&self, stages: &[&[(StoragePath, Staged)]]) -> StorageResult<()> {
         for stage in stages {
-            for (path, content) in stage.iter() {
-                self.put_content(path, content).await?;
+            for (path, what) in stage.iter() {
+                match what {
+                    Staged::Content(content) => self.put_content(path, content).await?,
+                    Staged::MovedFrom(from) => self.rename(from, path).await?,
+                }
             }
         }
         Ok(())
