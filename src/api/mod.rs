@@ -310,10 +310,10 @@ pub(crate) fn empty_response(status: StatusCode) -> Response<Body> {
 pub(crate) fn json_response(
     status: StatusCode,
     content_type: &'static str,
-    value: &serde_json::Value,
+    value: &impl serde::Serialize,
     head: bool,
 ) -> Response<Body> {
-    let text = value.to_string();
+    let text = serde_json::to_vec(value).unwrap_or_else(|_| b"{}".to_vec());
     let len = text.len();
     let mut r = Response::new(if head {
         body::empty()

@@ -36,6 +36,7 @@ fn paginate<'a>(
     Ok((&all[start..start + take], n, more))
 }
 
+/// Listing pages, serialised straight from the borrowed page (no intermediate JSON tree).
 #[derive(serde::Serialize)]
 struct TagPage<'a> {
     name: &'a str,
@@ -45,24 +46,6 @@ struct TagPage<'a> {
 #[derive(serde::Serialize)]
 struct CatalogPage<'a> {
     repositories: &'a [String],
-}
-
-/// A listing page written straight from the borrowed page (no intermediate JSON tree).
-fn listing_response(page: &impl serde::Serialize, head: bool) -> http::Response<super::body::Body> {
-    let text = serde_json::to_vec(page).unwrap_or_else(|_| b"{}".to_vec());
-    let len = text.len();
-    let mut r = http::Response::new(if head {
-        super::body::empty()
-    } else {
-        super::body::full(text)
-    });
-    r.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    r.headers_mut()
-        .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
-    r
 }
 
 fn link_header(path: &str, n: Option<usize>, last: &str) -> String {
@@ -81,7 +64,9 @@ pub async fn list(state: &AppState, req: &Request<Incoming>, name: &RepositoryNa
     let tags = state.registry.tags(name).await?;
     let (page, n, more) = paginate(&tags, req)?;
     let next = if more { page.last().cloned() } else { None };
-    let mut r = listing_response(
+    let mut r = json_response(
+        StatusCode::OK,
+        "application/json",
         &TagPage {
             name: name.as_str(),
             tags: page,
@@ -120,7 +105,12 @@ pub async fn catalog(
     };
     let (page, n, more) = paginate(repos, req)?;
     let next = if more { page.last().cloned() } else { None };
-    let mut r = listing_response(&CatalogPage { repositories: page }, head);
+    let mut r = json_response(
+        StatusCode::OK,
+        "application/json",
+        &CatalogPage { repositories: page },
+        head,
+    );
     if let Some(last) = next {
         set_header(&mut r, "link", &link_header("/v2/_catalog", n, &last));
     }
