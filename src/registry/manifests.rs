@@ -136,7 +136,7 @@ impl Registry {
         } else {
             vec![(data, Staged::Content(bytes.clone()))]
         };
-        let link = Staged::Content(Bytes::from(digest.to_string()));
+        let link = super::link_to(&digest);
         let mut links = vec![(layout::revision_link(repo, &digest)?, link.clone())];
         let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
         if let Some(s) = &subject {

@@ -188,11 +188,9 @@ impl Registry {
     /// Writes a link durably. Through `put_staged`, so that links written by concurrent
     /// requests share their waits for the disk (see the filesystem driver's group commit).
     async fn write_link(&self, path: &StoragePath, d: &Digest) -> RegistryResult<()> {
-        let link = [(
-            path.clone(),
-            crate::storage::Staged::Content(bytes::Bytes::from(d.to_string())),
-        )];
-        self.driver.put_staged(&[&link]).await?;
+        self.driver
+            .put_staged(&[&[(path.clone(), link_to(d))]])
+            .await?;
         Ok(())
     }
 
@@ -212,4 +210,9 @@ impl Registry {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// A link file's content, for a staged write: the digest it names.
+fn link_to(d: &Digest) -> crate::storage::Staged {
+    crate::storage::Staged::Content(bytes::Bytes::from(d.to_string()))
 }

@@ -359,7 +359,7 @@ impl UploadWriter<'_> {
         registry.gc.touch(expected).await;
         let link = [(
             layout::layer_link(&self.repo, expected)?,
-            Staged::Content(Bytes::from(expected.to_string())),
+            super::link_to(expected),
         )];
         // Two clients pushing the same content both succeed: the second finds it in place.
         let data: Vec<(StoragePath, Staged)> = if registry.exists(&target).await? {
