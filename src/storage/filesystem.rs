@@ -4,9 +4,10 @@
 //! Durability: small files are written to a temporary name beside their target, fsynced,
 //! renamed over it, and the directory is fsynced; a crash leaves the old file or the new one.
 //! Large content goes through [`FsWriter`], which writes from a blocking thread while the
-//! next batch arrives, starts writeback as it goes, and fsyncs on commit.
+//! next batch arrives and starts writeback as it goes; the staged write that moves the
+//! finished file into place makes it durable.
 
-use super::group_commit::{GroupCommit, Source, StagedFile};
+use super::group_commit::{self, GroupCommit, Source, StagedFile};
 use super::{
     BlobReader, FileInfo, FileWriter, Staged, StorageDriver, StorageError, StoragePath,
     StorageResult,
@@ -24,7 +25,7 @@ const WRITE_BUFFER: usize = 256 << 10;
 pub struct FilesystemDriver {
     root: PathBuf,
     /// Started on the first staged write (see `group_commit`); `None` if the thread could
-    /// not be started, and each request then syncs its own files.
+    /// not be started, and each request then runs the same steps alone.
     committer: std::sync::Arc<std::sync::OnceLock<Option<GroupCommit>>>,
 }
 
@@ -42,7 +43,7 @@ impl FilesystemDriver {
                 Ok(c) => Some(c),
                 Err(e) => {
                     tracing::warn!(
-                        "cannot start the storage commit thread ({e}); writes sync one by one"
+                        "cannot start the storage commit thread ({e}); each staged write syncs alone"
                     );
                     None
                 }
@@ -96,80 +97,6 @@ impl FilesystemDriver {
         })
         .await
     }
-}
-
-/// Writes stages durably without the committer thread (when it could not be started): each
-/// new file is written to a temporary name beside its target, every temporary and every moved
-/// file is `fdatasync`ed, then stage by stage the files are renamed over their targets and
-/// each distinct directory of the stage is fsynced before the next stage's renames begin.
-/// On a failure the temporaries left are removed (moved files stay where they were); targets
-/// already renamed stay (each is complete).
-fn write_staged(stages: &[Vec<StagedFile>]) -> StorageResult<()> {
-    let jobs: Vec<&StagedFile> = stages.iter().flatten().collect();
-    // The file to rename into each target, and whether it is a temporary of ours.
-    let mut sources: Vec<(PathBuf, File, bool)> = Vec::with_capacity(jobs.len());
-    let cleanup = |sources: &[(PathBuf, File, bool)]| {
-        for (t, _, temporary) in sources {
-            if *temporary {
-                let _ = fs::remove_file(t);
-            }
-        }
-    };
-    for (path, full, source) in &jobs {
-        let opened = match source {
-            Source::Content(content) => {
-                let tmp = temp_name(full);
-                let written = create_parent(full).and_then(|_| {
-                    let mut f = File::create(&tmp)?;
-                    f.write_all(content)?;
-                    Ok(f)
-                });
-                if written.is_err() {
-                    let _ = fs::remove_file(&tmp);
-                }
-                written.map(|f| (tmp, f, true))
-            }
-            Source::Moved(from) => create_parent(full)
-                .and_then(|_| File::open(from))
-                .map(|f| (from.clone(), f, false)),
-        };
-        match opened {
-            Ok(s) => sources.push(s),
-            Err(e) => {
-                cleanup(&sources);
-                return Err(not_found_or(path, e));
-            }
-        }
-    }
-    for ((path, _, _), (_, f, _)) in jobs.iter().zip(&sources) {
-        if let Err(e) = f.sync_data() {
-            cleanup(&sources);
-            return Err(StorageError::io(path, e));
-        }
-    }
-    let mut next = 0;
-    for stage in stages {
-        let mut dirs: Vec<&Path> = Vec::new();
-        for (path, full, _) in stage {
-            if let Err(e) = fs::rename(&sources[next].0, full) {
-                cleanup(&sources[next..]);
-                return Err(StorageError::io(path, e));
-            }
-            next += 1;
-            if let Some(d) = full.parent() {
-                if !dirs.contains(&d) {
-                    dirs.push(d);
-                }
-            }
-        }
-        for d in dirs {
-            if let Err(e) = fsync_dir(d) {
-                cleanup(&sources[next..]);
-                return Err(StorageError::io(d.display(), e));
-            }
-        }
-    }
-    Ok(())
 }
 
 fn not_found_or(path: &StoragePath, e: io::Error) -> StorageError {
@@ -272,7 +199,7 @@ impl StorageDriver for FilesystemDriver {
             .collect();
         match self.committer() {
             Some(c) => c.put_staged(jobs).await,
-            None => blocking(move || write_staged(&jobs)).await,
+            None => blocking(move || group_commit::put_staged_alone(jobs)).await,
         }
     }
 
@@ -580,8 +507,8 @@ type WriteDone = (File, Option<Vec<u8>>, u64);
 type PendingWrite = tokio::task::JoinHandle<io::Result<WriteDone>>;
 
 /// Once this many bytes are written but not yet handed to writeback, the kernel is asked to
-/// start writing them out (`sync_file_range`), so that `commit`'s fsync finds little left
-/// to do and a large upload never piles up gigabytes of dirty pages.
+/// start writing them out (`sync_file_range`), so that the sync that makes an upload durable
+/// finds little left to do and a large upload never piles up gigabytes of dirty pages.
 const WRITEBACK_STEP: u64 = 8 << 20;
 
 /// What a write task writes: bytes gathered by [`FileWriter::write`], or chunks as they came
@@ -727,7 +654,7 @@ fn write_all_chunks(file: &mut File, chunks: &[Bytes]) -> io::Result<()> {
 }
 
 /// Asks the kernel to start writing a range of the file to disk, without waiting for it.
-/// Only a hint: durability still comes from the fsync in `commit`, so failure is ignored.
+/// Only a hint: durability still comes from the staged write's sync, so failure is ignored.
 pub(super) fn start_writeback(file: &File, offset: u64, len: u64) {
     #[cfg(target_os = "linux")]
     {
@@ -782,16 +709,6 @@ impl FileWriter for FsWriter {
         self.size
     }
 
-    async fn commit(mut self: Box<Self>) -> StorageResult<u64> {
-        self.drain().await?;
-        let size = self.size;
-        let path = self.path.clone();
-        if let Some(file) = self.file.take() {
-            blocking(move || file.sync_data().map_err(|e| StorageError::io(&path, e))).await?;
-        }
-        Ok(size)
-    }
-
     async fn close(mut self: Box<Self>) -> StorageResult<u64> {
         self.drain().await?;
         Ok(self.size)
@@ -837,7 +754,7 @@ mod tests {
         let mut wr = d.writer(&w, true).await.expect("append");
         assert_eq!(wr.size(), WRITE_BUFFER as u64 + 10);
         wr.write(b"xyz").await.expect("write");
-        wr.commit().await.expect("commit");
+        wr.close().await.expect("close");
         let (mut r, size) = d
             .reader(&w, WRITE_BUFFER as u64 + 10)
             .await
@@ -955,7 +872,7 @@ mod tests {
         w.write(b"g").await.expect("write");
         w.write_chunks(vec![Bytes::new()]).await.expect("empty");
         assert_eq!(w.size(), 7);
-        assert_eq!(w.commit().await.expect("commit"), 7);
+        assert_eq!(w.close().await.expect("close"), 7);
         assert_eq!(&d.get_content(&p, 100).await.expect("get")[..], b"abcdefg");
 
         // Batches past the writeback step, appended to what is there.
@@ -963,7 +880,7 @@ mod tests {
         let block: Vec<Bytes> = (0..12u8).map(|i| Bytes::from(vec![i; 1 << 20])).collect();
         w.write_chunks(block.clone()).await.expect("big");
         w.write_chunks(block).await.expect("big again");
-        let size = w.commit().await.expect("commit");
+        let size = w.close().await.expect("close");
         assert_eq!(size, 7 + 24 * (1 << 20));
         let all = d.get_content(&p, size).await.expect("get");
         assert_eq!(all.len() as u64, size);
@@ -1008,6 +925,28 @@ mod tests {
                 assert_eq!(&got[..], format!("{want} {i}").as_bytes());
             }
         }
+        assert!(temporaries(dir.path()).is_empty());
+    }
+
+    /// Without the committer thread, a staged write runs the same steps alone.
+    #[test]
+    fn a_staged_write_alone_lands_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let full = |p: &str| dir.path().join(p);
+        let path = |p: &str| StoragePath::new([p]).expect("path");
+        fs::write(full("upload"), b"uploaded").expect("upload");
+        let stages = vec![
+            vec![(path("blob"), full("blob"), Source::Moved(full("upload")))],
+            vec![(
+                path("link"),
+                full("link"),
+                Source::Content(Bytes::from_static(b"sha256:ab")),
+            )],
+        ];
+        group_commit::put_staged_alone(stages).expect("staged");
+        assert_eq!(fs::read(full("blob")).expect("blob"), b"uploaded");
+        assert_eq!(fs::read(full("link")).expect("link"), b"sha256:ab");
+        assert!(!full("upload").exists());
         assert!(temporaries(dir.path()).is_empty());
     }
 }

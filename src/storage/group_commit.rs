@@ -103,6 +103,23 @@ impl GroupCommit {
     }
 }
 
+/// The committer's steps for one request, on the calling (blocking) thread: for when the
+/// committer thread cannot be started. The same order and guarantees, without the sharing.
+pub(super) fn put_staged_alone(stages: Vec<Vec<StagedFile>>) -> StorageResult<()> {
+    let (temps, filesystems) = write_temporaries(&stages)?;
+    let (done, mut result) = tokio::sync::oneshot::channel();
+    let mut active = vec![Member::new(Job {
+        stages,
+        temps,
+        filesystems,
+        done,
+    })];
+    while !active.is_empty() {
+        cycle(&mut active);
+    }
+    result.try_recv().unwrap_or_else(|_| Err(gone()))
+}
+
 fn gone() -> StorageError {
     StorageError::Io {
         path: String::new(),

@@ -164,7 +164,8 @@ pub type ChunkStream =
 pub const READ_CHUNK: usize = 512 << 10;
 
 /// A streaming writer for large content (uploads). Nothing written is visible at its final
-/// place until the layer above moves it there; `commit` makes the bytes durable.
+/// place until the layer above moves it there, with [`StorageDriver::put_staged`], which
+/// also makes the bytes durable.
 #[async_trait]
 pub trait FileWriter: Send {
     /// Appends bytes.
@@ -179,9 +180,8 @@ pub trait FileWriter: Send {
     }
     /// Bytes in the file so far, including what was there when it was opened for append.
     fn size(&self) -> u64;
-    /// Flushes and makes the content durable (fsync or the backend's equivalent).
-    async fn commit(self: Box<Self>) -> StorageResult<u64>;
-    /// Flushes what was written without the durability promise (a PATCH that ends).
+    /// Flushes what was written, without the durability promise (a PATCH that ends, or an
+    /// upload about to be moved into place by a staged write).
     async fn close(self: Box<Self>) -> StorageResult<u64>;
     /// Abandons and removes the content.
     async fn cancel(self: Box<Self>) -> StorageResult<()>;
