@@ -58,6 +58,14 @@ fn cert_dir(dir: &Path, ca: &Path) -> PathBuf {
     d
 }
 
+/// A cert dir for skopeo with the CA and a client certificate and key, for mutual TLS.
+fn client_cert_dir(dir: &Path, ca: &Path, cert: &Path, key: &Path) -> PathBuf {
+    let d = cert_dir(dir, ca);
+    std::fs::copy(cert, d.join("client.cert")).expect("copy client certificate");
+    std::fs::copy(key, d.join("client.key")).expect("copy client key");
+    d
+}
+
 fn users(dir: &Path) -> PathBuf {
     let f = dir.join("users");
     run(Command::new("htpasswd")
@@ -314,9 +322,7 @@ fn mutual_tls_requires_a_client_certificate_from_the_ca() {
     ]);
     assert!(ok && out == "200", "{out}");
     // skopeo with the client certificate in its cert dir.
-    let certs = cert_dir(d, &cert);
-    std::fs::copy(&client_cert, certs.join("client.cert")).expect("copy");
-    std::fs::copy(&client_key, certs.join("client.key")).expect("copy");
+    let certs = client_cert_dir(d, &cert, &client_cert, &client_key);
     let layouts = oci_layouts();
     skopeo_ok(&[
         "copy",
@@ -401,9 +407,7 @@ fn a_registry_2_file_alone_gives_mutual_tls_htpasswd_and_access_rules() {
     assert!(ok && out == "200", "{out}");
 
     // skopeo with the client certificate: tls-user may push, reader only pull.
-    let certs = cert_dir(d, &cert);
-    std::fs::copy(&client_cert, certs.join("client.cert")).expect("copy");
-    std::fs::copy(&client_key, certs.join("client.key")).expect("copy");
+    let certs = client_cert_dir(d, &cert, &client_cert, &client_key);
     let certs = certs.to_str().expect("utf-8");
     let layouts = oci_layouts();
     let src = format!("oci:{}:latest", layouts.path().join("a").display());

@@ -511,33 +511,7 @@ fn a_registry_2_file_alone_configures_token_auth_with_the_built_in_endpoint() {
     );
     let layouts = oci_layouts();
     let src = format!("oci:{}:latest", layouts.path().join("a").display());
-    skopeo_ok(&[
-        "copy",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        "writer:write pw",
-        &src,
-        &format!("docker://{host}/team/b:latest"),
-    ]);
-    let pulled = d.join("pulled");
-    skopeo_ok(&[
-        "copy",
-        "--src-tls-verify=false",
-        "--src-creds",
-        "reader:read pw",
-        &format!("docker://{host}/team/b:latest"),
-        &format!("dir:{}", pulled.display()),
-    ]);
-    assert!(pulled.join("manifest.json").exists());
-    let (ok, out) = skopeo(&[
-        "copy",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        "reader:read pw",
-        &src,
-        &format!("docker://{host}/team/c:latest"),
-    ]);
-    assert!(!ok, "the access file gives reader no push: {out}");
+    writer_pushes_reader_pulls(&host, &src, "team/b", "team/c", &d.join("pulled"));
     let (ok, out) = skopeo(&[
         "inspect",
         "--tls-verify=false",
@@ -581,33 +555,7 @@ fn the_built_in_token_endpoint_issues_scoped_tokens_to_htpasswd_users() {
     let layouts = oci_layouts();
     let src = format!("oci:{}:latest", layouts.path().join("a").display());
     // skopeo: the Bearer dance entirely against the registry itself.
-    skopeo_ok(&[
-        "copy",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        "writer:write pw",
-        &src,
-        &format!("docker://{host}/team/a:latest"),
-    ]);
-    let pulled = d.join("pulled");
-    skopeo_ok(&[
-        "copy",
-        "--src-tls-verify=false",
-        "--src-creds",
-        "reader:read pw",
-        &format!("docker://{host}/team/a:latest"),
-        &format!("dir:{}", pulled.display()),
-    ]);
-    assert!(pulled.join("manifest.json").exists());
-    let (ok, out) = skopeo(&[
-        "copy",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        "reader:read pw",
-        &src,
-        &format!("docker://{host}/team/b:latest"),
-    ]);
-    assert!(!ok, "reader may not push: {out}");
+    writer_pushes_reader_pulls(&host, &src, "team/a", "team/b", &d.join("pulled"));
     let (ok, out) = skopeo(&[
         "copy",
         "--dest-tls-verify=false",
@@ -659,4 +607,38 @@ fn the_built_in_token_endpoint_issues_scoped_tokens_to_htpasswd_users() {
         .send()
         .expect("token");
     assert_eq!(r400.status(), 400);
+}
+
+/// Through the token dance, on the plain-HTTP registry at `host`: `writer` pushes `src` to
+/// `repo`, `reader` pulls it back into `pulled`, and `reader` may not push to `denied`.
+fn writer_pushes_reader_pulls(host: &str, src: &str, repo: &str, denied: &str, pulled: &Path) {
+    skopeo_ok(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        "writer:write pw",
+        src,
+        &format!("docker://{host}/{repo}:latest"),
+    ]);
+    skopeo_ok(&[
+        "copy",
+        "--src-tls-verify=false",
+        "--src-creds",
+        "reader:read pw",
+        &format!("docker://{host}/{repo}:latest"),
+        &format!("dir:{}", pulled.display()),
+    ]);
+    assert!(pulled.join("manifest.json").exists());
+    let (ok, out) = skopeo(&[
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        "reader:read pw",
+        src,
+        &format!("docker://{host}/{denied}:latest"),
+    ]);
+    assert!(
+        !ok,
+        "the access file gives reader no push to {denied}: {out}"
+    );
 }
