@@ -787,6 +787,14 @@ fn failed_attempts_are_throttled_with_retry_after() {
     our_htpasswd(&["-cbB", "-C", "4", us, "victim", "right"]);
     our_htpasswd(&["-bB", "-C", "4", us, "other", "fine"]);
     let s = Server::builder().args_from(&["--htpasswd", us]).start();
+    // The victim logged in from home before the attack.
+    let home = client_from("127.0.0.4".parse().expect("ip"));
+    let r = home
+        .get(s.url("/v2/"))
+        .header("authorization", basic("victim", "right"))
+        .send()
+        .expect("get");
+    assert_eq!(r.status(), 200);
     let attacker = client_from("127.0.0.2".parse().expect("ip"));
     let mut statuses = Vec::new();
     for _ in 0..12 {
@@ -834,11 +842,45 @@ fn failed_attempts_are_throttled_with_retry_after() {
         .send()
         .expect("get");
     assert_eq!(r.status(), 200);
-    // The attacked user is throttled from everywhere until the bucket drains.
+    // Once the victim's verified credential is no longer cached (the file changes, the
+    // registry reloads it and must verify passwords again), the attacked user is throttled
+    // from addresses they never logged in from ...
+    our_htpasswd(&["-bB", "-C", "4", us, "third", "user"]);
+    eventually("the reload", Duration::from_secs(10), || {
+        count(&s, "authentication files changed on disk: reloaded") >= 1
+    });
     let r = elsewhere
         .get(s.url("/v2/"))
         .header("authorization", basic("victim", "right"))
         .send()
         .expect("get");
     assert_eq!(r.status(), 429);
+    // ... but not from home.
+    let r = home
+        .get(s.url("/v2/"))
+        .header("authorization", basic("victim", "right"))
+        .send()
+        .expect("get");
+    assert_eq!(r.status(), 200, "the real user is not locked out at home");
+}
+
+#[test]
+fn the_htpasswd_command_warns_when_bcrypt_would_ignore_part_of_a_password() {
+    let long = "x".repeat(80);
+    let out = Command::new(BIN)
+        .args(["htpasswd", "-nbB", "-C", "4", "user", &long])
+        .output()
+        .expect("run docker-registry htpasswd");
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("only the first 72 bytes") && err.contains("last 8 of this one's 80"),
+        "{err}"
+    );
+    let out = Command::new(BIN)
+        .args(["htpasswd", "-nbB", "-C", "4", "user", &"x".repeat(72)])
+        .output()
+        .expect("run docker-registry htpasswd");
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("warning"));
 }

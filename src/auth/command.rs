@@ -15,6 +15,8 @@ use std::io::{BufRead, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+/// bcrypt hashes at most this many bytes of a password and ignores the rest.
+const BCRYPT_MAX_PASSWORD: usize = 72;
 /// The default bcrypt cost (see the module documentation for why not Apache's 5).
 pub const DEFAULT_BCRYPT_COST: u32 = 10;
 const MAX_INPUT: usize = 255;
@@ -198,6 +200,15 @@ fn run(a: &HtpasswdArgs) -> Result<(), CommandError> {
         return Err(fail(3, "password verification failed"));
     }
 
+    if matches!(scheme, HashScheme::Bcrypt(_)) && password.len() > BCRYPT_MAX_PASSWORD {
+        eprintln!(
+            "warning: bcrypt uses only the first {BCRYPT_MAX_PASSWORD} bytes of a password; \
+             the last {} of this one's {} bytes will not be checked. Use a shorter password, \
+             or SHA-512 crypt (-5), which uses all of it.",
+            password.len() - BCRYPT_MAX_PASSWORD,
+            password.len()
+        );
+    }
     let hash = hash_password(&password, scheme).map_err(|e| fail(1, e))?;
     // Never write what we could not read back.
     if !PasswordHash::parse(&hash).is_ok_and(|h| h.verify(&password)) {

@@ -4,7 +4,9 @@
 //! bcrypt is slow on purpose and clients send their credentials with every request, so a
 //! successful verification is cached for a short while, keyed by a SHA-256 of user and
 //! password (never the password itself); concurrent requests with the same new credential
-//! share one verification. Failed attempts are throttled per client address and per user.
+//! share one verification. Failed attempts are throttled per client address, and per user
+//! only for addresses that have not recently logged in as that user: someone guessing a
+//! user's password from elsewhere must not lock the real user out.
 //! The files are re-read on SIGHUP ([`Authenticator::reload`]) and when they change on disk
 //! ([`Authenticator::reload_if_changed`]); a reload empties the cache.
 //!
@@ -35,6 +37,10 @@ const FAILURE_BURST: f64 = 10.0;
 const FAILURE_RECOVERY: Duration = Duration::from_secs(3);
 /// Throttle entries kept; beyond, the quietest are forgotten.
 const THROTTLE_ENTRIES: usize = 16384;
+/// How long a successful login exempts its (user, address) pair from the per-user throttle.
+const RECENT_SUCCESS: Duration = Duration::from_secs(24 * 3600);
+/// (user, address) pairs remembered as recently successful; beyond, the oldest are forgotten.
+const RECENT_SUCCESS_ENTRIES: usize = 16384;
 /// An `Authorization` header longer than this is not a credential anyone typed.
 const MAX_AUTHORIZATION: usize = 4096;
 
@@ -132,6 +138,9 @@ pub struct Authenticator {
     stamps: Mutex<(FileStamp, FileStamp)>,
     cache: Mutex<CredentialCache>,
     throttle: Mutex<HashMap<ThrottleKey, FailureBucket>>,
+    /// When each (user, address) pair last verified a password: such an address is known to
+    /// the user, so failures from elsewhere do not throttle it.
+    successes: Mutex<HashMap<(String, IpAddr), Instant>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -163,6 +172,7 @@ impl Authenticator {
             stamps: Mutex::new((None, None)),
             cache: Mutex::new(CredentialCache::default()),
             throttle: Mutex::new(HashMap::new()),
+            successes: Mutex::new(HashMap::new()),
         };
         a.reload()?;
         Ok(a)
@@ -313,6 +323,7 @@ impl Authenticator {
             })
             .await;
         if ok {
+            self.record_success(client, &user);
             return Ok(Identity::User(user));
         }
         {
@@ -346,21 +357,45 @@ impl Authenticator {
             .is_some_and(AccessRules::has_anonymous_rules)
     }
 
+    /// How long this caller must wait: the address's own failures always count; the user's
+    /// failures (from anywhere) only when this address has not recently logged in as them.
     fn throttled(&self, client: IpAddr, user: &str) -> Option<Duration> {
         let now = Instant::now();
+        let mut keys = vec![ThrottleKey::Client(client)];
+        if !self.recently_succeeded(client, user, now) {
+            keys.push(ThrottleKey::User(user.to_string()));
+        }
         let t = self.throttle.lock().unwrap_or_else(|e| e.into_inner());
-        [
-            ThrottleKey::Client(client),
-            ThrottleKey::User(user.to_string()),
-        ]
-        .iter()
-        .filter_map(|k| t.get(k))
-        .map(|b| b.level_now(now))
-        // Throttled once the burst is used up (the bucket leaks continuously, so a burst of
-        // exactly FAILURE_BURST quick failures leaves it just under that level).
-        .filter(|level| *level > FAILURE_BURST - 1.0)
-        .map(|level| FAILURE_RECOVERY.mul_f64(level - (FAILURE_BURST - 1.0)))
-        .max()
+        keys.iter()
+            .filter_map(|k| t.get(k))
+            .map(|b| b.level_now(now))
+            // Throttled once the burst is used up (the bucket leaks continuously, so a burst of
+            // exactly FAILURE_BURST quick failures leaves it just under that level).
+            .filter(|level| *level > FAILURE_BURST - 1.0)
+            .map(|level| FAILURE_RECOVERY.mul_f64(level - (FAILURE_BURST - 1.0)))
+            .max()
+    }
+
+    fn recently_succeeded(&self, client: IpAddr, user: &str, now: Instant) -> bool {
+        let s = self.successes.lock().unwrap_or_else(|e| e.into_inner());
+        s.get(&(user.to_string(), client))
+            .is_some_and(|at| now.duration_since(*at) < RECENT_SUCCESS)
+    }
+
+    fn record_success(&self, client: IpAddr, user: &str) {
+        let now = Instant::now();
+        let mut s = self.successes.lock().unwrap_or_else(|e| e.into_inner());
+        if s.len() >= RECENT_SUCCESS_ENTRIES {
+            s.retain(|_, at| now.duration_since(*at) < RECENT_SUCCESS);
+            if s.len() >= RECENT_SUCCESS_ENTRIES {
+                // Still full: keep the most recent half.
+                let mut times: Vec<Instant> = s.values().copied().collect();
+                times.sort();
+                let median = times[times.len() / 2];
+                s.retain(|_, at| *at > median);
+            }
+        }
+        s.insert((user.to_string(), client), now);
     }
 
     fn record_failure(&self, client: IpAddr, user: Option<&str>) {
@@ -540,6 +575,56 @@ mod tests {
             a.authenticate(Some(erin.as_bytes()), other).await,
             Ok(Identity::User("erin".into()))
         );
+    }
+
+    #[tokio::test]
+    async fn a_guesser_elsewhere_does_not_lock_out_an_address_the_user_logged_in_from() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("users");
+        let hash =
+            htpasswd::hash_password(b"sha256pass", htpasswd::HashScheme::Bcrypt(4)).expect("hash");
+        std::fs::write(&file, format!("erin:{hash}\n")).expect("write");
+        let a = Authenticator::new("r", &file, None).expect("loads");
+        let home: IpAddr = "192.0.2.10".parse().expect("ip");
+        let attacker: IpAddr = "198.51.100.7".parse().expect("ip");
+        let right = format!("Basic {}", b64("erin:sha256pass"));
+        let wrong = format!("Basic {}", b64("erin:guess"));
+        assert_eq!(
+            a.authenticate(Some(right.as_bytes()), home).await,
+            Ok(Identity::User("erin".into()))
+        );
+        let mut throttled = 0;
+        for _ in 0..60 {
+            if let Err(AuthFailure::Throttled(_)) =
+                a.authenticate(Some(wrong.as_bytes()), attacker).await
+            {
+                throttled += 1;
+            }
+        }
+        assert!(
+            throttled >= 40,
+            "the guesser is throttled ({throttled} of 60)"
+        );
+        // The cached credential expires (a reload forgets it): the user still gets in from
+        // home, where they logged in before, at once and with a real verification.
+        a.reload().expect("reloads");
+        assert_eq!(
+            a.authenticate(Some(right.as_bytes()), home).await,
+            Ok(Identity::User("erin".into()))
+        );
+        // A wrong password from home is still counted against home itself.
+        assert_eq!(
+            a.authenticate(Some(wrong.as_bytes()), home).await,
+            Err(AuthFailure::BadCredentials)
+        );
+        // An address that never logged in as erin is throttled for her while the attack lasts
+        // (once her credential is no longer cached as verified).
+        a.reload().expect("reloads");
+        let fresh: IpAddr = "203.0.113.5".parse().expect("ip");
+        assert!(matches!(
+            a.authenticate(Some(right.as_bytes()), fresh).await,
+            Err(AuthFailure::Throttled(_))
+        ));
     }
 
     #[test]
