@@ -515,6 +515,40 @@ fn invalid_manifests_are_refused() {
 }
 
 #[test]
+fn a_reference_that_cannot_exist_is_not_found_on_read_and_invalid_on_put() {
+    // The conformance suite's `.INVALID_MANIFEST_NAME`: GET/HEAD/DELETE answer 404
+    // MANIFEST_UNKNOWN, as for any manifest that is not there; a PUT is refused with 400.
+    let s = Server::builder().delete_enabled().start();
+    let c = client();
+    push_image(&c, &s, "probe/me", "v1", "p");
+    let url = s.url("/v2/probe/me/manifests/.INVALID_MANIFEST_NAME");
+    let r = c.get(&url).send().expect("get");
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_code(&r.text().expect("t")), "MANIFEST_UNKNOWN");
+    let r = c.head(&url).send().expect("head");
+    assert_eq!(r.status(), 404);
+    assert_eq!(r.content_length(), Some(0));
+    let r = c.delete(&url).send().expect("delete");
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_code(&r.text().expect("t")), "MANIFEST_UNKNOWN");
+    let r = c
+        .put(&url)
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body("{}")
+        .send()
+        .expect("put");
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(&r.text().expect("t")), "MANIFEST_INVALID");
+    // A malformed digest stays a client error on every method.
+    let r = c
+        .get(s.url("/v2/probe/me/manifests/sha256:zz"))
+        .send()
+        .expect("get");
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(&r.text().expect("t")), "DIGEST_INVALID");
+}
+
+#[test]
 fn tags_list_with_pagination() {
     // end-8a, end-8b
     let s = Server::start();

@@ -116,14 +116,19 @@ pub(crate) fn digest_param(s: &str) -> Result<Digest, ApiError> {
         })
 }
 
-pub(crate) fn reference_param(s: &str) -> Result<Reference, ApiError> {
+/// A manifest reference. Only a PUT creates what it names, so only a PUT is told its tag is
+/// invalid (`MANIFEST_INVALID`); to a read or a delete a tag that cannot exist is simply not
+/// found, which is what clients probing for a manifest expect.
+pub(crate) fn reference_param(s: &str, method: &Method) -> Result<Reference, ApiError> {
     s.parse().map_err(|e| match e {
         crate::registry::names::ReferenceError::Digest(d) => {
             ApiError::new(ErrorCode::DigestInvalid).with_message(d.to_string())
         }
-        crate::registry::names::ReferenceError::Tag(t) => {
+        crate::registry::names::ReferenceError::Tag(t) if method == Method::PUT => {
             ApiError::new(ErrorCode::ManifestInvalid).with_message(t.to_string())
         }
+        crate::registry::names::ReferenceError::Tag(_) => ApiError::new(ErrorCode::ManifestUnknown)
+            .with_detail(json!({"reference": crate::registry::names::truncate(s, 300)})),
     })
 }
 
@@ -187,7 +192,7 @@ async fn dispatch(state: &AppState, req: Request<Incoming>, client: IpAddr) -> A
         Route::Tags(name) => tags::list(state, &req, &repo_name(name)?).await,
         Route::Manifest(name, reference) => {
             let name = repo_name(name)?;
-            let reference = reference_param(reference)?;
+            let reference = reference_param(reference, &method)?;
             match method {
                 Method::GET | Method::HEAD => manifests::get(state, &req, &name, &reference).await,
                 Method::PUT => manifests::put(state, req, &name, &reference).await,
