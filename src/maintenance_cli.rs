@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::registry::gc::{GcOptions, GcReport};
 use crate::registry::retention::RetentionPolicy;
 use crate::registry::{Registry, RegistryOptions};
-use crate::server::maintenance::{self, AdminReport, AdminRequest};
+use crate::server::admin::{self, AdminReport, AdminRequest};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -115,7 +115,7 @@ pub fn garbage_collect(global: &GlobalArgs, args: &GcArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let socket = maintenance::socket_path(&config);
+    let socket = admin::socket_path(&config);
     let upload_age = args.upload_age.or_else(|| {
         config
             .upload_purging
@@ -131,7 +131,7 @@ pub fn garbage_collect(global: &GlobalArgs, args: &GcArgs) -> ExitCode {
             grace_seconds: args.grace.map(|g| g.as_secs_f64()),
             upload_age_seconds: args.upload_age.map(|a| a.as_secs_f64()),
         };
-        return match maintenance::request(&socket, &req, &mut |l| print_line(l)) {
+        return match admin::request(&socket, &req, &mut |l| print_line(l)) {
             Ok(report) => print_summary(&report),
             Err(e) => {
                 eprintln!("docker-registry: garbage-collect --online: {e}");
@@ -139,7 +139,7 @@ pub fn garbage_collect(global: &GlobalArgs, args: &GcArgs) -> ExitCode {
             }
         };
     }
-    if !args.dry_run && maintenance::daemon_answers(&socket) {
+    if !args.dry_run && admin::daemon_answers(&socket) {
         eprintln!(
             "docker-registry: the daemon is running on this storage (it answers on {}): an offline \
              collection could delete blobs a push is using. Run `docker-registry garbage-collect --online` \
@@ -175,7 +175,7 @@ pub fn garbage_collect(global: &GlobalArgs, args: &GcArgs) -> ExitCode {
             purged = stale.len();
         }
         let report = registry
-            .collect_garbage(&opts, &mut |e| print_line(&maintenance::event_line(&e)))
+            .collect_garbage(&opts, &mut |e| print_line(&admin::event_line(&e)))
             .await
             .map_err(|e| e.to_string())?;
         Ok((report, purged))
@@ -198,7 +198,7 @@ pub fn fsck(global: &GlobalArgs, args: &FsckArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    if args.repair && maintenance::daemon_answers(&maintenance::socket_path(&config)) {
+    if args.repair && admin::daemon_answers(&admin::socket_path(&config)) {
         eprintln!("docker-registry: fsck --repair: the daemon is running on this storage; stop it first (a check without --repair is fine)");
         return ExitCode::from(1);
     }

@@ -7,7 +7,7 @@ mod gc_support;
 use docker_registry::api::{self, AppState};
 use docker_registry::config::{Config, StorageConfig};
 use docker_registry::registry::{Registry, RegistryOptions};
-use docker_registry::server::maintenance;
+use docker_registry::server::{admin, maintenance};
 use docker_registry::storage::FilesystemDriver;
 use gc_support::*;
 use std::sync::Arc;
@@ -21,10 +21,16 @@ fn config(root: &std::path::Path) -> Config {
     c
 }
 
+fn registry(root: &std::path::Path, options: RegistryOptions) -> Arc<Registry> {
+    Arc::new(Registry::new(
+        Arc::new(FilesystemDriver::new(root)),
+        options,
+    ))
+}
+
 fn state(root: &std::path::Path, options: RegistryOptions) -> Arc<AppState> {
-    let registry = Registry::new(Arc::new(FilesystemDriver::new(root)), options);
     Arc::new(AppState {
-        registry,
+        registry: registry(root, options),
         issue: String::new(),
         auth: None,
         token: None,
@@ -67,7 +73,7 @@ async fn the_daemon_purges_stale_uploads_and_collects_on_its_schedule() {
     c.upload_purging.value.interval = Duration::from_secs(1);
     c.gc.value.interval = Some(Duration::from_secs(1));
     c.gc.value.grace = Duration::ZERO;
-    let tasks = maintenance::spawn(state(tmp.path(), RegistryOptions::default()), &c);
+    let tasks = maintenance::spawn(registry(tmp.path(), RegistryOptions::default()), &c);
     let root = tmp.path().to_path_buf();
     let purged = eventually(Duration::from_secs(15), || !upload.exists()).await;
     let collected = eventually(Duration::from_secs(15), || {
@@ -76,12 +82,12 @@ async fn the_daemon_purges_stale_uploads_and_collects_on_its_schedule() {
     })
     .await;
     assert!(
-        tmp.path().join(maintenance::SOCKET_NAME).exists(),
+        tmp.path().join(admin::SOCKET_NAME).exists(),
         "admin socket opened"
     );
     tasks.stop();
     assert!(
-        !tmp.path().join(maintenance::SOCKET_NAME).exists(),
+        !tmp.path().join(admin::SOCKET_NAME).exists(),
         "admin socket removed on stop"
     );
     assert!(purged, "the stale upload was not purged");
@@ -181,8 +187,8 @@ async fn the_admin_socket_refuses_bad_requests_and_reports_a_collection() {
     let tmp = tempfile::tempdir().expect("tmp");
     unpack_fixture(tmp.path());
     let c = config(tmp.path());
-    let tasks = maintenance::spawn(state(tmp.path(), RegistryOptions::default()), &c);
-    let path = maintenance::socket_path(&c);
+    let tasks = maintenance::spawn(registry(tmp.path(), RegistryOptions::default()), &c);
+    let path = admin::socket_path(&c);
     let ask = |line: &'static str| {
         let path = path.clone();
         tokio::task::spawn_blocking(move || {
@@ -206,7 +212,7 @@ async fn the_admin_socket_refuses_bad_requests_and_reports_a_collection() {
     let blobs: Vec<&str> = dry.lines().filter(|l| l.starts_with("blob ")).collect();
     assert_eq!(blobs.len(), 3, "{dry}");
     let done = dry.lines().last().expect("last line");
-    let report: maintenance::AdminReport =
+    let report: admin::AdminReport =
         serde_json::from_str(done.strip_prefix("done ").expect("done line")).expect("report");
     assert_eq!(
         (report.blobs_marked, report.blobs_removed, report.dry_run),

@@ -28,7 +28,7 @@ use std::time::Instant;
 /// What every request handler shares.
 #[derive(Debug)]
 pub struct AppState {
-    pub registry: Registry,
+    pub registry: Arc<Registry>,
     /// The legacy `issue` string answered at `GET /`.
     pub issue: String,
     /// Authentication and access rules; `None` serves everyone (no `auth:` configured).
