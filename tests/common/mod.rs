@@ -1,6 +1,12 @@
 //! Test harness: the real `docker-registry` binary on a free loopback port with a temporary
-//! storage directory, stopped (by PID) when the handle drops; plus fixture helpers.
+//! storage directory, stopped (by PID) when the handle drops; plus fixture helpers: the test
+//! images (`images`), a data directory written by registry:2 (`registry2`) and htpasswd
+//! files written by Apache's `htpasswd` (`htpasswd`).
 #![allow(dead_code)]
+
+pub mod htpasswd;
+pub mod images;
+pub mod registry2;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
