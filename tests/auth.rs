@@ -7,13 +7,66 @@
 mod common;
 
 use common::*;
+use docker_registry::auth::htpasswd::Htpasswd;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn htpasswd_fixture(name: &str) -> PathBuf {
-    shared_fixtures().join("htpasswd").join(name)
+/// The htpasswd files Apache's `htpasswd` writes (`common::htpasswd`), in a temp dir.
+fn apache_files() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    htpasswd::write_apache_htpasswd_files(dir.path());
+    dir
+}
+
+#[test]
+fn every_apache_format_verifies_and_wrong_passwords_fail() {
+    let files = apache_files();
+    for u in htpasswd::APACHE_USERS {
+        for path in [
+            files.path().join(u.file),
+            files.path().join(htpasswd::MIXED),
+        ] {
+            let h = Htpasswd::load(&path).expect("an Apache file loads");
+            let (_, stored) = h
+                .users()
+                .find(|(name, _)| *name == u.user)
+                .unwrap_or_else(|| panic!("{} in {}", u.user, path.display()));
+            assert_eq!(stored.scheme(), u.scheme, "{} in {}", u.user, u.file);
+            assert!(
+                h.verify(u.user, u.password.as_bytes()),
+                "{} with the right password in {}",
+                u.user,
+                path.display()
+            );
+            assert!(
+                !h.verify(u.user, b"wrong"),
+                "{} with a wrong password",
+                u.user
+            );
+            assert!(!h.verify(u.user, b""), "{} with an empty password", u.user);
+            let mut almost = u.password.as_bytes().to_vec();
+            almost.pop();
+            assert!(
+                !h.verify(u.user, &almost),
+                "{} with a truncated password",
+                u.user
+            );
+        }
+    }
+}
+
+#[test]
+fn des_crypt_is_accepted_with_a_warning_and_unknown_users_fail() {
+    let files = apache_files();
+    let h = Htpasswd::load(&files.path().join("crypt.htpasswd")).expect("loads");
+    assert_eq!(h.warnings.len(), 1);
+    assert!(h.warnings[0].contains("DES"), "{:?}", h.warnings);
+    let mixed = Htpasswd::load(&files.path().join(htpasswd::MIXED)).expect("loads");
+    assert_eq!(mixed.len(), htpasswd::APACHE_USERS.len());
+    assert!(!mixed.verify("mallory", b"correct horse"));
+    assert!(!mixed.verify("", b""));
 }
 
 fn basic(user: &str, password: &str) -> String {
@@ -168,9 +221,11 @@ fn a_missing_htpasswd_file_stops_the_start() {
 
 #[test]
 fn skopeo_logs_in_pushes_and_pulls_with_every_htpasswd_format() {
+    let files = apache_files();
+    let mixed = files.path().join(htpasswd::MIXED);
     let s = Server::builder()
         .arg("--htpasswd")
-        .arg(htpasswd_fixture("mixed.htpasswd").to_str().expect("utf-8"))
+        .arg(mixed.to_str().expect("utf-8"))
         .start();
     assert!(
         s.log_text().contains("DES crypt"),
@@ -192,15 +247,13 @@ fn skopeo_logs_in_pushes_and_pulls_with_every_htpasswd_format() {
     ]);
     assert!(!ok, "anonymous push must fail: {out}");
 
-    for (user, password, format) in [
-        ("alice", "correct horse", "bcrypt $2y$05$"),
-        ("bob", "b0b:with:colons", "bcrypt $2y$12$"),
-        ("testuser", "testpass", "apr1"),
-        ("carol", "sha1 pass", "{SHA}"),
-        ("dave", "crypt01", "DES crypt"),
-        ("erin", "sha256pass", "$5$"),
-        ("frank", "sha512pass", "$6$"),
-    ] {
+    for &htpasswd::ApacheUser {
+        user,
+        password,
+        scheme: format,
+        ..
+    } in htpasswd::APACHE_USERS
+    {
         let (ok, out) = skopeo(&[
             "login",
             "--tls-verify=false",

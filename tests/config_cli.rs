@@ -11,10 +11,8 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_docker-registry");
-const FIXTURES: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/fixtures/legacy-config"
-);
+/// Our copies of the legacy package's files (config_sample.yml, /etc/docker-registry.yml).
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/legacy-config");
 const SHIPPED_SYSCONFIG: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/sysconfig/docker-registry");
 const SHIPPED_YAML: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/etc/docker-registry.yml");
 

@@ -54,20 +54,10 @@ async fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_purges_stale_uploads_and_collects_on_its_schedule() {
     let tmp = tempfile::tempdir().expect("tmp");
-    unpack_fixture(tmp.path());
-    let up = expected()["unfinished_upload"].clone();
-    let upload = tmp.path().join(format!(
-        "docker/registry/v2/repositories/{}/_uploads/{}",
-        up["repository"].as_str().expect("repo"),
-        up["id"].as_str().expect("id")
-    ));
-    let garbage: Vec<String> = expected()["garbage_collect_dry_run_by_distribution"]
-        ["eligible_for_deletion"]
-        .as_array()
-        .expect("list")
-        .iter()
-        .map(|d| d.as_str().expect("digest").to_owned())
-        .collect();
+    registry2_store(tmp.path());
+    let want = registry2_expected();
+    let upload = want.upload_dir(tmp.path());
+    let garbage = &want.gc_eligible;
     let mut c = config(tmp.path());
     c.upload_purging.value.age = Duration::from_secs(1);
     c.upload_purging.value.interval = Duration::from_secs(1);
@@ -94,7 +84,7 @@ async fn the_daemon_purges_stale_uploads_and_collects_on_its_schedule() {
     assert!(collected, "the scheduled collection did not run");
     assert_eq!(
         stored_blobs(tmp.path()).len(),
-        14,
+        want.gc_blobs_marked,
         "only garbage was collected"
     );
 }
@@ -102,7 +92,7 @@ async fn the_daemon_purges_stale_uploads_and_collects_on_its_schedule() {
 #[test]
 fn read_only_mode_refuses_writes_with_405_unsupported_and_serves_reads() {
     let tmp = tempfile::tempdir().expect("tmp");
-    unpack_fixture(tmp.path());
+    registry2_store(tmp.path());
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let state = state(
         tmp.path(),
@@ -142,10 +132,7 @@ fn read_only_mode_refuses_writes_with_405_unsupported_and_serves_reads() {
         .build()
         .expect("client");
     let base = format!("http://{addr}/v2");
-    let digest = expected()["tags"]["library/alpine"]["latest"]
-        .as_str()
-        .expect("digest")
-        .to_owned();
+    let digest = registry2_expected().tags["library/alpine"]["latest"].clone();
     let writes = [
         client.post(format!("{base}/library/alpine/blobs/uploads/")),
         client
@@ -185,7 +172,7 @@ fn read_only_mode_refuses_writes_with_405_unsupported_and_serves_reads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_socket_refuses_bad_requests_and_reports_a_collection() {
     let tmp = tempfile::tempdir().expect("tmp");
-    unpack_fixture(tmp.path());
+    registry2_store(tmp.path());
     let c = config(tmp.path());
     let tasks = maintenance::spawn(registry(tmp.path(), RegistryOptions::default()), &c);
     let path = admin::socket_path(&c);
@@ -209,14 +196,15 @@ async fn the_admin_socket_refuses_bad_requests_and_reports_a_collection() {
     let dry = ask("{\"command\":\"garbage-collect\",\"dry_run\":true,\"grace_seconds\":0}\n")
         .await
         .expect("task");
+    let want = registry2_expected();
     let blobs: Vec<&str> = dry.lines().filter(|l| l.starts_with("blob ")).collect();
-    assert_eq!(blobs.len(), 3, "{dry}");
+    assert_eq!(blobs.len(), want.gc_eligible.len(), "{dry}");
     let done = dry.lines().last().expect("last line");
     let report: admin::AdminReport =
         serde_json::from_str(done.strip_prefix("done ").expect("done line")).expect("report");
     assert_eq!(
         (report.blobs_marked, report.blobs_removed, report.dry_run),
-        (14, 3, true)
+        (want.gc_blobs_marked, want.gc_eligible.len(), true)
     );
     tasks.stop();
 }

@@ -1,7 +1,7 @@
 //! Garbage collection on a data directory written by the real registry:2 (distribution
 //! 2.8.2): the dry run finds exactly what distribution's own collector found, and after a
-//! real run distribution still serves every remaining tag. Needs `tar`, `skopeo` and
-//! Debian's `docker-registry` (distribution 2.8.2, /usr/bin/docker-registry).
+//! real run distribution still serves every remaining tag. Needs `skopeo` and Debian's
+//! `docker-registry` (distribution 2.8.2, /usr/bin/docker-registry).
 
 mod gc_support;
 
@@ -9,18 +9,13 @@ use gc_support::*;
 use std::collections::BTreeSet;
 
 fn eligible() -> BTreeSet<String> {
-    expected()["garbage_collect_dry_run_by_distribution"]["eligible_for_deletion"]
-        .as_array()
-        .expect("list")
-        .iter()
-        .map(|v| v.as_str().expect("digest").to_owned())
-        .collect()
+    registry2_expected().gc_eligible
 }
 
 #[test]
 fn dry_run_finds_exactly_what_registry2_found_and_removes_nothing() {
     let tmp = tempfile::tempdir().expect("tmp");
-    unpack_fixture(tmp.path());
+    registry2_store(tmp.path());
     let before = stored_blobs(tmp.path());
     let mut c = ours(tmp.path());
     c.args(["garbage-collect", "--dry-run"]);
@@ -29,9 +24,7 @@ fn dry_run_finds_exactly_what_registry2_found_and_removes_nothing() {
     assert!(out.status.success(), "{stderr}");
     let listed: BTreeSet<String> = stdout_lines(&out).into_iter().collect();
     assert_eq!(listed, eligible());
-    let marked = expected()["garbage_collect_dry_run_by_distribution"]["blobs_marked"]
-        .as_u64()
-        .expect("n");
+    let marked = registry2_expected().gc_blobs_marked;
     assert!(
         stderr.contains(&format!("{marked} blobs marked")),
         "{stderr}"
@@ -46,7 +39,7 @@ fn dry_run_finds_exactly_what_registry2_found_and_removes_nothing() {
 #[test]
 fn after_collection_registry2_still_serves_every_tag() {
     let tmp = tempfile::tempdir().expect("tmp");
-    unpack_fixture(tmp.path());
+    registry2_store(tmp.path());
     let before = stored_blobs(tmp.path());
     let mut c = ours(tmp.path());
     c.args(["garbage-collect"]);
@@ -76,21 +69,17 @@ fn after_collection_registry2_still_serves_every_tag() {
     );
 
     let reg = Distribution::start(tmp.path());
-    let tags = expected()["tags"].as_object().expect("tags").clone();
     let pulled = tempfile::tempdir().expect("tmp");
-    for (repo, tags) in tags {
-        for (tag, digest) in tags.as_object().expect("tags") {
-            let src = format!("docker://{}/{repo}:{tag}", reg.base());
+    for (repo, tags) in registry2_expected().tags {
+        for (tag, digest) in tags {
+            let src = format!("docker://{}/{repo}:{tag}", reg.host());
             let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", &src]);
             assert!(
                 raw.status.success(),
                 "{src}: {}",
                 String::from_utf8_lossy(&raw.stderr)
             );
-            assert_eq!(
-                &format!("sha256:{}", sha256_hex(&raw.stdout)),
-                digest.as_str().expect("digest")
-            );
+            assert_eq!(format!("sha256:{}", sha256_hex(&raw.stdout)), digest);
             let dest = format!(
                 "oci:{}:{}",
                 pulled.path().join(repo.replace('/', "_")).display(),
@@ -106,13 +95,9 @@ fn after_collection_registry2_still_serves_every_tag() {
 #[test]
 fn the_fixtures_unfinished_upload_is_purged_once_older_than_the_age() {
     let tmp = tempfile::tempdir().expect("tmp");
-    unpack_fixture(tmp.path());
-    let up = expected()["unfinished_upload"].clone();
-    let dir = tmp.path().join(format!(
-        "docker/registry/v2/repositories/{}/_uploads/{}",
-        up["repository"].as_str().expect("repo"),
-        up["id"].as_str().expect("id")
-    ));
+    registry2_store(tmp.path());
+    let want = registry2_expected();
+    let dir = want.upload_dir(tmp.path());
     assert!(dir.is_dir());
 
     let mut c = ours(tmp.path());
@@ -125,7 +110,7 @@ fn the_fixtures_unfinished_upload_is_purged_once_older_than_the_age() {
     c.args(["garbage-collect", "--dry-run", "--upload-age", "1s"]);
     let out = run(c);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains(up["id"].as_str().expect("id")), "{stderr}");
+    assert!(stderr.contains(&want.unfinished_upload.id), "{stderr}");
     assert!(dir.is_dir(), "a dry run keeps it");
 
     let mut c = ours(tmp.path());
@@ -138,7 +123,7 @@ fn the_fixtures_unfinished_upload_is_purged_once_older_than_the_age() {
 #[test]
 fn delete_untagged_keeps_the_children_of_a_tagged_index() {
     let tmp = tempfile::tempdir().expect("tmp");
-    unpack_fixture(tmp.path());
+    registry2_store(tmp.path());
     let mut c = ours(tmp.path());
     c.args(["garbage-collect", "--dry-run", "--delete-untagged"]);
     let out = run(c);
@@ -155,7 +140,7 @@ fn delete_untagged_keeps_the_children_of_a_tagged_index() {
 #[test]
 fn fsck_reports_broken_images_by_tag_and_repair_removes_only_dangling_links() {
     let tmp = tempfile::tempdir().expect("tmp");
-    unpack_fixture(tmp.path());
+    registry2_store(tmp.path());
     let fsck = |args: &[&str]| {
         let mut c = ours(tmp.path());
         c.arg("fsck").args(args);
@@ -176,10 +161,12 @@ fn fsck_reports_broken_images_by_tag_and_repair_removes_only_dangling_links() {
     let after_gc = fsck(&[]);
     assert!(after_gc.status.success(), "{:?}", stdout_lines(&after_gc));
 
-    // Corrupt the layer team/app/web shares between its tags; lose a layer of library/multi.
+    // Corrupt the config team/app/web's two tags share (b's); lose the config of
+    // library/multi's amd64 image.
+    let layouts = registry2_expected().layouts;
     let blobs = tmp.path().join("docker/registry/v2/blobs/sha256");
-    let corrupt = "60149beed2590d2c6a1a0aefb55dcdbd18ac20a3f8d799d22b8cfe929ba35c4a";
-    let lost = "443baac53c7e84d1b3d0718200ccfc6bbca90f6be17d4602fcb8f809a2754356";
+    let corrupt = layouts["b"].configs[0].trim_start_matches("sha256:");
+    let lost = layouts["multi"].configs[0].trim_start_matches("sha256:");
     let data = blobs.join(&corrupt[..2]).join(corrupt).join("data");
     let mut bytes = std::fs::read(&data).expect("blob");
     bytes.push(b'!');

@@ -511,16 +511,26 @@ mod tests {
         assert_eq!(parse_basic(&[0xff, 0xfe]), None);
     }
 
-    fn fixture() -> PathBuf {
-        PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/fixtures/htpasswd/mixed.htpasswd"
-        ))
+    /// An htpasswd file of three users in three schemes, kept until the handle drops.
+    fn users_file() -> tempfile::NamedTempFile {
+        let mut text = String::new();
+        for (user, password, scheme) in [
+            ("testuser", "testpass", htpasswd::HashScheme::Apr1),
+            ("carol", "sha1 pass", htpasswd::HashScheme::Sha1),
+            ("erin", "sha256pass", htpasswd::HashScheme::Sha256Crypt),
+        ] {
+            let hash = htpasswd::hash_password(password.as_bytes(), scheme).expect("hashes");
+            text.push_str(&format!("{user}:{hash}\n"));
+        }
+        let file = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(file.path(), text).expect("write users");
+        file
     }
 
     #[tokio::test]
     async fn one_verification_per_credential_and_reload_forgets() {
-        let a = Authenticator::new("r", &fixture(), None).expect("loads");
+        let users = users_file();
+        let a = Authenticator::new("r", users.path(), None).expect("loads");
         let ip: IpAddr = "192.0.2.1".parse().expect("ip");
         let h = format!("Basic {}", b64("testuser:testpass"));
         let before = htpasswd::hash_verifications();
@@ -549,7 +559,8 @@ mod tests {
 
     #[tokio::test]
     async fn failures_are_throttled_per_client_and_per_user() {
-        let a = Authenticator::new("r", &fixture(), None).expect("loads");
+        let users = users_file();
+        let a = Authenticator::new("r", users.path(), None).expect("loads");
         let ip: IpAddr = "192.0.2.2".parse().expect("ip");
         let wrong = format!("Basic {}", b64("carol:wrong"));
         for _ in 0..10 {

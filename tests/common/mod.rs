@@ -16,10 +16,6 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_docker-registry");
 
-pub fn shared_fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures")
-}
-
 /// A running registry.
 pub struct Server {
     pub child: Child,
@@ -224,17 +220,10 @@ pub fn digest_of(data: &[u8]) -> String {
     format!("sha256:{}", sha256_hex(data))
 }
 
-/// Unpacks the OCI layouts fixture (a, b, c, multi) into a temp dir.
+/// The test images' OCI layouts (a, b, multi, c: see `images.rs`) in a temp dir.
 pub fn oci_layouts() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
-    let st = Command::new("tar")
-        .arg("xzf")
-        .arg(shared_fixtures().join("oci-layouts/images.tar.gz"))
-        .arg("-C")
-        .arg(dir.path())
-        .status()
-        .expect("tar");
-    assert!(st.success());
+    images::write_layouts(dir.path()).expect("write the OCI layouts");
     dir
 }
 

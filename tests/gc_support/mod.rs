@@ -1,42 +1,27 @@
 //! Shared by the garbage-collection tests: the real daemon on port 0, the real registry:2
-//! (Debian's `docker-registry`, /usr/bin), skopeo, the distribution 2.8.2 fixture, and OCI
-//! layouts built on disk for skopeo to push. Every process started here is stopped by PID
-//! when its guard drops; every wait is bounded.
+//! (Debian's `docker-registry`, /usr/bin), skopeo, a data directory written by distribution
+//! 2.8.2 (`registry2`, shared with `tests/common`), and OCI layouts built on disk for skopeo
+//! to push. Every process started here is stopped by PID when its guard drops; every wait
+//! is bounded.
 #![allow(dead_code)]
+
+#[path = "../common/images.rs"]
+pub mod images;
+#[path = "../common/registry2.rs"]
+pub mod registry2;
+
+// Not every test file that includes this module uses all of them.
+#[allow(unused_imports)]
+pub use registry2::{registry2_expected, registry2_store, Distribution};
 
 use sha2::{Digest as _, Sha256};
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_docker-registry");
-pub const FIXTURE: &str = "/work/shared/fixtures/distribution-2.8.2";
-
-pub fn fixture_dir() -> PathBuf {
-    std::env::var_os("DISTRIBUTION_FIXTURE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(FIXTURE))
-}
-
-pub fn expected() -> serde_json::Value {
-    let text = std::fs::read_to_string(fixture_dir().join("expected.json")).expect("expected.json");
-    serde_json::from_str(&text).expect("expected.json is JSON")
-}
-
-/// Unpacks the fixture's storage.tar.gz into `dir`.
-pub fn unpack_fixture(dir: &Path) {
-    let st = Command::new("tar")
-        .arg("xzf")
-        .arg(fixture_dir().join("storage.tar.gz"))
-        .arg("-C")
-        .arg(dir)
-        .status()
-        .expect("tar");
-    assert!(st.success(), "unpacking the fixture failed");
-}
-
 pub fn sha256_hex(bytes: &[u8]) -> String {
     Sha256::digest(bytes)
         .iter()
@@ -138,73 +123,6 @@ impl Daemon {
     pub fn base(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
-}
-
-/// A port free right now on 127.0.0.1 (registry:2 cannot be given port 0 and report it).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
-/// The real registry:2 (distribution 2.8.2) serving `root`.
-pub struct Distribution {
-    pub proc: Proc,
-    pub port: u16,
-    _config: tempfile::TempDir,
-}
-
-impl Distribution {
-    pub fn start(root: &Path) -> Distribution {
-        let port = free_port();
-        let cfg = tempfile::tempdir().expect("tmp");
-        let file = cfg.path().join("config.yml");
-        std::fs::write(
-            &file,
-            format!(
-                "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}, maintenance: {{uploadpurging: {{enabled: false}}}}}}\nhttp: {{addr: 127.0.0.1:{port}}}\n",
-                root.display()
-            ),
-        )
-        .expect("write config");
-        let mut c = Command::new("/usr/bin/docker-registry");
-        c.arg("serve").arg(&file);
-        for (k, _) in std::env::vars() {
-            if k.starts_with("REGISTRY_") {
-                c.env_remove(k);
-            }
-        }
-        let proc = spawn_with_stderr(c);
-        let d = Distribution {
-            proc,
-            port,
-            _config: cfg,
-        };
-        wait_http(&format!("http://127.0.0.1:{port}/v2/"));
-        d
-    }
-
-    pub fn base(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-/// Waits (at most 20 s) until `url` answers at all.
-pub fn wait_http(url: &str) {
-    let client = reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .expect("client");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if client.get(url).send().is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("{url} never answered");
 }
 
 pub fn skopeo(args: &[&str]) -> Output {
