@@ -115,6 +115,30 @@ fn monolithic_push_then_get_head_and_ranges() {
 }
 
 #[test]
+fn blob_responses_forbid_content_sniffing() {
+    // Pushed bytes that look like HTML must never be run by a browser as a page of ours.
+    let s = Server::start();
+    let c = client();
+    let d = push_blob(&c, &s, "sniff", b"<html><script>alert(1)</script></html>");
+    for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
+        let r = c
+            .request(method.clone(), s.url(&format!("/v2/sniff/blobs/{d}")))
+            .send()
+            .expect("request");
+        assert_eq!(r.status(), 200, "{method}");
+        assert_eq!(r.headers()["x-content-type-options"], "nosniff", "{method}");
+        assert_eq!(r.headers()["content-type"], "application/octet-stream");
+    }
+    let r = c
+        .get(s.url(&format!("/v2/sniff/blobs/{d}")))
+        .header("range", "bytes=0-5")
+        .send()
+        .expect("range");
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+}
+
+#[test]
 fn chunked_upload_with_status_and_out_of_order_chunk() {
     // end-4a, end-5, end-13, end-6
     let s = Server::start();

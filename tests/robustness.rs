@@ -105,6 +105,7 @@ fn a_full_disk_is_a_clear_error_and_leaves_nothing_half_written() {
         .expect("post");
     assert_eq!(r.status(), 507, "{:?}", r.text());
     let text = r.text().expect("t");
+    assert_eq!(error_code(&text), "INSUFFICIENT_STORAGE");
     assert!(text.contains("no space left"), "{text}");
     // A fresh connection pool: the server may close the connection it refused.
     let c = client();

@@ -109,6 +109,12 @@ pub async fn get(
         http::header::CACHE_CONTROL,
         HeaderValue::from_static("max-age=31536000"),
     );
+    // Blobs are arbitrary bytes pushed by clients: a browser must not guess a type (HTML,
+    // script) from their content and run it in the registry's origin.
+    h.insert(
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     if status == StatusCode::PARTIAL_CONTENT {
         set_header(
             &mut r,

@@ -25,6 +25,9 @@ pub enum ErrorCode {
     TooManyRequests,
     PaginationNumberInvalid,
     RangeInvalid,
+    /// The storage is full (507). Not in the spec's list, which has no code for it: a
+    /// client told `UNKNOWN` cannot tell a full disk from a bug.
+    InsufficientStorage,
     Unknown,
 }
 
@@ -47,6 +50,7 @@ impl ErrorCode {
             ErrorCode::TooManyRequests => "TOOMANYREQUESTS",
             ErrorCode::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
             ErrorCode::RangeInvalid => "RANGE_INVALID",
+            ErrorCode::InsufficientStorage => "INSUFFICIENT_STORAGE",
             ErrorCode::Unknown => "UNKNOWN",
         }
     }
@@ -62,6 +66,7 @@ impl ErrorCode {
             ErrorCode::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::RangeInvalid => StatusCode::RANGE_NOT_SATISFIABLE,
+            ErrorCode::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
             ErrorCode::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         }
@@ -88,6 +93,11 @@ impl ErrorCode {
             ErrorCode::TooManyRequests => "too many requests",
             ErrorCode::PaginationNumberInvalid => "invalid number of results requested",
             ErrorCode::RangeInvalid => "invalid content range",
+            ErrorCode::InsufficientStorage => {
+                "no space left on the registry's storage: nothing from this request was \
+                 stored; retry once an administrator has freed space (garbage-collect) or \
+                 grown the volume"
+            }
             ErrorCode::Unknown => "unknown error",
         }
     }
@@ -201,9 +211,10 @@ impl From<RegistryError> for ApiError {
                 ApiError::new(ErrorCode::NameUnknown).with_detail(json!({"name": n.to_string()}))
             }
             RegistryError::Unsupported(m) => ApiError::new(ErrorCode::Unsupported).with_message(m),
-            RegistryError::Storage(StorageError::Full(_)) => ApiError::new(ErrorCode::Unknown)
-                .with_status(StatusCode::INSUFFICIENT_STORAGE)
-                .with_message("no space left on the registry's storage"),
+            RegistryError::Storage(StorageError::Full(p)) => {
+                tracing::error!("storage full: {p}: no space left on the device");
+                ApiError::new(ErrorCode::InsufficientStorage)
+            }
             RegistryError::Storage(e) => {
                 tracing::error!("storage error: {e}");
                 ApiError::new(ErrorCode::Unknown)
