@@ -127,8 +127,8 @@ pub enum Command {
         long_about = "Remove blobs no manifest revision references (and, with \
         --delete-untagged, manifests no tag reaches), and unfinished uploads older than \
         upload_purging.age.\n\nPrints each blob digest removed (or, with --dry-run, that would be \
-        removed) on stdout, one `sha256:...` per line, and each untagged manifest as \
-        `REPOSITORY@sha256:...`; progress and the summary (bytes freed) go to stderr.\n\n\
+        removed) on stdout, one digest (`sha256:...` or `sha512:...`) per line, and each \
+        untagged manifest as `REPOSITORY@<digest>`; progress and the summary (bytes freed) go to stderr.\n\n\
         Offline (the default) it works on the configured storage directly and refuses to \
         run while the daemon answers on its admin socket; --online asks the running daemon \
         to collect, with no read-only window."

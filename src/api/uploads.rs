@@ -149,7 +149,9 @@ pub async fn start(
         // Monolithic upload: the whole blob in this request.
         let digest = digest_param(&d)?;
         let id = registry.start_upload(name).await?;
-        let mut upload = registry.open_upload(name, &id).await?;
+        let mut upload = registry
+            .open_upload(name, &id, Some(digest.algorithm()))
+            .await?;
         let expected_len = content_length(&req)?;
         if let Err(e) = stream_body(req.into_body(), &mut upload).await {
             drop(upload);
@@ -176,7 +178,7 @@ pub async fn patch(
     name: &RepositoryName,
     id: &str,
 ) -> ApiResult {
-    let mut upload = state.registry.open_upload(name, id).await?;
+    let mut upload = state.registry.open_upload(name, id, None).await?;
     check_chunk(&req, upload.size())?;
     let result = stream_body(req.into_body(), &mut upload).await;
     let size = upload.pause().await?;
@@ -197,7 +199,10 @@ pub async fn finish(
                 .with_message("the digest query parameter is required to finish an upload"))
         }
     };
-    let mut upload = state.registry.open_upload(name, id).await?;
+    let mut upload = state
+        .registry
+        .open_upload(name, id, Some(digest.algorithm()))
+        .await?;
     check_chunk(&req, upload.size())?;
     if let Err(e) = stream_body(req.into_body(), &mut upload).await {
         let _ = upload.pause().await;

@@ -6,11 +6,10 @@
 //! recoverable by pushing the image again.
 
 use super::manifest::{self, MAX_MANIFEST_BYTES};
-use super::{layout, Digest, DigestHasher, Registry, RegistryResult, RepositoryName, Tag};
+use super::{layout, Digest, Registry, RegistryResult, RepositoryName, Tag};
 use crate::storage::{StorageError, StoragePath};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use tokio::io::AsyncReadExt;
 
 /// One thing wrong in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,25 +113,6 @@ enum BlobState {
 }
 
 impl Registry {
-    async fn hash_blob(&self, path: &StoragePath) -> RegistryResult<(Digest, u64)> {
-        let (mut reader, _) = self.driver.reader(path, 0).await?;
-        let mut hasher = DigestHasher::new();
-        let mut buf = vec![0u8; 1 << 20];
-        let mut total = 0u64;
-        loop {
-            let n = reader
-                .read(&mut buf)
-                .await
-                .map_err(|e| StorageError::io(path, e))?;
-            if n == 0 {
-                break;
-            }
-            total += n as u64;
-            hasher.update(&buf[..n]);
-        }
-        Ok((hasher.finish(), total))
-    }
-
     /// Reads the link at `<dir>/<hex>/link` and checks it names `hex`.
     async fn check_link(
         &self,
@@ -169,8 +149,8 @@ impl Registry {
         for prefix in self.blob_prefixes().await? {
             for d in self.blobs_in_prefix(&prefix).await? {
                 let data = layout::blob_data(&d)?;
-                let (actual, size) = match self.hash_blob(&data).await {
-                    Ok(r) => r,
+                let (actual, size) = match self.hash_file(&data, u64::MAX, d.algorithm()).await {
+                    Ok((hasher, size)) => (hasher.finish(), size),
                     Err(super::RegistryError::Storage(StorageError::NotFound(_))) => {
                         report.problems.push(Problem::BlobWithoutData { digest: d });
                         continue;
@@ -207,7 +187,7 @@ impl Registry {
 
             // Layer links.
             let mut linked: HashSet<Digest> = HashSet::new();
-            for d in self.list_digests(&layout::layers_dir(&repo)?).await? {
+            for d in self.list_digests(&layout::layers(&repo)?).await? {
                 let link = layout::layer_link(&repo, &d)?;
                 report.links += 1;
                 if !self.check_link(&link, &d, &mut report.problems).await? {
@@ -229,7 +209,7 @@ impl Registry {
             let mut revisions: HashSet<Digest> = HashSet::new();
             let mut broken: HashSet<Digest> = HashSet::new();
             let mut children_of: HashMap<Digest, Vec<Digest>> = HashMap::new();
-            for d in self.list_digests(&layout::revisions_dir(&repo)?).await? {
+            for d in self.list_digests(&layout::revisions(&repo)?).await? {
                 let link = layout::revision_link(&repo, &d)?;
                 if !self.exists(&link).await? {
                     continue; // registry:2 deletes a revision by removing only its link
@@ -351,7 +331,7 @@ impl Registry {
                         });
                     }
                 }
-                let history = layout::tag_dir(&repo, &tag)?.join("index/sha256")?;
+                let history = layout::tag_index(&repo, &tag)?;
                 for d in self.list_digests(&history).await? {
                     let link = layout::tag_index_link(&repo, &tag, &d)?;
                     if !self.exists(&link).await? {
@@ -372,10 +352,10 @@ impl Registry {
             }
 
             // Referrers index.
-            let referrers_root = layout::repository(&repo)?.join("_referrers/sha256")?;
+            let referrers_root = layout::referrer_subjects(&repo)?;
             for subject in self.list_digests(&referrers_root).await? {
                 for d in self
-                    .list_digests(&layout::referrers_dir(&repo, &subject)?)
+                    .list_digests(&layout::referrers(&repo, &subject)?)
                     .await?
                 {
                     let link = layout::referrer_link(&repo, &subject, &d)?;

@@ -5,7 +5,7 @@
 //!
 //! # What is reachable
 //!
-//! Every manifest revision of every repository (`_manifests/revisions/sha256/<hex>/link`)
+//! Every manifest revision of every repository (`_manifests/revisions/<alg>/<hex>/link`)
 //! is a root. From a root we mark its own digest, its config and layers, its `subject`, and
 //! for an index its child manifests — recursively, reading the children's content, so that
 //! a tagged index stays whole even when a child's revision link was deleted. That is what
@@ -50,7 +50,9 @@
 //! `garbage-collect` refuses to run while the daemon answers on its admin socket.
 
 use super::manifest::{self, MAX_MANIFEST_BYTES};
-use super::{layout, Digest, Registry, RegistryError, RegistryResult, RepositoryName, Tag};
+use super::{
+    layout, Algorithm, Digest, Registry, RegistryError, RegistryResult, RepositoryName, Tag,
+};
 use crate::storage::StorageError;
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use std::collections::{HashMap, HashSet};
@@ -349,6 +351,9 @@ pub(crate) fn schema1_layers(bytes: &[u8]) -> Option<Vec<Digest>> {
         .collect()
 }
 
+/// One directory of the blob store: `blobs/<algorithm>/<two hex digits>`.
+pub(crate) type BlobPrefix = (Algorithm, String);
+
 /// What the sweep did with one unmarked blob.
 enum Swept {
     Removed(Digest, u64),
@@ -401,10 +406,12 @@ impl Registry {
         }
     }
 
-    /// Digests named by link directories under `dir` (`<dir>/<hex>/link`), sorted.
-    pub(crate) async fn list_digests(
+    /// Digests named by the entries of one algorithm's directory (`<dir>/<hex>`), sorted;
+    /// names that are not a digest of that algorithm are skipped.
+    async fn digests_in(
         &self,
         dir: &crate::storage::StoragePath,
+        algorithm: Algorithm,
     ) -> RegistryResult<Vec<Digest>> {
         let mut names = match self.driver.list(dir).await {
             Ok(n) => n,
@@ -414,28 +421,50 @@ impl Registry {
         names.sort();
         Ok(names
             .iter()
-            .filter_map(|h| Digest::from_hex(h).ok())
+            .filter_map(|h| Digest::from_parts(algorithm, h).ok())
             .collect())
     }
 
-    /// The two-hex-digit directories of the blob store, sorted.
-    pub(crate) async fn blob_prefixes(&self) -> RegistryResult<Vec<String>> {
-        let mut prefixes = match self.driver.list(&layout::blobs_root()?).await {
-            Ok(p) => p,
-            Err(StorageError::NotFound(_)) => Vec::new(),
-            Err(e) => return Err(e.into()),
-        };
-        prefixes.sort();
-        Ok(prefixes)
+    /// Digests named by the link directories of a digest tree (`<tree>/<alg>/<hex>/`, see
+    /// `layout`), sorted.
+    pub(crate) async fn list_digests(
+        &self,
+        tree: &crate::storage::StoragePath,
+    ) -> RegistryResult<Vec<Digest>> {
+        let mut out = Vec::new();
+        for algorithm in Algorithm::ALL {
+            out.extend(
+                self.digests_in(&tree.join(algorithm.name())?, algorithm)
+                    .await?,
+            );
+        }
+        Ok(out)
+    }
+
+    /// The two-hex-digit directories of the blob store, each algorithm's, sorted.
+    pub(crate) async fn blob_prefixes(&self) -> RegistryResult<Vec<BlobPrefix>> {
+        let mut out = Vec::new();
+        for algorithm in Algorithm::ALL {
+            let mut prefixes = match self.driver.list(&layout::blobs_dir(algorithm)?).await {
+                Ok(p) => p,
+                Err(StorageError::NotFound(_)) => Vec::new(),
+                Err(e) => return Err(e.into()),
+            };
+            prefixes.sort();
+            out.extend(prefixes.into_iter().map(|p| (algorithm, p)));
+        }
+        Ok(out)
     }
 
     /// The blobs stored under one prefix directory, sorted; names that do not belong
     /// there are not blobs and are skipped.
-    pub(crate) async fn blobs_in_prefix(&self, prefix: &str) -> RegistryResult<Vec<Digest>> {
-        let mut digests = self
-            .list_digests(&layout::blobs_root()?.join(prefix)?)
-            .await?;
-        digests.retain(|d| d.hex().starts_with(prefix));
+    pub(crate) async fn blobs_in_prefix(
+        &self,
+        (algorithm, prefix): &BlobPrefix,
+    ) -> RegistryResult<Vec<Digest>> {
+        let dir = layout::blobs_dir(*algorithm)?.join(prefix)?;
+        let mut digests = self.digests_in(&dir, *algorithm).await?;
+        digests.retain(|d| d.hex().starts_with(prefix.as_str()));
         Ok(digests)
     }
 
@@ -443,7 +472,7 @@ impl Registry {
     /// names a digest. registry:2 deletes a revision by removing only its link file, so
     /// an empty directory is not a revision.
     pub(crate) async fn revisions(&self, repo: &RepositoryName) -> RegistryResult<Vec<Digest>> {
-        let listed = self.list_digests(&layout::revisions_dir(repo)?).await?;
+        let listed = self.list_digests(&layout::revisions(repo)?).await?;
         let links: Vec<Option<Digest>> = stream::iter(listed)
             .map(|d| async move { self.read_link(&layout::revision_link(repo, &d)?).await })
             .buffered(IO_CONCURRENCY)
@@ -474,7 +503,7 @@ impl Registry {
     /// kept as young or in use, or could not be removed.
     async fn sweep_prefix(
         &self,
-        prefix: &str,
+        prefix: &BlobPrefix,
         marked: &HashSet<Digest>,
         opts: &GcOptions,
         cutoff: SystemTime,
@@ -657,7 +686,7 @@ impl Registry {
             let Ok(repo) = name.parse::<RepositoryName>() else {
                 continue;
             };
-            for d in self.list_digests(&layout::layers_dir(&repo)?).await? {
+            for d in self.list_digests(&layout::layers(&repo)?).await? {
                 if !swept.contains(&d) {
                     continue;
                 }
@@ -821,7 +850,7 @@ mod tests {
     fn stripes_cover_every_prefix() {
         let d = Digest::of_bytes(b"x");
         assert!(stripe(&d) < STRIPES);
-        let ff = Digest::from_hex(&"f".repeat(64)).expect("hex");
+        let ff = Digest::from_parts(Algorithm::Sha512, &"f".repeat(128)).expect("hex");
         assert_eq!(stripe(&ff), 255 % STRIPES);
     }
 

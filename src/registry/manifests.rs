@@ -71,7 +71,7 @@ impl Registry {
             RegistryError::ManifestUnknown(reference.to_string())
         })?;
         // Content read back must still be what its name says (a damaged file is not served).
-        if Digest::of_bytes(&bytes) != digest {
+        if !digest.matches(&bytes) {
             tracing::error!(%repo, %digest, "stored manifest does not match its digest");
             return Err(RegistryError::ManifestUnknown(reference.to_string()));
         }
@@ -109,7 +109,12 @@ impl Registry {
         if bytes.len() as u64 > MAX_MANIFEST_BYTES {
             return Err(RegistryError::ManifestTooLarge);
         }
-        let digest = Digest::of_bytes(&bytes);
+        // Named with the algorithm of the digest it is pushed by, and sha256 when pushed by
+        // tag, as distribution does.
+        let digest = match reference {
+            Reference::Digest(d) => d.algorithm().digest(&bytes),
+            Reference::Tag(_) => Digest::of_bytes(&bytes),
+        };
         if let Reference::Digest(d) = reference {
             if d != &digest {
                 return Err(RegistryError::DigestInvalid(format!(

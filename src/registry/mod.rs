@@ -17,12 +17,12 @@ pub mod tags;
 pub mod uploads;
 
 use crate::storage::{StorageDriver, StorageError, StoragePath};
-pub use digest::{Digest, DigestHasher};
+pub use digest::{Algorithm, Digest, DigestHasher};
 pub use names::{Reference, RepositoryName, Tag};
 use std::fmt;
 use std::sync::Arc;
 
-/// Link files hold `sha256:<hex>`; anything much longer is not a link.
+/// Link files hold a digest (`sha512:<hex>` at most); anything much longer is not a link.
 const LINK_LIMIT: u64 = 1024;
 
 #[derive(Debug)]

@@ -88,18 +88,11 @@ impl Registry {
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> RegistryResult<Vec<Value>> {
-        let dir = layout::referrers_dir(repo, subject)?;
-        let mut names = match self.driver.list(&dir).await {
-            Ok(n) => n,
-            Err(StorageError::NotFound(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
-        };
-        names.sort();
         let mut out = Vec::new();
-        for hex in names {
-            let Ok(d) = Digest::from_hex(&hex) else {
-                continue;
-            };
+        for d in self
+            .list_digests(&layout::referrers(repo, subject)?)
+            .await?
+        {
             // A referrer whose revision was deleted is no longer served.
             if !self.exists(&layout::revision_link(repo, &d)?).await? {
                 continue;

@@ -1,17 +1,26 @@
 //! Upload sessions: `_uploads/<id>/data` grows with each PATCH; the final PUT checks the
 //! digest and moves the data into the shared blob store.
 //!
-//! The SHA-256 state of each open session is kept in memory between requests so that the
+//! The hash state of each open session is kept in memory between requests so that the
 //! digest is computed while bytes stream in and never by reading the blob back. If that
 //! state is missing or does not match the file (after a restart, or a request that died
 //! mid-write), it is rebuilt once from the data already on disk, so resumed uploads stay
 //! correct. One lock per session serialises concurrent requests on the same upload.
+//!
+//! Which hash: the client names the digest, and so its algorithm, only with the request
+//! that ends the upload. A session is hashed with sha256 (what nearly every client uses)
+//! until a request names a digest of another algorithm: a monolithic upload names it up
+//! front and is hashed with it alone; a session finished with a sha512 digest has what it
+//! already holds hashed again with sha512 from the file, once, and the finishing request's
+//! body is hashed with sha512 as it streams. Computing both hashes of every upload instead
+//! would make every sha256 push pay for sha512 (2.7 times sha256's CPU here).
 
 use super::{
-    layout, Digest, DigestHasher, Registry, RegistryError, RegistryResult, RepositoryName,
+    layout, Algorithm, Digest, DigestHasher, Registry, RegistryError, RegistryResult,
+    RepositoryName,
 };
 use crate::storage::{FileWriter, Staged, StorageError, StoragePath};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -21,6 +30,9 @@ use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
 #[derive(Default)]
 pub(crate) struct HashState {
     offset: u64,
+    /// The algorithm the session is hashed with: the last one a request named.
+    algorithm: Algorithm,
+    /// The hash of the first `offset` bytes, with `algorithm`.
     hasher: Option<DigestHasher>,
 }
 
@@ -55,13 +67,20 @@ const BATCH: usize = 1 << 20;
 /// Below this, a last batch is hashed on the request's own task: a thread hop costs more.
 const INLINE_HASH: usize = 64 << 10;
 
-/// SHA-256 computed on a blocking thread while the request keeps receiving, batch by batch,
-/// so that hashing (the slowest step per byte) overlaps receiving and writing instead of
-/// taking turns with them on one thread.
+/// A digest computed on a blocking thread while the request keeps receiving, batch by
+/// batch, so that hashing (the slowest step per byte) overlaps receiving and writing instead
+/// of taking turns with them on one thread.
 struct PipelinedHasher {
     /// The state, when no batch is being hashed.
     idle: Option<DigestHasher>,
     running: Option<tokio::task::JoinHandle<DigestHasher>>,
+}
+
+fn hashing_failed(why: String) -> RegistryError {
+    RegistryError::Storage(StorageError::Io {
+        path: String::new(),
+        source: std::io::Error::other(why),
+    })
 }
 
 impl PipelinedHasher {
@@ -75,15 +94,15 @@ impl PipelinedHasher {
     /// The state after every batch handed over so far.
     async fn settle(&mut self) -> RegistryResult<&mut DigestHasher> {
         if let Some(h) = self.running.take() {
-            let h = h.await.map_err(|e| {
-                RegistryError::Storage(StorageError::Io {
-                    path: String::new(),
-                    source: std::io::Error::other(format!("hashing task failed: {e}")),
-                })
-            })?;
+            let h = h
+                .await
+                .map_err(|e| hashing_failed(format!("hashing task failed: {e}")))?;
             self.idle = Some(h);
         }
-        Ok(self.idle.get_or_insert_with(DigestHasher::new))
+        // Only a failed hashing task leaves no state, and its error was returned.
+        self.idle
+            .as_mut()
+            .ok_or_else(|| hashing_failed("hashing state lost after a failure".into()))
     }
 
     async fn push(&mut self, batch: Vec<Bytes>, len: usize) -> RegistryResult<()> {
@@ -94,8 +113,9 @@ impl PipelinedHasher {
             }
             return Ok(());
         }
-        let mut h = std::mem::take(h);
-        self.idle = None;
+        let Some(mut h) = self.idle.take() else {
+            return Err(hashing_failed("hashing state lost".into()));
+        };
         self.running = Some(tokio::task::spawn_blocking(move || {
             for b in &batch {
                 h.update(b);
@@ -106,7 +126,10 @@ impl PipelinedHasher {
     }
 
     async fn finish(mut self) -> RegistryResult<DigestHasher> {
-        Ok(std::mem::take(self.settle().await?))
+        self.settle().await?;
+        self.idle
+            .take()
+            .ok_or_else(|| hashing_failed("hashing state lost".into()))
     }
 }
 
@@ -117,7 +140,8 @@ pub struct UploadWriter<'a> {
     id: String,
     state: OwnedMutexGuard<HashState>,
     writer: Option<Box<dyn FileWriter>>,
-    hasher: PipelinedHasher,
+    /// `None` once settled (the request is ending).
+    hasher: Option<PipelinedHasher>,
     batch: Vec<Bytes>,
     batch_len: usize,
     /// A write failed: the file may hold less than was hashed, so the digest state must not
@@ -167,13 +191,17 @@ impl Registry {
     }
 
     /// Opens a session for appending, after waiting for any other request on it.
+    /// `algorithm`: the algorithm of the digest this request names, if it names one (a
+    /// monolithic upload, or the request that finishes a session); the session is hashed
+    /// with it from now on (see the module doc).
     pub async fn open_upload(
         &self,
         repo: &RepositoryName,
         id: &str,
+        algorithm: Option<Algorithm>,
     ) -> RegistryResult<UploadWriter<'_>> {
         let data = layout::upload_data(repo, id)?;
-        let state = self.uploads.entry(id).lock_owned().await;
+        let mut state = self.uploads.entry(id).lock_owned().await;
         let writer = match self.driver.stat(&data).await {
             Ok(info) if !info.is_dir => self.driver.writer(&data, true).await?,
             Ok(_) | Err(StorageError::NotFound(_)) => {
@@ -184,17 +212,21 @@ impl Registry {
             Err(e) => return Err(e.into()),
         };
         let size = writer.size();
+        if let Some(a) = algorithm {
+            state.algorithm = a;
+        }
         let hasher = match &state.hasher {
-            Some(h) if state.offset == size => h.clone(),
+            Some(h) if state.offset == size && h.algorithm() == state.algorithm => h.clone(),
             _ => {
                 if size > 0 {
                     tracing::debug!(
                         upload = id,
                         size,
+                        algorithm = %state.algorithm,
                         "rebuilding upload digest state from disk"
                     );
                 }
-                self.rehash(&data, size).await?
+                self.hash_file(&data, size, state.algorithm).await?.0
             }
         };
         Ok(UploadWriter {
@@ -203,36 +235,51 @@ impl Registry {
             id: id.to_owned(),
             state,
             writer: Some(writer),
-            hasher: PipelinedHasher::new(hasher),
+            hasher: Some(PipelinedHasher::new(hasher)),
             batch: Vec::new(),
             batch_len: 0,
             poisoned: false,
         })
     }
 
-    async fn rehash(
+    /// Hashes the first `limit` bytes of a stored file (all of it with `u64::MAX`) with
+    /// `algorithm`, reading the next batch while the last one is hashed on a blocking
+    /// thread; returns the state and the number of bytes read.
+    pub(crate) async fn hash_file(
         &self,
-        data: &crate::storage::StoragePath,
-        size: u64,
-    ) -> RegistryResult<DigestHasher> {
-        let mut hasher = DigestHasher::new();
-        if size == 0 {
-            return Ok(hasher);
+        path: &StoragePath,
+        limit: u64,
+        algorithm: Algorithm,
+    ) -> RegistryResult<(DigestHasher, u64)> {
+        let mut hasher = PipelinedHasher::new(DigestHasher::new(algorithm));
+        if limit == 0 {
+            return Ok((hasher.finish().await?, 0));
         }
-        let (reader, _) = self.driver.reader(data, 0).await?;
-        let mut reader = reader.take(size);
-        let mut buf = vec![0u8; 1 << 20];
+        let (reader, _) = self.driver.reader(path, 0).await?;
+        let mut reader = reader.take(limit);
+        let mut total = 0u64;
         loop {
-            let n = reader
-                .read(&mut buf)
-                .await
-                .map_err(|e| StorageError::io(data, e))?;
-            if n == 0 {
+            let mut buf = BytesMut::with_capacity(BATCH);
+            while buf.len() < BATCH {
+                let n = reader
+                    .read_buf(&mut buf)
+                    .await
+                    .map_err(|e| StorageError::io(path, e))?;
+                if n == 0 {
+                    break;
+                }
+            }
+            if buf.is_empty() {
                 break;
             }
-            hasher.update(&buf[..n]);
+            let len = buf.len();
+            total += len as u64;
+            hasher.push(vec![buf.freeze()], len).await?;
+            if len < BATCH {
+                break;
+            }
         }
-        Ok(hasher)
+        Ok((hasher.finish().await?, total))
     }
 }
 
@@ -273,8 +320,11 @@ impl UploadWriter<'_> {
         let Some(w) = self.writer.as_mut() else {
             return Err(RegistryError::BlobUploadUnknown);
         };
+        let Some(hasher) = self.hasher.as_mut() else {
+            return Err(RegistryError::BlobUploadUnknown);
+        };
         // Clones of `Bytes` share the data: the hasher and the writer read the same memory.
-        let result = match self.hasher.push(batch.clone(), len).await {
+        let result = match hasher.push(batch.clone(), len).await {
             Ok(()) => w.write_chunks(batch).await.map_err(RegistryError::from),
             Err(e) => Err(e),
         };
@@ -289,8 +339,10 @@ impl UploadWriter<'_> {
     /// Everything received is handed over; returns the digest state after it.
     async fn settle(&mut self) -> RegistryResult<DigestHasher> {
         self.flush().await?;
-        let hasher = std::mem::replace(&mut self.hasher, PipelinedHasher::new(DigestHasher::new()));
-        hasher.finish().await
+        match self.hasher.take() {
+            Some(h) => h.finish().await,
+            None => Err(RegistryError::BlobUploadUnknown),
+        }
     }
 
     /// Ends this request's part, keeping the session open; returns the upload's size.
@@ -341,19 +393,29 @@ impl UploadWriter<'_> {
         };
         let registry = self.registry;
         let upload_dir = layout::upload_dir(&self.repo, &self.id)?;
-        let actual = hasher.finish();
+        let data = layout::upload_data(&self.repo, &self.id)?;
+        // Closed, not yet synced: the staged write below makes the content durable before
+        // it moves into the blob store, and the move durable before the link is written,
+        // sharing those waits for the disk with every other request in flight.
+        let size = w.close().await?;
+        let actual = if hasher.algorithm() == expected.algorithm() {
+            hasher.finish()
+        } else {
+            // Opened without the algorithm it is finished with (`open_upload`'s caller did
+            // not say): hash the file with the right one rather than refuse good content.
+            registry
+                .hash_file(&data, size, expected.algorithm())
+                .await?
+                .0
+                .finish()
+        };
         if &actual != expected {
-            w.cancel().await?;
             registry.remove(&upload_dir).await?;
             registry.uploads.forget(&self.id);
             return Err(RegistryError::DigestInvalid(format!(
                 "expected {expected}, content is {actual}"
             )));
         }
-        // Closed, not yet synced: the staged write below makes the content durable before
-        // it moves into the blob store, and the move durable before the link is written,
-        // sharing those waits for the disk with every other request in flight.
-        let size = w.close().await?;
         let target = layout::blob_data(expected)?;
         // Garbage collection hook: the content is in use from now on (see `gc`).
         registry.gc.touch(expected).await;
@@ -365,10 +427,7 @@ impl UploadWriter<'_> {
         let data: Vec<(StoragePath, Staged)> = if registry.exists(&target).await? {
             Vec::new()
         } else {
-            vec![(
-                target,
-                Staged::MovedFrom(layout::upload_data(&self.repo, &self.id)?),
-            )]
+            vec![(target, Staged::MovedFrom(data))]
         };
         registry.driver.put_staged(&[&data, &link]).await?;
         registry.remove(&upload_dir).await?;
