@@ -2,7 +2,7 @@
 //! and from a legacy flavored file (in `common` or a flavor): a list of rules
 //! `{repositories: GLOB, keeptags: N, keepyoungerthan: DURATION, protecttags: GLOB}`.
 //!
-//! Rule keys ignore case, `_` and `-` ([`extension_key`]), so `keep_tags` and `keepTags` are
+//! Rule keys ignore case, `_` and `-` ([`key_name`]), so `keep_tags` and `keepTags` are
 //! `keeptags`. Unlike elsewhere in the configuration, an unknown key in a rule is an error,
 //! not a warning: retention deletes tags, and a misspelt `protecttags` silently ignored would
 //! delete the very tags it was written to protect. Every rule is checked as the retention
@@ -10,9 +10,11 @@
 //! the daemon and `config --check` with `file:line: key: message` instead of failing later
 //! in `docker-registry retention`.
 
-use super::values::*;
+use super::kinds::{glob_text, node_with, tag_count_text, Dur};
+use super::model::RetentionRule;
+use super::setting::{key_name, Kind};
+use super::source::{entry_source, ConfigError, Source, Sourced};
 use super::yaml::{Entry, Node, NodeKind};
-use super::{entry_source, ConfigError, RetentionRule, Source, Sourced};
 use std::path::Path;
 
 /// Reads a `retention` entry. `None` when it had errors (all of them are in `errors`); null
@@ -94,7 +96,7 @@ fn read_rule(
     let mut refused: Vec<String> = Vec::new();
     for e in entries {
         let src = entry_source(file, e);
-        let key = extension_key(&e.key);
+        let key = key_name(&e.key);
         if let Some((_, first)) = seen.iter().find(|(k, _)| *k == key) {
             errors.push(ConfigError::at(
                 &src,
@@ -109,7 +111,7 @@ fn read_rule(
         let result = match key.as_str() {
             "repositories" => node_with(&e.value, glob_text).map(|v| repositories = v),
             "keeptags" => node_with(&e.value, tag_count_text).map(|v| keep_tags = v),
-            "keepyoungerthan" => node_with(&e.value, duration_text).map(|v| keep_younger_than = v),
+            "keepyoungerthan" => node_with(&e.value, Dur::text).map(|v| keep_younger_than = v),
             "protecttags" => node_with(&e.value, glob_text).map(|v| protect_tags = v),
             _ => Err(format!(
                 "unknown retention rule key {:?} (a rule has repositories, keeptags, \

@@ -1,0 +1,566 @@
+//! The kinds of value a setting has ([`Kind`] implementations): how each is read from text
+//! (a variable, a flag) and from a YAML value, and how `config` shows it. Every error is a
+//! message written for the operator; the caller adds the file, line and key.
+
+use super::model::{AuthChoice, LogLevel, LogTarget, StorageChoice};
+use super::setting::Kind;
+use super::yaml::{Node, NodeKind, Scalar};
+use std::marker::PhantomData;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The most worker threads we accept: far more than any machine has cores, low enough that a
+/// typo (`GUNICORN_WORKERS=80000`) is caught before the runtime tries to spawn them.
+pub const MAX_WORKERS: usize = 1024;
+
+/// Booleans as the shell, Go's `strconv.ParseBool` and YAML 1.1 write them.
+pub struct Bool;
+impl Kind for Bool {
+    type Value = bool;
+    const VALUE_NAME: &'static str = "BOOL";
+    fn text(s: &str) -> Result<bool, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "yes" | "on" | "1" | "t" | "y" => Ok(true),
+            "false" | "no" | "off" | "0" | "f" | "n" => Ok(false),
+            _ => Err(format!("expected true or false, found {s:?}")),
+        }
+    }
+    fn node(node: &Node) -> Result<Option<bool>, String> {
+        match node.scalar() {
+            Some(Scalar::Null) => Ok(None),
+            Some(Scalar::Bool(b)) => Ok(Some(b)),
+            Some(Scalar::Str(s)) => Bool::text(s).map(Some),
+            _ => Err(format!("expected true or false, found {}", node.describe())),
+        }
+    }
+    fn show(v: &bool) -> String {
+        v.to_string()
+    }
+}
+
+/// A whole number (of connections, of tags).
+pub struct Count;
+impl Kind for Count {
+    type Value = usize;
+    const VALUE_NAME: &'static str = "N";
+    fn text(s: &str) -> Result<usize, String> {
+        s.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("not a whole number: {s:?} (e.g. 10)"))
+    }
+    fn show(v: &usize) -> String {
+        v.to_string()
+    }
+}
+
+/// The most connections at once; 0 chooses from the limit of open files.
+pub struct MaxConnections;
+impl Kind for MaxConnections {
+    type Value = usize;
+    const VALUE_NAME: &'static str = "N";
+    fn text(s: &str) -> Result<usize, String> {
+        Count::text(s)
+    }
+    fn show(v: &usize) -> String {
+        match v {
+            0 => "0 (automatic: from the limit of open files)".into(),
+            n => n.to_string(),
+        }
+    }
+}
+
+/// Runtime worker threads; 0 = one per CPU.
+pub struct Workers;
+impl Kind for Workers {
+    type Value = usize;
+    const VALUE_NAME: &'static str = "N";
+    fn text(s: &str) -> Result<usize, String> {
+        match s.trim().parse::<usize>() {
+            Ok(n) if n <= MAX_WORKERS => Ok(n),
+            Ok(n) => Err(format!(
+                "{n} worker threads is too many (at most {MAX_WORKERS}; 0 = one per CPU)"
+            )),
+            Err(_) => Err(format!(
+                "not a number of worker threads: {s:?} (0 = one per CPU)"
+            )),
+        }
+    }
+    fn show(v: &usize) -> String {
+        match v {
+            0 => "0 (one per CPU)".into(),
+            n => n.to_string(),
+        }
+    }
+}
+
+/// A TCP port; 0 asks the kernel for any free port.
+pub struct Port;
+impl Kind for Port {
+    type Value = u16;
+    const VALUE_NAME: &'static str = "PORT";
+    fn text(s: &str) -> Result<u16, String> {
+        s.trim()
+            .parse::<u16>()
+            .map_err(|_| format!("not a port number: {s:?} (0 to 65535; 0 = any free port)"))
+    }
+    fn show(v: &u16) -> String {
+        v.to_string()
+    }
+}
+
+/// An IP address to bind: IPv4, IPv6 with or without brackets, or `localhost`.
+pub struct Address;
+impl Kind for Address {
+    type Value = IpAddr;
+    const VALUE_NAME: &'static str = "IP";
+    fn text(s: &str) -> Result<IpAddr, String> {
+        let t = s.trim();
+        let inner = t
+            .strip_prefix('[')
+            .and_then(|r| r.strip_suffix(']'))
+            .unwrap_or(t);
+        if inner.eq_ignore_ascii_case("localhost") {
+            return Ok(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        }
+        inner.parse::<IpAddr>().map_err(|_| {
+            format!("not an IP address: {s:?} (e.g. 0.0.0.0, 127.0.0.1, ::, ::1 or [::1])")
+        })
+    }
+    fn show(v: &IpAddr) -> String {
+        v.to_string()
+    }
+}
+
+/// `registry:2`'s `http.addr`: `host:port`, `:port` (all IPv4 interfaces, like our default
+/// address), `[v6]:port`.
+pub struct HttpAddr;
+impl Kind for HttpAddr {
+    type Value = SocketAddr;
+    const VALUE_NAME: &'static str = "HOST:PORT";
+    fn text(s: &str) -> Result<SocketAddr, String> {
+        let t = s.trim();
+        let bad = || {
+            format!("not an address: {s:?} (expected host:port, :port or [v6]:port, e.g. 127.0.0.1:5000)")
+        };
+        let (host, port) = if let Some(rest) = t.strip_prefix('[') {
+            let (host, after) = rest.split_once(']').ok_or_else(bad)?;
+            (host, after.strip_prefix(':').ok_or_else(bad)?)
+        } else {
+            t.rsplit_once(':').ok_or_else(bad)?
+        };
+        if host.contains(':') && !t.starts_with('[') {
+            return Err(format!(
+                "{s:?}: write an IPv6 address in brackets, e.g. [::1]:5000"
+            ));
+        }
+        let ip = if host.is_empty() {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        } else {
+            Address::text(host).map_err(|_| bad())?
+        };
+        Ok(SocketAddr::new(ip, Port::text(port)?))
+    }
+    fn show(v: &SocketAddr) -> String {
+        v.to_string()
+    }
+}
+
+/// `http.net`: only TCP is served.
+pub struct Net;
+impl Kind for Net {
+    type Value = String;
+    const VALUE_NAME: &'static str = "NET";
+    fn text(s: &str) -> Result<String, String> {
+        match s.trim() {
+            "tcp" => Ok("tcp".into()),
+            net => Err(format!(
+                "listening on {net:?} is not supported (only tcp); remove http.net"
+            )),
+        }
+    }
+    fn show(v: &String) -> String {
+        v.clone()
+    }
+}
+
+/// Log levels as the legacy registry (Python logging) and registry:2 (logrus) name them.
+pub struct Level;
+impl Kind for Level {
+    type Value = LogLevel;
+    const VALUE_NAME: &'static str = "LEVEL";
+    fn text(s: &str) -> Result<LogLevel, String> {
+        LogLevel::parse(s).ok_or_else(|| {
+            format!("unknown log level {s:?} (use error, warn, info, debug or trace; critical, warning, fatal and panic are accepted too)")
+        })
+    }
+    fn show(v: &LogLevel) -> String {
+        v.as_str().into()
+    }
+}
+
+pub struct Target;
+impl Kind for Target {
+    type Value = LogTarget;
+    const VALUE_NAME: &'static str = "TARGET";
+    fn text(s: &str) -> Result<LogTarget, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "stderr" | "journal" | "journald" => Ok(LogTarget::Stderr),
+            "syslog" => Ok(LogTarget::Syslog),
+            _ => Err(format!("unknown log target {s:?} (use stderr or syslog)")),
+        }
+    }
+    fn show(v: &LogTarget) -> String {
+        v.as_str().into()
+    }
+}
+
+/// A duration as Go writes it (`168h`, `30m`, `1h30m`, `10s`).
+pub struct Dur;
+impl Kind for Dur {
+    type Value = Duration;
+    const VALUE_NAME: &'static str = "DURATION";
+    fn text(s: &str) -> Result<Duration, String> {
+        humantime::parse_duration(s.trim())
+            .map_err(|_| format!("not a duration: {s:?} (e.g. 168h, 30m, 1h30m)"))
+    }
+    fn show(v: &Duration) -> String {
+        humantime::format_duration(*v).to_string()
+    }
+}
+
+/// A time limit: a duration longer than 0.
+pub struct Timeout;
+impl Kind for Timeout {
+    type Value = Duration;
+    const VALUE_NAME: &'static str = "DURATION";
+    fn text(s: &str) -> Result<Duration, String> {
+        match Dur::text(s)? {
+            d if d.is_zero() => Err(format!("a time limit must be longer than 0, found {s:?}")),
+            d => Ok(d),
+        }
+    }
+    fn show(v: &Duration) -> String {
+        Dur::show(v)
+    }
+}
+
+/// `gc.interval`: how often the daemon collects; a zero duration (`0`, `0s`) means never on
+/// a schedule (`None`), so the environment can turn off an interval a file sets.
+pub struct GcInterval;
+impl Kind for GcInterval {
+    type Value = Option<Duration>;
+    const VALUE_NAME: &'static str = "DURATION";
+    fn text(s: &str) -> Result<Option<Duration>, String> {
+        if s.trim() == "0" {
+            return Ok(None);
+        }
+        let d = Dur::text(s)?;
+        Ok((!d.is_zero()).then_some(d))
+    }
+    fn show(v: &Option<Duration>) -> String {
+        match v {
+            Some(d) => Dur::show(d),
+            None => "off (only garbage-collect --online)".into(),
+        }
+    }
+}
+
+pub struct Path;
+impl Kind for Path {
+    type Value = PathBuf;
+    const VALUE_NAME: &'static str = "FILE";
+    fn text(s: &str) -> Result<PathBuf, String> {
+        if s.is_empty() {
+            return Err("empty path".into());
+        }
+        if s.contains('\0') {
+            return Err("a path cannot contain a NUL byte".into());
+        }
+        Ok(PathBuf::from(s))
+    }
+    fn show(v: &PathBuf) -> String {
+        v.display().to_string()
+    }
+}
+
+/// A directory.
+pub struct Dir;
+impl Kind for Dir {
+    type Value = PathBuf;
+    const VALUE_NAME: &'static str = "DIR";
+    fn text(s: &str) -> Result<PathBuf, String> {
+        Path::text(s)
+    }
+    fn show(v: &PathBuf) -> String {
+        Path::show(v)
+    }
+}
+
+/// The daemon's admin socket; none: `docker-registry-admin.sock` in the storage root.
+pub struct AdminSocket;
+impl Kind for AdminSocket {
+    type Value = Option<PathBuf>;
+    const VALUE_NAME: &'static str = "FILE";
+    fn text(s: &str) -> Result<Option<PathBuf>, String> {
+        Path::text(s).map(Some)
+    }
+    fn show(v: &Option<PathBuf>) -> String {
+        match v {
+            Some(p) => Path::show(p),
+            None => "docker-registry-admin.sock in the storage root".into(),
+        }
+    }
+}
+
+/// Files: in a variable one path or a YAML flow list as registry:2 reads list variables
+/// (`[/etc/a.pem, /etc/b.pem]`); in a YAML file a list, or one path on its own.
+pub struct Paths;
+impl Kind for Paths {
+    type Value = Vec<PathBuf>;
+    const VALUE_NAME: &'static str = "FILE";
+    fn text(s: &str) -> Result<Vec<PathBuf>, String> {
+        let t = s.trim();
+        let Some(inner) = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')) else {
+            return Path::text(t).map(|p| vec![p]);
+        };
+        let paths = inner
+            .split(',')
+            .map(|p| p.trim().trim_matches(|c| c == '"' || c == '\''))
+            .filter(|p| !p.is_empty())
+            .map(Path::text)
+            .collect::<Result<Vec<_>, _>>()?;
+        if paths.is_empty() {
+            return Err(format!("an empty list of files: {s:?}"));
+        }
+        Ok(paths)
+    }
+    fn node(node: &Node) -> Result<Option<Vec<PathBuf>>, String> {
+        let NodeKind::Seq(items) = &node.kind else {
+            return node_with(node, Path::text).map(|p| p.map(|p| vec![p]));
+        };
+        let mut paths = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            match node_with(item, Path::text) {
+                Ok(Some(p)) => paths.push(p),
+                Ok(None) => return Err(format!("item {i} of the list is empty")),
+                Err(m) => return Err(format!("item {i} of the list: {m}")),
+            }
+        }
+        if paths.is_empty() {
+            return Err("an empty list of files (remove the key for none)".into());
+        }
+        Ok(Some(paths))
+    }
+    fn show(v: &Vec<PathBuf>) -> String {
+        match v.is_empty() {
+            true => "(none)".into(),
+            false => v
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+}
+
+pub struct Text;
+impl Kind for Text {
+    type Value = String;
+    const VALUE_NAME: &'static str = "TEXT";
+    fn text(s: &str) -> Result<String, String> {
+        Ok(s.to_string())
+    }
+    fn show(v: &String) -> String {
+        v.clone()
+    }
+}
+
+/// An optional value of kind `K`: `(none)` until a level gives one.
+pub struct Opt<K>(PhantomData<K>);
+impl<K: Kind> Kind for Opt<K> {
+    type Value = Option<K::Value>;
+    const VALUE_NAME: &'static str = K::VALUE_NAME;
+    fn text(s: &str) -> Result<Self::Value, String> {
+        K::text(s).map(Some)
+    }
+    fn node(node: &Node) -> Result<Option<Self::Value>, String> {
+        K::node(node).map(|v| v.map(Some))
+    }
+    fn show(v: &Self::Value) -> String {
+        v.as_ref().map_or_else(|| "(none)".into(), K::show)
+    }
+}
+
+/// Which storage driver; `local` and `file` are the legacy format's names of `filesystem`.
+pub struct Driver;
+impl Kind for Driver {
+    type Value = StorageChoice;
+    const VALUE_NAME: &'static str = "DRIVER";
+    fn text(s: &str) -> Result<StorageChoice, String> {
+        Ok(match s.trim() {
+            "filesystem" | "local" | "file" => StorageChoice::Filesystem,
+            other => StorageChoice::Unsupported {
+                name: other.to_string(),
+            },
+        })
+    }
+    fn show(v: &StorageChoice) -> String {
+        match v {
+            StorageChoice::Filesystem => "filesystem".into(),
+            StorageChoice::Unsupported { name } => name.clone(),
+        }
+    }
+}
+
+/// Which authentication.
+pub struct Method;
+impl Kind for Method {
+    type Value = AuthChoice;
+    const VALUE_NAME: &'static str = "METHOD";
+    fn text(s: &str) -> Result<AuthChoice, String> {
+        Ok(match s.trim() {
+            "htpasswd" => AuthChoice::Htpasswd,
+            "token" => AuthChoice::Token,
+            other => AuthChoice::Unsupported {
+                name: other.to_string(),
+            },
+        })
+    }
+    fn show(v: &AuthChoice) -> String {
+        match v {
+            AuthChoice::Htpasswd => "htpasswd".into(),
+            AuthChoice::Token => "token".into(),
+            AuthChoice::Unsupported { name } => name.clone(),
+        }
+    }
+}
+
+/// A retention rule's `keeptags`: how many of the newest tags to keep (0 keeps none by count).
+pub fn tag_count_text(s: &str) -> Result<usize, String> {
+    s.trim()
+        .parse::<usize>()
+        .map_err(|_| format!("not a number of tags: {s:?} (a whole number, e.g. 10)"))
+}
+
+/// A glob over repository names or tags, checked as the retention code will read it
+/// (`registry::retention::GlobPattern`): `*` any characters including `/`, `?` one.
+pub fn glob_text(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("an empty pattern matches nothing; write * for everything".into());
+    }
+    if s.chars().any(char::is_control) {
+        return Err(format!("pattern {s:?} contains control characters"));
+    }
+    Ok(s.to_string())
+}
+
+/// The text of a scalar node, or an error for a list or mapping. `None` for null.
+pub fn node_text(node: &Node) -> Result<Option<String>, String> {
+    match &node.kind {
+        NodeKind::Scalar { text, .. } => match node.scalar() {
+            Some(Scalar::Null) => Ok(None),
+            _ => Ok(Some(text.clone())),
+        },
+        NodeKind::Seq(_) | NodeKind::Map(_) => Err(format!(
+            "expected a single value, found {}",
+            node.describe()
+        )),
+    }
+}
+
+/// Reads a node's text and converts it; null gives `None`.
+pub fn node_with<T>(
+    node: &Node,
+    convert: impl Fn(&str) -> Result<T, String>,
+) -> Result<Option<T>, String> {
+    match node_text(node)? {
+        None => Ok(None),
+        Some(t) => convert(&t).map(Some),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_accept_ipv6_with_or_without_brackets() {
+        assert_eq!(Address::text("::1"), Ok("::1".parse().expect("ip")));
+        assert_eq!(Address::text("[::1]"), Ok("::1".parse().expect("ip")));
+        assert_eq!(Address::text("0.0.0.0"), Ok("0.0.0.0".parse().expect("ip")));
+        assert_eq!(
+            Address::text("localhost"),
+            Ok("127.0.0.1".parse().expect("ip"))
+        );
+        assert!(Address::text("example.invalid").is_err());
+    }
+
+    #[test]
+    fn http_addr_forms() {
+        for (written, read) in [
+            (":5000", "0.0.0.0:5000"),
+            ("127.0.0.1:6000", "127.0.0.1:6000"),
+            ("[::1]:5000", "[::1]:5000"),
+            ("[::]:0", "[::]:0"),
+        ] {
+            assert_eq!(HttpAddr::text(written), Ok(read.parse().expect("addr")));
+        }
+        for bad in ["::1:5000", "127.0.0.1", "127.0.0.1:99999"] {
+            assert!(HttpAddr::text(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn ports_workers_and_counts() {
+        assert_eq!(Port::text("0"), Ok(0));
+        assert!(Port::text("65536").is_err());
+        assert_eq!(Workers::text("0"), Ok(0));
+        assert!(Workers::text("-1").is_err());
+        assert!(Workers::text("100000").is_err());
+        assert_eq!(Count::text(" 256 "), Ok(256));
+        assert!(Count::text("many").is_err());
+    }
+
+    #[test]
+    fn durations_as_go_writes_them_and_time_limits_above_zero() {
+        assert_eq!(Dur::text("168h"), Ok(Duration::from_secs(168 * 3600)));
+        assert_eq!(Dur::text("1h30m"), Ok(Duration::from_secs(5400)));
+        assert!(Dur::text("soon").is_err());
+        assert_eq!(Timeout::text("1m30s"), Ok(Duration::from_secs(90)));
+        assert!(Timeout::text("0s").is_err());
+    }
+
+    #[test]
+    fn a_zero_gc_interval_means_no_schedule() {
+        assert_eq!(
+            GcInterval::text("24h"),
+            Ok(Some(Duration::from_secs(86400)))
+        );
+        assert_eq!(GcInterval::text("0"), Ok(None));
+        assert_eq!(GcInterval::text("0s"), Ok(None));
+        assert!(GcInterval::text("daily").is_err());
+    }
+
+    #[test]
+    fn tag_counts_and_patterns() {
+        assert_eq!(tag_count_text("10"), Ok(10));
+        assert_eq!(tag_count_text("0"), Ok(0));
+        assert!(tag_count_text("-1").is_err());
+        assert!(tag_count_text("ten").is_err());
+        assert_eq!(glob_text("library/*"), Ok("library/*".into()));
+        assert!(glob_text("").is_err());
+        assert!(glob_text("a\tb").is_err());
+        assert!(glob_text("a\u{7}b").is_err());
+    }
+
+    #[test]
+    fn path_lists_in_variables() {
+        assert_eq!(Paths::text("/a.pem"), Ok(vec![PathBuf::from("/a.pem")]));
+        assert_eq!(
+            Paths::text("[/a.pem, '/b c.pem']"),
+            Ok(vec![PathBuf::from("/a.pem"), PathBuf::from("/b c.pem")])
+        );
+        assert!(Paths::text("[]").is_err());
+    }
+}
