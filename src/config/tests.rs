@@ -48,6 +48,30 @@ impl Setup {
             Err(e) => e.0.iter().map(|e| e.to_string()).collect(),
         }
     }
+
+    /// The errors, the files named without their directory (`registry.yml:3: key: ...`).
+    fn problems(&self) -> Vec<String> {
+        self.errors().iter().map(|e| self.short(e)).collect()
+    }
+
+    /// The warnings, likewise.
+    fn warned(&self) -> Vec<String> {
+        self.load().warnings.iter().map(|w| self.short(w)).collect()
+    }
+
+    fn short(&self, text: &str) -> String {
+        text.replace(&format!("{}/", self.dir.path().display()), "")
+    }
+
+    fn flag(mut self, flag: &'static str, value: &str) -> Setup {
+        self.opts.cli.push((flag, value.to_string()));
+        self
+    }
+}
+
+/// Where a group's field came from, files without their directory.
+fn part<T>(s: &Setup, value: &Sourced<T>, name: &str) -> String {
+    s.short(&value.source.part(name).to_string())
 }
 
 const LEGACY: &str = "common: &common\n  loglevel: _env:LOGLEVEL:info\nlocal:\n  <<: *common\n  storage: local\n  \
@@ -769,4 +793,595 @@ fn describe_keeps_its_columns_aligned_for_long_values() {
         .map(|l| l.split_whitespace().nth(1))
         .collect::<Vec<_>>();
     assert!(values.contains(&Some(long.as_str())), "{text}");
+}
+
+#[test]
+fn variables_of_one_level_apply_in_the_tables_order() {
+    let s = Setup::new(
+        "",
+        "",
+        &[
+            ("REGISTRY_HTTP_ADDR", "127.0.0.1:6000"),
+            ("REGISTRY_PORT", "7000"),
+            ("GUNICORN_WORKERS", "8"),
+            ("REGISTRY_WORKERS", "3"),
+            ("REGISTRY_LOGLEVEL", "error"),
+            ("REGISTRY_LOG_LEVEL", "debug"),
+            ("REGISTRY_STORAGE_DELETE_ENABLED", ""),
+        ],
+    );
+    let c = s.load();
+    assert_eq!(c.listen.value, "127.0.0.1:7000".parse().expect("addr"));
+    assert_eq!(
+        c.listen.source.part("port"),
+        &Source::Env("REGISTRY_PORT".into())
+    );
+    assert_eq!(c.workers.value, 3);
+    assert_eq!(c.log_level.value, LogLevel::Debug);
+    // An empty value counts as unset, as in the shell.
+    assert_eq!(c.delete_enabled.source, Source::Default);
+}
+
+#[test]
+fn every_bad_variable_is_an_error_naming_it() {
+    let s = Setup::new(
+        "",
+        "",
+        &[
+            ("REGISTRY_PORT", "http"),
+            ("REGISTRY_STORAGE_DELETE_ENABLED", "maybe"),
+            ("REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_AGE", "a week"),
+            ("REGISTRY_STORAGE_MAINTENANCE_GC_INTERVAL", "weekly"),
+            ("REGISTRY_STORAGE_MAINTENANCE_GC_GRACE", "-1h"),
+            ("REGISTRY_STORAGE_MAINTENANCE_GC_DELETEUNTAGGED", "2"),
+            ("REGISTRY_HTTP_TRUSTFORWARDEDHEADERS", "proxy"),
+            ("REGISTRY_HTTP_TLS_CLIENTCAS", "[]"),
+        ],
+    );
+    assert_eq!(
+        s.problems(),
+        [
+            "REGISTRY_PORT: not a port number: \"http\" (0 to 65535; 0 = any free port) (set in the environment)",
+            "REGISTRY_STORAGE_DELETE_ENABLED: expected true or false, found \"maybe\" (set in the environment)",
+            "REGISTRY_HTTP_TLS_CLIENTCAS: an empty list of files: \"[]\" (set in the environment)",
+            "REGISTRY_HTTP_TRUSTFORWARDEDHEADERS: expected true or false, found \"proxy\" (set in the environment)",
+            "REGISTRY_STORAGE_MAINTENANCE_UPLOADPURGING_AGE: not a duration: \"a week\" (e.g. 168h, 30m, 1h30m) (set in the environment)",
+            "REGISTRY_STORAGE_MAINTENANCE_GC_INTERVAL: not a duration: \"weekly\" (e.g. 168h, 30m, 1h30m) (set in the environment)",
+            "REGISTRY_STORAGE_MAINTENANCE_GC_GRACE: not a duration: \"-1h\" (e.g. 168h, 30m, 1h30m) (set in the environment)",
+            "REGISTRY_STORAGE_MAINTENANCE_GC_DELETEUNTAGGED: expected true or false, found \"2\" (set in the environment)",
+        ]
+    );
+}
+
+#[test]
+fn auth_tls_and_proxy_variables_registry_2s_names_and_ours() {
+    let s = Setup::new(
+        "",
+        "",
+        &[
+            ("REGISTRY_AUTH", "token"),
+            ("REGISTRY_AUTH_TOKEN_REALM", "https://r.example/token"),
+            ("REGISTRY_AUTH_TOKEN_SERVICE", "r.example"),
+            ("REGISTRY_AUTH_TOKEN_ISSUER", "issuer"),
+            ("REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE", "/b.pem"),
+            ("REGISTRY_AUTH_TOKEN_SIGNINGKEY", "/s.key"),
+            ("REGISTRY_AUTH_TOKEN_HTPASSWD", "/users"),
+            ("REGISTRY_AUTH_TOKEN_ACCESSFILE", "/a.yml"),
+            ("REGISTRY_HTTP_TLS_CERTIFICATE", "/c.pem"),
+            ("REGISTRY_HTTP_TLS_KEY", "/k.pem"),
+            ("REGISTRY_HTTP_TLS_CLIENTCAS", "[/ca1.pem, /ca2.pem]"),
+            ("REGISTRY_HTTP_TRUSTFORWARDEDHEADERS", "true"),
+        ],
+    );
+    let c = s.load();
+    assert_eq!(
+        c.auth.value,
+        Some(AuthConfig::Token {
+            realm: "https://r.example/token".into(),
+            service: "r.example".into(),
+            issuer: "issuer".into(),
+            rootcertbundle: "/b.pem".into(),
+            endpoint: Some(TokenEndpoint {
+                htpasswd: "/users".into(),
+                access_file: Some("/a.yml".into()),
+                signing_key: "/s.key".into(),
+            }),
+        })
+    );
+    assert_eq!(
+        c.auth.source.part("realm"),
+        &Source::Env("REGISTRY_AUTH_TOKEN_REALM".into())
+    );
+    let tls = c.tls.value.expect("tls");
+    assert_eq!(
+        tls.client_cas,
+        [PathBuf::from("/ca1.pem"), "/ca2.pem".into()]
+    );
+    assert!(c.trust_forwarded_headers.value);
+}
+
+const REGISTRY_2: &str = "version: 0.1\nlog:\n  level: debug\n  formatter: text\nstorage:\n  filesystem:\n    \
+    rootdirectory: /srv/r\n  delete:\n    enabled: true\n  cache:\n    blobdescriptor: inmemory\n  maintenance:\n    \
+    uploadpurging:\n      enabled: false\n      age: 48h\n      interval: 1h\n      dryrun: true\n    readonly:\n      \
+    enabled: true\nhttp:\n  addr: '[::1]:5001'\n  secret: s\n  tls:\n    certificate: /c.pem\n    key: /k.pem\n\
+    auth:\n  htpasswd:\n    realm: basic-realm\n    path: /etc/htpasswd\nnotifications: {}\n";
+
+#[test]
+fn a_registry_2_file_sets_what_we_implement_and_names_the_rest() {
+    let s = Setup::new("", REGISTRY_2, &[]);
+    let c = s.load();
+    assert_eq!(c.log_level.value, LogLevel::Debug);
+    assert_eq!(
+        (c.storage.value, s.short(&c.storage.source.to_string())),
+        (
+            StorageConfig::Filesystem {
+                root: "/srv/r".into()
+            },
+            "registry.yml:7 (storage.filesystem.rootdirectory)".into()
+        )
+    );
+    assert!(c.delete_enabled.value && c.readonly.value);
+    assert_eq!(
+        c.upload_purging.value,
+        UploadPurging {
+            enabled: false,
+            age: Duration::from_secs(48 * 3600),
+            interval: Duration::from_secs(3600),
+            dry_run: true,
+        }
+    );
+    assert_eq!(c.listen.value, "[::1]:5001".parse().expect("addr"));
+    assert_eq!(c.tls.value.map(|t| t.key), Some("/k.pem".into()));
+    assert_eq!(
+        c.auth.value,
+        Some(AuthConfig::Htpasswd {
+            realm: "basic-realm".into(),
+            path: "/etc/htpasswd".into(),
+            access_file: None,
+        })
+    );
+    assert_eq!(
+        s.warned(),
+        ["registry.yml: ignoring registry:2 settings this registry does not use: log.formatter, storage.cache, http.secret, notifications"]
+    );
+}
+
+#[test]
+fn our_keys_in_a_registry_2_file_ignore_case_and_separators() {
+    let s = Setup::new(
+        "",
+        "version: 0.1\nhttp:\n  trust_forwarded_headers: yes\n  tls:\n    minimumtls: tls1.2\n\
+         auth:\n  token:\n    realm: https://r.example/token\n    service: r.example\n    issuer: i\n    \
+         rootcertbundle: /b.pem\n    signingKey: /s.key\n    htpasswd: /users\n    access_file: /a.yml\n    \
+         jwks: /j.json\nstorage:\n  maintenance:\n    gc:\n      delete_untagged: true\n      deleteUntagged: false\n      \
+         sweep: always\n",
+        &[],
+    );
+    let c = s.load();
+    assert!(c.trust_forwarded_headers.value);
+    assert_eq!(
+        part(&s, &c.auth, "signingkey"),
+        "registry.yml:12 (auth.token.signingKey)"
+    );
+    assert!(
+        matches!(c.auth.value, Some(AuthConfig::Token { endpoint: Some(e), .. }) if e.access_file == Some("/a.yml".into()))
+    );
+    // Both spellings name one setting: the later line is the one in effect.
+    assert!(!c.gc.value.delete_untagged);
+    assert_eq!(
+        part(&s, &c.gc, "delete_untagged"),
+        "registry.yml:20 (storage.maintenance.gc.deleteUntagged)"
+    );
+    assert_eq!(
+        s.warned(),
+        ["registry.yml: ignoring registry:2 settings this registry does not use: http.tls.minimumtls, auth.token.jwks, storage.maintenance.gc.sweep"]
+    );
+    for key in ["keeptags", "keep_tags", "keepTags", "KeepTags", "keep-tags"] {
+        assert_eq!(setting::key_name(key), "keeptags", "{key}");
+    }
+}
+
+#[test]
+fn wrong_values_in_a_registry_2_file_are_errors_with_lines() {
+    let s = Setup::new(
+        "",
+        "version: 0.1\nhttp:\n  addr: localhost\n  net: unix\n  trustforwardedheaders: sometimes\n  tls:\n    \
+         clientcas: {a: b}\nstorage:\n  filesystem: {}\n  inmemory: {}\n  delete:\n    enabled: perhaps\n  \
+         maintenance:\n    gc:\n      interval: daily\n      grace: [1h]\n      socket: ''\n\
+         auth:\n  token:\n    rootcertbundle: [a, b]\n    signingkey: ''\nlog: debug\n",
+        &[],
+    );
+    assert_eq!(
+        s.problems(),
+        [
+            "registry.yml:3: http.addr: not an address: \"localhost\" (expected host:port, :port or [v6]:port, e.g. 127.0.0.1:5000)",
+            "registry.yml:4: http.net: listening on \"unix\" is not supported (only tcp); remove http.net",
+            "registry.yml:5: http.trustforwardedheaders: expected true or false, found \"sometimes\"",
+            "registry.yml:7: http.tls.clientcas: expected a single value, found a mapping",
+            "registry.yml:12: storage.delete.enabled: expected true or false, found \"perhaps\"",
+            "registry.yml:15: storage.maintenance.gc.interval: not a duration: \"daily\" (e.g. 168h, 30m, 1h30m)",
+            "registry.yml:16: storage.maintenance.gc.grace: expected a single value, found a list",
+            "registry.yml:17: storage.maintenance.gc.socket: empty path",
+            "registry.yml:8: storage: more than one storage driver configured (filesystem, inmemory); keep one",
+            "registry.yml:20: auth.token.rootcertbundle: expected a single value, found a list",
+            "registry.yml:21: auth.token.signingkey: empty path",
+            "registry.yml:22: log: expected a mapping, found \"debug\"",
+            "registry.yml:10: storage.inmemory: storage \"inmemory\" is not supported by docker-registry (filesystem storage only; S3 arrives in a later release)",
+            "registry.yml:19: auth.token: token authentication needs auth.token.realm, auth.token.service, auth.token.issuer, auth.token.rootcertbundle (or REGISTRY_AUTH_TOKEN_REALM, REGISTRY_AUTH_TOKEN_SERVICE, REGISTRY_AUTH_TOKEN_ISSUER, REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE)",
+        ]
+    );
+}
+
+#[test]
+fn filesystem_without_rootdirectory_means_registry_2s_default() {
+    let s = Setup::new("", "version: 0.1\nstorage:\n  filesystem: {}\n", &[]);
+    let c = s.load();
+    assert_eq!(
+        (c.storage.value, s.short(&c.storage.source.to_string())),
+        (
+            StorageConfig::Filesystem {
+                root: "/var/lib/registry".into()
+            },
+            "default (registry:2's default for storage.filesystem at registry.yml:3)".into()
+        )
+    );
+    let s = Setup::new(
+        "",
+        "version: 0.1\nauth:\n  silly:\n    realm: x\n  htpasswd: {}\n",
+        &[],
+    );
+    assert_eq!(
+        s.problems(),
+        [
+            "registry.yml:2: auth: more than one authentication method configured (silly, htpasswd); keep one (the built-in token endpoint's users are auth.token.htpasswd)",
+            "registry.yml:5: auth.htpasswd: htpasswd authentication needs a password file: set auth.htpasswd.path (or REGISTRY_AUTH_HTPASSWD_PATH)",
+        ]
+    );
+}
+
+#[test]
+fn gc_section_and_retention_list_of_a_registry_2_file() {
+    let s = Setup::new(
+        "",
+        "version: 0.1\nstorage:\n  maintenance:\n    gc:\n      interval: 0s\n      grace: 30m\n      \
+         socket: /run/r/admin.sock\nretention:\n  - repositories: library/*\n    keeptags: many\n",
+        &[],
+    );
+    assert_eq!(
+        s.problems(),
+        ["registry.yml:10: retention[0].keeptags: not a number of tags: \"many\" (a whole number, e.g. 10)"]
+    );
+    std::fs::write(s.path("registry.yml"), "version: 0.1\nstorage:\n  maintenance:\n    gc:\n      interval: 0s\n      grace: 30m\n      \
+         socket: /run/r/admin.sock\nretention:\n  - repositories: library/*\n    keeptags: 5\n").expect("write");
+    let c = s.load();
+    assert_eq!(
+        c.gc.value,
+        GcConfig {
+            interval: None,
+            grace: Duration::from_secs(1800),
+            delete_untagged: false,
+            socket: Some("/run/r/admin.sock".into()),
+        }
+    );
+    assert_eq!(
+        part(&s, &c.gc, "interval"),
+        "registry.yml:5 (storage.maintenance.gc.interval)"
+    );
+    assert_eq!(c.retention.value[0].keep_tags, Some(5));
+    assert_eq!(
+        s.short(&c.retention.source.to_string()),
+        "registry.yml:9 (retention[0])"
+    );
+}
+
+const FLAVORED: &str = "\
+common: &common
+    issue: '\"docker-registry server\"'
+    loglevel: _env:LOGLEVEL:info
+    debug: _env:DEBUG:false
+    search_backend: _env:SEARCH_BACKEND
+    gc_interval: _env:GC_INTERVAL:24h
+    gc_grace: 2h
+    retention:
+        - repositories: library/*
+          keep_tags: _env:KEEP_TAGS:10
+local: &local
+    <<: *common
+    storage: local
+    storage_path: _env:STORAGE_PATH:/var/lib/docker-registry
+s3: &s3
+    <<: *common
+    storage: s3
+    storage_path: _env:STORAGE_PATH:/registry
+dev:
+    <<: *local
+    loglevel: _env:LOGLEVEL:debug
+    storage_delete_enabled: true
+    gc_interval: 1h
+    retention:
+    tls_certificate: /etc/r/tls.crt
+    tls_key: /etc/r/tls.key
+    tls_client_cas: [/a.pem, /b.pem]
+    trust_forwarded_headers: _env:TRUST_PROXY:false
+    auth:
+        token:
+            realm: https://r.example/token
+            service: r.example
+            issuer: r.example
+            rootcertbundle: /etc/r/token.crt
+            signing_key: /etc/r/token.key
+            htpasswd: /etc/r/users
+            access_file: /etc/r/access.yml
+";
+
+#[test]
+fn a_flavor_reads_common_and_its_own_keys_by_their_legacy_names() {
+    let s = Setup::new(
+        "",
+        FLAVORED,
+        &[("STORAGE_PATH", "/srv/a:b"), ("KEEP_TAGS", "3")],
+    );
+    let c = s.load();
+    assert_eq!(
+        c.storage.value,
+        StorageConfig::Filesystem {
+            root: "/srv/a:b".into()
+        }
+    );
+    assert_eq!(
+        s.short(&c.storage.source.to_string()),
+        "registry.yml:14 (local.storage_path: _env:STORAGE_PATH from the environment)"
+    );
+    assert_eq!(
+        (c.log_level.value, s.short(&c.log_level.source.to_string())),
+        (
+            LogLevel::Info,
+            "registry.yml:3 (common.loglevel: _env:LOGLEVEL unset, the default written there)"
+                .into()
+        )
+    );
+    assert_eq!(c.issue.value, "\"docker-registry server\"");
+    assert_eq!(c.search_backend.value, None);
+    assert_eq!(c.gc.value.interval, Some(Duration::from_secs(24 * 3600)));
+    assert_eq!(part(&s, &c.gc, "grace"), "registry.yml:7 (common.gc_grace)");
+    assert_eq!(c.retention.value[0].keep_tags, Some(3));
+    assert_eq!(
+        s.warned(),
+        ["registry.yml: flavor local: ignoring keys this registry does not use: debug"]
+    );
+}
+
+#[test]
+fn a_flavor_inherits_through_merges_and_overrides_gc_tls_and_auth() {
+    let s = Setup::new(
+        "SETTINGS_FLAVOR=dev\n",
+        FLAVORED,
+        &[("TRUST_PROXY", "true")],
+    );
+    let c = s.load();
+    assert_eq!(c.log_level.value, LogLevel::Debug);
+    assert!(c.delete_enabled.value && c.trust_forwarded_headers.value);
+    assert_eq!(
+        c.storage.value,
+        StorageConfig::Filesystem {
+            root: "/var/lib/docker-registry".into()
+        }
+    );
+    assert_eq!(
+        part(&s, &c.gc, "interval"),
+        "registry.yml:23 (dev.gc_interval)"
+    );
+    assert!(c.retention.value.is_empty());
+    assert_eq!(
+        s.short(&c.retention.source.to_string()),
+        "registry.yml:24 (dev.retention)"
+    );
+    assert_eq!(
+        c.tls.value.map(|t| t.client_cas),
+        Some(vec!["/a.pem".into(), "/b.pem".into()])
+    );
+    assert_eq!(
+        part(&s, &c.auth, "signingkey"),
+        "registry.yml:35 (dev.auth.token.signing_key)"
+    );
+    assert_eq!(
+        part(&s, &c.auth, "accessfile"),
+        "registry.yml:37 (dev.auth.token.access_file)"
+    );
+}
+
+#[test]
+fn an_s3_flavor_keeps_its_prefix_out_of_the_storage_root() {
+    let s = Setup::new(
+        "SETTINGS_FLAVOR=s3\n",
+        FLAVORED,
+        &[("REGISTRY_STORAGE", "filesystem")],
+    );
+    let c = s.load();
+    assert_eq!(
+        c.storage.source,
+        Source::Derived("no HOME: a temporary directory".into())
+    );
+}
+
+#[test]
+fn bad_values_of_a_flavor_name_line_key_and_variable() {
+    let s = Setup::new(
+        "",
+        "common:\n  loglevel: _env:LOGLEVEL:loud\nlocal:\n  storage: local\n  storage_delete_enabled: sometimes\n  \
+         storage_path: [a]\n  gc_grace: forever\n  retention: keep 5\n  tls_client_cas: [[a]]\n",
+        &[("LOGLEVEL", "chatty")],
+    );
+    assert_eq!(
+        s.problems(),
+        [
+            "registry.yml:2: common.loglevel: unknown log level \"chatty\" (use error, warn, info, debug or trace; critical, warning, fatal and panic are accepted too) (value from _env:LOGLEVEL, set in the environment)",
+            "registry.yml:5: local.storage_delete_enabled: expected true or false, found \"sometimes\"",
+            "registry.yml:6: local.storage_path: expected a single value, found a list",
+            "registry.yml:7: local.gc_grace: not a duration: \"forever\" (e.g. 168h, 30m, 1h30m)",
+            "registry.yml:8: local.retention: expected a list of rules (- repositories: ..., keeptags: ...), found \"keep 5\"",
+            "registry.yml:9: local.tls_client_cas: item 0 of the list: expected a single value, found a list",
+        ]
+    );
+}
+
+#[test]
+fn connection_limits_come_from_every_level() {
+    let yaml = "version: 0.1\nhttp:\n  timeouts:\n    header: 1m30s\n    bodyidle: 10s\n  connections:\n    max: 500\n";
+    let s = Setup::new(
+        "REGISTRY_HTTP_TIMEOUTS_IDLE=5m\n",
+        yaml,
+        &[("REGISTRY_HTTP_CONNECTIONS_MAX", "100")],
+    );
+    let c = s.load();
+    assert_eq!(
+        c.connections.value,
+        Connections {
+            header_timeout: Duration::from_secs(90),
+            body_idle_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            max: 100,
+            per_client: 256,
+        }
+    );
+    assert_eq!(
+        part(&s, &c.connections, "header_timeout"),
+        "registry.yml:4 (http.timeouts.header)"
+    );
+    assert_eq!(
+        part(&s, &c.connections, "idle_timeout"),
+        "sysconfig:1 (REGISTRY_HTTP_TIMEOUTS_IDLE)"
+    );
+    let s = s
+        .flag("--max-connections-per-client", "8")
+        .flag("--header-timeout", "5s");
+    let c = s.load();
+    assert_eq!(
+        (
+            c.connections.value.per_client,
+            c.connections.value.header_timeout
+        ),
+        (8, Duration::from_secs(5))
+    );
+    assert_eq!(
+        c.connections.source.part("per_client"),
+        &Source::Cli("--max-connections-per-client".into())
+    );
+    let s = Setup::new(
+        "",
+        "local:\n  http_header_timeout: 0s\n  http_idle_timeout: 2m\n  max_connections: lots\n  max_connections_per_client: 4\n",
+        &[],
+    );
+    assert_eq!(
+        s.problems(),
+        [
+            "registry.yml:2: local.http_header_timeout: a time limit must be longer than 0, found \"0s\"",
+            "registry.yml:4: local.max_connections: not a whole number: \"lots\" (e.g. 10)",
+        ]
+    );
+    let text = Setup::new("", "", &[]).load().describe();
+    for (key, value) in [
+        ("http.timeouts.header", " 30s "),
+        ("http.timeouts.bodyidle", " 1m "),
+        ("http.timeouts.idle", " 2m "),
+        (
+            "http.connections.max",
+            " 0 (automatic: from the limit of open files) ",
+        ),
+        ("http.connections.perclient", " 256 "),
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(key) && l.contains(value)),
+            "{key}\n{text}"
+        );
+    }
+}
+
+#[test]
+fn flags_say_what_they_are_for() {
+    let token = "version: 0.1\nauth:\n  token:\n    realm: https://r.example/token\n    service: r\n    issuer: r\n    \
+                 rootcertbundle: /b.pem\n";
+    // --htpasswd over a file's token authentication asks for htpasswd.
+    let c = Setup::new("", token, &[])
+        .flag("--htpasswd", "/users")
+        .load();
+    assert_eq!(
+        (c.auth.value, c.auth.source.part("method")),
+        (
+            Some(AuthConfig::Htpasswd {
+                realm: DEFAULT_REALM.into(),
+                path: "/users".into(),
+                access_file: None
+            }),
+            &Source::Cli("--htpasswd".into())
+        )
+    );
+    // With --token-realm it names the built-in endpoint's users; --access-file follows.
+    let c = Setup::new("", "", &[])
+        .flag("--htpasswd", "/users")
+        .flag("--access-file", "/a.yml")
+        .flag("--token-realm", "https://r/token")
+        .flag("--token-service", "r")
+        .flag("--token-issuer", "r")
+        .flag("--token-rootcertbundle", "/b.pem")
+        .flag("--token-signing-key", "/s.key")
+        .load();
+    let Some(AuthConfig::Token {
+        endpoint: Some(e), ..
+    }) = c.auth.value
+    else {
+        panic!("{:?}", c.auth)
+    };
+    assert_eq!(
+        (e.htpasswd, e.access_file),
+        ("/users".into(), Some("/a.yml".into()))
+    );
+    // --storage-path chooses the filesystem over a flavor's s3.
+    let c = Setup::new("SETTINGS_FLAVOR=s3\n", FLAVORED, &[])
+        .flag("--storage-path", "/cli")
+        .load();
+    assert_eq!(
+        c.storage.value,
+        StorageConfig::Filesystem {
+            root: "/cli".into()
+        }
+    );
+    // A realm or an access file alone needs a password file.
+    let s = Setup::new("", "", &[]).flag("--auth-realm", "r");
+    assert_eq!(
+        s.problems(),
+        ["--auth-realm: htpasswd authentication needs a password file: set auth.htpasswd.path (or REGISTRY_AUTH_HTPASSWD_PATH)"]
+    );
+    let s = Setup::new("", "", &[]).flag("--port", "http");
+    assert_eq!(
+        s.problems(),
+        ["--port: not a port number: \"http\" (0 to 65535; 0 = any free port)"]
+    );
+}
+
+#[test]
+fn every_name_in_the_table_is_one_settings() {
+    let mut names: Vec<String> = Vec::new();
+    for s in SETTINGS {
+        names.push(format!("key {}", s.key));
+        names.extend(s.also.iter().map(|p| format!("key {p}")));
+        names.extend(
+            s.legacy
+                .iter()
+                .map(|l| format!("legacy {}", setting::key_name(l))),
+        );
+        names.extend(s.variables().map(|v| format!("var {v}")));
+        names.extend(s.flag.map(|f| format!("flag {f}")));
+        assert!(
+            !s.doc.trim().is_empty() && !s.value_name.is_empty(),
+            "{}",
+            s.key
+        );
+        assert!(s.flag.is_none_or(|f| f.starts_with("--")), "{}", s.key);
+    }
+    let mut unique = names.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), names.len(), "a name used twice: {names:?}");
 }
