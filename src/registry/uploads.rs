@@ -436,3 +436,93 @@ impl UploadWriter<'_> {
         Ok(size)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::FilesystemDriver;
+
+    fn registry(dir: &std::path::Path) -> Registry {
+        Registry::new(Arc::new(FilesystemDriver::new(dir)), Default::default())
+    }
+
+    /// Sends `parts` as separate requests (one PATCH each), opened without an algorithm.
+    async fn patch_all(reg: &Registry, repo: &RepositoryName, id: &str, parts: &[&[u8]]) {
+        for p in parts {
+            let mut w = reg.open_upload(repo, id, None).await.expect("open");
+            w.write(Bytes::copy_from_slice(p)).await.expect("write");
+            w.pause().await.expect("pause");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_session_hashed_with_sha256_finishes_with_a_sha512_digest() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let reg = registry(tmp.path());
+        let repo: RepositoryName = "up/five".parse().expect("name");
+        // Larger than a batch, so that hashing runs on the blocking pool too.
+        let head = vec![7u8; BATCH + 12345];
+        let tail = b"and the last bytes";
+        let whole = [&head[..], &tail[..]].concat();
+        let want = Algorithm::Sha512.digest(&whole);
+
+        // Told the algorithm by the finishing request: what the file holds is hashed again.
+        let id = reg.start_upload(&repo).await.expect("start");
+        patch_all(&reg, &repo, &id, &[&head]).await;
+        let mut w = reg
+            .open_upload(&repo, &id, Some(Algorithm::Sha512))
+            .await
+            .expect("open");
+        w.write(Bytes::from_static(tail)).await.expect("write");
+        assert_eq!(
+            w.complete(&want).await.expect("complete"),
+            whole.len() as u64
+        );
+        assert!(reg
+            .driver
+            .stat(&layout::blob_data(&want).expect("path"))
+            .await
+            .is_ok());
+
+        // Not told (a caller that did not say): completing still checks with sha512.
+        let other = [&tail[..], &head[..]].concat();
+        let id = reg.start_upload(&repo).await.expect("start");
+        patch_all(&reg, &repo, &id, &[tail, &head]).await;
+        let w = reg.open_upload(&repo, &id, None).await.expect("open");
+        let d = Algorithm::Sha512.digest(&other);
+        assert_eq!(w.complete(&d).await.expect("complete"), other.len() as u64);
+
+        // And a sha512 digest the content does not have is refused.
+        let id = reg.start_upload(&repo).await.expect("start");
+        patch_all(&reg, &repo, &id, &[&head]).await;
+        let w = reg
+            .open_upload(&repo, &id, Some(Algorithm::Sha512))
+            .await
+            .expect("open");
+        let err = w.complete(&want).await;
+        assert!(
+            matches!(err, Err(RegistryError::DigestInvalid(_))),
+            "{err:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn hash_file_reads_a_whole_file_or_a_prefix() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let reg = registry(tmp.path());
+        let path = StoragePath::new(["f", "data"]).expect("path");
+        let content: Vec<u8> = (0..(3 * BATCH + 5)).map(|i| (i % 251) as u8).collect();
+        reg.driver.put_content(&path, &content).await.expect("put");
+        for (limit, want) in [
+            (u64::MAX, &content[..]),
+            (BATCH as u64, &content[..BATCH]),
+            (0, &[][..]),
+        ] {
+            for a in Algorithm::ALL {
+                let (h, n) = reg.hash_file(&path, limit, a).await.expect("hash");
+                assert_eq!(n, want.len() as u64);
+                assert_eq!(h.finish(), a.digest(want));
+            }
+        }
+    }
+}
