@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need=(skopeo podman docker-registry apache2-utils nginx-light openssl python3 curl systemd)
+need=(skopeo podman docker-registry apache2-utils nginx-light openssl python3 python3-venv curl systemd)
 missing=()
 for p in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -17,6 +17,17 @@ if ((${#missing[@]})); then
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+# moto_server, the S3-compatible server the S3 driver's tests run against (PyPI
+# `moto[server]`), in a venv of its own. With MOTO_SERVER set, a test that needs it fails
+# rather than skips when it cannot start it.
+moto_venv=target/test-tools/moto
+if [[ ! -x $moto_venv/bin/moto_server ]]; then
+    echo "installing moto[server] into $moto_venv"
+    python3 -m venv "$moto_venv"
+    "$moto_venv/bin/pip" install --quiet --disable-pip-version-check 'moto[server]>=5.1'
+fi
+export MOTO_SERVER=$PWD/$moto_venv/bin/moto_server
 
 cargo fmt --check
 cargo clippy --all-targets --quiet -- -D warnings

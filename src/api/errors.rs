@@ -28,6 +28,8 @@ pub enum ErrorCode {
     /// The storage is full (507). Not in the spec's list, which has no code for it: a
     /// client told `UNKNOWN` cannot tell a full disk from a bug.
     InsufficientStorage,
+    /// The storage cannot be reached (503 with Retry-After): distribution's code for it.
+    Unavailable,
     Unknown,
 }
 
@@ -51,6 +53,7 @@ impl ErrorCode {
             ErrorCode::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
             ErrorCode::RangeInvalid => "RANGE_INVALID",
             ErrorCode::InsufficientStorage => "INSUFFICIENT_STORAGE",
+            ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::Unknown => "UNKNOWN",
         }
     }
@@ -67,6 +70,7 @@ impl ErrorCode {
             ErrorCode::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::RangeInvalid => StatusCode::RANGE_NOT_SATISFIABLE,
             ErrorCode::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
+            ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
             _ => StatusCode::BAD_REQUEST,
         }
@@ -98,6 +102,7 @@ impl ErrorCode {
                  stored; retry once an administrator has freed space (garbage-collect) or \
                  grown the volume"
             }
+            ErrorCode::Unavailable => "service unavailable",
             ErrorCode::Unknown => "unknown error",
         }
     }
@@ -214,6 +219,13 @@ impl From<RegistryError> for ApiError {
             RegistryError::Storage(StorageError::Full(p)) => {
                 tracing::error!("storage full: {p}: no space left on the device");
                 ApiError::new(ErrorCode::InsufficientStorage)
+            }
+            RegistryError::Storage(StorageError::Unavailable { .. }) => {
+                tracing::error!("{msg}");
+                // The client's retry is the cure: S3 is away or throttling.
+                ApiError::new(ErrorCode::Unavailable)
+                    .with_message("the registry's storage is unavailable; retry later")
+                    .with_header("retry-after", "10")
             }
             RegistryError::Storage(e) => {
                 tracing::error!("storage error: {e}");

@@ -202,8 +202,8 @@ impl Registry {
     ) -> RegistryResult<UploadWriter<'_>> {
         let data = layout::upload_data(repo, id)?;
         let mut state = self.uploads.entry(id).lock_owned().await;
-        let writer = match self.driver.stat(&data).await {
-            Ok(info) if !info.is_dir => self.driver.writer(&data, true).await?,
+        let size = match self.driver.stat(&data).await {
+            Ok(info) if !info.is_dir => info.size,
             Ok(_) | Err(StorageError::NotFound(_)) => {
                 drop(state);
                 self.uploads.forget(id);
@@ -211,7 +211,6 @@ impl Registry {
             }
             Err(e) => return Err(e.into()),
         };
-        let size = writer.size();
         if let Some(a) = algorithm {
             state.algorithm = a;
         }
@@ -229,6 +228,18 @@ impl Registry {
                 self.hash_file(&data, size, state.algorithm).await?.0
             }
         };
+        // Opened after any rehash: on S3, reading an upload back completes the multipart
+        // upload holding it, which a writer opened before would no longer find.
+        let writer = self.driver.writer(&data, true).await?;
+        if writer.size() != size {
+            return Err(RegistryError::Storage(StorageError::Io {
+                path: data.to_string(),
+                source: std::io::Error::other(format!(
+                    "upload changed from {size} to {} bytes while being reopened",
+                    writer.size()
+                )),
+            }));
+        }
         Ok(UploadWriter {
             registry: self,
             repo: repo.clone(),

@@ -6,8 +6,12 @@
 //! the registry's layout code from validated names, and re-checked here so that no path can
 //! leave the root whatever a caller does.
 
+#[cfg(test)]
+mod conformance;
 pub mod filesystem;
 mod group_commit;
+pub mod memory;
+pub mod s3;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -16,6 +20,8 @@ use std::time::SystemTime;
 use tokio::io::AsyncRead;
 
 pub use filesystem::FilesystemDriver;
+pub use memory::MemoryDriver;
+pub use s3::{S3Driver, S3Options};
 
 /// A path inside a storage backend, e.g. `docker/registry/v2/blobs/sha256/ab/ab…/data`.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -94,6 +100,13 @@ pub enum StorageError {
         path: String,
         source: std::io::Error,
     },
+    /// The backend cannot be reached or keeps failing (S3 down, throttling): worth retrying
+    /// later; the API answers 503 UNAVAILABLE with `Retry-After`.
+    Unavailable {
+        /// Which backend, for the message (`s3://bucket/prefix at endpoint`).
+        backend: String,
+        reason: String,
+    },
 }
 
 impl StorageError {
@@ -124,6 +137,9 @@ impl fmt::Display for StorageError {
             }
             StorageError::Full(p) => write!(f, "{p}: no space left on the storage device"),
             StorageError::Io { path, source } => write!(f, "{path}: {source}"),
+            StorageError::Unavailable { backend, reason } => {
+                write!(f, "{backend}: unavailable: {reason}")
+            }
         }
     }
 }

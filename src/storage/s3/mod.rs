@@ -1,0 +1,838 @@
+//! The S3 driver: objects in a bucket (AWS, MinIO, Ceph RGW, R2, ...) under the keys
+//! registry:2's s3 driver uses, `<rootdirectory>/docker/registry/v2/...`, so a bucket either
+//! of them wrote is served by the other as it is.
+//!
+//! S3 has no directories: a "directory" is the keys under a prefix, it exists while any
+//! does, and a rename is a copy and a delete. A file is the object at its key, or, while a
+//! [`writer`] has it open across requests, the parts of the unfinished multipart upload at
+//! that key ([`Content`]); readers that need bytes complete such an upload first.
+//!
+//! Requests go through [`client`], which signs them with `object_store`'s SigV4 code and
+//! credential chain and retries what can be retried; a bucket that cannot be reached becomes
+//! [`StorageError::Unavailable`], which the API answers with 503.
+
+mod client;
+#[cfg(test)]
+pub(crate) mod moto;
+mod options;
+mod writer;
+
+pub use options::S3Options;
+
+use super::{
+    BlobReader, ChunkStream, FileInfo, FileWriter, Staged, StorageDriver, StorageError,
+    StoragePath, StorageResult,
+};
+use async_trait::async_trait;
+use bytes::Bytes;
+use client::{Body, MultipartInfo, ObjectInfo, PartInfo, S3Client, S3Error, S3Result};
+use futures_util::{StreamExt, TryStreamExt};
+use options::{MAX_PART, MIN_PART};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+/// Times a read that fails mid-body is taken up again where it stopped.
+const READ_RESUMES: u32 = 3;
+
+/// What holds a file's bytes.
+enum Content {
+    Object(ObjectInfo),
+    /// An upload left open by a writer; the content is its parts, in order.
+    Multipart {
+        upload: MultipartInfo,
+        parts: Vec<PartInfo>,
+    },
+}
+
+#[derive(Debug)]
+struct Inner {
+    client: S3Client,
+    options: S3Options,
+    /// The root directory as a key prefix, without slashes at either end.
+    prefix: String,
+    location: String,
+}
+
+/// The S3 storage driver.
+#[derive(Debug, Clone)]
+pub struct S3Driver {
+    inner: Arc<Inner>,
+}
+
+impl S3Driver {
+    /// Checks the options and sets up the client; no request is made until the first use.
+    pub fn new(options: S3Options) -> Result<S3Driver, String> {
+        options.validate()?;
+        let client = S3Client::new(&options)?;
+        let prefix = options.key_prefix();
+        let location = format!(
+            "s3://{}/{prefix} at {}",
+            options.bucket,
+            options.endpoint_url()
+        );
+        Ok(S3Driver {
+            inner: Arc::new(Inner {
+                client,
+                options,
+                prefix,
+                location,
+            }),
+        })
+    }
+
+    pub fn options(&self) -> &S3Options {
+        &self.inner.options
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_retry_budget(&mut self, attempts: u32, budget: std::time::Duration) {
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            inner.client.retry.attempts = attempts;
+            inner.client.retry.budget = budget;
+        }
+    }
+}
+
+impl Inner {
+    fn key(&self, path: &StoragePath) -> String {
+        if self.prefix.is_empty() {
+            path.as_str().to_owned()
+        } else {
+            format!("{}/{}", self.prefix, path)
+        }
+    }
+
+    fn error(&self, path: &StoragePath, e: S3Error) -> StorageError {
+        match e {
+            S3Error::NotFound => StorageError::NotFound(path.clone()),
+            S3Error::Unavailable(reason) => StorageError::Unavailable {
+                backend: self.location.clone(),
+                reason,
+            },
+            other => StorageError::Io {
+                path: format!("{} ({})", path, self.location),
+                source: std::io::Error::other(other.to_string()),
+            },
+        }
+    }
+
+    /// The unfinished upload at exactly `key` holding its content, with its parts: the
+    /// newest, if crashed writers left several.
+    async fn multipart(&self, key: &str) -> S3Result<Option<(MultipartInfo, Vec<PartInfo>)>> {
+        let newest = self
+            .client
+            .list_multipart(key)
+            .await?
+            .into_iter()
+            .filter(|u| u.key == key)
+            .max_by(|a, b| a.initiated.cmp(&b.initiated));
+        match newest {
+            None => Ok(None),
+            Some(u) => match self.client.list_parts(key, &u.upload_id).await {
+                Ok(parts) => Ok(Some((u, parts))),
+                // Completed or aborted since it was listed.
+                Err(S3Error::NotFound) => Ok(None),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// Where a file's content is, if it exists: the object wins over any upload.
+    async fn content(&self, key: &str) -> S3Result<Option<Content>> {
+        if let Some(info) = self.client.head(key).await? {
+            return Ok(Some(Content::Object(info)));
+        }
+        Ok(self
+            .multipart(key)
+            .await?
+            .map(|(upload, parts)| Content::Multipart { upload, parts }))
+    }
+
+    /// The object holding a file's content, completing the file's open upload if that is
+    /// where the content is.
+    async fn materialize(&self, key: &str) -> S3Result<Option<ObjectInfo>> {
+        match self.content(key).await? {
+            None => Ok(None),
+            Some(Content::Object(info)) => Ok(Some(info)),
+            Some(Content::Multipart { upload, parts }) => {
+                let numbered: Vec<(u32, String)> =
+                    parts.into_iter().map(|p| (p.number, p.etag)).collect();
+                if numbered.is_empty() {
+                    // An upload without parts is an empty file; S3 cannot complete it.
+                    self.client.put(key, Body::Empty).await?;
+                    self.client.abort_multipart(key, &upload.upload_id).await?;
+                } else {
+                    self.client
+                        .complete_multipart(key, &upload.upload_id, &numbered)
+                        .await?;
+                }
+                self.client.head(key).await
+            }
+        }
+    }
+
+    /// Copies object `from` (`size` bytes) into the upload `id` at `to`, as parts 1.. of at
+    /// least [`MIN_PART`] each (the last one too: new parts may follow), running up to
+    /// `multipartcopymaxconcurrency` copies at once.
+    async fn copy_parts(
+        &self,
+        from: &str,
+        to: &str,
+        id: &str,
+        size: u64,
+    ) -> S3Result<Vec<(u32, String)>> {
+        let chunk = self.options.multipartcopychunksize.min(MAX_PART - MIN_PART);
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        let mut at = 0;
+        while at < size {
+            let end = (at + chunk).min(size);
+            ranges.push((at, end - 1));
+            at = end;
+        }
+        if ranges.len() > 1 {
+            if let Some(&(start, end)) = ranges.last() {
+                if end + 1 - start < MIN_PART {
+                    ranges.pop();
+                    if let Some(prev) = ranges.last_mut() {
+                        prev.1 = end;
+                    }
+                }
+            }
+        }
+        let mut parts: Vec<(u32, String)> = futures_util::stream::iter(ranges)
+            .enumerate()
+            .map(|(i, range)| async move {
+                let n = i as u32 + 1;
+                self.client
+                    .upload_part_copy(to, id, n, from, range)
+                    .await
+                    .map(|etag| (n, etag))
+            })
+            .buffer_unordered(self.options.multipartcopymaxconcurrency)
+            .try_collect()
+            .await?;
+        parts.sort_by_key(|(n, _)| *n);
+        Ok(parts)
+    }
+
+    /// Server-side copy of an object, part by part past `multipartcopythresholdsize`.
+    async fn copy(&self, from: &str, to: &str, size: u64) -> S3Result<()> {
+        if size <= self.options.multipartcopythresholdsize {
+            return self.client.copy(from, to).await;
+        }
+        let id = self.client.create_multipart(to).await?;
+        let result = async {
+            let parts = self.copy_parts(from, to, &id, size).await?;
+            self.client.complete_multipart(to, &id, &parts).await
+        }
+        .await;
+        if result.is_err() {
+            let _ = self.client.abort_multipart(to, &id).await;
+        }
+        result
+    }
+
+    /// Every key under `prefix`, page by page, to `each`.
+    async fn for_each_page<F>(&self, prefix: &str, mut each: F) -> S3Result<()>
+    where
+        F: FnMut(client::ListPage) -> S3Result<()>,
+    {
+        let mut token: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .list_page(prefix, false, token.as_deref(), None)
+                .await?;
+            let next = match (page.is_truncated, &page.next_continuation_token) {
+                (true, Some(t)) => Some(t.clone()),
+                _ => None,
+            };
+            each(page)?;
+            match next {
+                Some(t) => token = Some(t),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Opens a read of `len` bytes (or to the end) at `offset`: the stream and the file's size.
+    async fn open_read(
+        self: &Arc<Self>,
+        path: &StoragePath,
+        offset: u64,
+        len: Option<u64>,
+    ) -> StorageResult<(ChunkStream, u64)> {
+        let key = self.key(path);
+        let err = |e| self.error(path, e);
+        let mut completed = false;
+        loop {
+            if len == Some(0) {
+                let info = self.materialize(&key).await.map_err(err)?;
+                let Some(info) = info else {
+                    return Err(StorageError::NotFound(path.clone()));
+                };
+                return Ok((Box::pin(futures_util::stream::empty()), info.size));
+            }
+            match self.client.get(&key, offset, len, None).await {
+                Ok(resp) => {
+                    let size = total_size(resp.headers(), offset);
+                    let etag = resp
+                        .headers()
+                        .get(http::header::ETAG)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    let end = len.map_or(size, |n| (offset + n).min(size));
+                    let body = ResumingBody {
+                        inner: self.clone(),
+                        key,
+                        etag,
+                        pos: offset,
+                        end,
+                        stream: Some(resp.into_body().bytes_stream()),
+                        resumes: READ_RESUMES,
+                    };
+                    return Ok((body.into_stream(), size));
+                }
+                Err(S3Error::NotFound) if !completed => {
+                    // Perhaps the content is still in an open upload.
+                    completed = true;
+                    if self.materialize(&key).await.map_err(err)?.is_none() {
+                        return Err(StorageError::NotFound(path.clone()));
+                    }
+                }
+                Err(S3Error::Rejected { status, .. })
+                    if status == http::StatusCode::RANGE_NOT_SATISFIABLE =>
+                {
+                    // At or past the end: nothing to read.
+                    let info = self.client.head(&key).await.map_err(err)?;
+                    let Some(info) = info else {
+                        return Err(StorageError::NotFound(path.clone()));
+                    };
+                    return Ok((Box::pin(futures_util::stream::empty()), info.size));
+                }
+                Err(e) => return Err(err(e)),
+            }
+        }
+    }
+}
+
+/// The object's full size from a GET answer (`Content-Range: bytes a-b/total`, or the
+/// length of a whole-object answer).
+fn total_size(h: &http::HeaderMap, offset: u64) -> u64 {
+    let text = |n| h.get(n).and_then(|v: &http::HeaderValue| v.to_str().ok());
+    if let Some(total) = text(http::header::CONTENT_RANGE)
+        .and_then(|r| r.rsplit('/').next())
+        .and_then(|t| t.parse().ok())
+    {
+        return total;
+    }
+    text(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(0, |n| n + offset)
+}
+
+/// A GET's body that, when the connection drops mid-way, is taken up where it stopped
+/// (the same object: `If-Match` its ETag), a few times.
+struct ResumingBody {
+    inner: Arc<Inner>,
+    key: String,
+    etag: Option<String>,
+    pos: u64,
+    end: u64,
+    stream: Option<
+        futures_util::stream::BoxStream<'static, Result<Bytes, object_store::client::HttpError>>,
+    >,
+    resumes: u32,
+}
+
+impl ResumingBody {
+    fn into_stream(self) -> ChunkStream {
+        Box::pin(futures_util::stream::unfold(self, |mut s| async move {
+            loop {
+                if s.pos >= s.end {
+                    return None;
+                }
+                let Some(stream) = s.stream.as_mut() else {
+                    let resp = s
+                        .inner
+                        .client
+                        .get(&s.key, s.pos, Some(s.end - s.pos), s.etag.as_deref())
+                        .await;
+                    match resp {
+                        Ok(resp) => s.stream = Some(resp.into_body().bytes_stream()),
+                        Err(e) => {
+                            let e = std::io::Error::other(format!("{}: {e}", s.key));
+                            s.end = s.pos;
+                            return Some((Err(e), s));
+                        }
+                    }
+                    continue;
+                };
+                let failure = match stream.next().await {
+                    Some(Ok(b)) => {
+                        // A server sending more than asked for is cut at what was asked.
+                        let b = if s.pos + b.len() as u64 > s.end {
+                            b.slice(..(s.end - s.pos) as usize)
+                        } else {
+                            b
+                        };
+                        s.pos += b.len() as u64;
+                        return Some((Ok(b), s));
+                    }
+                    Some(Err(e)) => e.to_string(),
+                    None => "the answer ended early".to_owned(),
+                };
+                s.stream = None;
+                if s.resumes == 0 {
+                    let e = std::io::Error::other(format!("{}: {failure}", s.key));
+                    s.end = s.pos;
+                    return Some((Err(e), s));
+                }
+                s.resumes -= 1;
+                tracing::debug!(key = %s.key, at = s.pos, "S3 read interrupted ({failure}); resuming");
+            }
+        }))
+    }
+}
+
+#[async_trait]
+impl StorageDriver for S3Driver {
+    fn name(&self) -> &'static str {
+        "s3"
+    }
+
+    fn location(&self) -> String {
+        self.inner.location.clone()
+    }
+
+    async fn get_content(&self, path: &StoragePath, limit: u64) -> StorageResult<Bytes> {
+        let (mut stream, size) = self.inner.open_read(path, 0, None).await?;
+        if size > limit {
+            return Err(StorageError::TooLarge {
+                path: path.clone(),
+                limit,
+            });
+        }
+        let mut out = Vec::with_capacity(size as usize);
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| StorageError::io(path, e))?;
+            if (out.len() + chunk.len()) as u64 > limit {
+                return Err(StorageError::TooLarge {
+                    path: path.clone(),
+                    limit,
+                });
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(out))
+    }
+
+    async fn put_content(&self, path: &StoragePath, content: &[u8]) -> StorageResult<()> {
+        let key = self.inner.key(path);
+        self.inner
+            .client
+            .put(&key, Body::Bytes(Bytes::copy_from_slice(content)))
+            .await
+            .map_err(|e| self.inner.error(path, e))
+    }
+
+    async fn put_staged(&self, stages: &[&[(StoragePath, Staged)]]) -> StorageResult<()> {
+        // S3 has every write durable once answered: a stage's files go up together, and the
+        // next stage starts when all of them are in.
+        for stage in stages {
+            futures_util::future::try_join_all(stage.iter().map(|(path, what)| async move {
+                match what {
+                    Staged::Content(c) => {
+                        let key = self.inner.key(path);
+                        self.inner
+                            .client
+                            .put(&key, Body::Bytes(c.clone()))
+                            .await
+                            .map_err(|e| self.inner.error(path, e))
+                    }
+                    Staged::MovedFrom(from) => self.rename(from, path).await,
+                }
+            }))
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn reader(&self, path: &StoragePath, offset: u64) -> StorageResult<(BlobReader, u64)> {
+        let (stream, size) = self.inner.open_read(path, offset, None).await?;
+        Ok((Box::new(tokio_util::io::StreamReader::new(stream)), size))
+    }
+
+    async fn read_chunks(
+        &self,
+        path: &StoragePath,
+        offset: u64,
+        len: u64,
+    ) -> StorageResult<ChunkStream> {
+        let (stream, _) = self.inner.open_read(path, offset, Some(len)).await?;
+        Ok(stream)
+    }
+
+    async fn writer(&self, path: &StoragePath, append: bool) -> StorageResult<Box<dyn FileWriter>> {
+        Ok(Box::new(
+            writer::S3Writer::open(self.inner.clone(), path, append).await?,
+        ))
+    }
+
+    async fn stat(&self, path: &StoragePath) -> StorageResult<FileInfo> {
+        let inner = &self.inner;
+        let key = inner.key(path);
+        let err = |e| inner.error(path, e);
+        if let Some(info) = inner.client.head(&key).await.map_err(err)? {
+            return Ok(FileInfo {
+                size: info.size,
+                modified: info.modified,
+                is_dir: false,
+            });
+        }
+        let dir = format!("{key}/");
+        let (listed, upload) = tokio::join!(
+            inner.client.list_page(&dir, false, None, Some(1)),
+            inner.multipart(&key)
+        );
+        if let Some((upload, parts)) = upload.map_err(err)? {
+            return Ok(FileInfo {
+                size: parts.iter().map(|p| p.size).sum(),
+                modified: client::parse_time(&upload.initiated),
+                is_dir: false,
+            });
+        }
+        match listed.map_err(err)?.contents.first() {
+            Some(o) => Ok(FileInfo {
+                size: 0,
+                modified: client::parse_time(&o.last_modified),
+                is_dir: true,
+            }),
+            None => Err(StorageError::NotFound(path.clone())),
+        }
+    }
+
+    async fn list(&self, path: &StoragePath) -> StorageResult<Vec<String>> {
+        let inner = &self.inner;
+        let dir = format!("{}/", inner.key(path));
+        let err = |e| inner.error(path, e);
+        let objects = async {
+            let mut names = BTreeSet::new();
+            let mut token: Option<String> = None;
+            loop {
+                let page = inner
+                    .client
+                    .list_page(&dir, true, token.as_deref(), None)
+                    .await?;
+                for o in &page.contents {
+                    let name = &o.key[dir.len().min(o.key.len())..];
+                    if !name.is_empty() && !name.contains('/') {
+                        names.insert(name.to_owned());
+                    }
+                }
+                for p in &page.common_prefixes {
+                    let name = p.prefix[dir.len().min(p.prefix.len())..].trim_end_matches('/');
+                    if !name.is_empty() {
+                        names.insert(name.to_owned());
+                    }
+                }
+                match (page.is_truncated, page.next_continuation_token) {
+                    (true, Some(t)) => token = Some(t),
+                    _ => return Ok::<_, S3Error>(names),
+                }
+            }
+        };
+        let (names, uploads) = tokio::join!(objects, inner.client.list_multipart(&dir));
+        let mut names = names.map_err(err)?;
+        for u in uploads.map_err(err)? {
+            if let Some(first) = u.key.get(dir.len()..).and_then(|r| r.split('/').next()) {
+                if !first.is_empty() {
+                    names.insert(first.to_owned());
+                }
+            }
+        }
+        if names.is_empty() {
+            return Err(StorageError::NotFound(path.clone()));
+        }
+        Ok(names.into_iter().collect())
+    }
+
+    async fn find_directories_with(
+        &self,
+        root: &StoragePath,
+        marker: &str,
+    ) -> StorageResult<Vec<String>> {
+        // One flat listing of every key below the root (1000 per request) instead of a
+        // request per directory: each key names the directories above it.
+        let inner = &self.inner;
+        let dir = format!("{}/", inner.key(root));
+        let mut found = BTreeSet::new();
+        inner
+            .for_each_page(&dir, |page| {
+                for o in page.contents {
+                    let rel = &o.key[dir.len().min(o.key.len())..];
+                    let parts: Vec<&str> = rel.split('/').collect();
+                    for (i, part) in parts.iter().enumerate() {
+                        if i > 0 && *part == marker {
+                            found.insert(parts[..i].join("/"));
+                        }
+                        if part.starts_with('_') || part.starts_with('.') {
+                            break;
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| inner.error(root, e))?;
+        Ok(found.into_iter().collect())
+    }
+
+    async fn rename(&self, from: &StoragePath, to: &StoragePath) -> StorageResult<()> {
+        let inner = &self.inner;
+        let (src, dst) = (inner.key(from), inner.key(to));
+        let info = inner
+            .materialize(&src)
+            .await
+            .map_err(|e| inner.error(from, e))?
+            .ok_or_else(|| StorageError::NotFound(from.clone()))?;
+        inner
+            .copy(&src, &dst, info.size)
+            .await
+            .map_err(|e| inner.error(to, e))?;
+        inner
+            .client
+            .delete(&src)
+            .await
+            .map_err(|e| inner.error(from, e))
+    }
+
+    async fn delete(&self, path: &StoragePath) -> StorageResult<()> {
+        let inner = &self.inner;
+        let key = inner.key(path);
+        let dir = format!("{key}/");
+        let err = |e| inner.error(path, e);
+        let mut found = false;
+        // A page at a time: listing the next page while deleting this one would hand S3
+        // a moving target, and a tree is seldom more than a few pages.
+        let mut token: Option<String> = None;
+        loop {
+            let page = inner
+                .client
+                .list_page(&key, false, token.as_deref(), None)
+                .await
+                .map_err(err)?;
+            let keys: Vec<String> = page
+                .contents
+                .into_iter()
+                .map(|o| o.key)
+                .filter(|k| *k == key || k.starts_with(&dir))
+                .collect();
+            found |= !keys.is_empty();
+            inner.client.delete_many(&keys).await.map_err(err)?;
+            match (page.is_truncated, page.next_continuation_token) {
+                (true, Some(t)) => token = Some(t),
+                _ => break,
+            }
+        }
+        for u in inner.client.list_multipart(&key).await.map_err(err)? {
+            if u.key == key || u.key.starts_with(&dir) {
+                found = true;
+                inner
+                    .client
+                    .abort_multipart(&u.key, &u.upload_id)
+                    .await
+                    .map_err(err)?;
+            }
+        }
+        if found {
+            Ok(())
+        } else {
+            Err(StorageError::NotFound(path.clone()))
+        }
+    }
+
+    async fn check_writable(&self) -> StorageResult<()> {
+        let inner = &self.inner;
+        let probe = StoragePath::new([format!(".write-check-{}", uuid::Uuid::new_v4().simple())])?;
+        let key = inner.key(&probe);
+        let result = async {
+            inner
+                .client
+                .put(&key, Body::Bytes(Bytes::from_static(b"ok")))
+                .await?;
+            inner.client.delete(&key).await
+        }
+        .await;
+        result.map_err(|e| inner.error(&probe, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::start;
+    use crate::storage::conformance::{self, Fixture};
+    use std::sync::Arc;
+
+    async fn make() -> Option<Fixture> {
+        let (moto, driver) = start("/some/root/").await?;
+        Some(Fixture {
+            driver: Arc::new(driver),
+            _guard: Box::new(moto),
+        })
+    }
+
+    conformance::conformance_suite!(make());
+}
+
+#[cfg(test)]
+mod bucket_tests {
+    //! What the conformance suite cannot see: where bytes sit in the bucket.
+    use super::tests_support::*;
+    use super::*;
+    use crate::storage::conformance::PART;
+
+    fn path(s: &str) -> StoragePath {
+        StoragePath::new(s.split('/')).expect("path")
+    }
+
+    #[tokio::test]
+    async fn keys_sit_under_the_root_directory() {
+        let Some((moto, rooted)) = start("/srv/registry/").await else {
+            return;
+        };
+        let bare = S3Driver::new(options(&moto, "")).expect("driver");
+        let p = path("docker/registry/v2/repositories/a/_layers/link");
+        rooted.put_content(&p, b"sha256:1").await.expect("put");
+        let full = path("srv/registry/docker/registry/v2/repositories/a/_layers/link");
+        assert_eq!(
+            &bare.get_content(&full, 100).await.expect("get")[..],
+            b"sha256:1"
+        );
+        assert_eq!(bare.list(&path("srv")).await.expect("list"), ["registry"]);
+    }
+
+    /// A writer closed between requests leaves its parts in an open upload; the next one
+    /// continues that same upload, with the next part numbers.
+    #[tokio::test]
+    async fn a_reopened_writer_continues_the_same_upload() {
+        let Some((_moto, d)) = start("").await else {
+            return;
+        };
+        let p = path("r/_uploads/u/data");
+        let key = d.inner.key(&p);
+        let mut w = d.writer(&p, false).await.expect("writer");
+        w.write_chunks(vec![Bytes::from(vec![1u8; 2 * PART + PART / 2])])
+            .await
+            .expect("write");
+        w.close().await.expect("close");
+        assert!(d.inner.client.head(&key).await.expect("head").is_none());
+        let open_upload = || async {
+            d.inner
+                .multipart(&key)
+                .await
+                .expect("list")
+                .expect("upload")
+        };
+        let (first, parts) = open_upload().await;
+        assert_eq!(
+            parts.iter().map(|p| p.size).sum::<u64>(),
+            (2 * PART + PART / 2) as u64
+        );
+        assert!(parts.iter().all(|p| p.size >= PART as u64), "{parts:?}");
+
+        let mut w = d.writer(&p, true).await.expect("reopen");
+        w.write_chunks(vec![Bytes::from(vec![2u8; PART + 1])])
+            .await
+            .expect("write");
+        w.close().await.expect("close");
+        let (second, more) = open_upload().await;
+        assert_eq!(
+            first.upload_id, second.upload_id,
+            "the upload was continued"
+        );
+        assert_eq!(more.len(), parts.len() + 1);
+        let uploads = d.inner.client.list_multipart(&key).await.expect("list");
+        assert_eq!(uploads.len(), 1, "no stray uploads");
+        // Deleting the session's directory aborts the upload.
+        d.delete(&path("r/_uploads/u")).await.expect("delete");
+        assert!(d
+            .inner
+            .client
+            .list_multipart(&key)
+            .await
+            .expect("list")
+            .is_empty());
+    }
+
+    /// S3 unreachable is `Unavailable` (the API's 503), after bounded retries, not a hang.
+    #[tokio::test]
+    async fn an_unreachable_endpoint_is_unavailable() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
+        let mut d = S3Driver::new(S3Options {
+            bucket: "b".into(),
+            regionendpoint: format!("http://127.0.0.1:{port}"),
+            accesskey: "x".into(),
+            secretkey: "y".into(),
+            ..S3Options::default()
+        })
+        .expect("driver");
+        d.set_retry_budget(3, std::time::Duration::from_secs(5));
+        let started = std::time::Instant::now();
+        let err = d.stat(&path("a/b")).await.expect_err("unreachable");
+        assert!(matches!(err, StorageError::Unavailable { .. }), "{err}");
+        assert!(err.to_string().contains("after 3 attempts"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        let err = d.check_writable().await.expect_err("unreachable");
+        assert!(matches!(err, StorageError::Unavailable { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_missing_bucket_is_named() {
+        let Some(moto) = moto::Moto::start() else {
+            return;
+        };
+        let d = S3Driver::new(S3Options {
+            bucket: "absent".into(),
+            ..options(&moto, "")
+        })
+        .expect("driver");
+        let err = d.check_writable().await.expect_err("no bucket");
+        assert!(err.to_string().contains("NoSuchBucket"), "{err}");
+        assert!(err.to_string().contains("create the bucket"), "{err}");
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use super::*;
+    use crate::storage::conformance::PART;
+    use moto::Moto;
+
+    /// Options for bucket `test` on a test server, with parts as small as S3 allows so that
+    /// a few megabytes exercise every multipart path.
+    pub(crate) fn options(moto: &Moto, root: &str) -> S3Options {
+        S3Options {
+            bucket: "test".to_owned(),
+            regionendpoint: moto.endpoint(),
+            accesskey: "test".to_owned(),
+            secretkey: "test".to_owned(),
+            rootdirectory: root.to_owned(),
+            chunksize: PART as u64,
+            multipartcopychunksize: PART as u64,
+            multipartcopythresholdsize: PART as u64,
+            ..S3Options::default()
+        }
+    }
+
+    /// A server with bucket `test` and a driver on it; `None` (skipped) without moto.
+    pub(crate) async fn start(root: &str) -> Option<(Moto, S3Driver)> {
+        let moto = Moto::start()?;
+        moto.create_bucket("test");
+        let driver = S3Driver::new(options(&moto, root)).expect("driver");
+        Some((moto, driver))
+    }
+}
