@@ -14,6 +14,26 @@ use std::time::Duration;
 /// typo (`GUNICORN_WORKERS=80000`) is caught before the runtime tries to spawn them.
 pub const MAX_WORKERS: usize = 1024;
 
+/// A kind from its two functions: `kind!(Name: Type, "PLACEHOLDER", text, show)`.
+macro_rules! kind {
+    ($(#[doc = $doc:literal])* $name:ident: $t:ty, $value:literal, $text:expr, $show:expr) => {
+        $(#[doc = $doc])*
+        pub struct $name;
+        impl Kind for $name {
+            type Value = $t;
+            const VALUE_NAME: &'static str = $value;
+            fn text(s: &str) -> Result<$t, String> {
+                let text: fn(&str) -> Result<$t, String> = $text;
+                text(s)
+            }
+            fn show(v: &$t) -> String {
+                let show: fn(&$t) -> String = $show;
+                show(v)
+            }
+        }
+    };
+}
+
 /// Booleans as the shell, Go's `strconv.ParseBool` and YAML 1.1 write them.
 pub struct Bool;
 impl Kind for Bool {
@@ -39,279 +59,196 @@ impl Kind for Bool {
     }
 }
 
-/// A whole number (of connections, of tags).
-pub struct Count;
-impl Kind for Count {
-    type Value = usize;
-    const VALUE_NAME: &'static str = "N";
-    fn text(s: &str) -> Result<usize, String> {
-        s.trim()
-            .parse::<usize>()
-            .map_err(|_| format!("not a whole number: {s:?} (e.g. 10)"))
-    }
-    fn show(v: &usize) -> String {
-        v.to_string()
-    }
-}
+kind!(
+    /// A whole number (of connections).
+    Count: usize, "N",
+    |s| s.trim().parse().map_err(|_| format!("not a whole number: {s:?} (e.g. 10)")),
+    |v| v.to_string()
+);
 
-/// The most connections at once; 0 chooses from the limit of open files.
-pub struct MaxConnections;
-impl Kind for MaxConnections {
-    type Value = usize;
-    const VALUE_NAME: &'static str = "N";
-    fn text(s: &str) -> Result<usize, String> {
-        Count::text(s)
+kind!(
+    /// The most connections at once; 0 chooses from the limit of open files.
+    MaxConnections: usize, "N",
+    Count::text,
+    |v| match v {
+        0 => "0 (automatic: from the limit of open files)".into(),
+        n => n.to_string(),
     }
-    fn show(v: &usize) -> String {
-        match v {
-            0 => "0 (automatic: from the limit of open files)".into(),
-            n => n.to_string(),
-        }
-    }
-}
+);
 
-/// Runtime worker threads; 0 = one per CPU.
-pub struct Workers;
-impl Kind for Workers {
-    type Value = usize;
-    const VALUE_NAME: &'static str = "N";
-    fn text(s: &str) -> Result<usize, String> {
-        match s.trim().parse::<usize>() {
-            Ok(n) if n <= MAX_WORKERS => Ok(n),
-            Ok(n) => Err(format!(
-                "{n} worker threads is too many (at most {MAX_WORKERS}; 0 = one per CPU)"
-            )),
-            Err(_) => Err(format!(
-                "not a number of worker threads: {s:?} (0 = one per CPU)"
-            )),
-        }
+kind!(
+    /// Runtime worker threads; 0 = one per CPU.
+    Workers: usize, "N",
+    |s| match s.trim().parse::<usize>() {
+        Ok(n) if n <= MAX_WORKERS => Ok(n),
+        Ok(n) => Err(format!("{n} worker threads is too many (at most {MAX_WORKERS}; 0 = one per CPU)")),
+        Err(_) => Err(format!("not a number of worker threads: {s:?} (0 = one per CPU)")),
+    },
+    |v| match v {
+        0 => "0 (one per CPU)".into(),
+        n => n.to_string(),
     }
-    fn show(v: &usize) -> String {
-        match v {
-            0 => "0 (one per CPU)".into(),
-            n => n.to_string(),
-        }
-    }
-}
+);
 
-/// A TCP port; 0 asks the kernel for any free port.
-pub struct Port;
-impl Kind for Port {
-    type Value = u16;
-    const VALUE_NAME: &'static str = "PORT";
-    fn text(s: &str) -> Result<u16, String> {
-        s.trim()
-            .parse::<u16>()
-            .map_err(|_| format!("not a port number: {s:?} (0 to 65535; 0 = any free port)"))
-    }
-    fn show(v: &u16) -> String {
-        v.to_string()
-    }
-}
+kind!(
+    /// A TCP port; 0 asks the kernel for any free port.
+    Port: u16, "PORT",
+    |s| s.trim().parse().map_err(|_| format!("not a port number: {s:?} (0 to 65535; 0 = any free port)")),
+    |v| v.to_string()
+);
 
-/// An IP address to bind: IPv4, IPv6 with or without brackets, or `localhost`.
-pub struct Address;
-impl Kind for Address {
-    type Value = IpAddr;
-    const VALUE_NAME: &'static str = "IP";
-    fn text(s: &str) -> Result<IpAddr, String> {
+kind!(
+    /// An IP address to bind: IPv4, IPv6 with or without brackets, or `localhost`.
+    Address: IpAddr, "IP",
+    |s| {
         let t = s.trim();
-        let inner = t
-            .strip_prefix('[')
-            .and_then(|r| r.strip_suffix(']'))
-            .unwrap_or(t);
+        let inner = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')).unwrap_or(t);
         if inner.eq_ignore_ascii_case("localhost") {
             return Ok(IpAddr::V4(Ipv4Addr::LOCALHOST));
         }
-        inner.parse::<IpAddr>().map_err(|_| {
+        inner.parse().map_err(|_| {
             format!("not an IP address: {s:?} (e.g. 0.0.0.0, 127.0.0.1, ::, ::1 or [::1])")
         })
-    }
-    fn show(v: &IpAddr) -> String {
-        v.to_string()
-    }
-}
+    },
+    |v| v.to_string()
+);
 
-/// `registry:2`'s `http.addr`: `host:port`, `:port` (all IPv4 interfaces, like our default
-/// address), `[v6]:port`.
-pub struct HttpAddr;
-impl Kind for HttpAddr {
-    type Value = SocketAddr;
-    const VALUE_NAME: &'static str = "HOST:PORT";
-    fn text(s: &str) -> Result<SocketAddr, String> {
+kind!(
+    /// `registry:2`'s `http.addr`: `host:port`, `:port` (all IPv4 interfaces, like our default
+    /// address), `[v6]:port`.
+    HttpAddr: SocketAddr, "HOST:PORT",
+    |s| {
         let t = s.trim();
-        let bad = || {
-            format!("not an address: {s:?} (expected host:port, :port or [v6]:port, e.g. 127.0.0.1:5000)")
-        };
-        let (host, port) = if let Some(rest) = t.strip_prefix('[') {
-            let (host, after) = rest.split_once(']').ok_or_else(bad)?;
-            (host, after.strip_prefix(':').ok_or_else(bad)?)
-        } else {
-            t.rsplit_once(':').ok_or_else(bad)?
+        let bad = || format!("not an address: {s:?} (expected host:port, :port or [v6]:port, e.g. 127.0.0.1:5000)");
+        let (host, port) = match t.strip_prefix('[') {
+            Some(rest) => {
+                let (host, after) = rest.split_once(']').ok_or_else(bad)?;
+                (host, after.strip_prefix(':').ok_or_else(bad)?)
+            }
+            None => t.rsplit_once(':').ok_or_else(bad)?,
         };
         if host.contains(':') && !t.starts_with('[') {
-            return Err(format!(
-                "{s:?}: write an IPv6 address in brackets, e.g. [::1]:5000"
-            ));
+            return Err(format!("{s:?}: write an IPv6 address in brackets, e.g. [::1]:5000"));
         }
-        let ip = if host.is_empty() {
-            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-        } else {
-            Address::text(host).map_err(|_| bad())?
+        let ip = match host {
+            "" => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            host => Address::text(host).map_err(|_| bad())?,
         };
         Ok(SocketAddr::new(ip, Port::text(port)?))
-    }
-    fn show(v: &SocketAddr) -> String {
-        v.to_string()
-    }
-}
+    },
+    |v| v.to_string()
+);
 
-/// `http.net`: only TCP is served.
-pub struct Net;
-impl Kind for Net {
-    type Value = String;
-    const VALUE_NAME: &'static str = "NET";
-    fn text(s: &str) -> Result<String, String> {
-        match s.trim() {
-            "tcp" => Ok("tcp".into()),
-            net => Err(format!(
-                "listening on {net:?} is not supported (only tcp); remove http.net"
-            )),
-        }
-    }
-    fn show(v: &String) -> String {
-        v.clone()
-    }
-}
+kind!(
+    /// `http.net`: only TCP is served.
+    Net: String, "NET",
+    |s| match s.trim() {
+        "tcp" => Ok("tcp".into()),
+        net => Err(format!("listening on {net:?} is not supported (only tcp); remove http.net")),
+    },
+    String::clone
+);
 
-/// Log levels as the legacy registry (Python logging) and registry:2 (logrus) name them.
-pub struct Level;
-impl Kind for Level {
-    type Value = LogLevel;
-    const VALUE_NAME: &'static str = "LEVEL";
-    fn text(s: &str) -> Result<LogLevel, String> {
-        LogLevel::parse(s).ok_or_else(|| {
-            format!("unknown log level {s:?} (use error, warn, info, debug or trace; critical, warning, fatal and panic are accepted too)")
-        })
-    }
-    fn show(v: &LogLevel) -> String {
-        v.as_str().into()
-    }
-}
+kind!(
+    /// Log levels as the legacy registry (Python logging) and registry:2 (logrus) name them.
+    Level: LogLevel, "LEVEL",
+    |s| LogLevel::parse(s).ok_or_else(|| {
+        format!("unknown log level {s:?} (use error, warn, info, debug or trace; critical, warning, fatal and panic are accepted too)")
+    }),
+    |v| v.as_str().into()
+);
 
-pub struct Target;
-impl Kind for Target {
-    type Value = LogTarget;
-    const VALUE_NAME: &'static str = "TARGET";
-    fn text(s: &str) -> Result<LogTarget, String> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "stderr" | "journal" | "journald" => Ok(LogTarget::Stderr),
-            "syslog" => Ok(LogTarget::Syslog),
-            _ => Err(format!("unknown log target {s:?} (use stderr or syslog)")),
-        }
-    }
-    fn show(v: &LogTarget) -> String {
-        v.as_str().into()
-    }
-}
+kind!(
+    Target: LogTarget, "TARGET",
+    |s| match s.trim().to_ascii_lowercase().as_str() {
+        "stderr" | "journal" | "journald" => Ok(LogTarget::Stderr),
+        "syslog" => Ok(LogTarget::Syslog),
+        _ => Err(format!("unknown log target {s:?} (use stderr or syslog)")),
+    },
+    |v| v.as_str().into()
+);
 
-/// A duration as Go writes it (`168h`, `30m`, `1h30m`, `10s`).
-pub struct Dur;
-impl Kind for Dur {
-    type Value = Duration;
-    const VALUE_NAME: &'static str = "DURATION";
-    fn text(s: &str) -> Result<Duration, String> {
-        humantime::parse_duration(s.trim())
-            .map_err(|_| format!("not a duration: {s:?} (e.g. 168h, 30m, 1h30m)"))
-    }
-    fn show(v: &Duration) -> String {
-        humantime::format_duration(*v).to_string()
-    }
-}
+kind!(
+    /// A duration as Go writes it (`168h`, `30m`, `1h30m`, `10s`).
+    Dur: Duration, "DURATION",
+    |s| humantime::parse_duration(s.trim()).map_err(|_| format!("not a duration: {s:?} (e.g. 168h, 30m, 1h30m)")),
+    |v| humantime::format_duration(*v).to_string()
+);
 
-/// A time limit: a duration longer than 0.
-pub struct Timeout;
-impl Kind for Timeout {
-    type Value = Duration;
-    const VALUE_NAME: &'static str = "DURATION";
-    fn text(s: &str) -> Result<Duration, String> {
-        match Dur::text(s)? {
-            d if d.is_zero() => Err(format!("a time limit must be longer than 0, found {s:?}")),
-            d => Ok(d),
-        }
-    }
-    fn show(v: &Duration) -> String {
-        Dur::show(v)
-    }
-}
+kind!(
+    /// A time limit: a duration longer than 0.
+    Timeout: Duration, "DURATION",
+    |s| match Dur::text(s)? {
+        d if d.is_zero() => Err(format!("a time limit must be longer than 0, found {s:?}")),
+        d => Ok(d),
+    },
+    Dur::show
+);
 
-/// `gc.interval`: how often the daemon collects; a zero duration (`0`, `0s`) means never on
-/// a schedule (`None`), so the environment can turn off an interval a file sets.
-pub struct GcInterval;
-impl Kind for GcInterval {
-    type Value = Option<Duration>;
-    const VALUE_NAME: &'static str = "DURATION";
-    fn text(s: &str) -> Result<Option<Duration>, String> {
-        if s.trim() == "0" {
-            return Ok(None);
-        }
-        let d = Dur::text(s)?;
-        Ok((!d.is_zero()).then_some(d))
-    }
-    fn show(v: &Option<Duration>) -> String {
-        match v {
-            Some(d) => Dur::show(d),
-            None => "off (only garbage-collect --online)".into(),
-        }
-    }
-}
+kind!(
+    /// `gc.interval`: how often the daemon collects; a zero duration (`0`, `0s`) means never on
+    /// a schedule (`None`), so the environment can turn off an interval a file sets.
+    GcInterval: Option<Duration>, "DURATION",
+    |s| match s.trim() {
+        "0" => Ok(None),
+        _ => Dur::text(s).map(|d| (!d.is_zero()).then_some(d)),
+    },
+    |v| v.as_ref().map_or_else(|| "off (only garbage-collect --online)".into(), Dur::show)
+);
 
-pub struct Path;
-impl Kind for Path {
-    type Value = PathBuf;
-    const VALUE_NAME: &'static str = "FILE";
-    fn text(s: &str) -> Result<PathBuf, String> {
-        if s.is_empty() {
-            return Err("empty path".into());
-        }
-        if s.contains('\0') {
-            return Err("a path cannot contain a NUL byte".into());
-        }
-        Ok(PathBuf::from(s))
-    }
-    fn show(v: &PathBuf) -> String {
-        v.display().to_string()
-    }
-}
+kind!(
+    Path: PathBuf, "FILE",
+    |s| match s {
+        "" => Err("empty path".into()),
+        s if s.contains('\0') => Err("a path cannot contain a NUL byte".into()),
+        s => Ok(PathBuf::from(s)),
+    },
+    |v| v.display().to_string()
+);
 
-/// A directory.
-pub struct Dir;
-impl Kind for Dir {
-    type Value = PathBuf;
-    const VALUE_NAME: &'static str = "DIR";
-    fn text(s: &str) -> Result<PathBuf, String> {
-        Path::text(s)
-    }
-    fn show(v: &PathBuf) -> String {
-        Path::show(v)
-    }
-}
+kind!(
+    /// A directory.
+    Dir: PathBuf, "DIR",
+    Path::text,
+    Path::show
+);
 
-/// The daemon's admin socket; none: `docker-registry-admin.sock` in the storage root.
-pub struct AdminSocket;
-impl Kind for AdminSocket {
-    type Value = Option<PathBuf>;
-    const VALUE_NAME: &'static str = "FILE";
-    fn text(s: &str) -> Result<Option<PathBuf>, String> {
-        Path::text(s).map(Some)
+kind!(
+    /// The daemon's admin socket; none: `docker-registry-admin.sock` in the storage root.
+    AdminSocket: Option<PathBuf>, "FILE",
+    |s| Path::text(s).map(Some),
+    |v| v.as_ref().map_or_else(|| "docker-registry-admin.sock in the storage root".into(), Path::show)
+);
+
+kind!(Text: String, "TEXT", |s| Ok(s.to_string()), String::clone);
+
+kind!(
+    /// Which storage driver; `local` and `file` are the legacy format's names of `filesystem`.
+    Driver: StorageChoice, "DRIVER",
+    |s| Ok(match s.trim() {
+        "filesystem" | "local" | "file" => StorageChoice::Filesystem,
+        other => StorageChoice::Unsupported { name: other.to_string() },
+    }),
+    |v| match v {
+        StorageChoice::Filesystem => "filesystem".into(),
+        StorageChoice::Unsupported { name } => name.clone(),
     }
-    fn show(v: &Option<PathBuf>) -> String {
-        match v {
-            Some(p) => Path::show(p),
-            None => "docker-registry-admin.sock in the storage root".into(),
-        }
+);
+
+kind!(
+    /// Which authentication.
+    Method: AuthChoice, "METHOD",
+    |s| Ok(match s.trim() {
+        "htpasswd" => AuthChoice::Htpasswd,
+        "token" => AuthChoice::Token,
+        other => AuthChoice::Unsupported { name: other.to_string() },
+    }),
+    |v| match v {
+        AuthChoice::Htpasswd => "htpasswd".into(),
+        AuthChoice::Token => "token".into(),
+        AuthChoice::Unsupported { name } => name.clone(),
     }
-}
+);
 
 /// Files: in a variable one path or a YAML flow list as registry:2 reads list variables
 /// (`[/etc/a.pem, /etc/b.pem]`); in a YAML file a list, or one path on its own.
@@ -355,24 +292,8 @@ impl Kind for Paths {
     fn show(v: &Vec<PathBuf>) -> String {
         match v.is_empty() {
             true => "(none)".into(),
-            false => v
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
+            false => v.iter().map(Path::show).collect::<Vec<_>>().join(", "),
         }
-    }
-}
-
-pub struct Text;
-impl Kind for Text {
-    type Value = String;
-    const VALUE_NAME: &'static str = "TEXT";
-    fn text(s: &str) -> Result<String, String> {
-        Ok(s.to_string())
-    }
-    fn show(v: &String) -> String {
-        v.clone()
     }
 }
 
@@ -389,50 +310,6 @@ impl<K: Kind> Kind for Opt<K> {
     }
     fn show(v: &Self::Value) -> String {
         v.as_ref().map_or_else(|| "(none)".into(), K::show)
-    }
-}
-
-/// Which storage driver; `local` and `file` are the legacy format's names of `filesystem`.
-pub struct Driver;
-impl Kind for Driver {
-    type Value = StorageChoice;
-    const VALUE_NAME: &'static str = "DRIVER";
-    fn text(s: &str) -> Result<StorageChoice, String> {
-        Ok(match s.trim() {
-            "filesystem" | "local" | "file" => StorageChoice::Filesystem,
-            other => StorageChoice::Unsupported {
-                name: other.to_string(),
-            },
-        })
-    }
-    fn show(v: &StorageChoice) -> String {
-        match v {
-            StorageChoice::Filesystem => "filesystem".into(),
-            StorageChoice::Unsupported { name } => name.clone(),
-        }
-    }
-}
-
-/// Which authentication.
-pub struct Method;
-impl Kind for Method {
-    type Value = AuthChoice;
-    const VALUE_NAME: &'static str = "METHOD";
-    fn text(s: &str) -> Result<AuthChoice, String> {
-        Ok(match s.trim() {
-            "htpasswd" => AuthChoice::Htpasswd,
-            "token" => AuthChoice::Token,
-            other => AuthChoice::Unsupported {
-                name: other.to_string(),
-            },
-        })
-    }
-    fn show(v: &AuthChoice) -> String {
-        match v {
-            AuthChoice::Htpasswd => "htpasswd".into(),
-            AuthChoice::Token => "token".into(),
-            AuthChoice::Unsupported { name } => name.clone(),
-        }
     }
 }
 

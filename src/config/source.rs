@@ -160,13 +160,8 @@ impl ConfigError {
     /// An error about the value that `source` set: the file, line and key come from there.
     pub fn at(source: &Source, message: impl Into<String>) -> ConfigError {
         let message = message.into();
-        match source {
-            Source::File { path, line, key } => ConfigError {
-                file: Some(path.clone()),
-                line: Some(*line),
-                key: key.clone(),
-                message,
-            },
+        let (file, line, key, message) = match source {
+            Source::File { path, line, key } => (Some(path), Some(*line), key.clone(), message),
             Source::FileEnv {
                 path,
                 line,
@@ -182,40 +177,27 @@ impl ConfigError {
                     }
                     Some(other) => format!("_env:{var}, from {other}"),
                 };
-                ConfigError {
-                    file: Some(path.clone()),
-                    line: Some(*line),
-                    key: key.clone(),
-                    message: format!("{message} (value from {how})"),
-                }
+                let message = format!("{message} (value from {how})");
+                (Some(path), Some(*line), key.clone(), message)
             }
-            Source::Env(name) => ConfigError {
-                file: None,
-                line: None,
-                key: name.clone(),
-                message: format!("{message} (set in the environment)"),
-            },
-            Source::Cli(flag) => ConfigError {
-                file: None,
-                line: None,
-                key: flag.clone(),
-                message,
-            },
-            Source::Parts(parts) => match parts.first() {
-                Some((_, s)) => ConfigError::at(s, message),
-                None => ConfigError {
-                    file: None,
-                    line: None,
-                    key: String::new(),
-                    message,
-                },
-            },
-            Source::Default | Source::Derived(_) => ConfigError {
-                file: None,
-                line: None,
-                key: String::new(),
-                message,
-            },
+            Source::Env(name) => {
+                let message = format!("{message} (set in the environment)");
+                (None, None, name.clone(), message)
+            }
+            Source::Cli(flag) => (None, None, flag.clone(), message),
+            Source::Parts(parts) if !parts.is_empty() => {
+                return ConfigError::at(&parts[0].1, message)
+            }
+            Source::Parts(_) | Source::Default | Source::Derived(_) => {
+                (None, None, String::new(), message)
+            }
+        };
+        let file = file.cloned();
+        ConfigError {
+            file,
+            line,
+            key,
+            message,
         }
     }
 }
