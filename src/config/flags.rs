@@ -44,7 +44,12 @@ impl Args for SettingFlags {
                 .global(true)
                 .value_name(s.value_name)
                 .action(ArgAction::Set)
-                .help(format!("{} ({})", s.doc.trim(), names.join(", ")));
+                .help(match (s.default)() {
+                    d if d.is_empty() || d == "(none)" => {
+                        format!("{} ({})", s.doc.trim(), names.join(", "))
+                    }
+                    d => format!("{} ({}) [default: {d}]", s.doc.trim(), names.join(", ")),
+                });
             // `--delete-enabled` alone means true.
             cmd.arg(match s.value_name {
                 "BOOL" => arg.num_args(0..=1).default_missing_value("true"),

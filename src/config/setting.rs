@@ -86,6 +86,8 @@ pub struct Setting {
     pub choice: Option<&'static Choice>,
     pub set: fn(&mut Config, Input<'_>, Source) -> Result<(), String>,
     pub show: fn(&Config) -> (String, &Source),
+    /// The default as `config` shows it.
+    pub default: fn() -> String,
 }
 
 static NO_SOURCE: Source = Source::Default;
@@ -107,6 +109,7 @@ impl Setting {
         choice: None,
         set: |_, _, _| Ok(()),
         show: |_| (String::new(), &NO_SOURCE),
+        default: String::new,
     };
 
     /// The key paths of a registry:2 file that set it, lowest precedence first.
@@ -285,6 +288,7 @@ macro_rules! settings {
                         Ok(())
                     },
                     show: |c| (<$kind as Kind>::show(&c.$field.value), &c.$field.source),
+                    default: || <$kind as Kind>::show(&$default),
                     $($meta)*
                     ..Setting::BASE
                 },
@@ -310,6 +314,7 @@ macro_rules! settings {
                         let g = &c.$group;
                         (<$pkind as Kind>::show(&g.value.$part), g.source.part(stringify!($part)))
                     },
+                    default: || <$pkind as Kind>::show(&$pdefault),
                     $($pmeta)*
                     ..Setting::BASE
                 },

@@ -142,11 +142,13 @@ settings! {
         pub(crate) htpasswd_realm: String = DEFAULT_REALM.into(), Text, "auth.htpasswd.realm" {
             flag: Some("--auth-realm"),
         }
-        /// Require Basic authentication against this Apache htpasswd file
+        /// Require Basic authentication against this Apache htpasswd file (with --token-realm:
+        /// the users of the built-in token endpoint)
         pub(crate) htpasswd_path: Option<PathBuf> = None, Opt<Path>, "auth.htpasswd.path" {
             flag: Some("--htpasswd"),
         }
-        /// Who may pull, push and delete which repositories (YAML)
+        /// Who may pull, push and delete which repositories (YAML); as a flag, for the
+        /// authentication in effect
         pub(crate) htpasswd_access_file: Option<PathBuf> = None, Opt<Path>, "auth.htpasswd.accessfile" {
             flag: Some("--access-file"),
         }
@@ -166,7 +168,8 @@ settings! {
         pub(crate) token_rootcertbundle: Option<PathBuf> = None, Opt<Path>, "auth.token.rootcertbundle" {
             flag: Some("--token-rootcertbundle"),
         }
-        /// Issue tokens at GET /token, signed with this key (PKCS#8 PEM, RSA or EC P-256)
+        /// Issue tokens at GET /token to the htpasswd users, signed with this key (PKCS#8 PEM,
+        /// RSA or EC P-256); point the realm at that URL
         pub(crate) token_signing_key: Option<PathBuf> = None, Opt<Path>, "auth.token.signingkey" {
             flag: Some("--token-signing-key"),
         }

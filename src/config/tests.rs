@@ -83,6 +83,15 @@ impl Setup {
     }
 }
 
+/// htpasswd authentication with the default realm.
+fn htpasswd(path: &str, access_file: Option<&str>) -> Option<AuthConfig> {
+    Some(AuthConfig::Htpasswd {
+        realm: DEFAULT_REALM.into(),
+        path: path.into(),
+        access_file: access_file.map(PathBuf::from),
+    })
+}
+
 fn row(value: &str, source: &str) -> Option<(String, String)> {
     Some((value.to_string(), source.to_string()))
 }
@@ -645,15 +654,7 @@ fn the_auth_method_is_named_or_implied_by_its_keys() {
         &[],
     )
     .load();
-    let (realm, path) = (DEFAULT_REALM.into(), "/etc/registry/htpasswd".into());
-    assert_eq!(
-        c.auth.value,
-        Some(AuthConfig::Htpasswd {
-            realm,
-            path,
-            access_file: None
-        })
-    );
+    assert_eq!(c.auth.value, htpasswd("/etc/registry/htpasswd", None));
     let s = Setup::new("", "", &[("REGISTRY_AUTH", "ldap")]);
     assert_eq!(
         s.problems(),
@@ -672,19 +673,8 @@ fn the_auth_method_is_named_or_implied_by_its_keys() {
         "",
         &access,
     );
-    let (realm, path, access_file) = (
-        DEFAULT_REALM.into(),
-        "/etc/r/users".into(),
-        Some("/etc/r/access.yml".into()),
-    );
-    assert_eq!(
-        s.load().auth.value,
-        Some(AuthConfig::Htpasswd {
-            realm,
-            path,
-            access_file
-        })
-    );
+    let expected = htpasswd("/etc/r/users", Some("/etc/r/access.yml"));
+    assert_eq!(s.load().auth.value, expected);
 }
 
 #[test]
@@ -800,15 +790,7 @@ fn flags_say_what_they_are_for() {
     // --htpasswd over a file's token authentication asks for htpasswd.
     let s = Setup::new("", token, &[]).flag("--htpasswd", "/users");
     let c = s.load();
-    let (realm, path) = (DEFAULT_REALM.into(), "/users".into());
-    assert_eq!(
-        c.auth.value,
-        Some(AuthConfig::Htpasswd {
-            realm,
-            path,
-            access_file: None
-        })
-    );
+    assert_eq!(c.auth.value, htpasswd("/users", None));
     assert_eq!(s.part(&c.auth, "method"), "command line (--htpasswd)");
     // With --token-realm it names the built-in endpoint's users; --access-file follows.
     let c = Setup::new("", "", &[])
@@ -1007,4 +989,20 @@ fn every_name_in_the_table_is_one_settings() {
     unique.sort();
     unique.dedup();
     assert_eq!(unique.len(), names.len(), "a name used twice: {names:?}");
+}
+
+/// The man page and the shipped file name every key (a registry:2 key, or its section with
+/// the keys listed after it), so a new row of the table cannot go undocumented.
+#[test]
+fn every_setting_is_documented_in_the_man_page_and_the_shipped_file() {
+    let man = include_str!("../../packaging/man/docker-registry.yml.5").replace("\\-", "-");
+    let shipped = include_str!("../../etc/docker-registry.yml");
+    for s in SETTINGS {
+        for key in s.legacy {
+            assert!(man.contains(key) && shipped.contains(key), "{key}");
+        }
+        let section = s.key.rsplit_once('.').map_or(s.key, |(section, _)| section);
+        let listed = man.contains(s.key) || man.contains(&format!("{section} \""));
+        assert!(!s.file || listed, "{}", s.key);
+    }
 }
