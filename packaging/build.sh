@@ -44,8 +44,11 @@ for f in "$SYSCONFIG" "$YAML"; do
     [[ -f $f ]] || die "$f is missing: the package ships it in /etc (set PACKAGING_CONFIG_DIR to take it from elsewhere)"
 done
 
-# Reproducible dates: the last commit's, as SOURCE_DATE_EPOCH asks.
-export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
+# Reproducible packages: every date in them (file times, build time, man page dates) is
+# the last commit's, so two builds of one commit are the same bytes. Given only to the
+# packaging commands, never exported: cargo would see it too, and ring's build script
+# reruns when it changes, rebuilding ring and rustls for the next `cargo run`.
+SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
 DOC_DATE=$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y-%m-%d)
 
 echo "== cargo build --release"
@@ -157,7 +160,8 @@ done
 (cd "$tree" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | LC_ALL=C sort -z | xargs -0 md5sum) >"$tree/DEBIAN/md5sums"
 chmod 0644 "$tree/DEBIAN/md5sums" "$tree/DEBIAN/control" "$tree/DEBIAN/conffiles"
 deb=$OUT/${PKG}_${VERSION}-${RELEASE}_${DEB_ARCH}.deb
-dpkg-deb --root-owner-group -Zxz --build "$tree" "$deb" >/dev/null
+# dpkg-deb sorts the entries, and with SOURCE_DATE_EPOCH clamps their times to it.
+SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH dpkg-deb --root-owner-group -Zxz --build "$tree" "$deb" >/dev/null
 
 echo "== rpm"
 rpmtop=$WORK/rpmbuild
@@ -170,13 +174,16 @@ if ((${#examples[@]})); then
     done >"$DIST/rpm-extra-files"
     extra_files=(--define "extra_files $DIST/rpm-extra-files")
 fi
-rpmbuild -bb --quiet "${extra_files[@]}" \
+# rpm sorts the payload; the macros below take the build time and every file's time from
+# SOURCE_DATE_EPOCH and fix the build host's name, the rest of the header's variable part.
+SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH rpmbuild -bb --quiet "${extra_files[@]}" \
     --define "_topdir $rpmtop" \
     --define "distdir $DIST" \
     --define "enable_units ${enabled[*]}" \
     --define "all_units ${units[*]}" \
     --define "_buildhost docker-registry-build" \
     --define "use_source_date_epoch_as_buildtime 1" \
+    --define "clamp_mtime_to_source_date_epoch 1" \
     packaging/rpm/docker-registry.spec
 rpm_file=$(find "$rpmtop/RPMS" -name "$PKG-$VERSION-$RELEASE*.rpm" | head -n1)
 [[ -n $rpm_file ]] || die "rpmbuild made no package"

@@ -18,15 +18,16 @@ export RESULTS
 # shellcheck source=packaging/testlib.sh
 source packaging/testlib.sh
 started=$SECONDS
-IMAGES=${IMAGES:-$ROOT_DIR/../shared/fixtures/oci-layouts/images.tar.gz}
 
 apt_need systemd-container debootstrap dpkg-dev rpm binutils
+IMAGES=$OUT/images.tar.gz
+test_images "$IMAGES"
 VERSION=$(sed -n 's/^version *= *"\(.*\)"/\1/p' Cargo.toml | head -n1)
 packaging/build.sh >/dev/null
 DEB=$(ls target/packages/docker-registry_"$VERSION"-1_*.deb)
 make_test_root
 
-cp "$DEB" "$IMAGES" "$OUT/"
+cp "$DEB" "$OUT/"
 cat >"$OUT/pkgtest.service" <<UNIT
 [Unit]
 Description=docker-registry package test under systemd

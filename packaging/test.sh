@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The package test: builds the .deb and the .rpm (packaging/build.sh), checks their contents,
-# modes, owners, metadata and scripts, runs lintian, rpmlint and systemd-analyze, then
+# The package test: builds the .deb and the .rpm (packaging/build.sh) twice and compares them
+# (reproducible: the same bytes), checks their contents, modes, owners, metadata and scripts,
+# runs lintian, rpmlint and systemd-analyze, then
 # installs the .deb and runs the installed daemon as its unit would (packaging/test-install.sh):
 # READY=1, /v2/, skopeo push and pull, data in /var/lib/docker-registry, SIGHUP, SIGTERM,
 # upgrade, remove (data kept) and purge (configuration removed).
@@ -18,6 +19,7 @@
 #                   the .rpm installed, reinstalled and erased with rpm (test-rpm.sh).
 # PACKAGING_TEST_BOOT=1 also runs packaging/test-nspawn.sh: the package under a booted
 # systemd (`systemctl enable --now`, socket activation), a few seconds once the tree exists.
+# The images pushed are the tests' own (cargo run --example oci-layouts).
 # Ends with "N passed, M failed" and exits non-zero if anything failed.
 set -euo pipefail
 
@@ -31,11 +33,13 @@ export RESULTS
 # shellcheck source=packaging/testlib.sh
 source packaging/testlib.sh
 started=$SECONDS
-IMAGES=${IMAGES:-$ROOT_DIR/../shared/fixtures/oci-layouts/images.tar.gz}
-[[ -f $IMAGES ]] || { echo "missing fixture $IMAGES"; exit 1; }
 
 echo "== tools"
 apt_need rpm rpmlint lintian dpkg-dev binutils systemd skopeo python3 curl man-db util-linux
+
+echo "== test images (cargo run --example oci-layouts)"
+IMAGES=$OUT/images.tar.gz
+test_images "$IMAGES" || { fail "the test images are written"; summary; exit 1; }
 
 echo "== build"
 if packaging/build.sh; then
@@ -49,6 +53,23 @@ VERSION=$(sed -n 's/^version *= *"\(.*\)"/\1/p' Cargo.toml | head -n1)
 DEB=$(ls target/packages/docker-registry_"$VERSION"-1_*.deb)
 RPM=$(ls target/packages/docker-registry-"$VERSION"-1.*.rpm)
 BIN=$ROOT_DIR/target/release/docker-registry
+
+echo "== reproducible: a second build of the same commit"
+first=$(sha256sum "$DEB" "$RPM")
+# Kept to compare (diffoscope) when they differ.
+mkdir -p "$OUT/first-build"
+cp "$DEB" "$RPM" "$OUT/first-build/"
+if packaging/build.sh >"$OUT/second-build.log" 2>&1; then
+    second=$(sha256sum "$DEB" "$RPM")
+    echo "$second"
+    check "the .deb is the same bytes when built again" \
+        test "$(head -n1 <<<"$first")" = "$(head -n1 <<<"$second")"
+    check "the .rpm is the same bytes when built again" \
+        test "$(tail -n1 <<<"$first")" = "$(tail -n1 <<<"$second")"
+else
+    tail -n 20 "$OUT/second-build.log"
+    fail "packaging/build.sh builds both packages a second time"
+fi
 
 # Every subcommand the binary has gets a man page: docker-registry-NAME.(1|8).
 # (Only lines indented by two spaces name one; deeper ones continue a wrapped description.)

@@ -20,6 +20,7 @@ fail() { echo "not ok - $1" | tee -a "$RESULTS"; }
 pass() { echo "ok - $1" | tee -a "$RESULTS"; }
 
 summary() { # prints "N passed, M failed" for $RESULTS and returns non-zero on a failure.
+    # The last line of packaging/test.sh's output; tests/run-all.sh reads the counts from it.
     local passed failed
     passed=$(grep -c '^ok - ' "$RESULTS" || true)
     failed=$(grep -c '^not ok - ' "$RESULTS" || true)
@@ -38,8 +39,25 @@ apt_need() { # apt_need PACKAGE...: installs the packages that are missing.
     done
     ((${#missing[@]})) || return 0
     echo "installing: ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # apt's and needrestart's chatter (stderr too) goes to a log, shown only on failure.
+    local log
+    log=$(mktemp)
+    if ! { apt-get update -qq &&
+        DEBIAN_FRONTEND=noninteractive NEEDRESTART_SUSPEND=1 \
+            apt-get install -y -qq --no-install-recommends "${missing[@]}"; } >"$log" 2>&1; then
+        tail -n 20 "$log"
+        rm -f "$log"
+        return 1
+    fi
+    rm -f "$log"
+}
+
+test_images() { # test_images TAR_GZ: the test images as one tarball (a/, b/, multi/, c/)
+    local dir
+    dir=$(mktemp -d)
+    # The same layouts the Rust tests push (tests/common/images.rs), the same digests.
+    cargo run --quiet --locked --example oci-layouts -- "$dir" >/dev/null &&
+        tar -C "$dir" -czf "$1" . && rm -rf "$dir"
 }
 
 debian_mirror() { # the Debian mirror this machine's apt uses
