@@ -115,6 +115,7 @@ fn read_only_mode_refuses_writes_with_405_unsupported_and_serves_reads() {
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| {
                         let state = state.clone();
+                        let req = req.map(|b| api::body::Incoming::new(b, Duration::from_secs(60)));
                         async move {
                             Ok::<_, std::convert::Infallible>(api::handle(state, req, peer).await)
                         }

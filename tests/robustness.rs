@@ -1,18 +1,21 @@
-//! Nothing stored is lost or corrupted: a registry killed mid-upload resumes the upload after a
-//! restart with the right digest; a full disk gives a clear error and leaves no partial blob
-//! visible; HTTP/2 (prior knowledge) and IPv6 listeners work.
+//! Nothing stored is lost or corrupted: a registry killed mid-upload resumes the upload after
+//! a restart with the right digest, and so does an upload whose client stalled mid-body (the
+//! request ends at the body idle timeout, keeping what arrived); a full disk gives a clear
+//! error and leaves no partial blob visible; HTTP/2 (prior knowledge) and IPv6 listeners
+//! work.
 
 mod common;
 
 use common::*;
+use std::io::{Read, Write};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 #[test]
 fn an_upload_survives_a_crash_and_resumes_after_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let storage = dir.path().join("data");
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 241) as u8).collect();
-    let d = digest_of(&data);
     let loc;
     {
         let mut s = Server::builder().storage(&storage).start();
@@ -32,20 +35,28 @@ fn an_upload_survives_a_crash_and_resumes_after_restart() {
         assert!(s.signal_and_wait(9).is_some());
     }
     let s = Server::builder().storage(&storage).start();
+    resume_upload(&s, &loc, &data, 1_000_000);
+}
+
+/// Checks that the upload at `loc` kept the first `received` bytes of `data`, sends the
+/// rest (a PATCH, then the last million bytes with the PUT) and reads the blob back.
+fn resume_upload(s: &Server, loc: &str, data: &[u8], received: usize) {
     let c = client();
-    let r = c.get(s.url(&loc)).send().expect("status");
+    let d = digest_of(data);
+    let r = c.get(s.url(loc)).send().expect("status");
     assert_eq!(r.status(), 204);
-    assert_eq!(r.headers()["range"], "0-999999");
+    assert_eq!(r.headers()["range"], format!("0-{}", received - 1));
+    let last = data.len() - 1_000_000;
     let r = c
-        .patch(s.url(&loc))
-        .header("content-range", "1000000-1999999")
-        .body(data[1_000_000..2_000_000].to_vec())
+        .patch(s.url(loc))
+        .header("content-range", format!("{received}-{}", last - 1))
+        .body(data[received..last].to_vec())
         .send()
         .expect("patch");
     assert_eq!(r.status(), 202);
     let r = c
         .put(s.url(&format!("{loc}?digest={d}")))
-        .body(data[2_000_000..].to_vec())
+        .body(data[last..].to_vec())
         .send()
         .expect("put");
     assert_eq!(r.status(), 201, "{:?}", r.text());
@@ -56,6 +67,46 @@ fn an_upload_survives_a_crash_and_resumes_after_restart() {
         .bytes()
         .expect("b");
     assert_eq!(digest_of(&got), d);
+}
+
+#[test]
+fn a_stalled_upload_body_ends_the_request_and_the_upload_resumes_from_what_arrived() {
+    let s = Server::builder()
+        .env("DOCKER_REGISTRY_TEST_CONNECTION_LIMITS", "bodyidle=2")
+        .start();
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let r = client()
+        .post(s.url("/v2/crash/blobs/uploads/"))
+        .send()
+        .expect("post");
+    let loc = r.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    let mut raw = std::net::TcpStream::connect(s.host()).expect("connect");
+    write!(
+        raw,
+        "PATCH {loc} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+        data.len()
+    )
+    .expect("head");
+    raw.write_all(&data[..1_000_000])
+        .expect("a third of the body");
+    // Then nothing: the daemon answers once the body has stalled for 2 s, and closes.
+    let stalled = Instant::now();
+    raw.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut answer = String::new();
+    raw.read_to_string(&mut answer).expect("answer, then close");
+    let took = stalled.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("BLOB_UPLOAD_INVALID"), "{answer}");
+    assert!(
+        (1.9..4.0).contains(&took.as_secs_f64()),
+        "a stalled body ended after {took:?}"
+    );
+    eprintln!("a stalled PATCH body ended after {took:?}");
+    resume_upload(&s, &loc, &data, 1_000_000);
 }
 
 fn is_root() -> bool {

@@ -1,9 +1,9 @@
 //! `GET /v2/`, and the legacy endpoints proxies and scripts still call: `GET /`,
 //! `/_ping`, `/v1/_ping` and `/v1/search`.
 
+use super::body::Incoming;
 use super::{json_response, query_param, ApiResult, AppState};
 use http::{Method, Request, StatusCode};
-use hyper::body::Incoming;
 use serde_json::json;
 
 fn only_get(method: &Method) -> Result<bool, super::ApiError> {

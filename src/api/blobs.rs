@@ -1,11 +1,11 @@
 //! `GET`/`HEAD`/`DELETE /v2/<name>/blobs/<digest>`, with single `Range` requests.
 
 use super::body;
+use super::body::Incoming;
 use super::errors::{ApiError, ErrorCode};
 use super::{empty_response, header_str, set_header, ApiResult, AppState};
 use crate::registry::{Digest, RepositoryName};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 /// A satisfiable byte range `[start, end]` (inclusive) of a blob of `size` bytes.
 #[derive(Debug, PartialEq)]

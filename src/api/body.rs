@@ -1,13 +1,17 @@
 //! Response bodies: small in-memory documents, or a blob streamed from storage in large
-//! reads, never held whole in memory.
+//! reads, never held whole in memory; and request bodies, with a bound on how long the
+//! client may leave them stalled.
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::io::{AsyncRead, ReadBuf};
+use tokio::time::{Instant, Sleep};
 
 pub type Body = UnsyncBoxBody<Bytes, io::Error>;
 
@@ -134,5 +138,72 @@ impl http_body::Body for ReaderBody {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// A request body as the API reads it: hyper's, ended with a `TimedOut` error when the
+/// client sends no byte of it for the body idle timeout, so a stalled client frees its
+/// connection (an upload keeps what arrived, and the client can resume from there). Only
+/// time spent waiting for the client counts, not the time the API takes between reads.
+pub struct Incoming {
+    inner: hyper::body::Incoming,
+    idle: Duration,
+    /// Created on the first wait; re-armed at the first wait after each frame.
+    timer: Option<Pin<Box<Sleep>>>,
+    waiting: bool,
+}
+
+impl Incoming {
+    pub fn new(inner: hyper::body::Incoming, idle: Duration) -> Incoming {
+        Incoming {
+            inner,
+            idle,
+            timer: None,
+            waiting: false,
+        }
+    }
+}
+
+impl http_body::Body for Incoming {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        let this = &mut *self;
+        if let Poll::Ready(frame) = Pin::new(&mut this.inner).poll_frame(cx) {
+            this.waiting = false;
+            return Poll::Ready(frame.map(|f| f.map_err(io::Error::other)));
+        }
+        let deadline = Instant::now() + this.idle;
+        let timer = match &mut this.timer {
+            Some(timer) => {
+                if !this.waiting {
+                    timer.as_mut().reset(deadline);
+                }
+                timer
+            }
+            None => this
+                .timer
+                .insert(Box::pin(tokio::time::sleep_until(deadline))),
+        };
+        this.waiting = true;
+        match timer.as_mut().poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(()) => Poll::Ready(Some(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the client sent nothing for {}s", this.idle.as_secs_f64()),
+            )))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

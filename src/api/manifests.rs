@@ -1,13 +1,13 @@
 //! `GET`/`HEAD`/`PUT`/`DELETE /v2/<name>/manifests/<reference>`.
 
 use super::body;
+use super::body::Incoming;
 use super::errors::{ApiError, ErrorCode};
 use super::{empty_response, header_str, set_header, ApiResult, AppState};
 use crate::registry::manifest::{self, MAX_MANIFEST_BYTES};
 use crate::registry::{Reference, RegistryError, RepositoryName};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 /// Media types the client says it accepts, parameters stripped; empty means anything.
 fn accepted_types(req: &Request<Incoming>) -> Vec<String> {

@@ -17,9 +17,9 @@ pub mod uploads;
 
 use crate::registry::{Digest, Reference, Registry, RepositoryName};
 use body::Body;
+use body::Incoming;
 use errors::{ApiError, ErrorCode};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use serde_json::json;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

@@ -1,12 +1,12 @@
 //! Listings: `GET /v2/<name>/tags/list`, `GET /v2/_catalog` (both with `n`/`last`
 //! pagination and a `Link` header), and `GET /v2/<name>/referrers/<digest>`.
 
+use super::body::Incoming;
 use super::errors::{ApiError, ErrorCode};
 use super::{json_response, query_param, set_header, ApiResult, AppState};
 use crate::registry::manifest::OCI_INDEX;
 use crate::registry::{Digest, RepositoryName};
 use http::{Method, Request, StatusCode};
-use hyper::body::Incoming;
 use serde_json::json;
 
 /// One page of a sorted list: entries after `last`, at most `n`; and whether more follow.

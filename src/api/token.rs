@@ -4,13 +4,13 @@
 //! the same credential cache and throttling as Basic authentication), and gets a token
 //! granting, of the scopes asked for, what the access file allows them.
 
+use super::body::Incoming;
 use super::errors::{ApiError, ErrorCode};
 use super::{json_response, ApiResult, AppState};
 use crate::auth::access::Action;
 use crate::auth::token::{Grants, ISSUED_TOKEN_TTL_SECS};
 use crate::auth::{AuthFailure, Identity};
 use http::{Method, Request, StatusCode};
-use hyper::body::Incoming;
 use serde_json::json;
 use std::net::IpAddr;
 

@@ -3,6 +3,7 @@
 //! chunked with `Content-Range`), `PUT ?digest=` (finish), `GET` (status), `DELETE` (cancel).
 //! Bodies are streamed into storage frame by frame and hashed on the way.
 
+use super::body::Incoming;
 use super::errors::{ApiError, ErrorCode};
 use super::{
     digest_param, empty_response, header_str, query_param, repo_name, set_header, ApiResult,
@@ -12,7 +13,6 @@ use crate::registry::uploads::UploadWriter;
 use crate::registry::{Digest, RegistryError, RepositoryName};
 use http::{Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 
 fn upload_location(name: &RepositoryName, id: &str) -> String {
     format!("/v2/{name}/blobs/uploads/{id}")

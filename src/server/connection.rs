@@ -1,13 +1,19 @@
 //! One client connection, from the accepted socket to its close: the TLS handshake when
 //! TLS is configured, then HTTP/1.1 or HTTP/2 (hyper, detected from the first bytes) with
-//! every request handed to [`api::handle`], and a graceful end when the daemon stops.
+//! every request handed to [`api::handle`], a watchdog that closes it when the client has
+//! had its time (see [`super::activity`]), and a graceful end when the daemon stops or
+//! needs the place for a newcomer.
 //!
 //! [`Conn`] is the byte stream hyper reads and writes. It is the one place that knows
 //! whether the connection is plain TCP or TLS, so work that only applies to one of them
 //! (zero-copy sends of blobs over plain HTTP/1.1, say) belongs there.
 
+use super::activity::{Activity, Overdue, Verdict};
+use super::admission::Ticket;
+use super::limits::ConnectionLimits;
 use super::security::{Tls, TLS_HANDSHAKE_TIMEOUT};
 use crate::api::{self, AppState};
+use http_body_util::BodyExt;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -16,25 +22,37 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 
-/// What every connection shares: the registry's request state, the HTTP settings, TLS, and
-/// the token that tells connections the daemon is stopping.
+/// Once a connection is told to close, how long it may take before it is dropped if it has
+/// no request in flight (a half-sent request head does not count).
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// What every connection shares: the registry's request state, the HTTP settings, TLS, the
+/// time limits, and the token that tells connections the daemon is stopping.
 pub struct Serving {
     pub state: Arc<AppState>,
     pub http: auto::Builder<TokioExecutor>,
     pub tls: Option<Arc<Tls>>,
+    pub limits: ConnectionLimits,
     pub stop: CancellationToken,
 }
 
-/// Serves one accepted connection until the client closes it, it fails, or the daemon
-/// stops (then in-flight requests finish first: hyper's graceful shutdown).
+/// Serves one admitted connection until the client closes it, it fails, its client runs
+/// out of time, or the daemon stops (then in-flight requests finish first).
 pub struct Handler {
     pub serving: Arc<Serving>,
     pub peer: SocketAddr,
+    pub activity: Arc<Activity>,
+    /// The connection's place among those admitted, freed when the handler ends.
+    pub ticket: Ticket,
 }
 
 impl Handler {
@@ -42,52 +60,139 @@ impl Handler {
         if let Err(e) = self.serve(stream).await {
             tracing::debug!("connection from {} ended: {e}", self.peer);
         }
+        drop(self.ticket);
     }
 
-    async fn serve(
-        &self,
-        stream: TcpStream,
-    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    async fn serve(&self, stream: TcpStream) -> Result<(), Error> {
         // Responses are written whole by hyper; waiting to coalesce them only adds latency.
         let _ = stream.set_nodelay(true);
-        let io = self.secure(stream).await?;
+        let io = Conn {
+            transport: self.secure(stream).await?,
+            activity: self.activity.clone(),
+        };
         let state = self.serving.state.clone();
+        let activity = self.activity.clone();
+        let body_idle = self.serving.limits.body_idle_timeout;
         let peer = self.peer;
-        let service = service_fn(move |req| {
+        let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
             let state = state.clone();
-            async move { Ok::<_, std::convert::Infallible>(api::handle(state, req, peer).await) }
+            let in_flight = activity.request();
+            async move {
+                let req = req.map(|body| api::body::Incoming::new(body, body_idle));
+                let response = api::handle(state, req, peer).await;
+                // The body holds the request's count until it is sent whole (or dropped).
+                let response = response.map(|body| {
+                    body.map_frame(move |frame| {
+                        let _in_flight = &in_flight;
+                        frame
+                    })
+                });
+                Ok::<_, std::convert::Infallible>(response)
+            }
         });
         let conn = self
             .serving
             .http
             .serve_connection(TokioIo::new(io), service);
         tokio::pin!(conn);
-        tokio::select! {
-            ended = conn.as_mut() => return ended,
-            _ = self.serving.stop.cancelled() => {}
+        let limits = &self.serving.limits;
+        let watchdog = tokio::time::sleep(limits.check_every());
+        tokio::pin!(watchdog);
+        // Told to close: graceful shutdown asked, dropped at the next look if idle.
+        let mut closing = false;
+        loop {
+            let why = tokio::select! {
+                ended = conn.as_mut() => return ended,
+                _ = self.serving.stop.cancelled(), if !closing => "the daemon is stopping".to_owned(),
+                _ = self.activity.eviction.notified(), if !closing => {
+                    "the daemon is full and this connection was idle the longest".to_owned()
+                }
+                _ = watchdog.as_mut() => match self.look(closing) {
+                    Look::DropNow(ended) => return ended,
+                    Look::Close(why) => why,
+                    Look::Again(after) => {
+                        watchdog.as_mut().reset(Instant::now() + after);
+                        continue;
+                    }
+                },
+            };
+            tracing::debug!("closing the connection from {}: {why}", self.peer);
+            closing = true;
+            conn.as_mut().graceful_shutdown();
+            watchdog.as_mut().reset(Instant::now() + CLOSE_GRACE);
         }
-        conn.as_mut().graceful_shutdown();
-        conn.await
+    }
+
+    /// The watchdog's look at the connection (`closing`: a graceful close was asked).
+    fn look(&self, closing: bool) -> Look {
+        let limits = &self.serving.limits;
+        match self.activity.check(limits) {
+            // Nothing is in flight that a graceful close would let finish: a request head is
+            // not a request yet, and a client that does not read cannot be sent the rest.
+            Verdict::Close(why @ (Overdue::Head | Overdue::Reading)) => {
+                Look::DropNow(Err(why.describe(limits).into()))
+            }
+            _ if closing && self.activity.idleness().is_some() => Look::DropNow(Ok(())),
+            Verdict::Close(why) if !closing => Look::Close(why.describe(limits)),
+            Verdict::Close(_) => Look::Again(limits.check_every()),
+            Verdict::LookAgainIn(after) => Look::Again(after),
+        }
     }
 
     /// The TLS handshake, bounded in time so a client that stops halfway does not hold the
     /// connection; a plain connection as it is.
-    async fn secure(&self, stream: TcpStream) -> Result<Conn, String> {
+    async fn secure(&self, stream: TcpStream) -> Result<Transport, String> {
         let Some(tls) = &self.serving.tls else {
-            return Ok(Conn::Plain(stream));
+            return Ok(Transport::Plain(stream));
         };
         match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await {
-            Ok(Ok(stream)) => Ok(Conn::Tls(Box::new(stream))),
+            Ok(Ok(stream)) => Ok(Transport::Tls(Box::new(stream))),
             Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
             Err(_) => Err("TLS handshake timed out".into()),
         }
     }
 }
 
-/// A client connection's bytes: plain TCP, or TLS over it.
-pub enum Conn {
+/// What the watchdog found.
+enum Look {
+    /// End the connection now, with this outcome.
+    DropNow(Result<(), Error>),
+    /// Close it gracefully, for this reason.
+    Close(String),
+    /// Look again after this long.
+    Again(Duration),
+}
+
+/// How the bytes travel.
+pub enum Transport {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+}
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+impl Transport {
+    fn stream(&mut self) -> Pin<&mut dyn Stream> {
+        match self {
+            Transport::Plain(s) => Pin::new(s),
+            Transport::Tls(s) => Pin::new(s.as_mut()),
+        }
+    }
+}
+
+/// A client connection's bytes, with the progress its watchdog needs recorded on the way.
+pub struct Conn {
+    transport: Transport,
+    activity: Arc<Activity>,
+}
+
+impl Conn {
+    /// Notes whether a write got through or waits for the client to read.
+    fn wrote<T>(&self, result: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        self.activity.write(result.is_pending());
+        result
+    }
 }
 
 impl AsyncRead for Conn {
@@ -96,10 +201,13 @@ impl AsyncRead for Conn {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let result = this.transport.stream().poll_read(cx, buf);
+        if buf.filled().len() > before {
+            this.activity.read();
         }
+        result
     }
 }
 
@@ -109,10 +217,9 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
+        let this = self.get_mut();
+        let result = this.transport.stream().poll_write(cx, buf);
+        this.wrote(result)
     }
 
     fn poll_write_vectored(
@@ -120,30 +227,25 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-        }
+        let this = self.get_mut();
+        let result = this.transport.stream().poll_write_vectored(cx, bufs);
+        this.wrote(result)
     }
 
     fn is_write_vectored(&self) -> bool {
-        match self {
-            Conn::Plain(s) => s.is_write_vectored(),
-            Conn::Tls(s) => s.is_write_vectored(),
+        match &self.transport {
+            Transport::Plain(s) => s.is_write_vectored(),
+            Transport::Tls(s) => s.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
+        let this = self.get_mut();
+        let result = this.transport.stream().poll_flush(cx);
+        this.wrote(result)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
+        self.get_mut().transport.stream().poll_shutdown(cx)
     }
 }

@@ -2,11 +2,16 @@
 //! (a [`Handler`]), until the stop signal; then lets in-flight requests finish within a
 //! grace period.
 //!
-//! A semaphore bounds the connections served at once: when they are all taken the loop
-//! stops accepting, so overload waits in the kernel's backlog rather than exhausting
-//! memory or file descriptors.
+//! Every connection is accepted at once and then [admitted](super::admission) or answered
+//! 503: the loop never stops accepting to wait for room, because a connection left in the
+//! kernel's backlog is a client waiting without knowing why (and with the backlog full,
+//! every client waits). The descriptors this needs are kept free by the connection maximum
+//! (see [`super::limits`]).
 
+use super::activity::Activity;
+use super::admission::{Admission, Refused};
 use super::connection::{Handler, Serving};
+use super::limits::ConnectionLimits;
 use super::security::Tls;
 use crate::api::AppState;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -16,12 +21,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// Connections served at once; more wait in the kernel's backlog.
-const MAX_CONNECTIONS: usize = 4096;
 /// How long in-flight requests may run after the stop signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 /// The pause after a failed accept (EMFILE and friends), so the loop does not spin.
@@ -30,22 +32,31 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 pub struct Listener {
     tcp: TcpListener,
     serving: Arc<Serving>,
-    permits: Arc<Semaphore>,
+    admission: Arc<Admission>,
     /// Every connection's task, to wait for them at the end.
     connections: TaskTracker,
 }
 
 impl Listener {
-    pub fn new(tcp: TcpListener, state: Arc<AppState>, tls: Option<Arc<Tls>>) -> Listener {
+    /// `max_connections` in all, at most `limits.max_per_client` (0: any number) from one
+    /// client.
+    pub fn new(
+        tcp: TcpListener,
+        state: Arc<AppState>,
+        tls: Option<Arc<Tls>>,
+        limits: ConnectionLimits,
+        max_connections: usize,
+    ) -> Listener {
         Listener {
             tcp,
+            admission: Admission::new(max_connections, limits.max_per_client),
             serving: Arc::new(Serving {
                 state,
                 http: http_settings(),
                 tls,
+                limits,
                 stop: CancellationToken::new(),
             }),
-            permits: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
             connections: TaskTracker::new(),
         }
     }
@@ -78,18 +89,58 @@ impl Listener {
     }
 
     async fn accept_loop(&self) {
-        // The semaphore is never closed, so acquiring only ends the loop in theory.
-        while let Ok(permit) = self.permits.clone().acquire_owned().await {
+        loop {
             let (stream, peer) = self.accept().await;
-            let handler = Handler {
-                serving: self.serving.clone(),
-                peer,
-            };
-            self.connections.spawn(async move {
-                handler.run(stream).await;
-                drop(permit);
-            });
+            let activity = Arc::new(Activity::new());
+            match self.admission.admit(peer.ip(), &activity) {
+                Ok(ticket) => {
+                    let handler = Handler {
+                        serving: self.serving.clone(),
+                        peer,
+                        activity,
+                        ticket,
+                    };
+                    self.connections.spawn(handler.run(stream));
+                }
+                Err(why) => self.overflow(stream, peer, activity, why),
+            }
         }
+    }
+
+    /// A connection that found no place: when the daemon is full and some connection is
+    /// idle, that one is asked to close and the newcomer waits a moment for its place;
+    /// otherwise, or when the wait is in vain, the newcomer is refused.
+    fn overflow(&self, stream: TcpStream, peer: SocketAddr, activity: Arc<Activity>, why: Refused) {
+        // Out of refusals too: closed as it is, without spending anything more on it.
+        let Some(permit) = self.admission.refusal_permit() else {
+            return;
+        };
+        let evicted = why == Refused::Full && self.admission.evict_one();
+        let admission = self.admission.clone();
+        let tls = self.serving.tls.is_some();
+        let serving = self.serving.clone();
+        self.connections.spawn(async move {
+            let admitted = match evicted {
+                true => admission.admit_soon(peer.ip(), &activity).await,
+                false => Err(why),
+            };
+            match admitted {
+                Ok(ticket) => {
+                    drop(permit);
+                    let handler = Handler {
+                        serving,
+                        peer,
+                        activity,
+                        ticket,
+                    };
+                    handler.run(stream).await;
+                }
+                Err(why) => {
+                    admission.refuse(stream, why, tls).await;
+                    drop(permit);
+                }
+            }
+        });
     }
 
     async fn accept(&self) -> (TcpStream, SocketAddr) {
@@ -105,13 +156,15 @@ impl Listener {
     }
 }
 
-/// HTTP/1.1 with keep-alive and HTTP/2, both with timers for their timeouts.
+/// HTTP/1.1 with keep-alive, and HTTP/2.
 fn http_settings() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(60))
+        // The connection's watchdog times request heads: hyper's timer would also cut
+        // keep-alive idling short, and does not start before the protocol is known.
+        .header_read_timeout(None)
         .keep_alive(true);
     builder
         .http2()

@@ -3,8 +3,11 @@
 //! connection, see [`connection`]) until a [stop signal](shutdown), with systemd readiness
 //! and watchdog, SIGHUP reloads, and the [maintenance] tasks alongside.
 
+mod activity;
 pub mod admin;
+mod admission;
 mod connection;
+pub mod limits;
 pub mod listen;
 mod listener;
 pub mod logging;
@@ -104,13 +107,14 @@ async fn serve(
         if config.delete_enabled.value { "enabled" } else { "disabled" },
         access_summary(&state, tls.as_deref()),
     );
+    let (limits, max_connections) = connection_limits(&config);
     let stop = shutdown::StopSignal::install()?;
     let reloader = spawn_reloader(reload, log, state.auth.clone(), tls.clone(), config)?;
     notify::ready(&format!("serving on {local}"));
     memory::spawn_trimmer();
     let watchdog = notify::spawn_watchdog();
 
-    listener::Listener::new(tcp, state, tls)
+    listener::Listener::new(tcp, state, tls, limits, max_connections)
         .run(async {
             stop.recv().await;
             notify::stopping();
@@ -169,6 +173,30 @@ fn warm_catalog(registry: Arc<Registry>) {
         // The walk's scratch memory is free now: give it back rather than idle on it.
         memory::trim().await;
     });
+}
+
+/// The connection limits and the connection maximum that fits the open-file limit (raised
+/// to its hard limit first).
+fn connection_limits(config: &Config) -> (limits::ConnectionLimits, usize) {
+    let mut limits = limits::ConnectionLimits::from_test_environment();
+    let open_files = limits::raise_open_file_limit();
+    let max = limits.max_connections(open_files);
+    if config.trust_forwarded_headers.value && limits.max_per_client != 0 {
+        // Behind a proxy every connection comes from the proxy's address.
+        tracing::info!("no per-client connection limit: clients come through a proxy (trust_forwarded_headers)");
+        limits.max_per_client = 0;
+    }
+    tracing::info!(
+        "at most {max} connections ({} per client address), open-file limit {open_files}; a request head must arrive within {}s, a body may pause {}s, a connection may idle {}s between requests",
+        match limits.max_per_client {
+            0 => "any number".to_owned(),
+            n => n.to_string(),
+        },
+        limits.header_timeout.as_secs_f64(),
+        limits.body_idle_timeout.as_secs_f64(),
+        limits.idle_timeout.as_secs_f64(),
+    );
+    (limits, max)
 }
 
 /// How clients are let in, for the start-up line.

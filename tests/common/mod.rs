@@ -29,6 +29,8 @@ pub struct ServerBuilder {
     args: Vec<String>,
     envs: Vec<(String, String)>,
     storage: Option<PathBuf>,
+    /// A command the binary runs under (`prlimit --nofile=256`), which must exec it.
+    wrapper: Vec<String>,
 }
 
 impl ServerBuilder {
@@ -52,6 +54,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Runs the binary under `command` (which must exec it, keeping the PID): `prlimit`,
+    /// `setpriv`...
+    pub fn under(mut self, command: &[&str]) -> Self {
+        self.wrapper = command.iter().map(|a| a.to_string()).collect();
+        self
+    }
+
     pub fn delete_enabled(self) -> Self {
         self.arg("--delete-enabled")
     }
@@ -66,7 +75,14 @@ impl ServerBuilder {
             }
         };
         let empty = tempfile::NamedTempFile::new().expect("temp sysconfig");
-        let mut cmd = Command::new(BIN);
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
         cmd.arg("--sysconfig").arg(empty.path());
         if !self.args.iter().any(|a| a == "--config") {
             cmd.arg("--config").arg(empty.path());
@@ -133,6 +149,7 @@ impl Server {
             args: Vec::new(),
             envs: Vec::new(),
             storage: None,
+            wrapper: Vec::new(),
         }
     }
 
