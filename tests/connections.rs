@@ -12,8 +12,6 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4, TcpStream};
 use std::time::{Duration, Instant};
 
-/// Short limits, so each test takes seconds.
-const LIMITS: &str = "DOCKER_REGISTRY_TEST_CONNECTION_LIMITS";
 const ATTACKER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
 
 /// A connection to the daemon from `from`, given up after 2 s (a full backlog would
@@ -80,7 +78,9 @@ fn assert_between(what: &str, took: Option<Duration>, low: f64, high: f64) {
 
 #[test]
 fn a_silent_socket_a_half_sent_head_and_an_idle_keep_alive_are_closed_at_their_timeouts() {
-    let s = Server::builder().env(LIMITS, "header=2,idle=3").start();
+    let s = Server::builder()
+        .args_from(&["--header-timeout", "2s", "--idle-timeout", "3s"])
+        .start();
     let opened = Instant::now();
     let silent = TcpStream::connect(s.host()).expect("connect");
     let mut half = TcpStream::connect(s.host()).expect("connect");
@@ -174,7 +174,9 @@ fn idle_sockets_past_the_open_file_limit_leave_normal_clients_served() {
 
 #[test]
 fn a_client_past_its_share_of_connections_is_answered_503_with_retry_after() {
-    let s = Server::builder().env(LIMITS, "perclient=4").start();
+    let s = Server::builder()
+        .args_from(&["--max-connections-per-client", "4"])
+        .start();
     let mine: Vec<TcpStream> = (0..4)
         .map(|_| TcpStream::connect(s.host()).expect("connect"))
         .collect();

@@ -72,7 +72,7 @@ fn resume_upload(s: &Server, loc: &str, data: &[u8], received: usize) {
 #[test]
 fn a_stalled_upload_body_ends_the_request_and_the_upload_resumes_from_what_arrived() {
     let s = Server::builder()
-        .env("DOCKER_REGISTRY_TEST_CONNECTION_LIMITS", "bodyidle=2")
+        .args_from(&["--body-idle-timeout", "2s"])
         .start();
     let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     let r = client()

@@ -8,7 +8,7 @@
 //! and does not start before the protocol is known (a client that sends nothing is never
 //! timed out); HTTP/2 has none. This covers both the same way.
 
-use super::limits::ConnectionLimits;
+use crate::config::Connections;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,7 +29,7 @@ pub enum Overdue {
 }
 
 impl Overdue {
-    pub fn describe(self, limits: &ConnectionLimits) -> String {
+    pub fn describe(self, limits: &Connections) -> String {
         match self {
             Overdue::Head => format!(
                 "no complete request head within {}s",
@@ -129,11 +129,11 @@ impl Activity {
     }
 
     /// Whether the client has run out of time, or when to look again.
-    pub fn check(&self, limits: &ConnectionLimits) -> Verdict {
+    pub fn check(&self, limits: &Connections) -> Verdict {
         self.check_at(self.now(), limits)
     }
 
-    fn check_at(&self, now: u64, limits: &ConnectionLimits) -> Verdict {
+    fn check_at(&self, now: u64, limits: &Connections) -> Verdict {
         let mut next = now.saturating_add(millis(limits.check_every()));
         let mut over = None;
         let mut consider = |from: u64, timeout: Duration, why: Overdue| {
@@ -199,8 +199,8 @@ fn millis(d: Duration) -> u64 {
 mod tests {
     use super::*;
 
-    fn limits() -> ConnectionLimits {
-        ConnectionLimits::default()
+    fn limits() -> Connections {
+        Connections::default()
     }
 
     #[test]

@@ -10,9 +10,9 @@
 
 use super::activity::{Activity, Overdue, Verdict};
 use super::admission::Ticket;
-use super::limits::ConnectionLimits;
 use super::security::{Tls, TLS_HANDSHAKE_TIMEOUT};
 use crate::api::{self, AppState};
+use crate::config::Connections;
 use http_body_util::BodyExt;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -41,7 +41,7 @@ pub struct Serving {
     pub state: Arc<AppState>,
     pub http: auto::Builder<TokioExecutor>,
     pub tls: Option<Arc<Tls>>,
-    pub limits: ConnectionLimits,
+    pub limits: Connections,
     pub stop: CancellationToken,
 }
 

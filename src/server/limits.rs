@@ -9,6 +9,7 @@
 //! `accept` that fails with EMFILE and a kernel backlog that fills up while every client
 //! waits.
 
+use crate::config::Connections;
 use std::time::Duration;
 
 /// Descriptors kept out of the connection budget: standard streams, the runtime's epoll and
@@ -23,68 +24,11 @@ pub const REFUSALS_AT_ONCE: usize = 64;
 /// open-file limit: enough for a busy registry, and a bound on memory.
 const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 
-/// The connection settings. The defaults suit a 1 GiB layer pushed over a slow link: only a
-/// client that sends nothing at all for a while is cut off, never a slow one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnectionLimits {
-    /// From accept, and from the first byte of each later request, to the end of the
-    /// request's head.
-    pub header_timeout: Duration,
-    /// The longest wait for the next byte of a request body (the request then fails; an
-    /// upload keeps what arrived and can be resumed), or for a client to take the next byte
-    /// of a response.
-    pub body_idle_timeout: Duration,
-    /// How long a keep-alive connection may wait for its next request.
-    pub idle_timeout: Duration,
-    /// Connections at once; `None`: derived from the open-file limit.
-    pub max_connections: Option<usize>,
-    /// Connections at once from one client address (an IPv6 client: its /64); 0: no limit.
-    pub max_per_client: usize,
-}
-
-impl Default for ConnectionLimits {
-    fn default() -> ConnectionLimits {
-        ConnectionLimits {
-            header_timeout: Duration::from_secs(30),
-            body_idle_timeout: Duration::from_secs(60),
-            idle_timeout: Duration::from_secs(120),
-            max_connections: None,
-            max_per_client: 256,
-        }
-    }
-}
-
-impl ConnectionLimits {
-    /// The defaults, with the values in `DOCKER_REGISTRY_TEST_CONNECTION_LIMITS` over them
-    /// (`header=2,bodyidle=2,idle=3,max=10,perclient=4`, times in seconds).
-    ///
-    /// TEMPORARY, for the tests only: these become settings (`http.timeouts.*`,
-    /// `http.connections.*`) in the configuration, and this variable goes away then.
-    pub fn from_test_environment() -> ConnectionLimits {
-        let mut limits = ConnectionLimits::default();
-        let Ok(spec) = std::env::var("DOCKER_REGISTRY_TEST_CONNECTION_LIMITS") else {
-            return limits;
-        };
-        for item in spec.split(',') {
-            let Some((key, value)) = item.split_once('=') else {
-                continue;
-            };
-            let Ok(n) = value.trim().parse::<f64>() else {
-                continue;
-            };
-            let secs = Duration::try_from_secs_f64(n).unwrap_or_default();
-            match key.trim() {
-                "header" => limits.header_timeout = secs,
-                "bodyidle" => limits.body_idle_timeout = secs,
-                "idle" => limits.idle_timeout = secs,
-                "max" => limits.max_connections = Some(n as usize),
-                "perclient" => limits.max_per_client = n as usize,
-                _ => {}
-            }
-        }
-        limits
-    }
-
+/// How the daemon applies the connection settings (`http.timeouts.*`,
+/// `http.connections.*`, see the configuration's table). Their defaults suit a 1 GiB layer
+/// pushed over a slow link: only a client that sends nothing at all for a while is cut off,
+/// never a slow one.
+impl Connections {
     /// How often a connection's watchdog looks at it: often enough that no deadline is
     /// missed by more than the time it takes to notice it.
     pub fn check_every(&self) -> Duration {
@@ -101,16 +45,16 @@ impl ConnectionLimits {
         let fit = usize::try_from(open_files.saturating_sub(RESERVED_FDS) / 2)
             .unwrap_or(usize::MAX)
             .max(1);
-        match self.max_connections {
-            None => fit.min(DEFAULT_MAX_CONNECTIONS),
-            Some(wanted) if wanted > fit => {
+        match self.max {
+            0 => fit.min(DEFAULT_MAX_CONNECTIONS),
+            wanted if wanted > fit => {
                 tracing::warn!(
                     "at most {fit} connections fit the open-file limit of {open_files} (two descriptors each, {RESERVED_FDS} kept for the daemon); \
-                     serving {fit} instead of the {wanted} configured: raise LimitNOFILE= in the systemd unit (or ulimit -n) to serve more"
+                     serving {fit} instead of the {wanted} of http.connections.max: raise LimitNOFILE= in the systemd unit (or ulimit -n) to serve more"
                 );
                 fit
             }
-            Some(wanted) => wanted.max(1),
+            wanted => wanted,
         }
     }
 }
@@ -144,7 +88,7 @@ mod tests {
 
     #[test]
     fn the_default_maximum_leaves_a_descriptor_per_connection_and_the_reserve() {
-        let limits = ConnectionLimits::default();
+        let limits = Connections::default();
         assert_eq!(
             limits.max_connections(256),
             (256 - RESERVED_FDS as usize) / 2
@@ -156,9 +100,9 @@ mod tests {
 
     #[test]
     fn a_configured_maximum_is_kept_when_it_fits_and_lowered_when_not() {
-        let limits = ConnectionLimits {
-            max_connections: Some(10_000),
-            ..ConnectionLimits::default()
+        let limits = Connections {
+            max: 10_000,
+            ..Connections::default()
         };
         assert_eq!(limits.max_connections(65536), 10_000);
         assert_eq!(limits.max_connections(1024), 448);

@@ -11,9 +11,9 @@
 use super::activity::Activity;
 use super::admission::{Admission, Refused};
 use super::connection::{Handler, Serving};
-use super::limits::ConnectionLimits;
 use super::security::Tls;
 use crate::api::AppState;
+use crate::config::Connections;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::future::Future;
@@ -38,18 +38,18 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// `max_connections` in all, at most `limits.max_per_client` (0: any number) from one
+    /// `max_connections` in all, at most `limits.per_client` (0: any number) from one
     /// client.
     pub fn new(
         tcp: TcpListener,
         state: Arc<AppState>,
         tls: Option<Arc<Tls>>,
-        limits: ConnectionLimits,
+        limits: Connections,
         max_connections: usize,
     ) -> Listener {
         Listener {
             tcp,
-            admission: Admission::new(max_connections, limits.max_per_client),
+            admission: Admission::new(max_connections, limits.per_client),
             serving: Arc::new(Serving {
                 state,
                 http: http_settings(),

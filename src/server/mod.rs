@@ -177,18 +177,18 @@ fn warm_catalog(registry: Arc<Registry>) {
 
 /// The connection limits and the connection maximum that fits the open-file limit (raised
 /// to its hard limit first).
-fn connection_limits(config: &Config) -> (limits::ConnectionLimits, usize) {
-    let mut limits = limits::ConnectionLimits::from_test_environment();
+fn connection_limits(config: &Config) -> (crate::config::Connections, usize) {
+    let mut limits = config.connections.value.clone();
     let open_files = limits::raise_open_file_limit();
     let max = limits.max_connections(open_files);
-    if config.trust_forwarded_headers.value && limits.max_per_client != 0 {
+    if config.trust_forwarded_headers.value && limits.per_client != 0 {
         // Behind a proxy every connection comes from the proxy's address.
         tracing::info!("no per-client connection limit: clients come through a proxy (trust_forwarded_headers)");
-        limits.max_per_client = 0;
+        limits.per_client = 0;
     }
     tracing::info!(
         "at most {max} connections ({} per client address), open-file limit {open_files}; a request head must arrive within {}s, a body may pause {}s, a connection may idle {}s between requests",
-        match limits.max_per_client {
+        match limits.per_client {
             0 => "any number".to_owned(),
             n => n.to_string(),
         },
