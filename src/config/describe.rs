@@ -41,12 +41,7 @@ impl Config {
         );
         for s in SETTINGS.iter().filter(|s| self.shows(s)) {
             let (value, source) = s.get(self);
-            let masked = s.secret && *source != Source::Default;
-            row(
-                s.key,
-                if masked { "********".into() } else { value },
-                source,
-            );
+            row(s.key, shown(s, value, source), source);
         }
         if self.auth.value.is_none() {
             row("auth", "(none)".into(), &self.auth.source);
@@ -88,5 +83,13 @@ impl Config {
                 _ => true,
             }
         })
+    }
+}
+
+/// A value as `config` shows it: a secret that a level set is masked.
+pub(super) fn shown(s: &Setting, value: String, source: &Source) -> String {
+    match s.secret && *source != Source::Default {
+        true => "********".into(),
+        false => value,
     }
 }

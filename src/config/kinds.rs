@@ -150,10 +150,16 @@ kind!(
 );
 
 kind!(
-    /// Log levels as the legacy registry (Python logging) and registry:2 (logrus) name them.
+    /// Log levels as the legacy registry (Python logging: `critical`, `warning`) and registry:2
+    /// (logrus: `panic`, `fatal`, `warn`) name them.
     Level: LogLevel, "LEVEL",
-    |s| LogLevel::parse(s).ok_or_else(|| {
-        format!("unknown log level {s:?} (use error, warn, info, debug or trace; critical, warning, fatal and panic are accepted too)")
+    |s| Ok(match s.trim().to_ascii_lowercase().as_str() {
+        "panic" | "fatal" | "critical" | "error" => LogLevel::Error,
+        "warn" | "warning" => LogLevel::Warn,
+        "info" => LogLevel::Info,
+        "debug" => LogLevel::Debug,
+        "trace" => LogLevel::Trace,
+        _ => return Err(format!("unknown log level {s:?} (use error, warn, info, debug or trace; critical, warning, fatal and panic are accepted too)")),
     }),
     |v| v.as_str().into()
 );

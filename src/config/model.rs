@@ -14,7 +14,6 @@ use std::time::Duration;
 
 pub const DEFAULT_SYSCONFIG: &str = "/etc/sysconfig/docker-registry";
 pub const DEFAULT_CONFIG: &str = "/etc/docker-registry.yml";
-pub const PACKAGED_STORAGE_ROOT: &str = "/var/lib/docker-registry";
 
 /// The realm announced for htpasswd authentication when none is configured.
 pub const DEFAULT_REALM: &str = "Registry Realm";
@@ -32,19 +31,6 @@ pub enum LogLevel {
 }
 
 impl LogLevel {
-    /// Accepts the names used by the legacy registry (Python logging: `critical`, `warning`)
-    /// and by registry:2 (logrus: `panic`, `fatal`, `warn`).
-    pub fn parse(s: &str) -> Option<LogLevel> {
-        Some(match s.trim().to_ascii_lowercase().as_str() {
-            "panic" | "fatal" | "critical" | "error" => LogLevel::Error,
-            "warn" | "warning" => LogLevel::Warn,
-            "info" => LogLevel::Info,
-            "debug" => LogLevel::Debug,
-            "trace" => LogLevel::Trace,
-            _ => return None,
-        })
-    }
-
     pub fn as_str(self) -> &'static str {
         match self {
             LogLevel::Error => "error",

@@ -8,6 +8,13 @@
 //! Singles are fields of their own; a group's fields share one `Sourced` field, whose source
 //! has a part per field. The `pub(crate)` fields feed what [`Config::resolve`] builds from
 //! several of them (`listen`, `storage`, `auth`, `tls`); the code uses those.
+//!
+//! Adding a setting: a row (in a group when it belongs with others), and the code that reads
+//! its field; the variable comes from the key path, the documentation test names the man page
+//! and the shipped file. A row under a choice's section (`storage.s3.bucket` under `storage`,
+//! as `auth.token.realm` is under `auth`) is read inside that section of a registry:2 file
+//! and shown by `config` only while that choice is in effect; `secret: true` masks its value
+//! there (`storage.s3.secretkey`).
 
 use super::kinds::*;
 use super::model::*;

@@ -1006,3 +1006,17 @@ fn every_setting_is_documented_in_the_man_page_and_the_shipped_file() {
         assert!(!s.file || listed, "{}", s.key);
     }
 }
+
+#[test]
+fn secrets_are_masked_once_a_level_sets_them() {
+    let secret = Setting {
+        secret: true,
+        ..Setting::BASE
+    };
+    let env = Source::Env("REGISTRY_STORAGE_S3_SECRETKEY".into());
+    assert_eq!(describe::shown(&secret, "s3cr3t".into(), &env), "********");
+    let unset = describe::shown(&secret, "(none)".into(), &Source::Default);
+    assert_eq!(unset, "(none)");
+    let plain = describe::shown(&Setting::BASE, "visible".into(), &env);
+    assert_eq!(plain, "visible");
+}
