@@ -706,6 +706,14 @@ fn referrers_with_artifact_type_filter() {
     assert_eq!(v["manifests"], serde_json::json!([]));
 }
 
+/// Every way to enable deletion, which the 405 names.
+const DELETE_DISABLED_HINTS: &[&str] = &[
+    "--delete-enabled",
+    "storage.delete.enabled",
+    "storage_delete_enabled",
+    "REGISTRY_STORAGE_DELETE_ENABLED",
+];
+
 #[test]
 fn deletion_disabled_answers_unsupported() {
     // end-9, end-10 with deletion off
@@ -719,10 +727,16 @@ fn deletion_disabled_answers_unsupported() {
     ] {
         let r = c.delete(s.url(&url)).send().expect("delete");
         assert_eq!(r.status(), 405, "{url}");
+        let body: serde_json::Value = r.json().expect("error body");
+        assert_eq!(body["errors"][0]["code"], "UNSUPPORTED");
+        // The answer says how to turn deletion on.
         assert_eq!(
-            r.text().expect("t"),
-            r#"{"errors":[{"code":"UNSUPPORTED","message":"The operation is unsupported."}]}"#
+            body["errors"][0]["message"],
+            docker_registry::registry::DELETE_DISABLED
         );
+        assert!(DELETE_DISABLED_HINTS
+            .iter()
+            .all(|h| docker_registry::registry::DELETE_DISABLED.contains(h)));
     }
     assert_eq!(
         c.get(s.url("/v2/keep/manifests/v1"))

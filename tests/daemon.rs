@@ -138,26 +138,56 @@ fn a_port_in_use_is_one_clear_line_and_a_failure() {
 }
 
 #[test]
-fn unwritable_storage_fails_before_ready() {
+fn unwritable_storage_fails_before_ready_saying_so_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("not-a-dir");
     std::fs::write(&file, "x").expect("write");
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "").expect("write");
+    let storage = file.join("sub");
     let out = Command::new(BIN)
         .arg("--sysconfig")
-        .arg(&file)
+        .arg(&empty)
         .arg("--config")
-        .arg(dir.path().join("missing-is-fine-when-empty"))
+        .arg(&empty)
         .args(["--address", "127.0.0.1", "--port", "0", "--storage-path"])
-        .arg(file.join("sub"))
+        .arg(&storage)
         .env_remove("NOTIFY_SOCKET")
         .output()
         .expect("run");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("storage is not writable").count(), 1, "{err}");
+    assert_eq!(
+        err.matches(&*storage.to_string_lossy()).count(),
+        1,
+        "the path once: {err}"
+    );
+    assert!(err.contains("--storage-path"), "{err}");
     assert!(
-        err.contains("storage is not writable") || err.contains("configuration"),
+        err.contains("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY"),
         "{err}"
     );
+}
+
+#[test]
+fn the_startup_line_names_the_storage_and_where_it_was_set() {
+    let s = Server::start();
+    let line = s
+        .log_text()
+        .lines()
+        .find(|l| l.contains("listening on"))
+        .map(str::to_owned)
+        .expect("startup line");
+    assert!(
+        line.contains(&format!(
+            "data in {}, set by command line (--storage-path);",
+            s.storage.display()
+        )),
+        "{line}"
+    );
+    assert!(!line.contains("(("), "{line}");
+    assert!(!line.contains("))"), "{line}");
 }
 
 #[test]

@@ -103,6 +103,11 @@ pub struct RegistryOptions {
     pub readonly: bool,
 }
 
+/// The message of a DELETE refused because deletion is off, naming every way to enable it.
+pub const DELETE_DISABLED: &str = "deletion is disabled; enable it with --delete-enabled, \
+    storage.delete.enabled: true (registry:2 file), storage_delete_enabled: true (flavored \
+    file) or REGISTRY_STORAGE_DELETE_ENABLED=true";
+
 /// The registry: a storage driver plus the state shared by all requests.
 pub struct Registry {
     driver: Arc<dyn StorageDriver>,
@@ -153,13 +158,12 @@ impl Registry {
         ClearCaches(&self.cache)
     }
 
+    /// What a DELETE is answered (405 UNSUPPORTED) while deletion is off: how to turn it on.
     fn require_delete(&self) -> RegistryResult<()> {
         if self.options.delete_enabled {
             Ok(())
         } else {
-            Err(RegistryError::Unsupported(
-                "The operation is unsupported.".into(),
-            ))
+            Err(RegistryError::Unsupported(DELETE_DISABLED.into()))
         }
     }
 

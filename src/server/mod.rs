@@ -18,7 +18,7 @@ pub mod security;
 mod shutdown;
 
 use crate::api::AppState;
-use crate::config::{Config, ConfigErrors, StorageConfig};
+use crate::config::{Config, ConfigErrors, LogTarget, StorageConfig};
 use crate::registry::{Registry, RegistryOptions};
 use crate::storage::{FilesystemDriver, StorageDriver};
 use std::net::SocketAddr;
@@ -52,10 +52,15 @@ pub fn run(config: Config, log: logging::LogHandle, reload: Reloader) -> i32 {
             return 1;
         }
     };
+    // One line on stderr (the terminal, or journald); the log gets it too only when it
+    // goes elsewhere (syslog), so a failure is never reported twice in one place.
+    let logs_to_stderr = config.log_target.value == LogTarget::Stderr;
     match rt.block_on(serve(config, workers, log, reload)) {
         Ok(()) => 0,
         Err(message) => {
-            tracing::error!("{message}");
+            if !logs_to_stderr {
+                tracing::error!("{message}");
+            }
             notify::status(&format!("failed: {message}"));
             eprintln!("docker-registry: {message}");
             1
@@ -96,7 +101,7 @@ async fn serve(
     let maintenance = maintenance::spawn(state.registry.clone(), &config);
     warm_catalog(state.registry.clone());
     tracing::info!(
-        "docker-registry {} listening on {}://{local} with {workers} worker threads; data in {} ({}), deletion {}, {}",
+        "docker-registry {} listening on {}://{local} with {workers} worker threads; data in {}, set by {}; deletion {}, {}",
         env!("CARGO_PKG_VERSION"),
         match &tls {
             Some(_) => "https",
@@ -135,9 +140,16 @@ async fn serve(
 async fn check_storage(driver: &dyn StorageDriver) -> Result<(), String> {
     notify::status("checking storage");
     driver.check_writable().await.map_err(|e| {
+        // The driver's error names the path already when it comes from the file system.
+        let (location, e) = (driver.location(), e.to_string());
+        let what = if e.contains(&location) {
+            e
+        } else {
+            format!("{location}: {e}")
+        };
         format!(
-            "storage is not writable ({}): {e}; set storage_path in {} or REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY",
-            driver.location(),
+            "storage is not writable: {what}; choose a directory it can write with \
+             --storage-path, storage_path in {} or REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY",
             crate::config::DEFAULT_CONFIG
         )
     })
