@@ -110,17 +110,17 @@ impl ServerBuilder {
                 let found = ["listening on http://", "listening on https://"]
                     .iter()
                     .find_map(|m| line.find(m).map(|i| i + m.len()));
-                if let Some(i) = found {
-                    let rest = &line[i..];
-                    let addr = rest.split_whitespace().next().unwrap_or("");
-                    if let Some(port) = addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok())
-                    {
-                        if let Some(tx) = tx.take() {
-                            let _ = tx.send(port);
-                        }
+                let port = found.and_then(|i| {
+                    let addr = line[i..].split_whitespace().next().unwrap_or("");
+                    addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok())
+                });
+                // Logged before the port is handed over, so a started server's log has it.
+                log2.lock().expect("log").push(line);
+                if let Some(port) = port {
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(port);
                     }
                 }
-                log2.lock().expect("log").push(line);
             }
         });
         let port = match rx.recv_timeout(Duration::from_secs(20)) {
