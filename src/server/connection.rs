@@ -66,8 +66,14 @@ impl Handler {
     async fn serve(&self, stream: TcpStream) -> Result<(), Error> {
         // Responses are written whole by hyper; waiting to coalesce them only adds latency.
         let _ = stream.set_nodelay(true);
+        // A handshake in progress is no request either: eviction and stopping end it.
+        let transport = tokio::select! {
+            secured = self.secure(stream) => secured?,
+            _ = self.activity.eviction.notified() => return Err("evicted during the TLS handshake".into()),
+            _ = self.serving.stop.cancelled() => return Ok(()),
+        };
         let io = Conn {
-            transport: self.secure(stream).await?,
+            transport,
             activity: self.activity.clone(),
         };
         let state = self.serving.state.clone();
