@@ -163,6 +163,21 @@ pub fn garbage_collect(global: &GlobalArgs, args: &GcArgs) -> ExitCode {
         ..GcOptions::default()
     };
     let result: Result<(GcReport, usize), String> = rt.block_on(async {
+        let leftovers = registry
+            .recover(!args.dry_run)
+            .await
+            .map_err(|e| format!("leftovers of interrupted writes: {e}"))?;
+        if !leftovers.is_empty() {
+            eprintln!(
+                "{} leftovers of interrupted writes {}",
+                leftovers.len(),
+                if args.dry_run {
+                    "found (`fsck` lists them)"
+                } else {
+                    "removed"
+                }
+            );
+        }
         let mut purged = 0;
         if let Some(age) = upload_age {
             let stale = registry
@@ -220,13 +235,17 @@ pub fn fsck(global: &GlobalArgs, args: &FsckArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let removed = if args.repair { " (removed)" } else { "" };
     let mut remaining = 0;
     for p in &report.problems {
         let fixed = args.repair && p.repairable();
-        println!("{p}{}", if fixed { " (removed)" } else { "" });
+        println!("{p}{}", if fixed { removed } else { "" });
         if !fixed {
             remaining += 1;
         }
+    }
+    for l in &report.leftovers {
+        println!("leftover: {l}{removed}");
     }
     eprintln!(
         "{} blobs ({}) and {} links in {} repositories checked: {} problems{}",
@@ -241,6 +260,18 @@ pub fn fsck(global: &GlobalArgs, args: &FsckArgs) -> ExitCode {
             String::new()
         }
     );
+    if !report.leftovers.is_empty() {
+        // Not errors: what writes that were never acknowledged left behind.
+        eprintln!(
+            "{} leftovers of interrupted writes (not errors){}",
+            report.leftovers.len(),
+            if args.repair {
+                ": removed"
+            } else {
+                "; `fsck --repair`, `garbage-collect` or starting the daemon removes them"
+            }
+        );
+    }
     if remaining == 0 {
         ExitCode::SUCCESS
     } else {

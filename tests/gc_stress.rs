@@ -7,6 +7,7 @@
 
 mod gc_support;
 
+use gc_support::rng::Rng;
 use gc_support::*;
 use reqwest::blocking::Client;
 use std::collections::BTreeSet;
@@ -23,20 +24,6 @@ const TIME_LIMIT: Duration = Duration::from_secs(240);
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// A manifest a client saw accepted.
 #[derive(Clone, Debug)]

@@ -4,8 +4,13 @@
 //! present. Problems are reported by repository and tag, so an operator sees which images
 //! are broken. Repair removes dangling links only — never content, which may still be
 //! recoverable by pushing the image again.
+//!
+//! Leftovers of interrupted writes (temporaries, blob directories without data; see
+//! `recovery`) are not problems: they are listed apart, and repair removes them as
+//! collection and the daemon's start do.
 
 use super::manifest::{self, MAX_MANIFEST_BYTES};
+use super::recovery::Leftover;
 use super::{layout, Digest, Registry, RegistryResult, RepositoryName, Tag};
 use crate::storage::{StorageError, StoragePath};
 use std::collections::{HashMap, HashSet};
@@ -16,8 +21,6 @@ use std::fmt;
 pub enum Problem {
     /// The blob's content does not hash to its name.
     CorruptBlob { digest: Digest, actual: Digest },
-    /// A blob directory without its `data` file.
-    BlobWithoutData { digest: Digest },
     /// A link file that does not hold the digest its directory names.
     BadLink { path: StoragePath },
     /// A link whose target is gone (repairable: the link is removed).
@@ -58,9 +61,6 @@ impl fmt::Display for Problem {
         match self {
             Problem::CorruptBlob { digest, actual } => {
                 write!(f, "corrupt blob {digest}: its content hashes to {actual}")
-            }
-            Problem::BlobWithoutData { digest } => {
-                write!(f, "blob {digest}: directory without data")
             }
             Problem::BadLink { path } => {
                 write!(f, "bad link {path}: does not hold its directory's digest")
@@ -104,6 +104,8 @@ pub struct FsckReport {
     pub problems: Vec<Problem>,
     /// Dangling links removed (with `repair`).
     pub repaired: usize,
+    /// Leftovers of interrupted writes (removed with `repair`).
+    pub leftovers: Vec<Leftover>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -135,15 +137,18 @@ impl Registry {
         }
     }
 
-    /// Checks the whole store; with `repair`, removes the dangling links it finds.
-    /// `progress` gets a line now and then on large stores.
+    /// Checks the whole store; with `repair`, removes the dangling links and the leftovers
+    /// it finds. `progress` gets a line now and then on large stores.
     pub async fn fsck(
         &self,
         repair: bool,
         progress: &mut (dyn FnMut(String) + Send),
     ) -> RegistryResult<FsckReport> {
-        let mut report = FsckReport::default();
         let _caches = self.clear_caches_when_done();
+        let mut report = FsckReport {
+            leftovers: self.recover(repair).await?,
+            ..FsckReport::default()
+        };
         let mut blobs: HashMap<Digest, BlobState> = HashMap::new();
 
         for prefix in self.blob_prefixes().await? {
@@ -151,10 +156,9 @@ impl Registry {
                 let data = layout::blob_data(&d)?;
                 let (actual, size) = match self.hash_file(&data, u64::MAX, d.algorithm()).await {
                     Ok((hasher, size)) => (hasher.finish(), size),
-                    Err(super::RegistryError::Storage(StorageError::NotFound(_))) => {
-                        report.problems.push(Problem::BlobWithoutData { digest: d });
-                        continue;
-                    }
+                    // A leftover (listed above), or content another process is putting
+                    // in place right now.
+                    Err(super::RegistryError::Storage(StorageError::NotFound(_))) => continue,
                     Err(e) => return Err(e),
                 };
                 report.blobs += 1;

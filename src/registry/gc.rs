@@ -235,7 +235,7 @@ impl ReferenceGuard {
     }
 
     /// Runs `delete` for `d` unless it is in use; returns whether it ran.
-    async fn delete_unless_referenced<F, Fut>(
+    pub(super) async fn delete_unless_referenced<F, Fut>(
         &self,
         d: &Digest,
         grace: Duration,

@@ -52,6 +52,11 @@ pub fn blobs_dir(algorithm: Algorithm) -> Result<StoragePath, StorageError> {
     p(&[ROOT, "blobs", algorithm.name()])
 }
 
+/// Everything the registry stores is below this.
+pub fn store_root() -> Result<StoragePath, StorageError> {
+    p(&[ROOT])
+}
+
 pub fn repositories_root() -> Result<StoragePath, StorageError> {
     p(&[ROOT, "repositories"])
 }

@@ -12,6 +12,7 @@ pub mod manifest;
 pub mod manifests;
 pub mod names;
 pub mod purge;
+pub mod recovery;
 pub mod retention;
 pub mod tags;
 pub mod uploads;

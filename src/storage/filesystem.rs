@@ -6,27 +6,53 @@
 //! Large content goes through [`FsWriter`], which writes from a blocking thread while the
 //! next batch arrives and starts writeback as it goes; the staged write that moves the
 //! finished file into place makes it durable.
+//!
+//! A crash between writing a temporary and renaming it leaves the temporary (and the
+//! directories made for it) behind. Temporaries are named `.<target>.tmp-<32 hex>`, which
+//! no listing shows and [`FilesystemDriver::leftovers`] recognises. Whether one is abandoned
+//! is told by a lock on `.docker-registry.lock` in the root: every process of ours holds it
+//! shared while it runs, so a process that gets it exclusively knows that no write is in
+//! flight (see [`StorageDriver::use_alone`]).
 
 use super::group_commit::{self, GroupCommit, Source, StagedFile};
 use super::{
-    BlobReader, FileInfo, FileWriter, Staged, StorageDriver, StorageError, StoragePath,
+    BlobReader, FileInfo, FileWriter, Leftover, Staged, StorageDriver, StorageError, StoragePath,
     StorageResult,
 };
 use async_trait::async_trait;
 use bytes::Bytes;
+use nix::fcntl::{Flock, FlockArg};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 /// Bytes gathered by small writes before each write system call.
 const WRITE_BUFFER: usize = 256 << 10;
+
+/// The file in the root that processes sharing the store lock (see the module doc).
+const LOCK_FILE: &str = ".docker-registry.lock";
 
 #[derive(Debug, Clone)]
 pub struct FilesystemDriver {
     root: PathBuf,
     /// Started on the first staged write (see `group_commit`); `None` if the thread could
     /// not be started, and each request then runs the same steps alone.
-    committer: std::sync::Arc<std::sync::OnceLock<Option<GroupCommit>>>,
+    committer: Arc<std::sync::OnceLock<Option<GroupCommit>>>,
+    /// This process's hold on [`LOCK_FILE`].
+    lock: Arc<Mutex<StoreLock>>,
+}
+
+/// How this process holds the store's lock file.
+#[derive(Debug, Default)]
+enum StoreLock {
+    #[default]
+    Unopened,
+    /// Open, not locked (another process used the store alone when we tried).
+    Open(File),
+    Alone(Flock<File>),
+    Shared(Flock<File>),
 }
 
 impl FilesystemDriver {
@@ -34,6 +60,7 @@ impl FilesystemDriver {
         FilesystemDriver {
             root: root.into(),
             committer: Default::default(),
+            lock: Default::default(),
         }
     }
 
@@ -74,10 +101,9 @@ impl FilesystemDriver {
         let content = content.to_vec();
         blocking(move || {
             let err = |e| StorageError::io(&path, e);
-            create_parent(&full).map_err(err)?;
             let tmp = temp_name(&full);
             let result = (|| {
-                let mut f = File::create(&tmp)?;
+                let mut f = create_beside(&full, &tmp)?;
                 f.write_all(&content)?;
                 if durable {
                     f.sync_data()?;
@@ -132,9 +158,171 @@ pub(super) fn create_parent(full: &Path) -> io::Result<()> {
     }
 }
 
+/// The temporary a small write goes through before it is renamed over `full`.
 pub(super) fn temp_name(full: &Path) -> PathBuf {
     let name = full.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     full.with_file_name(format!(".{name}.tmp-{}", uuid::Uuid::new_v4().simple()))
+}
+
+/// Whether a file name is one of [`temp_name`]'s.
+fn is_temporary(name: &str) -> bool {
+    match name
+        .strip_prefix('.')
+        .and_then(|rest| rest.rsplit_once(".tmp-"))
+    {
+        Some((target, id)) => {
+            !target.is_empty()
+                && id.len() == 32
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        }
+        None => false,
+    }
+}
+
+/// Creates the temporary `tmp` beside `full`, making the directory first. Once more if the
+/// directory went away in between: leftover removal takes directories that hold nothing but
+/// leftovers, and one may have been emptied just as this write began.
+pub(super) fn create_beside(full: &Path, tmp: &Path) -> io::Result<File> {
+    create_parent(full)?;
+    match File::create(tmp) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            create_parent(full)?;
+            File::create(tmp)
+        }
+        r => r,
+    }
+}
+
+/// Renames `from` over `to`; once more, after making `to`'s directory again, if that
+/// directory went away meanwhile (see [`create_beside`]).
+pub(super) fn rename_into_place(from: &Path, to: &Path) -> io::Result<()> {
+    match fs::rename(from, to) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound && from.exists() => {
+            create_parent(to)?;
+            fs::rename(from, to)
+        }
+        r => r,
+    }
+}
+
+/// Walks `dir` (at `at` in storage) for [`StorageDriver::leftovers`]: pushes the leftovers
+/// found onto `out` and returns whether `dir` held any and nothing else (so it is a leftover
+/// itself, and with `remove` is now empty).
+fn leftovers_below(
+    dir: &Path,
+    at: &StoragePath,
+    before: Option<SystemTime>,
+    remove: bool,
+    out: &mut Vec<Leftover>,
+) -> StorageResult<bool> {
+    let entries = match fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(StorageError::io(at, e)),
+    };
+    let (mut found, mut other) = (false, false);
+    for entry in entries {
+        let entry = entry.map_err(|e| StorageError::io(at, e))?;
+        let (Ok(name), Ok(kind)) = (entry.file_name().into_string(), entry.file_type()) else {
+            other = true;
+            continue;
+        };
+        let Ok(path) = at.join(&name) else {
+            other = true;
+            continue;
+        };
+        if kind.is_dir() {
+            let sub = entry.path();
+            if !leftovers_below(&sub, &path, before, remove, out)? {
+                other = true;
+                continue;
+            }
+            match remove.then(|| fs::remove_dir(&sub)) {
+                // A write began in it meanwhile: it is in use again.
+                Some(Err(e)) if e.kind() != io::ErrorKind::NotFound => other = true,
+                _ => {
+                    found = true;
+                    out.push(Leftover::Directory(path));
+                }
+            }
+        } else if kind.is_file()
+            && is_temporary(&name)
+            && before.is_none_or(|t| {
+                entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|m| m < t)
+            })
+        {
+            if remove {
+                match fs::remove_file(entry.path()) {
+                    Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                        return Err(StorageError::io(&path, e))
+                    }
+                    _ => {}
+                }
+            }
+            found = true;
+            out.push(Leftover::Temporary(path));
+        } else {
+            other = true;
+        }
+    }
+    Ok(found && !other)
+}
+
+/// Names each leftover directory once, by its topmost leftover directory: the directories
+/// and temporaries inside one are not listed again.
+fn topmost(found: Vec<Leftover>) -> Vec<Leftover> {
+    let dirs: std::collections::HashSet<String> = found
+        .iter()
+        .filter_map(|l| match l {
+            Leftover::Directory(p) => Some(p.as_str().to_owned()),
+            Leftover::Temporary(_) => None,
+        })
+        .collect();
+    let inside_another = |p: &StoragePath| {
+        let mut parent = p.parent();
+        while let Some(q) = parent {
+            if dirs.contains(q.as_str()) {
+                return true;
+            }
+            parent = q.parent();
+        }
+        false
+    };
+    let mut out: Vec<Leftover> = found
+        .into_iter()
+        .filter(|l| match l {
+            Leftover::Directory(p) | Leftover::Temporary(p) => !inside_another(p),
+        })
+        .collect();
+    out.sort_by(|a, b| {
+        let key = |l: &Leftover| match l {
+            Leftover::Directory(p) | Leftover::Temporary(p) => p.clone(),
+        };
+        key(a).cmp(&key(b))
+    });
+    out
+}
+
+impl FilesystemDriver {
+    fn open_lock_file(&self) -> io::Result<File> {
+        let path = self.root.join(LOCK_FILE);
+        // Read access is enough to lock, and is all another user's file may allow.
+        match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+        {
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => File::open(&path),
+            r => r,
+        }
+    }
 }
 
 #[async_trait]
@@ -397,6 +585,107 @@ impl StorageDriver for FilesystemDriver {
                 .and_then(|mut f| f.write_all(b"ok"))
                 .and_then(|_| fs::remove_file(&probe));
             r.map_err(|e| StorageError::io(&shown, e))
+        })
+        .await
+    }
+
+    async fn use_alone(&self) -> StorageResult<bool> {
+        let driver = self.clone();
+        blocking(move || {
+            let mut held = driver.lock.lock().unwrap_or_else(|p| p.into_inner());
+            let file = match std::mem::take(&mut *held) {
+                StoreLock::Alone(l) => {
+                    *held = StoreLock::Alone(l);
+                    return Ok(true);
+                }
+                StoreLock::Shared(l) => {
+                    *held = StoreLock::Shared(l);
+                    return Ok(false);
+                }
+                StoreLock::Open(f) => f,
+                StoreLock::Unopened => match driver.open_lock_file() {
+                    Ok(f) => f,
+                    Err(e) => {
+                        tracing::warn!(
+                            "cannot open {}: {e}; leftovers of interrupted writes are only removed once they are old",
+                            driver.root.join(LOCK_FILE).display()
+                        );
+                        return Ok(false);
+                    }
+                },
+            };
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(l) => {
+                    *held = StoreLock::Alone(l);
+                    Ok(true)
+                }
+                Err((f, _)) => {
+                    *held = StoreLock::Open(f);
+                    Ok(false)
+                }
+            }
+        })
+        .await
+    }
+
+    async fn use_shared(&self) -> StorageResult<()> {
+        let driver = self.clone();
+        blocking(move || {
+            let mut held = driver.lock.lock().unwrap_or_else(|p| p.into_inner());
+            let file = match std::mem::take(&mut *held) {
+                StoreLock::Alone(l) => {
+                    // Downgrading cannot wait: nobody else holds the lock.
+                    if let Err(e) = l.relock(FlockArg::LockShared) {
+                        tracing::warn!("cannot share {}: {e}", LOCK_FILE);
+                    }
+                    *held = StoreLock::Shared(l);
+                    return Ok(());
+                }
+                StoreLock::Shared(l) => {
+                    *held = StoreLock::Shared(l);
+                    return Ok(());
+                }
+                StoreLock::Open(f) => f,
+                StoreLock::Unopened => match driver.open_lock_file() {
+                    Ok(f) => f,
+                    Err(_) => return Ok(()),
+                },
+            };
+            let file = match Flock::lock(file, FlockArg::LockSharedNonblock) {
+                Ok(l) => {
+                    *held = StoreLock::Shared(l);
+                    return Ok(());
+                }
+                Err((f, _)) => f,
+            };
+            tracing::info!(
+                "waiting for another docker-registry process clearing leftovers of interrupted writes in {}",
+                driver.root.display()
+            );
+            match Flock::lock(file, FlockArg::LockShared) {
+                Ok(l) => *held = StoreLock::Shared(l),
+                Err((f, e)) => {
+                    tracing::warn!("cannot lock {}: {e}", driver.root.join(LOCK_FILE).display());
+                    *held = StoreLock::Open(f);
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn leftovers(
+        &self,
+        under: &StoragePath,
+        before: Option<SystemTime>,
+        remove: bool,
+    ) -> StorageResult<Vec<Leftover>> {
+        let full = self.full(under);
+        let under = under.clone();
+        blocking(move || {
+            let mut found = Vec::new();
+            leftovers_below(&full, &under, before, remove, &mut found)?;
+            Ok(topmost(found))
         })
         .await
     }
@@ -926,6 +1215,44 @@ mod tests {
             }
         }
         assert!(temporaries(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn temporaries_are_told_by_their_name() {
+        let t = temp_name(Path::new("/r/x/link"));
+        let name = t.file_name().and_then(|n| n.to_str()).expect("name");
+        assert!(is_temporary(name), "{name}");
+        for not in [
+            "link",
+            ".link",
+            ".link.tmp-",
+            ".tmp-0123456789abcdef0123456789abcdef",
+            ".link.tmp-0123456789ABCDEF0123456789ABCDEF",
+            ".link.tmp-0123456789abcdef0123456789abcde",
+            ".docker-registry.lock",
+        ] {
+            assert!(!is_temporary(not), "{not}");
+        }
+    }
+
+    /// Leftover removal may take a directory that held only leftovers just as a write
+    /// begins in it: the write makes it again.
+    #[test]
+    fn a_write_whose_directory_went_away_makes_it_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("a/b/link");
+        let tmp = temp_name(&target);
+        create_parent(&target).expect("mkdir");
+        fs::remove_dir_all(dir.path().join("a")).expect("rm");
+        create_beside(&target, &tmp).expect("create");
+        fs::remove_file(&tmp).expect("rm");
+        let moved = dir.path().join("upload");
+        fs::write(&moved, b"x").expect("upload");
+        fs::remove_dir_all(dir.path().join("a")).expect("rm");
+        rename_into_place(&moved, &target).expect("rename");
+        assert_eq!(fs::read(&target).expect("read"), b"x");
+        let err = rename_into_place(&moved, &target).expect_err("source gone");
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
     }
 
     /// Without the committer thread, a staged write runs the same steps alone.

@@ -162,7 +162,7 @@ fn cycle(active: &mut Vec<Member>) {
         };
         let mut error = None;
         for (path, full, _) in &m.job.stages[stage] {
-            if let Err(e) = fs::rename(&m.temps[m.next].from, full) {
+            if let Err(e) = super::filesystem::rename_into_place(&m.temps[m.next].from, full) {
                 error = Some(StorageError::io(path, e));
                 break;
             }
@@ -262,8 +262,7 @@ fn write_temporaries(stages: &[Vec<StagedFile>]) -> StorageResult<(Vec<Rename>, 
         let written = match source {
             Source::Content(content) => {
                 let tmp = super::filesystem::temp_name(full);
-                let r = super::filesystem::create_parent(full).and_then(|_| {
-                    let mut f = File::create(&tmp)?;
+                let r = super::filesystem::create_beside(full, &tmp).and_then(|mut f| {
                     f.write_all(content)?;
                     super::filesystem::start_writeback(&f, 0, content.len() as u64);
                     Ok(())

@@ -168,6 +168,15 @@ pub enum Staged {
     MovedFrom(StoragePath),
 }
 
+/// What an interrupted write left in a backend (see [`StorageDriver::leftovers`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Leftover {
+    /// A temporary that was never moved into place.
+    Temporary(StoragePath),
+    /// A directory that held nothing but leftovers (the topmost such one is named).
+    Directory(StoragePath),
+}
+
 /// A readable stream positioned at the requested offset.
 pub type BlobReader = Box<dyn AsyncRead + Send + Unpin>;
 
@@ -318,6 +327,37 @@ pub trait StorageDriver: Send + Sync + fmt::Debug + 'static {
 
     /// Checks at start-up that data can be written (READY=1 waits for this).
     async fn check_writable(&self) -> StorageResult<()>;
+
+    /// Tries, without waiting, to become the only process of ours using the store (a
+    /// daemon starting, an offline command). While it is, no write is in flight anywhere,
+    /// so every leftover of an interrupted write is abandoned, whatever its age. Ends with
+    /// [`StorageDriver::use_shared`], which every process calls before it writes. Backends
+    /// that cannot tell keep the default: never alone, so leftovers are only taken once
+    /// they are old enough that no write can still be using them.
+    async fn use_alone(&self) -> StorageResult<bool> {
+        Ok(false)
+    }
+
+    /// Uses the store alongside other processes from now on, for as long as the driver
+    /// lives; waits while another process uses it alone.
+    async fn use_shared(&self) -> StorageResult<()> {
+        Ok(())
+    }
+
+    /// What this backend's interrupted writes left under `under`: temporaries never moved
+    /// into place, last modified before `before` (whatever their age with `None`), and the
+    /// directories that held nothing else. With `remove`, removes them; a directory only
+    /// while it is empty, so a write that starts in it meanwhile keeps it. Backends whose
+    /// writes leave nothing behind keep the default.
+    async fn leftovers(
+        &self,
+        under: &StoragePath,
+        before: Option<SystemTime>,
+        remove: bool,
+    ) -> StorageResult<Vec<Leftover>> {
+        let _ = (under, before, remove);
+        Ok(Vec::new())
+    }
 }
 
 #[cfg(test)]

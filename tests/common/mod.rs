@@ -7,6 +7,7 @@
 pub mod htpasswd;
 pub mod images;
 pub mod registry2;
+pub mod rng;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

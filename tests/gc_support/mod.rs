@@ -9,6 +9,8 @@
 pub mod images;
 #[path = "../common/registry2.rs"]
 pub mod registry2;
+#[path = "../common/rng.rs"]
+pub mod rng;
 
 // Not every test file that includes this module uses all of them.
 #[allow(unused_imports)]
