@@ -40,6 +40,17 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         })
 }
 
+/// The registry over the configured storage, for a command that works on it directly.
+fn maintenance_registry(config: &Config) -> Result<Registry, ExitCode> {
+    match crate::server::build_driver(config) {
+        Ok(driver) => Ok(Registry::new(driver, RegistryOptions::default())),
+        Err(e) => {
+            eprintln!("docker-registry: {e}");
+            Err(ExitCode::from(1))
+        }
+    }
+}
+
 /// `1.5 MiB`-style sizes for people; the exact byte count is printed next to it.
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -152,10 +163,10 @@ pub fn garbage_collect(global: &GlobalArgs, args: &GcArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    let registry = Registry::new(
-        crate::server::build_driver(&config),
-        RegistryOptions::default(),
-    );
+    let registry = match maintenance_registry(&config) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
     let opts = GcOptions {
         dry_run: args.dry_run,
         delete_untagged: args.delete_untagged,
@@ -221,10 +232,10 @@ pub fn fsck(global: &GlobalArgs, args: &FsckArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    let registry = Registry::new(
-        crate::server::build_driver(&config),
-        RegistryOptions::default(),
-    );
+    let registry = match maintenance_registry(&config) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
     let report = match rt.block_on(registry.fsck(args.repair, &mut |p| eprintln!("{p}"))) {
         Ok(r) => r,
         Err(e) => {
@@ -325,10 +336,10 @@ pub fn retention(global: &GlobalArgs, args: &RetentionArgs) -> ExitCode {
         Ok(rt) => rt,
         Err(code) => return code,
     };
-    let registry = Registry::new(
-        crate::server::build_driver(&config),
-        RegistryOptions::default(),
-    );
+    let registry = match maintenance_registry(&config) {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
     let decisions = match rt.block_on(registry.apply_retention(&policies, args.apply)) {
         Ok(d) => d,
         Err(e) => {

@@ -621,7 +621,7 @@ fn the_legacy_package_files_load_for_local_and_dev() {
 }
 
 #[test]
-fn the_legacy_s3_flavors_say_s3_arrives_later() {
+fn the_legacy_s3_flavors_need_their_bucket() {
     let dir = tempfile::tempdir().expect("temp dir");
     let sys = write(dir.path(), "sysconfig", "SETTINGS_FLAVOR=prod\n");
     for file in ["config_sample.yml", "docker-registry.yml"] {
@@ -630,7 +630,10 @@ fn the_legacy_s3_flavors_say_s3_arrives_later() {
         assert!(!out.status.success());
         let stderr = text(&out.stderr);
         assert!(
-            stderr.starts_with(&format!("{}:79: s3.storage: flavor prod uses storage s3: S3 storage arrives in a later release", yml.display())),
+            stderr.starts_with(&format!(
+                "{}:79: s3.storage: storage.s3.bucket: no bucket given",
+                yml.display()
+            )),
             "{stderr}"
         );
         // The same flavor with the filesystem chosen in the environment loads.
@@ -683,19 +686,20 @@ fn the_shipped_files_load_cleanly() {
         assert!(out.status.success(), "{flavor}: {}", text(&out.stderr));
     }
     for flavor in ["s3", "prod"] {
-        let out = run(
-            dir.path(),
-            sys,
-            yml,
-            &["config", "--check"],
-            &[("SETTINGS_FLAVOR", flavor)],
-        );
+        let check = |env: &[(&str, &str)]| {
+            let mut env = env.to_vec();
+            env.push(("SETTINGS_FLAVOR", flavor));
+            run(dir.path(), sys, yml, &["config", "--check"], &env)
+        };
+        let out = check(&[]);
         assert!(!out.status.success());
         assert!(
-            text(&out.stderr).contains("S3 storage arrives in a later release"),
+            text(&out.stderr).contains("storage.s3.bucket: no bucket given"),
             "{}",
             text(&out.stderr)
         );
+        let out = check(&[("AWS_BUCKET", "images"), ("AWS_REGION", "eu-west-1")]);
+        assert!(out.status.success(), "{flavor}: {}", text(&out.stderr));
     }
 }
 

@@ -51,15 +51,7 @@ fn podman_pulls_and_pushes() {
         &format!("docker://{pushed}"),
         &format!("dir:{}", out.path().display()),
     ]);
-    let mut blobs = 0;
-    for e in std::fs::read_dir(out.path()).expect("dir").flatten() {
-        let name = e.file_name().into_string().expect("utf8");
-        if name.len() == 64 {
-            assert_eq!(sha256_hex(&std::fs::read(e.path()).expect("blob")), name);
-            blobs += 1;
-        }
-    }
-    assert_eq!(blobs, 3, "config and two layers");
+    assert_eq!(check_pulled_blobs(out.path()), 3, "config and two layers");
     let tags: serde_json::Value = client()
         .get(s.url("/v2/podman/b/tags/list"))
         .send()

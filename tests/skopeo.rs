@@ -5,21 +5,6 @@
 mod common;
 
 use common::*;
-use std::path::Path;
-
-/// The manifest digest an OCI layout's index.json gives for a reference.
-fn layout_digest(layout: &Path, reference: &str) -> String {
-    let text = std::fs::read_to_string(layout.join("index.json")).expect("index.json");
-    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
-    v["manifests"]
-        .as_array()
-        .expect("manifests")
-        .iter()
-        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == reference)
-        .and_then(|m| m["digest"].as_str())
-        .expect("ref in layout")
-        .to_owned()
-}
 
 fn inspect_digest(host: &str, image: &str) -> String {
     let out = skopeo_ok(&[
@@ -43,14 +28,8 @@ fn skopeo_pushes_and_pulls_every_fixture_layout_with_identical_digests() {
         ("c", "old", "team/app/c:old", false),
         ("multi", "multi", "library/multi:latest", true),
     ] {
-        let src = format!("oci:{}:{reference}", layouts.path().join(dir).display());
+        skopeo_push_layout(&host, layouts.path(), dir, reference, repo, all);
         let dst = format!("docker://{host}/{repo}");
-        let mut args = vec!["copy", "--dest-tls-verify=false"];
-        if all {
-            args.push("--all");
-        }
-        args.extend([src.as_str(), dst.as_str()]);
-        skopeo_ok(&args);
         let expected = layout_digest(&layouts.path().join(dir), reference);
         assert_eq!(inspect_digest(&host, repo), expected, "{repo}");
         // Pull back into a dir: and compare the manifest bytes' digest.

@@ -232,9 +232,21 @@ impl Reader<'_> {
                 None => self.ignored.push(entry.key.clone()),
             }
         }
-        // `storage_path` is a directory only for local storage; for s3 it is a key prefix.
-        if let StorageChoice::Unsupported { .. } = self.config.storage_driver.value {
-            self.config.storage_root = storage_root;
+        // `storage_path` is a directory only for local storage; for s3 it is the key prefix.
+        match self.config.storage_driver.value {
+            StorageChoice::Filesystem => {}
+            StorageChoice::S3 => {
+                let given = std::mem::replace(&mut self.config.storage_root, storage_root);
+                if given != self.config.storage_root {
+                    let prefix = given.value.to_string_lossy().into_owned();
+                    self.set(
+                        named("storage.s3.rootdirectory"),
+                        Input::Text(&prefix),
+                        given.source,
+                    );
+                }
+            }
+            StorageChoice::Unsupported { .. } => self.config.storage_root = storage_root,
         }
     }
 

@@ -67,6 +67,13 @@ kind!(
 );
 
 kind!(
+    /// A size in bytes, a whole number as registry:2 reads it (`10485760`).
+    ByteSize: u64, "BYTES",
+    |s| s.trim().parse().map_err(|_| format!("not a whole number of bytes: {s:?} (e.g. 10485760)")),
+    |v| v.to_string()
+);
+
+kind!(
     /// The most connections at once; 0 chooses from the limit of open files.
     MaxConnections: usize, "N",
     Count::text,
@@ -233,10 +240,12 @@ kind!(
     Driver: StorageChoice, "DRIVER",
     |s| Ok(match s.trim() {
         "filesystem" | "local" | "file" => StorageChoice::Filesystem,
+        "s3" => StorageChoice::S3,
         other => StorageChoice::Unsupported { name: other.to_string() },
     }),
     |v| match v {
         StorageChoice::Filesystem => "filesystem".into(),
+        StorageChoice::S3 => "s3".into(),
         StorageChoice::Unsupported { name } => name.clone(),
     }
 );

@@ -80,7 +80,11 @@ impl FileFormat {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StorageConfig {
-    Filesystem { root: PathBuf },
+    Filesystem {
+        root: PathBuf,
+    },
+    /// A bucket (`storage: s3`), with its settings checked.
+    S3(Box<crate::storage::S3Options>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,6 +162,7 @@ impl fmt::Display for RetentionRule {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StorageChoice {
     Filesystem,
+    S3,
     /// A driver we do not have (yet); reported as an error only if it is the one in effect.
     Unsupported {
         name: String,
@@ -221,6 +226,10 @@ impl Config {
                     self.storage_root.source.clone(),
                 );
             }
+            Sourced {
+                value: StorageChoice::S3,
+                ..
+            } => self.resolve_s3(errors),
         }
         let purging = &self.upload_purging;
         if purging.value.interval.is_zero() && purging.value.enabled {
@@ -396,6 +405,64 @@ impl Config {
         )
     }
 
+    /// The bucket's settings, with the legacy flavor's endpoint keys folded in, checked.
+    fn resolve_s3(&mut self, errors: &mut Vec<ConfigError>) {
+        // The old registry's boto settings: host[:port], https unless s3_secure is false.
+        if let Some(host) = self.boto_host.value.clone().filter(|h| !h.is_empty()) {
+            if self.s3.value.regionendpoint.is_empty() {
+                let scheme = if self.s3.value.secure {
+                    "https"
+                } else {
+                    "http"
+                };
+                let port = self
+                    .boto_port
+                    .value
+                    .map(|p| format!(":{p}"))
+                    .unwrap_or_default();
+                self.s3.value.regionendpoint = format!("{scheme}://{host}{port}");
+                let source = Source::combine(vec![
+                    ("boto_host", self.boto_host.source.clone()),
+                    ("boto_port", self.boto_port.source.clone()),
+                ]);
+                super::table::set_s3_source(self, "regionendpoint", source);
+            }
+        }
+        if let Some(format) = self
+            .boto_calling_format
+            .value
+            .clone()
+            .filter(|f| !f.is_empty())
+        {
+            if self.s3.value.forcepathstyle.is_none() {
+                self.s3.value.forcepathstyle = Some(format.contains("OrdinaryCallingFormat"));
+                let source = self.boto_calling_format.source.clone();
+                super::table::set_s3_source(self, "forcepathstyle", source);
+            }
+        }
+        let options = self.s3.value.options();
+        match options.check() {
+            Ok(()) => {
+                // Where s3 was chosen; `config` shows where each of its settings came from.
+                self.storage = Sourced::new(
+                    StorageConfig::S3(Box::new(options)),
+                    self.storage_driver.source.clone(),
+                )
+            }
+            Err((key, message)) => {
+                let source = self.s3.source.part(key);
+                errors.push(match source {
+                    // Nothing set it: say so where s3 was chosen.
+                    Source::Default => ConfigError::at(
+                        &self.storage_driver.source,
+                        format!("storage.s3.{key}: {message}"),
+                    ),
+                    _ => ConfigError::at(source, message),
+                });
+            }
+        }
+    }
+
     /// A certificate and its key, and client CAs only with them.
     fn resolve_tls(&self, errors: &mut Vec<ConfigError>) -> Sourced<Option<TlsConfig>> {
         let (c, k, cas) = (&self.tls_certificate, &self.tls_key, &self.tls_client_cas);
@@ -435,16 +502,7 @@ pub(super) fn split_http_addr(c: &mut Config, addr: SocketAddr, source: Source) 
 }
 
 fn storage_message(name: &str) -> String {
-    if name == "s3" {
-        "S3 storage arrives in a later release of docker-registry; until then use the filesystem \
-         (storage: local in a flavored file, storage.filesystem in a registry:2 file, or \
-         REGISTRY_STORAGE=filesystem)"
-            .to_string()
-    } else {
-        format!(
-            "storage {name:?} is not supported by docker-registry (filesystem storage only; S3 arrives in a later release)"
-        )
-    }
+    format!("storage {name:?} is not supported by docker-registry (filesystem and s3 are)")
 }
 
 /// Where data goes when nothing says: systemd's `STATE_DIRECTORY`, else a per-user directory

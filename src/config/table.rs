@@ -108,7 +108,7 @@ settings! {
         pub log_target: LogTarget = LogTarget::Stderr, Target, "log.target" {
             legacy: &["log_target"],
         }
-        /// The storage driver (only filesystem so far)
+        /// The storage driver: filesystem or s3
         pub(crate) storage_driver: StorageChoice = StorageChoice::Filesystem, Driver, "storage" {
             legacy: &["storage"], choice: Some(&STORAGE_DRIVERS), hidden: true,
         }
@@ -184,6 +184,19 @@ settings! {
         pub(crate) token_htpasswd: Option<PathBuf> = None, Opt<Path>, "auth.token.htpasswd" {}
         /// What the built-in token endpoint's users may do (YAML)
         pub(crate) token_access_file: Option<PathBuf> = None, Opt<Path>, "auth.token.accessfile" {}
+        /// The legacy flavor's S3 endpoint host: with boto_port and s3_secure it makes
+        /// storage.s3.regionendpoint
+        pub(crate) boto_host: Option<String> = None, Opt<Text>, "boto_host" {
+            file: false, legacy: &["boto_host"], hidden: true,
+        }
+        /// The legacy flavor's S3 endpoint port
+        pub(crate) boto_port: Option<u16> = None, Opt<Port>, "boto_port" {
+            file: false, legacy: &["boto_port"], hidden: true,
+        }
+        /// The legacy flavor's boto calling format: OrdinaryCallingFormat is path style
+        pub(crate) boto_calling_format: Option<String> = None, Opt<Text>, "boto_calling_format" {
+            file: false, legacy: &["boto_calling_format"], hidden: true,
+        }
         /// Accepted for compatibility; /v1/search always answers from the repository names
         pub search_backend: Option<String> = None, Opt<Text>, "search_backend" {
             file: false, legacy: &["search_backend"],
@@ -225,6 +238,58 @@ settings! {
                 legacy: &["gc_socket"],
             }
         }
+        /// S3 storage (`storage: s3`), registry:2's keys and defaults (see
+        /// `storage::S3Options`); the legacy flavor's s3_* keys set them too.
+        pub s3: S3Settings {
+            /// The bucket
+            bucket: String = String::new(), Text, "storage.s3.bucket" {
+                legacy: &["s3_bucket", "boto_bucket"],
+            }
+            /// The bucket's region; with a regionendpoint, us-east-1 when none
+            region: String = String::new(), Text, "storage.s3.region" {
+                legacy: &["s3_region"],
+            }
+            /// An S3-compatible endpoint (http://minio:9000); none: AWS
+            regionendpoint: String = String::new(), Text, "storage.s3.regionendpoint" {}
+            /// Path-style requests (endpoint/bucket/key); default: with a regionendpoint
+            forcepathstyle: Option<bool> = None, Opt<Bool>, "storage.s3.forcepathstyle" {}
+            /// The access key; none: the AWS credential chain (AWS_ACCESS_KEY_ID, roles)
+            accesskey: String = String::new(), Text, "storage.s3.accesskey" {
+                legacy: &["s3_access_key"],
+            }
+            /// The secret key
+            secretkey: String = String::new(), Text, "storage.s3.secretkey" {
+                legacy: &["s3_secret_key"], secret: true,
+            }
+            /// A prefix for every key (legacy: storage_path)
+            rootdirectory: String = String::new(), Text, "storage.s3.rootdirectory" {}
+            /// HTTPS to the endpoint
+            secure: bool = true, Bool, "storage.s3.secure" {
+                legacy: &["s3_secure"],
+            }
+            /// Accept any TLS certificate from the endpoint
+            skipverify: bool = false, Bool, "storage.s3.skipverify" {}
+            /// SigV4 signing (false is refused: only v4 is implemented)
+            v4auth: bool = true, Bool, "storage.s3.v4auth" {
+                legacy: &["s3_use_sigv4"],
+            }
+            /// Bytes per part of an upload (at least 5 MiB)
+            chunksize: u64 = 10 << 20, ByteSize, "storage.s3.chunksize" {}
+            /// Bytes per part of a server-side copy
+            multipartcopychunksize: u64 = 32 << 20, ByteSize, "storage.s3.multipartcopychunksize" {}
+            /// Part copies at once
+            multipartcopymaxconcurrency: usize = 100, Count, "storage.s3.multipartcopymaxconcurrency" {}
+            /// Objects larger than this are copied part by part
+            multipartcopythresholdsize: u64 = 32 << 20, ByteSize, "storage.s3.multipartcopythresholdsize" {}
+            /// Server-side encryption: SSE-S3, or SSE-KMS with keyid
+            encrypt: bool = false, Bool, "storage.s3.encrypt" {
+                legacy: &["s3_encrypt"],
+            }
+            /// The KMS key for encrypt
+            keyid: String = String::new(), Text, "storage.s3.keyid" {}
+            /// The storage class of new objects; NONE sends none
+            storageclass: String = "STANDARD".into(), Text, "storage.s3.storageclass" {}
+        }
         /// Limits on client connections: how long each phase of a request may take and how
         /// many connections are served at once.
         pub connections: Connections {
@@ -250,4 +315,34 @@ settings! {
             }
         }
     }
+}
+
+impl S3Settings {
+    /// The driver's options from these settings.
+    pub(crate) fn options(&self) -> crate::storage::S3Options {
+        crate::storage::S3Options {
+            bucket: self.bucket.clone(),
+            region: self.region.clone(),
+            regionendpoint: self.regionendpoint.clone(),
+            forcepathstyle: self.forcepathstyle,
+            accesskey: self.accesskey.clone(),
+            secretkey: self.secretkey.clone(),
+            rootdirectory: self.rootdirectory.clone(),
+            secure: self.secure,
+            skipverify: self.skipverify,
+            v4auth: self.v4auth,
+            chunksize: self.chunksize,
+            multipartcopychunksize: self.multipartcopychunksize,
+            multipartcopymaxconcurrency: self.multipartcopymaxconcurrency,
+            multipartcopythresholdsize: self.multipartcopythresholdsize,
+            encrypt: self.encrypt,
+            keyid: self.keyid.clone(),
+            storageclass: self.storageclass.clone(),
+        }
+    }
+}
+
+/// Sets where one field of the s3 group came from, for a value `resolve` derives.
+pub(super) fn set_s3_source(c: &mut Config, field: &str, source: super::source::Source) {
+    c.s3.source = with_part(&c.s3.source, S3Settings::PARTS, field, source);
 }

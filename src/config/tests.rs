@@ -399,7 +399,7 @@ fn wrong_values_in_a_registry_2_file_are_errors_with_lines() {
             "registry.yml:20: auth.token.rootcertbundle: expected a single value, found a list",
             "registry.yml:21: auth.token.signingkey: empty path",
             "registry.yml:22: log: expected a mapping, found \"debug\"",
-            "registry.yml:10: storage.inmemory: storage \"inmemory\" is not supported by docker-registry (filesystem storage only; S3 arrives in a later release)",
+            "registry.yml:10: storage.inmemory: storage \"inmemory\" is not supported by docker-registry (filesystem and s3 are)",
             "registry.yml:19: auth.token: token authentication needs auth.token.realm, auth.token.service, auth.token.issuer, auth.token.rootcertbundle (or REGISTRY_AUTH_TOKEN_REALM, REGISTRY_AUTH_TOKEN_SERVICE, REGISTRY_AUTH_TOKEN_ISSUER, REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE)",
         ]
     );
@@ -409,7 +409,9 @@ fn wrong_values_in_a_registry_2_file_are_errors_with_lines() {
 fn storage_is_where_the_levels_say_or_a_default_that_says_why() {
     let storage = |s: &Setup| {
         let c = s.load();
-        let StorageConfig::Filesystem { root } = c.storage.value;
+        let StorageConfig::Filesystem { root } = c.storage.value else {
+            panic!("expected the filesystem, found {:?}", c.storage.value);
+        };
         (root.display().to_string(), s.short(c.storage.source))
     };
     // registry:2's filesystem driver defaults to /var/lib/registry.
@@ -452,7 +454,7 @@ fn storage_is_where_the_levels_say_or_a_default_that_says_why() {
     let env = [("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY", "/srv/fs")];
     assert_eq!(
         Setup::new("SETTINGS_FLAVOR=s3\n", LEGACY, &env).problems(),
-        ["registry.yml:9: s3.storage: flavor s3 uses storage s3: S3 storage arrives in a later release of docker-registry; until then use the filesystem (storage: local in a flavored file, storage.filesystem in a registry:2 file, or REGISTRY_STORAGE=filesystem)"]
+        ["registry.yml:9: s3.storage: storage.s3.bucket: no bucket given"]
     );
 }
 
@@ -1019,4 +1021,135 @@ fn secrets_are_masked_once_a_level_sets_them() {
     assert_eq!(unset, "(none)");
     let plain = describe::shown(&Setting::BASE, "visible".into(), &env);
     assert_eq!(plain, "visible");
+}
+
+/// The options a configuration asks the S3 driver for.
+fn s3_options(c: &Config) -> &crate::storage::S3Options {
+    match &c.storage.value {
+        StorageConfig::S3(o) => o,
+        other => panic!("expected s3 storage, found {other:?}"),
+    }
+}
+
+#[test]
+fn s3_from_a_registry_2_file_and_its_variables() {
+    let s = Setup::new(
+        "",
+        "version: 0.1\nstorage:\n  s3:\n    bucket: images\n    region: eu-west-1\n    \
+         regionendpoint: http://127.0.0.1:9000\n    rootdirectory: /registry\n    \
+         chunksize: 5242880\n    secure: false\n    accesskey: AKID\n    secretkey: s3cr3t-value\n  \
+         delete:\n    enabled: true\n",
+        &[
+            ("REGISTRY_STORAGE_S3_BUCKET", "other"),
+            ("REGISTRY_STORAGE_S3_STORAGECLASS", "NONE"),
+        ],
+    );
+    let c = s.load();
+    let o = s3_options(&c);
+    assert_eq!(
+        (
+            o.bucket.as_str(),
+            o.region.as_str(),
+            o.regionendpoint.as_str()
+        ),
+        ("other", "eu-west-1", "http://127.0.0.1:9000")
+    );
+    assert_eq!(o.rootdirectory, "/registry");
+    assert_eq!((o.chunksize, o.secure, o.v4auth), (5 << 20, false, true));
+    assert_eq!(
+        (o.accesskey.as_str(), o.storageclass.as_str()),
+        ("AKID", "NONE")
+    );
+    assert_eq!(
+        o.multipartcopythresholdsize,
+        32 << 20,
+        "registry:2's default"
+    );
+    assert!(c.delete_enabled.value);
+    let shown = c.describe();
+    assert!(!shown.contains("s3cr3t-value"), "{shown}");
+    assert!(shown.contains("storage.s3.bucket"), "{shown}");
+    assert!(
+        !shown.contains("storage.filesystem.rootdirectory"),
+        "{shown}"
+    );
+    let bucket = shown
+        .lines()
+        .find(|l| l.starts_with("storage.s3.bucket "))
+        .expect("bucket line");
+    assert!(bucket.contains("REGISTRY_STORAGE_S3_BUCKET"), "{bucket}");
+}
+
+/// The legacy S3 flavor as the old registry's users wrote it: everything through `_env:`,
+/// the endpoint from boto_host and boto_port, `storage_path` the key prefix.
+#[test]
+fn s3_from_the_legacy_flavor_with_its_environment() {
+    let yaml = "common: &common\n  loglevel: info\ns3:\n  <<: *common\n  storage: s3\n  \
+                s3_region: _env:AWS_REGION\n  s3_bucket: _env:AWS_BUCKET\n  \
+                boto_bucket: _env:AWS_BUCKET\n  storage_path: _env:STORAGE_PATH:/registry\n  \
+                s3_encrypt: _env:AWS_ENCRYPT:true\n  s3_secure: _env:AWS_SECURE:true\n  \
+                s3_access_key: _env:AWS_KEY\n  s3_secret_key: _env:AWS_SECRET\n  \
+                s3_use_sigv4: _env:AWS_USE_SIGV4\n  boto_host: _env:AWS_HOST\n  \
+                boto_port: _env:AWS_PORT\n  boto_calling_format: _env:AWS_CALLING_FORMAT\n";
+    let env = [
+        ("AWS_BUCKET", "images"),
+        ("AWS_HOST", "minio.internal"),
+        ("AWS_PORT", "9000"),
+        ("AWS_SECURE", "false"),
+        ("AWS_KEY", "AKID"),
+        ("AWS_SECRET", "hush"),
+        (
+            "AWS_CALLING_FORMAT",
+            "boto.s3.connection.OrdinaryCallingFormat",
+        ),
+    ];
+    let s = Setup::new("SETTINGS_FLAVOR=s3\n", yaml, &env);
+    let c = s.load();
+    let o = s3_options(&c);
+    assert_eq!(o.bucket, "images");
+    assert_eq!(o.regionendpoint, "http://minio.internal:9000");
+    assert_eq!(o.forcepathstyle, Some(true));
+    assert_eq!(o.rootdirectory, "/registry");
+    assert!(o.encrypt && !o.secure && o.v4auth);
+    assert_eq!(
+        (o.accesskey.as_str(), o.secretkey.as_str()),
+        ("AKID", "hush")
+    );
+    let endpoint = c
+        .describe()
+        .lines()
+        .find(|l| l.starts_with("storage.s3.regionendpoint "))
+        .expect("endpoint line")
+        .to_string();
+    assert!(endpoint.contains("_env:AWS_HOST"), "{endpoint}");
+    // A written regionendpoint wins over boto_host.
+    let mut env = env.to_vec();
+    env.push(("REGISTRY_STORAGE_S3_REGIONENDPOINT", "https://s3.example"));
+    let s = Setup::new("SETTINGS_FLAVOR=s3\n", yaml, &env);
+    assert_eq!(s3_options(&s.load()).regionendpoint, "https://s3.example");
+}
+
+#[test]
+fn bad_s3_values_name_their_file_line_and_key() {
+    let s = Setup::new(
+        "",
+        "version: 0.1\nstorage:\n  s3:\n    bucket: b\n    region: r\n    chunksize: 1024\n",
+        &[],
+    );
+    assert_eq!(
+        s.problems(),
+        ["registry.yml:6: storage.s3.chunksize: 1024 is outside 5242880..=5368709120 bytes"]
+    );
+    let s = Setup::new(
+        "",
+        "version: 0.1\nstorage:\n  s3:\n    region: r\n    chunksize: ten\n",
+        &[],
+    );
+    assert_eq!(
+        s.problems(),
+        [
+            "registry.yml:5: storage.s3.chunksize: not a whole number of bytes: \"ten\" (e.g. 10485760)",
+            "registry.yml:3: storage.s3: storage.s3.bucket: no bucket given",
+        ]
+    );
 }

@@ -36,6 +36,8 @@ pub fn socket_path(config: &Config) -> PathBuf {
     }
     match &config.storage.value {
         StorageConfig::Filesystem { root } => root.join(SOCKET_NAME),
+        // No directory of its own on S3: the local default data directory holds it.
+        StorageConfig::S3(_) => config.storage_root.value.join(SOCKET_NAME),
     }
 }
 

@@ -20,7 +20,7 @@ mod shutdown;
 use crate::api::AppState;
 use crate::config::{Config, ConfigErrors, LogTarget, StorageConfig};
 use crate::registry::{Registry, RegistryOptions};
-use crate::storage::{FilesystemDriver, StorageDriver};
+use crate::storage::{FilesystemDriver, S3Driver, StorageDriver, StorageError};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -69,10 +69,16 @@ pub fn run(config: Config, log: logging::LogHandle, reload: Reloader) -> i32 {
 }
 
 /// The storage driver the configuration names (also used by the maintenance commands).
-pub fn build_driver(config: &Config) -> Arc<dyn StorageDriver> {
-    match &config.storage.value {
+pub fn build_driver(config: &Config) -> Result<Arc<dyn StorageDriver>, String> {
+    Ok(match &config.storage.value {
         StorageConfig::Filesystem { root } => Arc::new(FilesystemDriver::new(root.clone())),
-    }
+        StorageConfig::S3(options) => {
+            for w in options.warnings() {
+                tracing::warn!("{w}");
+            }
+            Arc::new(S3Driver::new(options.as_ref().clone())?)
+        }
+    })
 }
 
 async fn serve(
@@ -84,7 +90,7 @@ async fn serve(
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
-    let driver = build_driver(&config);
+    let driver = build_driver(&config)?;
     let state = request_state(&config, driver.clone())?;
     let tls = security::Tls::from_config(&config)?;
     check_storage(driver.as_ref()).await?;
@@ -137,10 +143,23 @@ async fn serve(
     Ok(())
 }
 
-/// Refuses to start on storage the daemon cannot write to.
+/// Refuses to start on storage the daemon cannot write to. A bucket that cannot be reached
+/// is waited for a while (readiness waits with it): S3 or the network may come up after us.
 async fn check_storage(driver: &dyn StorageDriver) -> Result<(), String> {
-    notify::status("checking storage");
-    driver.check_writable().await.map_err(|e| {
+    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(120);
+    let started = std::time::Instant::now();
+    loop {
+        notify::status("checking storage");
+        let e = match driver.check_writable().await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        if matches!(e, StorageError::Unavailable { .. }) && started.elapsed() < PATIENCE {
+            notify::status(&format!("waiting for storage: {e}"));
+            tracing::warn!("waiting for storage: {e}");
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            continue;
+        }
         // The driver's error names the path already when it comes from the file system.
         let (location, e) = (driver.location(), e.to_string());
         let what = if e.contains(&location) {
@@ -148,12 +167,16 @@ async fn check_storage(driver: &dyn StorageDriver) -> Result<(), String> {
         } else {
             format!("{location}: {e}")
         };
-        format!(
-            "storage is not writable: {what}; choose a directory it can write with \
-             --storage-path, storage_path in {} or REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY",
-            crate::config::DEFAULT_CONFIG
-        )
-    })
+        let fix = match driver.name() {
+            "filesystem" => format!(
+                "choose a directory it can write with --storage-path, storage_path in {} or \
+                 REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY",
+                crate::config::DEFAULT_CONFIG
+            ),
+            _ => "check storage.s3.* (docker-registry config shows them)".to_owned(),
+        };
+        return Err(format!("storage is not writable: {what}; {fix}"));
+    }
 }
 
 /// Clears what writes interrupted by a crash left behind, before serving (see

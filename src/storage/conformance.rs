@@ -206,7 +206,16 @@ pub(crate) async fn append_across_reopen(d: &D) {
 /// file read and renamed at the end: the paths an S3 multipart upload takes when resumed.
 pub(crate) async fn large_appends_across_reopen(d: &D) {
     let f = p("big/_uploads/u/data");
-    let sessions = [2 * PART + PART / 2, PART / 3, PART + 17, 1, 3 * PART];
+    // Each session's end leaves the file in another state on S3: one object of a part and a
+    // bit, an upload of full parts, an upload ending in a short part, ...
+    let sessions = [
+        PART + 100,
+        2 * PART + PART / 2,
+        PART / 3,
+        PART + 17,
+        1,
+        3 * PART,
+    ];
     let mut total = 0u64;
     for (i, len) in sessions.into_iter().enumerate() {
         let mut w = d.writer(&f, i > 0).await.expect("writer");

@@ -32,6 +32,8 @@ pub struct ServerBuilder {
     storage: Option<PathBuf>,
     /// A command the binary runs under (`prlimit --nofile=256`), which must exec it.
     wrapper: Vec<String>,
+    /// Pass `--storage-path` (which chooses filesystem storage); off for other storage.
+    storage_flag: bool,
 }
 
 impl ServerBuilder {
@@ -62,6 +64,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Storage comes from the configuration (S3): no `--storage-path`, which would choose
+    /// the filesystem.
+    pub fn configured_storage(mut self) -> Self {
+        self.storage_flag = false;
+        self
+    }
+
     pub fn delete_enabled(self) -> Self {
         self.arg("--delete-enabled")
     }
@@ -88,9 +97,11 @@ impl ServerBuilder {
         if !self.args.iter().any(|a| a == "--config") {
             cmd.arg("--config").arg(empty.path());
         }
-        cmd.args(["--address", "127.0.0.1", "--port", "0", "--storage-path"])
-            .arg(&storage)
-            .args(&self.args)
+        cmd.args(["--address", "127.0.0.1", "--port", "0"]);
+        if self.storage_flag {
+            cmd.arg("--storage-path").arg(&storage);
+        }
+        cmd.args(&self.args)
             .env_remove("NOTIFY_SOCKET")
             .env("DOCKER_REGISTRY_CONFIG", empty.path())
             .stdin(Stdio::null())
@@ -151,6 +162,7 @@ impl Server {
             envs: Vec::new(),
             storage: None,
             wrapper: Vec::new(),
+            storage_flag: true,
         }
     }
 
@@ -243,6 +255,54 @@ pub fn oci_layouts() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     images::write_layouts(dir.path()).expect("write the OCI layouts");
     dir
+}
+
+/// The manifest digest an OCI layout's index.json gives for a reference.
+pub fn layout_digest(layout: &Path, reference: &str) -> String {
+    let text = std::fs::read_to_string(layout.join("index.json")).expect("index.json");
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    v["manifests"]
+        .as_array()
+        .expect("manifests")
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == reference)
+        .and_then(|m| m["digest"].as_str())
+        .expect("ref in layout")
+        .to_owned()
+}
+
+/// skopeo copies OCI layout `dir`'s `reference` (see [`oci_layouts`]) to `host/repo`; with
+/// `all`, every platform of an index.
+pub fn skopeo_push_layout(
+    host: &str,
+    layouts: &Path,
+    dir: &str,
+    reference: &str,
+    repo: &str,
+    all: bool,
+) {
+    let src = format!("oci:{}:{reference}", layouts.join(dir).display());
+    let dst = format!("docker://{host}/{repo}");
+    let mut args = vec!["copy", "--dest-tls-verify=false"];
+    if all {
+        args.push("--all");
+    }
+    args.extend([src.as_str(), dst.as_str()]);
+    skopeo_ok(&args);
+}
+
+/// Checks that every blob file of a pulled `dir:` copy (named by its hex digest) hashes to
+/// its name; returns how many there are.
+pub fn check_pulled_blobs(dir: &Path) -> usize {
+    let mut blobs = 0;
+    for e in std::fs::read_dir(dir).expect("dir").flatten() {
+        let name = e.file_name().into_string().expect("utf8");
+        if name.len() == 64 {
+            assert_eq!(sha256_hex(&std::fs::read(e.path()).expect("blob")), name);
+            blobs += 1;
+        }
+    }
+    blobs
 }
 
 /// Runs skopeo with the flags every test needs; returns (success, combined output).

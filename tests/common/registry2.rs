@@ -337,6 +337,15 @@ pub struct Distribution {
 
 impl Distribution {
     pub fn start(root: &Path) -> Distribution {
+        Distribution::start_with(&format!(
+            "{{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}, maintenance: {{uploadpurging: {{enabled: false}}}}}}",
+            root.display()
+        ))
+    }
+
+    /// Distribution on other storage: `storage` is the YAML of its `storage:` section
+    /// (`{s3: {...}}`).
+    pub fn start_with(storage: &str) -> Distribution {
         assert!(
             Path::new(DISTRIBUTION).exists(),
             "distribution 2.8.2 is needed: apt-get install docker-registry"
@@ -350,8 +359,7 @@ impl Distribution {
         std::fs::write(
             conf.path().join("config.yml"),
             format!(
-                "version: 0.1\nlog: {{level: warn}}\nstorage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}, maintenance: {{uploadpurging: {{enabled: false}}}}}}\nhttp: {{addr: 127.0.0.1:{port}}}\n",
-                root.display()
+                "version: 0.1\nlog: {{level: warn}}\nstorage: {storage}\nhttp: {{addr: 127.0.0.1:{port}}}\n"
             ),
         )
         .expect("write config");
@@ -367,6 +375,8 @@ impl Distribution {
                 cmd.env_remove(k);
             }
         }
+        // Its AWS SDK panics on AWS_CA_BUNDLE with a custom transport (this machine sets it).
+        cmd.env_remove("AWS_CA_BUNDLE");
         let child = cmd.spawn().expect("start distribution");
         let mut d = Distribution { child, port, conf };
         let probe = reqwest::blocking::Client::builder()

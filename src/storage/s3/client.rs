@@ -228,15 +228,9 @@ impl S3Client {
     pub(super) fn new(o: &S3Options) -> Result<S3Client, String> {
         let region = o.effective_region();
         let endpoint = o.endpoint_url();
-        let (scheme, host) = endpoint
-            .split_once("://")
-            .ok_or_else(|| format!("storage.s3.regionendpoint {endpoint:?} is not a URL"))?;
+        // `S3Options::check` has made sure it is http(s)://host[:port].
+        let (scheme, host) = endpoint.split_once("://").unwrap_or(("https", &endpoint));
         let host = host.trim_end_matches('/');
-        if host.is_empty() || host.contains('/') {
-            return Err(format!(
-                "storage.s3.regionendpoint {endpoint:?}: expected scheme://host[:port]"
-            ));
-        }
         let base = if o.path_style() {
             format!("{scheme}://{host}/{}", o.bucket)
         } else {

@@ -121,57 +121,93 @@ const STORAGE_CLASSES: &[&str] = &[
 impl S3Options {
     /// Checks the values; each message names the key at fault.
     pub fn validate(&self) -> Result<(), String> {
+        self.check()
+            .map_err(|(key, message)| format!("storage.s3.{key}: {message}"))
+    }
+
+    /// Checks the values: on failure, the key at fault (`bucket`) and what is wrong with it.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        let fail = |key, message: String| Err((key, message));
         if self.bucket.is_empty() {
-            return Err("storage.s3.bucket: no bucket given".to_owned());
+            return fail("bucket", "no bucket given".to_owned());
         }
         if self.region.is_empty() && self.regionendpoint.is_empty() {
-            return Err(
-                "storage.s3.region: no region given (needed unless regionendpoint is set)"
-                    .to_owned(),
+            return fail(
+                "region",
+                "no region given (needed unless regionendpoint is set)".to_owned(),
             );
         }
         if self.accesskey.is_empty() != self.secretkey.is_empty() {
-            return Err("storage.s3.accesskey and secretkey: give both, or neither to use the AWS credential chain".to_owned());
+            let key = if self.accesskey.is_empty() {
+                "accesskey"
+            } else {
+                "secretkey"
+            };
+            return fail(
+                key,
+                "give both accesskey and secretkey, or neither to use the AWS credential chain"
+                    .to_owned(),
+            );
         }
-        if !(MIN_PART..=MAX_PART).contains(&self.chunksize) {
-            return Err(format!(
-                "storage.s3.chunksize: {} is outside {MIN_PART}..={MAX_PART}",
-                self.chunksize
-            ));
-        }
-        if !(MIN_PART..=MAX_PART).contains(&self.multipartcopychunksize) {
-            return Err(format!(
-                "storage.s3.multipartcopychunksize: {} is outside {MIN_PART}..={MAX_PART}",
-                self.multipartcopychunksize
-            ));
+        for (key, value) in [
+            ("chunksize", self.chunksize),
+            ("multipartcopychunksize", self.multipartcopychunksize),
+        ] {
+            if !(MIN_PART..=MAX_PART).contains(&value) {
+                return fail(
+                    key,
+                    format!("{value} is outside {MIN_PART}..={MAX_PART} bytes"),
+                );
+            }
         }
         if self.multipartcopymaxconcurrency == 0 {
-            return Err("storage.s3.multipartcopymaxconcurrency: must be at least 1".to_owned());
+            return fail(
+                "multipartcopymaxconcurrency",
+                "must be at least 1".to_owned(),
+            );
         }
         if self.multipartcopythresholdsize > MAX_PART {
-            return Err(format!(
-                "storage.s3.multipartcopythresholdsize: {} is larger than S3's {MAX_PART}-byte copy limit",
-                self.multipartcopythresholdsize
-            ));
+            return fail(
+                "multipartcopythresholdsize",
+                format!(
+                    "{} is larger than S3's {MAX_PART}-byte copy limit",
+                    self.multipartcopythresholdsize
+                ),
+            );
         }
         let class = self.storageclass.to_ascii_uppercase();
         if !STORAGE_CLASSES.contains(&class.as_str()) {
-            return Err(format!(
-                "storage.s3.storageclass: {:?} is not one of {}",
-                self.storageclass,
-                STORAGE_CLASSES.join(", ")
-            ));
+            return fail(
+                "storageclass",
+                format!(
+                    "{:?} is not one of {}",
+                    self.storageclass,
+                    STORAGE_CLASSES.join(", ")
+                ),
+            );
         }
         if !self.keyid.is_empty() && !self.encrypt {
-            return Err("storage.s3.keyid: set encrypt: true to use a KMS key".to_owned());
+            return fail("keyid", "set encrypt: true to use a KMS key".to_owned());
         }
         if !self.v4auth
             && (self.regionendpoint.is_empty() || self.regionendpoint.contains("amazonaws.com"))
         {
-            return Err(
-                "storage.s3.v4auth: Amazon S3 only accepts v4 signatures; remove v4auth: false"
-                    .to_owned(),
+            return fail(
+                "v4auth",
+                "Amazon S3 only accepts v4 signatures; remove v4auth: false".to_owned(),
             );
+        }
+        let endpoint = self.endpoint_url();
+        match endpoint.split_once("://") {
+            Some(("http" | "https", host))
+                if !host.trim_end_matches('/').is_empty()
+                    && !host.trim_end_matches('/').contains('/') => {}
+            _ => {
+                return fail(
+                    "regionendpoint",
+                    format!("{endpoint:?} is not http(s)://host[:port]"),
+                )
+            }
         }
         Ok(())
     }

@@ -151,33 +151,34 @@ impl S3Writer {
         self.inner.error(&self.path, e)
     }
 
+    /// Completes an upload whose last part is short into the object, and says how that object
+    /// is to be carried into a new upload: read back into the first part when it is short
+    /// itself, copied server side otherwise.
+    async fn fold_short_upload(&mut self, id: &str, parts: &[(u32, String)]) -> S3Result<Carry> {
+        let client = &self.inner.client;
+        client.complete_multipart(&self.key, id, parts).await?;
+        self.object_stale = true;
+        let info = client.head(&self.key).await?.ok_or_else(|| {
+            S3Error::Invalid(format!("{} vanished after completing its upload", self.key))
+        })?;
+        if info.size >= MIN_PART {
+            return Ok(Carry::Object(info.size));
+        }
+        let body = client.get(&self.key, 0, None, info.etag.as_deref()).await?;
+        let bytes = super::client::read_limited(body, MIN_PART as usize)
+            .await
+            .map_err(S3Error::Unavailable)?;
+        self.gathered_len += bytes.len() as u64;
+        self.gathered.push_front(Bytes::from(bytes));
+        Ok(Carry::Nothing)
+    }
+
     /// Makes sure an upload is open and holds everything the file had before this writer.
     async fn ensure_upload(&mut self) -> S3Result<()> {
-        if let Carry::ShortUpload { id, parts } = std::mem::replace(&mut self.carry, Carry::Nothing)
-        {
-            self.inner
-                .client
-                .complete_multipart(&self.key, &id, &parts)
-                .await?;
-            self.object_stale = true;
-            let info = self.inner.client.head(&self.key).await?.ok_or_else(|| {
-                S3Error::Invalid(format!("{} vanished after completing its upload", self.key))
-            })?;
-            if info.size < MIN_PART {
-                let body = self
-                    .inner
-                    .client
-                    .get(&self.key, 0, None, info.etag.as_deref())
-                    .await?;
-                let bytes = super::client::read_limited(body, MIN_PART as usize)
-                    .await
-                    .map_err(S3Error::Unavailable)?;
-                self.gathered_len += bytes.len() as u64;
-                self.gathered.push_front(Bytes::from(bytes));
-            } else {
-                self.carry = Carry::Object(info.size);
-            }
-        }
+        self.carry = match std::mem::replace(&mut self.carry, Carry::Nothing) {
+            Carry::ShortUpload { id, parts } => self.fold_short_upload(&id, &parts).await?,
+            other => other,
+        };
         if self.upload.is_some() {
             return Ok(());
         }

@@ -1,0 +1,354 @@
+//! S3 storage end to end: the real binary on a real S3 server (moto), configured the ways
+//! users write it (a registry:2 `storage.s3` file, the legacy S3 flavor with its `AWS_*`
+//! variables), skopeo pushing and pulling with identical digests, distribution 2.8.2 on the
+//! same bucket reading what we wrote and we reading what it wrote, uploads surviving a
+//! restart, and S3 going away answered with 503.
+
+#[path = "../src/storage/s3/moto.rs"]
+mod moto;
+
+mod common;
+
+use common::registry2::Distribution;
+use common::*;
+use moto::Moto;
+use std::path::Path;
+
+const BUCKET: &str = "registry";
+/// Parts as small as S3 allows, so the test images' layers and a few megabytes exercise the
+/// multipart paths.
+const CHUNK: usize = 5 << 20;
+
+/// A moto server with the test bucket; `None` (the test is skipped, having said why)
+/// without moto.
+fn moto() -> Option<Moto> {
+    let m = Moto::start()?;
+    m.create_bucket(BUCKET);
+    Some(m)
+}
+
+/// `storage.s3` for the bucket, as registry:2 and we both read it.
+fn s3_yaml(moto: &Moto, root: &str) -> String {
+    format!(
+        "{{s3: {{regionendpoint: '{}', forcepathstyle: true, secure: false, bucket: {BUCKET}, region: us-east-1, accesskey: test, secretkey: test, rootdirectory: '{root}', chunksize: {CHUNK}}}, delete: {{enabled: true}}, maintenance: {{uploadpurging: {{enabled: false}}}}}}",
+        moto.endpoint()
+    )
+}
+
+/// Our registry on the bucket, from a registry:2 file.
+fn ours(moto: &Moto, root: &str, dir: &Path) -> Server {
+    let file = dir.join("registry.yml");
+    std::fs::write(
+        &file,
+        format!("version: 0.1\nstorage: {}\n", s3_yaml(moto, root)),
+    )
+    .expect("write config");
+    Server::builder()
+        .configured_storage()
+        .arg("--config")
+        .arg(file.display().to_string())
+        .env("AWS_CA_BUNDLE", "")
+        .env(
+            "REGISTRY_STORAGE_MAINTENANCE_GC_SOCKET",
+            dir.join("admin.sock").display().to_string(),
+        )
+        .start()
+}
+
+/// Pushes layout `dir`'s `reference` to `host/repo` and checks what the registry serves: the
+/// manifest's digest, and every blob of a pull hashing to its name.
+fn round_trip(host: &str, layouts: &Path, dir: &str, reference: &str, repo: &str, all: bool) {
+    skopeo_push_layout(host, layouts, dir, reference, repo, all);
+    pull_and_check(
+        host,
+        repo,
+        &layout_digest(&layouts.join(dir), reference),
+        all,
+    );
+}
+
+/// [`round_trip`] for each (layout, reference, repository:tag, all platforms).
+fn round_trips(host: &str, layouts: &Path, images: &[(&str, &str, &str, bool)]) {
+    for (dir, reference, repo, all) in images {
+        round_trip(host, layouts, dir, reference, repo, *all);
+    }
+}
+
+/// Pulls `host/repo` into a directory: the manifest has `expected` as its digest and every
+/// blob hashes to its name.
+fn pull_and_check(host: &str, repo: &str, expected: &str, all: bool) {
+    let raw = skopeo_ok(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &format!("docker://{host}/{repo}"),
+    ]);
+    assert_eq!(digest_of(raw.as_bytes()), expected, "{repo} on {host}");
+    let out = tempfile::tempdir().expect("tempdir");
+    let dir_ref = format!("dir:{}", out.path().display());
+    let src = format!("docker://{host}/{repo}");
+    let mut args = vec!["copy", "--src-tls-verify=false"];
+    if all {
+        args.push("--all");
+    }
+    args.extend([src.as_str(), dir_ref.as_str()]);
+    skopeo_ok(&args);
+    let manifest = std::fs::read(out.path().join("manifest.json")).expect("manifest.json");
+    assert_eq!(digest_of(&manifest), expected, "{repo} pulled from {host}");
+    assert!(
+        check_pulled_blobs(out.path()) > 0,
+        "{repo}: no blobs pulled"
+    );
+}
+
+fn catalog(c: &reqwest::blocking::Client, base: &str) -> Vec<String> {
+    let v: serde_json::Value = c
+        .get(format!("{base}/v2/_catalog"))
+        .send()
+        .expect("catalog")
+        .json()
+        .expect("json");
+    let mut names: Vec<String> = v["repositories"]
+        .as_array()
+        .expect("repositories")
+        .iter()
+        .filter_map(|r| r.as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_registry_2_s3_file_serves_skopeo_round_trips() {
+    let Some(moto) = moto() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = ours(&moto, "/srv/registry", dir.path());
+    let layouts = oci_layouts();
+    round_trips(
+        &s.host(),
+        layouts.path(),
+        &[
+            ("a", "latest", "library/a:latest", false),
+            ("multi", "multi", "library/multi:latest", true),
+            ("c", "old", "team/app/c:old", false),
+        ],
+    );
+    let c = client();
+    assert_eq!(
+        catalog(&c, &s.url("")),
+        ["library/a", "library/multi", "team/app/c"]
+    );
+    // Deleting a tag goes through the bucket too.
+    let r = c
+        .delete(s.url("/v2/team/app/c/manifests/old"))
+        .send()
+        .expect("delete");
+    assert_eq!(r.status(), 202, "{:?}", r.text());
+    let r = c
+        .get(s.url("/v2/team/app/c/manifests/old"))
+        .send()
+        .expect("get");
+    assert_eq!(r.status(), 404);
+}
+
+/// The legacy S3 flavor exactly as the old registry's users wrote it (config_sample.yml):
+/// the bucket, endpoint, keys and prefix all from `AWS_*` and `STORAGE_PATH`.
+#[test]
+fn the_legacy_s3_flavor_serves_skopeo_round_trips() {
+    let Some(moto) = moto() else { return };
+    let sockets = tempfile::tempdir().expect("tempdir");
+    let sample = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/legacy-config/config_sample.yml");
+    let s = Server::builder()
+        .configured_storage()
+        .arg("--config")
+        .arg(sample.display().to_string())
+        .env("SETTINGS_FLAVOR", "s3")
+        .env("AWS_BUCKET", BUCKET)
+        .env("AWS_HOST", "127.0.0.1")
+        .env("AWS_PORT", moto.port.to_string())
+        .env("AWS_SECURE", "false")
+        .env("AWS_KEY", "AKIDEXAMPLE")
+        .env("AWS_SECRET", "secret")
+        .env("STORAGE_PATH", "/legacy")
+        .env("AWS_CA_BUNDLE", "")
+        .env(
+            "REGISTRY_STORAGE_MAINTENANCE_GC_SOCKET",
+            sockets.path().join("admin.sock").display().to_string(),
+        )
+        .start();
+    let layouts = oci_layouts();
+    round_trips(
+        &s.host(),
+        layouts.path(),
+        &[
+            ("b", "1.0", "library/b:1.0", false),
+            ("multi", "multi", "library/multi:latest", true),
+        ],
+    );
+    // What it wrote is under the prefix, in registry:2's layout: a second registry reading
+    // `legacy/` as a registry:2 file's rootdirectory sees the same images.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let other = ours(&moto, "legacy", dir.path());
+    assert_eq!(
+        catalog(&client(), &other.url("")),
+        ["library/b", "library/multi"]
+    );
+}
+
+/// Distribution 2.8.2's s3 driver and ours take turns on one bucket: each serves what the
+/// other wrote, with the same digests.
+#[test]
+fn distribution_and_we_read_each_others_bucket() {
+    let Some(moto) = moto() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = ours(&moto, "/shared", dir.path());
+    let d = Distribution::start_with(&s3_yaml(&moto, "/shared"));
+    let layouts = oci_layouts();
+    // We write, distribution reads.
+    round_trips(
+        &s.host(),
+        layouts.path(),
+        &[
+            ("a", "latest", "ours/a:latest", false),
+            ("multi", "multi", "ours/multi:latest", true),
+        ],
+    );
+    let a = layout_digest(&layouts.path().join("a"), "latest");
+    let multi = layout_digest(&layouts.path().join("multi"), "multi");
+    pull_and_check(&d.host(), "ours/a:latest", &a, false);
+    pull_and_check(&d.host(), "ours/multi:latest", &multi, true);
+    // Distribution writes, we read.
+    round_trips(
+        &d.host(),
+        layouts.path(),
+        &[
+            ("b", "1.0", "theirs/b:1.0", false),
+            ("c", "old", "theirs/c:old", false),
+        ],
+    );
+    let b = layout_digest(&layouts.path().join("b"), "1.0");
+    let c_digest = layout_digest(&layouts.path().join("c"), "old");
+    pull_and_check(&s.host(), "theirs/b:1.0", &b, false);
+    pull_and_check(&s.host(), "theirs/c:old", &c_digest, false);
+    let c = client();
+    let all = ["ours/a", "ours/multi", "theirs/b", "theirs/c"];
+    assert_eq!(catalog(&c, &format!("http://{}", d.host())), all);
+    // Our catalog is cached: repositories another writer made appear within its lifetime
+    // (10 s) plus one walk of the bucket.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let ours = catalog(&c, &s.url(""));
+        if ours == all {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "catalog still {ours:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+/// A `Location` as a URL on `server`.
+fn absolute(server: &Server, location: &str) -> String {
+    if location.starts_with('/') {
+        server.url(location)
+    } else {
+        location.to_owned()
+    }
+}
+
+/// An upload sent in chunks, with the registry restarted before each but the first: the
+/// session lives in the bucket (an object, then an open multipart upload), the digest state
+/// is rebuilt from it each time, and the blob lands whole.
+#[test]
+fn a_chunked_upload_survives_restarts() {
+    let Some(moto) = moto() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = client();
+    let blob: Vec<u8> = (0..3 * CHUNK + 12345)
+        .map(|i| (i.wrapping_mul(2654435761) >> 7) as u8)
+        .collect();
+    let digest = digest_of(&blob);
+    let s = ours(&moto, "", dir.path());
+    let r = c
+        .post(s.url("/v2/big/blobs/uploads/"))
+        .send()
+        .expect("start");
+    assert_eq!(r.status(), 202);
+    let mut location = r.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    let cuts = [0, CHUNK + 100, 2 * CHUNK + 7, blob.len()];
+    let mut s = Some(s);
+    for (i, w) in cuts.windows(2).enumerate() {
+        if i > 0 {
+            // A new process: nothing of the session is in memory any more.
+            drop(s.take());
+            s = Some(ours(&moto, "", dir.path()));
+        }
+        let server = s.as_ref().expect("server");
+        let r = c
+            .patch(absolute(server, &location))
+            .header("content-type", "application/octet-stream")
+            .header("content-range", format!("{}-{}", w[0], w[1] - 1))
+            .body(blob[w[0]..w[1]].to_vec())
+            .send()
+            .expect("patch");
+        let status = r.status();
+        location = match r.headers().get("location") {
+            Some(l) => l.to_str().expect("location").to_owned(),
+            None => panic!("chunk {i}: {status} {:?}\n{}", r.text(), server.log_text()),
+        };
+        assert_eq!(status, 202, "chunk {i}");
+    }
+    let server = s.as_ref().expect("server");
+    let url = absolute(server, &location);
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let r = c
+        .put(format!("{url}{sep}digest={digest}"))
+        .send()
+        .expect("finish");
+    assert_eq!(r.status(), 201, "{:?}", r.text());
+    let got = c
+        .get(server.url(&format!("/v2/big/blobs/{digest}")))
+        .send()
+        .expect("get")
+        .bytes()
+        .expect("body");
+    assert_eq!(got.len(), blob.len());
+    assert_eq!(digest_of(&got), digest);
+}
+
+/// S3 gone mid-service: requests answer 503 UNAVAILABLE with Retry-After after bounded
+/// retries, not an internal error and not a hang.
+#[test]
+fn s3_going_away_answers_503() {
+    let Some(moto) = moto() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = ours(&moto, "", dir.path());
+    let c = client();
+    push_image(&c, &s, "app", "v1", "before");
+    drop(moto);
+    let started = std::time::Instant::now();
+    let r = c
+        .get(s.url(&format!("/v2/app/blobs/{}", digest_of(b"never pushed"))))
+        .send()
+        .expect("get");
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        r.headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap_or("")),
+        Some("10")
+    );
+    assert_eq!(error_code(&r.text().expect("body")), "UNAVAILABLE");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(s.log_text().contains("unavailable"), "{}", s.log_text());
+}
