@@ -24,6 +24,7 @@ use super::setting::{at_legacy, at_path, is_section, key_name, named, Choice, In
 use super::source::{entry_source, ConfigError, Source, Sourced};
 use super::yaml::{self, Entry, Node};
 use super::Config;
+use std::collections::HashMap;
 use std::path::Path;
 
 /// Reading one file's entries into `config`.
@@ -314,10 +315,17 @@ impl Reader<'_> {
             }
             None => {}
         }
+        // Indexed by key: a flavor of thousands of keys over a common of thousands stays linear.
+        let mut index: HashMap<String, usize> = (merged.iter().enumerate())
+            .map(|(i, e)| (e.key.clone(), i))
+            .collect();
         for e in flavor_entries {
-            match merged.iter_mut().find(|m| m.key == e.key) {
-                Some(m) => *m = e.clone(),
-                None => merged.push(e.clone()),
+            match index.get(&e.key) {
+                Some(&i) => merged[i] = e.clone(),
+                None => {
+                    index.insert(e.key.clone(), merged.len());
+                    merged.push(e.clone());
+                }
             }
         }
         Some(merged)

@@ -7,7 +7,8 @@
 //! several merged mappings the first wins. A merged value keeps the line and path where it was
 //! written (`common.loglevel`), so the source of a flavor's setting points at the real line.
 
-use std::collections::HashMap;
+use std::collections::hash_map::Entry as Slot;
+use std::collections::{HashMap, HashSet};
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
@@ -247,20 +248,27 @@ pub fn resolve_plain(text: &str) -> Scalar<'_> {
         _ => {}
     }
     let (sign, digits) = match text.strip_prefix('-') {
-        Some(rest) => (-1i64, rest),
-        None => (1i64, text.strip_prefix('+').unwrap_or(text)),
+        Some(rest) => (-1i128, rest),
+        None => (1i128, text.strip_prefix('+').unwrap_or(text)),
+    };
+    // The magnitude alone: `from_str_radix` would take a second sign (`-0x-8000000000000000`,
+    // which overflowed when negated), and `-9223372036854775808` is an i64 too.
+    let magnitude = |text: &str, radix: u32| {
+        let text = text.replace('_', "");
+        let digits_only = !text.is_empty() && text.chars().all(|c| c.is_digit(radix));
+        digits_only
+            .then(|| u64::from_str_radix(&text, radix).ok())
+            .flatten()
     };
     let int = if let Some(hex) = digits.strip_prefix("0x") {
-        i64::from_str_radix(&hex.replace('_', ""), 16).ok()
+        magnitude(hex, 16)
     } else if let Some(oct) = digits.strip_prefix("0o") {
-        i64::from_str_radix(&oct.replace('_', ""), 8).ok()
-    } else if !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit() || c == '_') {
-        digits.replace('_', "").parse::<i64>().ok()
+        magnitude(oct, 8)
     } else {
-        None
+        magnitude(digits, 10)
     };
-    if let Some(i) = int {
-        return Scalar::Int(sign * i);
+    if let Some(i) = int.and_then(|m| i64::try_from(sign * i128::from(m)).ok()) {
+        return Scalar::Int(i);
     }
     let looks_numeric = digits
         .chars()
@@ -285,11 +293,22 @@ pub fn resolve_plain(text: &str) -> Scalar<'_> {
 /// Parses one YAML document. Returns its root (`None` for an empty document) and remarks
 /// (duplicate keys), or the first syntax error.
 pub fn parse(text: &str) -> Result<(Option<Node>, Vec<Remark>), SyntaxError> {
-    let mut builder = TreeBuilder::default();
+    // yaml-rust2 takes a NUL for the end of the text, which would drop the rest of the file
+    // without a word; YAML allows no NUL in a document anyway.
+    if let Some(at) = text.find('\0') {
+        return Err(SyntaxError {
+            line: last_line(&text[..=at]),
+            message: "a NUL byte: this is not a text file".into(),
+        });
+    }
+    let mut builder = TreeBuilder {
+        last_line: last_line(text),
+        ..TreeBuilder::default()
+    };
     let mut parser = Parser::new_from_str(text);
     if let Err(e) = parser.load(&mut builder, false) {
         return Err(SyntaxError {
-            line: e.marker().line(),
+            line: e.marker().line().min(builder.last_line),
             message: e.info().to_string(),
         });
     }
@@ -297,6 +316,28 @@ pub fn parse(text: &str) -> Result<(Option<Node>, Vec<Remark>), SyntaxError> {
         return Err(err);
     }
     Ok((builder.root, builder.remarks))
+}
+
+/// The number of the last line of `text` with YAML's line breaks (LF, CR LF, or a lone CR):
+/// what an error at the end of a file that lacks a final newline names, where yaml-rust2
+/// would name the line after it.
+fn last_line(text: &str) -> usize {
+    let breaks =
+        text.matches('\n').count() + text.matches('\r').count() - text.matches("\r\n").count();
+    let unterminated = !text.is_empty() && !text.ends_with(['\n', '\r']);
+    (breaks + usize::from(unterminated)).max(1)
+}
+
+/// The most nodes a document may have once its aliases are expanded.
+const MAX_NODES: usize = 100_000;
+
+/// How many nodes `node` holds, itself included.
+fn node_count(node: &Node) -> usize {
+    1 + match &node.kind {
+        NodeKind::Scalar { .. } => 0,
+        NodeKind::Seq(items) => items.iter().map(node_count).sum(),
+        NodeKind::Map(entries) => entries.iter().map(|e| node_count(&e.value)).sum(),
+    }
 }
 
 enum Frame {
@@ -320,10 +361,15 @@ enum Frame {
 #[derive(Default)]
 struct TreeBuilder {
     stack: Vec<Frame>,
-    anchors: HashMap<usize, Node>,
+    /// Anchored nodes, with how many nodes each holds.
+    anchors: HashMap<usize, (Node, usize)>,
+    /// Nodes in the document so far, aliases counted as the copies they become.
+    nodes: usize,
     root: Option<Node>,
     remarks: Vec<Remark>,
     error: Option<SyntaxError>,
+    /// See [`last_line`]: no node is placed after it.
+    last_line: usize,
 }
 
 impl TreeBuilder {
@@ -353,7 +399,8 @@ impl TreeBuilder {
     /// Hands a finished node to the frame that holds it.
     fn finish(&mut self, node: Node, anchor: usize) {
         if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+            let count = node_count(&node);
+            self.anchors.insert(anchor, (node.clone(), count));
         }
         match self.stack.last_mut() {
             None => {
@@ -397,6 +444,8 @@ impl TreeBuilder {
         merges: Vec<Node>,
     ) {
         let mut result: Vec<Entry> = Vec::new();
+        // Where each key is in `result`: mappings with thousands of keys stay linear.
+        let mut position: HashMap<String, usize> = HashMap::new();
         // Merged mappings first (the first one wins on a shared key)...
         for source in merges {
             let maps: Vec<Node> = match source.kind {
@@ -414,7 +463,8 @@ impl TreeBuilder {
                 match map.kind {
                     NodeKind::Map(entries) => {
                         for e in entries {
-                            if !result.iter().any(|r| r.key == e.key) {
+                            if let Slot::Vacant(slot) = position.entry(e.key.clone()) {
+                                slot.insert(result.len());
                                 result.push(e);
                             }
                         }
@@ -424,22 +474,24 @@ impl TreeBuilder {
             }
         }
         // ...then the keys written here, which win over merged ones.
-        let merged_count = result.len();
+        // A key written twice here is remarked, also when a merged mapping has it.
+        let mut written: HashSet<String> = HashSet::new();
         for e in explicit {
-            if let Some(pos) = result.iter().position(|r| r.key == e.key) {
-                if pos >= merged_count {
-                    self.remarks.push(Remark {
-                        line: e.key_line,
-                        path: join(&path, &e.key),
-                        message: format!(
-                            "duplicate key (also at line {}); this later one is used",
-                            result[pos].key_line
-                        ),
-                    });
-                }
-                result[pos] = e;
-            } else {
+            let pos = *position.entry(e.key.clone()).or_insert(result.len());
+            if !written.insert(e.key.clone()) {
+                self.remarks.push(Remark {
+                    line: e.key_line,
+                    path: join(&path, &e.key),
+                    message: format!(
+                        "duplicate key (also at line {}); this later one is used",
+                        result[pos].key_line
+                    ),
+                });
+            }
+            if pos == result.len() {
                 result.push(e);
+            } else {
+                result[pos] = e;
             }
         }
         self.finish(
@@ -459,7 +511,13 @@ impl MarkedEventReceiver for TreeBuilder {
         if self.error.is_some() {
             return;
         }
-        let line = mark.line();
+        let line = mark.line().min(self.last_line);
+        if matches!(
+            ev,
+            Event::Scalar(..) | Event::SequenceStart(..) | Event::MappingStart(..)
+        ) {
+            self.nodes += 1;
+        }
         match ev {
             Event::Scalar(text, style, anchor, tag) => {
                 let quoted =
@@ -483,7 +541,17 @@ impl MarkedEventReceiver for TreeBuilder {
                 );
             }
             Event::Alias(id) => match self.anchors.get(&id) {
-                Some(node) => {
+                Some((node, count)) => {
+                    // Aliases are copied, so a few lines of aliases of aliases could make
+                    // billions of nodes ("billion laughs"); no configuration is that big.
+                    self.nodes += count;
+                    if self.nodes > MAX_NODES {
+                        self.fail(
+                            line,
+                            format!("aliases make this document larger than {MAX_NODES} values"),
+                        );
+                        return;
+                    }
                     let node = node.clone();
                     self.finish(node, 0);
                 }
@@ -619,6 +687,69 @@ mod tests {
         assert!(e.line >= 2, "{e:?}");
         let e = parse("a: *nothere\n").expect_err("unknown alias");
         assert_eq!(e.line, 1);
+    }
+
+    #[test]
+    fn integers_have_one_sign_and_span_all_of_i64() {
+        assert_eq!(
+            resolve_plain("-0x-8000000000000000"),
+            Scalar::Str("-0x-8000000000000000")
+        );
+        assert_eq!(resolve_plain("0x-5"), Scalar::Str("0x-5"));
+        assert_eq!(resolve_plain("0o+7"), Scalar::Str("0o+7"));
+        assert_eq!(resolve_plain("-0x10"), Scalar::Int(-16));
+        assert_eq!(resolve_plain("0o1_7"), Scalar::Int(15));
+        assert_eq!(resolve_plain("-9223372036854775808"), Scalar::Int(i64::MIN));
+        assert_eq!(resolve_plain("9223372036854775807"), Scalar::Int(i64::MAX));
+        assert_eq!(
+            resolve_plain("9223372036854775808"),
+            Scalar::Float(9223372036854775808.0)
+        );
+    }
+
+    #[test]
+    fn aliases_of_aliases_cannot_blow_a_small_file_up() {
+        let mut text = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n".to_string();
+        for i in 1..8 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            text.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+        }
+        let e = parse(&text).expect_err("10^8 values");
+        assert!(e.message.contains("larger than"), "{e:?}");
+        assert_eq!(e.line, 5);
+    }
+
+    #[test]
+    fn merges_of_large_mappings_keep_every_key_once() {
+        let keys: String = (0..10_000).map(|i| format!("  k{i}: {i}\n")).collect();
+        let text =
+            format!("base: &base\n{keys}  only: base\nlocal:\n  <<: *base\n{keys}  k7: last\n");
+        let (n, remarks) = parse(&text).expect("valid");
+        let n = n.expect("a document");
+        let local = &n.get("local").expect("local").value;
+        assert_eq!(local.entries().expect("map").len(), 10_001);
+        assert_eq!(
+            local.get("k7").expect("k7").value.scalar(),
+            Some(Scalar::Str("last"))
+        );
+        assert_eq!(local.get("only").expect("only").value.path, "base.only");
+        assert_eq!(remarks.len(), 1, "k7 twice in local: {remarks:?}");
+    }
+
+    #[test]
+    fn a_nul_byte_is_an_error_not_the_end_of_the_file() {
+        let e = parse("a: b\nc: d\0e: f\n").expect_err("NUL");
+        assert_eq!(e.line, 2);
+    }
+
+    #[test]
+    fn nothing_is_placed_past_the_last_line_of_a_file_without_final_newline() {
+        assert_eq!(parse("a: [&q").expect_err("unclosed list").line, 1);
+        assert_eq!(parse("a: 1\n&b\n").expect_err("no value").line, 2);
+        assert_eq!(root("&a").line, 1);
+        let n = root("a: 1\nb: !!str");
+        assert_eq!(n.get("b").expect("b").value.line, 2);
+        assert_eq!(last_line("a\r\nb\rc\n"), 3);
     }
 
     #[test]
