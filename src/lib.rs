@@ -9,6 +9,9 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod maintenance_cli;
 pub mod registry;
 pub mod server;

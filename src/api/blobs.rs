@@ -3,60 +3,10 @@
 use super::body;
 use super::body::Incoming;
 use super::errors::{ApiError, ErrorCode};
+use super::range::{parse_range, RangeRequest};
 use super::{empty_response, header_str, set_header, ApiResult, AppState};
 use crate::registry::{Digest, RepositoryName};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-
-/// A satisfiable byte range `[start, end]` (inclusive) of a blob of `size` bytes.
-#[derive(Debug, PartialEq)]
-enum RangeRequest {
-    Full,
-    Part(u64, u64),
-    Unsatisfiable,
-}
-
-fn parse_range(header: Option<&str>, size: u64) -> RangeRequest {
-    let Some(h) = header else {
-        return RangeRequest::Full;
-    };
-    let Some(spec) = h.trim().strip_prefix("bytes=") else {
-        return RangeRequest::Full;
-    };
-    if spec.contains(',') {
-        // Multiple ranges: serving the whole blob is allowed and simpler for clients.
-        return RangeRequest::Full;
-    }
-    let Some((a, b)) = spec.trim().split_once('-') else {
-        return RangeRequest::Full;
-    };
-    let (a, b) = (a.trim(), b.trim());
-    if a.is_empty() {
-        // Suffix: the last N bytes.
-        return match b.parse::<u64>() {
-            Ok(0) | Err(_) => RangeRequest::Unsatisfiable,
-            Ok(n) if size == 0 => {
-                let _ = n;
-                RangeRequest::Unsatisfiable
-            }
-            Ok(n) => RangeRequest::Part(size.saturating_sub(n), size - 1),
-        };
-    }
-    let Ok(start) = a.parse::<u64>() else {
-        return RangeRequest::Full;
-    };
-    if start >= size {
-        return RangeRequest::Unsatisfiable;
-    }
-    let end = if b.is_empty() {
-        size - 1
-    } else {
-        match b.parse::<u64>() {
-            Ok(e) if e >= start => e.min(size - 1),
-            _ => return RangeRequest::Unsatisfiable,
-        }
-    };
-    RangeRequest::Part(start, end)
-}
 
 pub async fn get(
     state: &AppState,
@@ -132,31 +82,4 @@ pub async fn delete(state: &AppState, name: &RepositoryName, digest: &Digest) ->
     let mut r = empty_response(StatusCode::ACCEPTED);
     set_header(&mut r, "docker-content-digest", &digest.to_string());
     Ok(r)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ranges() {
-        assert_eq!(parse_range(None, 10), RangeRequest::Full);
-        assert_eq!(parse_range(Some("bytes=0-4"), 10), RangeRequest::Part(0, 4));
-        assert_eq!(parse_range(Some("bytes=5-"), 10), RangeRequest::Part(5, 9));
-        assert_eq!(parse_range(Some("bytes=-3"), 10), RangeRequest::Part(7, 9));
-        assert_eq!(
-            parse_range(Some("bytes=8-100"), 10),
-            RangeRequest::Part(8, 9)
-        );
-        assert_eq!(
-            parse_range(Some("bytes=10-"), 10),
-            RangeRequest::Unsatisfiable
-        );
-        assert_eq!(
-            parse_range(Some("bytes=5-2"), 10),
-            RangeRequest::Unsatisfiable
-        );
-        assert_eq!(parse_range(Some("bytes=0-1,3-4"), 10), RangeRequest::Full);
-        assert_eq!(parse_range(Some("items=0-1"), 10), RangeRequest::Full);
-    }
 }

@@ -11,6 +11,7 @@ pub mod blobs;
 pub mod body;
 pub mod errors;
 pub mod manifests;
+pub(crate) mod range;
 pub mod tags;
 pub mod token;
 pub mod uploads;

@@ -5,6 +5,7 @@
 
 use super::body::Incoming;
 use super::errors::{ApiError, ErrorCode};
+use super::range::parse_content_range;
 use super::{
     digest_param, empty_response, header_str, query_param, repo_name, set_header, ApiResult,
     AppState,
@@ -52,27 +53,16 @@ fn content_length(req: &Request<Incoming>) -> Result<Option<u64>, ApiError> {
     }
 }
 
-/// `Content-Range: <start>-<end>` (also `bytes <start>-<end>/<total>`), inclusive.
+/// The request's `Content-Range`, if it has one.
 fn content_range(req: &Request<Incoming>) -> Result<Option<(u64, u64)>, ApiError> {
     let Some(v) = header_str(req, http::header::CONTENT_RANGE) else {
         return Ok(None);
     };
-    let bad = || {
+    parse_content_range(v).map(Some).ok_or_else(|| {
         ApiError::new(ErrorCode::BlobUploadInvalid)
             .with_status(StatusCode::RANGE_NOT_SATISFIABLE)
             .with_message("malformed Content-Range: expected <start>-<end>")
-    };
-    let v = v.trim();
-    let v = v.strip_prefix("bytes").map(str::trim_start).unwrap_or(v);
-    let v = v.strip_prefix('=').unwrap_or(v);
-    let v = v.split('/').next().unwrap_or(v);
-    let (a, b) = v.split_once('-').ok_or_else(bad)?;
-    let start = a.trim().parse::<u64>().map_err(|_| bad())?;
-    let end = b.trim().parse::<u64>().map_err(|_| bad())?;
-    if end < start {
-        return Err(bad());
-    }
-    Ok(Some((start, end)))
+    })
 }
 
 /// Checks a chunk's declared position against the upload.
