@@ -5,7 +5,7 @@
 # absent) and, as root, the package tests (packaging/test.sh).
 #
 # Ends with one line, "N passed, N failed, N skipped": the tests, the package checks, and
-# cargo fmt and cargo clippy as one check each (the package tests count as one skipped when
+# cargo fmt, cargo clippy and the fuzz targets (fuzz/run.sh) as one check each (the package tests count as one skipped when
 # they cannot run). Exits non-zero if anything failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +26,7 @@ count() { # count TEXT PATTERN: the number before PATTERN in TEXT, 0 if none
     grep -oE "[0-9]+ $2" <<<"$1" | tail -n1 | grep -oE '^[0-9]+' || echo 0
 }
 
-need=(skopeo podman docker-registry apache2-utils nginx-light openssl python3 python3-venv curl systemd gzip)
+need=(skopeo podman docker-registry apache2-utils nginx-light openssl python3 python3-venv curl systemd gzip g++)
 missing=()
 for p in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -106,6 +106,12 @@ else
         failed=$((failed + 1))
     fi
 fi
+
+# The parsers that read what clients and admins write, fuzzed for 7 s each (libFuzzer on the
+# stable toolchain, seeds from fuzz/corpus; fuzz/run.sh says more). One check: a finding
+# fails it, and leaves its input under target/fuzz/artifacts.
+step "fuzzing the parsers (fuzz/run.sh: 7 targets, 7 s each, after building them)"
+check "fuzz/run.sh" fuzz/run.sh 7
 
 # The packages: build, inspect, lint, install and run as the unit would, and boot a real
 # systemd in a container (needs root: dpkg, systemd-nspawn). The container tree is cached
