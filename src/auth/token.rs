@@ -121,9 +121,17 @@ impl TokenVerifier {
         if !verified {
             return Err("signature does not verify with any certificate of the root bundle".into());
         }
-        let claims: Value =
-            serde_json::from_slice(&b64.decode(c).map_err(|_| "claims are not base64url")?)
-                .map_err(|_| "claims are not JSON")?;
+        let claims = b64.decode(c).map_err(|_| "claims are not base64url")?;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        self.read_claims(&claims, now)
+    }
+
+    /// Checks the claims of a token whose signature verified, at time `now` (Unix seconds).
+    fn read_claims(&self, claims: &[u8], now: i64) -> Result<VerifiedToken, String> {
+        let claims: Value = serde_json::from_slice(claims).map_err(|_| "claims are not JSON")?;
         if claims["iss"].as_str() != Some(self.issuer.as_str()) {
             return Err(format!("issuer {} is not {:?}", claims["iss"], self.issuer));
         }
@@ -140,17 +148,14 @@ impl TokenVerifier {
                 claims["aud"], self.service
             ));
         }
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
         match claims["exp"].as_i64() {
-            Some(exp) if exp + LEEWAY_SECS >= now => {}
+            // Saturating: the token server may write any i64 (`exp: 9223372036854775807`).
+            Some(exp) if exp.saturating_add(LEEWAY_SECS) >= now => {}
             Some(_) => return Err("token expired".into()),
             None => return Err("token has no exp".into()),
         }
         if let Some(nbf) = claims["nbf"].as_i64() {
-            if nbf - LEEWAY_SECS > now {
+            if nbf.saturating_sub(LEEWAY_SECS) > now {
                 return Err("token not valid yet".into());
             }
         }
@@ -329,6 +334,32 @@ mod tests {
         assert_eq!(&der[..4], &[0x30, 33 + 2 + 3, 0x02, 33]);
         assert_eq!(&der[der.len() - 3..], &[0x02, 1, 1]);
         assert!(ecdsa_raw_to_der(&[0; 63]).is_err());
+    }
+
+    #[test]
+    fn claims_with_extreme_times_are_judged_without_overflow() {
+        let verifier = TokenVerifier {
+            realm: "https://auth/token".into(),
+            service: "registry".into(),
+            issuer: "auth".into(),
+            certificates: Vec::new(),
+        };
+        let claims = |exp: i64, nbf: i64| {
+            format!(r#"{{"iss":"auth","aud":"registry","sub":"a","exp":{exp},"nbf":{nbf}}}"#)
+        };
+        let now = 1_700_000_000;
+        let forever = claims(i64::MAX, i64::MIN);
+        assert!(verifier.read_claims(forever.as_bytes(), now).is_ok());
+        let long_ago = claims(i64::MIN, i64::MIN);
+        assert_eq!(
+            verifier.read_claims(long_ago.as_bytes(), now),
+            Err("token expired".into())
+        );
+        let far_future = claims(i64::MAX, i64::MAX);
+        assert_eq!(
+            verifier.read_claims(far_future.as_bytes(), now),
+            Err("token not valid yet".into())
+        );
     }
 
     #[test]
