@@ -5,8 +5,8 @@
 # absent) and, as root, the package tests (packaging/test.sh).
 #
 # Ends with one line, "N passed, N failed, N skipped": the tests, the package checks, and
-# cargo fmt, cargo clippy and the fuzz targets (fuzz/run.sh) as one check each (the package tests count as one skipped when
-# they cannot run). Exits non-zero if anything failed.
+# cargo fmt, cargo clippy and the fuzz targets (fuzz/run.sh) as one check each (the package
+# tests count as one skipped when they cannot run). Exits non-zero if anything failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
