@@ -110,9 +110,15 @@ fn print_summary(r: &AdminReport) -> ExitCode {
         r.uploads_purged,
         r.seconds
     );
+    if r.links_removed + r.leftovers_removed > 0 {
+        eprintln!(
+            "{} layer links to blobs no longer stored removed; {} leftovers of interrupted writes removed",
+            r.links_removed, r.leftovers_removed
+        );
+    }
     if r.errors > 0 {
         eprintln!(
-            "docker-registry: {} blobs could not be removed (see the warnings above)",
+            "docker-registry: {} blobs or links could not be removed (see the warnings above)",
             r.errors
         );
         return ExitCode::from(1);

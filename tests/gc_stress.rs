@@ -397,6 +397,63 @@ fn reachable_on_disk(store: &Path) -> BTreeSet<String> {
     seen
 }
 
+/// Every accepted manifest not deleted is whole: manifest and blobs served, digests match.
+/// Returns how many were checked.
+fn check_accepted_images(base: &str, outcomes: &[Outcome]) -> usize {
+    let client = Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    let mut checked = 0;
+    for o in outcomes {
+        for a in &o.accepted {
+            if o.deleted.contains(&(a.repo.clone(), a.digest.clone())) {
+                continue;
+            }
+            let r = client
+                .get(format!(
+                    "http://{}/v2/{}/manifests/{}",
+                    base, a.repo, a.digest
+                ))
+                .header("accept", format!("{OCI_MANIFEST}, {OCI_INDEX}"))
+                .send()
+                .expect("get manifest");
+            assert_eq!(r.status().as_u16(), 200, "{}@{} lost", a.repo, a.digest);
+            assert_eq!(digest_of(&r.bytes().expect("body")), a.digest);
+            for b in &a.blobs {
+                let r = client
+                    .get(format!("http://{}/v2/{}/blobs/{b}", base, a.repo))
+                    .send()
+                    .expect("get blob");
+                assert_eq!(
+                    r.status().as_u16(),
+                    200,
+                    "{}@{}: blob {b} lost",
+                    a.repo,
+                    a.digest
+                );
+                assert_eq!(&digest_of(&r.bytes().expect("body")), b, "blob {b} corrupt");
+            }
+            for c in &a.children {
+                let r = client
+                    .get(format!("http://{}/v2/{}/manifests/{c}", base, a.repo))
+                    .header("accept", OCI_MANIFEST)
+                    .send()
+                    .expect("get child");
+                assert_eq!(
+                    r.status().as_u16(),
+                    200,
+                    "{}@{}: child {c} lost",
+                    a.repo,
+                    a.digest
+                );
+            }
+            checked += 1;
+        }
+    }
+    checked
+}
+
 fn collect_online(store: &Path, extra: &[&str]) -> (bool, usize) {
     let mut c = ours(store);
     c.args(["garbage-collect", "--online", "--grace", GRACE])
@@ -469,65 +526,7 @@ fn pushes_and_deletes_racing_online_collection_never_lose_an_accepted_image() {
         "too few pushes succeeded: {accepted}"
     );
 
-    // Every accepted manifest not deleted is whole: manifest and blobs served, digests match.
-    let client = Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client");
-    let mut checked = 0;
-    for o in &outcomes {
-        for a in &o.accepted {
-            if o.deleted.contains(&(a.repo.clone(), a.digest.clone())) {
-                continue;
-            }
-            let r = client
-                .get(format!(
-                    "http://{}/v2/{}/manifests/{}",
-                    daemon.base(),
-                    a.repo,
-                    a.digest
-                ))
-                .header("accept", format!("{OCI_MANIFEST}, {OCI_INDEX}"))
-                .send()
-                .expect("get manifest");
-            assert_eq!(r.status().as_u16(), 200, "{}@{} lost", a.repo, a.digest);
-            assert_eq!(digest_of(&r.bytes().expect("body")), a.digest);
-            for b in &a.blobs {
-                let r = client
-                    .get(format!("http://{}/v2/{}/blobs/{b}", daemon.base(), a.repo))
-                    .send()
-                    .expect("get blob");
-                assert_eq!(
-                    r.status().as_u16(),
-                    200,
-                    "{}@{}: blob {b} lost",
-                    a.repo,
-                    a.digest
-                );
-                assert_eq!(&digest_of(&r.bytes().expect("body")), b, "blob {b} corrupt");
-            }
-            for c in &a.children {
-                let r = client
-                    .get(format!(
-                        "http://{}/v2/{}/manifests/{c}",
-                        daemon.base(),
-                        a.repo
-                    ))
-                    .header("accept", OCI_MANIFEST)
-                    .send()
-                    .expect("get child");
-                assert_eq!(
-                    r.status().as_u16(),
-                    200,
-                    "{}@{}: child {c} lost",
-                    a.repo,
-                    a.digest
-                );
-            }
-            checked += 1;
-        }
-    }
-    assert!(checked > 0);
+    assert!(check_accepted_images(&daemon.base(), &outcomes) > 0);
 
     // Quiet now: once the grace period has passed, one collection leaves only what is
     // reachable.
@@ -545,5 +544,112 @@ fn pushes_and_deletes_racing_online_collection_never_lose_an_accepted_image() {
     assert!(
         missing.is_empty(),
         "reachable blobs missing from the store: {missing:?}"
+    );
+}
+
+/// Layer links whose blob is not in the store (`GET` answers 404 although the repository
+/// lists the blob), found by walking the directory: `(repository dir, digest)`.
+fn dangling_layer_links(store: &Path) -> Vec<String> {
+    let v2 = store.join("docker/registry/v2");
+    let mut out = Vec::new();
+    let mut stack = vec![v2.join("repositories")];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if e.file_name() == "_layers" {
+                for alg in std::fs::read_dir(&p).into_iter().flatten().flatten() {
+                    let alg_name = alg.file_name().to_string_lossy().into_owned();
+                    for l in std::fs::read_dir(alg.path())
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                    {
+                        let hex = l.file_name().to_string_lossy().into_owned();
+                        if !l.path().join("link").is_file() || hex.len() < 2 {
+                            continue;
+                        }
+                        let data = v2.join(format!("blobs/{alg_name}/{}/{hex}/data", &hex[..2]));
+                        if !data.is_file() {
+                            out.push(format!("{}: {alg_name}:{hex}", dir.display()));
+                        }
+                    }
+                }
+            } else if p.is_dir() && !e.file_name().to_string_lossy().starts_with('_') {
+                stack.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// With no grace period at all, pushes racing the collector may be refused (a layer they
+/// uploaded was collected before their manifest named it) but never leave a repository
+/// linking a blob that is gone: every collection removes the links to what it swept, also
+/// in repositories without a manifest yet, and a link written while it sweeps either brings
+/// its blob back or is removed with it.
+#[test]
+fn online_collection_with_no_grace_leaves_no_dangling_layer_link() {
+    const PUSH_FOR: Duration = Duration::from_secs(30);
+    let store = tempfile::tempdir().expect("tmp");
+    let daemon = Daemon::start(store.path(), &["--delete-enabled"]);
+    let stop_at = Instant::now() + PUSH_FOR;
+    let done = Arc::new(AtomicBool::new(false));
+    let cycles = Arc::new(AtomicUsize::new(0));
+    let collector = {
+        let (done, cycles) = (done.clone(), cycles.clone());
+        let store = store.path().to_path_buf();
+        std::thread::spawn(move || {
+            for _ in 0..2000 {
+                if done.load(Ordering::SeqCst) || Instant::now() > stop_at {
+                    break;
+                }
+                let mut c = ours(&store);
+                c.args(["garbage-collect", "--online", "--grace", "0s"]);
+                let out = run(c);
+                assert!(
+                    out.status.success(),
+                    "online collection failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                cycles.fetch_add(1, Ordering::SeqCst);
+                // Room for pushes to finish between collections now and then.
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|id| {
+            let base = daemon.base();
+            std::thread::spawn(move || raw_client(base, id, stop_at))
+        })
+        .collect();
+    let outcomes: Vec<Outcome> = clients
+        .into_iter()
+        .map(|c| c.join().expect("client thread").expect("client"))
+        .collect();
+    let accepted: usize = outcomes.iter().map(|o| o.accepted.len()).sum();
+    let refused: usize = outcomes.iter().map(|o| o.refused_blob_unknown).sum();
+    done.store(true, Ordering::SeqCst);
+    collector.join().expect("collector");
+    let cycles = cycles.load(Ordering::SeqCst);
+    let dangling = dangling_layer_links(store.path());
+    eprintln!(
+        "grace 0s: {cycles} collections, {accepted} manifests accepted, {refused} refused with \
+         MANIFEST_BLOB_UNKNOWN, {} dangling layer links",
+        dangling.len()
+    );
+    assert!(cycles >= 3, "the collector ran only {cycles} times");
+    assert!(dangling.is_empty(), "dangling layer links: {dangling:#?}");
+
+    // What was accepted is whole, and the store is sound.
+    check_accepted_images(&daemon.base(), &outcomes);
+    let mut c = ours(store.path());
+    c.arg("fsck");
+    let out = run(c);
+    assert!(
+        out.status.success() && out.stdout.is_empty(),
+        "fsck: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -92,8 +92,9 @@ impl Registry {
         from: &RepositoryName,
         digest: &Digest,
     ) -> RegistryResult<bool> {
-        // Garbage collection hook: in use from before the check on (see `gc`).
-        self.gc.touch(digest).await;
+        // Garbage collection hook: in use from before the check until the link is written
+        // (see `gc`).
+        let _pin = self.gc.pin(vec![digest.clone()]).await;
         match self.blob_size(from, digest).await {
             Ok(_) => {}
             Err(RegistryError::BlobUnknown(_)) => return Ok(false),

@@ -37,12 +37,31 @@
 //!   until the deletion is done, finds the blob missing, and fails with
 //!   `MANIFEST_BLOB_UNKNOWN`. It can never check, succeed, and then lose the blob.
 //!
-//! That argument needs nothing about time. The *grace period* is for liveness: a push in
-//! progress has uploaded layers that no manifest references yet; blobs whose data was
-//! written less than `grace` ago, or which a client used (upload finished, mount, existence
-//! check) less than `grace` ago, are kept, so collection does not make such pushes fail.
-//! Online removal of untagged manifests likewise spares revisions younger than `grace`
-//! (an index's children are pushed before the index that tags them).
+//! Uploads finishing and mounts go through the guard the same way, from before they look
+//! at the blob store until the repository's link is written, so the sweeper never takes a
+//! blob (nor the directory its data is being moved into) from under them.
+//!
+//! # No dangling links
+//!
+//! After the sweep, every repository's layer links to blobs that are not in the store are
+//! removed — those this run swept, and any an earlier crash or registry:2's collector left
+//! — in every repository, including those no manifest was pushed to yet. The check is made
+//! under the blob's stripe lock: a link whose blob an upload is putting in place (registered
+//! as uploading) stays, a blob that came back since the sweep keeps its links, and a link
+//! written later is written by an upload that brings its blob back or by a mount that found
+//! it. Nothing else keeps a link to nothing, so a repository never lists a blob it cannot
+//! serve (`GET` would answer 404).
+//!
+//! That argument needs nothing about time, and holds with a grace period of 0. The *grace
+//! period* is for liveness: a push in progress has uploaded layers that no manifest
+//! references yet; blobs whose data was written less than `grace` ago, or which a client
+//! used (upload finished, mount, existence check) less than `grace` ago, are kept, so
+//! collection does not make such pushes fail. With a grace of 0 (allowed: nothing is lost,
+//! no link dangles), a push whose layers were uploaded before a collection began and whose
+//! manifest arrives after it swept them is refused with `MANIFEST_BLOB_UNKNOWN`, and the
+//! client pushes the layers again. Online removal of untagged manifests likewise spares
+//! revisions younger than `grace` (an index's children are pushed before the index that
+//! tags them).
 //!
 //! Limits: the guard lives in one process. Several daemons sharing one bucket must run
 //! online collection on only one of them *and* that one only sees its own pushes — so with
@@ -78,8 +97,12 @@ const RECENT_PRUNE_AT: usize = 4096;
 
 #[derive(Default)]
 struct GuardState {
-    /// Digests referenced by manifest PUTs in flight, with how many PUTs hold each.
+    /// Digests that writes in flight rely on (manifest PUTs, finishing uploads, mounts),
+    /// with how many hold each.
     in_flight: HashMap<Digest, usize>,
+    /// Of those, the digests that finishing uploads are putting in place (content, then
+    /// the repository's link): a link to one of them is about to be backed by its blob.
+    uploading: HashMap<Digest, usize>,
     /// While a collection runs: every digest a PUT registered since it began.
     late_marks: Option<HashSet<Digest>>,
     /// When a client last used a digest (upload finished, mount, existence check).
@@ -119,21 +142,29 @@ fn stripe(d: &Digest) -> usize {
     ((nibble(hex[0]) << 4) | nibble(hex[1])) % STRIPES
 }
 
-/// Held by a manifest PUT from before its reference check until its links are written.
+/// Held by a write from before it checks what it relies on until its links are written.
 pub struct ReferencePin<'a> {
     guard: &'a ReferenceGuard,
     digests: Vec<Digest>,
+    upload: bool,
+}
+
+fn release(counts: &mut HashMap<Digest, usize>, d: &Digest) {
+    if let Some(n) = counts.get_mut(d) {
+        *n -= 1;
+        if *n == 0 {
+            counts.remove(d);
+        }
+    }
 }
 
 impl Drop for ReferencePin<'_> {
     fn drop(&mut self) {
         for d in &self.digests {
             let mut s = self.guard.state(d);
-            if let Some(n) = s.in_flight.get_mut(d) {
-                *n -= 1;
-                if *n == 0 {
-                    s.in_flight.remove(d);
-                }
+            release(&mut s.in_flight, d);
+            if self.upload {
+                release(&mut s.uploading, d);
             }
         }
     }
@@ -154,15 +185,29 @@ impl ReferenceGuard {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers the digests a manifest PUT is about to rely on, then waits out any
-    /// deletion of them already under way. Check existence only after this returns.
-    pub async fn pin(&self, mut digests: Vec<Digest>) -> ReferencePin<'_> {
+    /// Registers the digests a manifest PUT (or a mount) is about to rely on, then waits
+    /// out any deletion of them already under way. Check existence only after this returns.
+    pub async fn pin(&self, digests: Vec<Digest>) -> ReferencePin<'_> {
+        self.register(digests, false).await
+    }
+
+    /// Registers an upload about to put its content in place and link it, then waits out
+    /// any deletion of it under way: until the pin drops, the sweep keeps the blob (even a
+    /// directory its data has not reached yet) and the repository's link to it.
+    pub async fn pin_upload(&self, digest: Digest) -> ReferencePin<'_> {
+        self.register(vec![digest], true).await
+    }
+
+    async fn register(&self, mut digests: Vec<Digest>, upload: bool) -> ReferencePin<'_> {
         digests.sort();
         digests.dedup();
         let now = Instant::now();
         for d in &digests {
             let mut s = self.state(d);
             *s.in_flight.entry(d.clone()).or_insert(0) += 1;
+            if upload {
+                *s.uploading.entry(d.clone()).or_insert(0) += 1;
+            }
             s.recent.insert(d.clone(), now);
             if let Some(late) = s.late_marks.as_mut() {
                 late.insert(d.clone());
@@ -173,6 +218,7 @@ impl ReferenceGuard {
         ReferencePin {
             guard: self,
             digests,
+            upload,
         }
     }
 
@@ -182,21 +228,6 @@ impl ReferenceGuard {
         let mut s = self.state(digest);
         s.recent.insert(digest.clone(), Instant::now());
         prune_recent(&mut s);
-    }
-
-    /// Notes that a client used a digest (finished an upload, mounted it) and waits out a
-    /// deletion of it under way: a push that relies on it soon keeps it for the grace
-    /// period, and a collection running now keeps it.
-    pub async fn touch(&self, digest: &Digest) {
-        {
-            let mut s = self.state(digest);
-            s.recent.insert(digest.clone(), Instant::now());
-            if let Some(late) = s.late_marks.as_mut() {
-                late.insert(digest.clone());
-            }
-            prune_recent(&mut s);
-        }
-        self.wait_for_deletions(std::slice::from_ref(digest)).await;
     }
 
     async fn wait_for_deletions(&self, digests: &[Digest]) {
@@ -245,9 +276,33 @@ impl ReferenceGuard {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = RegistryResult<()>>,
     {
+        self.delete_unless(d, |g| g.in_use(d, grace), delete).await
+    }
+
+    /// Runs `delete` for `d` unless an upload is putting it in place; returns whether it
+    /// ran. For links to a blob that is gone: nothing else may keep them.
+    async fn delete_unless_uploading<F, Fut>(&self, d: &Digest, delete: F) -> RegistryResult<bool>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = RegistryResult<()>>,
+    {
+        self.delete_unless(d, |g| g.state(d).uploading.contains_key(d), delete)
+            .await
+    }
+
+    async fn delete_unless<F, Fut>(
+        &self,
+        d: &Digest,
+        keep: impl FnOnce(&Self) -> bool,
+        delete: F,
+    ) -> RegistryResult<bool>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = RegistryResult<()>>,
+    {
         // The check happens under the write lock: see "Stripe locks" in the module doc.
         let _w = self.stripes[stripe(d)].deleting.write().await;
-        if self.in_use(d, grace) {
+        if keep(self) {
             return Ok(false);
         }
         delete().await?;
@@ -331,8 +386,12 @@ pub struct GcReport {
     pub manifests_removed: usize,
     /// Unreferenced blobs kept because they are younger than the grace period or in use.
     pub blobs_kept_young: usize,
-    /// Blobs that could not be removed (each reported as a warning).
+    /// Blobs and links that could not be removed (each reported as a warning).
     pub errors: usize,
+    /// Layer links to blobs not in the store, removed.
+    pub links_removed: usize,
+    /// Leftovers of interrupted writes removed (see `recovery`).
+    pub leftovers_removed: usize,
     pub dry_run: bool,
     pub elapsed: Duration,
 }
@@ -357,7 +416,7 @@ pub(crate) type BlobPrefix = (Algorithm, String);
 /// What the sweep did with one unmarked blob.
 enum Swept {
     Removed(Digest, u64),
-    Kept,
+    Kept(Digest),
     Failed(Digest, String),
 }
 
@@ -521,7 +580,7 @@ impl Registry {
             // nothing but is removed with the rest.
             let size = info.as_ref().map(|i| i.size).unwrap_or(0);
             if info.as_ref().is_some_and(|i| i.modified > cutoff) {
-                out.push(Swept::Kept);
+                out.push(Swept::Kept(d));
                 continue;
             }
             let removed = if opts.dry_run {
@@ -537,7 +596,7 @@ impl Registry {
             };
             out.push(match removed {
                 Ok(true) => Swept::Removed(d, size),
-                Ok(false) => Swept::Kept,
+                Ok(false) => Swept::Kept(d),
                 // One blob that cannot be removed (permissions, a backend hiccup) must not
                 // stop the collection: it is reported and the sweep goes on.
                 Err(e) => Swept::Failed(d, e.to_string()),
@@ -626,7 +685,9 @@ impl Registry {
         let cutoff = SystemTime::now()
             .checked_sub(opts.grace)
             .unwrap_or(SystemTime::UNIX_EPOCH);
-        let mut swept: HashSet<Digest> = HashSet::new();
+        // Unmarked blobs the sweep left in place; with the marked ones, all that may still
+        // be linked.
+        let mut present: HashSet<Digest> = HashSet::new();
         // Several prefix directories at a time, results taken in order; memory holds the
         // marks and a few directory listings, not the whole blob list.
         let marked = &marked;
@@ -642,15 +703,16 @@ impl Registry {
                     Swept::Removed(digest, size) => {
                         report.blobs_removed += 1;
                         report.bytes_freed += size;
-                        if !opts.dry_run {
-                            swept.insert(digest.clone());
-                        }
                         events(GcEvent::Blob { digest, size });
                     }
-                    Swept::Kept => report.blobs_kept_young += 1,
+                    Swept::Kept(d) => {
+                        report.blobs_kept_young += 1;
+                        present.insert(d);
+                    }
                     Swept::Failed(d, e) => {
                         report.errors += 1;
                         events(GcEvent::Warning(format!("blob {d} not removed: {e}")));
+                        present.insert(d);
                     }
                 }
             }
@@ -663,55 +725,88 @@ impl Registry {
             }
         }
         drop(sweeps);
-        if !swept.is_empty() {
-            self.unlink_swept(&repositories, &swept, opts, events, &mut report)
+        if !opts.dry_run {
+            self.unlink_absent(marked, &present, events, &mut report)
                 .await?;
+            self.remove_old_leftovers(events, &mut report).await;
         }
         report.elapsed = started.elapsed();
         Ok(report)
     }
 
-    /// Removes the repositories' layer links to blobs this run swept, so that no link is
-    /// left dangling (registry:2 leaves them; `fsck` would report them). Under the same
-    /// guard as the sweep: a blob uploaded or pinned again meanwhile keeps its link.
-    async fn unlink_swept(
+    /// Removes the repositories' layer links to blobs that are not in the store: those
+    /// this run swept, and any a crash or registry:2's collector left (it keeps them), so
+    /// that no repository lists a blob it cannot serve. Every repository with layer links
+    /// counts, also one no manifest was pushed to yet. Under the sweep's guard: a link
+    /// whose blob an upload is putting in place right now is kept, and a blob that came
+    /// back since the sweep keeps its links; nothing else keeps a link to nothing.
+    async fn unlink_absent(
         &self,
-        repositories: &[String],
-        swept: &HashSet<Digest>,
-        opts: &GcOptions,
+        marked: &HashSet<Digest>,
+        present: &HashSet<Digest>,
         events: &mut (dyn FnMut(GcEvent) + Send),
         report: &mut GcReport,
     ) -> RegistryResult<()> {
+        let mut repositories = self
+            .driver
+            .find_directories_with(&layout::repositories_root()?, "_layers")
+            .await?;
+        repositories.sort();
         for name in repositories {
             let Ok(repo) = name.parse::<RepositoryName>() else {
                 continue;
             };
             for d in self.list_digests(&layout::layers(&repo)?).await? {
-                if !swept.contains(&d) {
+                if marked.contains(&d) || present.contains(&d) {
                     continue;
                 }
                 let Some(dir) = layout::layer_link(&repo, &d)?.parent() else {
                     continue;
                 };
+                let mut removed = false;
                 let unlinked = self
                     .gc
-                    .delete_unless_referenced(&d, opts.grace, || async {
-                        // Re-uploaded since the sweep: the link is live again.
+                    .delete_unless_uploading(&d, || async {
                         if !self.blob_exists_globally(&d).await? {
-                            self.remove(&dir).await?;
+                            removed = self.remove(&dir).await?;
                         }
                         Ok(())
                     })
                     .await;
-                if let Err(e) = unlinked {
-                    report.errors += 1;
-                    events(GcEvent::Warning(format!(
-                        "{repo}: layer link to {d} not removed: {e}"
-                    )));
+                match unlinked {
+                    Ok(_) => report.links_removed += usize::from(removed),
+                    Err(e) => {
+                        report.errors += 1;
+                        events(GcEvent::Warning(format!(
+                            "{repo}: layer link to {d} not removed: {e}"
+                        )));
+                    }
                 }
             }
         }
         Ok(())
+    }
+
+    /// Removes the leftovers of interrupted writes old enough that no write in flight, of
+    /// this process or another, can be using them (see `recovery`).
+    async fn remove_old_leftovers(
+        &self,
+        events: &mut (dyn FnMut(GcEvent) + Send),
+        report: &mut GcReport,
+    ) {
+        let before = SystemTime::now()
+            .checked_sub(super::recovery::LEFTOVER_AGE)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let root = match layout::store_root() {
+            Ok(r) => r,
+            Err(e) => return events(GcEvent::Warning(e.to_string())),
+        };
+        match self.driver.leftovers(&root, Some(before), true).await {
+            Ok(removed) => report.leftovers_removed = removed.len(),
+            Err(e) => events(GcEvent::Warning(format!(
+                "leftovers of interrupted writes not removed: {e}"
+            ))),
+        }
     }
 
     /// Narrows a repository's revisions to those a tag reaches (closed over index children
@@ -881,6 +976,48 @@ mod tests {
         assert_eq!(report.blobs_removed, 1);
         assert!(reg.blob_exists_globally(&kept).await.expect("stat"));
         assert!(!reg.blob_exists_globally(&gone).await.expect("stat"));
+    }
+
+    /// Links to blobs that are gone are removed wherever they are (a repository without a
+    /// manifest too), even while a refused push holds the digest; only an upload putting
+    /// the blob in place keeps its link.
+    #[tokio::test]
+    async fn no_layer_link_is_left_dangling_but_an_uploads_own() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let reg = registry(tmp.path());
+        let repo: RepositoryName = "no/manifest/yet".parse().expect("name");
+        let swept = Digest::of_bytes(b"swept");
+        reg.driver
+            .put_content(&layout::blob_data(&swept).expect("p"), b"swept")
+            .await
+            .expect("put");
+        let (refused, uploading) = (Digest::of_bytes(b"refused"), Digest::of_bytes(b"up"));
+        for d in [&swept, &refused, &uploading] {
+            reg.write_link(&layout::layer_link(&repo, d).expect("p"), d)
+                .await
+                .expect("link");
+        }
+        let reg = &reg;
+        let linked = |d: &Digest| {
+            let path = layout::layer_link(&repo, d).expect("p");
+            async move { reg.exists(&path).await.expect("stat") }
+        };
+        let held = reg.gc.pin(vec![refused.clone()]).await;
+        let upload = reg.gc.pin_upload(uploading.clone()).await;
+        let report = reg
+            .collect_garbage(&GcOptions::default(), &mut |_| {})
+            .await
+            .expect("gc");
+        assert_eq!((report.blobs_removed, report.links_removed), (1, 2));
+        assert!(!linked(&swept).await && !linked(&refused).await);
+        assert!(linked(&uploading).await, "the upload's link stays");
+        drop((held, upload));
+        let report = reg
+            .collect_garbage(&GcOptions::default(), &mut |_| {})
+            .await
+            .expect("gc");
+        assert_eq!(report.links_removed, 1);
+        assert!(!linked(&uploading).await);
     }
 
     #[tokio::test]

@@ -428,8 +428,9 @@ impl UploadWriter<'_> {
             )));
         }
         let target = layout::blob_data(expected)?;
-        // Garbage collection hook: the content is in use from now on (see `gc`).
-        registry.gc.touch(expected).await;
+        // Garbage collection hook: the content and its link are in use from now on, held
+        // until both are in place (see `gc`).
+        let _pin = registry.gc.pin_upload(expected.clone()).await;
         let link = [(
             layout::layer_link(&self.repo, expected)?,
             super::link_to(expected),

@@ -70,9 +70,15 @@ pub struct AdminReport {
     pub manifests_removed: usize,
     pub blobs_kept_young: usize,
     pub uploads_purged: usize,
-    /// Blobs that could not be removed.
+    /// Blobs and links that could not be removed.
     #[serde(default)]
     pub errors: usize,
+    /// Layer links to blobs not in the store, removed.
+    #[serde(default)]
+    pub links_removed: usize,
+    /// Leftovers of interrupted writes removed.
+    #[serde(default)]
+    pub leftovers_removed: usize,
     pub dry_run: bool,
     pub seconds: f64,
 }
@@ -90,6 +96,8 @@ impl AdminReport {
             blobs_kept_young: r.blobs_kept_young,
             uploads_purged,
             errors: r.errors,
+            links_removed: r.links_removed,
+            leftovers_removed: r.leftovers_removed,
             dry_run: r.dry_run,
             seconds: r.elapsed.as_secs_f64(),
         }
