@@ -836,3 +836,128 @@ pub(crate) mod tests_support {
         Some((moto, driver))
     }
 }
+
+#[cfg(test)]
+mod fault_tests {
+    //! S3 answering 503 SlowDown: a proxy in front of moto refuses the first requests the
+    //! way S3 throttles, and the driver's retries carry the operations through.
+    use super::tests_support::*;
+    use super::*;
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Forwards to `upstream` (one request per connection), answering the first `refuse`
+    /// requests with 503 SlowDown instead; counts what it refused.
+    fn throttling_proxy(upstream: u16, refuse: usize) -> (u16, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let refused = Arc::new(AtomicUsize::new(0));
+        let counter = refused.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let counter = counter.clone();
+                std::thread::spawn(move || {
+                    let _ = serve(conn, upstream, refuse, &counter);
+                });
+            }
+        });
+        (port, refused)
+    }
+
+    fn serve(
+        conn: TcpStream,
+        upstream: u16,
+        refuse: usize,
+        refused: &AtomicUsize,
+    ) -> std::io::Result<()> {
+        let mut reader = BufReader::new(conn.try_clone()?);
+        let mut head = Vec::new();
+        let mut length = 0usize;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 {
+                return Ok(());
+            }
+            if let Some((name, value)) = line.split_once(':') {
+                let name = name.trim().to_ascii_lowercase();
+                if name == "content-length" {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+                if name == "connection" {
+                    continue;
+                }
+            }
+            if line == "\r\n" {
+                head.extend_from_slice(b"connection: close\r\n\r\n");
+                break;
+            }
+            head.extend_from_slice(line.as_bytes());
+        }
+        let mut body = vec![0u8; length];
+        reader.read_exact(&mut body)?;
+        let mut conn = conn;
+        if refused.fetch_add(1, Ordering::SeqCst) < refuse {
+            let xml =
+                "<Error><Code>SlowDown</Code><Message>Reduce your request rate.</Message></Error>";
+            write!(
+                conn,
+                "HTTP/1.1 503 Slow Down\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{xml}",
+                xml.len()
+            )?;
+            return Ok(());
+        }
+        refused.fetch_sub(1, Ordering::SeqCst);
+        let mut up = TcpStream::connect(("127.0.0.1", upstream))?;
+        up.write_all(&head)?;
+        up.write_all(&body)?;
+        std::io::copy(&mut up, &mut conn)?;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn throttling_is_retried_with_backoff() {
+        let Some(moto) = moto::Moto::start() else {
+            return;
+        };
+        moto.create_bucket("test");
+        let (port, refused) = throttling_proxy(moto.port, 3);
+        let d = S3Driver::new(S3Options {
+            regionendpoint: format!("http://127.0.0.1:{port}"),
+            ..options(&moto, "")
+        })
+        .expect("driver");
+        let p = StoragePath::new(["a", "link"]).expect("path");
+        d.put_content(&p, b"sha256:1")
+            .await
+            .expect("put through throttling");
+        assert_eq!(
+            refused.load(Ordering::SeqCst),
+            3,
+            "three refusals, then through"
+        );
+        assert_eq!(&d.get_content(&p, 100).await.expect("get")[..], b"sha256:1");
+    }
+
+    #[tokio::test]
+    async fn throttling_that_persists_is_unavailable() {
+        let Some(moto) = moto::Moto::start() else {
+            return;
+        };
+        let (port, refused) = throttling_proxy(moto.port, usize::MAX);
+        let mut d = S3Driver::new(S3Options {
+            regionendpoint: format!("http://127.0.0.1:{port}"),
+            ..options(&moto, "")
+        })
+        .expect("driver");
+        d.set_retry_budget(4, std::time::Duration::from_secs(20));
+        let err = d
+            .get_content(&StoragePath::new(["a"]).expect("path"), 100)
+            .await
+            .expect_err("throttled");
+        assert!(matches!(err, StorageError::Unavailable { .. }), "{err}");
+        assert!(err.to_string().contains("SlowDown"), "{err}");
+        assert_eq!(refused.load(Ordering::SeqCst), 4, "bounded: four attempts");
+    }
+}
