@@ -638,7 +638,13 @@ impl S3Client {
             .query("uploadId", upload_id)
             .body(Body::Bytes(Bytes::from(xml)))
             .timeout(Duration::from_secs(600));
-        self.send_xml::<CompleteResult>(&req).await.map(drop)
+        match self.send_xml::<CompleteResult>(&req).await {
+            Ok(_) => Ok(()),
+            // A retry of a completion that went through (its answer lost) finds no upload:
+            // the object it made is the proof.
+            Err(S3Error::NotFound) if self.head(key).await?.is_some() => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     pub(super) async fn abort_multipart(&self, key: &str, upload_id: &str) -> S3Result<()> {
