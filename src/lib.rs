@@ -12,7 +12,6 @@ pub mod config;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod maintenance_cli;
 pub mod registry;
 pub mod server;
 pub mod storage;

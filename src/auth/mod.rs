@@ -13,9 +13,9 @@
 //! `api` asks this layer; this layer knows nothing of routes, HTTP responses or storage.
 
 pub mod access;
-pub mod command;
 pub mod htpasswd;
 pub mod token;
+pub mod users_file;
 
 use access::{AccessRules, Action};
 use base64::Engine;
@@ -69,7 +69,8 @@ pub enum AuthFailure {
     Throttled(Duration),
 }
 
-/// A startup or reload problem: the registry must not serve without its password file.
+/// A problem with the users or access file: at startup or reload (the registry must not
+/// serve without its password file), or editing the users file.
 #[derive(Debug, Clone)]
 pub struct AuthError(pub String);
 

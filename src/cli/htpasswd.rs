@@ -1,19 +1,22 @@
 //! `docker-registry htpasswd` (also installed as `docker-registry-htpasswd`): manages an
-//! htpasswd file with Apache's flags, so the commands in every tutorial keep working.
+//! htpasswd file with Apache's flags, so the commands in every tutorial keep working. The
+//! hashes are `auth::htpasswd`'s, the file editing `auth::users_file`'s; this is the flags,
+//! the password prompt and the messages.
 //!
 //! Differences from Apache's tool, on purpose: bcrypt is the default (Apache defaults to
 //! APR1-MD5) with cost 10 (Apache's bcrypt default is 5, too cheap today; our registry caches
 //! verified credentials, so the cost is paid once per login, not per request); the file is
-//! replaced atomically (a temporary file renamed over it, keeping its mode and owner), so a
-//! registry re-reading it never sees half a file; new files are created mode 0640.
+//! replaced atomically, keeping its mode and owner; new files are created mode 0640.
 //! Exit codes follow Apache's: 1 file problem, 2 usage, 3 password mismatch or verification
 //! failed, 5 input too long, 6 invalid user name, 7 not a valid htpasswd file.
 
-use super::htpasswd::{hash_password, HashScheme, Htpasswd, PasswordHash};
-use clap::Parser;
+use crate::auth::htpasswd::{hash_password, HashScheme, Htpasswd, PasswordHash};
+use crate::auth::users_file::UsersFile;
+use clap::{Args, Parser};
+use std::ffi::OsString;
 use std::io::{BufRead, Write};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 /// bcrypt hashes at most this many bytes of a password and ignores the rest.
 const BCRYPT_MAX_PASSWORD: usize = 72;
@@ -74,6 +77,34 @@ pub struct HtpasswdArgs {
     pub args: Vec<String>,
 }
 
+// What the main parser shows of `htpasswd` (for `--help`, the man page and completions);
+// the arguments are parsed by `HtpasswdArgs`, apart, because Apache's `-c` (create) would
+// clash with the global `-c` (config file).
+/// Manage an htpasswd file with Apache htpasswd's flags (bcrypt by default); also
+/// installed as docker-registry-htpasswd. See `docker-registry htpasswd --help`
+#[derive(Args, Debug, Clone, Default)]
+#[command(disable_help_flag = true)]
+pub struct HtpasswdPassthrough {
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "ARGS"
+    )]
+    pub args: Vec<String>,
+}
+
+/// `docker-registry htpasswd ARGS` and `docker-registry-htpasswd ARGS`.
+pub(super) fn run(args: impl IntoIterator<Item = OsString>) -> ExitCode {
+    let argv = std::iter::once("docker-registry htpasswd".into()).chain(args);
+    match HtpasswdArgs::try_parse_from(argv) {
+        Ok(a) => ExitCode::from(execute(a)),
+        Err(e) => {
+            let _ = e.print();
+            ExitCode::from(if e.use_stderr() { 2 } else { 0 })
+        }
+    }
+}
+
 /// A failure with the exit code Apache's htpasswd uses for it.
 #[derive(Debug)]
 pub struct CommandError {
@@ -89,8 +120,8 @@ fn fail(code: u8, message: impl Into<String>) -> CommandError {
 }
 
 /// Runs the command; returns the exit code (messages go to stderr, `-n` output to stdout).
-pub fn main(args: HtpasswdArgs) -> u8 {
-    match run(&args) {
+fn execute(args: HtpasswdArgs) -> u8 {
+    match edit(&args) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("docker-registry htpasswd: {}", e.message);
@@ -123,7 +154,7 @@ fn scheme(a: &HtpasswdArgs) -> Result<HashScheme, CommandError> {
     })
 }
 
-fn run(a: &HtpasswdArgs) -> Result<(), CommandError> {
+fn edit(a: &HtpasswdArgs) -> Result<(), CommandError> {
     let scheme = scheme(a)?;
     if a.batch && a.stdin {
         return Err(fail(2, "-b and -i cannot be combined"));
@@ -163,14 +194,12 @@ fn run(a: &HtpasswdArgs) -> Result<(), CommandError> {
     }
 
     if a.delete {
-        let file = file.as_deref().unwrap_or(Path::new(""));
-        let lines = read_lines(file)?;
-        let (kept, found) = without_user(&lines, user);
-        if !found {
+        let mut users = UsersFile::read(file.as_deref().unwrap_or(Path::new("")))?;
+        if !users.remove(user) {
             eprintln!("User {user} not found");
             return Ok(());
         }
-        write_atomically(file, &kept, false)?;
+        save(&users, false)?;
         eprintln!("Deleting password for user {user}");
         return Ok(());
     }
@@ -217,27 +246,18 @@ fn run(a: &HtpasswdArgs) -> Result<(), CommandError> {
             "internal error: the new hash does not verify; nothing written",
         ));
     }
-    let entry = format!("{user}:{hash}");
     let Some(file) = file else {
-        println!("{entry}");
+        println!("{user}:{hash}");
         println!();
         return Ok(());
     };
-    let lines = if a.create {
-        Vec::new()
+    let mut users = if a.create {
+        UsersFile::empty(&file)
     } else {
-        read_lines(&file)?
+        UsersFile::read(&file)?
     };
-    let (mut kept, found) = without_user(&lines, user);
-    // Keep the user's place in the file when updating.
-    match lines
-        .iter()
-        .position(|l| line_user(l) == Some(user.as_str()))
-    {
-        Some(pos) if found => kept.insert(pos.min(kept.len()), entry),
-        _ => kept.push(entry),
-    }
-    write_atomically(&file, &kept, a.create)?;
+    let found = users.set(user, &hash);
+    save(&users, a.create)?;
     eprintln!(
         "{} password for user {user}",
         if found { "Updating" } else { "Adding" }
@@ -245,94 +265,17 @@ fn run(a: &HtpasswdArgs) -> Result<(), CommandError> {
     Ok(())
 }
 
-fn line_user(line: &str) -> Option<&str> {
-    let t = line.trim_start();
-    if t.starts_with('#') {
-        return None;
+fn save(users: &UsersFile, create: bool) -> Result<(), CommandError> {
+    for w in users.write(create)? {
+        eprintln!("warning: {w}");
     }
-    t.split_once(':').map(|(u, _)| u)
+    Ok(())
 }
 
-/// The lines without the user's; and whether it was there.
-fn without_user(lines: &[String], user: &str) -> (Vec<String>, bool) {
-    let kept: Vec<String> = lines
-        .iter()
-        .filter(|l| line_user(l) != Some(user))
-        .cloned()
-        .collect();
-    let found = kept.len() != lines.len();
-    (kept, found)
-}
-
-fn read_lines(file: &Path) -> Result<Vec<String>, CommandError> {
-    let text = std::fs::read_to_string(file).map_err(|e| {
-        fail(
-            1,
-            format!(
-                "cannot read {}: {e}{}",
-                file.display(),
-                if e.kind() == std::io::ErrorKind::NotFound {
-                    " (use -c to create it)"
-                } else {
-                    ""
-                }
-            ),
-        )
-    })?;
-    Ok(text.lines().map(str::to_string).collect())
-}
-
-/// Writes a temporary file next to `file` with its mode and owner, then renames it over.
-fn write_atomically(file: &Path, lines: &[String], create: bool) -> Result<(), CommandError> {
-    let old = std::fs::metadata(file).ok();
-    if old.is_none() && !create {
-        return Err(fail(
-            1,
-            format!("{} does not exist (use -c to create it)", file.display()),
-        ));
+impl From<crate::auth::AuthError> for CommandError {
+    fn from(e: crate::auth::AuthError) -> CommandError {
+        fail(1, e.0)
     }
-    let dir = match file.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = file
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)?;
-        let mode = old.as_ref().map(|m| m.mode() & 0o7777).unwrap_or(0o640);
-        f.set_permissions(std::fs::Permissions::from_mode(mode))?;
-        if let Some(m) = &old {
-            // Keep root:docker-registry (the package's choice) when root edits the file.
-            if let Err(e) = std::os::unix::fs::fchown(&f, Some(m.uid()), Some(m.gid())) {
-                if m.uid() != nix::unistd::getuid().as_raw()
-                    || e.kind() != std::io::ErrorKind::PermissionDenied
-                {
-                    return Err(e);
-                }
-                // Our own file with a group we are not in: the group cannot be kept.
-                eprintln!("warning: cannot keep the group of {}: {e}", file.display());
-            }
-        }
-        for l in lines {
-            writeln!(f, "{l}")?;
-        }
-        f.sync_all()?;
-        std::fs::rename(&tmp, file)?;
-        if let Ok(d) = std::fs::File::open(&dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        fail(1, format!("cannot write {}: {e}", file.display()))
-    })
 }
 
 /// A password from standard input (`-i`: one line) or the terminal (asked twice, no echo).
@@ -408,6 +351,7 @@ fn prompt(text: &str) -> Result<Vec<u8>, CommandError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     fn args(list: &[&str]) -> HtpasswdArgs {
         HtpasswdArgs::try_parse_from(std::iter::once("htpasswd").chain(list.iter().copied()))
@@ -430,24 +374,24 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let f = dir.path().join("users");
         let fs = f.to_str().expect("utf-8");
-        assert_eq!(main(args(&["-cbB", "-C", "4", fs, "alice", "one"])), 0);
+        assert_eq!(execute(args(&["-cbB", "-C", "4", fs, "alice", "one"])), 0);
         assert_eq!(std::fs::metadata(&f).expect("exists").mode() & 0o777, 0o640);
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         let mut text = std::fs::read_to_string(&f).expect("read");
         text.insert_str(0, "# kept comment\n");
         std::fs::write(&f, text).expect("write");
-        assert_eq!(main(args(&["-bm", fs, "bob", "two"])), 0);
-        assert_eq!(main(args(&["-b", "-C", "4", fs, "alice", "three"])), 0);
-        assert_eq!(main(args(&["-vb", fs, "alice", "three"])), 0);
-        assert_eq!(main(args(&["-vb", fs, "alice", "one"])), 3);
-        assert_eq!(main(args(&["-vb", fs, "bob", "two"])), 0);
+        assert_eq!(execute(args(&["-bm", fs, "bob", "two"])), 0);
+        assert_eq!(execute(args(&["-b", "-C", "4", fs, "alice", "three"])), 0);
+        assert_eq!(execute(args(&["-vb", fs, "alice", "three"])), 0);
+        assert_eq!(execute(args(&["-vb", fs, "alice", "one"])), 3);
+        assert_eq!(execute(args(&["-vb", fs, "bob", "two"])), 0);
         let text = std::fs::read_to_string(&f).expect("read");
         assert!(text.starts_with("# kept comment\nalice:$2y$04$"), "{text}");
         assert_eq!(std::fs::metadata(&f).expect("exists").mode() & 0o777, 0o600);
-        assert_eq!(main(args(&["-D", fs, "alice"])), 0);
-        assert_eq!(main(args(&["-vb", fs, "alice", "three"])), 3);
-        assert_eq!(main(args(&["-b", fs, "bad:name", "x"])), 6);
-        assert_eq!(main(args(&["-b", "/nonexistent/x", "u", "x"])), 1);
-        assert_eq!(main(args(&["-bBm", fs, "u", "x"])), 2);
+        assert_eq!(execute(args(&["-D", fs, "alice"])), 0);
+        assert_eq!(execute(args(&["-vb", fs, "alice", "three"])), 3);
+        assert_eq!(execute(args(&["-b", fs, "bad:name", "x"])), 6);
+        assert_eq!(execute(args(&["-b", "/nonexistent/x", "u", "x"])), 1);
+        assert_eq!(execute(args(&["-bBm", fs, "u", "x"])), 2);
     }
 }
