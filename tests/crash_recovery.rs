@@ -211,6 +211,19 @@ fn on_disk(store: &Path) -> OnDisk {
     out
 }
 
+/// Waits (bounded) until the daemon says it has cleared the leftovers, which it does in
+/// the background while it serves.
+fn wait_for_recovery(s: &Server) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !s
+        .log_text()
+        .contains("leftovers of interrupted writes removed")
+    {
+        assert!(Instant::now() < deadline, "no recovery: {}", s.log_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn fsck(store: &Path, extra: &[&str]) -> Output {
     Command::new(BIN)
         .arg("--storage-path")
@@ -276,8 +289,9 @@ fn kill_9_during_concurrent_pushes_then_restart_leaves_a_clean_store_and_every_a
     assert!(cycles >= 3, "only {cycles} kill cycles ran");
     assert!(!acks.manifests.is_empty(), "no push was acknowledged");
 
-    // The restart clears what the kills left, before serving.
+    // The restart clears what the kills left.
     let mut s = Server::builder().storage(&store).start();
+    wait_for_recovery(&s);
     let left = on_disk(&store);
     assert!(
         left.temporaries.is_empty() && left.blob_dirs_without_data.is_empty(),
@@ -402,6 +416,7 @@ fn fsck_lists_leftovers_apart_from_damage_and_repair_or_a_restart_removes_them()
     // The daemon's start clears them too, and what was stored is intact.
     plant_leftovers(&store, "left/over", &layer);
     let mut s = Server::builder().storage(&store).start();
+    wait_for_recovery(&s);
     let r = c
         .get(s.url(&format!("/v2/left/over/manifests/{image}")))
         .header("accept", OCI_MANIFEST)

@@ -4,8 +4,8 @@
 //! write puts its content in place before anything names it, see the storage driver). These
 //! *leftovers* are clutter, not damage: nothing a client was told is stored is missing.
 //!
-//! The daemon clears them when it starts, before it serves; the offline commands when they
-//! start (`garbage-collect`, and `fsck`, which lists them apart from damage and removes them
+//! The daemon clears them when it starts, in the background while it serves; the offline
+//! commands when they start (`garbage-collect`, and `fsck`, which lists them apart from damage and removes them
 //! with `--repair`); online collection clears those older than [`LEFTOVER_AGE`]. A process
 //! that is alone on the store (see `StorageDriver::use_alone`) takes every leftover, since
 //! no write can be in flight; otherwise only those older than [`LEFTOVER_AGE`], which no
@@ -41,22 +41,49 @@ impl fmt::Display for Leftover {
     }
 }
 
+/// Which leftovers a process may take, decided when it starts (see
+/// [`Registry::start_recovery`]).
+#[derive(Debug, Clone, Copy)]
+pub struct RecoveryScope {
+    /// Leftovers last modified before this; `None`: all of them (the process is alone).
+    before: Option<SystemTime>,
+}
+
 impl Registry {
     /// Lists, and with `remove` removes, the leftovers of interrupted writes: all of them
     /// when this process is alone on the store, else those older than [`LEFTOVER_AGE`].
-    /// Then shares the store: call it once, when the process starts, before it writes.
+    /// For a process starting (an offline command): once, before it writes.
     pub async fn recover(&self, remove: bool) -> RegistryResult<Vec<Leftover>> {
-        let alone = self.driver.use_alone().await?;
-        let before = if alone {
-            None
-        } else {
-            Some(
-                SystemTime::now()
-                    .checked_sub(LEFTOVER_AGE)
-                    .unwrap_or(SystemTime::UNIX_EPOCH),
-            )
-        };
-        let found = self.leftovers(before, remove).await;
+        let scope = self.start_recovery().await?;
+        self.finish_recovery(scope, remove).await
+    }
+
+    /// The first half of [`Registry::recover`], before the process writes: uses the store
+    /// alone if no other process does (others wait until [`Registry::finish_recovery`]),
+    /// else shares it at once, so that no write of this process is ever unprotected.
+    pub async fn start_recovery(&self) -> RegistryResult<RecoveryScope> {
+        if self.driver.use_alone().await? {
+            return Ok(RecoveryScope { before: None });
+        }
+        self.driver.use_shared().await?;
+        let before = SystemTime::now()
+            .checked_sub(LEFTOVER_AGE)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        Ok(RecoveryScope {
+            before: Some(before),
+        })
+    }
+
+    /// The second half: lists (and with `remove` removes) the leftovers in `scope`, then
+    /// shares the store. The daemon runs it in the background while it serves: its own
+    /// writes in flight are never taken (their temporaries bear its mark, their blobs are
+    /// guarded), and other processes wait.
+    pub async fn finish_recovery(
+        &self,
+        scope: RecoveryScope,
+        remove: bool,
+    ) -> RegistryResult<Vec<Leftover>> {
+        let found = self.leftovers(scope.before, remove).await;
         self.driver.use_shared().await?;
         found
     }

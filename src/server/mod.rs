@@ -94,7 +94,7 @@ async fn serve(
     let state = request_state(&config, driver.clone())?;
     let tls = security::Tls::from_config(&config)?;
     check_storage(driver.as_ref()).await?;
-    recover_storage(&state.registry).await;
+    recover_storage(state.registry.clone()).await;
     let tcp = match listen::inherited()? {
         Some(inherited) => inherited,
         None => bind(config.listen.value).await?,
@@ -179,31 +179,35 @@ async fn check_storage(driver: &dyn StorageDriver) -> Result<(), String> {
     }
 }
 
-/// Clears what writes interrupted by a crash left behind, before serving (see
-/// `registry::recovery`). Clutter, not damage: failing to clear it does not stop the start.
-async fn recover_storage(registry: &Registry) {
-    notify::status("clearing leftovers of interrupted writes");
-    let started = std::time::Instant::now();
-    let removed = match registry.recover(true).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::warn!(
-                "cannot clear the leftovers of interrupted writes in {}: {e}; `docker-registry fsck` lists them",
-                registry.driver().location()
-            );
-            return;
-        }
+/// Clears what writes interrupted by a crash left behind (see `registry::recovery`): the
+/// store is claimed before serving, the walk (long on a large store) runs while serving.
+/// Clutter, not damage: failing to clear it does not stop the start.
+async fn recover_storage(registry: Arc<Registry>) {
+    let warn = |e: crate::registry::RegistryError| {
+        tracing::warn!(
+            "cannot clear the leftovers of interrupted writes: {e}; `docker-registry fsck` lists them"
+        )
     };
-    for l in &removed {
-        tracing::debug!("removed leftover: {l}");
-    }
-    if !removed.is_empty() {
-        tracing::info!(
-            "removed {} leftovers of interrupted writes (temporaries, blob directories without data) in {:.1}s",
-            removed.len(),
-            started.elapsed().as_secs_f64()
-        );
-    }
+    let scope = match registry.start_recovery().await {
+        Ok(s) => s,
+        Err(e) => return warn(e),
+    };
+    tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        match registry.finish_recovery(scope, true).await {
+            Ok(removed) => {
+                for l in &removed {
+                    tracing::debug!("removed leftover: {l}");
+                }
+                tracing::info!(
+                    "recovery: {} leftovers of interrupted writes removed in {:.1}s",
+                    removed.len(),
+                    started.elapsed().as_secs_f64()
+                );
+            }
+            Err(e) => warn(e),
+        }
+    });
 }
 
 /// What every request shares: the registry over `driver`, access control, and the settings

@@ -9,10 +9,11 @@
 //!
 //! A crash between writing a temporary and renaming it leaves the temporary (and the
 //! directories made for it) behind. Temporaries are named `.<target>.tmp-<32 hex>`, which
-//! no listing shows and [`FilesystemDriver::leftovers`] recognises. Whether one is abandoned
-//! is told by a lock on `.docker-registry.lock` in the root: every process of ours holds it
-//! shared while it runs, so a process that gets it exclusively knows that no write is in
-//! flight (see [`StorageDriver::use_alone`]).
+//! no listing shows and [`FilesystemDriver::leftovers`] recognises; the first 8 digits mark
+//! the process, so that it never takes its own writes in flight for leftovers. Whether
+//! another process's temporary is abandoned is told by a lock on `.docker-registry.lock` in
+//! the root: every process of ours holds it shared while it runs, so a process that gets it
+//! exclusively knows that no other is writing (see [`StorageDriver::use_alone`]).
 
 use super::group_commit::{self, GroupCommit, Source, StagedFile};
 use super::{
@@ -158,26 +159,50 @@ pub(super) fn create_parent(full: &Path) -> io::Result<()> {
     }
 }
 
-/// The temporary a small write goes through before it is renamed over `full`.
-pub(super) fn temp_name(full: &Path) -> PathBuf {
-    let name = full.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    full.with_file_name(format!(".{name}.tmp-{}", uuid::Uuid::new_v4().simple()))
+/// This process's mark on its temporaries: the first 8 of their 32 hex digits. Leftover
+/// removal never takes a temporary that bears it, since that is a write in flight here.
+fn instance() -> &'static str {
+    static INSTANCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    INSTANCE.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..8].to_owned())
 }
 
-/// Whether a file name is one of [`temp_name`]'s.
-fn is_temporary(name: &str) -> bool {
-    match name
+/// The temporary a small write goes through before it is renamed over `full`:
+/// `.<name>.tmp-<instance><24 random hex>`.
+pub(super) fn temp_name(full: &Path) -> PathBuf {
+    let name = full.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let mut buf = uuid::Uuid::encode_buffer();
+    let random = uuid::Uuid::new_v4().simple().encode_lower(&mut buf);
+    full.with_file_name(format!(".{name}.tmp-{}{}", instance(), &random[..24]))
+}
+
+/// What a file name is to leftover removal.
+#[derive(Debug, PartialEq)]
+enum Kind {
+    /// One of [`temp_name`]'s, made by another process (or one that is gone).
+    Temporary,
+    /// One of this process's temporaries: a write in flight.
+    OwnTemporary,
+    Other,
+}
+
+fn kind_of(name: &str) -> Kind {
+    let id = match name
         .strip_prefix('.')
         .and_then(|rest| rest.rsplit_once(".tmp-"))
     {
-        Some((target, id)) => {
-            !target.is_empty()
-                && id.len() == 32
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        }
-        None => false,
+        Some((target, id)) if !target.is_empty() => id,
+        _ => return Kind::Other,
+    };
+    if id.len() != 32
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        Kind::Other
+    } else if id.starts_with(instance()) {
+        Kind::OwnTemporary
+    } else {
+        Kind::Temporary
     }
 }
 
@@ -248,7 +273,7 @@ fn leftovers_below(
                 }
             }
         } else if kind.is_file()
-            && is_temporary(&name)
+            && kind_of(&name) == Kind::Temporary
             && before.is_none_or(|t| {
                 entry
                     .metadata()
@@ -1221,7 +1246,14 @@ mod tests {
     fn temporaries_are_told_by_their_name() {
         let t = temp_name(Path::new("/r/x/link"));
         let name = t.file_name().and_then(|n| n.to_str()).expect("name");
-        assert!(is_temporary(name), "{name}");
+        assert_eq!(kind_of(name), Kind::OwnTemporary, "{name}");
+        let other = if instance().starts_with('0') {
+            "1"
+        } else {
+            "0"
+        };
+        let theirs = format!(".link.tmp-{}", other.repeat(32));
+        assert_eq!(kind_of(&theirs), Kind::Temporary);
         for not in [
             "link",
             ".link",
@@ -1231,8 +1263,42 @@ mod tests {
             ".link.tmp-0123456789abcdef0123456789abcde",
             ".docker-registry.lock",
         ] {
-            assert!(!is_temporary(not), "{not}");
+            assert_eq!(kind_of(not), Kind::Other, "{not}");
         }
+    }
+
+    /// Another process's temporaries and the directories that held only them are leftovers;
+    /// this process's own are writes in flight, whatever their age.
+    #[tokio::test]
+    async fn leftovers_are_other_processes_temporaries_never_ours() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = FilesystemDriver::new(dir.path());
+        let other = if instance().starts_with('0') {
+            "1"
+        } else {
+            "0"
+        };
+        let theirs = dir
+            .path()
+            .join(format!("v2/a/b/.link.tmp-{}", other.repeat(32)));
+        let ours = temp_name(&dir.path().join("v2/c/link"));
+        for f in [&theirs, &ours] {
+            create_parent(f).expect("mkdir");
+            fs::write(f, b"x").expect("write");
+        }
+        let under = StoragePath::new(["v2"]).expect("path");
+        let found = d.leftovers(&under, None, true).await.expect("leftovers");
+        assert_eq!(
+            found,
+            vec![Leftover::Directory(StoragePath::new(["v2/a"]).expect("p"))]
+        );
+        assert!(!dir.path().join("v2/a").exists());
+        assert!(ours.exists(), "a write in flight here is not a leftover");
+        assert!(d
+            .leftovers(&under, None, true)
+            .await
+            .expect("again")
+            .is_empty());
     }
 
     /// Leftover removal may take a directory that held only leftovers just as a write

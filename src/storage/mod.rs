@@ -329,9 +329,10 @@ pub trait StorageDriver: Send + Sync + fmt::Debug + 'static {
     async fn check_writable(&self) -> StorageResult<()>;
 
     /// Tries, without waiting, to become the only process of ours using the store (a
-    /// daemon starting, an offline command). While it is, no write is in flight anywhere,
-    /// so every leftover of an interrupted write is abandoned, whatever its age. Ends with
-    /// [`StorageDriver::use_shared`], which every process calls before it writes. Backends
+    /// daemon starting, an offline command). While it is, no other process writes, so
+    /// every leftover of an interrupted write that is not this process's own is abandoned,
+    /// whatever its age. Ends with [`StorageDriver::use_shared`], which a process that is
+    /// not alone calls before it writes. Backends
     /// that cannot tell keep the default: never alone, so leftovers are only taken once
     /// they are old enough that no write can still be using them.
     async fn use_alone(&self) -> StorageResult<bool> {
@@ -346,9 +347,10 @@ pub trait StorageDriver: Send + Sync + fmt::Debug + 'static {
 
     /// What this backend's interrupted writes left under `under`: temporaries never moved
     /// into place, last modified before `before` (whatever their age with `None`), and the
-    /// directories that held nothing else. With `remove`, removes them; a directory only
-    /// while it is empty, so a write that starts in it meanwhile keeps it. Backends whose
-    /// writes leave nothing behind keep the default.
+    /// directories that held nothing else. Never a temporary of this process's own writes
+    /// in flight, so it may run while they go on. With `remove`, removes them; a directory
+    /// only while it is empty, so a write that starts in it meanwhile keeps it. Backends
+    /// whose writes leave nothing behind keep the default.
     async fn leftovers(
         &self,
         under: &StoragePath,
