@@ -470,14 +470,6 @@ fn wait_for_log(s: &Server, needle: &str) {
     );
 }
 
-/// A free loopback port (bound, read, released: nginx binds it right after).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 struct Nginx {
     child: Child,
 }

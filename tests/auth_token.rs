@@ -464,14 +464,6 @@ fn endpoint_users(d: &Path) -> (PathBuf, PathBuf) {
     (users, access)
 }
 
-/// A free loopback port, for a realm that must name the registry's own port.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port()
-}
-
 /// `auth: token` with the built-in endpoint from a registry:2 file alone, no auth flags:
 /// skopeo gets tokens from the registry itself, and the access file limits them.
 #[test]

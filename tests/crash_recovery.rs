@@ -43,14 +43,6 @@ fn http() -> reqwest::blocking::Client {
         .expect("client")
 }
 
-fn absolute(base: &str, location: &str) -> String {
-    if location.starts_with("http") {
-        location.to_owned()
-    } else {
-        format!("{base}{location}")
-    }
-}
-
 /// Uploads one blob: monolithic, in PATCH chunks, or mounted from `from`. `Ok(true)` when
 /// the registry acknowledged it; errors are the crash (connection refused or reset).
 fn push_blob_somehow(

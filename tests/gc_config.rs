@@ -4,30 +4,15 @@
 //! wait, while the blobs of a tagged image stay; the `retention:` rules of a legacy flavored
 //! file decide what `docker-registry retention` reports and removes.
 
-mod gc_support;
+mod common;
 
-use gc_support::*;
+use common::*;
 use std::time::{Duration, Instant};
 
-/// Pushes `bytes` as a blob of `repo` in one POST (`?digest=`); returns its digest.
-fn push_blob(client: &reqwest::blocking::Client, base: &str, repo: &str, bytes: &[u8]) -> String {
-    let digest = format!("sha256:{}", sha256_hex(bytes));
-    let r = client
-        .post(format!(
-            "http://{base}/v2/{repo}/blobs/uploads/?digest={digest}"
-        ))
-        .header("content-type", "application/octet-stream")
-        .body(bytes.to_vec())
-        .send()
-        .expect("push blob");
-    assert_eq!(r.status().as_u16(), 201, "blob upload: {:?}", r.text());
-    digest
-}
-
 /// Pushes a one-layer image (layer bytes from `seed`) as `repo:tag`; returns the blob digests.
-fn push_image(
+fn push_seeded_image(
     client: &reqwest::blocking::Client,
-    base: &str,
+    server: &Server,
     repo: &str,
     tag: &str,
     seed: u64,
@@ -35,25 +20,14 @@ fn push_image(
     let config = format!(
         r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":[]}},"comment":"{seed}"}}"#
     );
-    let layer = gzip(&layer_bytes(seed, 4096));
-    let config_digest = push_blob(client, base, repo, config.as_bytes());
-    let layer_digest = push_blob(client, base, repo, &layer);
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": config_digest, "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": layer_digest, "size": layer.len()}],
-    })
-    .to_string();
-    let r = client
-        .put(format!("http://{base}/v2/{repo}/manifests/{tag}"))
-        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-        .body(manifest)
-        .send()
-        .expect("push manifest");
-    assert_eq!(r.status().as_u16(), 201, "manifest: {:?}", r.text());
+    let layer = images::gzip(&layer_bytes(seed, 4096));
+    let config_digest = push_blob(client, server, repo, config.as_bytes());
+    let layer_digest = push_blob(client, server, repo, &layer);
+    let manifest = image_manifest(
+        (&config_digest, config.len()),
+        &[(&layer_digest, layer.len())],
+    );
+    put_manifest(client, server, repo, tag, &manifest);
     [config_digest, layer_digest]
 }
 
@@ -75,35 +49,17 @@ fn a_registry_2_file_with_a_gc_interval_makes_the_daemon_collect_orphan_blobs() 
     )
     .expect("config");
     let (yml_arg, sys_arg) = (yml.display().to_string(), sysconfig.display().to_string());
-    let daemon = Daemon::start(&storage, &["--config", &yml_arg, "--sysconfig", &sys_arg]);
-    let base = daemon.base();
-    let client = reqwest::blocking::Client::new();
+    let daemon = Server::builder()
+        .storage(&storage)
+        .args_from(&["--config", &yml_arg, "--sysconfig", &sys_arg])
+        .start();
+    let client = client();
 
     // A tagged image: its config and layer are referenced and must stay.
-    let config =
-        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
-    let layer = gzip(&layer_bytes(7, 4096));
-    let config_digest = push_blob(&client, &base, "kept/app", config);
-    let layer_digest = push_blob(&client, &base, "kept/app", &layer);
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": config_digest, "size": config.len()},
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": layer_digest, "size": layer.len()}],
-    })
-    .to_string();
-    let r = client
-        .put(format!("http://{base}/v2/kept/app/manifests/v1"))
-        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-        .body(manifest)
-        .send()
-        .expect("push manifest");
-    assert_eq!(r.status().as_u16(), 201, "manifest: {:?}", r.text());
+    let [config_digest, layer_digest] = push_seeded_image(&client, &daemon, "kept/app", "v1", 7);
 
     // An orphan: uploaded, never referenced by any manifest.
-    let orphan = push_blob(&client, &base, "orphans/x", &layer_bytes(99, 8192));
+    let orphan = push_blob(&client, &daemon, "orphans/x", &layer_bytes(99, 8192));
     assert!(
         stored_blobs(&storage).contains(&orphan),
         "the orphan blob was stored"
@@ -128,29 +84,15 @@ fn a_registry_2_file_with_a_gc_interval_makes_the_daemon_collect_orphan_blobs() 
         );
     }
     let r = client
-        .get(format!("http://{base}/v2/kept/app/blobs/{layer_digest}"))
+        .get(daemon.url(&format!("/v2/kept/app/blobs/{layer_digest}")))
         .send()
         .expect("pull layer");
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(
         r.bytes().expect("body").as_ref(),
-        gzip(&layer_bytes(7, 4096)).as_slice()
+        images::gzip(&layer_bytes(7, 4096)).as_slice()
     );
     drop(daemon);
-}
-
-/// Sets a tag's age: retention reads it from the time its `current` link was written.
-fn set_age(storage: &std::path::Path, repo: &str, tag: &str, days: u32) {
-    let link = storage.join(format!(
-        "docker/registry/v2/repositories/{repo}/_manifests/tags/{tag}/current/link"
-    ));
-    let st = std::process::Command::new("touch")
-        .arg("-d")
-        .arg(format!("{days} days ago"))
-        .arg(&link)
-        .status()
-        .expect("touch");
-    assert!(st.success());
 }
 
 #[test]
@@ -166,17 +108,17 @@ fn retention_rules_of_a_flavored_file_decide_what_retention_removes() {
         ("release-1", 100),
     ];
     {
-        let daemon = Daemon::start(&storage, &[]);
-        let client = reqwest::blocking::Client::new();
+        let daemon = Server::builder().storage(&storage).start();
+        let client = client();
         for (i, (tag, _)) in tags.iter().enumerate() {
-            push_image(&client, &daemon.base(), "apps/web", tag, 100 + i as u64);
+            push_seeded_image(&client, &daemon, "apps/web", tag, 100 + i as u64);
         }
-        push_image(&client, &daemon.base(), "other/app", "old", 200);
+        push_seeded_image(&client, &daemon, "other/app", "old", 200);
     }
     for (tag, days) in tags {
-        set_age(&storage, "apps/web", tag, days);
+        set_tag_age(&storage, "apps/web", tag, days);
     }
-    set_age(&storage, "other/app", "old", 400);
+    set_tag_age(&storage, "other/app", "old", 400);
 
     // The legacy spelling of the keys, one of them through _env: from the sysconfig file.
     let sysconfig = dir.path().join("sysconfig");

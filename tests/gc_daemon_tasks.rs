@@ -2,14 +2,14 @@
 //! settings the YAML parser will set (`upload_purging`, `gc.interval`, `readonly`), over a
 //! real filesystem store and a real HTTP listener on 127.0.0.1.
 
-mod gc_support;
+mod common;
 
+use common::*;
 use docker_registry::api::{self, AppState};
 use docker_registry::config::{Config, StorageConfig};
 use docker_registry::registry::{Registry, RegistryOptions};
 use docker_registry::server::{admin, maintenance};
 use docker_registry::storage::FilesystemDriver;
-use gc_support::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -3,9 +3,9 @@
 //! real run distribution still serves every remaining tag. Needs `skopeo` and Debian's
 //! `docker-registry` (distribution 2.8.2, /usr/bin/docker-registry).
 
-mod gc_support;
+mod common;
 
-use gc_support::*;
+use common::*;
 use std::collections::BTreeSet;
 
 fn eligible() -> BTreeSet<String> {
@@ -73,13 +73,8 @@ fn after_collection_registry2_still_serves_every_tag() {
     for (repo, tags) in registry2_expected().tags {
         for (tag, digest) in tags {
             let src = format!("docker://{}/{repo}:{tag}", reg.host());
-            let raw = skopeo(&["inspect", "--raw", "--tls-verify=false", &src]);
-            assert!(
-                raw.status.success(),
-                "{src}: {}",
-                String::from_utf8_lossy(&raw.stderr)
-            );
-            assert_eq!(format!("sha256:{}", sha256_hex(&raw.stdout)), digest);
+            let raw = skopeo_ok(&["inspect", "--raw", "--tls-verify=false", &src]);
+            assert_eq!(digest_of(raw.as_bytes()), digest, "{src}");
             let dest = format!(
                 "oci:{}:{}",
                 pulled.path().join(repo.replace('/', "_")).display(),

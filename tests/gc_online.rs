@@ -3,9 +3,9 @@
 //! --online`, no restart, no read-only window), and the disk drops by exactly the deleted
 //! image's unique blobs while the other image still pulls. Needs `skopeo`.
 
-mod gc_support;
+mod common;
 
-use gc_support::*;
+use common::*;
 use std::collections::BTreeSet;
 
 fn push(dir: &std::path::Path, tag: &str, dest: &str) {
@@ -20,7 +20,10 @@ fn push(dir: &std::path::Path, tag: &str, dest: &str) {
 #[test]
 fn deleting_an_image_and_collecting_online_frees_its_unique_layers() {
     let store = tempfile::tempdir().expect("tmp");
-    let daemon = Daemon::start(store.path(), &["--delete-enabled"]);
+    let daemon = Server::builder()
+        .storage(store.path())
+        .args_from(&["--delete-enabled"])
+        .start();
     let work = tempfile::tempdir().expect("tmp");
 
     let shared = layer_bytes(1, 64 * 1024);
@@ -43,12 +46,12 @@ fn deleting_an_image_and_collecting_online_frees_its_unique_layers() {
     push(
         &keep_dir,
         "v1",
-        &format!("docker://{}/apps/keep:v1", daemon.base()),
+        &format!("docker://{}/apps/keep:v1", daemon.host()),
     );
     push(
         &gone_dir,
         "v1",
-        &format!("docker://{}/apps/gone:v1", daemon.base()),
+        &format!("docker://{}/apps/gone:v1", daemon.host()),
     );
     let before: BTreeSet<String> = stored_blobs(store.path()).into_iter().collect();
     let bytes_before = blob_bytes(store.path());
@@ -79,7 +82,7 @@ fn deleting_an_image_and_collecting_online_frees_its_unique_layers() {
     skopeo_ok(&[
         "delete",
         "--tls-verify=false",
-        &format!("docker://{}/apps/gone@{gone_digest}", daemon.base()),
+        &format!("docker://{}/apps/gone@{gone_digest}", daemon.host()),
     ]);
 
     // The daemon owns the storage: an offline (writing) collection refuses to run.
@@ -140,27 +143,27 @@ fn deleting_an_image_and_collecting_online_frees_its_unique_layers() {
     skopeo_ok(&[
         "copy",
         "--src-tls-verify=false",
-        &format!("docker://{}/apps/keep:v1", daemon.base()),
+        &format!("docker://{}/apps/keep:v1", daemon.host()),
         &format!("oci:{}:v1", pulled.display()),
     ]);
-    let raw = skopeo(&[
+    let raw = skopeo_ok(&[
         "inspect",
         "--raw",
         "--tls-verify=false",
-        &format!("docker://{}/apps/keep:v1", daemon.base()),
+        &format!("docker://{}/apps/keep:v1", daemon.host()),
     ]);
-    assert_eq!(format!("sha256:{}", sha256_hex(&raw.stdout)), keep_digest);
+    assert_eq!(digest_of(raw.as_bytes()), keep_digest);
 
     // Pushing the deleted image again works: its blobs are uploaded anew.
     push(
         &gone_dir,
         "v1",
-        &format!("docker://{}/apps/gone:v1", daemon.base()),
+        &format!("docker://{}/apps/gone:v1", daemon.host()),
     );
     skopeo_ok(&[
         "copy",
         "--src-tls-verify=false",
-        &format!("docker://{}/apps/gone:v1", daemon.base()),
+        &format!("docker://{}/apps/gone:v1", daemon.host()),
         &format!("oci:{}:again", pulled.display()),
     ]);
 }
@@ -168,24 +171,27 @@ fn deleting_an_image_and_collecting_online_frees_its_unique_layers() {
 #[test]
 fn delete_untagged_removes_overwritten_manifests_but_not_tagged_ones() {
     let store = tempfile::tempdir().expect("tmp");
-    let daemon = Daemon::start(store.path(), &["--delete-enabled"]);
+    let daemon = Server::builder()
+        .storage(store.path())
+        .args_from(&["--delete-enabled"])
+        .start();
     let work = tempfile::tempdir().expect("tmp");
     let old = oci_image(&work.path().join("old"), "v1", &[layer_bytes(10, 4096)]);
     let new = oci_image(&work.path().join("new"), "v1", &[layer_bytes(11, 4096)]);
     push(
         &work.path().join("old"),
         "v1",
-        &format!("docker://{}/app:v1", daemon.base()),
+        &format!("docker://{}/app:v1", daemon.host()),
     );
     push(
         &work.path().join("old"),
         "v1",
-        &format!("docker://{}/app:stable", daemon.base()),
+        &format!("docker://{}/app:stable", daemon.host()),
     );
     push(
         &work.path().join("new"),
         "v1",
-        &format!("docker://{}/app:v1", daemon.base()),
+        &format!("docker://{}/app:v1", daemon.host()),
     );
     // `old` is still tagged `stable`: nothing is untagged yet.
     let mut c = ours(store.path());
@@ -207,7 +213,7 @@ fn delete_untagged_removes_overwritten_manifests_but_not_tagged_ones() {
     let client = reqwest::blocking::Client::new();
     // Untag `old` through the API (DELETE by tag leaves the manifest revision).
     let r = client
-        .delete(format!("http://{}/v2/app/manifests/stable", daemon.base()))
+        .delete(format!("http://{}/v2/app/manifests/stable", daemon.host()))
         .send()
         .expect("delete tag");
     assert_eq!(r.status().as_u16(), 202);
@@ -229,12 +235,12 @@ fn delete_untagged_removes_overwritten_manifests_but_not_tagged_ones() {
     assert!(lines.contains(&format!("app@{old}")), "{lines:?}");
     assert!(!lines.iter().any(|l| l.contains(&new)), "{lines:?}");
     let r = client
-        .get(format!("http://{}/v2/app/manifests/{old}", daemon.base()))
+        .get(format!("http://{}/v2/app/manifests/{old}", daemon.host()))
         .send()
         .expect("get");
     assert_eq!(r.status().as_u16(), 404);
     let r = client
-        .get(format!("http://{}/v2/app/manifests/v1", daemon.base()))
+        .get(format!("http://{}/v2/app/manifests/v1", daemon.host()))
         .header("accept", "application/vnd.oci.image.manifest.v1+json")
         .send()
         .expect("get");

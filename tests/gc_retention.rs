@@ -1,26 +1,12 @@
 //! Retention: images pushed with skopeo, tag ages set on their `current` links, then
 //! `docker-registry retention` (dry run by default, `--apply`), then `garbage-collect
 //! --delete-untagged` frees exactly the expired images' content and the kept tags pull.
-//! Needs `skopeo` and coreutils `touch`.
+//! Needs `skopeo`.
 
-mod gc_support;
+mod common;
 
-use gc_support::*;
+use common::*;
 use std::collections::BTreeSet;
-use std::process::Command;
-
-fn set_age(store: &std::path::Path, repo: &str, tag: &str, days: u32) {
-    let link = store.join(format!(
-        "docker/registry/v2/repositories/{repo}/_manifests/tags/{tag}/current/link"
-    ));
-    let st = Command::new("touch")
-        .arg("-d")
-        .arg(format!("{days} days ago"))
-        .arg(&link)
-        .status()
-        .expect("touch");
-    assert!(st.success());
-}
 
 fn lines_set(o: &std::process::Output) -> BTreeSet<String> {
     stdout_lines(o).into_iter().collect()
@@ -38,7 +24,7 @@ fn retention_keeps_newest_and_young_and_protected_tags_and_collection_frees_the_
         ("release-1", 100),
     ];
     {
-        let daemon = Daemon::start(store.path(), &[]);
+        let daemon = Server::builder().storage(store.path()).start();
         for (i, (tag, _)) in tags.iter().enumerate() {
             let dir = work.path().join(tag);
             oci_image(&dir, "x", &[layer_bytes(7000 + i as u64, 2048)]);
@@ -46,7 +32,7 @@ fn retention_keeps_newest_and_young_and_protected_tags_and_collection_frees_the_
                 "copy",
                 "--dest-tls-verify=false",
                 &format!("oci:{}:x", dir.display()),
-                &format!("docker://{}/apps/web:{tag}", daemon.base()),
+                &format!("docker://{}/apps/web:{tag}", daemon.host()),
             ]);
         }
         let dir = work.path().join("other");
@@ -55,13 +41,13 @@ fn retention_keeps_newest_and_young_and_protected_tags_and_collection_frees_the_
             "copy",
             "--dest-tls-verify=false",
             &format!("oci:{}:x", dir.display()),
-            &format!("docker://{}/other/app:old", daemon.base()),
+            &format!("docker://{}/other/app:old", daemon.host()),
         ]);
     }
     for (tag, days) in tags {
-        set_age(store.path(), "apps/web", tag, days);
+        set_tag_age(store.path(), "apps/web", tag, days);
     }
-    set_age(store.path(), "other/app", "old", 400);
+    set_tag_age(store.path(), "other/app", "old", 400);
 
     let retention = |extra: &[&str]| {
         let mut c = ours(store.path());
@@ -139,12 +125,12 @@ fn retention_keeps_newest_and_young_and_protected_tags_and_collection_frees_the_
     assert_eq!((removed_blobs, removed_manifests), (6, 2));
     assert!(blob_bytes(store.path()) < bytes_before);
 
-    let daemon = Daemon::start(store.path(), &[]);
+    let daemon = Server::builder().storage(store.path()).start();
     for tag in ["v3", "v4", "release-1"] {
         skopeo_ok(&[
             "copy",
             "--src-tls-verify=false",
-            &format!("docker://{}/apps/web:{tag}", daemon.base()),
+            &format!("docker://{}/apps/web:{tag}", daemon.host()),
             &format!("oci:{}:{tag}", work.path().join("pulled").display()),
         ]);
     }

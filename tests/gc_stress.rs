@@ -5,10 +5,10 @@
 //! fully pullable with every digest verified, and no unreachable blob older than the grace
 //! period remains. Bounded: a fixed number of rounds per client and a time limit.
 
-mod gc_support;
+mod common;
 
-use gc_support::rng::Rng;
-use gc_support::*;
+use common::rng::Rng;
+use common::*;
 use reqwest::blocking::Client;
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -42,18 +42,6 @@ struct Outcome {
     refused_blob_unknown: usize,
 }
 
-fn digest_of(b: &[u8]) -> String {
-    format!("sha256:{}", sha256_hex(b))
-}
-
-fn absolute(base: &str, location: &str) -> String {
-    if location.starts_with("http") {
-        location.to_owned()
-    } else {
-        format!("http://{base}{location}")
-    }
-}
-
 /// Makes `blob` present in `repo`: skip when it exists, else mount from `other`, else upload.
 fn ensure_blob(
     client: &Client,
@@ -85,7 +73,7 @@ fn ensure_blob(
                 .and_then(|v| v.to_str().ok())
                 .ok_or("no Location")?
                 .to_owned();
-            let url = absolute(base, &loc);
+            let url = absolute(&format!("http://{base}"), &loc);
             let sep = if url.contains('?') { '&' } else { '?' };
             let put = client
                 .put(format!("{url}{sep}digest={d}"))
@@ -297,14 +285,13 @@ fn skopeo_client(base: String, work: &Path, stop_at: Instant) -> Result<Outcome,
             ],
         );
         let dest = format!("docker://{base}/stress/skopeo:r{round}");
-        let res = skopeo(&[
+        let (pushed, err) = skopeo(&[
             "copy",
             "--dest-tls-verify=false",
             &format!("oci:{}:v1", dir.display()),
             &dest,
         ]);
-        if !res.status.success() {
-            let err = String::from_utf8_lossy(&res.stderr).into_owned();
+        if !pushed {
             if err.contains("MANIFEST_BLOB_UNKNOWN") || err.contains("blob unknown") {
                 out.refused_blob_unknown += 1;
                 continue;
@@ -466,7 +453,10 @@ fn collect_online(store: &Path, extra: &[&str]) -> (bool, usize) {
 fn pushes_and_deletes_racing_online_collection_never_lose_an_accepted_image() {
     let store = tempfile::tempdir().expect("tmp");
     let work = tempfile::tempdir().expect("tmp");
-    let daemon = Daemon::start(store.path(), &["--delete-enabled"]);
+    let daemon = Server::builder()
+        .storage(store.path())
+        .args_from(&["--delete-enabled"])
+        .start();
     let stop_at = Instant::now() + TIME_LIMIT;
     let done = Arc::new(AtomicBool::new(false));
     let cycles = Arc::new(AtomicUsize::new(0));
@@ -490,11 +480,11 @@ fn pushes_and_deletes_racing_online_collection_never_lose_an_accepted_image() {
     };
     let mut clients = Vec::new();
     for id in 0..CLIENTS {
-        let base = daemon.base();
+        let base = daemon.host();
         clients.push(std::thread::spawn(move || raw_client(base, id, stop_at)));
     }
     let skopeo_thread = {
-        let base = daemon.base();
+        let base = daemon.host();
         let dir = work.path().to_path_buf();
         std::thread::spawn(move || skopeo_client(base, &dir, stop_at))
     };
@@ -526,7 +516,7 @@ fn pushes_and_deletes_racing_online_collection_never_lose_an_accepted_image() {
         "too few pushes succeeded: {accepted}"
     );
 
-    assert!(check_accepted_images(&daemon.base(), &outcomes) > 0);
+    assert!(check_accepted_images(&daemon.host(), &outcomes) > 0);
 
     // Quiet now: once the grace period has passed, one collection leaves only what is
     // reachable.
@@ -591,7 +581,10 @@ fn dangling_layer_links(store: &Path) -> Vec<String> {
 fn online_collection_with_no_grace_leaves_no_dangling_layer_link() {
     const PUSH_FOR: Duration = Duration::from_secs(30);
     let store = tempfile::tempdir().expect("tmp");
-    let daemon = Daemon::start(store.path(), &["--delete-enabled"]);
+    let daemon = Server::builder()
+        .storage(store.path())
+        .args_from(&["--delete-enabled"])
+        .start();
     let stop_at = Instant::now() + PUSH_FOR;
     let done = Arc::new(AtomicBool::new(false));
     let cycles = Arc::new(AtomicUsize::new(0));
@@ -619,7 +612,7 @@ fn online_collection_with_no_grace_leaves_no_dangling_layer_link() {
     };
     let clients: Vec<_> = (0..CLIENTS)
         .map(|id| {
-            let base = daemon.base();
+            let base = daemon.host();
             std::thread::spawn(move || raw_client(base, id, stop_at))
         })
         .collect();
@@ -642,7 +635,7 @@ fn online_collection_with_no_grace_leaves_no_dangling_layer_link() {
     assert!(dangling.is_empty(), "dangling layer links: {dangling:#?}");
 
     // What was accepted is whole, and the store is sound.
-    check_accepted_images(&daemon.base(), &outcomes);
+    check_accepted_images(&daemon.host(), &outcomes);
     let mut c = ours(store.path());
     c.arg("fsck");
     let out = run(c);

@@ -11,7 +11,7 @@
 //! | multi | multi | an OCI image index: linux/amd64 and linux/arm64, sharing a's layer |
 //! | c | old | one layer no other image shares |
 //!
-//! Shared by the integration tests (`tests/common`, `tests/gc_support`) and by
+//! Shared by the integration tests and benchmarks (`tests/common`) and by
 //! `examples/oci-layouts.rs`, which writes them for the package tests and for README's
 //! first push.
 
@@ -221,7 +221,7 @@ fn tar(path: &str, data: &[u8]) -> Vec<u8> {
 }
 
 /// gzip at the best level, with no file name and a zero time stamp in the header.
-fn gzip(data: &[u8]) -> Vec<u8> {
+pub fn gzip(data: &[u8]) -> Vec<u8> {
     let mut encoder = flate2::GzBuilder::new()
         .mtime(0)
         .write(Vec::new(), flate2::Compression::best());

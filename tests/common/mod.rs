@@ -1,17 +1,34 @@
-//! Test harness: the real `docker-registry` binary on a free loopback port with a temporary
-//! storage directory, stopped (by PID) when the handle drops; plus fixture helpers: the test
-//! images (`images`), a data directory written by registry:2 (`registry2`) and htpasswd
-//! files written by Apache's `htpasswd` (`htpasswd`).
+//! The one test harness, used by every integration test and benchmark: the real
+//! `docker-registry` binary on a free loopback port with a temporary storage directory,
+//! stopped (by PID) when the handle drops (`Server`), our commands run on a store (`ours`),
+//! HTTP helpers and request-then-check assertions. Beside it: the programs the tests drive
+//! and what happens when one is missing (`tools`), the test images (`images`) and OCI
+//! layouts for skopeo (`oci`), what is on disk in a store (`store`), a data directory
+//! written by registry:2 and distribution itself as a server (`registry2`), htpasswd files
+//! written by Apache's `htpasswd` (`htpasswd`) and a seeded generator (`rng`).
 #![allow(dead_code)]
 
 pub mod htpasswd;
 pub mod images;
+pub mod oci;
 pub mod registry2;
 pub mod rng;
+pub mod store;
+pub mod tools;
+
+// Not every test file uses all of them.
+#[allow(unused_imports)]
+pub use oci::*;
+#[allow(unused_imports)]
+pub use registry2::{registry2_expected, registry2_store, Distribution};
+#[allow(unused_imports)]
+pub use store::*;
+#[allow(unused_imports)]
+pub use tools::*;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -93,7 +110,9 @@ impl ServerBuilder {
             }
             None => Command::new(BIN),
         };
-        cmd.arg("--sysconfig").arg(empty.path());
+        if !self.args.iter().any(|a| a == "--sysconfig") {
+            cmd.arg("--sysconfig").arg(empty.path());
+        }
         if !self.args.iter().any(|a| a == "--config") {
             cmd.arg("--config").arg(empty.path());
         }
@@ -101,7 +120,8 @@ impl ServerBuilder {
         if self.storage_flag {
             cmd.arg("--storage-path").arg(&storage);
         }
-        cmd.args(&self.args)
+        cmd.args(&self.args);
+        without_machine_settings(&mut cmd)
             .env_remove("NOTIFY_SOCKET")
             .env("DOCKER_REGISTRY_CONFIG", empty.path())
             .stdin(Stdio::null())
@@ -209,6 +229,48 @@ impl Server {
     }
 }
 
+/// Removes the variables through which this machine's configuration would reach the
+/// binary (`REGISTRY_*`, `DOCKER_REGISTRY_CONFIG`, `SETTINGS_FLAVOR`).
+pub fn without_machine_settings(c: &mut Command) -> &mut Command {
+    for (k, _) in std::env::vars() {
+        if k.starts_with("REGISTRY_") || k == "DOCKER_REGISTRY_CONFIG" || k == "SETTINGS_FLAVOR" {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+/// One of our commands (`garbage-collect`, `fsck`, ...) on the store at `storage`, without
+/// this machine's settings; add the command and its flags.
+pub fn ours(storage: &Path) -> Command {
+    let mut c = Command::new(BIN);
+    without_machine_settings(&mut c);
+    c.arg("--storage-path").arg(storage);
+    c
+}
+
+/// Runs a command to its end.
+pub fn run(mut c: Command) -> Output {
+    c.output().expect("run command")
+}
+
+/// A finished command's stdout, a line each.
+pub fn stdout_lines(o: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A loopback port that was free a moment ago, for a server that cannot listen on port 0
+/// and say which port it got (registry:2, nginx, a realm naming the registry's own port).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
 pub fn proc_status_kib(pid: i32, key: &str) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     s.lines()
@@ -250,80 +312,14 @@ pub fn digest_of(data: &[u8]) -> String {
     format!("sha256:{}", sha256_hex(data))
 }
 
-/// The test images' OCI layouts (a, b, multi, c: see `images.rs`) in a temp dir.
-pub fn oci_layouts() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    images::write_layouts(dir.path()).expect("write the OCI layouts");
-    dir
-}
-
-/// The manifest digest an OCI layout's index.json gives for a reference.
-pub fn layout_digest(layout: &Path, reference: &str) -> String {
-    let text = std::fs::read_to_string(layout.join("index.json")).expect("index.json");
-    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
-    v["manifests"]
-        .as_array()
-        .expect("manifests")
-        .iter()
-        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == reference)
-        .and_then(|m| m["digest"].as_str())
-        .expect("ref in layout")
-        .to_owned()
-}
-
-/// skopeo copies OCI layout `dir`'s `reference` (see [`oci_layouts`]) to `host/repo`; with
-/// `all`, every platform of an index.
-pub fn skopeo_push_layout(
-    host: &str,
-    layouts: &Path,
-    dir: &str,
-    reference: &str,
-    repo: &str,
-    all: bool,
-) {
-    let src = format!("oci:{}:{reference}", layouts.join(dir).display());
-    let dst = format!("docker://{host}/{repo}");
-    let mut args = vec!["copy", "--dest-tls-verify=false"];
-    if all {
-        args.push("--all");
+/// A `Location` header as a URL: as it is when absolute, else on `base_url`
+/// (`http://127.0.0.1:PORT`).
+pub fn absolute(base_url: &str, location: &str) -> String {
+    if location.starts_with("http") {
+        location.to_owned()
+    } else {
+        format!("{base_url}{location}")
     }
-    args.extend([src.as_str(), dst.as_str()]);
-    skopeo_ok(&args);
-}
-
-/// Checks that every blob file of a pulled `dir:` copy (named by its hex digest) hashes to
-/// its name; returns how many there are.
-pub fn check_pulled_blobs(dir: &Path) -> usize {
-    let mut blobs = 0;
-    for e in std::fs::read_dir(dir).expect("dir").flatten() {
-        let name = e.file_name().into_string().expect("utf8");
-        if name.len() == 64 {
-            assert_eq!(sha256_hex(&std::fs::read(e.path()).expect("blob")), name);
-            blobs += 1;
-        }
-    }
-    blobs
-}
-
-/// Runs skopeo with the flags every test needs; returns (success, combined output).
-pub fn skopeo(args: &[&str]) -> (bool, String) {
-    let out = Command::new("skopeo")
-        .arg("--insecure-policy")
-        .args(args)
-        .output()
-        .expect("skopeo is installed (apt-get install skopeo)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-pub fn skopeo_ok(args: &[&str]) -> String {
-    let (ok, out) = skopeo(args);
-    assert!(ok, "skopeo {args:?} failed:\n{out}");
-    out
 }
 
 /// Pushes a blob monolithically; returns its digest.
@@ -365,14 +361,25 @@ pub fn push_image(
     let cd = push_blob(c, s, repo, config.as_bytes());
     let ld = push_blob(c, s, repo, &layer);
     let m = image_manifest((&cd, config.len()), &[(&ld, layer.len())]);
+    put_manifest(c, s, repo, tag, &m)
+}
+
+/// Puts an OCI image manifest as `repo:tag` (201 expected); returns its digest.
+pub fn put_manifest(
+    c: &reqwest::blocking::Client,
+    s: &Server,
+    repo: &str,
+    tag: &str,
+    manifest: &str,
+) -> String {
     let r = c
         .put(s.url(&format!("/v2/{repo}/manifests/{tag}")))
         .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-        .body(m.clone())
+        .body(manifest.to_owned())
         .send()
         .expect("put manifest");
     assert_eq!(r.status(), 201, "put manifest: {:?}", r.text());
-    digest_of(m.as_bytes())
+    digest_of(manifest.as_bytes())
 }
 
 /// The `errors[0].code` of a JSON error body.

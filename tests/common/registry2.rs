@@ -13,14 +13,13 @@
 //! Also here: `Distribution`, distribution serving a directory, for the tests that check
 //! that it reads what we wrote.
 
-use super::images;
+use super::tools::DISTRIBUTION;
+use super::{free_port, images, skopeo_ok};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-pub const DISTRIBUTION: &str = "/usr/bin/docker-registry";
 
 /// What distribution serves from the directory and what its collector found.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -161,7 +160,7 @@ fn cached_fixture_dir() -> PathBuf {
 /// Writes the history into `root` with distribution; returns what it then serves and finds.
 fn generate(root: &Path) -> Expected {
     assert!(
-        Path::new(DISTRIBUTION).exists(),
+        DISTRIBUTION.installed(),
         "the registry:2 fixture is made by distribution 2.8.2: apt-get install docker-registry"
     );
     let layouts_dir = tempfile::tempdir().expect("tempdir");
@@ -186,7 +185,7 @@ fn generate(root: &Path) -> Expected {
         args.push(&digest_path);
         args.extend(flags.iter());
         args.extend([src.as_str(), dst.as_str()]);
-        run_skopeo(&args);
+        skopeo_ok(&args);
         let digest = std::fs::read_to_string(&digest_file).expect("skopeo --digestfile");
         pushed.insert(dest.to_string(), digest.trim().to_owned());
     }
@@ -254,7 +253,7 @@ fn generate(root: &Path) -> Expected {
     }
     // Collection runs with the registry stopped, as distribution requires.
     d.stop();
-    let out = Command::new(DISTRIBUTION)
+    let out = Command::new(DISTRIBUTION.program)
         .args(["garbage-collect", "--dry-run"])
         .arg(d.config_file())
         .output()
@@ -314,19 +313,6 @@ fn digests_of(l: &images::Layout) -> LayoutDigests {
     }
 }
 
-fn run_skopeo(args: &[&str]) {
-    let out = Command::new("skopeo")
-        .arg("--insecure-policy")
-        .args(args)
-        .output()
-        .expect("skopeo is installed (apt-get install skopeo)");
-    assert!(
-        out.status.success(),
-        "skopeo {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Distribution 2.8.2 serving `root` on a free loopback port (deletion enabled, upload
 /// purging off), stopped by PID when dropped.
 pub struct Distribution {
@@ -347,15 +333,12 @@ impl Distribution {
     /// (`{s3: {...}}`).
     pub fn start_with(storage: &str) -> Distribution {
         assert!(
-            Path::new(DISTRIBUTION).exists(),
+            DISTRIBUTION.installed(),
             "distribution 2.8.2 is needed: apt-get install docker-registry"
         );
         let conf = tempfile::tempdir().expect("tempdir");
         // registry:2 cannot listen on port 0 and say which port it got.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = free_port();
         std::fs::write(
             conf.path().join("config.yml"),
             format!(
@@ -364,7 +347,7 @@ impl Distribution {
         )
         .expect("write config");
         let log = std::fs::File::create(conf.path().join("log")).expect("log file");
-        let mut cmd = Command::new(DISTRIBUTION);
+        let mut cmd = Command::new(DISTRIBUTION.program);
         cmd.arg("serve")
             .arg(conf.path().join("config.yml"))
             .stdin(Stdio::null())

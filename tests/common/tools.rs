@@ -1,0 +1,127 @@
+//! The programs the tests drive besides ours: skopeo, podman, distribution 2.8.2, Apache's
+//! htpasswd, nginx, openssl, curl... `tests/run-all.sh` installs every one of them and sets
+//! `DOCKER_REGISTRY_TEST_TOOLS=required`, so in CI a missing tool fails the test that needs
+//! it. Run on its own, a test that needs a tool that is not installed prints
+//! `SKIPPED: needs ...` with the package to install (`cargo nextest run --no-capture` shows
+//! it) and passes.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// A program a test runs, and the Debian package that has it.
+#[derive(Debug, Clone, Copy)]
+pub struct Tool {
+    pub program: &'static str,
+    pub package: &'static str,
+}
+
+pub const SKOPEO: Tool = Tool {
+    program: "skopeo",
+    package: "skopeo",
+};
+pub const PODMAN: Tool = Tool {
+    program: "podman",
+    package: "podman",
+};
+/// registry:2: CNCF distribution 2.8.2 as Debian ships it.
+pub const DISTRIBUTION: Tool = Tool {
+    program: "/usr/bin/docker-registry",
+    package: "docker-registry",
+};
+pub const HTPASSWD: Tool = Tool {
+    program: "htpasswd",
+    package: "apache2-utils",
+};
+pub const NGINX: Tool = Tool {
+    program: "nginx",
+    package: "nginx-light",
+};
+pub const OPENSSL: Tool = Tool {
+    program: "openssl",
+    package: "openssl",
+};
+pub const CURL: Tool = Tool {
+    program: "curl",
+    package: "curl",
+};
+pub const PRLIMIT: Tool = Tool {
+    program: "prlimit",
+    package: "util-linux",
+};
+pub const SOCKET_ACTIVATE: Tool = Tool {
+    program: "systemd-socket-activate",
+    package: "systemd",
+};
+
+impl Tool {
+    /// Whether the program is there: a path that exists, or a name found on `PATH`.
+    pub fn installed(&self) -> bool {
+        if self.program.contains('/') {
+            return Path::new(self.program).is_file();
+        }
+        std::env::var_os("PATH").is_some_and(|paths| {
+            std::env::split_paths(&paths).any(|d| d.join(self.program).is_file())
+        })
+    }
+}
+
+/// Whether every tool the test needs is installed. When one is not: under
+/// `tests/run-all.sh` (`DOCKER_REGISTRY_TEST_TOOLS=required`) the test fails saying which;
+/// otherwise this prints why the test is skipped and returns false, and the test returns.
+pub fn have(tools: &[Tool]) -> bool {
+    let missing: Vec<&Tool> = tools.iter().filter(|t| !t.installed()).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let names: Vec<&str> = missing.iter().map(|t| t.program).collect();
+    let packages: Vec<&str> = missing.iter().map(|t| t.package).collect();
+    let what = format!(
+        "needs {} (apt-get install {})",
+        names.join(", "),
+        packages.join(" ")
+    );
+    if std::env::var("DOCKER_REGISTRY_TEST_TOOLS").is_ok_and(|v| v == "required") {
+        panic!(
+            "{what}; DOCKER_REGISTRY_TEST_TOOLS=required, so this test fails instead of skipping"
+        );
+    }
+    eprintln!("SKIPPED: {what}");
+    false
+}
+
+/// Runs skopeo with the flags every test needs; returns (success, stdout and stderr).
+pub fn skopeo(args: &[&str]) -> (bool, String) {
+    let out = skopeo_command(args)
+        .output()
+        .expect("skopeo is installed (apt-get install skopeo)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Runs skopeo, which must succeed; returns its stdout (`inspect --raw`: the manifest's
+/// bytes, as served).
+pub fn skopeo_ok(args: &[&str]) -> String {
+    let out = skopeo_command(args)
+        .output()
+        .expect("skopeo is installed (apt-get install skopeo)");
+    assert!(
+        out.status.success(),
+        "skopeo {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn skopeo_command(args: &[&str]) -> Command {
+    let mut c = Command::new(SKOPEO.program);
+    c.arg("--insecure-policy")
+        .args(args)
+        .env("TMPDIR", std::env::temp_dir())
+        .stdin(Stdio::null());
+    c
+}
