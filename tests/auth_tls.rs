@@ -10,43 +10,34 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// A self-signed certificate for 127.0.0.1 (cert.pem, key.pem) with the given common name.
 fn self_signed(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");
-    run(Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .args([
-            "-subj",
-            &format!("/CN={cn}"),
-            "-addext",
-            "subjectAltName=IP:127.0.0.1,DNS:localhost",
-        ]));
+    checked(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "2",
+            ])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .args([
+                "-subj",
+                &format!("/CN={cn}"),
+                "-addext",
+                "subjectAltName=IP:127.0.0.1,DNS:localhost",
+            ]),
+    );
     (cert, key)
 }
 
@@ -68,26 +59,20 @@ fn client_cert_dir(dir: &Path, ca: &Path, cert: &Path, key: &Path) -> PathBuf {
 
 fn users(dir: &Path) -> PathBuf {
     let f = dir.join("users");
-    run(Command::new("htpasswd")
-        .args(["-cbB", "-C", "5"])
-        .arg(&f)
-        .args(["tls-user", "tls pw"]));
+    checked(
+        Command::new("htpasswd")
+            .args(["-cbB", "-C", "5"])
+            .arg(&f)
+            .args(["tls-user", "tls pw"]),
+    );
     f
 }
 
 fn curl(args: &[&str]) -> (bool, String) {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "20"])
-        .args(args)
-        .output()
-        .expect("curl is installed");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
+    output_of(
+        Command::new(CURL.program)
+            .args(["-sS", "--max-time", "20"])
+            .args(args),
     )
 }
 
@@ -104,6 +89,9 @@ fn served_subject(port: u16) -> String {
 
 #[test]
 fn skopeo_pushes_and_pulls_over_native_tls_with_basic_auth() {
+    if !have(&[SKOPEO, HTPASSWD, OPENSSL, CURL]) {
+        return;
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let (cert, key) = self_signed(dir.path(), "first");
     let users = users(dir.path());
@@ -245,39 +233,46 @@ fn client_ca(d: &Path) -> (PathBuf, PathBuf, PathBuf) {
         "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
     )
     .expect("write ext");
-    run(Command::new("openssl")
-        .args([
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-subj",
-            "/CN=ci-robot",
-        ])
-        .arg("-keyout")
-        .arg(&client_key)
-        .arg("-out")
-        .arg(&client_csr));
-    run(Command::new("openssl")
-        .args(["x509", "-req", "-days", "2"])
-        .arg("-in")
-        .arg(&client_csr)
-        .arg("-CA")
-        .arg(&ca_cert)
-        .arg("-CAkey")
-        .arg(&ca_key)
-        // A v3 certificate for client authentication (webpki refuses v1 certificates).
-        .arg("-extfile")
-        .arg(&ext)
-        .args(["-CAcreateserial", "-out"])
-        .arg(&client_cert));
+    checked(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-subj",
+                "/CN=ci-robot",
+            ])
+            .arg("-keyout")
+            .arg(&client_key)
+            .arg("-out")
+            .arg(&client_csr),
+    );
+    checked(
+        Command::new("openssl")
+            .args(["x509", "-req", "-days", "2"])
+            .arg("-in")
+            .arg(&client_csr)
+            .arg("-CA")
+            .arg(&ca_cert)
+            .arg("-CAkey")
+            .arg(&ca_key)
+            // A v3 certificate for client authentication (webpki refuses v1 certificates).
+            .arg("-extfile")
+            .arg(&ext)
+            .args(["-CAcreateserial", "-out"])
+            .arg(&client_cert),
+    );
     (ca_cert, client_cert, client_key)
 }
 
 #[test]
 fn mutual_tls_requires_a_client_certificate_from_the_ca() {
+    if !have(&[SKOPEO, OPENSSL, CURL]) {
+        return;
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let (cert, key) = self_signed(d, "server");
@@ -338,15 +333,20 @@ fn mutual_tls_requires_a_client_certificate_from_the_ca() {
 /// (`auth.htpasswd.accessfile`) deciding who may push.
 #[test]
 fn a_registry_2_file_alone_gives_mutual_tls_htpasswd_and_access_rules() {
+    if !have(&[SKOPEO, HTPASSWD, OPENSSL, CURL]) {
+        return;
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     let (cert, key) = self_signed(d, "server");
     let (ca_cert, client_cert, client_key) = client_ca(d);
     let users = users(d);
-    run(Command::new("htpasswd")
-        .args(["-bB", "-C", "5"])
-        .arg(&users)
-        .args(["reader", "read pw"]));
+    checked(
+        Command::new("htpasswd")
+            .args(["-bB", "-C", "5"])
+            .arg(&users)
+            .args(["reader", "read pw"]),
+    );
     let access = d.join("access.yml");
     std::fs::write(
         &access,
@@ -551,6 +551,9 @@ fn start_nginx(prefix: &Path, port: u16, upstream: u16, cert: &Path, key: &Path)
 
 #[test]
 fn behind_the_shipped_nginx_example_with_registry_auth() {
+    if !have(&[SKOPEO, HTPASSWD, NGINX, OPENSSL, CURL]) {
+        return;
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let (cert, key) = self_signed(dir.path(), "proxy");
     let users = users(dir.path());

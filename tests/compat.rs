@@ -16,6 +16,9 @@ fn registry2_dir() -> tempfile::TempDir {
 
 #[test]
 fn a_registry2_data_directory_is_served_as_it_is() {
+    if !have(&[SKOPEO, DISTRIBUTION]) {
+        return;
+    }
     let fixture = registry2_dir();
     let s = Server::builder().storage(fixture.path()).start();
     let c = client();
@@ -64,6 +67,9 @@ fn a_registry2_data_directory_is_served_as_it_is() {
 
 #[test]
 fn what_we_push_into_a_registry2_directory_is_served_by_distribution() {
+    if !have(&[SKOPEO, DISTRIBUTION]) {
+        return;
+    }
     let fixture = registry2_dir();
     let layouts = oci_layouts();
     let s = Server::builder().storage(fixture.path()).start();

@@ -119,12 +119,7 @@ fn a_silent_socket_a_half_sent_head_and_an_idle_keep_alive_are_closed_at_their_t
 
 #[test]
 fn idle_sockets_past_the_open_file_limit_leave_normal_clients_served() {
-    if std::process::Command::new("prlimit")
-        .arg("--version")
-        .output()
-        .is_err()
-    {
-        eprintln!("SKIPPED: prlimit (util-linux) is not installed");
+    if !have(&[PRLIMIT]) {
         return;
     }
     // 256 descriptors: room for (256 - 128) / 2 = 64 connections.

@@ -91,6 +91,9 @@ async fn the_daemon_purges_stale_uploads_and_collects_on_its_schedule() {
 
 #[test]
 fn read_only_mode_refuses_writes_with_405_unsupported_and_serves_reads() {
+    if !have(&[SKOPEO, DISTRIBUTION]) {
+        return;
+    }
     let tmp = tempfile::tempdir().expect("tmp");
     registry2_store(tmp.path());
     let rt = tokio::runtime::Runtime::new().expect("runtime");

@@ -19,6 +19,9 @@ fn push(dir: &std::path::Path, tag: &str, dest: &str) {
 
 #[test]
 fn deleting_an_image_and_collecting_online_frees_its_unique_layers() {
+    if !have(&[SKOPEO]) {
+        return;
+    }
     let store = tempfile::tempdir().expect("tmp");
     let daemon = Server::builder()
         .storage(store.path())
@@ -170,6 +173,9 @@ fn deleting_an_image_and_collecting_online_frees_its_unique_layers() {
 
 #[test]
 fn delete_untagged_removes_overwritten_manifests_but_not_tagged_ones() {
+    if !have(&[SKOPEO]) {
+        return;
+    }
     let store = tempfile::tempdir().expect("tmp");
     let daemon = Server::builder()
         .storage(store.path())

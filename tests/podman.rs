@@ -7,26 +7,24 @@ use common::*;
 use std::process::Command;
 
 fn podman(root: &std::path::Path, args: &[&str]) -> String {
-    let out = Command::new("podman")
-        .arg("--storage-driver=vfs")
-        .arg("--root")
-        .arg(root.join("root"))
-        .arg("--runroot")
-        .arg(root.join("run"))
-        .args(args)
-        .output()
-        .expect("podman is installed (apt-get install podman)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (ok, text) = output_of(
+        Command::new(PODMAN.program)
+            .arg("--storage-driver=vfs")
+            .arg("--root")
+            .arg(root.join("root"))
+            .arg("--runroot")
+            .arg(root.join("run"))
+            .args(args),
     );
-    assert!(out.status.success(), "podman {args:?} failed:\n{text}");
+    assert!(ok, "podman {args:?} failed:\n{text}");
     text
 }
 
 #[test]
 fn podman_pulls_and_pushes() {
+    if !have(&[SKOPEO, PODMAN]) {
+        return;
+    }
     let s = Server::start();
     let host = s.host();
     let layouts = oci_layouts();

@@ -186,6 +186,9 @@ fn a_full_disk_is_a_clear_error_and_leaves_nothing_half_written() {
 
 #[test]
 fn http2_prior_knowledge_and_ipv6_listeners() {
+    if !have(&[CURL]) {
+        return;
+    }
     let s = Server::start();
     let out = Command::new("curl")
         .args([

@@ -120,6 +120,9 @@ fn catalog(c: &reqwest::blocking::Client, base: &str) -> Vec<String> {
 
 #[test]
 fn a_registry_2_s3_file_serves_skopeo_round_trips() {
+    if !have(&[SKOPEO]) {
+        return;
+    }
     let Some(moto) = moto() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     let s = ours(&moto, "/srv/registry", dir.path());
@@ -155,6 +158,9 @@ fn a_registry_2_s3_file_serves_skopeo_round_trips() {
 /// the bucket, endpoint, keys and prefix all from `AWS_*` and `STORAGE_PATH`.
 #[test]
 fn the_legacy_s3_flavor_serves_skopeo_round_trips() {
+    if !have(&[SKOPEO]) {
+        return;
+    }
     let Some(moto) = moto() else { return };
     let sockets = tempfile::tempdir().expect("tempdir");
     let sample = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -200,6 +206,9 @@ fn the_legacy_s3_flavor_serves_skopeo_round_trips() {
 /// other wrote, with the same digests.
 #[test]
 fn distribution_and_we_read_each_others_bucket() {
+    if !have(&[SKOPEO, DISTRIBUTION]) {
+        return;
+    }
     let Some(moto) = moto() else { return };
     let dir = tempfile::tempdir().expect("tempdir");
     let s = ours(&moto, "/shared", dir.path());

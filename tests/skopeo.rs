@@ -18,6 +18,9 @@ fn inspect_digest(host: &str, image: &str) -> String {
 
 #[test]
 fn skopeo_pushes_and_pulls_every_fixture_layout_with_identical_digests() {
+    if !have(&[SKOPEO]) {
+        return;
+    }
     let s = Server::start();
     let host = s.host();
     let layouts = oci_layouts();
@@ -94,6 +97,9 @@ fn skopeo_pushes_and_pulls_every_fixture_layout_with_identical_digests() {
 
 #[test]
 fn skopeo_delete_follows_the_delete_setting() {
+    if !have(&[SKOPEO]) {
+        return;
+    }
     let layouts = oci_layouts();
     let src = format!("oci:{}:latest", layouts.path().join("a").display());
     // Disabled (the default): refused, image intact.

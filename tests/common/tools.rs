@@ -6,7 +6,7 @@
 //! it) and passes.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 
 /// A program a test runs, and the Debian package that has it.
 #[derive(Debug, Clone, Copy)]
@@ -15,45 +15,22 @@ pub struct Tool {
     pub package: &'static str,
 }
 
-pub const SKOPEO: Tool = Tool {
-    program: "skopeo",
-    package: "skopeo",
-};
-pub const PODMAN: Tool = Tool {
-    program: "podman",
-    package: "podman",
-};
+pub const SKOPEO: Tool = Tool::new("skopeo", "skopeo");
+pub const PODMAN: Tool = Tool::new("podman", "podman");
 /// registry:2: CNCF distribution 2.8.2 as Debian ships it.
-pub const DISTRIBUTION: Tool = Tool {
-    program: "/usr/bin/docker-registry",
-    package: "docker-registry",
-};
-pub const HTPASSWD: Tool = Tool {
-    program: "htpasswd",
-    package: "apache2-utils",
-};
-pub const NGINX: Tool = Tool {
-    program: "nginx",
-    package: "nginx-light",
-};
-pub const OPENSSL: Tool = Tool {
-    program: "openssl",
-    package: "openssl",
-};
-pub const CURL: Tool = Tool {
-    program: "curl",
-    package: "curl",
-};
-pub const PRLIMIT: Tool = Tool {
-    program: "prlimit",
-    package: "util-linux",
-};
-pub const SOCKET_ACTIVATE: Tool = Tool {
-    program: "systemd-socket-activate",
-    package: "systemd",
-};
+pub const DISTRIBUTION: Tool = Tool::new("/usr/bin/docker-registry", "docker-registry");
+pub const HTPASSWD: Tool = Tool::new("htpasswd", "apache2-utils");
+pub const NGINX: Tool = Tool::new("nginx", "nginx-light");
+pub const OPENSSL: Tool = Tool::new("openssl", "openssl");
+pub const CURL: Tool = Tool::new("curl", "curl");
+pub const PRLIMIT: Tool = Tool::new("prlimit", "util-linux");
+pub const SOCKET_ACTIVATE: Tool = Tool::new("systemd-socket-activate", "systemd");
 
 impl Tool {
+    const fn new(program: &'static str, package: &'static str) -> Tool {
+        Tool { program, package }
+    }
+
     /// Whether the program is there: a path that exists, or a name found on `PATH`.
     pub fn installed(&self) -> bool {
         if self.program.contains('/') {
@@ -89,32 +66,38 @@ pub fn have(tools: &[Tool]) -> bool {
     false
 }
 
-/// Runs skopeo with the flags every test needs; returns (success, stdout and stderr).
-pub fn skopeo(args: &[&str]) -> (bool, String) {
-    let out = skopeo_command(args)
-        .output()
-        .expect("skopeo is installed (apt-get install skopeo)");
-    let text = format!(
+/// Runs a program to its end: whether it succeeded, and its stdout followed by its stderr.
+/// One that cannot be started fails the test, naming it.
+pub fn output_of(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    (out.status.success(), text_of(&out))
+}
+
+/// Runs a program that must succeed (else the test fails with its output); returns its
+/// output.
+pub fn checked(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed:\n{}", text_of(&out));
+    out
+}
+
+fn text_of(out: &Output) -> String {
+    format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    )
+}
+
+/// Runs skopeo with the flags every test needs; returns (success, stdout and stderr).
+pub fn skopeo(args: &[&str]) -> (bool, String) {
+    output_of(&mut skopeo_command(args))
 }
 
 /// Runs skopeo, which must succeed; returns its stdout (`inspect --raw`: the manifest's
 /// bytes, as served).
 pub fn skopeo_ok(args: &[&str]) -> String {
-    let out = skopeo_command(args)
-        .output()
-        .expect("skopeo is installed (apt-get install skopeo)");
-    assert!(
-        out.status.success(),
-        "skopeo {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&checked(&mut skopeo_command(args)).stdout).into_owned()
 }
 
 fn skopeo_command(args: &[&str]) -> Command {
