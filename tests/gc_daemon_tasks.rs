@@ -102,6 +102,7 @@ fn read_only_mode_refuses_writes_with_405_unsupported_and_serves_reads() {
         RegistryOptions {
             delete_enabled: true,
             readonly: true,
+            redirect: false,
         },
     );
     let listener = rt

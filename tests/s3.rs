@@ -2,7 +2,8 @@
 //! users write it (a registry:2 `storage.s3` file, the legacy S3 flavor with its `AWS_*`
 //! variables), skopeo pushing and pulling with identical digests, distribution 2.8.2 on the
 //! same bucket reading what we wrote and we reading what it wrote, uploads surviving a
-//! restart, and S3 going away answered with 503.
+//! restart, S3 going away answered with 503, and blob GETs redirected to presigned URLs
+//! (or served by us when redirects are disabled).
 
 #[path = "../src/storage/s3/moto.rs"]
 mod moto;
@@ -37,6 +38,11 @@ fn s3_yaml(moto: &Moto, root: &str) -> String {
 
 /// Our registry on the bucket, from a registry:2 file.
 fn ours(moto: &Moto, root: &str, dir: &Path) -> Server {
+    ours_builder(moto, root, dir).start()
+}
+
+/// [`ours`], for a test to add to before it starts.
+fn ours_builder(moto: &Moto, root: &str, dir: &Path) -> ServerBuilder {
     let file = dir.join("registry.yml");
     std::fs::write(
         &file,
@@ -52,7 +58,6 @@ fn ours(moto: &Moto, root: &str, dir: &Path) -> Server {
             "REGISTRY_STORAGE_MAINTENANCE_GC_SOCKET",
             dir.join("admin.sock").display().to_string(),
         )
-        .start()
 }
 
 /// Pushes layout `dir`'s `reference` to `host/repo` and checks what the registry serves: the
@@ -312,12 +317,7 @@ fn a_chunked_upload_survives_restarts() {
         .send()
         .expect("finish");
     assert_eq!(r.status(), 201, "{:?}", r.text());
-    let got = c
-        .get(server.url(&format!("/v2/big/blobs/{digest}")))
-        .send()
-        .expect("get")
-        .bytes()
-        .expect("body");
+    let got = get_blob(&c, server, "big", &digest);
     assert_eq!(got.len(), blob.len());
     assert_eq!(digest_of(&got), digest);
 }
@@ -351,4 +351,124 @@ fn s3_going_away_answers_503() {
         started.elapsed()
     );
     assert!(s.log_text().contains("unavailable"), "{}", s.log_text());
+}
+
+/// GETs a blob as a client does: following the registry's 307 to the storage, if any. The
+/// redirect carries the blob's digest.
+fn get_blob(c: &reqwest::blocking::Client, s: &Server, repo: &str, digest: &str) -> Vec<u8> {
+    let mut r = c
+        .get(s.url(&format!("/v2/{repo}/blobs/{digest}")))
+        .send()
+        .expect("get blob");
+    if r.status() == 307 {
+        assert_eq!(r.headers()["docker-content-digest"], digest);
+        let to = r.headers()["location"]
+            .to_str()
+            .expect("location")
+            .to_owned();
+        r = c.get(to).send().expect("follow the redirect");
+    }
+    assert_eq!(r.status(), 200);
+    r.bytes().expect("blob body").to_vec()
+}
+
+/// registry:2's default on S3: a blob GET answers 307 to a URL on the S3 endpoint, presigned
+/// (SigV4 query parameters, 20 minutes) so that following it without credentials yields
+/// the exact bytes (moto does not check signatures, so their validity is AWS's to test); HEAD and unknown blobs
+/// are still answered by us, and a repository that does not hold the blob gets no URL.
+#[test]
+fn blob_gets_redirect_to_presigned_s3_urls() {
+    let Some(moto) = moto() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = client();
+    let s = ours(&moto, "redirect", dir.path());
+    let blob: Vec<u8> = (0..CHUNK + 4321).map(|i| (i * 31 % 251) as u8).collect();
+    let digest = push_blob(&c, &s, "app", &blob);
+
+    let r = c
+        .get(s.url(&format!("/v2/app/blobs/{digest}")))
+        .send()
+        .expect("get");
+    assert_eq!(r.status(), 307, "{}", s.log_text());
+    assert_eq!(r.headers()["docker-content-digest"], digest.as_str());
+    let to = r.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    assert!(
+        to.starts_with(&format!(
+            "{}/{BUCKET}/redirect/docker/registry/v2/blobs/sha256/",
+            moto.endpoint()
+        )),
+        "{to}"
+    );
+    assert!(
+        to.contains("X-Amz-Signature=") && to.contains("X-Amz-Expires=1200"),
+        "{to}"
+    );
+    let got = reqwest::blocking::get(&to)
+        .expect("follow")
+        .bytes()
+        .expect("body");
+    assert_eq!(got.len(), blob.len());
+    assert_eq!(digest_of(&got), digest);
+
+    let r = c
+        .head(s.url(&format!("/v2/app/blobs/{digest}")))
+        .send()
+        .expect("head");
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["content-length"],
+        blob.len().to_string().as_str()
+    );
+    for repo in ["other", "app"] {
+        let missing = if repo == "app" {
+            digest_of(b"never pushed")
+        } else {
+            digest.clone()
+        };
+        let r = c
+            .get(s.url(&format!("/v2/{repo}/blobs/{missing}")))
+            .send()
+            .expect("get unknown");
+        assert_eq!(r.status(), 404, "{repo}");
+        assert!(r.headers().get("location").is_none());
+    }
+
+    // skopeo follows the redirects for every layer of a pull.
+    let layouts = oci_layouts();
+    round_trip(
+        &s.host(),
+        layouts.path(),
+        "a",
+        "latest",
+        "redirected:v1",
+        false,
+    );
+}
+
+/// With storage.redirect.disable the registry serves the bytes itself; the filesystem
+/// storage has no URL to give and always does.
+#[test]
+fn blob_gets_are_served_when_redirects_are_off_or_impossible() {
+    let Some(moto) = moto() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = client();
+    let blob = b"served by the registry".to_vec();
+    let s3 = ours_builder(&moto, "direct", dir.path())
+        .env("REGISTRY_STORAGE_REDIRECT_DISABLE", "true")
+        .start();
+    let fs_root = tempfile::tempdir().expect("tempdir");
+    let fs = Server::builder().storage(fs_root.path()).start();
+    for s in [&s3, &fs] {
+        let digest = push_blob(&c, s, "app", &blob);
+        let r = c
+            .get(s.url(&format!("/v2/app/blobs/{digest}")))
+            .send()
+            .expect("get");
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["docker-content-digest"], digest.as_str());
+        assert_eq!(r.bytes().expect("body").as_ref(), blob.as_slice());
+    }
 }

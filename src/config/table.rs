@@ -122,6 +122,9 @@ settings! {
         }
         /// Refuse pushes and deletes (for maintenance)
         pub readonly: bool = false, Bool, "storage.maintenance.readonly.enabled" {}
+        /// Serve blobs ourselves even where the storage could send clients to it directly
+        /// (S3: a 307 to a presigned URL)
+        pub redirect_disable: bool = false, Bool, "storage.redirect.disable" {}
         /// Serve HTTPS with this certificate chain (PEM)
         pub(crate) tls_certificate: Option<PathBuf> = None, Opt<Path>, "http.tls.certificate" {
             legacy: &["tls_certificate"], flag: Some("--tls-cert"),

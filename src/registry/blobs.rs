@@ -66,6 +66,27 @@ impl Registry {
         }
     }
 
+    /// Where a client may fetch a linked blob itself, when redirects are on and the driver
+    /// can give such a URL; the link is checked first, so a redirect never reveals a blob
+    /// the repository does not hold.
+    pub async fn blob_redirect(
+        &self,
+        repo: &RepositoryName,
+        digest: &Digest,
+    ) -> RegistryResult<Option<String>> {
+        if !self.options.redirect {
+            return Ok(None);
+        }
+        if !self.exists(&layout::layer_link(repo, digest)?).await? {
+            return Err(RegistryError::BlobUnknown(digest.clone()));
+        }
+        let url = self
+            .driver
+            .redirect_url(&layout::blob_data(digest)?, &http::Method::GET)
+            .await?;
+        Ok(url)
+    }
+
     /// Whether the shared store holds this content at all (any repository).
     pub async fn blob_exists_globally(&self, digest: &Digest) -> RegistryResult<bool> {
         self.exists(&layout::blob_data(digest)?).await

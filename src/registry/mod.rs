@@ -102,6 +102,8 @@ impl Drop for ClearCaches<'_> {
 pub struct RegistryOptions {
     pub delete_enabled: bool,
     pub readonly: bool,
+    /// Answer blob GETs with a redirect where the driver can give a URL (S3).
+    pub redirect: bool,
 }
 
 /// The message of a DELETE refused because deletion is off, naming every way to enable it.

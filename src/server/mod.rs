@@ -218,6 +218,7 @@ fn request_state(config: &Config, driver: Arc<dyn StorageDriver>) -> Result<Arc<
         RegistryOptions {
             delete_enabled: config.delete_enabled.value,
             readonly: config.readonly.value,
+            redirect: !config.redirect_disable.value,
         },
     );
     Ok(Arc::new(AppState {

@@ -325,6 +325,17 @@ pub trait StorageDriver: Send + Sync + fmt::Debug + 'static {
     /// Removes a file or a whole directory tree.
     async fn delete(&self, path: &StoragePath) -> StorageResult<()>;
 
+    /// A URL the client can fetch `path` from directly with `method` (a presigned S3 URL),
+    /// so the bytes do not pass through us; `None` (the default) when the backend has no
+    /// such URL and we serve them.
+    async fn redirect_url(
+        &self,
+        _path: &StoragePath,
+        _method: &http::Method,
+    ) -> StorageResult<Option<String>> {
+        Ok(None)
+    }
+
     /// Checks at start-up that data can be written (READY=1 waits for this).
     async fn check_writable(&self) -> StorageResult<()>;
 

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, Method, StatusCode};
-use object_store::aws::{AmazonS3Builder, AwsAuthorizer, AwsCredentialProvider};
+use object_store::aws::{AmazonS3, AmazonS3Builder, AwsAuthorizer, AwsCredentialProvider};
 use object_store::client::{HttpClient, HttpConnector, HttpRequestBody, HttpResponse};
 use object_store::{ClientOptions, PutPayload};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
@@ -216,6 +216,8 @@ impl RetryPolicy {
 pub(super) struct S3Client {
     http: HttpClient,
     credentials: AwsCredentialProvider,
+    /// Used only to presign URLs: its bucket endpoint is `base`.
+    signer: AmazonS3,
     region: String,
     /// `scheme://host[:port]` plus `/bucket` in path style: keys are appended to it.
     base: String,
@@ -279,7 +281,11 @@ impl S3Client {
         let store = builder
             .with_bucket_name(&o.bucket)
             .with_region(&region)
-            .with_endpoint(&endpoint)
+            // `base` is the bucket's own endpoint in either style; as a virtual-hosted
+            // endpoint object_store takes it as it is, so presigned URLs name the same host
+            // and path style as our requests.
+            .with_endpoint(&base)
+            .with_virtual_hosted_style_request(true)
             .with_allow_http(true)
             .with_client_options(client_options)
             .build()
@@ -307,6 +313,7 @@ impl S3Client {
         Ok(S3Client {
             http,
             credentials: store.credentials().clone(),
+            signer: store,
             region,
             base,
             create_headers,
@@ -327,6 +334,25 @@ impl S3Client {
             url.extend(utf8_percent_encode(v, QUERY_SET));
         }
         url
+    }
+
+    /// A SigV4 query-signed URL allowing `method` on `key` for `expires_in`, to hand to a
+    /// client.
+    pub(super) async fn presign(
+        &self,
+        key: &str,
+        method: Method,
+        expires_in: Duration,
+    ) -> S3Result<String> {
+        use object_store::signer::Signer;
+        let path = object_store::path::Path::parse(key)
+            .map_err(|e| S3Error::Invalid(format!("cannot presign key {key:?}: {e}")))?;
+        let url = self
+            .signer
+            .signed_url(method, &path, expires_in)
+            .await
+            .map_err(|e| S3Error::Unavailable(format!("presigning {key}: {e}")))?;
+        Ok(url.into())
     }
 
     /// Sends a request, retrying what can be retried; returns a 2xx answer.

@@ -33,6 +33,9 @@ use std::sync::Arc;
 
 /// Times a read that fails mid-body is taken up again where it stopped.
 const READ_RESUMES: u32 = 3;
+/// How long a redirect URL stays valid: registry:2's 20 minutes, long enough for a client
+/// to start a large layer, short enough that a leaked URL soon stops working.
+const REDIRECT_EXPIRY: std::time::Duration = std::time::Duration::from_secs(20 * 60);
 
 /// What holds a file's bytes.
 enum Content {
@@ -456,6 +459,20 @@ impl StorageDriver for S3Driver {
             .await?;
         }
         Ok(())
+    }
+
+    async fn redirect_url(
+        &self,
+        path: &StoragePath,
+        method: &http::Method,
+    ) -> StorageResult<Option<String>> {
+        let key = self.inner.key(path);
+        self.inner
+            .client
+            .presign(&key, method.clone(), REDIRECT_EXPIRY)
+            .await
+            .map(Some)
+            .map_err(|e| self.inner.error(path, e))
     }
 
     async fn reader(&self, path: &StoragePath, offset: u64) -> StorageResult<(BlobReader, u64)> {
