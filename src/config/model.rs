@@ -231,6 +231,7 @@ impl Config {
                 ..
             } => self.resolve_s3(errors),
         }
+        self.resolve_redirect();
         let purging = &self.upload_purging;
         if purging.value.interval.is_zero() && purging.value.enabled {
             errors.push(ConfigError::at(
@@ -403,6 +404,21 @@ impl Config {
                 ("accessfile", access.source.clone()),
             ]),
         )
+    }
+
+    /// Redirects follow registry:2 (on unless storage.redirect.disable) except in a legacy
+    /// flavored file, where the old registry's default holds: served by us unless
+    /// `storage_redirect: true`, so an upgrade does not send clients to a bucket they may
+    /// not reach. A level that sets storage.redirect.disable itself wins.
+    fn resolve_redirect(&mut self) {
+        if self.redirect_disable.source != Source::Default {
+            return;
+        }
+        if let Some(on) = self.storage_redirect.value {
+            self.redirect_disable = Sourced::new(!on, self.storage_redirect.source.clone());
+        } else if self.file_format == FileFormat::Legacy {
+            self.redirect_disable = Sourced::new(true, self.config_file.source.clone());
+        }
     }
 
     /// The bucket's settings, with the legacy flavor's endpoint keys folded in, checked.

@@ -125,6 +125,10 @@ settings! {
         /// Serve blobs ourselves even where the storage could send clients to it directly
         /// (S3: a 307 to a presigned URL)
         pub redirect_disable: bool = false, Bool, "storage.redirect.disable" {}
+        /// The legacy flavor's switch the other way round: true sends blob GETs to the storage
+        pub(crate) storage_redirect: Option<bool> = None, Opt<Bool>, "storage_redirect" {
+            file: false, legacy: &["storage_redirect"], hidden: true,
+        }
         /// Serve HTTPS with this certificate chain (PEM)
         pub(crate) tls_certificate: Option<PathBuf> = None, Opt<Path>, "http.tls.certificate" {
             legacy: &["tls_certificate"], flag: Some("--tls-cert"),

@@ -1153,3 +1153,28 @@ fn bad_s3_values_name_their_file_line_and_key() {
         ]
     );
 }
+
+/// Redirects: on in registry:2 files and by default (registry:2's S3 driver redirects), off
+/// in a legacy flavored file unless `storage_redirect: true` (the old registry served), and
+/// storage.redirect.disable from any level wins over both.
+#[test]
+fn redirects_follow_the_file_format_their_legacy_key_and_registry_2_key() {
+    let disabled =
+        |yaml: &str, env: &[(&str, &str)]| Setup::new("", yaml, env).load().redirect_disable.value;
+    assert!(!disabled("version: 0.1\n", &[]));
+    assert!(disabled(
+        "version: 0.1\nstorage:\n  redirect:\n    disable: true\n",
+        &[]
+    ));
+    assert!(disabled("local:\n  storage: local\n", &[]));
+    assert!(!disabled(
+        "local:\n  storage: local\n  storage_redirect: true\n",
+        &[]
+    ));
+    assert!(disabled(
+        "local:\n  storage: local\n  storage_redirect: false\n",
+        &[]
+    ));
+    let env = [("REGISTRY_STORAGE_REDIRECT_DISABLE", "false")];
+    assert!(!disabled("local:\n  storage: local\n", &env));
+}
