@@ -43,7 +43,7 @@ for t in "${targets[@]}"; do
     else
         status=1
         echo "fuzz $t: FAILED; the input is in $artifacts/, the log in $log:"
-        grep -E -A 30 "panicked|ERROR: libFuzzer|SUMMARY" "$log" | head -60
+        grep -E -A 30 "panicked|ERROR: libFuzzer|SUMMARY" "$log" | head -60 || tail -n 30 "$log"
     fi
 done
 exit $status
