@@ -367,8 +367,11 @@ fn worker(shared: Arc<Shared>, base: String, seed: u64, rate: f64) {
     while !shared.stop.load(Relaxed) {
         shared.pace(rate);
         let count = shared.images.lock().expect("images").len();
+        // 4 pushes, 5 pulls, 3 deletions in 12; at MAX_IMAGES live images a push becomes a
+        // deletion, so the live set levels off there.
         let roll = rng.below(12);
-        if roll < 4 || count == 0 {
+        let full = count >= MAX_IMAGES;
+        if count == 0 || (roll < 4 && !full) {
             let repo = format!("soak/r{}", rng.below(REPOSITORIES));
             let shared_layer = base_layer(rng.below(BASE_LAYERS));
             let own = bytes(rng.next(), 4096 + rng.below(256 * 1024) as usize);
@@ -391,7 +394,7 @@ fn worker(shared: Arc<Shared>, base: String, seed: u64, rate: f64) {
                 );
                 shared.pushes.fetch_add(1, Relaxed);
             }
-        } else if roll < 9 || count < MAX_IMAGES / 2 {
+        } else if (4..9).contains(&roll) {
             let image = {
                 let images = shared.images.lock().expect("images");
                 let pick = rng.below(images.len() as u64) as usize;
