@@ -9,9 +9,7 @@ use reqwest::blocking::Client;
 fn start_upload(c: &Client, s: &Server, repo: &str) -> String {
     let r = c
         .post(s.url(&format!("/v2/{repo}/blobs/uploads/")))
-        .send()
-        .expect("post");
-    assert_eq!(r.status(), 202);
+        .expect_status(202);
     assert_eq!(r.headers()["range"], "0-0");
     assert!(r.headers().contains_key("docker-upload-uuid"));
     r.headers()["location"]
@@ -24,8 +22,7 @@ fn start_upload(c: &Client, s: &Server, repo: &str) -> String {
 fn base_endpoint_answers_with_the_api_version_header() {
     // end-1
     let s = Server::start();
-    let r = client().get(s.url("/v2/")).send().expect("get");
-    assert_eq!(r.status(), 200);
+    let r = client().get(s.url("/v2/")).expect_status(200);
     assert_eq!(
         r.headers()["docker-distribution-api-version"],
         "registry/2.0"
@@ -74,9 +71,7 @@ fn monolithic_push_then_get_head_and_ranges() {
     let d = push_blob(&c, &s, "a/b", &data);
     let r = c
         .head(s.url(&format!("/v2/a/b/blobs/{d}")))
-        .send()
-        .expect("head");
-    assert_eq!(r.status(), 200);
+        .expect_status(200);
     assert_eq!(r.headers()["content-length"], "100000");
     assert_eq!(r.headers()["docker-content-digest"], d.as_str());
     let r = c
@@ -87,9 +82,7 @@ fn monolithic_push_then_get_head_and_ranges() {
     let r = c
         .get(s.url(&format!("/v2/a/b/blobs/{d}")))
         .header("range", "bytes=10-19")
-        .send()
-        .expect("range");
-    assert_eq!(r.status(), 206);
+        .expect_status(206);
     assert_eq!(r.headers()["content-range"], "bytes 10-19/100000");
     assert_eq!(r.bytes().expect("body").as_ref(), &data[10..20]);
     let r = c
@@ -101,17 +94,11 @@ fn monolithic_push_then_get_head_and_ranges() {
     let r = c
         .get(s.url(&format!("/v2/a/b/blobs/{d}")))
         .header("range", "bytes=100000-")
-        .send()
-        .expect("416");
-    assert_eq!(r.status(), 416);
+        .expect_status(416);
     assert_eq!(r.headers()["content-range"], "bytes */100000");
     // Another repository does not serve a blob it never linked.
-    let r = c
-        .get(s.url(&format!("/v2/other/blobs/{d}")))
-        .send()
-        .expect("get");
-    assert_eq!(r.status(), 404);
-    assert_eq!(error_code(&r.text().expect("t")), "BLOB_UNKNOWN");
+    c.get(s.url(&format!("/v2/other/blobs/{d}")))
+        .expect_error(404, "BLOB_UNKNOWN");
 }
 
 #[test]
@@ -132,9 +119,7 @@ fn blob_responses_forbid_content_sniffing() {
     let r = c
         .get(s.url(&format!("/v2/sniff/blobs/{d}")))
         .header("range", "bytes=0-5")
-        .send()
-        .expect("range");
-    assert_eq!(r.status(), 206);
+        .expect_status(206);
     assert_eq!(r.headers()["x-content-type-options"], "nosniff");
 }
 
@@ -150,9 +135,7 @@ fn chunked_upload_with_status_and_out_of_order_chunk() {
         .header("content-type", "application/octet-stream")
         .header("content-range", "0-99999")
         .body(data[..100_000].to_vec())
-        .send()
-        .expect("patch 1");
-    assert_eq!(r.status(), 202);
+        .expect_status(202);
     assert_eq!(r.headers()["range"], "0-99999");
     let loc = r.headers()["location"].to_str().expect("loc").to_owned();
     // A chunk that skips ahead is refused with 416 and the range held.
@@ -160,29 +143,22 @@ fn chunked_upload_with_status_and_out_of_order_chunk() {
         .patch(s.url(&loc))
         .header("content-range", "200000-299999")
         .body(data[200_000..].to_vec())
-        .send()
-        .expect("patch bad");
-    assert_eq!(r.status(), 416);
+        .expect_status(416);
     assert_eq!(r.headers()["range"], "0-99999");
     // Status.
-    let r = c.get(s.url(&loc)).send().expect("status");
-    assert_eq!(r.status(), 204);
+    let r = c.get(s.url(&loc)).expect_status(204);
     assert_eq!(r.headers()["range"], "0-99999");
     // Streamed chunk without Content-Range, then the last bytes with the PUT.
     let r = c
         .patch(s.url(&loc))
         .body(data[100_000..250_000].to_vec())
-        .send()
-        .expect("patch 2");
-    assert_eq!(r.status(), 202);
+        .expect_status(202);
     assert_eq!(r.headers()["range"], "0-249999");
     let d = digest_of(&data);
     let r = c
         .put(s.url(&format!("{loc}?digest={d}")))
         .body(data[250_000..].to_vec())
-        .send()
-        .expect("put");
-    assert_eq!(r.status(), 201, "{:?}", r.text());
+        .expect_status(201);
     assert_eq!(
         r.headers()["location"],
         format!("/v2/chunked/blobs/{d}").as_str()
@@ -195,7 +171,7 @@ fn chunked_upload_with_status_and_out_of_order_chunk() {
         .expect("b");
     assert_eq!(got.as_ref(), &data[..]);
     // The session is gone once finished.
-    assert_eq!(c.get(s.url(&loc)).send().expect("status").status(), 404);
+    c.get(s.url(&loc)).expect_status(404);
 }
 
 #[test]
@@ -219,13 +195,8 @@ fn wrong_digest_stores_nothing_and_ends_the_session() {
             .status(),
         404
     );
-    assert_eq!(
-        c.head(s.url(&format!("/v2/r/blobs/{wrong}")))
-            .send()
-            .expect("head")
-            .status(),
-        404
-    );
+    c.head(s.url(&format!("/v2/r/blobs/{wrong}")))
+        .expect_status(404);
     let blobs = s.storage.join("docker/registry/v2/blobs");
     assert!(
         !blobs.exists() || walk_files(&blobs).is_empty(),
@@ -264,19 +235,15 @@ fn upload_cancel_and_unknown_sessions() {
     let s = Server::start();
     let c = client();
     let loc = start_upload(&c, &s, "x");
-    assert_eq!(c.delete(s.url(&loc)).send().expect("cancel").status(), 204);
-    let r = c.get(s.url(&loc)).send().expect("status");
-    assert_eq!(r.status(), 404);
-    assert_eq!(error_code(&r.text().expect("t")), "BLOB_UPLOAD_UNKNOWN");
+    c.delete(s.url(&loc)).expect_status(204);
+    c.get(s.url(&loc)).expect_error(404, "BLOB_UPLOAD_UNKNOWN");
     let r = c
         .patch(s.url("/v2/x/blobs/uploads/not-a-uuid"))
         .body("x")
         .send()
         .expect("patch");
     assert_eq!(error_code(&r.text().expect("t")), "BLOB_UPLOAD_UNKNOWN");
-    let r = c.put(s.url("/v2/x/blobs/uploads/3f1c1f2e-5d2a-4b8e-9d5c-111111111111?digest=sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")).send().expect("put");
-    assert_eq!(r.status(), 404);
-    assert_eq!(error_code(&r.text().expect("t")), "BLOB_UPLOAD_UNKNOWN");
+    c.put(s.url("/v2/x/blobs/uploads/3f1c1f2e-5d2a-4b8e-9d5c-111111111111?digest=sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")).expect_error(404, "BLOB_UPLOAD_UNKNOWN");
 }
 
 #[test]
@@ -285,33 +252,21 @@ fn size_and_range_errors() {
     let c = client();
     let loc = start_upload(&c, &s, "x");
     // Content-Range announcing 10 bytes with a 5-byte body: SIZE_INVALID.
-    let r = c
-        .patch(s.url(&loc))
+    c.patch(s.url(&loc))
         .header("content-range", "0-9")
         .body(b"12345".to_vec())
-        .send()
-        .expect("patch");
-    assert_eq!(r.status(), 400);
-    assert_eq!(error_code(&r.text().expect("t")), "SIZE_INVALID");
+        .expect_error(400, "SIZE_INVALID");
     // Malformed Content-Range: 416 BLOB_UPLOAD_INVALID.
-    let r = c
-        .patch(s.url(&loc))
+    c.patch(s.url(&loc))
         .header("content-range", "bytes=a-b")
         .body(b"1".to_vec())
-        .send()
-        .expect("patch");
-    assert_eq!(r.status(), 416);
-    assert_eq!(error_code(&r.text().expect("t")), "BLOB_UPLOAD_INVALID");
+        .expect_error(416, "BLOB_UPLOAD_INVALID");
     // Finishing without a digest.
     let r = c.put(s.url(&loc)).send().expect("put");
     assert_eq!(error_code(&r.text().expect("t")), "DIGEST_INVALID");
     // A malformed digest.
-    let r = c
-        .put(s.url(&format!("{loc}?digest=sha256:xyz")))
-        .send()
-        .expect("put");
-    assert_eq!(r.status(), 400);
-    assert_eq!(error_code(&r.text().expect("t")), "DIGEST_INVALID");
+    c.put(s.url(&format!("{loc}?digest=sha256:xyz")))
+        .expect_error(400, "DIGEST_INVALID");
 }
 
 #[test]
@@ -322,9 +277,7 @@ fn cross_repository_mount() {
     let d = push_blob(&c, &s, "src/repo", b"shared layer");
     let r = c
         .post(s.url(&format!("/v2/dst/blobs/uploads/?mount={d}&from=src/repo")))
-        .send()
-        .expect("mount");
-    assert_eq!(r.status(), 201);
+        .expect_status(201);
     assert_eq!(
         r.headers()["location"],
         format!("/v2/dst/blobs/{d}").as_str()
@@ -343,9 +296,7 @@ fn cross_repository_mount() {
         .post(s.url(&format!(
             "/v2/dst/blobs/uploads/?mount={other}&from=src/repo"
         )))
-        .send()
-        .expect("mount");
-    assert_eq!(r.status(), 202);
+        .expect_status(202);
     assert!(r.headers().contains_key("docker-upload-uuid"));
 }
 
@@ -365,9 +316,7 @@ fn manifests_by_tag_and_digest_with_exact_bytes() {
         .put(s.url("/v2/img/manifests/v1"))
         .header("content-type", "application/vnd.oci.image.manifest.v1+json")
         .body(m.clone())
-        .send()
-        .expect("put");
-    assert_eq!(r.status(), 201);
+        .expect_status(201);
     assert_eq!(r.headers()["docker-content-digest"], md.as_str());
     assert_eq!(
         r.headers()["location"],
@@ -377,9 +326,7 @@ fn manifests_by_tag_and_digest_with_exact_bytes() {
         let r = c
             .get(s.url(&format!("/v2/img/manifests/{reference}")))
             .header("accept", "application/vnd.oci.image.manifest.v1+json")
-            .send()
-            .expect("get");
-        assert_eq!(r.status(), 200);
+            .expect_status(200);
         assert_eq!(
             r.headers()["content-type"],
             "application/vnd.oci.image.manifest.v1+json"
@@ -388,19 +335,14 @@ fn manifests_by_tag_and_digest_with_exact_bytes() {
         assert_eq!(r.text().expect("t"), m);
         let r = c
             .head(s.url(&format!("/v2/img/manifests/{reference}")))
-            .send()
-            .expect("head");
-        assert_eq!(r.status(), 200);
+            .expect_status(200);
         assert_eq!(r.headers()["content-length"], m.len().to_string().as_str());
     }
     // PUT by digest: the digest must match the body.
-    let r = c
-        .put(s.url(&format!("/v2/img/manifests/{md}")))
+    c.put(s.url(&format!("/v2/img/manifests/{md}")))
         .header("content-type", "application/vnd.oci.image.manifest.v1+json")
         .body(m.clone())
-        .send()
-        .expect("put");
-    assert_eq!(r.status(), 201);
+        .expect_status(201);
     let wrong = digest_of(b"nope");
     let r = c
         .put(s.url(&format!("/v2/img/manifests/{wrong}")))
@@ -409,9 +351,8 @@ fn manifests_by_tag_and_digest_with_exact_bytes() {
         .send()
         .expect("put");
     assert_eq!(error_code(&r.text().expect("t")), "DIGEST_INVALID");
-    let r = c.get(s.url("/v2/img/manifests/nope")).send().expect("get");
-    assert_eq!(r.status(), 404);
-    assert_eq!(error_code(&r.text().expect("t")), "MANIFEST_UNKNOWN");
+    c.get(s.url("/v2/img/manifests/nope"))
+        .expect_error(404, "MANIFEST_UNKNOWN");
 }
 
 #[test]
@@ -426,30 +367,24 @@ fn docker_schema2_and_manifest_lists_with_negotiation() {
         cfg.len()
     );
     let md = digest_of(m.as_bytes());
-    let r = c
-        .put(s.url("/v2/d/manifests/amd"))
+    c.put(s.url("/v2/d/manifests/amd"))
         .header(
             "content-type",
             "application/vnd.docker.distribution.manifest.v2+json",
         )
         .body(m.clone())
-        .send()
-        .expect("put");
-    assert_eq!(r.status(), 201);
+        .expect_status(201);
     let list = format!(
         r#"{{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","manifests":[{{"mediaType":"application/vnd.docker.distribution.manifest.v2+json","size":{},"digest":"{md}","platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#,
         m.len()
     );
-    let r = c
-        .put(s.url("/v2/d/manifests/latest"))
+    c.put(s.url("/v2/d/manifests/latest"))
         .header(
             "content-type",
             "application/vnd.docker.distribution.manifest.list.v2+json",
         )
         .body(list.clone())
-        .send()
-        .expect("put list");
-    assert_eq!(r.status(), 201, "{:?}", r.text());
+        .expect_status(201);
     let r = c
         .get(s.url("/v2/d/manifests/latest"))
         .header(
@@ -475,17 +410,13 @@ fn docker_schema2_and_manifest_lists_with_negotiation() {
     assert_eq!(r.headers()["docker-content-digest"], md.as_str());
     // An index entry that is not in the repository: MANIFEST_BLOB_UNKNOWN.
     let bad = list.replace(&md, &digest_of(b"absent"));
-    let r = c
-        .put(s.url("/v2/d/manifests/bad"))
+    c.put(s.url("/v2/d/manifests/bad"))
         .header(
             "content-type",
             "application/vnd.docker.distribution.manifest.list.v2+json",
         )
         .body(bad)
-        .send()
-        .expect("put");
-    assert_eq!(r.status(), 400);
-    assert_eq!(error_code(&r.text().expect("t")), "MANIFEST_BLOB_UNKNOWN");
+        .expect_error(400, "MANIFEST_BLOB_UNKNOWN");
 }
 
 #[test]
@@ -528,14 +459,10 @@ fn invalid_manifests_are_refused() {
     assert_eq!(r.status(), 413);
     assert_eq!(error_code(&r.text().expect("t")), "SIZE_INVALID");
     // A bad tag.
-    let r = c
-        .put(s.url("/v2/m/manifests/-bad"))
+    c.put(s.url("/v2/m/manifests/-bad"))
         .header("content-type", oci)
         .body("{}")
-        .send()
-        .expect("put");
-    assert_eq!(r.status(), 400);
-    assert_eq!(error_code(&r.text().expect("t")), "MANIFEST_INVALID");
+        .expect_error(400, "MANIFEST_INVALID");
 }
 
 #[test]
@@ -546,30 +473,17 @@ fn a_reference_that_cannot_exist_is_not_found_on_read_and_invalid_on_put() {
     let c = client();
     push_image(&c, &s, "probe/me", "v1", "p");
     let url = s.url("/v2/probe/me/manifests/.INVALID_MANIFEST_NAME");
-    let r = c.get(&url).send().expect("get");
-    assert_eq!(r.status(), 404);
-    assert_eq!(error_code(&r.text().expect("t")), "MANIFEST_UNKNOWN");
-    let r = c.head(&url).send().expect("head");
-    assert_eq!(r.status(), 404);
+    c.get(&url).expect_error(404, "MANIFEST_UNKNOWN");
+    let r = c.head(&url).expect_status(404);
     assert_eq!(r.content_length(), Some(0));
-    let r = c.delete(&url).send().expect("delete");
-    assert_eq!(r.status(), 404);
-    assert_eq!(error_code(&r.text().expect("t")), "MANIFEST_UNKNOWN");
-    let r = c
-        .put(&url)
+    c.delete(&url).expect_error(404, "MANIFEST_UNKNOWN");
+    c.put(&url)
         .header("content-type", "application/vnd.oci.image.manifest.v1+json")
         .body("{}")
-        .send()
-        .expect("put");
-    assert_eq!(r.status(), 400);
-    assert_eq!(error_code(&r.text().expect("t")), "MANIFEST_INVALID");
+        .expect_error(400, "MANIFEST_INVALID");
     // A malformed digest stays a client error on every method.
-    let r = c
-        .get(s.url("/v2/probe/me/manifests/sha256:zz"))
-        .send()
-        .expect("get");
-    assert_eq!(r.status(), 400);
-    assert_eq!(error_code(&r.text().expect("t")), "DIGEST_INVALID");
+    c.get(s.url("/v2/probe/me/manifests/sha256:zz"))
+        .expect_error(400, "DIGEST_INVALID");
 }
 
 #[test]
@@ -604,11 +518,9 @@ fn tags_list_with_pagination() {
         r.json::<serde_json::Value>().expect("json")["tags"],
         serde_json::json!(["e"])
     );
-    let r = c.get(s.url("/v2/unknown/tags/list")).send().expect("get");
-    assert_eq!(r.status(), 404);
-    assert_eq!(error_code(&r.text().expect("t")), "NAME_UNKNOWN");
-    let r = c.get(s.url("/v2/p/tags/list?n=x")).send().expect("get");
-    assert_eq!(r.status(), 400);
+    c.get(s.url("/v2/unknown/tags/list"))
+        .expect_error(404, "NAME_UNKNOWN");
+    c.get(s.url("/v2/p/tags/list?n=x")).expect_status(400);
 }
 
 #[test]
@@ -667,17 +579,13 @@ fn referrers_with_artifact_type_filter() {
             .put(s.url(&format!("/v2/art/manifests/{d}")))
             .header("content-type", "application/vnd.oci.image.manifest.v1+json")
             .body(m)
-            .send()
-            .expect("put");
-        assert_eq!(r.status(), 201);
+            .expect_status(201);
         assert_eq!(r.headers()["oci-subject"], subject.as_str());
         digests.push(d);
     }
     let r = c
         .get(s.url(&format!("/v2/art/referrers/{subject}")))
-        .send()
-        .expect("get");
-    assert_eq!(r.status(), 200);
+        .expect_status(200);
     assert_eq!(
         r.headers()["content-type"],
         "application/vnd.oci.image.index.v1+json"
@@ -755,48 +663,16 @@ fn deletion_enabled_removes_tags_manifests_and_blob_links() {
     let d = push_image(&c, &s, "del", "v1", "x");
     push_image(&c, &s, "del", "v2", "x");
     // Tag deletion leaves the manifest and the other tag.
-    assert_eq!(
-        c.delete(s.url("/v2/del/manifests/v1"))
-            .send()
-            .expect("del")
-            .status(),
-        202
-    );
-    assert_eq!(
-        c.get(s.url("/v2/del/manifests/v1"))
-            .send()
-            .expect("get")
-            .status(),
-        404
-    );
-    assert_eq!(
-        c.get(s.url(&format!("/v2/del/manifests/{d}")))
-            .send()
-            .expect("get")
-            .status(),
-        200
-    );
+    c.delete(s.url("/v2/del/manifests/v1")).expect_status(202);
+    c.get(s.url("/v2/del/manifests/v1")).expect_status(404);
+    c.get(s.url(&format!("/v2/del/manifests/{d}")))
+        .expect_status(200);
     // Manifest deletion by digest removes tags pointing at it.
-    assert_eq!(
-        c.delete(s.url(&format!("/v2/del/manifests/{d}")))
-            .send()
-            .expect("del")
-            .status(),
-        202
-    );
-    assert_eq!(
-        c.get(s.url("/v2/del/manifests/v2"))
-            .send()
-            .expect("get")
-            .status(),
-        404
-    );
-    let r = c
-        .delete(s.url(&format!("/v2/del/manifests/{d}")))
-        .send()
-        .expect("del");
-    assert_eq!(r.status(), 404);
-    assert_eq!(error_code(&r.text().expect("t")), "MANIFEST_UNKNOWN");
+    c.delete(s.url(&format!("/v2/del/manifests/{d}")))
+        .expect_status(202);
+    c.get(s.url("/v2/del/manifests/v2")).expect_status(404);
+    c.delete(s.url(&format!("/v2/del/manifests/{d}")))
+        .expect_error(404, "MANIFEST_UNKNOWN");
     let v: serde_json::Value = c
         .get(s.url("/v2/del/tags/list"))
         .send()
@@ -806,13 +682,8 @@ fn deletion_enabled_removes_tags_manifests_and_blob_links() {
     assert_eq!(v["tags"], serde_json::json!([]));
     // Blob unlinking.
     let ld = digest_of(b"layer for x");
-    assert_eq!(
-        c.delete(s.url(&format!("/v2/del/blobs/{ld}")))
-            .send()
-            .expect("del")
-            .status(),
-        202
-    );
+    c.delete(s.url(&format!("/v2/del/blobs/{ld}")))
+        .expect_status(202);
     let r = c
         .delete(s.url(&format!("/v2/del/blobs/{ld}")))
         .send()
@@ -853,13 +724,10 @@ fn hostile_names_are_refused_and_never_touch_the_filesystem() {
     assert_eq!(error_code(&r.text().expect("t")), "NAME_INVALID");
     // Hostile headers: a huge Accept and a garbage Range do no harm.
     let d = push_blob(&c, &s, "h", b"hello");
-    let r = c
-        .get(s.url(&format!("/v2/h/blobs/{d}")))
+    c.get(s.url(&format!("/v2/h/blobs/{d}")))
         .header("range", "bytes=zz-yy")
         .header("accept", "x".repeat(8000))
-        .send()
-        .expect("get");
-    assert_eq!(r.status(), 200);
+        .expect_status(200);
     assert!(!s.storage.parent().expect("parent").join("etc").exists());
 }
 
@@ -880,25 +748,16 @@ fn concurrent_pushes_of_the_same_blob_and_manifest_both_succeed() {
                 let base = url_post.split("/v2/").next().expect("base").to_owned();
                 // Half stream in two chunks, half in one PUT.
                 if i % 2 == 0 {
-                    let r = c
-                        .patch(format!("{base}{loc}"))
+                    c.patch(format!("{base}{loc}"))
                         .body(data[..1_000_000].to_vec())
-                        .send()
-                        .expect("patch");
-                    assert_eq!(r.status(), 202);
-                    let r = c
-                        .put(format!("{base}{loc}?digest={d}"))
+                        .expect_status(202);
+                    c.put(format!("{base}{loc}?digest={d}"))
                         .body(data[1_000_000..].to_vec())
-                        .send()
-                        .expect("put");
-                    assert_eq!(r.status(), 201);
+                        .expect_status(201);
                 } else {
-                    let r = c
-                        .put(format!("{base}{loc}?digest={d}"))
+                    c.put(format!("{base}{loc}?digest={d}"))
                         .body(data)
-                        .send()
-                        .expect("put");
-                    assert_eq!(r.status(), 201);
+                        .expect_status(201);
                 }
             })
         })
@@ -949,10 +808,9 @@ fn concurrent_pushes_of_the_same_blob_and_manifest_both_succeed() {
 fn unknown_endpoints_and_methods() {
     let s = Server::start();
     let c = client();
-    assert_eq!(c.get(s.url("/v3/")).send().expect("get").status(), 404);
-    let r = c.post(s.url("/v2/_catalog")).send().expect("post");
-    assert_eq!(r.status(), 405);
-    assert_eq!(error_code(&r.text().expect("t")), "UNSUPPORTED");
+    c.get(s.url("/v3/")).expect_status(404);
+    c.post(s.url("/v2/_catalog"))
+        .expect_error(405, "UNSUPPORTED");
 }
 
 #[test]
@@ -983,13 +841,8 @@ fn reads_see_writes_immediately_despite_caching() {
         202
     );
     assert_eq!(get("t").0, 404, "tag deletion visible at once");
-    assert_eq!(
-        c.delete(s.url(&format!("/v2/cache/manifests/{a}")))
-            .send()
-            .expect("del")
-            .status(),
-        202
-    );
+    c.delete(s.url(&format!("/v2/cache/manifests/{a}")))
+        .expect_status(202);
     assert_eq!(get(&a).0, 404, "manifest deletion visible at once");
     let v: serde_json::Value = c
         .get(s.url("/v2/_catalog"))

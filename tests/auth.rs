@@ -351,9 +351,7 @@ fn every_route_with_every_kind_of_caller() {
         let cd = push_blob(&c, &open, "team/app", br#"{"a":"config"}"#);
         let r = c
             .post(open.url("/v2/team/app/blobs/uploads/"))
-            .send()
-            .expect("start upload");
-        assert_eq!(r.status(), 202);
+            .expect_status(202);
         let loc = r.headers()["location"]
             .to_str()
             .expect("location")
@@ -703,22 +701,12 @@ fn anonymous_pull_rule_lets_anyone_pull_only_there() {
             .status(),
         200
     );
-    assert_eq!(
-        c.get(s.url("/v2/private/tool/manifests/v1"))
-            .send()
-            .expect("get")
-            .status(),
-        401
-    );
-    assert_eq!(
-        c.post(s.url("/v2/public/tool/blobs/uploads/"))
-            .send()
-            .expect("post")
-            .status(),
-        401
-    );
+    c.get(s.url("/v2/private/tool/manifests/v1"))
+        .expect_status(401);
+    c.post(s.url("/v2/public/tool/blobs/uploads/"))
+        .expect_status(401);
     // /v2/ still challenges, so clients can log in.
-    assert_eq!(c.get(s.url("/v2/")).send().expect("get").status(), 401);
+    c.get(s.url("/v2/")).expect_status(401);
     let cat: serde_json::Value = c
         .get(s.url("/v2/_catalog"))
         .send()
@@ -727,18 +715,12 @@ fn anonymous_pull_rule_lets_anyone_pull_only_there() {
         .expect("json");
     assert_eq!(cat["repositories"], serde_json::json!(["public/tool"]));
     // A user with no rule of their own gets what anonymous callers get, no more.
-    let r = c
-        .get(s.url("/v2/private/tool/manifests/v1"))
+    c.get(s.url("/v2/private/tool/manifests/v1"))
         .header("authorization", basic("u", "p"))
-        .send()
-        .expect("get");
-    assert_eq!(r.status(), 403);
-    let r = c
-        .get(s.url("/v2/public/tool/manifests/v1"))
+        .expect_status(403);
+    c.get(s.url("/v2/public/tool/manifests/v1"))
         .header("authorization", basic("u", "p"))
-        .send()
-        .expect("get");
-    assert_eq!(r.status(), 200);
+        .expect_status(200);
 }
 
 #[test]
@@ -845,12 +827,9 @@ fn failed_attempts_are_throttled_with_retry_after() {
     let s = Server::builder().args_from(&["--htpasswd", us]).start();
     // The victim logged in from home before the attack.
     let home = client_from("127.0.0.4".parse().expect("ip"));
-    let r = home
-        .get(s.url("/v2/"))
+    home.get(s.url("/v2/"))
         .header("authorization", basic("victim", "right"))
-        .send()
-        .expect("get");
-    assert_eq!(r.status(), 200);
+        .expect_status(200);
     let attacker = client_from("127.0.0.2".parse().expect("ip"));
     let mut statuses = Vec::new();
     for _ in 0..12 {
@@ -885,19 +864,15 @@ fn failed_attempts_are_throttled_with_retry_after() {
     assert_eq!(error_code(body), "TOOMANYREQUESTS");
     // The throttled address is throttled for other users' guesses too, even right ones not yet
     // verified; another address with another user is not affected.
-    let r = attacker
+    attacker
         .get(s.url("/v2/"))
         .header("authorization", basic("other", "fine"))
-        .send()
-        .expect("get");
-    assert_eq!(r.status(), 429);
+        .expect_status(429);
     let elsewhere = client_from("127.0.0.3".parse().expect("ip"));
-    let r = elsewhere
+    elsewhere
         .get(s.url("/v2/"))
         .header("authorization", basic("other", "fine"))
-        .send()
-        .expect("get");
-    assert_eq!(r.status(), 200);
+        .expect_status(200);
     // Once the victim's verified credential is no longer cached (the file changes, the
     // registry reloads it and must verify passwords again), the attacked user is throttled
     // from addresses they never logged in from ...
@@ -905,12 +880,10 @@ fn failed_attempts_are_throttled_with_retry_after() {
     eventually("the reload", Duration::from_secs(10), || {
         count(&s, "authentication files changed on disk: reloaded") >= 1
     });
-    let r = elsewhere
+    elsewhere
         .get(s.url("/v2/"))
         .header("authorization", basic("victim", "right"))
-        .send()
-        .expect("get");
-    assert_eq!(r.status(), 429);
+        .expect_status(429);
     // ... but not from home.
     let r = home
         .get(s.url("/v2/"))

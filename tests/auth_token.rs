@@ -217,15 +217,12 @@ fn bearer_tokens_from_a_token_server_with_skopeo_and_every_refusal() {
     // Anonymous: the challenge names the realm, service and the scope to ask for.
     let r = c
         .get(s.url("/v2/tok/a/manifests/latest"))
-        .send()
-        .expect("get");
-    assert_eq!(r.status(), 401);
+        .expect_status(401);
     assert_eq!(
         r.headers()["www-authenticate"].to_str().expect("ascii"),
         format!(r#"Bearer realm="{realm}",service="{SERVICE}",scope="repository:tok/a:pull""#)
     );
-    let r = c.get(s.url("/v2/")).send().expect("get");
-    assert_eq!(r.status(), 401);
+    c.get(s.url("/v2/")).expect_status(401);
 
     // skopeo does the Bearer dance with the token server: push and pull.
     let layouts = oci_layouts();
@@ -309,9 +306,7 @@ fn bearer_tokens_from_a_token_server_with_skopeo_and_every_refusal() {
             "authorization",
             format!("Bearer {}", sign(d, &rsa_key, &claims(pull_a.clone()))),
         )
-        .send()
-        .expect("post");
-    assert_eq!(r.status(), 401);
+        .expect_status(401);
     let ch = r.headers()["www-authenticate"]
         .to_str()
         .expect("ascii")
@@ -491,9 +486,7 @@ fn a_registry_2_file_alone_configures_token_auth_with_the_built_in_endpoint() {
     let c = client();
     let resp = c
         .get(format!("http://{host}/v2/team/a/manifests/latest"))
-        .send()
-        .expect("get");
-    assert_eq!(resp.status(), 401);
+        .expect_status(401);
     assert_eq!(
         resp.headers()["www-authenticate"].to_str().expect("ascii"),
         format!(r#"Bearer realm="{realm}",service="{SERVICE}",scope="repository:team/a:pull""#)
@@ -586,19 +579,14 @@ fn the_built_in_token_endpoint_issues_scoped_tokens_to_htpasswd_users() {
     let r401 = c
         .get(format!("http://{host}/token?service={SERVICE}"))
         .basic_auth("reader", Some("nope"))
-        .send()
-        .expect("token");
-    assert_eq!(r401.status(), 401);
+        .expect_status(401);
     assert!(r401.headers()["www-authenticate"]
         .to_str()
         .expect("ascii")
         .starts_with("Basic realm="));
-    let r400 = c
-        .get(format!("http://{host}/token?service=other"))
+    c.get(format!("http://{host}/token?service=other"))
         .basic_auth("reader", Some("read pw"))
-        .send()
-        .expect("token");
-    assert_eq!(r400.status(), 400);
+        .expect_status(400);
 }
 
 /// Through the token dance, on the plain-HTTP registry at `host`: `writer` pushes `src` to

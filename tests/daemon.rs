@@ -238,7 +238,7 @@ fn sigterm_lets_an_in_flight_upload_finish_and_exits_zero() {
 fn sighup_reloads_without_dropping_connections() {
     let s = Server::start();
     let c = client();
-    assert_eq!(c.get(s.url("/v2/")).send().expect("get").status(), 200);
+    c.get(s.url("/v2/")).expect_status(200);
     unsafe_kill(s.pid(), 1);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !s.log_text().contains("SIGHUP: configuration reloaded") && Instant::now() < deadline {
@@ -250,7 +250,7 @@ fn sighup_reloads_without_dropping_connections() {
         s.log_text()
     );
     // The same pooled keep-alive connection still works.
-    assert_eq!(c.get(s.url("/v2/")).send().expect("get").status(), 200);
+    c.get(s.url("/v2/")).expect_status(200);
 }
 
 #[test]
@@ -304,7 +304,7 @@ fn sighup_applies_a_new_log_level_from_the_config_file() {
         "{}",
         s.log_text()
     );
-    assert_eq!(c.get(s.url("/v2/")).send().expect("get").status(), 200);
+    c.get(s.url("/v2/")).expect_status(200);
 }
 
 /// Generates a deterministic stream of `len` bytes, hashing it as it is read.
@@ -354,8 +354,7 @@ fn memory_stays_flat_while_a_2_gib_blob_streams_in_and_out() {
         SIZE,
     );
     let start = Instant::now();
-    let r = c.patch(s.url(&loc)).body(body).send().expect("patch");
-    assert_eq!(r.status(), 202);
+    c.patch(s.url(&loc)).body(body).expect_status(202);
     let push_secs = start.elapsed().as_secs_f64();
     let hex: String = hasher
         .lock()
@@ -366,14 +365,11 @@ fn memory_stays_flat_while_a_2_gib_blob_streams_in_and_out() {
         .map(|b| format!("{b:02x}"))
         .collect();
     let d = format!("sha256:{hex}");
-    let r = c
-        .put(s.url(&format!(
-            "{}?digest={d}",
-            r.headers()["location"].to_str().expect("loc")
-        )))
-        .send()
-        .expect("put");
-    assert_eq!(r.status(), 201, "{:?}", r.text());
+    c.put(s.url(&format!(
+        "{}?digest={d}",
+        r.headers()["location"].to_str().expect("loc")
+    )))
+    .expect_status(201);
     let peak_push = s.peak_rss_kib();
     // Stream it back and hash it.
     let mut r = c

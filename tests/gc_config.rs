@@ -85,9 +85,7 @@ fn a_registry_2_file_with_a_gc_interval_makes_the_daemon_collect_orphan_blobs() 
     }
     let r = client
         .get(daemon.url(&format!("/v2/kept/app/blobs/{layer_digest}")))
-        .send()
-        .expect("pull layer");
-    assert_eq!(r.status().as_u16(), 200);
+        .expect_status(200);
     assert_eq!(
         r.bytes().expect("body").as_ref(),
         images::gzip(&layer_bytes(7, 4096)).as_slice()

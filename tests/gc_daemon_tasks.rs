@@ -147,8 +147,7 @@ fn read_only_mode_refuses_writes_with_405_unsupported_and_serves_reads() {
         client.delete(format!("{base}/library/alpine/blobs/{digest}")),
     ];
     for w in writes {
-        let r = w.send().expect("request");
-        assert_eq!(r.status().as_u16(), 405);
+        let r = w.expect_status(405);
         let body: serde_json::Value = r.json().expect("error body");
         assert_eq!(body["errors"][0]["code"], "UNSUPPORTED");
         assert!(body["errors"][0]["message"]
@@ -159,18 +158,12 @@ fn read_only_mode_refuses_writes_with_405_unsupported_and_serves_reads() {
     let r = client
         .get(format!("{base}/library/alpine/manifests/latest"))
         .header("accept", "application/vnd.oci.image.manifest.v1+json")
-        .send()
-        .expect("get");
-    assert_eq!(r.status().as_u16(), 200);
+        .expect_status(200);
     assert_eq!(
         format!("sha256:{}", sha256_hex(&r.bytes().expect("body"))),
         digest
     );
-    let r = client
-        .get(format!("{base}/_catalog"))
-        .send()
-        .expect("catalog");
-    assert_eq!(r.status().as_u16(), 200);
+    client.get(format!("{base}/_catalog")).expect_status(200);
     server.abort();
 }
 

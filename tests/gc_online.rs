@@ -218,11 +218,9 @@ fn delete_untagged_removes_overwritten_manifests_but_not_tagged_ones() {
 
     let client = reqwest::blocking::Client::new();
     // Untag `old` through the API (DELETE by tag leaves the manifest revision).
-    let r = client
+    client
         .delete(format!("http://{}/v2/app/manifests/stable", daemon.host()))
-        .send()
-        .expect("delete tag");
-    assert_eq!(r.status().as_u16(), 202);
+        .expect_status(202);
     let mut c = ours(store.path());
     c.args([
         "garbage-collect",
@@ -240,16 +238,12 @@ fn delete_untagged_removes_overwritten_manifests_but_not_tagged_ones() {
     let lines = stdout_lines(&out);
     assert!(lines.contains(&format!("app@{old}")), "{lines:?}");
     assert!(!lines.iter().any(|l| l.contains(&new)), "{lines:?}");
-    let r = client
+    client
         .get(format!("http://{}/v2/app/manifests/{old}", daemon.host()))
-        .send()
-        .expect("get");
-    assert_eq!(r.status().as_u16(), 404);
+        .expect_status(404);
     let r = client
         .get(format!("http://{}/v2/app/manifests/v1", daemon.host()))
         .header("accept", "application/vnd.oci.image.manifest.v1+json")
-        .send()
-        .expect("get");
-    assert_eq!(r.status().as_u16(), 200);
+        .expect_status(200);
     assert_eq!(sha256_hex(&r.bytes().expect("body")), new[7..]);
 }

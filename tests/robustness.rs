@@ -25,12 +25,9 @@ fn an_upload_survives_a_crash_and_resumes_after_restart() {
             .send()
             .expect("post");
         loc = r.headers()["location"].to_str().expect("loc").to_owned();
-        let r = c
-            .patch(s.url(&loc))
+        c.patch(s.url(&loc))
             .body(data[..1_000_000].to_vec())
-            .send()
-            .expect("patch");
-        assert_eq!(r.status(), 202);
+            .expect_status(202);
         // SIGKILL: no chance to clean up or save anything.
         assert!(s.signal_and_wait(9).is_some());
     }
@@ -43,23 +40,16 @@ fn an_upload_survives_a_crash_and_resumes_after_restart() {
 fn resume_upload(s: &Server, loc: &str, data: &[u8], received: usize) {
     let c = client();
     let d = digest_of(data);
-    let r = c.get(s.url(loc)).send().expect("status");
-    assert_eq!(r.status(), 204);
+    let r = c.get(s.url(loc)).expect_status(204);
     assert_eq!(r.headers()["range"], format!("0-{}", received - 1));
     let last = data.len() - 1_000_000;
-    let r = c
-        .patch(s.url(loc))
+    c.patch(s.url(loc))
         .header("content-range", format!("{received}-{}", last - 1))
         .body(data[received..last].to_vec())
-        .send()
-        .expect("patch");
-    assert_eq!(r.status(), 202);
-    let r = c
-        .put(s.url(&format!("{loc}?digest={d}")))
+        .expect_status(202);
+    c.put(s.url(&format!("{loc}?digest={d}")))
         .body(data[last..].to_vec())
-        .send()
-        .expect("put");
-    assert_eq!(r.status(), 201, "{:?}", r.text());
+        .expect_status(201);
     let got = c
         .get(s.url(&format!("/v2/crash/blobs/{d}")))
         .send()
@@ -152,29 +142,17 @@ fn a_full_disk_is_a_clear_error_and_leaves_nothing_half_written() {
     let r = c
         .post(s.url(&format!("/v2/full/blobs/uploads/?digest={bd}")))
         .body(big.clone())
-        .send()
-        .expect("post");
-    assert_eq!(r.status(), 507, "{:?}", r.text());
+        .expect_status(507);
     let text = r.text().expect("t");
     assert_eq!(error_code(&text), "INSUFFICIENT_STORAGE");
     assert!(text.contains("no space left"), "{text}");
     // A fresh connection pool: the server may close the connection it refused.
     let c = client();
     // Nothing half-written is visible, and what was there is intact.
-    assert_eq!(
-        c.head(s.url(&format!("/v2/full/blobs/{bd}")))
-            .send()
-            .expect("head")
-            .status(),
-        404
-    );
-    assert_eq!(
-        c.get(s.url("/v2/ok/before/manifests/v1"))
-            .send()
-            .expect("get")
-            .status(),
-        200
-    );
+    c.head(s.url(&format!("/v2/full/blobs/{bd}")))
+        .expect_status(404);
+    c.get(s.url("/v2/ok/before/manifests/v1"))
+        .expect_status(200);
     let r = c
         .get(s.url(&format!("/v2/ok/before/manifests/{small}")))
         .send()
@@ -237,11 +215,9 @@ fn http2_prior_knowledge_and_ipv6_listeners() {
         }
     }
     let port = port.expect("listening on [::1]");
-    let r = client()
+    client()
         .get(format!("http://[::1]:{port}/v2/"))
-        .send()
-        .expect("get");
-    assert_eq!(r.status(), 200);
+        .expect_status(200);
     let _ = child.kill();
     let _ = child.wait();
 }

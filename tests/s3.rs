@@ -147,16 +147,10 @@ fn a_registry_2_s3_file_serves_skopeo_round_trips() {
         ["library/a", "library/multi", "team/app/c"]
     );
     // Deleting a tag goes through the bucket too.
-    let r = c
-        .delete(s.url("/v2/team/app/c/manifests/old"))
-        .send()
-        .expect("delete");
-    assert_eq!(r.status(), 202, "{:?}", r.text());
-    let r = c
-        .get(s.url("/v2/team/app/c/manifests/old"))
-        .send()
-        .expect("get");
-    assert_eq!(r.status(), 404);
+    c.delete(s.url("/v2/team/app/c/manifests/old"))
+        .expect_status(202);
+    c.get(s.url("/v2/team/app/c/manifests/old"))
+        .expect_status(404);
 }
 
 /// The legacy S3 flavor exactly as the old registry's users wrote it (config_sample.yml):
@@ -277,11 +271,7 @@ fn a_chunked_upload_survives_restarts() {
         .collect();
     let digest = digest_of(&blob);
     let s = ours(&moto, "", dir.path());
-    let r = c
-        .post(s.url("/v2/big/blobs/uploads/"))
-        .send()
-        .expect("start");
-    assert_eq!(r.status(), 202);
+    let r = c.post(s.url("/v2/big/blobs/uploads/")).expect_status(202);
     let mut location = r.headers()["location"]
         .to_str()
         .expect("location")
@@ -312,11 +302,8 @@ fn a_chunked_upload_survives_restarts() {
     let server = s.as_ref().expect("server");
     let url = absolute(&server.url(""), &location);
     let sep = if url.contains('?') { '&' } else { '?' };
-    let r = c
-        .put(format!("{url}{sep}digest={digest}"))
-        .send()
-        .expect("finish");
-    assert_eq!(r.status(), 201, "{:?}", r.text());
+    c.put(format!("{url}{sep}digest={digest}"))
+        .expect_status(201);
     let got = get_blob(&c, server, "big", &digest);
     assert_eq!(got.len(), blob.len());
     assert_eq!(digest_of(&got), digest);
@@ -335,9 +322,7 @@ fn s3_going_away_answers_503() {
     let started = std::time::Instant::now();
     let r = c
         .get(s.url(&format!("/v2/app/blobs/{}", digest_of(b"never pushed"))))
-        .send()
-        .expect("get");
-    assert_eq!(r.status(), 503);
+        .expect_status(503);
     assert_eq!(
         r.headers()
             .get("retry-after")
@@ -415,9 +400,7 @@ fn blob_gets_redirect_to_presigned_s3_urls() {
 
     let r = c
         .head(s.url(&format!("/v2/app/blobs/{digest}")))
-        .send()
-        .expect("head");
-    assert_eq!(r.status(), 200);
+        .expect_status(200);
     assert_eq!(
         r.headers()["content-length"],
         blob.len().to_string().as_str()
@@ -465,9 +448,7 @@ fn blob_gets_are_served_when_redirects_are_off_or_impossible() {
         let digest = push_blob(&c, s, "app", &blob);
         let r = c
             .get(s.url(&format!("/v2/app/blobs/{digest}")))
-            .send()
-            .expect("get");
-        assert_eq!(r.status(), 200);
+            .expect_status(200);
         assert_eq!(r.headers()["docker-content-digest"], digest.as_str());
         assert_eq!(r.bytes().expect("body").as_ref(), blob.as_slice());
     }

@@ -28,9 +28,7 @@ fn push_blob512(c: &Client, s: &Server, repo: &str, data: &[u8]) -> String {
     let r = c
         .post(s.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
         .body(data.to_vec())
-        .send()
-        .expect("post");
-    assert_eq!(r.status(), 201, "push {d}: {:?}", r.text());
+        .expect_status(201);
     assert_eq!(r.headers()["docker-content-digest"], d.as_str());
     d
 }
@@ -40,9 +38,7 @@ fn put_manifest(c: &Client, s: &Server, repo: &str, reference: &str, body: &str)
         .put(s.url(&format!("/v2/{repo}/manifests/{reference}")))
         .header("content-type", "application/vnd.oci.image.manifest.v1+json")
         .body(body.to_owned())
-        .send()
-        .expect("put manifest");
-    assert_eq!(r.status(), 201, "put manifest: {:?}", r.text());
+        .expect_status(201);
     r.headers()["docker-content-digest"]
         .to_str()
         .expect("digest")
@@ -71,23 +67,17 @@ fn a_sha512_blob_pushed_whole_is_pulled_headed_ranged_and_stored_as_distribution
 
     let r = c
         .head(s.url(&format!("/v2/big/app/blobs/{d}")))
-        .send()
-        .expect("head");
-    assert_eq!(r.status(), 200);
+        .expect_status(200);
     assert_eq!(r.headers()["content-length"], "200000");
     assert_eq!(r.headers()["docker-content-digest"], d.as_str());
     let r = c
         .get(s.url(&format!("/v2/big/app/blobs/{d}")))
-        .send()
-        .expect("get");
-    assert_eq!(r.status(), 200);
+        .expect_status(200);
     assert_eq!(sha512_digest(&r.bytes().expect("body")), d);
     let r = c
         .get(s.url(&format!("/v2/big/app/blobs/{d}")))
         .header("range", "bytes=10-19")
-        .send()
-        .expect("range");
-    assert_eq!(r.status(), 206);
+        .expect_status(206);
     assert_eq!(r.bytes().expect("body").as_ref(), &data[10..20]);
 
     let root = v2(&s.storage);
@@ -111,13 +101,9 @@ fn a_sha512_blob_pushed_whole_is_pulled_headed_ranged_and_stored_as_distribution
     );
     // A sha512 digest that does not match the content stores nothing.
     let wrong = sha512_digest(b"other content");
-    let r = c
-        .post(s.url(&format!("/v2/big/app/blobs/uploads/?digest={wrong}")))
+    c.post(s.url(&format!("/v2/big/app/blobs/uploads/?digest={wrong}")))
         .body(b"content".to_vec())
-        .send()
-        .expect("post");
-    assert_eq!(r.status(), 400);
-    assert_eq!(error_code(&r.text().expect("t")), "DIGEST_INVALID");
+        .expect_error(400, "DIGEST_INVALID");
     assert_eq!(
         status(
             &c,
@@ -139,9 +125,7 @@ fn patch_chunks(c: &Client, s: &Server, mut loc: String, data: &[u8], start: usi
             .header("content-type", "application/octet-stream")
             .header("content-range", format!("{at}-{}", end - 1))
             .body(data[at..end].to_vec())
-            .send()
-            .expect("patch");
-        assert_eq!(r.status(), 202, "{:?}", r.text());
+            .expect_status(202);
         assert_eq!(r.headers()["range"], format!("0-{}", end - 1).as_str());
         loc = r.headers()["location"].to_str().expect("loc").to_owned();
         at = end;
@@ -152,9 +136,7 @@ fn patch_chunks(c: &Client, s: &Server, mut loc: String, data: &[u8], start: usi
 fn start_session(c: &Client, s: &Server, repo: &str) -> String {
     let r = c
         .post(s.url(&format!("/v2/{repo}/blobs/uploads/")))
-        .send()
-        .expect("post");
-    assert_eq!(r.status(), 202);
+        .expect_status(202);
     r.headers()["location"]
         .to_str()
         .expect("location")
@@ -167,13 +149,10 @@ fn finish_and_pull(c: &Client, s: &Server, loc: &str, digest: &str, last: &[u8])
     let r = c
         .put(s.url(&format!("{loc}?digest={digest}")))
         .body(last.to_vec())
-        .send()
-        .expect("put");
-    assert_eq!(r.status(), 201, "{:?}", r.text());
+        .expect_status(201);
     let blob = format!("/v2/chunks/blobs/{digest}");
     assert_eq!(r.headers()["location"], blob.as_str());
-    let r = c.get(s.url(&blob)).send().expect("get");
-    assert_eq!(r.status(), 200);
+    let r = c.get(s.url(&blob)).expect_status(200);
     r.bytes().expect("body").to_vec()
 }
 
@@ -199,18 +178,13 @@ fn a_chunked_sha512_upload_resumes_across_a_restart_and_is_verified_at_the_end()
     let loc = patch_chunks(&c, &s, loc, &again[..1_400_000], 0);
     drop(s);
     let s = Server::builder().storage(&storage).start();
-    let r = c.get(s.url(&loc)).send().expect("status");
-    assert_eq!(r.status(), 204);
+    let r = c.get(s.url(&loc)).expect_status(204);
     assert_eq!(r.headers()["range"], "0-1399999");
     let loc = patch_chunks(&c, &s, loc, &again, 1_400_000);
     // A wrong digest of the right algorithm is refused, and ends the session.
-    let r = c
-        .put(s.url(&format!("{loc}?digest={}", sha512_digest(b"no"))))
-        .send()
-        .expect("put wrong");
-    assert_eq!(r.status(), 400);
-    assert_eq!(error_code(&r.text().expect("t")), "DIGEST_INVALID");
-    assert_eq!(c.get(s.url(&loc)).send().expect("status").status(), 404);
+    c.put(s.url(&format!("{loc}?digest={}", sha512_digest(b"no"))))
+        .expect_error(400, "DIGEST_INVALID");
+    c.get(s.url(&loc)).expect_status(404);
 
     // Resumed again, and finished right.
     let loc = start_session(&c, &s, "chunks");
@@ -235,9 +209,7 @@ fn a_sha512_blob_mounts_across_repositories_and_deletes() {
     let d = push_blob512(&c, &s, "src/repo", b"shared sha512 layer");
     let r = c
         .post(s.url(&format!("/v2/dst/blobs/uploads/?mount={d}&from=src/repo")))
-        .send()
-        .expect("mount");
-    assert_eq!(r.status(), 201);
+        .expect_status(201);
     assert_eq!(r.headers()["docker-content-digest"], d.as_str());
     let r = c
         .get(s.url(&format!("/v2/dst/blobs/{d}")))
@@ -246,9 +218,7 @@ fn a_sha512_blob_mounts_across_repositories_and_deletes() {
     assert_eq!(sha512_digest(&r.bytes().expect("body")), d);
     let r = c
         .delete(s.url(&format!("/v2/dst/blobs/{d}")))
-        .send()
-        .expect("delete");
-    assert_eq!(r.status(), 202);
+        .expect_status(202);
     assert_eq!(r.headers()["docker-content-digest"], d.as_str());
     assert_eq!(
         status(
@@ -305,9 +275,7 @@ fn manifests_reference_sha512_blobs_and_are_pushed_and_pulled_by_sha512_digest()
         .put(s.url(&format!("/v2/m/five/manifests/{md}")))
         .header("content-type", "application/vnd.oci.image.manifest.v1+json")
         .body(m.clone())
-        .send()
-        .expect("put");
-    assert_eq!(r.status(), 201, "{:?}", r.text());
+        .expect_status(201);
     assert_eq!(r.headers()["docker-content-digest"], md.as_str());
     assert_eq!(
         r.headers()["location"],
@@ -339,14 +307,10 @@ fn manifests_reference_sha512_blobs_and_are_pushed_and_pulled_by_sha512_digest()
         404
     );
     // A body that does not hash to the sha512 digest in the URL is refused.
-    let r = c
-        .put(s.url(&format!("/v2/m/five/manifests/{}", sha512_digest(b"other"))))
+    c.put(s.url(&format!("/v2/m/five/manifests/{}", sha512_digest(b"other"))))
         .header("content-type", "application/vnd.oci.image.manifest.v1+json")
         .body(m.clone())
-        .send()
-        .expect("put");
-    assert_eq!(r.status(), 400);
-    assert_eq!(error_code(&r.text().expect("t")), "DIGEST_INVALID");
+        .expect_error(400, "DIGEST_INVALID");
 
     // By tag: named by sha256 as distribution does, its sha512 blobs checked and served.
     let tagged = manifest512(config, layer, Some((&md, m.len())));
@@ -378,11 +342,8 @@ fn manifests_reference_sha512_blobs_and_are_pushed_and_pulled_by_sha512_digest()
     assert_eq!(error_code(&r.text().expect("t")), "MANIFEST_BLOB_UNKNOWN");
 
     // Deleted by its sha512 digest.
-    let r = c
-        .delete(s.url(&format!("/v2/m/five/manifests/{md}")))
-        .send()
-        .expect("delete");
-    assert_eq!(r.status(), 202);
+    c.delete(s.url(&format!("/v2/m/five/manifests/{md}")))
+        .expect_status(202);
     assert_eq!(
         status(
             &c,
@@ -432,11 +393,8 @@ fn collection_and_fsck_see_sha512_blobs_links_and_revisions() {
         kept = put_manifest(&c, &s, "g/app", &sha512_digest(m.as_bytes()), &m);
         let m = manifest512(config, gone_layer, None);
         gone = put_manifest(&c, &s, "g/app", &sha512_digest(m.as_bytes()), &m);
-        let r = c
-            .delete(s.url(&format!("/v2/g/app/manifests/{gone}")))
-            .send()
-            .expect("delete");
-        assert_eq!(r.status(), 202);
+        c.delete(s.url(&format!("/v2/g/app/manifests/{gone}")))
+            .expect_status(202);
     }
 
     let (ok, out, err) = maintenance(&storage, &["fsck"]);
@@ -483,9 +441,7 @@ fn collection_and_fsck_see_sha512_blobs_links_and_revisions() {
     }
     let r = c
         .get(s.url(&format!("/v2/g/app/manifests/{kept}")))
-        .send()
-        .expect("get");
-    assert_eq!(r.status(), 200);
+        .expect_status(200);
     assert_eq!(sha512_digest(&r.bytes().expect("body")), kept);
     drop(s);
 

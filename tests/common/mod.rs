@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod htpasswd;
+pub mod http;
 pub mod images;
 pub mod oci;
 pub mod registry2;
@@ -17,6 +18,8 @@ pub mod store;
 pub mod tools;
 
 // Not every test file uses all of them.
+#[allow(unused_imports)]
+pub use http::*;
 #[allow(unused_imports)]
 pub use oci::*;
 #[allow(unused_imports)]
@@ -294,14 +297,6 @@ impl Drop for Server {
     }
 }
 
-pub fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(300))
-        .build()
-        .expect("client")
-}
-
 pub fn sha256_hex(data: &[u8]) -> String {
     use sha2::{Digest, Sha256};
     let d = Sha256::digest(data);
@@ -310,84 +305,4 @@ pub fn sha256_hex(data: &[u8]) -> String {
 
 pub fn digest_of(data: &[u8]) -> String {
     format!("sha256:{}", sha256_hex(data))
-}
-
-/// A `Location` header as a URL: as it is when absolute, else on `base_url`
-/// (`http://127.0.0.1:PORT`).
-pub fn absolute(base_url: &str, location: &str) -> String {
-    if location.starts_with("http") {
-        location.to_owned()
-    } else {
-        format!("{base_url}{location}")
-    }
-}
-
-/// Pushes a blob monolithically; returns its digest.
-pub fn push_blob(c: &reqwest::blocking::Client, s: &Server, repo: &str, data: &[u8]) -> String {
-    let d = digest_of(data);
-    let r = c
-        .post(s.url(&format!("/v2/{repo}/blobs/uploads/?digest={d}")))
-        .body(data.to_vec())
-        .send()
-        .expect("push blob");
-    assert_eq!(r.status(), 201, "push blob: {:?}", r.text());
-    d
-}
-
-/// An OCI image manifest over the given config and layers (digest, size).
-pub fn image_manifest(config: (&str, usize), layers: &[(&str, usize)]) -> String {
-    let layers: Vec<String> = layers
-        .iter()
-        .map(|(d, n)| format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{d}","size":{n}}}"#))
-        .collect();
-    format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{}]}}"#,
-        config.0,
-        config.1,
-        layers.join(",")
-    )
-}
-
-/// Pushes a small image (config + one layer) and tags it; returns the manifest digest.
-pub fn push_image(
-    c: &reqwest::blocking::Client,
-    s: &Server,
-    repo: &str,
-    tag: &str,
-    seed: &str,
-) -> String {
-    let config = format!(r#"{{"architecture":"amd64","os":"linux","seed":"{seed}"}}"#);
-    let layer = format!("layer for {seed}").into_bytes();
-    let cd = push_blob(c, s, repo, config.as_bytes());
-    let ld = push_blob(c, s, repo, &layer);
-    let m = image_manifest((&cd, config.len()), &[(&ld, layer.len())]);
-    put_manifest(c, s, repo, tag, &m)
-}
-
-/// Puts an OCI image manifest as `repo:tag` (201 expected); returns its digest.
-pub fn put_manifest(
-    c: &reqwest::blocking::Client,
-    s: &Server,
-    repo: &str,
-    tag: &str,
-    manifest: &str,
-) -> String {
-    let r = c
-        .put(s.url(&format!("/v2/{repo}/manifests/{tag}")))
-        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-        .body(manifest.to_owned())
-        .send()
-        .expect("put manifest");
-    assert_eq!(r.status(), 201, "put manifest: {:?}", r.text());
-    digest_of(manifest.as_bytes())
-}
-
-/// The `errors[0].code` of a JSON error body.
-pub fn error_code(body: &str) -> String {
-    let v: serde_json::Value =
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
-    v["errors"][0]["code"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no error code in {body}"))
-        .to_owned()
 }
