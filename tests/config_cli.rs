@@ -38,6 +38,46 @@ fn run(dir: &Path, sysconfig: &Path, config: &Path, args: &[&str], env: &[(&str,
     cmd.output().expect("run docker-registry")
 }
 
+/// The line of `config` output for `key` shows `value` and ends with `# source`.
+fn assert_setting(stdout: &str, key: &str, value: &str, source: &str) {
+    let line = setting(stdout, key);
+    assert!(
+        line.contains(&format!(" {value} ")) && line.ends_with(&format!("# {source}")),
+        "{key}: {line}\n{stdout}"
+    );
+}
+
+/// `run` that must succeed: its stdout and stderr.
+fn run_ok(
+    dir: &Path,
+    sysconfig: &Path,
+    config: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (String, String) {
+    let out = run(dir, sysconfig, config, args, env);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{args:?}: {stdout}{stderr}");
+    (stdout, stderr)
+}
+
+/// `config --check` that must fail printing exactly these lines on stderr, each starting
+/// with the text given for it (`file:line: key: message`); nothing on stdout.
+fn check_fails_with(dir: &Path, sysconfig: &Path, config: &Path, lines: &[String]) {
+    let out = run(dir, sysconfig, config, &["config", "--check"], &[]);
+    let stderr = text(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a broken configuration must fail the check: {stderr}"
+    );
+    let got: Vec<&str> = stderr.lines().collect();
+    assert_eq!(got.len(), lines.len(), "{stderr}");
+    for (line, start) in got.iter().zip(lines) {
+        assert!(line.starts_with(start.as_str()), "{start}\n{stderr}");
+    }
+    assert!(out.stdout.is_empty());
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -64,15 +104,13 @@ fn config_prints_each_value_with_where_it_came_from() {
         "registry.yml",
         "version: 0.1\nhttp:\n  addr: 127.0.0.1:6000\nstorage:\n  filesystem:\n    rootdirectory: /srv/registry\n",
     );
-    let out = run(
+    let (stdout, _) = run_ok(
         dir.path(),
         &sys,
         &yml,
         &["config"],
         &[("REGISTRY_STORAGE_DELETE_ENABLED", "true")],
     );
-    let stdout = text(&out.stdout);
-    assert!(out.status.success(), "{}{}", stdout, text(&out.stderr));
     let (s, y) = (sys.display(), yml.display());
     let listen = setting(&stdout, "http.addr");
     assert!(listen.contains(" 127.0.0.1:7000 "), "{stdout}");
@@ -86,15 +124,17 @@ fn config_prints_each_value_with_where_it_came_from() {
         setting(&stdout, "workers").ends_with(&format!("# {s}:3 (GUNICORN_WORKERS)")),
         "{stdout}"
     );
-    let root = setting(&stdout, "storage.filesystem.rootdirectory");
-    assert!(
-        root.contains(" /srv/registry ")
-            && root.ends_with(&format!("# {y}:6 (storage.filesystem.rootdirectory)"))
+    assert_setting(
+        &stdout,
+        "storage.filesystem.rootdirectory",
+        "/srv/registry",
+        &format!("{y}:6 (storage.filesystem.rootdirectory)"),
     );
-    let delete = setting(&stdout, "storage.delete.enabled");
-    assert!(
-        delete.contains(" true ")
-            && delete.ends_with("# environment (REGISTRY_STORAGE_DELETE_ENABLED)")
+    assert_setting(
+        &stdout,
+        "storage.delete.enabled",
+        "true",
+        "environment (REGISTRY_STORAGE_DELETE_ENABLED)",
     );
     assert!(
         setting(&stdout, "config.format").contains("registry:2"),
@@ -117,7 +157,7 @@ fn config_shows_gc_and_retention_settings_with_their_sources() {
          gc:\n      interval: 12h\n      grace: 2h\n      delete_untagged: true\n\
          retention:\n  - repositories: library/*\n    keepTags: 5\n    protecttags: release-*\n",
     );
-    let out = run(
+    let (stdout, stderr) = run_ok(
         dir.path(),
         &sys,
         &yml,
@@ -127,39 +167,37 @@ fn config_shows_gc_and_retention_settings_with_their_sources() {
             "/run/registry/admin.sock",
         )],
     );
-    let stdout = text(&out.stdout);
-    assert!(out.status.success(), "{}{}", stdout, text(&out.stderr));
-    assert_eq!(text(&out.stderr), "", "no warnings expected");
+    assert_eq!(stderr, "", "no warnings expected");
     let (s, y) = (sys.display(), yml.display());
-    let interval = setting(&stdout, "storage.maintenance.gc.interval");
-    assert!(
-        interval.contains(" 12h ")
-            && interval.ends_with(&format!("# {y}:7 (storage.maintenance.gc.interval)")),
-        "{stdout}"
+    assert_setting(
+        &stdout,
+        "storage.maintenance.gc.interval",
+        "12h",
+        &format!("{y}:7 (storage.maintenance.gc.interval)"),
     );
-    let grace = setting(&stdout, "storage.maintenance.gc.grace");
-    assert!(
-        grace.contains(" 15m ")
-            && grace.ends_with(&format!("# {s}:1 (REGISTRY_STORAGE_MAINTENANCE_GC_GRACE)")),
-        "{stdout}"
+    assert_setting(
+        &stdout,
+        "storage.maintenance.gc.grace",
+        "15m",
+        &format!("{s}:1 (REGISTRY_STORAGE_MAINTENANCE_GC_GRACE)"),
     );
-    let untagged = setting(&stdout, "storage.maintenance.gc.deleteuntagged");
-    assert!(
-        untagged.contains(" true ")
-            && untagged.ends_with(&format!("# {y}:9 (storage.maintenance.gc.delete_untagged)")),
-        "{stdout}"
+    assert_setting(
+        &stdout,
+        "storage.maintenance.gc.deleteuntagged",
+        "true",
+        &format!("{y}:9 (storage.maintenance.gc.delete_untagged)"),
     );
-    let socket = setting(&stdout, "storage.maintenance.gc.socket");
-    assert!(
-        socket.contains(" /run/registry/admin.sock ")
-            && socket.ends_with("# environment (REGISTRY_STORAGE_MAINTENANCE_GC_SOCKET)"),
-        "{stdout}"
+    assert_setting(
+        &stdout,
+        "storage.maintenance.gc.socket",
+        "/run/registry/admin.sock",
+        "environment (REGISTRY_STORAGE_MAINTENANCE_GC_SOCKET)",
     );
-    let rule = setting(&stdout, "retention[0]");
-    assert!(
-        rule.contains(" repositories=library/* keeptags=5 protecttags=release-* ")
-            && rule.ends_with(&format!("# {y}:11 (retention[0])")),
-        "{stdout}"
+    assert_setting(
+        &stdout,
+        "retention[0]",
+        "repositories=library/* keeptags=5 protecttags=release-*",
+        &format!("{y}:11 (retention[0])"),
     );
 
     // A bad rule and a bad interval stop `config --check` with file:line: key: message.
@@ -169,29 +207,16 @@ fn config_shows_gc_and_retention_settings_with_their_sources() {
         "version: 0.1\nstorage:\n  maintenance:\n    gc:\n      interval: hourly\n\
          retention:\n  - repositories: a/*\n    protect_tag: v*\n",
     );
-    let out = run(dir.path(), &sys, &bad, &["config", "--check"], &[]);
-    assert!(!out.status.success());
-    let stderr = text(&out.stderr);
     let b = bad.display();
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 3, "{stderr}");
-    assert!(
-        lines[0].starts_with(&format!(
-            "{b}:5: storage.maintenance.gc.interval: not a duration: \"hourly\""
-        )),
-        "{stderr}"
-    );
-    assert!(
-        lines[1].starts_with(&format!(
-            "{b}:8: retention[0].protect_tag: unknown retention rule key"
-        )),
-        "{stderr}"
-    );
-    assert!(
-        lines[2].starts_with(&format!(
-            "{b}:7: retention[0]: a retention rule needs keeptags"
-        )),
-        "{stderr}"
+    check_fails_with(
+        dir.path(),
+        &sys,
+        &bad,
+        &[
+            format!("{b}:5: storage.maintenance.gc.interval: not a duration: \"hourly\""),
+            format!("{b}:8: retention[0].protect_tag: unknown retention rule key"),
+            format!("{b}:7: retention[0]: a retention rule needs keeptags"),
+        ],
     );
 }
 
@@ -211,16 +236,14 @@ fn config_shows_token_auth_client_cas_and_the_proxy_switch_of_a_registry_2_file(
          auth:\n  token:\n    realm: https://r.example/token\n    service: r.example\n    \
          issuer: r-issuer\n    rootcertbundle: /etc/r/token.crt\n    signingkey: /etc/r/token.key\n",
     );
-    let out = run(
+    let (stdout, stderr) = run_ok(
         dir.path(),
         &sys,
         &yml,
         &["config"],
         &[("REGISTRY_AUTH_TOKEN_ACCESSFILE", "/etc/r/access.yml")],
     );
-    let stdout = text(&out.stdout);
-    assert!(out.status.success(), "{}{}", stdout, text(&out.stderr));
-    assert_eq!(text(&out.stderr), "", "no warnings expected");
+    assert_eq!(stderr, "", "no warnings expected");
     let (s, y) = (sys.display(), yml.display());
     for (key, value, source) in [
         (
@@ -274,16 +297,12 @@ fn config_shows_token_auth_client_cas_and_the_proxy_switch_of_a_registry_2_file(
             "environment (REGISTRY_AUTH_TOKEN_ACCESSFILE)".to_string(),
         ),
     ] {
-        let line = setting(&stdout, key);
-        assert!(
-            line.contains(&format!(" {value} ")) && line.ends_with(&format!("# {source}")),
-            "{key}: {line}\n{stdout}"
-        );
+        assert_setting(&stdout, key, value, &source);
     }
 
     // The variables alone, registry:2's names and ours, give the same settings.
     let empty = write(dir.path(), "empty.yml", "version: 0.1\n");
-    let out = run(
+    let (stdout, _) = run_ok(
         dir.path(),
         &sys,
         &empty,
@@ -301,8 +320,6 @@ fn config_shows_token_auth_client_cas_and_the_proxy_switch_of_a_registry_2_file(
             ("REGISTRY_HTTP_TRUSTFORWARDEDHEADERS", "true"),
         ],
     );
-    let stdout = text(&out.stdout);
-    assert!(out.status.success(), "{}{}", stdout, text(&out.stderr));
     // (The sysconfig file's REGISTRY_AUTH_TOKEN_HTPASSWD is not used: the method is htpasswd.)
     for (key, value, var) in [
         (
@@ -321,14 +338,9 @@ fn config_shows_token_auth_client_cas_and_the_proxy_switch_of_a_registry_2_file(
             "REGISTRY_HTTP_TRUSTFORWARDEDHEADERS",
         ),
     ] {
-        let line = setting(&stdout, key);
-        assert!(
-            line.contains(&format!(" {value} "))
-                && line.ends_with(&format!("# environment ({var})")),
-            "{key}: {line}\n{stdout}"
-        );
+        assert_setting(&stdout, key, value, &format!("environment ({var})"));
     }
-    let out = run(
+    let (stdout, _) = run_ok(
         dir.path(),
         &sys,
         &empty,
@@ -342,8 +354,6 @@ fn config_shows_token_auth_client_cas_and_the_proxy_switch_of_a_registry_2_file(
             ("REGISTRY_AUTH_TOKEN_SIGNINGKEY", "/etc/r/token.key"),
         ],
     );
-    let stdout = text(&out.stdout);
-    assert!(out.status.success(), "{}{}", stdout, text(&out.stderr));
     for (key, var) in [
         ("auth.token.realm", "REGISTRY_AUTH_TOKEN_REALM"),
         ("auth.token.service", "REGISTRY_AUTH_TOKEN_SERVICE"),
@@ -377,10 +387,8 @@ fn config_shows_the_auth_tls_and_proxy_keys_of_a_flavored_file() {
          tls_certificate: /etc/r/tls.crt\n  tls_key: /etc/r/tls.key\n  tls_client_cas: _env:CLIENT_CA:/etc/r/ca.pem\n  \
          auth:\n    htpasswd:\n      realm: r\n      path: /etc/r/users\n      access_file: /etc/r/access.yml\n",
     );
-    let out = run(dir.path(), &sys, &yml, &["config"], &[]);
-    let stdout = text(&out.stdout);
-    assert!(out.status.success(), "{}{}", stdout, text(&out.stderr));
-    assert_eq!(text(&out.stderr), "", "no warnings expected");
+    let (stdout, stderr) = run_ok(dir.path(), &sys, &yml, &["config"], &[]);
+    assert_eq!(stderr, "", "no warnings expected");
     let (s, y) = (sys.display(), yml.display());
     for (key, value, source) in [
         (
@@ -409,22 +417,16 @@ fn config_shows_the_auth_tls_and_proxy_keys_of_a_flavored_file() {
             format!("{y}:13 (local.auth.htpasswd.access_file)"),
         ),
     ] {
-        let line = setting(&stdout, key);
-        assert!(
-            line.contains(&format!(" {value} ")) && line.ends_with(&format!("# {source}")),
-            "{key}: {line}\n{stdout}"
-        );
+        assert_setting(&stdout, key, value, &source);
     }
     // A flag overrides its own key only.
-    let out = run(
+    let (stdout, _) = run_ok(
         dir.path(),
         &sys,
         &yml,
         &["config", "--access-file", "/cli/access.yml"],
         &[],
     );
-    let stdout = text(&out.stdout);
-    assert!(out.status.success(), "{}", text(&out.stderr));
     let access = setting(&stdout, "auth.htpasswd.accessfile");
     assert!(
         access.contains(" /cli/access.yml ") && access.ends_with(" # command line (--access-file)"),
@@ -505,34 +507,17 @@ fn check_reports_every_problem_as_file_line_key_and_fails() {
         "registry.yml",
         "common: &common\n  issue: x\n  loglevel: loud\nlocal:\n  <<: *common\n  storage: local\n  storage_delete_enabled: maybe\n",
     );
-    let out = run(dir.path(), &sys, &yml, &["config", "--check"], &[]);
-    assert!(
-        !out.status.success(),
-        "a broken configuration must fail the check"
-    );
-    let stderr = text(&out.stderr);
     let (s, y) = (sys.display(), yml.display());
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 3, "{stderr}");
-    assert!(
-        lines[0].starts_with(&format!(
-            "{y}:3: common.loglevel: unknown log level \"loud\""
-        )),
-        "{stderr}"
+    check_fails_with(
+        dir.path(),
+        &sys,
+        &yml,
+        &[
+            format!("{y}:3: common.loglevel: unknown log level \"loud\""),
+            format!("{y}:7: local.storage_delete_enabled: expected true or false"),
+            format!("{s}:2: REGISTRY_PORT: not a port number: \"http\""),
+        ],
     );
-    assert!(
-        lines[1].starts_with(&format!(
-            "{y}:7: local.storage_delete_enabled: expected true or false"
-        )),
-        "{stderr}"
-    );
-    assert!(
-        lines[2].starts_with(&format!(
-            "{s}:2: REGISTRY_PORT: not a port number: \"http\""
-        )),
-        "{stderr}"
-    );
-    assert!(out.stdout.is_empty());
 }
 
 #[test]
@@ -730,10 +715,8 @@ fn the_shipped_gc_and_retention_examples_load_when_uncommented() {
     assert_eq!(uncommented, 9, "the examples changed:\n{edited}");
     let yml = write(dir.path(), "docker-registry.yml", &edited);
     let sys = Path::new(SHIPPED_SYSCONFIG);
-    let out = run(dir.path(), sys, &yml, &["config"], &[]);
-    let stdout = text(&out.stdout);
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_eq!(text(&out.stderr), "", "the examples must not warn");
+    let (stdout, stderr) = run_ok(dir.path(), sys, &yml, &["config"], &[]);
+    assert_eq!(stderr, "", "the examples must not warn");
     let y = yml.display();
     assert!(
         setting(&stdout, "storage.maintenance.gc.interval").contains(" 1day "),
