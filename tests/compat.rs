@@ -7,19 +7,12 @@ mod common;
 use common::registry2::{self, Distribution};
 use common::*;
 
-/// A copy of the data directory distribution wrote (`common::registry2`).
-fn registry2_dir() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    registry2::registry2_store(dir.path());
-    dir
-}
-
 #[test]
 fn a_registry2_data_directory_is_served_as_it_is() {
     if !have(&[SKOPEO, DISTRIBUTION]) {
         return;
     }
-    let fixture = registry2_dir();
+    let fixture = registry2_store();
     let s = Server::builder().storage(fixture.path()).start();
     let c = client();
     let want = registry2::registry2_expected();
@@ -70,7 +63,7 @@ fn what_we_push_into_a_registry2_directory_is_served_by_distribution() {
     if !have(&[SKOPEO, DISTRIBUTION]) {
         return;
     }
-    let fixture = registry2_dir();
+    let fixture = registry2_store();
     let layouts = oci_layouts();
     let s = Server::builder().storage(fixture.path()).start();
     // A new image, a new tag on an existing repository, and the multi-platform index.

@@ -134,20 +134,15 @@ fn retention_rules_of_a_flavored_file_decide_what_retention_removes() {
     )
     .expect("config");
     let retention = |extra: &[&str]| {
-        let mut c = ours(&storage);
-        c.arg("--config")
-            .arg(&yml)
-            .arg("--sysconfig")
-            .arg(&sysconfig)
-            .arg("retention")
-            .args(extra);
-        let out = run(c);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut lines = stdout_lines(&out);
+        let mut args = vec![
+            "--config".as_ref(),
+            yml.as_os_str(),
+            "--sysconfig".as_ref(),
+            sysconfig.as_os_str(),
+            "retention".as_ref(),
+        ];
+        args.extend(extra.iter().map(std::ffi::OsStr::new));
+        let mut lines = ours_ok(&storage, &args).lines;
         lines.sort();
         lines
     };

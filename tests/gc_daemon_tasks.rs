@@ -53,8 +53,7 @@ async fn eventually(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_purges_stale_uploads_and_collects_on_its_schedule() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    registry2_store(tmp.path());
+    let tmp = registry2_store();
     let want = registry2_expected();
     let upload = want.upload_dir(tmp.path());
     let garbage = &want.gc_eligible;
@@ -94,8 +93,7 @@ fn read_only_mode_refuses_writes_with_405_unsupported_and_serves_reads() {
     if !have(&[SKOPEO, DISTRIBUTION]) {
         return;
     }
-    let tmp = tempfile::tempdir().expect("tmp");
-    registry2_store(tmp.path());
+    let tmp = registry2_store();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let state = state(
         tmp.path(),
@@ -169,8 +167,7 @@ fn read_only_mode_refuses_writes_with_405_unsupported_and_serves_reads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_socket_refuses_bad_requests_and_reports_a_collection() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    registry2_store(tmp.path());
+    let tmp = registry2_store();
     let c = config(tmp.path());
     let tasks = maintenance::spawn(registry(tmp.path(), RegistryOptions::default()), &c);
     let path = admin::socket_path(&c);

@@ -17,15 +17,12 @@ fn dry_run_finds_exactly_what_registry2_found_and_removes_nothing() {
     if !have(&[SKOPEO, DISTRIBUTION]) {
         return;
     }
-    let tmp = tempfile::tempdir().expect("tmp");
-    registry2_store(tmp.path());
+    let tmp = registry2_store();
     let before = stored_blobs(tmp.path());
-    let mut c = ours(tmp.path());
-    c.args(["garbage-collect", "--dry-run"]);
-    let out = run(c);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    let listed: BTreeSet<String> = stdout_lines(&out).into_iter().collect();
+    let out = ours(tmp.path(), &["garbage-collect", "--dry-run"]);
+    let stderr = &out.stderr;
+    assert!(out.ok, "{stderr}");
+    let listed: BTreeSet<String> = out.lines.into_iter().collect();
     assert_eq!(listed, eligible());
     let marked = registry2_expected().gc_blobs_marked;
     assert!(
@@ -44,18 +41,11 @@ fn after_collection_registry2_still_serves_every_tag() {
     if !have(&[SKOPEO, DISTRIBUTION]) {
         return;
     }
-    let tmp = tempfile::tempdir().expect("tmp");
-    registry2_store(tmp.path());
+    let tmp = registry2_store();
     let before = stored_blobs(tmp.path());
-    let mut c = ours(tmp.path());
-    c.args(["garbage-collect"]);
-    let out = run(c);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let removed: BTreeSet<String> = stdout_lines(&out).into_iter().collect();
+    let out = ours(tmp.path(), &["garbage-collect"]);
+    assert!(out.ok, "{}", out.stderr);
+    let removed: BTreeSet<String> = out.lines.into_iter().collect();
     assert_eq!(removed, eligible());
     let after: BTreeSet<String> = stored_blobs(tmp.path()).into_iter().collect();
     let expect_after: BTreeSet<String> = before
@@ -65,14 +55,8 @@ fn after_collection_registry2_still_serves_every_tag() {
     assert_eq!(after, expect_after);
 
     // A second run finds nothing more.
-    let mut c = ours(tmp.path());
-    c.args(["garbage-collect", "--dry-run"]);
-    let again = run(c);
-    assert!(
-        stdout_lines(&again).is_empty(),
-        "{:?}",
-        stdout_lines(&again)
-    );
+    let again = ours(tmp.path(), &["garbage-collect", "--dry-run"]);
+    assert!(again.lines.is_empty(), "{:?}", again.lines);
 
     let reg = Distribution::start(tmp.path());
     let pulled = tempfile::tempdir().expect("tmp");
@@ -98,29 +82,28 @@ fn the_fixtures_unfinished_upload_is_purged_once_older_than_the_age() {
     if !have(&[SKOPEO, DISTRIBUTION]) {
         return;
     }
-    let tmp = tempfile::tempdir().expect("tmp");
-    registry2_store(tmp.path());
+    let tmp = registry2_store();
     let want = registry2_expected();
     let dir = want.upload_dir(tmp.path());
     assert!(dir.is_dir());
 
-    let mut c = ours(tmp.path());
-    c.args(["garbage-collect", "--upload-age", "36500days"]);
-    let out = run(c);
-    assert!(out.status.success());
+    let out = ours(
+        tmp.path(),
+        &["garbage-collect", "--upload-age", "36500days"],
+    );
+    assert!(out.ok);
     assert!(dir.is_dir(), "an upload younger than the age is kept");
 
-    let mut c = ours(tmp.path());
-    c.args(["garbage-collect", "--dry-run", "--upload-age", "1s"]);
-    let out = run(c);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let out = ours(
+        tmp.path(),
+        &["garbage-collect", "--dry-run", "--upload-age", "1s"],
+    );
+    let stderr = &out.stderr;
     assert!(stderr.contains(&want.unfinished_upload.id), "{stderr}");
     assert!(dir.is_dir(), "a dry run keeps it");
 
-    let mut c = ours(tmp.path());
-    c.args(["garbage-collect", "--upload-age", "1s"]);
-    let out = run(c);
-    assert!(out.status.success());
+    let out = ours(tmp.path(), &["garbage-collect", "--upload-age", "1s"]);
+    assert!(out.ok);
     assert!(!dir.exists(), "the stale upload is removed");
 }
 
@@ -129,18 +112,14 @@ fn delete_untagged_keeps_the_children_of_a_tagged_index() {
     if !have(&[SKOPEO, DISTRIBUTION]) {
         return;
     }
-    let tmp = tempfile::tempdir().expect("tmp");
-    registry2_store(tmp.path());
-    let mut c = ours(tmp.path());
-    c.args(["garbage-collect", "--dry-run", "--delete-untagged"]);
-    let out = run(c);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let tmp = registry2_store();
+    let out = ours(
+        tmp.path(),
+        &["garbage-collect", "--dry-run", "--delete-untagged"],
     );
+    assert!(out.ok, "{}", out.stderr);
     // library/multi's two platform manifests are untagged but children of `latest`.
-    let listed: BTreeSet<String> = stdout_lines(&out).into_iter().collect();
+    let listed: BTreeSet<String> = out.lines.into_iter().collect();
     assert_eq!(listed, eligible());
 }
 
@@ -149,27 +128,16 @@ fn fsck_reports_broken_images_by_tag_and_repair_removes_only_dangling_links() {
     if !have(&[SKOPEO, DISTRIBUTION]) {
         return;
     }
-    let tmp = tempfile::tempdir().expect("tmp");
-    registry2_store(tmp.path());
-    let fsck = |args: &[&str]| {
-        let mut c = ours(tmp.path());
-        c.arg("fsck").args(args);
-        run(c)
-    };
+    let tmp = registry2_store();
+    let fsck = |args: &[&str]| ours(tmp.path(), &[&["fsck"][..], args].concat());
     let clean = fsck(&[]);
-    assert!(
-        clean.status.success(),
-        "{}",
-        String::from_utf8_lossy(&clean.stdout)
-    );
-    assert!(stdout_lines(&clean).is_empty());
+    assert!(clean.ok, "{:?}", clean.lines);
+    assert!(clean.lines.is_empty());
 
     // Collection leaves a sound store behind: no dangling links either.
-    let mut c = ours(tmp.path());
-    c.arg("garbage-collect");
-    assert!(run(c).status.success());
+    ours_ok(tmp.path(), &["garbage-collect"]);
     let after_gc = fsck(&[]);
-    assert!(after_gc.status.success(), "{:?}", stdout_lines(&after_gc));
+    assert!(after_gc.ok, "{:?}", after_gc.lines);
 
     // Corrupt the config team/app/web's two tags share (b's); lose the config of
     // library/multi's amd64 image.
@@ -184,8 +152,8 @@ fn fsck_reports_broken_images_by_tag_and_repair_removes_only_dangling_links() {
     std::fs::remove_dir_all(blobs.join(&lost[..2]).join(lost)).expect("lose");
 
     let broken = fsck(&[]);
-    assert!(!broken.status.success());
-    let lines = stdout_lines(&broken);
+    assert!(!broken.ok);
+    let lines = broken.lines;
     let has = |needle: &str| lines.iter().any(|l| l.contains(needle));
     assert!(has(&format!("corrupt blob sha256:{corrupt}")), "{lines:?}");
     assert!(has("team/app/web:1.0"), "{lines:?}");
@@ -195,13 +163,8 @@ fn fsck_reports_broken_images_by_tag_and_repair_removes_only_dangling_links() {
     assert!(has(&format!("dangling link docker/registry/v2/repositories/library/multi/_layers/sha256/{lost}/link")), "{lines:?}");
 
     let repaired = fsck(&["--repair"]);
-    assert!(
-        !repaired.status.success(),
-        "corrupt content remains a problem"
-    );
-    assert!(stdout_lines(&repaired)
-        .iter()
-        .any(|l| l.ends_with("(removed)")));
+    assert!(!repaired.ok, "corrupt content remains a problem");
+    assert!(repaired.lines.iter().any(|l| l.ends_with("(removed)")));
     assert!(!tmp
         .path()
         .join(format!(
@@ -211,10 +174,8 @@ fn fsck_reports_broken_images_by_tag_and_repair_removes_only_dangling_links() {
     assert!(data.exists(), "repair never deletes content");
     let again = fsck(&[]);
     assert!(
-        !stdout_lines(&again)
-            .iter()
-            .any(|l| l.starts_with("dangling")),
+        !again.lines.iter().any(|l| l.starts_with("dangling")),
         "{:?}",
-        stdout_lines(&again)
+        again.lines
     );
 }

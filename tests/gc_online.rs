@@ -89,48 +89,32 @@ fn deleting_an_image_and_collecting_online_frees_its_unique_layers() {
     ]);
 
     // The daemon owns the storage: an offline (writing) collection refuses to run.
-    let mut c = ours(store.path());
-    c.arg("garbage-collect");
-    let refused = run(c);
-    assert!(!refused.status.success());
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("--online"));
+    let refused = ours(store.path(), &["garbage-collect"]);
+    assert!(!refused.ok);
+    assert!(refused.stderr.contains("--online"));
     assert_eq!(blob_bytes(store.path()), bytes_before);
 
     // The dry run through the daemon names exactly the unique blobs and removes nothing.
-    let mut c = ours(store.path());
-    c.args(["garbage-collect", "--online", "--dry-run", "--grace", "0s"]);
-    let dry = run(c);
-    assert!(
-        dry.status.success(),
-        "{}",
-        String::from_utf8_lossy(&dry.stderr)
+    let dry = ours(
+        store.path(),
+        &["garbage-collect", "--online", "--dry-run", "--grace", "0s"],
     );
-    assert_eq!(
-        stdout_lines(&dry).into_iter().collect::<BTreeSet<_>>(),
-        unique
-    );
+    assert!(dry.ok, "{}", dry.stderr);
+    assert_eq!(dry.line_set(), unique);
     assert_eq!(blob_bytes(store.path()), bytes_before);
 
     // With the default grace period (1 h) freshly pushed blobs are all kept.
-    let mut c = ours(store.path());
-    c.args(["garbage-collect", "--online"]);
-    let graced = run(c);
-    assert!(graced.status.success());
-    assert!(
-        stdout_lines(&graced).is_empty(),
-        "{:?}",
-        stdout_lines(&graced)
-    );
+    let graced = ours(store.path(), &["garbage-collect", "--online"]);
+    assert!(graced.ok);
+    assert!(graced.lines.is_empty(), "{:?}", graced.lines);
 
-    let mut c = ours(store.path());
-    c.args(["garbage-collect", "--online", "--grace", "0s"]);
-    let real = run(c);
-    let stderr = String::from_utf8_lossy(&real.stderr);
-    assert!(real.status.success(), "{stderr}");
-    assert_eq!(
-        stdout_lines(&real).into_iter().collect::<BTreeSet<_>>(),
-        unique
+    let real = ours(
+        store.path(),
+        &["garbage-collect", "--online", "--grace", "0s"],
     );
+    let stderr = &real.stderr;
+    assert!(real.ok, "{stderr}");
+    assert_eq!(real.line_set(), unique);
     assert!(
         stderr.contains(&format!("({unique_bytes} bytes) freed")),
         "{stderr}"
@@ -199,43 +183,28 @@ fn delete_untagged_removes_overwritten_manifests_but_not_tagged_ones() {
         "v1",
         &format!("docker://{}/app:v1", daemon.host()),
     );
+    let collect = || {
+        ours_ok(
+            store.path(),
+            &[
+                "garbage-collect",
+                "--online",
+                "--delete-untagged",
+                "--grace",
+                "0s",
+            ],
+        )
+    };
     // `old` is still tagged `stable`: nothing is untagged yet.
-    let mut c = ours(store.path());
-    c.args([
-        "garbage-collect",
-        "--online",
-        "--delete-untagged",
-        "--grace",
-        "0s",
-    ]);
-    let out = run(c);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout_lines(&out).is_empty(), "{:?}", stdout_lines(&out));
+    let out = collect();
+    assert!(out.lines.is_empty(), "{:?}", out.lines);
 
     let client = reqwest::blocking::Client::new();
     // Untag `old` through the API (DELETE by tag leaves the manifest revision).
     client
         .delete(format!("http://{}/v2/app/manifests/stable", daemon.host()))
         .expect_status(202);
-    let mut c = ours(store.path());
-    c.args([
-        "garbage-collect",
-        "--online",
-        "--delete-untagged",
-        "--grace",
-        "0s",
-    ]);
-    let out = run(c);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines = stdout_lines(&out);
+    let lines = collect().lines;
     assert!(lines.contains(&format!("app@{old}")), "{lines:?}");
     assert!(!lines.iter().any(|l| l.contains(&new)), "{lines:?}");
     client

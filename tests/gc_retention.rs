@@ -8,10 +8,6 @@ mod common;
 use common::*;
 use std::collections::BTreeSet;
 
-fn lines_set(o: &std::process::Output) -> BTreeSet<String> {
-    stdout_lines(o).into_iter().collect()
-}
-
 #[test]
 fn retention_keeps_newest_and_young_and_protected_tags_and_collection_frees_the_rest() {
     if !have(&[SKOPEO]) {
@@ -53,8 +49,7 @@ fn retention_keeps_newest_and_young_and_protected_tags_and_collection_frees_the_
     set_tag_age(store.path(), "other/app", "old", 400);
 
     let retention = |extra: &[&str]| {
-        let mut c = ours(store.path());
-        c.args([
+        let rule = [
             "retention",
             "--repositories",
             "apps/*",
@@ -64,9 +59,8 @@ fn retention_keeps_newest_and_young_and_protected_tags_and_collection_frees_the_
             "25days",
             "--protect-tags",
             "release-*",
-        ])
-        .args(extra);
-        run(c)
+        ];
+        ours(store.path(), &[&rule[..], extra].concat())
     };
     let expired: BTreeSet<String> = ["apps/web:v1", "apps/web:v2"]
         .iter()
@@ -75,12 +69,8 @@ fn retention_keeps_newest_and_young_and_protected_tags_and_collection_frees_the_
 
     // Dry run by default: reports, removes nothing.
     let dry = retention(&[]);
-    assert!(
-        dry.status.success(),
-        "{}",
-        String::from_utf8_lossy(&dry.stderr)
-    );
-    assert_eq!(lines_set(&dry), expired);
+    assert!(dry.ok, "{}", dry.stderr);
+    assert_eq!(dry.line_set(), expired);
     assert!(store
         .path()
         .join("docker/registry/v2/repositories/apps/web/_manifests/tags/v1")
@@ -88,8 +78,8 @@ fn retention_keeps_newest_and_young_and_protected_tags_and_collection_frees_the_
 
     let bytes_before = blob_bytes(store.path());
     let applied = retention(&["--apply"]);
-    assert!(applied.status.success());
-    assert_eq!(lines_set(&applied), expired);
+    assert!(applied.ok);
+    assert_eq!(applied.line_set(), expired);
     for (tag, _) in tags {
         let exists = store
             .path()
@@ -109,19 +99,11 @@ fn retention_keeps_newest_and_young_and_protected_tags_and_collection_frees_the_
         .exists());
 
     // Collection frees the two expired images: manifest, config and layer each.
-    let mut c = ours(store.path());
-    c.args(["garbage-collect", "--delete-untagged"]);
-    let gc = run(c);
-    assert!(
-        gc.status.success(),
-        "{}",
-        String::from_utf8_lossy(&gc.stderr)
-    );
-    let removed_blobs = stdout_lines(&gc)
-        .iter()
-        .filter(|l| l.starts_with("sha256:"))
-        .count();
-    let removed_manifests = stdout_lines(&gc)
+    let gc = ours(store.path(), &["garbage-collect", "--delete-untagged"]);
+    assert!(gc.ok, "{}", gc.stderr);
+    let removed_blobs = gc.lines.iter().filter(|l| l.starts_with("sha256:")).count();
+    let removed_manifests = gc
+        .lines
         .iter()
         .filter(|l| l.starts_with("apps/web@"))
         .count();

@@ -442,11 +442,15 @@ fn check_accepted_images(base: &str, outcomes: &[Outcome]) -> usize {
 }
 
 fn collect_online(store: &Path, extra: &[&str]) -> (bool, usize) {
-    let mut c = ours(store);
-    c.args(["garbage-collect", "--online", "--grace", GRACE])
-        .args(extra);
-    let out = run(c);
-    (out.status.success(), stdout_lines(&out).len())
+    let out = ours(
+        store,
+        &[
+            &["garbage-collect", "--online", "--grace", GRACE][..],
+            extra,
+        ]
+        .concat(),
+    );
+    (out.ok, out.lines.len())
 }
 
 #[test]
@@ -599,14 +603,8 @@ fn online_collection_with_no_grace_leaves_no_dangling_layer_link() {
                 if done.load(Ordering::SeqCst) || Instant::now() > stop_at {
                     break;
                 }
-                let mut c = ours(&store);
-                c.args(["garbage-collect", "--online", "--grace", "0s"]);
-                let out = run(c);
-                assert!(
-                    out.status.success(),
-                    "online collection failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                let out = ours(&store, &["garbage-collect", "--online", "--grace", "0s"]);
+                assert!(out.ok, "online collection failed: {}", out.stderr);
                 cycles.fetch_add(1, Ordering::SeqCst);
                 // Room for pushes to finish between collections now and then.
                 std::thread::sleep(Duration::from_millis(50));
@@ -639,13 +637,11 @@ fn online_collection_with_no_grace_leaves_no_dangling_layer_link() {
 
     // What was accepted is whole, and the store is sound.
     check_accepted_images(&daemon.host(), &outcomes);
-    let mut c = ours(store.path());
-    c.arg("fsck");
-    let out = run(c);
+    let out = ours(store.path(), &["fsck"]);
     assert!(
-        out.status.success() && out.stdout.is_empty(),
-        "fsck: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        out.ok && out.lines.is_empty(),
+        "fsck: {:?}{}",
+        out.lines,
+        out.stderr
     );
 }

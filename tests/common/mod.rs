@@ -31,7 +31,7 @@ pub use tools::*;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -243,26 +243,52 @@ pub fn without_machine_settings(c: &mut Command) -> &mut Command {
     c
 }
 
-/// One of our commands (`garbage-collect`, `fsck`, ...) on the store at `storage`, without
-/// this machine's settings; add the command and its flags.
-pub fn ours(storage: &Path) -> Command {
+/// What one of our commands did: whether it succeeded, its stdout a line each, its stderr.
+pub struct Ran {
+    pub ok: bool,
+    pub lines: Vec<String>,
+    pub stderr: String,
+}
+
+impl Ran {
+    /// The stdout lines as a set (digests, `REPOSITORY:TAG`s).
+    pub fn line_set(&self) -> std::collections::BTreeSet<String> {
+        self.lines.iter().cloned().collect()
+    }
+}
+
+/// Runs one of our commands (`garbage-collect`, `fsck`, ...) on the store at `storage`, to
+/// its end, without this machine's settings.
+pub fn ours<S: AsRef<std::ffi::OsStr>>(storage: &Path, args: &[S]) -> Ran {
     let mut c = Command::new(BIN);
     without_machine_settings(&mut c);
-    c.arg("--storage-path").arg(storage);
-    c
+    let out = c
+        .arg("--storage-path")
+        .arg(storage)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{BIN}: {e}"));
+    Ran {
+        ok: out.status.success(),
+        lines: String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
 }
 
-/// Runs a command to its end.
-pub fn run(mut c: Command) -> Output {
-    c.output().expect("run command")
-}
-
-/// A finished command's stdout, a line each.
-pub fn stdout_lines(o: &Output) -> Vec<String> {
-    String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
+/// `ours` that must succeed (else the test fails with its stderr).
+pub fn ours_ok<S: AsRef<std::ffi::OsStr>>(storage: &Path, args: &[S]) -> Ran {
+    let ran = ours(storage, args);
+    assert!(
+        ran.ok,
+        "{:?} failed: {}",
+        args.iter().map(|a| a.as_ref()).collect::<Vec<_>>(),
+        ran.stderr
+    );
+    ran
 }
 
 /// A loopback port that was free a moment ago, for a server that cannot listen on port 0

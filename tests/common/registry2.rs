@@ -102,10 +102,17 @@ pub fn registry2_expected() -> Expected {
     registry2_fixture().1.clone()
 }
 
-/// Copies the generated registry:2 directory (`docker/registry/v2/...`) into `root`.
-pub fn registry2_store(root: &Path) {
-    copy_tree(&registry2_fixture().0, root)
-        .unwrap_or_else(|e| panic!("copying the registry:2 fixture to {}: {e}", root.display()));
+/// A copy of the generated registry:2 directory (`docker/registry/v2/...`) in a temporary
+/// directory of the test's own.
+pub fn registry2_store() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_tree(&registry2_fixture().0, dir.path()).unwrap_or_else(|e| {
+        panic!(
+            "copying the registry:2 fixture to {}: {e}",
+            dir.path().display()
+        )
+    });
+    dir
 }
 
 fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
