@@ -11,7 +11,8 @@
 use base64::Engine;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
-use serde_json::Value;
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer, Serialize};
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -19,6 +20,75 @@ use std::time::{SystemTime, UNIX_EPOCH};
 const LEEWAY_SECS: i64 = 60;
 /// Longer tokens are refused before any parsing.
 const MAX_TOKEN: usize = 16 * 1024;
+
+/// A token's header: the signature algorithm is all we read.
+#[derive(Debug, Serialize, Deserialize)]
+struct Header {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    typ: Option<String>,
+    alg: Option<String>,
+}
+
+/// A token's claims, as the token server writes them and as we issue them.
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    iss: Option<String>,
+    sub: Option<String>,
+    aud: Option<Audience>,
+    exp: Option<i64>,
+    nbf: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iat: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jti: Option<String>,
+    #[serde(default, deserialize_with = "access_claim")]
+    access: Vec<Access>,
+}
+
+/// `aud`: one audience or a list of them.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// One entry of the `access` claim.
+#[derive(Debug, Serialize, Deserialize)]
+struct Access {
+    #[serde(rename = "type")]
+    kind: String,
+    name: String,
+    actions: Vec<String>,
+}
+
+/// `access` entries that are not `{type, name, actions}` are one error, whatever is wrong.
+fn access_claim<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Access>, D::Error> {
+    Option::<Vec<Access>>::deserialize(d)
+        .map(Option::unwrap_or_default)
+        .map_err(|_| D::Error::custom("malformed access claim"))
+}
+
+/// A JSON object as `T`: `not_json` when it does not parse, what is wrong with it (after
+/// `what: `) when it parses but does not fit. serde would take an array for a struct by
+/// position: a JWT part is an object.
+fn json_object<T: DeserializeOwned>(bytes: &[u8], what: &str, not_json: &str) -> Result<T, String> {
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(not_json.into());
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        if e.is_data() {
+            format!("{what}: {e}")
+        } else {
+            not_json.into()
+        }
+    })
+}
+
+/// An optional claim as JSON shows it in a message: `"text"` or `null`.
+fn shown(value: Option<&str>) -> String {
+    value.map_or_else(|| "null".into(), |v| format!("{v:?}"))
+}
 
 /// What one token allows: (type, name, actions), as in its `access` claim.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -98,15 +168,17 @@ impl TokenVerifier {
             return Err("not a compact JWT (three dot-separated parts)".into());
         };
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let header: Value =
-            serde_json::from_slice(&b64.decode(h).map_err(|_| "header is not base64url")?)
-                .map_err(|_| "header is not JSON")?;
+        let header: Header = json_object(
+            &b64.decode(h).map_err(|_| "header is not base64url")?,
+            "header",
+            "header is not JSON",
+        )?;
         let signature = b64.decode(s).map_err(|_| "signature is not base64url")?;
         let signed = &token.as_bytes()[..h.len() + 1 + c.len()];
         let (alg, sig): (
             &dyn rustls_pki_types::SignatureVerificationAlgorithm,
             Vec<u8>,
-        ) = match header["alg"].as_str() {
+        ) = match header.alg.as_deref() {
             Some("RS256") => (webpki::ring::RSA_PKCS1_2048_8192_SHA256, signature),
             Some("ES256") => (
                 webpki::ring::ECDSA_P256_SHA256,
@@ -131,54 +203,43 @@ impl TokenVerifier {
 
     /// Checks the claims of a token whose signature verified, at time `now` (Unix seconds).
     fn read_claims(&self, claims: &[u8], now: i64) -> Result<VerifiedToken, String> {
-        let claims: Value = serde_json::from_slice(claims).map_err(|_| "claims are not JSON")?;
-        if claims["iss"].as_str() != Some(self.issuer.as_str()) {
-            return Err(format!("issuer {} is not {:?}", claims["iss"], self.issuer));
-        }
-        let audience_ok = match &claims["aud"] {
-            Value::String(a) => *a == self.service,
-            Value::Array(list) => list
-                .iter()
-                .any(|a| a.as_str() == Some(self.service.as_str())),
-            _ => false,
-        };
-        if !audience_ok {
+        let claims: Claims = json_object(claims, "claims", "claims are not JSON")?;
+        if claims.iss.as_deref() != Some(self.issuer.as_str()) {
             return Err(format!(
-                "audience {} is not {:?}",
-                claims["aud"], self.service
+                "issuer {} is not {:?}",
+                shown(claims.iss.as_deref()),
+                self.issuer
             ));
         }
-        match claims["exp"].as_i64() {
+        let audience_ok = match &claims.aud {
+            Some(Audience::One(a)) => *a == self.service,
+            Some(Audience::Many(list)) => list.contains(&self.service),
+            None => false,
+        };
+        if !audience_ok {
+            let aud = match &claims.aud {
+                Some(Audience::Many(list)) => format!("{list:?}"),
+                Some(Audience::One(a)) => shown(Some(a)),
+                None => shown(None),
+            };
+            return Err(format!("audience {aud} is not {:?}", self.service));
+        }
+        match claims.exp {
             // Saturating: the token server may write any i64 (`exp: 9223372036854775807`).
             Some(exp) if exp.saturating_add(LEEWAY_SECS) >= now => {}
             Some(_) => return Err("token expired".into()),
             None => return Err("token has no exp".into()),
         }
-        if let Some(nbf) = claims["nbf"].as_i64() {
-            if nbf.saturating_sub(LEEWAY_SECS) > now {
-                return Err("token not valid yet".into());
-            }
+        if claims
+            .nbf
+            .is_some_and(|nbf| nbf.saturating_sub(LEEWAY_SECS) > now)
+        {
+            return Err("token not valid yet".into());
         }
-        let mut grants = Vec::new();
-        if let Some(list) = claims["access"].as_array() {
-            for a in list {
-                let (Some(t), Some(n), Some(acts)) = (
-                    a["type"].as_str(),
-                    a["name"].as_str(),
-                    a["actions"].as_array(),
-                ) else {
-                    return Err("malformed access claim".into());
-                };
-                let acts = acts
-                    .iter()
-                    .filter_map(|x| x.as_str().map(str::to_string))
-                    .collect();
-                grants.push((t.to_string(), n.to_string(), acts));
-            }
-        }
+        let grants = claims.access.into_iter();
         Ok(VerifiedToken {
-            subject: claims["sub"].as_str().unwrap_or_default().to_string(),
-            grants: Grants(grants),
+            subject: claims.sub.unwrap_or_default(),
+            grants: Grants(grants.map(|a| (a.kind, a.name, a.actions)).collect()),
         })
     }
 }
@@ -283,22 +344,31 @@ impl TokenIssuer {
         let mut jti = [0u8; 16];
         ring::rand::SecureRandom::fill(&self.rng, &mut jti)
             .map_err(|_| "no randomness for a token id")?;
-        let access: Vec<Value> = grants
-            .0
-            .iter()
-            .map(|(t, n, a)| serde_json::json!({"type": t, "name": n, "actions": a}))
-            .collect();
-        let header = serde_json::json!({"typ": "JWT", "alg": alg});
-        let claims = serde_json::json!({
-            "iss": self.issuer, "sub": subject, "aud": self.service,
-            "exp": now + ISSUED_TOKEN_TTL_SECS, "nbf": now - 1, "iat": now,
-            "jti": b64.encode(jti), "access": access,
-        });
-        let input = format!(
-            "{}.{}",
-            b64.encode(header.to_string()),
-            b64.encode(claims.to_string())
-        );
+        let header = Header {
+            typ: Some("JWT".into()),
+            alg: Some(alg.into()),
+        };
+        let claims = Claims {
+            iss: Some(self.issuer.clone()),
+            sub: Some(subject.into()),
+            aud: Some(Audience::One(self.service.clone())),
+            exp: Some(now + ISSUED_TOKEN_TTL_SECS),
+            nbf: Some(now - 1),
+            iat: Some(now),
+            jti: Some(b64.encode(jti)),
+            access: grants
+                .0
+                .iter()
+                .map(|(kind, name, actions)| Access {
+                    kind: kind.clone(),
+                    name: name.clone(),
+                    actions: actions.clone(),
+                })
+                .collect(),
+        };
+        let header = serde_json::to_vec(&header).map_err(|e| format!("token header: {e}"))?;
+        let claims = serde_json::to_vec(&claims).map_err(|e| format!("token claims: {e}"))?;
+        let input = format!("{}.{}", b64.encode(header), b64.encode(claims));
         let signature = match &self.key {
             SigningKey::Rsa(k) => {
                 let mut sig = vec![0u8; k.public().modulus_len()];
@@ -360,6 +430,54 @@ mod tests {
             verifier.read_claims(far_future.as_bytes(), now),
             Err("token not valid yet".into())
         );
+    }
+
+    #[test]
+    fn claims_are_read_into_their_types_and_refused_with_a_reason() {
+        let verifier = TokenVerifier {
+            realm: "https://auth/token".into(),
+            service: "registry".into(),
+            issuer: "auth".into(),
+            certificates: Vec::new(),
+        };
+        let now = 1_700_000_000;
+        let read = |claims: &str| verifier.read_claims(claims.as_bytes(), now);
+        let ok = read(
+            r#"{"iss":"auth","aud":["other","registry"],"sub":"u","exp":1700000000,
+                "access":[{"type":"repository","name":"a/b","actions":["pull","push"]}],"extra":1}"#,
+        )
+        .expect("valid claims");
+        assert_eq!(ok.subject, "u");
+        assert!(ok.grants.allows("repository", "a/b", "push"));
+        let anonymous = read(r#"{"iss":"auth","aud":"registry","exp":1700000000}"#);
+        assert_eq!(anonymous.map(|t| t.subject), Ok(String::new()));
+        for (claims, why) in [
+            ("not json", "claims are not JSON"),
+            (r#"["auth","u","registry"]"#, "claims are not JSON"),
+            (
+                r#"{"iss":"x","aud":"registry"}"#,
+                r#"issuer "x" is not "auth""#,
+            ),
+            (r#"{"aud":"registry"}"#, r#"issuer null is not "auth""#),
+            (
+                r#"{"iss":"auth","aud":"r2"}"#,
+                r#"audience "r2" is not "registry""#,
+            ),
+            (
+                r#"{"iss":"auth","aud":["r2"]}"#,
+                r#"audience ["r2"] is not "registry""#,
+            ),
+            (r#"{"iss":"auth","aud":"registry"}"#, "token has no exp"),
+        ] {
+            assert_eq!(read(claims), Err(why.to_string()), "{claims}");
+        }
+        for malformed in [
+            r#"{"iss":"auth","aud":"registry","exp":1700000000,"access":[{"type":"repository"}]}"#,
+            r#"{"iss":"auth","aud":"registry","exp":1700000000,"access":"all"}"#,
+        ] {
+            let e = read(malformed).expect_err(malformed);
+            assert!(e.starts_with("claims: malformed access claim"), "{e}");
+        }
     }
 
     #[test]
