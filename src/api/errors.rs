@@ -3,7 +3,6 @@
 
 use super::body::{self, Body};
 use crate::registry::RegistryError;
-use crate::storage::StorageError;
 use http::{HeaderValue, Response, StatusCode};
 use serde_json::{json, Value};
 
@@ -216,11 +215,11 @@ impl From<RegistryError> for ApiError {
                 ApiError::new(ErrorCode::NameUnknown).with_detail(json!({"name": n.to_string()}))
             }
             RegistryError::Unsupported(m) => ApiError::new(ErrorCode::Unsupported).with_message(m),
-            RegistryError::Storage(StorageError::Full(p)) => {
+            RegistryError::StorageFull(p) => {
                 tracing::error!("storage full: {p}: no space left on the device");
                 ApiError::new(ErrorCode::InsufficientStorage)
             }
-            RegistryError::Storage(StorageError::Unavailable { .. }) => {
+            RegistryError::StorageUnavailable { .. } => {
                 tracing::error!("{msg}");
                 // The client's retry is the cure: S3 is away or throttling.
                 ApiError::new(ErrorCode::Unavailable)

@@ -44,6 +44,15 @@ pub enum RegistryError {
     ManifestTooLarge,
     NameUnknown(RepositoryName),
     Unsupported(String),
+    /// The storage is full (ENOSPC, EDQUOT); what was being written is not kept.
+    StorageFull(StoragePath),
+    /// The storage cannot be reached or keeps failing (S3 away or throttling): worth a
+    /// retry later.
+    StorageUnavailable {
+        backend: String,
+        reason: String,
+    },
+    /// Any other storage failure.
     Storage(StorageError),
 }
 
@@ -73,6 +82,12 @@ impl fmt::Display for RegistryError {
                 write!(f, "repository name not known to registry: {n}")
             }
             RegistryError::Unsupported(m) => f.write_str(m),
+            RegistryError::StorageFull(p) => {
+                write!(f, "storage: {p}: no space left on the storage device")
+            }
+            RegistryError::StorageUnavailable { backend, reason } => {
+                write!(f, "storage: {backend}: unavailable: {reason}")
+            }
             RegistryError::Storage(e) => write!(f, "storage: {e}"),
         }
     }
@@ -80,9 +95,17 @@ impl fmt::Display for RegistryError {
 
 impl std::error::Error for RegistryError {}
 
+/// A full or unavailable storage is a case of its own for the API (507, 503 with
+/// `Retry-After`); every other storage failure is one.
 impl From<StorageError> for RegistryError {
     fn from(e: StorageError) -> Self {
-        RegistryError::Storage(e)
+        match e {
+            StorageError::Full(path) => RegistryError::StorageFull(path),
+            StorageError::Unavailable { backend, reason } => {
+                RegistryError::StorageUnavailable { backend, reason }
+            }
+            e => RegistryError::Storage(e),
+        }
     }
 }
 
