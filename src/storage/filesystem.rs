@@ -15,6 +15,9 @@
 //! the root: every process of ours holds it shared while it runs, so a process that gets it
 //! exclusively knows that no other is writing (see [`StorageDriver::use_alone`]).
 
+use super::durable::{
+    create_beside, create_parent, fsync_dir, kind_of, start_writeback, temp_name, Kind,
+};
 use super::group_commit::{self, GroupCommit, Source, StagedFile};
 use super::{
     BlobReader, FileInfo, FileWriter, Leftover, Staged, StorageDriver, StorageError, StoragePath,
@@ -145,90 +148,6 @@ where
             path: String::new(),
             source: io::Error::other(format!("storage task failed: {e}")),
         }),
-    }
-}
-
-fn fsync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-pub(super) fn create_parent(full: &Path) -> io::Result<()> {
-    match full.parent() {
-        Some(p) => fs::create_dir_all(p),
-        None => Ok(()),
-    }
-}
-
-/// This process's mark on its temporaries: the first 8 of their 32 hex digits. Leftover
-/// removal never takes a temporary that bears it, since that is a write in flight here.
-fn instance() -> &'static str {
-    static INSTANCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    INSTANCE.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..8].to_owned())
-}
-
-/// The temporary a small write goes through before it is renamed over `full`:
-/// `.<name>.tmp-<instance><24 random hex>`.
-pub(super) fn temp_name(full: &Path) -> PathBuf {
-    let name = full.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let mut buf = uuid::Uuid::encode_buffer();
-    let random = uuid::Uuid::new_v4().simple().encode_lower(&mut buf);
-    full.with_file_name(format!(".{name}.tmp-{}{}", instance(), &random[..24]))
-}
-
-/// What a file name is to leftover removal.
-#[derive(Debug, PartialEq)]
-enum Kind {
-    /// One of [`temp_name`]'s, made by another process (or one that is gone).
-    Temporary,
-    /// One of this process's temporaries: a write in flight.
-    OwnTemporary,
-    Other,
-}
-
-fn kind_of(name: &str) -> Kind {
-    let id = match name
-        .strip_prefix('.')
-        .and_then(|rest| rest.rsplit_once(".tmp-"))
-    {
-        Some((target, id)) if !target.is_empty() => id,
-        _ => return Kind::Other,
-    };
-    if id.len() != 32
-        || !id
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-    {
-        Kind::Other
-    } else if id.starts_with(instance()) {
-        Kind::OwnTemporary
-    } else {
-        Kind::Temporary
-    }
-}
-
-/// Creates the temporary `tmp` beside `full`, making the directory first. Once more if the
-/// directory went away in between: leftover removal takes directories that hold nothing but
-/// leftovers, and one may have been emptied just as this write began.
-pub(super) fn create_beside(full: &Path, tmp: &Path) -> io::Result<File> {
-    create_parent(full)?;
-    match File::create(tmp) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            create_parent(full)?;
-            File::create(tmp)
-        }
-        r => r,
-    }
-}
-
-/// Renames `from` over `to`; once more, after making `to`'s directory again, if that
-/// directory went away meanwhile (see [`create_beside`]).
-pub(super) fn rename_into_place(from: &Path, to: &Path) -> io::Result<()> {
-    match fs::rename(from, to) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound && from.exists() => {
-            create_parent(to)?;
-            fs::rename(from, to)
-        }
-        r => r,
     }
 }
 
@@ -967,27 +886,6 @@ fn write_all_chunks(file: &mut File, chunks: &[Bytes]) -> io::Result<()> {
     Ok(())
 }
 
-/// Asks the kernel to start writing a range of the file to disk, without waiting for it.
-/// Only a hint: durability still comes from the staged write's sync, so failure is ignored.
-pub(super) fn start_writeback(file: &File, offset: u64, len: u64) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        let (Ok(off), Ok(n)) = (i64::try_from(offset), i64::try_from(len)) else {
-            return;
-        };
-        // SAFETY: sync_file_range only reads its integer arguments; the descriptor is open
-        // for as long as `file` is borrowed.
-        unsafe {
-            nix::libc::sync_file_range(file.as_raw_fd(), off, n, nix::libc::SYNC_FILE_RANGE_WRITE);
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = (file, offset, len);
-    }
-}
-
 #[async_trait]
 impl FileWriter for FsWriter {
     async fn write(&mut self, mut data: &[u8]) -> StorageResult<()> {
@@ -1045,6 +943,7 @@ impl FileWriter for FsWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::durable::instance;
     use tokio::io::AsyncReadExt;
 
     #[tokio::test]
@@ -1242,31 +1141,6 @@ mod tests {
         assert!(temporaries(dir.path()).is_empty());
     }
 
-    #[test]
-    fn temporaries_are_told_by_their_name() {
-        let t = temp_name(Path::new("/r/x/link"));
-        let name = t.file_name().and_then(|n| n.to_str()).expect("name");
-        assert_eq!(kind_of(name), Kind::OwnTemporary, "{name}");
-        let other = if instance().starts_with('0') {
-            "1"
-        } else {
-            "0"
-        };
-        let theirs = format!(".link.tmp-{}", other.repeat(32));
-        assert_eq!(kind_of(&theirs), Kind::Temporary);
-        for not in [
-            "link",
-            ".link",
-            ".link.tmp-",
-            ".tmp-0123456789abcdef0123456789abcdef",
-            ".link.tmp-0123456789ABCDEF0123456789ABCDEF",
-            ".link.tmp-0123456789abcdef0123456789abcde",
-            ".docker-registry.lock",
-        ] {
-            assert_eq!(kind_of(not), Kind::Other, "{not}");
-        }
-    }
-
     /// Another process's temporaries and the directories that held only them are leftovers;
     /// this process's own are writes in flight, whatever their age.
     #[tokio::test]
@@ -1299,26 +1173,6 @@ mod tests {
             .await
             .expect("again")
             .is_empty());
-    }
-
-    /// Leftover removal may take a directory that held only leftovers just as a write
-    /// begins in it: the write makes it again.
-    #[test]
-    fn a_write_whose_directory_went_away_makes_it_again() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let target = dir.path().join("a/b/link");
-        let tmp = temp_name(&target);
-        create_parent(&target).expect("mkdir");
-        fs::remove_dir_all(dir.path().join("a")).expect("rm");
-        create_beside(&target, &tmp).expect("create");
-        fs::remove_file(&tmp).expect("rm");
-        let moved = dir.path().join("upload");
-        fs::write(&moved, b"x").expect("upload");
-        fs::remove_dir_all(dir.path().join("a")).expect("rm");
-        rename_into_place(&moved, &target).expect("rename");
-        assert_eq!(fs::read(&target).expect("read"), b"x");
-        let err = rename_into_place(&moved, &target).expect_err("source gone");
-        assert_eq!(err.kind(), io::ErrorKind::NotFound);
     }
 
     /// Without the committer thread, a staged write runs the same steps alone.

@@ -21,6 +21,7 @@
 //! other writers left dirty there; our own uploads start their writeback as they go (see
 //! `FsWriter`), which keeps that small.
 
+use super::durable;
 use super::{StorageError, StoragePath, StorageResult};
 use bytes::Bytes;
 use std::fs::{self, File};
@@ -162,7 +163,7 @@ fn cycle(active: &mut Vec<Member>) {
         };
         let mut error = None;
         for (path, full, _) in &m.job.stages[stage] {
-            if let Err(e) = super::filesystem::rename_into_place(&m.temps[m.next].from, full) {
+            if let Err(e) = durable::rename_into_place(&m.temps[m.next].from, full) {
                 error = Some(StorageError::io(path, e));
                 break;
             }
@@ -261,10 +262,10 @@ fn write_temporaries(stages: &[Vec<StagedFile>]) -> StorageResult<(Vec<Rename>, 
     for (path, full, source) in stages.iter().flatten() {
         let written = match source {
             Source::Content(content) => {
-                let tmp = super::filesystem::temp_name(full);
-                let r = super::filesystem::create_beside(full, &tmp).and_then(|mut f| {
+                let tmp = durable::temp_name(full);
+                let r = durable::create_beside(full, &tmp).and_then(|mut f| {
                     f.write_all(content)?;
-                    super::filesystem::start_writeback(&f, 0, content.len() as u64);
+                    durable::start_writeback(&f, 0, content.len() as u64);
                     Ok(())
                 });
                 if r.is_err() {
@@ -276,7 +277,7 @@ fn write_temporaries(stages: &[Vec<StagedFile>]) -> StorageResult<(Vec<Rename>, 
                 })
             }
             // Written and closed by the caller: the first sync makes it durable.
-            Source::Moved(from) => super::filesystem::create_parent(full)
+            Source::Moved(from) => durable::create_parent(full)
                 .and_then(|_| fs::metadata(from))
                 .map(|_| Rename {
                     from: from.clone(),

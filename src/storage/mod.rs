@@ -8,6 +8,7 @@
 
 #[cfg(test)]
 mod conformance;
+mod durable;
 pub mod filesystem;
 mod group_commit;
 pub mod memory;

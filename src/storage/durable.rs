@@ -1,0 +1,165 @@
+//! Writing a file so that a crash leaves the old content or the new, never half of either:
+//! the temporary beside its target (named so that leftover removal knows it, and knows
+//! whose it is), the rename into place, the directory fsync and the writeback hint. Shared
+//! by the filesystem driver and its group commit.
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Makes a directory's entries (a file created or renamed in it) durable.
+pub(super) fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Makes the directory `full` goes in, and those above it.
+pub(super) fn create_parent(full: &Path) -> io::Result<()> {
+    match full.parent() {
+        Some(p) => fs::create_dir_all(p),
+        None => Ok(()),
+    }
+}
+
+/// This process's mark on its temporaries: the first 8 of their 32 hex digits. Leftover
+/// removal never takes a temporary that bears it, since that is a write in flight here.
+pub(super) fn instance() -> &'static str {
+    static INSTANCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    INSTANCE.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..8].to_owned())
+}
+
+/// The temporary a small write goes through before it is renamed over `full`:
+/// `.<name>.tmp-<instance><24 random hex>`.
+pub(super) fn temp_name(full: &Path) -> PathBuf {
+    let name = full.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let mut buf = uuid::Uuid::encode_buffer();
+    let random = uuid::Uuid::new_v4().simple().encode_lower(&mut buf);
+    full.with_file_name(format!(".{name}.tmp-{}{}", instance(), &random[..24]))
+}
+
+/// What a file name is to leftover removal.
+#[derive(Debug, PartialEq)]
+pub(super) enum Kind {
+    /// One of [`temp_name`]'s, made by another process (or one that is gone).
+    Temporary,
+    /// One of this process's temporaries: a write in flight.
+    OwnTemporary,
+    Other,
+}
+
+pub(super) fn kind_of(name: &str) -> Kind {
+    let id = match name
+        .strip_prefix('.')
+        .and_then(|rest| rest.rsplit_once(".tmp-"))
+    {
+        Some((target, id)) if !target.is_empty() => id,
+        _ => return Kind::Other,
+    };
+    if id.len() != 32
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
+        Kind::Other
+    } else if id.starts_with(instance()) {
+        Kind::OwnTemporary
+    } else {
+        Kind::Temporary
+    }
+}
+
+/// Creates the temporary `tmp` beside `full`, making the directory first. Once more if the
+/// directory went away in between: leftover removal takes directories that hold nothing but
+/// leftovers, and one may have been emptied just as this write began.
+pub(super) fn create_beside(full: &Path, tmp: &Path) -> io::Result<File> {
+    create_parent(full)?;
+    match File::create(tmp) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            create_parent(full)?;
+            File::create(tmp)
+        }
+        r => r,
+    }
+}
+
+/// Renames `from` over `to`; once more, after making `to`'s directory again, if that
+/// directory went away meanwhile (see [`create_beside`]).
+pub(super) fn rename_into_place(from: &Path, to: &Path) -> io::Result<()> {
+    match fs::rename(from, to) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound && from.exists() => {
+            create_parent(to)?;
+            fs::rename(from, to)
+        }
+        r => r,
+    }
+}
+
+/// Asks the kernel to start writing a range of the file to disk, without waiting for it.
+/// Only a hint: durability still comes from the staged write's sync, so failure is ignored.
+pub(super) fn start_writeback(file: &File, offset: u64, len: u64) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let (Ok(off), Ok(n)) = (i64::try_from(offset), i64::try_from(len)) else {
+            return;
+        };
+        // SAFETY: sync_file_range only reads its integer arguments; the descriptor is open
+        // for as long as `file` is borrowed.
+        unsafe {
+            nix::libc::sync_file_range(file.as_raw_fd(), off, n, nix::libc::SYNC_FILE_RANGE_WRITE);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (file, offset, len);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporaries_are_told_by_their_name() {
+        let t = temp_name(Path::new("/r/x/link"));
+        let name = t.file_name().and_then(|n| n.to_str()).expect("name");
+        assert_eq!(kind_of(name), Kind::OwnTemporary, "{name}");
+        let other = if instance().starts_with('0') {
+            "1"
+        } else {
+            "0"
+        };
+        let theirs = format!(".link.tmp-{}", other.repeat(32));
+        assert_eq!(kind_of(&theirs), Kind::Temporary);
+        for not in [
+            "link",
+            ".link",
+            ".link.tmp-",
+            ".tmp-0123456789abcdef0123456789abcdef",
+            ".link.tmp-0123456789ABCDEF0123456789ABCDEF",
+            ".link.tmp-0123456789abcdef0123456789abcde",
+            ".docker-registry.lock",
+        ] {
+            assert_eq!(kind_of(not), Kind::Other, "{not}");
+        }
+    }
+
+    /// Leftover removal may take a directory that held only leftovers just as a write
+    /// begins in it: the write makes it again.
+    #[test]
+    fn a_write_whose_directory_went_away_makes_it_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("a/b/link");
+        let tmp = temp_name(&target);
+        create_parent(&target).expect("mkdir");
+        fs::remove_dir_all(dir.path().join("a")).expect("rm");
+        create_beside(&target, &tmp).expect("create");
+        fs::remove_file(&tmp).expect("rm");
+        let moved = dir.path().join("upload");
+        fs::write(&moved, b"x").expect("upload");
+        fs::remove_dir_all(dir.path().join("a")).expect("rm");
+        rename_into_place(&moved, &target).expect("rename");
+        assert_eq!(fs::read(&target).expect("read"), b"x");
+        let err = rename_into_place(&moved, &target).expect_err("source gone");
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+}
