@@ -14,65 +14,12 @@
 mod common;
 
 use common::*;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-const DISTRIBUTION: &str = "/usr/bin/docker-registry";
 const LAYERS: usize = 20;
 const CLIENTS: usize = 4;
 const MEASURE: Duration = Duration::from_secs(5);
-
-struct Distribution {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Distribution {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_distribution(root: &Path, htpasswd: &Path, conf_dir: &Path) -> Distribution {
-    assert!(
-        Path::new(DISTRIBUTION).exists(),
-        "distribution 2.8.2 is needed: apt-get install docker-registry"
-    );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let file = conf_dir.join("config.yml");
-    std::fs::write(
-        &file,
-        format!(
-            "version: 0.1\nlog: {{level: error, accesslog: {{disabled: true}}}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: 127.0.0.1:{port}}}\nauth: {{htpasswd: {{realm: bench, path: {}}}}}\n",
-            root.display(),
-            htpasswd.display()
-        ),
-    )
-    .expect("write config");
-    let child = Command::new(DISTRIBUTION)
-        .arg("serve")
-        .arg(&file)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start distribution");
-    let d = Distribution { child, port };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while client()
-        .get(format!("http://127.0.0.1:{port}/v2/"))
-        .send()
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "distribution did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    d
-}
 
 /// Pulls the image as fast as possible from CLIENTS threads for MEASURE; returns pulls/s.
 fn pulls_per_second(base: &str, manifest_digest: &str, blobs: &[(String, usize)]) -> f64 {
@@ -86,14 +33,13 @@ fn pulls_per_second(base: &str, manifest_digest: &str, blobs: &[(String, usize)]
                     let mut n = 0;
                     while Instant::now() < deadline {
                         let get = |path: &str| {
-                            let r = c
-                                .get(format!("{base}{path}"))
+                            c.get(format!("{base}{path}"))
                                 .basic_auth("bench", Some("bench password"))
                                 .header("accept", "application/vnd.oci.image.manifest.v1+json")
-                                .send()
-                                .expect("request");
-                            assert_eq!(r.status(), 200, "{base}{path}");
-                            r.bytes().expect("body").len()
+                                .expect_status(200)
+                                .bytes()
+                                .expect("body")
+                                .len()
                         };
                         get(&format!("/v2/bench/image/manifests/{manifest_digest}"));
                         for (d, size) in blobs {
@@ -132,24 +78,16 @@ fn main() {
         }
         let refs: Vec<(&str, usize)> = layers.iter().map(|(d, n)| (d.as_str(), *n)).collect();
         let m = image_manifest((&cd, config.len()), &refs);
-        let r = c
-            .put(open.url("/v2/bench/image/manifests/latest"))
-            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-            .body(m.clone())
-            .send()
-            .expect("put manifest");
-        assert_eq!(r.status(), 201);
-        digest_of(m.as_bytes())
+        put_manifest(&c, &open, "bench/image", "latest", &m)
     };
     // Apache's bcrypt at cost 10, the file both registries read.
     let users = dir.path().join("users");
-    let out = Command::new("htpasswd")
-        .args(["-cbB", "-C", "10"])
-        .arg(&users)
-        .args(["bench", "bench password"])
-        .output()
-        .expect("htpasswd (apache2-utils)");
-    assert!(out.status.success());
+    checked(
+        Command::new(HTPASSWD.program)
+            .args(["-cbB", "-C", "10"])
+            .arg(&users)
+            .args(["bench", "bench password"]),
+    );
 
     // Interleaved runs (ours, registry:2, registry:2, ours, ...), medians.
     let runs: usize = std::env::args()
@@ -168,9 +106,15 @@ fn main() {
                     .start();
                 pulls_per_second(&ours.url(""), &manifest_digest, &blobs)
             } else {
-                let theirs = start_distribution(&storage, &users, dir.path());
+                let theirs = Distribution::start_configured(
+                    &format!("{{filesystem: {{rootdirectory: {}}}}}", storage.display()),
+                    &format!(
+                        "auth: {{htpasswd: {{realm: bench, path: {}}}}}\n",
+                        users.display()
+                    ),
+                );
                 pulls_per_second(
-                    &format!("http://127.0.0.1:{}", theirs.port),
+                    &format!("http://{}", theirs.host()),
                     &manifest_digest,
                     &blobs,
                 )

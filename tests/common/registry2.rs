@@ -339,6 +339,12 @@ impl Distribution {
     /// Distribution on other storage: `storage` is the YAML of its `storage:` section
     /// (`{s3: {...}}`).
     pub fn start_with(storage: &str) -> Distribution {
+        Distribution::start_configured(storage, "")
+    }
+
+    /// Distribution with more of its configuration: `extra` is top-level sections of its
+    /// YAML file (`auth: {htpasswd: {...}}`), after `storage` as in [`start_with`].
+    pub fn start_configured(storage: &str, extra: &str) -> Distribution {
         assert!(
             DISTRIBUTION.installed(),
             "distribution 2.8.2 is needed: apt-get install docker-registry"
@@ -349,7 +355,8 @@ impl Distribution {
         std::fs::write(
             conf.path().join("config.yml"),
             format!(
-                "version: 0.1\nlog: {{level: warn}}\nstorage: {storage}\nhttp: {{addr: 127.0.0.1:{port}}}\n"
+                "version: 0.1\nlog: {{level: warn, accesslog: {{disabled: true}}}}\nstorage: {storage}\n\
+                 http: {{addr: 127.0.0.1:{port}}}\n{extra}"
             ),
         )
         .expect("write config");
