@@ -360,78 +360,6 @@ fn bearer_tokens_from_a_token_server_with_skopeo_and_every_refusal() {
     }
 }
 
-/// The registry on a port chosen before it starts (the token realm must name it).
-struct FixedPortRegistry {
-    child: std::process::Child,
-    port: u16,
-    log: Arc<std::sync::Mutex<Vec<String>>>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for FixedPortRegistry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_on_fixed_port(port: u16, args: &[&str]) -> FixedPortRegistry {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let empty = dir.path().join("empty");
-    std::fs::write(&empty, "").expect("write");
-    let mut cmd = Command::new(BIN);
-    cmd.arg("--sysconfig").arg(&empty);
-    if !args.contains(&"--config") {
-        cmd.arg("--config").arg(&empty);
-    }
-    let mut child = cmd
-        .args([
-            "--address",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--storage-path",
-        ])
-        .arg(dir.path().join("data"))
-        .args(args)
-        .env_remove("NOTIFY_SOCKET")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start");
-    let stderr = child.stderr.take().expect("stderr");
-    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let log2 = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            log2.lock().expect("log").push(line);
-        }
-    });
-    let r = FixedPortRegistry {
-        child,
-        port,
-        log,
-        _dir: dir,
-    };
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while !r
-        .log
-        .lock()
-        .expect("log")
-        .iter()
-        .any(|l| l.contains("listening on"))
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "registry did not start: {:?}",
-            r.log.lock().expect("log")
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    r
-}
-
 /// The built-in endpoint's users (writer, reader) and access file: everyone pulls, writer
 /// pushes under team/.
 fn endpoint_users(d: &Path) -> (PathBuf, PathBuf) {
@@ -479,8 +407,12 @@ fn a_registry_2_file_alone_configures_token_auth_with_the_built_in_endpoint() {
         ),
     )
     .expect("write config");
-    let r = start_on_fixed_port(port, &["--config", yml.to_str().expect("utf-8")]);
-    let host = format!("127.0.0.1:{}", r.port);
+    // On a port chosen before it starts: the token realm names it.
+    let r = Server::builder()
+        .port(port)
+        .args_from(&["--config", yml.to_str().expect("utf-8")])
+        .start();
+    let host = r.host();
 
     // The challenge is the file's: Bearer, its realm and service.
     let c = client();
@@ -517,9 +449,9 @@ fn the_built_in_token_endpoint_issues_scoped_tokens_to_htpasswd_users() {
     let (key, cert) = key_and_cert(d, "ec");
     let port = free_port();
     let realm = format!("http://127.0.0.1:{port}/token");
-    let r = start_on_fixed_port(
-        port,
-        &[
+    let r = Server::builder()
+        .port(port)
+        .args_from(&[
             "--token-realm",
             &realm,
             "--token-service",
@@ -534,9 +466,9 @@ fn the_built_in_token_endpoint_issues_scoped_tokens_to_htpasswd_users() {
             us,
             "--access-file",
             access.to_str().expect("utf-8"),
-        ],
-    );
-    let host = format!("127.0.0.1:{}", r.port);
+        ])
+        .start();
+    let host = r.host();
     let layouts = oci_layouts();
     let src = format!("oci:{}:latest", layouts.path().join("a").display());
     // skopeo: the Bearer dance entirely against the registry itself.

@@ -10,7 +10,6 @@ mod common;
 use common::rng::Rng;
 use common::*;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -216,25 +215,8 @@ fn wait_for_recovery(s: &Server) {
     }
 }
 
-fn fsck(store: &Path, extra: &[&str]) -> Output {
-    Command::new(BIN)
-        .arg("--storage-path")
-        .arg(store)
-        .arg("fsck")
-        .args(extra)
-        .env("DOCKER_REGISTRY_CONFIG", "/dev/null")
-        .env_remove("REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY")
-        .output()
-        .expect("run fsck")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}stderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+fn fsck(store: &Path, extra: &[&str]) -> Ran {
+    ours(store, &[&["fsck"][..], extra].concat())
 }
 
 #[test]
@@ -321,12 +303,8 @@ fn kill_9_during_concurrent_pushes_then_restart_leaves_a_clean_store_and_every_a
     assert!(s.signal_and_wait(15).is_some());
 
     let out = fsck(&store, &[]);
-    assert!(out.status.success(), "{}", text(&out));
-    let report = text(&out);
-    assert!(
-        String::from_utf8_lossy(&out.stdout).trim().is_empty(),
-        "fsck found something: {report}"
-    );
+    assert!(out.ok, "{out}");
+    assert!(out.lines.is_empty(), "fsck found something: {out}");
 }
 
 /// Plants what a killed writer leaves: a temporary beside a layer link, a tag directory
@@ -356,15 +334,6 @@ fn plant_leftovers(store: &Path, repo: &str, layer: &str) -> Vec<String> {
     ]
 }
 
-fn stdout_lines(o: &Output) -> Vec<String> {
-    let mut lines: Vec<String> = String::from_utf8_lossy(&o.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    lines.sort();
-    lines
-}
-
 #[test]
 fn fsck_lists_leftovers_apart_from_damage_and_repair_or_a_restart_removes_them() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -377,13 +346,11 @@ fn fsck_lists_leftovers_apart_from_damage_and_repair_or_a_restart_removes_them()
 
     let expected = plant_leftovers(&store, "left/over", &layer);
     let out = fsck(&store, &[]);
-    assert!(
-        out.status.success(),
-        "leftovers are not errors: {}",
-        text(&out)
-    );
-    assert_eq!(stdout_lines(&out), expected, "{}", text(&out));
-    assert!(text(&out).contains("3 leftovers of interrupted writes (not errors)"));
+    assert!(out.ok, "leftovers are not errors: {}", out);
+    assert_eq!(out.sorted_lines(), expected, "{}", out);
+    assert!(out
+        .to_string()
+        .contains("3 leftovers of interrupted writes (not errors)"));
 
     // Damage next to them still fails the check, and is told apart.
     let gone = store.join(format!(
@@ -393,17 +360,17 @@ fn fsck_lists_leftovers_apart_from_damage_and_repair_or_a_restart_removes_them()
     std::fs::create_dir_all(gone.parent().expect("dir")).expect("mkdir");
     std::fs::write(&gone, format!("sha256:{}", "f".repeat(64))).expect("dangling link");
     let out = fsck(&store, &[]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    let lines = stdout_lines(&out);
+    assert_eq!(out.code, Some(1), "{}", out);
+    let lines = out.sorted_lines();
     assert_eq!(lines.len(), 4, "{lines:?}");
     assert!(lines[0].starts_with("dangling link"), "{lines:?}");
 
     let out = fsck(&store, &["--repair"]);
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(stdout_lines(&out).iter().all(|l| l.ends_with("(removed)")));
+    assert!(out.ok, "{}", out);
+    assert!(out.sorted_lines().iter().all(|l| l.ends_with("(removed)")));
     let out = fsck(&store, &[]);
-    assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(stdout_lines(&out), Vec::<String>::new(), "{}", text(&out));
+    assert!(out.ok, "{}", out);
+    assert_eq!(out.sorted_lines(), Vec::<String>::new(), "{}", out);
 
     // The daemon's start clears them too, and what was stored is intact.
     plant_leftovers(&store, "left/over", &layer);
@@ -433,5 +400,5 @@ fn fsck_lists_leftovers_apart_from_damage_and_repair_or_a_restart_removes_them()
         "{left:?}"
     );
     let out = fsck(&store, &[]);
-    assert_eq!(stdout_lines(&out), Vec::<String>::new(), "{}", text(&out));
+    assert_eq!(out.sorted_lines(), Vec::<String>::new(), "{}", out);
 }

@@ -105,27 +105,9 @@ fn ready_is_sent_only_when_the_port_accepts_connections() {
 fn a_port_in_use_is_one_clear_line_and_a_failure() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = taken.local_addr().expect("addr").port();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let empty = dir.path().join("empty");
-    std::fs::write(&empty, "").expect("write");
-    let out = Command::new(BIN)
-        .arg("--sysconfig")
-        .arg(&empty)
-        .arg("--config")
-        .arg(&empty)
-        .args([
-            "--address",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--storage-path",
-        ])
-        .arg(dir.path().join("data"))
-        .env_remove("NOTIFY_SOCKET")
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let out = Server::builder().port(port).run_to_end();
+    assert!(!out.ok);
+    let err = &out.stderr;
     let line = err
         .lines()
         .find(|l| l.starts_with("docker-registry: "))
@@ -142,21 +124,10 @@ fn unwritable_storage_fails_before_ready_saying_so_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("not-a-dir");
     std::fs::write(&file, "x").expect("write");
-    let empty = dir.path().join("empty");
-    std::fs::write(&empty, "").expect("write");
     let storage = file.join("sub");
-    let out = Command::new(BIN)
-        .arg("--sysconfig")
-        .arg(&empty)
-        .arg("--config")
-        .arg(&empty)
-        .args(["--address", "127.0.0.1", "--port", "0", "--storage-path"])
-        .arg(&storage)
-        .env_remove("NOTIFY_SOCKET")
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let out = Server::builder().storage(&storage).run_to_end();
+    assert!(!out.ok);
+    let err = &out.stderr;
     assert_eq!(err.matches("storage is not writable").count(), 1, "{err}");
     assert_eq!(
         err.matches(&*storage.to_string_lossy()).count(),

@@ -186,38 +186,7 @@ fn http2_prior_knowledge_and_ipv6_listeners() {
         eprintln!("SKIPPED: no IPv6 loopback on this machine");
         return;
     }
-    let dir = tempfile::tempdir().expect("tempdir");
-    let empty = dir.path().join("empty");
-    std::fs::write(&empty, "").expect("write");
-    let mut child = Command::new(BIN)
-        .arg("--sysconfig")
-        .arg(&empty)
-        .arg("--config")
-        .arg(&empty)
-        .args(["--address", "::1", "--port", "0", "--storage-path"])
-        .arg(dir.path().join("data"))
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    use std::io::BufRead;
-    let stderr = child.stderr.take().expect("stderr");
-    let mut port = None;
-    for line in std::io::BufReader::new(stderr)
-        .lines()
-        .map_while(Result::ok)
-    {
-        if let Some(i) = line.find("listening on http://[::1]:") {
-            port = line[i + "listening on http://[::1]:".len()..]
-                .split_whitespace()
-                .next()
-                .and_then(|p| p.parse::<u16>().ok());
-            break;
-        }
-    }
-    let port = port.expect("listening on [::1]");
-    client()
-        .get(format!("http://[::1]:{port}/v2/"))
-        .expect_status(200);
-    let _ = child.kill();
-    let _ = child.wait();
+    let s6 = Server::builder().address("::1").start();
+    assert!(s6.url("/v2/").starts_with("http://[::1]:"));
+    client().get(s6.url("/v2/")).expect_status(200);
 }

@@ -11,7 +11,6 @@ mod common;
 use common::*;
 use reqwest::blocking::Client;
 use std::path::Path;
-use std::process::Command;
 
 fn sha512_digest(data: &[u8]) -> String {
     use sha2::{Digest, Sha512};
@@ -354,27 +353,6 @@ fn manifests_reference_sha512_blobs_and_are_pushed_and_pulled_by_sha512_digest()
     );
 }
 
-/// Runs a maintenance command of the binary on a storage directory (daemon stopped).
-fn maintenance(storage: &Path, args: &[&str]) -> (bool, String, String) {
-    let empty = tempfile::NamedTempFile::new().expect("empty config");
-    let out = Command::new(BIN)
-        .arg("--sysconfig")
-        .arg(empty.path())
-        .arg("--config")
-        .arg(empty.path())
-        .arg("--storage-path")
-        .arg(storage)
-        .args(args)
-        .env_remove("DOCKER_REGISTRY_CONFIG")
-        .output()
-        .expect("run docker-registry");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn collection_and_fsck_see_sha512_blobs_links_and_revisions() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -397,29 +375,23 @@ fn collection_and_fsck_see_sha512_blobs_links_and_revisions() {
             .expect_status(202);
     }
 
-    let (ok, out, err) = maintenance(&storage, &["fsck"]);
-    assert!(ok, "{out}{err}");
-    assert!(
-        err.contains("0 problems") || out.contains("0 problems"),
-        "{out}{err}"
-    );
+    let fsck = ours_ok(&storage, &["fsck"]);
+    assert!(fsck.to_string().contains("0 problems"), "{fsck}");
 
-    let (ok, removed, err) = maintenance(&storage, &["garbage-collect"]);
-    assert!(ok, "{err}");
-    let removed: std::collections::BTreeSet<&str> = removed.lines().collect();
+    let gc = ours_ok(&storage, &["garbage-collect"]);
+    let removed: std::collections::BTreeSet<&str> = gc.lines.iter().map(String::as_str).collect();
     let gone_layer_d = sha512_digest(gone_layer);
     assert_eq!(
         removed,
         [gone.as_str(), gone_layer_d.as_str(), orphan.as_str()]
             .into_iter()
             .collect(),
-        "{err}"
+        "{gc}"
     );
-    let (ok, out, err) = maintenance(&storage, &["fsck"]);
-    assert!(ok, "{out}{err}");
+    let fsck = ours_ok(&storage, &["fsck"]);
     assert!(
-        err.contains("0 problems") || out.contains("0 problems"),
-        "no dangling layer link left: {out}{err}"
+        fsck.to_string().contains("0 problems"),
+        "no dangling layer link left: {fsck}"
     );
 
     let s = Server::builder().storage(&storage).start();
@@ -449,9 +421,9 @@ fn collection_and_fsck_see_sha512_blobs_links_and_revisions() {
     let hex = &kept["sha512:".len()..];
     let data = v2(&storage).join(format!("blobs/sha512/{}/{hex}/data", &hex[..2]));
     std::fs::write(&data, b"tampered").expect("tamper");
-    let (ok, out, err) = maintenance(&storage, &["fsck"]);
-    let text = format!("{out}{err}");
-    assert!(!ok, "{text}");
+    let fsck = ours(&storage, &["fsck"]);
+    let text = fsck.to_string();
+    assert!(!fsck.ok, "{text}");
     assert!(
         text.contains(&format!(
             "corrupt blob {kept}: its content hashes to {}",

@@ -40,6 +40,8 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_docker-registry");
 /// A running registry.
 pub struct Server {
     pub child: Child,
+    /// Where it listens: `127.0.0.1`, `[::1]`.
+    pub address: String,
     pub port: u16,
     pub storage: PathBuf,
     pub log: Arc<Mutex<Vec<String>>>,
@@ -54,6 +56,9 @@ pub struct ServerBuilder {
     wrapper: Vec<String>,
     /// Pass `--storage-path` (which chooses filesystem storage); off for other storage.
     storage_flag: bool,
+    /// `--address` and `--port` (default 127.0.0.1, port 0: the test reads the port it got).
+    address: String,
+    port: u16,
 }
 
 impl ServerBuilder {
@@ -95,16 +100,72 @@ impl ServerBuilder {
         self.arg("--delete-enabled")
     }
 
-    pub fn start(self) -> Server {
-        let (dir, storage) = match self.storage {
-            Some(p) => (None, p),
+    /// Listens on this address (`::1`) instead of 127.0.0.1.
+    pub fn address(mut self, address: &str) -> Self {
+        self.address = address.into();
+        self
+    }
+
+    /// Listens on this port instead of one the kernel picks.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = port;
+        self
+    }
+
+    /// Runs the daemon as `start` would, expecting it to stop by itself (a startup that
+    /// fails): waits for its exit, at most 30 s.
+    pub fn run_to_end(self) -> Ran {
+        let (mut child, _dir, _storage, _empty) = self.spawn(Stdio::piped());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("docker-registry did not stop by itself within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.wait_with_output().expect("its output").into()
+    }
+
+    /// Starts the daemon, stderr piped; returns it with what must outlive it: the temporary
+    /// directory of its storage (when the test gave none), the storage path and the empty
+    /// configuration file.
+    fn spawn(
+        &self,
+        stdout: Stdio,
+    ) -> (
+        Child,
+        Option<tempfile::TempDir>,
+        PathBuf,
+        tempfile::NamedTempFile,
+    ) {
+        let (dir, storage) = self.storage_dir();
+        let empty = tempfile::NamedTempFile::new().expect("temp sysconfig");
+        let child = self
+            .command(&storage, empty.path())
+            .stdout(stdout)
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start docker-registry");
+        (child, dir, storage, empty)
+    }
+
+    /// The storage directory, and the temporary directory it is in when the test gave none.
+    fn storage_dir(&self) -> (Option<tempfile::TempDir>, PathBuf) {
+        match &self.storage {
+            Some(p) => (None, p.clone()),
             None => {
                 let d = tempfile::tempdir().expect("tempdir");
                 let p = d.path().join("data");
                 (Some(d), p)
             }
-        };
-        let empty = tempfile::NamedTempFile::new().expect("temp sysconfig");
+        }
+    }
+
+    /// The command line: ours (under the wrapper, if any) with an empty configuration
+    /// `empty` where the test names none, on `storage`, without the machine's settings.
+    fn command(&self, storage: &Path, empty: &Path) -> Command {
         let mut cmd = match self.wrapper.split_first() {
             Some((program, args)) => {
                 let mut c = Command::new(program);
@@ -114,26 +175,28 @@ impl ServerBuilder {
             None => Command::new(BIN),
         };
         if !self.args.iter().any(|a| a == "--sysconfig") {
-            cmd.arg("--sysconfig").arg(empty.path());
+            cmd.arg("--sysconfig").arg(empty);
         }
         if !self.args.iter().any(|a| a == "--config") {
-            cmd.arg("--config").arg(empty.path());
+            cmd.arg("--config").arg(empty);
         }
-        cmd.args(["--address", "127.0.0.1", "--port", "0"]);
+        cmd.args(["--address", &self.address, "--port", &self.port.to_string()]);
         if self.storage_flag {
-            cmd.arg("--storage-path").arg(&storage);
+            cmd.arg("--storage-path").arg(storage);
         }
         cmd.args(&self.args);
         without_machine_settings(&mut cmd)
             .env_remove("NOTIFY_SOCKET")
-            .env("DOCKER_REGISTRY_CONFIG", empty.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .env("DOCKER_REGISTRY_CONFIG", empty)
+            .stdin(Stdio::null());
         for (k, v) in &self.envs {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("start docker-registry");
+        cmd
+    }
+
+    pub fn start(self) -> Server {
+        let (mut child, dir, storage, empty) = self.spawn(Stdio::null());
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -168,8 +231,14 @@ impl ServerBuilder {
         };
         // Keep the empty config file alive as long as the process might re-read it (SIGHUP).
         std::mem::forget(empty);
+        let address = if self.address.contains(':') {
+            format!("[{}]", self.address)
+        } else {
+            self.address.clone()
+        };
         Server {
             child,
+            address,
             port,
             storage,
             log,
@@ -186,6 +255,8 @@ impl Server {
             storage: None,
             wrapper: Vec::new(),
             storage_flag: true,
+            address: "127.0.0.1".into(),
+            port: 0,
         }
     }
 
@@ -194,11 +265,11 @@ impl Server {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{}", self.port, path)
+        format!("http://{}:{}{}", self.address, self.port, path)
     }
 
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.address, self.port)
     }
 
     pub fn pid(&self) -> i32 {
@@ -246,11 +317,47 @@ pub fn without_machine_settings(c: &mut Command) -> &mut Command {
 /// What one of our commands did: whether it succeeded, its stdout a line each, its stderr.
 pub struct Ran {
     pub ok: bool,
+    /// The exit status; `None` when a signal ended it.
+    pub code: Option<i32>,
     pub lines: Vec<String>,
     pub stderr: String,
 }
 
+impl From<std::process::Output> for Ran {
+    fn from(out: std::process::Output) -> Ran {
+        Ran {
+            ok: out.status.success(),
+            code: out.status.code(),
+            lines: String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(str::to_owned)
+                .collect(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+/// The whole of it, for a failure message.
+impl std::fmt::Display for Ran {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "status {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.code,
+            self.lines.join("\n"),
+            self.stderr
+        )
+    }
+}
+
 impl Ran {
+    /// The stdout lines, sorted.
+    pub fn sorted_lines(&self) -> Vec<String> {
+        let mut lines = self.lines.clone();
+        lines.sort();
+        lines
+    }
+
     /// The stdout lines as a set (digests, `REPOSITORY:TAG`s).
     pub fn line_set(&self) -> std::collections::BTreeSet<String> {
         self.lines.iter().cloned().collect()
@@ -258,10 +365,15 @@ impl Ran {
 }
 
 /// Runs one of our commands (`garbage-collect`, `fsck`, ...) on the store at `storage`, to
-/// its end, without this machine's settings.
+/// its end, without this machine's settings (nor its files, unless `args` name some).
 pub fn ours<S: AsRef<std::ffi::OsStr>>(storage: &Path, args: &[S]) -> Ran {
     let mut c = Command::new(BIN);
     without_machine_settings(&mut c);
+    for flag in ["--sysconfig", "--config"] {
+        if !args.iter().any(|a| a.as_ref() == flag) {
+            c.arg(flag).arg("/dev/null");
+        }
+    }
     let out = c
         .arg("--storage-path")
         .arg(storage)
@@ -269,14 +381,7 @@ pub fn ours<S: AsRef<std::ffi::OsStr>>(storage: &Path, args: &[S]) -> Ran {
         .stdin(Stdio::null())
         .output()
         .unwrap_or_else(|e| panic!("{BIN}: {e}"));
-    Ran {
-        ok: out.status.success(),
-        lines: String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_owned)
-            .collect(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+    out.into()
 }
 
 /// `ours` that must succeed (else the test fails with its stderr).
