@@ -4,9 +4,12 @@ use super::body;
 use super::body::Incoming;
 use super::errors::{ApiError, ErrorCode};
 use super::range::{parse_range, RangeRequest};
+use super::sendfile::{self, FileSends};
 use super::{empty_response, header_str, set_header, ApiResult, AppState};
+use crate::registry::blobs::BlobContent;
 use crate::registry::{Digest, RepositoryName};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
+use std::sync::Arc;
 
 pub async fn get(
     state: &AppState,
@@ -50,8 +53,22 @@ pub async fn get(
     let body = if head || len == 0 {
         body::empty()
     } else {
-        let chunks = state.registry.blob_chunks(name, digest, start, len).await?;
-        body::chunks(chunks, len)
+        let content = state
+            .registry
+            .blob_content(name, digest, start, len)
+            .await?;
+        // The connection offers zero-copy sends where nothing stands between file and socket.
+        let sends = req
+            .extensions()
+            .get::<Arc<FileSends>>()
+            .filter(|_| sendfile::supported());
+        match (content, sends) {
+            (BlobContent::File(file), Some(sends)) => {
+                tracing::debug!("{digest}: {len} bytes from {start} go by sendfile");
+                sendfile::body(file, start, len, sends.clone())
+            }
+            (content, _) => body::chunks(content.into_chunks(start, len), len),
+        }
     };
     let mut r = Response::new(body);
     *r.status_mut() = status;

@@ -12,6 +12,7 @@ pub mod body;
 pub mod errors;
 pub mod manifests;
 pub(crate) mod range;
+pub mod sendfile;
 pub mod tags;
 pub mod token;
 pub mod uploads;

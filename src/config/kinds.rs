@@ -2,7 +2,7 @@
 //! (a variable, a flag) and from a YAML value, and how `config` shows it. Every error is a
 //! message written for the operator; the caller adds the file, line and key.
 
-use super::model::{AuthChoice, LogLevel, LogTarget, StorageChoice};
+use super::model::{AuthChoice, LogLevel, LogTarget, Sendfile, StorageChoice};
 use super::setting::Kind;
 use super::yaml::{Node, NodeKind, Scalar};
 use std::marker::PhantomData;
@@ -177,6 +177,22 @@ kind!(
         "stderr" | "journal" | "journald" => Ok(LogTarget::Stderr),
         "syslog" => Ok(LogTarget::Syslog),
         _ => Err(format!("unknown log target {s:?} (use stderr or syslog)")),
+    },
+    |v| v.as_str().into()
+);
+
+kind!(
+    /// When to send blobs with sendfile: auto, always (true) or never (false).
+    SendfileWhen: Sendfile, "WHEN",
+    |s| match s.trim().to_ascii_lowercase().as_str() {
+        "auto" => Ok(Sendfile::Auto),
+        "always" => Ok(Sendfile::Always),
+        "never" => Ok(Sendfile::Never),
+        _ => match Bool::text(s) {
+            Ok(true) => Ok(Sendfile::Always),
+            Ok(false) => Ok(Sendfile::Never),
+            Err(_) => Err(format!("expected auto, always or never, found {s:?}")),
+        },
     },
     |v| v.as_str().into()
 );

@@ -57,6 +57,28 @@ impl LogTarget {
     }
 }
 
+/// When blobs go from the page cache to the socket with `sendfile(2)` (plain HTTP/1.1 only;
+/// see `api::sendfile`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sendfile {
+    /// To clients on other hosts. A client on this host has to copy the bytes out of the
+    /// kernel anyway: sendfile then only moves the read of the page cache into the client,
+    /// which makes a pull slower where the client is the busier side.
+    Auto,
+    Always,
+    Never,
+}
+
+impl Sendfile {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sendfile::Auto => "auto",
+            Sendfile::Always => "always",
+            Sendfile::Never => "never",
+        }
+    }
+}
+
 /// Which kind of YAML file was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FileFormat {

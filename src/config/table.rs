@@ -146,6 +146,11 @@ settings! {
         pub trust_forwarded_headers: bool = false, Bool, "http.trustforwardedheaders" {
             legacy: &["trust_forwarded_headers"], flag: Some("--trust-forwarded-headers"),
         }
+        /// Send blobs from the page cache to plain HTTP/1.1 clients with sendfile(2): auto (to
+        /// clients on other hosts), always, never
+        pub sendfile: Sendfile = Sendfile::Auto, SendfileWhen, "http.sendfile" {
+            legacy: &["http_sendfile"], flag: Some("--sendfile"),
+        }
         /// The network to listen on: tcp only
         pub(crate) http_net: String = "tcp".into(), Net, "http.net" { hidden: true, }
         /// The authentication method: htpasswd or token

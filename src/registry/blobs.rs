@@ -2,7 +2,25 @@
 //! repository links it (`_layers/.../link`) and the content exists in the shared blob store.
 
 use super::{layout, Digest, Registry, RegistryError, RegistryResult, RepositoryName};
-use crate::storage::{BlobReader, StorageError};
+use crate::storage::{BlobReader, ChunkStream, StorageError};
+
+/// A blob's bytes as [`Registry::blob_content`] hands them out.
+pub enum BlobContent {
+    /// The file that holds the whole blob.
+    File(std::fs::File),
+    /// The requested bytes, streamed.
+    Chunks(ChunkStream),
+}
+
+impl BlobContent {
+    /// The requested bytes (`len` from `offset`) as a stream of chunks, however they are kept.
+    pub fn into_chunks(self, offset: u64, len: u64) -> ChunkStream {
+        match self {
+            BlobContent::File(file) => crate::storage::file_chunks(file, offset, len),
+            BlobContent::Chunks(chunks) => chunks,
+        }
+    }
+}
 
 impl Registry {
     /// The size of a blob the repository links, or `BLOB_UNKNOWN`.
@@ -44,26 +62,33 @@ impl Registry {
         }
     }
 
-    /// Streams `len` bytes of a linked blob from `offset`.
-    pub async fn blob_chunks(
+    /// `len` bytes of a linked blob from `offset`, for sending: the open file itself where
+    /// the storage keeps one (so that the connection may send it with sendfile), otherwise
+    /// a stream of chunks.
+    pub async fn blob_content(
         &self,
         repo: &RepositoryName,
         digest: &Digest,
         offset: u64,
         len: u64,
-    ) -> RegistryResult<crate::storage::ChunkStream> {
+    ) -> RegistryResult<BlobContent> {
         if !self.exists(&layout::layer_link(repo, digest)?).await? {
             return Err(RegistryError::BlobUnknown(digest.clone()));
         }
-        match self
-            .driver
-            .read_chunks(&layout::blob_data(digest)?, offset, len)
-            .await
-        {
-            Ok(s) => Ok(s),
-            Err(StorageError::NotFound(_)) => Err(RegistryError::BlobUnknown(digest.clone())),
-            Err(e) => Err(e.into()),
-        }
+        let data = layout::blob_data(digest)?;
+        let content = match self.driver.open_file(&data).await {
+            Ok(Some(file)) => Ok(BlobContent::File(file)),
+            Ok(None) => self
+                .driver
+                .read_chunks(&data, offset, len)
+                .await
+                .map(BlobContent::Chunks),
+            Err(e) => Err(e),
+        };
+        content.map_err(|e| match e {
+            StorageError::NotFound(_) => RegistryError::BlobUnknown(digest.clone()),
+            e => e.into(),
+        })
     }
 
     /// Where a client may fetch a linked blob itself, when redirects are on and the driver

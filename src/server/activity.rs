@@ -106,6 +106,13 @@ impl Activity {
         InFlight(self.clone())
     }
 
+    /// Keeps the connection busy, without counting a request, until the guard drops: for a
+    /// response still being sent after hyper let go of its body (a zero-copy window).
+    pub fn hold(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Relaxed);
+        InFlight(self.clone())
+    }
+
     /// Asks the connection to close as soon as it is idle; false if it is busy or already
     /// asked.
     pub fn evict(&self) -> bool {

@@ -6,13 +6,15 @@
 //!
 //! [`Conn`] is the byte stream hyper reads and writes. It is the one place that knows
 //! whether the connection is plain TCP or TLS, so work that only applies to one of them
-//! (zero-copy sends of blobs over plain HTTP/1.1, say) belongs there.
+//! belongs there: on plain TCP, HTTP/1 requests are offered zero-copy sends of blobs
+//! ([`api::sendfile`]), whose placeholder frames `Conn` turns into `sendfile(2)`.
 
 use super::activity::{Activity, Overdue, Verdict};
 use super::admission::Ticket;
 use super::security::{Tls, TLS_HANDSHAKE_TIMEOUT};
+use crate::api::sendfile::FileSends;
 use crate::api::{self, AppState};
-use crate::config::Connections;
+use crate::config::{Connections, Sendfile};
 use http_body_util::BodyExt;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -42,6 +44,7 @@ pub struct Serving {
     pub http: auto::Builder<TokioExecutor>,
     pub tls: Option<Arc<Tls>>,
     pub limits: Connections,
+    pub sendfile: Sendfile,
     pub stop: CancellationToken,
 }
 
@@ -72,9 +75,17 @@ impl Handler {
             _ = self.activity.eviction.notified() => return Err("evicted during the TLS handshake".into()),
             _ = self.serving.stop.cancelled() => return Ok(()),
         };
+        let sends = match &transport {
+            Transport::Plain(stream) if self.sends_files(stream) => {
+                let activity = self.activity.clone();
+                Some(FileSends::new(move || Box::new(activity.hold())))
+            }
+            _ => None,
+        };
         let io = Conn {
             transport,
             activity: self.activity.clone(),
+            sends: sends.clone(),
         };
         let state = self.serving.state.clone();
         let activity = self.activity.clone();
@@ -83,8 +94,15 @@ impl Handler {
         let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
             let state = state.clone();
             let in_flight = activity.request();
+            let sends = sends.clone();
             async move {
-                let req = req.map(|body| api::body::Incoming::new(body, body_idle));
+                let mut req = req.map(|body| api::body::Incoming::new(body, body_idle));
+                // HTTP/2 frames bodies itself: only HTTP/1 sends placeholders as they are.
+                if req.version() < http::Version::HTTP_2 {
+                    if let Some(sends) = sends {
+                        req.extensions_mut().insert(sends);
+                    }
+                }
                 let response = api::handle(state, req, peer).await;
                 // The body holds the request's count until it is sent whole (or dropped).
                 let response = response.map(|body| {
@@ -126,6 +144,20 @@ impl Handler {
             closing = true;
             conn.as_mut().graceful_shutdown();
             watchdog.as_mut().reset(Instant::now() + CLOSE_GRACE);
+        }
+    }
+
+    /// Whether blobs go to this plain TCP connection with sendfile: with `auto`, when the
+    /// client is on another host (see [`Sendfile::Auto`]).
+    fn sends_files(&self, stream: &TcpStream) -> bool {
+        match self.serving.sendfile {
+            Sendfile::Always => true,
+            Sendfile::Never => false,
+            Sendfile::Auto => {
+                let peer = self.peer.ip().to_canonical();
+                let local = stream.local_addr().map(|a| a.ip().to_canonical());
+                !peer.is_loopback() && local.map_or(true, |local| local != peer)
+            }
         }
     }
 
@@ -191,6 +223,8 @@ impl Transport {
 pub struct Conn {
     transport: Transport,
     activity: Arc<Activity>,
+    /// Zero-copy sends, on plain TCP.
+    sends: Option<Arc<FileSends>>,
 }
 
 impl Conn {
@@ -223,9 +257,7 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let result = this.transport.stream().poll_write(cx, buf);
-        this.wrote(result)
+        self.poll_write_vectored(cx, &[io::IoSlice::new(buf)])
     }
 
     fn poll_write_vectored(
@@ -234,13 +266,18 @@ impl AsyncWrite for Conn {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let result = this.transport.stream().poll_write_vectored(cx, bufs);
+        let result = match (&mut this.transport, &this.sends) {
+            (Transport::Plain(s), Some(sends)) => sends.poll_send(s, cx, bufs),
+            (transport, _) => transport.stream().poll_write_vectored(cx, bufs),
+        };
         this.wrote(result)
     }
 
     fn is_write_vectored(&self) -> bool {
         match &self.transport {
-            Transport::Plain(s) => s.is_write_vectored(),
+            // Always, on plain TCP: hyper then queues body frames as the slices they are
+            // instead of copying them into its buffer, which zero-copy sends rely on.
+            Transport::Plain(_) => true,
             Transport::Tls(s) => s.is_write_vectored(),
         }
     }

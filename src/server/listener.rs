@@ -13,7 +13,7 @@ use super::admission::{Admission, Refused};
 use super::connection::{Handler, Serving};
 use super::security::Tls;
 use crate::api::AppState;
-use crate::config::Connections;
+use crate::config::{Connections, Sendfile};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::future::Future;
@@ -46,6 +46,7 @@ impl Listener {
         tls: Option<Arc<Tls>>,
         limits: Connections,
         max_connections: usize,
+        sendfile: Sendfile,
     ) -> Listener {
         Listener {
             tcp,
@@ -55,6 +56,7 @@ impl Listener {
                 http: http_settings(),
                 tls,
                 limits,
+                sendfile,
                 stop: CancellationToken::new(),
             }),
             connections: TaskTracker::new(),

@@ -120,13 +120,14 @@ async fn serve(
         access_summary(&state, tls.as_deref()),
     );
     let (limits, max_connections) = connection_limits(&config);
+    let sendfile = config.sendfile.value;
     let stop = shutdown::StopSignal::install()?;
     let reloader = spawn_reloader(reload, log, state.auth.clone(), tls.clone(), config)?;
     notify::ready(&format!("serving on {local}"));
     memory::spawn_trimmer();
     let watchdog = notify::spawn_watchdog();
 
-    listener::Listener::new(tcp, state, tls, limits, max_connections)
+    listener::Listener::new(tcp, state, tls, limits, max_connections, sendfile)
         .run(async {
             stop.recv().await;
             notify::stopping();

@@ -89,6 +89,21 @@ impl FilesystemDriver {
     fn full(&self, path: &StoragePath) -> PathBuf {
         self.root.join(path.as_str())
     }
+
+    /// Opens a file for reading; a directory at the path counts as not found.
+    async fn open_regular(&self, path: &StoragePath) -> StorageResult<File> {
+        let full = self.full(path);
+        let path = path.clone();
+        blocking(move || {
+            let f = File::open(&full).map_err(|e| not_found_or(&path, e))?;
+            let meta = f.metadata().map_err(|e| StorageError::io(&path, e))?;
+            if meta.is_dir() {
+                return Err(StorageError::NotFound(path));
+            }
+            Ok(f)
+        })
+        .await
+    }
 }
 
 impl FilesystemDriver {
@@ -360,23 +375,11 @@ impl StorageDriver for FilesystemDriver {
         offset: u64,
         len: u64,
     ) -> StorageResult<super::ChunkStream> {
-        let full = self.full(path);
-        let path2 = path.clone();
-        let file = blocking(move || {
-            let f = File::open(&full).map_err(|e| not_found_or(&path2, e))?;
-            let meta = f.metadata().map_err(|e| StorageError::io(&path2, e))?;
-            if meta.is_dir() {
-                return Err(StorageError::NotFound(path2));
-            }
-            Ok(f)
-        })
-        .await?;
-        Ok(Box::pin(FileChunks {
-            file: std::sync::Arc::new(file),
-            offset,
-            remaining: len,
-            pending: None,
-        }))
+        Ok(file_chunks(self.open_regular(path).await?, offset, len))
+    }
+
+    async fn open_file(&self, path: &StoragePath) -> StorageResult<Option<File>> {
+        self.open_regular(path).await.map(Some)
     }
 
     async fn writer(&self, path: &StoragePath, append: bool) -> StorageResult<Box<dyn FileWriter>> {
@@ -665,6 +668,16 @@ fn pread_into_spare(
             return Err(e);
         }
     }
+}
+
+/// `len` bytes of an open file from `offset`, as a stream of chunks (see [`FileChunks`]).
+pub fn file_chunks(file: File, offset: u64, len: u64) -> super::ChunkStream {
+    Box::pin(FileChunks {
+        file: std::sync::Arc::new(file),
+        offset,
+        remaining: len,
+        pending: None,
+    })
 }
 
 /// Reads a file in [`super::READ_CHUNK`] pieces with `pread`, one read always in flight ahead of

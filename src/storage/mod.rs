@@ -20,7 +20,7 @@ use std::fmt;
 use std::time::SystemTime;
 use tokio::io::AsyncRead;
 
-pub use filesystem::FilesystemDriver;
+pub use filesystem::{file_chunks, FilesystemDriver};
 pub use memory::MemoryDriver;
 pub use s3::{S3Driver, S3Options};
 
@@ -272,6 +272,13 @@ pub trait StorageDriver: Send + Sync + fmt::Debug + 'static {
             reader.take(len),
             READ_CHUNK,
         )))
+    }
+
+    /// The file itself, opened for reading, where the backend keeps content in local files:
+    /// the connection can then send it with `sendfile(2)`, without copying it through
+    /// buffers. `None` where there is no such file (object stores, memory).
+    async fn open_file(&self, _path: &StoragePath) -> StorageResult<Option<std::fs::File>> {
+        Ok(None)
     }
 
     /// Opens a writer; with `append`, continues an existing file (created if missing).
