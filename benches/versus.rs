@@ -28,7 +28,13 @@
 //! 0.83x), and each blob is pulled once unmeasured. The loopback ceiling is measured in each
 //! run next to the pulls, since the machine's load moves it.
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use bytes::Bytes;
+use common::rng::Rng;
+use common::tools::DISTRIBUTION;
+use common::{digest_of as digest, free_port, hex, proc_status_kib, sha256_hex as sha_hex};
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -49,7 +55,6 @@ fn arg_value(name: &str) -> Option<String> {
     let i = args.iter().position(|a| a == name)?;
     args.get(i + 1).cloned()
 }
-const DISTRIBUTION: &str = "/usr/bin/docker-registry";
 const MIB: usize = 1 << 20;
 
 #[derive(Clone, Copy)]
@@ -63,47 +68,20 @@ struct Sizes {
     listing: usize,
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn sha_hex(data: &[u8]) -> String {
-    hex(&Sha256::digest(data))
-}
-
-fn digest(data: &[u8]) -> String {
-    format!("sha256:{}", sha_hex(data))
-}
-
 /// Deterministic content, different for each `seed`.
 fn content(len: usize, seed: u64) -> Bytes {
     let mut v = vec![0u8; len];
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     for chunk in v.chunks_mut(8) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let b = x.to_le_bytes();
+        let b = rng.next().to_le_bytes();
         chunk.copy_from_slice(&b[..chunk.len()]);
     }
     Bytes::from(v)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(5099)
-}
-
+/// A `/proc/PID/status` figure in KiB (`VmRSS:`, `VmHWM:`).
 fn proc_kib(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    proc_status_kib(pid as i32, key)
 }
 
 /// utime+stime of a process in clock ticks.
@@ -117,22 +95,33 @@ fn cpu_ticks(pid: u32) -> u64 {
 
 struct Registry {
     name: &'static str,
-    child: Child,
+    process: Process,
     base: String,
     idle_rss: u64,
     _dir: tempfile::TempDir,
 }
 
+/// Ours (killed when dropped) or distribution (the harness's, likewise).
+enum Process {
+    Ours(Child),
+    Distribution(common::Distribution),
+}
+
 impl Drop for Registry {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Process::Ours(child) = &mut self.process {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
 impl Registry {
     fn pid(&self) -> u32 {
-        self.child.id()
+        match &self.process {
+            Process::Ours(child) => child.id(),
+            Process::Distribution(d) => d.pid(),
+        }
     }
 }
 
@@ -175,12 +164,11 @@ async fn start(
     // The prepared store (tens of thousands of files) goes to disk before the registry
     // starts: otherwise the first registry to sync anything would pay for writing it.
     let _ = Command::new("sync").status();
-    let port = free_port();
-    let mut cmd;
-    if name == "ours" {
+    let (process, base) = if name == "ours" {
+        let port = free_port();
         let empty = dir.path().join("empty");
         std::fs::write(&empty, "").map_err(|e| e.to_string())?;
-        cmd = Command::new(ours());
+        let mut cmd = Command::new(ours());
         cmd.arg("--sysconfig")
             .arg(&empty)
             .arg("--config")
@@ -199,32 +187,28 @@ async fn start(
         if let Some(extra) = arg_value("--ours-args") {
             cmd.args(extra.split_whitespace());
         }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("{name}: {e}"))?;
+        (Process::Ours(child), format!("http://127.0.0.1:{port}"))
     } else {
-        if !Path::new(DISTRIBUTION).exists() {
+        if !DISTRIBUTION.installed() {
             return Err("registry:2 is not installed: apt-get install docker-registry".into());
         }
-        let conf = dir.path().join("config.yml");
-        std::fs::write(
-            &conf,
-            format!(
-                "version: 0.1\nlog: {{level: error, accesslog: {{disabled: true}}}}\nstorage: {{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}}}\nhttp: {{addr: 127.0.0.1:{port}}}\n",
-                data.display()
-            ),
-        )
-        .map_err(|e| e.to_string())?;
-        cmd = Command::new(DISTRIBUTION);
-        cmd.arg("serve").arg(&conf);
-    }
-    let child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("{name}: {e}"))?;
-    let base = format!("http://127.0.0.1:{port}");
+        // The harness's launcher waits with a blocking client: not on the runtime's threads.
+        let root = data.clone();
+        let d = tokio::task::spawn_blocking(move || common::Distribution::start(&root))
+            .await
+            .map_err(|_| format!("{name} did not start (its error is above)"))?;
+        let base = format!("http://{}", d.host());
+        (Process::Distribution(d), base)
+    };
     let mut reg = Registry {
         name,
-        child,
+        process,
         base,
         idle_rss: 0,
         _dir: dir,

@@ -397,6 +397,10 @@ impl Distribution {
         format!("127.0.0.1:{}", self.port)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Its configuration file (kept until it is dropped).
     pub fn config_file(&self) -> PathBuf {
         self.conf.path().join("config.yml")

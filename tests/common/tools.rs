@@ -26,6 +26,13 @@ pub const CURL: Tool = Tool::new("curl", "curl");
 pub const PRLIMIT: Tool = Tool::new("prlimit", "util-linux");
 pub const SOCKET_ACTIVATE: Tool = Tool::new("systemd-socket-activate", "systemd");
 
+/// The program, as a message names it.
+impl std::fmt::Display for Tool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.program)
+    }
+}
+
 impl Tool {
     const fn new(program: &'static str, package: &'static str) -> Tool {
         Tool { program, package }
