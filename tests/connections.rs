@@ -130,7 +130,23 @@ fn idle_sockets_past_the_open_file_limit_leave_normal_clients_served() {
         .filter_map(|_| connect_from(ATTACKER, s.port).ok())
         .collect();
     assert!(idle.len() > 256, "only {} sockets opened", idle.len());
-    std::thread::sleep(Duration::from_millis(500));
+    // Until the daemon has taken the flood off its backlog (its descriptors stop changing):
+    // a client arriving during the flood may be closed unanswered, as the flood is.
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", s.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let settling = Instant::now();
+    let mut last = fds();
+    while settling.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = fds();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
     let c = client_from(Ipv4Addr::LOCALHOST);
     for _ in 0..20 {
         let asked = Instant::now();
@@ -147,9 +163,7 @@ fn idle_sockets_past_the_open_file_limit_leave_normal_clients_served() {
             .get(s.url("/v2/"))
             .expect_status(200);
     }
-    let open = std::fs::read_dir(format!("/proc/{}/fd", s.pid()))
-        .map(|d| d.count())
-        .unwrap_or(0);
+    let open = fds();
     assert!(open < 256, "{open} descriptors open");
     assert!(
         !s.log_text().contains("accept failed"),

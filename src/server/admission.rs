@@ -62,8 +62,32 @@ struct Table {
     next_id: u64,
     live: HashMap<u64, Arc<Activity>>,
     clients: HashMap<IpAddr, usize>,
+    /// Places freed by an eviction and promised to the newcomer that asked for it, so that
+    /// another newcomer (in a flood, many arrive at once) cannot take them first.
+    reserved: usize,
     refused: u64,
     reported: Option<Instant>,
+}
+
+/// A place promised by [`Admission::evict_one`] to the newcomer that evicted a connection:
+/// taken by [`Admission::admit_soon`], or given back when it drops unused.
+pub struct Reservation {
+    admission: Arc<Admission>,
+    /// Taken: the place is the newcomer's now, nothing to give back.
+    taken: bool,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.taken {
+            return;
+        }
+        let mut t = self.admission.table();
+        t.reserved = t.reserved.saturating_sub(1);
+        drop(t);
+        // The place is free for anyone again.
+        self.admission.freed.notify_waiters();
+    }
 }
 
 /// A connection's place in the table, given back when it drops.
@@ -96,14 +120,33 @@ impl Admission {
         peer: IpAddr,
         activity: &Arc<Activity>,
     ) -> Result<Ticket, Refused> {
+        self.admit_with(peer, activity, None)
+    }
+
+    /// [`Admission::admit`], in the place `reservation` promised when there is one.
+    fn admit_with(
+        self: &Arc<Self>,
+        peer: IpAddr,
+        activity: &Arc<Activity>,
+        reservation: Option<&mut Option<Reservation>>,
+    ) -> Result<Ticket, Refused> {
         let client = client_key(peer);
         let mut t = self.table();
         let from_client = t.clients.get(&client).copied().unwrap_or(0);
         if self.per_client != 0 && from_client >= self.per_client {
             return Err(Refused::Client);
         }
-        if t.live.len() >= self.max {
+        // Everyone else's promised places stay out of reach; its own is counted as free.
+        let holds = reservation.as_ref().is_some_and(|r| r.is_some());
+        let promised = t.reserved - usize::from(holds && t.reserved > 0);
+        if t.live.len() + promised >= self.max {
             return Err(Refused::Full);
+        }
+        if holds {
+            if let Some(mut r) = reservation.and_then(Option::take) {
+                r.taken = true;
+                t.reserved = t.reserved.saturating_sub(1);
+            }
         }
         let id = t.next_id;
         t.next_id += 1;
@@ -116,23 +159,34 @@ impl Admission {
         })
     }
 
-    /// Asks the connection idle the longest to close; false when none is idle.
-    pub fn evict_one(&self) -> bool {
-        let t = self.table();
+    /// Asks the connection idle the longest to close, and promises its place to the caller;
+    /// `None` when no connection is idle.
+    pub fn evict_one(self: &Arc<Self>) -> Option<Reservation> {
+        let mut t = self.table();
         let victim = t
             .live
             .values()
             .filter_map(|a| a.idleness().map(|idle| (idle, a)))
             .max_by_key(|(idle, _)| *idle);
-        victim.is_some_and(|(_, a)| a.evict())
+        if !victim.is_some_and(|(_, a)| a.evict()) {
+            return None;
+        }
+        t.reserved += 1;
+        Some(Reservation {
+            admission: self.clone(),
+            taken: false,
+        })
     }
 
-    /// Waits up to [`ROOM_WAIT`] for a place (after an eviction).
+    /// Waits up to [`ROOM_WAIT`] for the place `reservation` promised (its connection to
+    /// close).
     pub async fn admit_soon(
         self: &Arc<Self>,
         peer: IpAddr,
         activity: &Arc<Activity>,
+        reservation: Reservation,
     ) -> Result<Ticket, Refused> {
+        let mut reservation = Some(reservation);
         let deadline = tokio::time::sleep(ROOM_WAIT);
         tokio::pin!(deadline);
         loop {
@@ -140,7 +194,7 @@ impl Admission {
             let freed = self.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
-            match self.admit(peer, activity) {
+            match self.admit_with(peer, activity, Some(&mut reservation)) {
                 Err(Refused::Full) => {}
                 admitted => return admitted,
             }
@@ -267,5 +321,43 @@ mod tests {
         assert_eq!(admission.admit(two, &a).err(), Some(Refused::Full));
         drop(first);
         assert!(admission.admit(two, &a).is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_place_an_eviction_frees_goes_to_the_newcomer_that_asked_for_it() {
+        let admission = Admission::new(2, 0);
+        let attacker: IpAddr = "192.0.2.1".parse().expect("ip");
+        let client: IpAddr = "192.0.2.2".parse().expect("ip");
+        let idle = Arc::new(Activity::new());
+        let first = admission.admit(attacker, &idle).expect("first");
+        let _second = admission
+            .admit(attacker, &Arc::new(Activity::new()))
+            .expect("second");
+        let reservation = admission.evict_one().expect("an idle connection to evict");
+        drop(first);
+        // Another newcomer arriving before the evicter finds the daemon full...
+        let other = Arc::new(Activity::new());
+        assert_eq!(admission.admit(attacker, &other).err(), Some(Refused::Full));
+        // ...and the evicter gets the place at once.
+        let newcomer = Arc::new(Activity::new());
+        let ticket = admission
+            .admit_soon(client, &newcomer, reservation)
+            .await
+            .expect("the promised place");
+        assert_eq!(admission.table().reserved, 0);
+        drop(ticket);
+        assert!(admission.admit(attacker, &other).is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_unused_promise_is_given_back() {
+        let admission = Admission::new(1, 0);
+        let one: IpAddr = "192.0.2.1".parse().expect("ip");
+        let _busy = admission
+            .admit(one, &Arc::new(Activity::new()))
+            .expect("first");
+        let reservation = admission.evict_one().expect("idle");
+        drop(reservation);
+        assert_eq!(admission.table().reserved, 0);
     }
 }

@@ -117,14 +117,17 @@ impl Listener {
         let Some(permit) = self.admission.refusal_permit() else {
             return;
         };
-        let evicted = why == Refused::Full && self.admission.evict_one();
+        let evicted = match why {
+            Refused::Full => self.admission.evict_one(),
+            Refused::Client => None,
+        };
         let admission = self.admission.clone();
         let tls = self.serving.tls.is_some();
         let serving = self.serving.clone();
         self.connections.spawn(async move {
             let admitted = match evicted {
-                true => admission.admit_soon(peer.ip(), &activity).await,
-                false => Err(why),
+                Some(place) => admission.admit_soon(peer.ip(), &activity, place).await,
+                None => Err(why),
             };
             match admitted {
                 Ok(ticket) => {
