@@ -5,8 +5,8 @@
 //! `tests/run-all.sh` installs moto and sets `MOTO_SERVER`; there a missing server fails the
 //! test. Run on its own without moto, a test that needs it says so and passes.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -29,6 +29,10 @@ fn binary() -> Option<PathBuf> {
 impl Moto {
     /// Starts a server, or returns `None` after saying why when moto is not installed (and
     /// `MOTO_SERVER` is not set, as `tests/run-all.sh` sets it).
+    ///
+    /// moto binds port 0 itself and we read the port it got from its log: a port found free
+    /// beforehand could be taken by another test's server while moto starts (seconds under
+    /// load), and a readiness probe would then find that server and take it for ours.
     pub fn start() -> Option<Moto> {
         let Some(bin) = binary() else {
             if std::env::var_os("MOTO_SERVER").is_some() {
@@ -39,37 +43,40 @@ impl Moto {
             );
             return None;
         };
-        let mut last = String::new();
-        // A port found free can be taken before moto binds it: try a few.
-        for _ in 0..3 {
-            let port = match TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()) {
-                Ok(a) => a.port(),
-                Err(e) => panic!("no free port: {e}"),
-            };
-            let mut cmd = Command::new(&bin);
-            cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            // Whatever happens to the test, the server goes with it.
-            unsafe {
-                use std::os::unix::process::CommandExt;
-                cmd.pre_exec(|| {
-                    nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL);
-                    Ok(())
-                });
-            }
-            let child = match cmd.spawn() {
-                Ok(c) => c,
-                Err(e) => panic!("cannot start {}: {e}", bin.display()),
-            };
-            let mut moto = Moto { child, port };
-            match moto.wait_ready() {
-                Ok(()) => return Some(moto),
-                Err(e) => last = e,
-            }
+        let mut cmd = Command::new(&bin);
+        cmd.args(["-H", "127.0.0.1", "-p", "0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        // Whatever happens to the test, the server goes with it.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL);
+                Ok(())
+            });
         }
-        panic!("moto_server ({}) did not start: {last}", bin.display());
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => panic!("cannot start {}: {e}", bin.display()),
+        };
+        let port = match child.stderr.take() {
+            Some(stderr) => announced_port(stderr),
+            None => None,
+        };
+        let Some(port) = port else {
+            let _ = child.kill();
+            let status = child.wait();
+            panic!(
+                "moto_server ({}) did not say which port it listens on ({status:?})",
+                bin.display()
+            );
+        };
+        let mut moto = Moto { child, port };
+        if let Err(e) = moto.wait_ready() {
+            panic!("moto_server ({}) did not start: {e}", bin.display());
+        }
+        Some(moto)
     }
 
     fn wait_ready(&mut self) -> Result<(), String> {
@@ -114,6 +121,26 @@ impl Moto {
             other => panic!("creating bucket {name}: {other:?}"),
         }
     }
+}
+
+/// The port in moto's " * Running on http://127.0.0.1:PORT" line (werkzeug's, on stderr),
+/// within 120 s; the rest of its log (a line per request) is drained by a thread, so that
+/// moto never blocks on a full pipe. `None` if moto ends or stays silent.
+fn announced_port(stderr: std::process::ChildStderr) -> Option<u16> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stderr).lines();
+        for line in lines.by_ref() {
+            let Ok(line) = line else { return };
+            if let Some(rest) = line.split("Running on http://127.0.0.1:").nth(1) {
+                let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+                let _ = tx.send(digits.parse::<u16>().ok());
+                break;
+            }
+        }
+        lines.for_each(drop);
+    });
+    rx.recv_timeout(Duration::from_secs(120)).ok().flatten()
 }
 
 impl Drop for Moto {
