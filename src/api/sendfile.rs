@@ -310,9 +310,8 @@ impl http_body::Body for FileBody {
         if this.next == this.end {
             return Poll::Ready(None);
         }
-        if this.readahead.is_none() {
-            this.read_ahead(this.next);
-        }
+        // The first window is not waited for: the kernel reads ahead of a sequential
+        // sendfile by itself, and a thread hop would delay the first byte of every pull.
         if let Some((at, task)) = &mut this.readahead {
             if *at == this.next {
                 // A failed advice task changes nothing that matters: sendfile reads anyway.
