@@ -658,7 +658,13 @@ impl Scenarios {
         Ok((cd, config.len(), ld, layer.len()))
     }
 
-    async fn manifest_put(&self, c: &reqwest::Client, r: &Registry, run: u64) -> Outcome {
+    /// Manifest PUTs from 16 clients at once: ops/s, and each PUT's p99 latency (ms).
+    async fn manifest_put(
+        &self,
+        c: &reqwest::Client,
+        r: &Registry,
+        run: u64,
+    ) -> Result<(Figure, f64), String> {
         let (cd, cl, ld, ll) = self.seed_repos(c, r).await?;
         let sem = Arc::new(tokio::sync::Semaphore::new(16));
         let w = CpuWatch::new(r.pid());
@@ -676,6 +682,7 @@ impl Scenarios {
             let body = manifest_for(&cd, cl, &ld, ll, &format!("run {run} manifest {i}"));
             tasks.push(tokio::spawn(async move {
                 let _p = sem.acquire_owned().await.map_err(|e| e.to_string())?;
+                let t0 = Instant::now();
                 let resp = c
                     .put(url)
                     .header("content-type", "application/vnd.oci.image.manifest.v1+json")
@@ -686,13 +693,16 @@ impl Scenarios {
                 if resp.status() != 201 {
                     return Err(format!("manifest PUT answered {}", resp.status()));
                 }
-                Ok::<(), String>(())
+                Ok::<f64, String>(t0.elapsed().as_secs_f64() * 1000.0)
             }));
         }
+        let mut lat = Vec::new();
         for t in tasks {
-            t.await.map_err(|e| e.to_string())??;
+            lat.push(t.await.map_err(|e| e.to_string())??);
         }
-        Ok(w.figure(self.sizes.manifests as f64 / t.elapsed().as_secs_f64()))
+        let f = w.figure(self.sizes.manifests as f64 / t.elapsed().as_secs_f64());
+        lat.sort_by(|a, b| a.total_cmp(b));
+        Ok((f, percentile(&lat, 0.99)))
     }
 
     /// GET or HEAD by tag from 32 connections for a fixed time: ops/s, p50, p99 (ms).
@@ -857,6 +867,56 @@ fn prepare_listing(root: &Path, n: usize) {
     }
 }
 
+/// Another program on the registries' filesystem, writing `rate` bytes a second (1 % of it
+/// every 10 ms) round a 256 MiB file of its own and never syncing, as a database or a log
+/// would; it stops when dropped.
+struct Neighbour {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Neighbour {
+    fn start(rate: usize) -> std::io::Result<Neighbour> {
+        use std::os::unix::fs::FileExt;
+        let dir = data_tempdir()?;
+        let file = std::fs::File::create(dir.path().join("neighbour"))?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let chunk = content(rate / 100, 5);
+            let span = 256 * MIB as u64;
+            let mut offset = 0u64;
+            let start = Instant::now();
+            for tick in 1u32.. {
+                if stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                if file.write_all_at(&chunk, offset).is_err() {
+                    break;
+                }
+                offset = (offset + chunk.len() as u64) % span;
+                let due = start + Duration::from_millis(10) * tick;
+                std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            }
+        });
+        Ok(Neighbour {
+            stop,
+            thread: Some(thread),
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for Neighbour {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// The loopback ceiling: the best of three measurements of [`loopback_once`] (a ceiling is
 /// what the machine can do; on a shared machine one measurement is often far below it).
 fn loopback_mbps() -> std::io::Result<f64> {
@@ -985,7 +1045,8 @@ and prints medians and ratios.
   --runs N         interleaved runs (default 3)
   --only W[,W...]  only the scenarios whose name contains one of these words, e.g.
                    --only pull   (the pull rows: sequential with and without client hashing,
-                   8 concurrent), --only 'push,manifest PUT', --only catalog
+                   8 concurrent), --only 'manifest PUT' (with and without a neighbour
+                   writing 100 MB/s to the same filesystem), --only push, --only catalog
   --data-dir DIR   keep the registries' data under DIR (e.g. /dev/shm: no disk in the figures)
   --ours BIN       measure this build of ours instead of the one cargo built (before/after)
   --ours-args ARGS more arguments for ours, e.g. --ours-args '--sendfile always'
@@ -1304,10 +1365,38 @@ async fn main() {
                 let o = sc.range_get(&client, &reg).await;
                 table.add(7, label, kind("req/s", false, ""), which, hwm(&reg, o));
             }
-            let label = "5 manifest PUT, 16 concurrent";
-            if wanted(label) {
-                let o = sc.manifest_put(&client, &reg, run_id).await;
-                table.add(8, label, kind("ops/s", false, ">=5x"), which, hwm(&reg, o));
+            for (label, neighbour, target) in [
+                ("5 manifest PUT, 16 concurrent", false, ">=5x"),
+                // What a busy neighbour on the same filesystem costs our syncs (registry:2
+                // never syncs, so its figure shows only the neighbour's load).
+                (
+                    "5b manifest PUT, 16 conc., neighbour 100 MB/s",
+                    true,
+                    "as without the neighbour",
+                ),
+            ] {
+                if !wanted(label) {
+                    continue;
+                }
+                let o = match neighbour.then(|| Neighbour::start(100_000_000)) {
+                    None => sc.manifest_put(&client, &reg, run_id).await,
+                    Some(Ok(_neighbour)) => sc.manifest_put(&client, &reg, run_id + 1000).await,
+                    Some(Err(e)) => Err(format!("cannot start the neighbour: {e}")),
+                };
+                let (o, p99) = match o {
+                    Ok((f, p99)) => {
+                        let at = Figure {
+                            value: p99,
+                            bytes: 0.0,
+                            ..f.clone()
+                        };
+                        (Ok(f), Ok(at))
+                    }
+                    Err(e) => (Err(e.clone()), Err(e)),
+                };
+                table.add(8, label, kind("ops/s", false, target), which, hwm(&reg, o));
+                let k = kind("ms", true, "");
+                table.add(8, &format!("{label} p99"), k, which, p99);
             }
             for (order, head) in [(9, false), (11, true)] {
                 let label = if head {

@@ -12,11 +12,92 @@ pub(super) fn fsync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Makes the directory `full` goes in, and those above it.
+/// Makes the directory `full` goes in, and those above it. Each directory made is noted
+/// until a sync makes its entry in its parent durable ([`take_created`], [`sync_created`]):
+/// without that, a crash can take the directory, and every file renamed into it, away.
 pub(super) fn create_parent(full: &Path) -> io::Result<()> {
-    match full.parent() {
-        Some(p) => fs::create_dir_all(p),
-        None => Ok(()),
+    let Some(parent) = full.parent() else {
+        return Ok(());
+    };
+    if parent.is_dir() {
+        // Whoever made it notes it before letting go of the list: taking the list once
+        // orders that note before this write joins a commit, which then syncs it.
+        drop(created());
+        return Ok(());
+    }
+    let mut missing = vec![parent];
+    while let Some(up) = missing[missing.len() - 1].parent() {
+        if up.as_os_str().is_empty() || up.is_dir() {
+            break;
+        }
+        missing.push(up);
+    }
+    let mut noted = created();
+    for dir in missing.into_iter().rev() {
+        match fs::create_dir(dir) {
+            Ok(()) => noted.push(dir.to_path_buf()),
+            // Made meanwhile by another writer, which noted it.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    // Directories made for writes that never commit (abandoned uploads) must not pile up.
+    if noted.len() > MAX_NOTED {
+        let dirs = std::mem::take(&mut *noted);
+        if let Err(e) = sync_parents(&dirs) {
+            noted.extend(dirs);
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Directories noted at most before the writer that makes one more syncs them all itself.
+const MAX_NOTED: usize = 4096;
+
+/// Directories made by [`create_parent`] whose entry in their parent may not be durable.
+fn created() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    static CREATED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+    // Plain pushes and takes: a panic elsewhere leaves the list as it was.
+    CREATED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Takes the directories made since the last call: whoever takes them makes their parents'
+/// entries durable before any file renamed into them is acknowledged, or gives them back
+/// ([`give_back_created`]).
+pub(super) fn take_created() -> Vec<PathBuf> {
+    std::mem::take(&mut *created())
+}
+
+/// Notes again directories whose parents could not be synced.
+pub(super) fn give_back_created(dirs: Vec<PathBuf>) {
+    created().extend(dirs);
+}
+
+/// Makes durable the entries of every directory made so far, for a write that syncs
+/// alone (outside the group commit).
+pub(super) fn sync_created() -> io::Result<()> {
+    let dirs = take_created();
+    sync_parents(&dirs).inspect_err(|_| give_back_created(dirs))
+}
+
+/// The parents of `made`, each once: the directories whose entries must be synced.
+pub(super) fn parents(made: &[PathBuf]) -> std::collections::BTreeSet<&Path> {
+    made.iter().filter_map(|d| d.parent()).collect()
+}
+
+fn sync_parents(made: &[PathBuf]) -> io::Result<()> {
+    parents(made).into_iter().try_for_each(fsync_dir_if_there)
+}
+
+/// [`fsync_dir`], where a directory removed meanwhile (a deleted tag, an emptied upload
+/// area) has nothing left to make durable.
+pub(super) fn fsync_dir_if_there(dir: &Path) -> io::Result<()> {
+    match fsync_dir(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        r => r,
     }
 }
 

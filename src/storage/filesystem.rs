@@ -16,7 +16,8 @@
 //! exclusively knows that no other is writing (see [`StorageDriver::use_alone`]).
 
 use super::durable::{
-    create_beside, create_parent, fsync_dir, kind_of, start_writeback, temp_name, Kind,
+    create_beside, create_parent, fsync_dir, kind_of, start_writeback, sync_created, temp_name,
+    Kind,
 };
 use super::group_commit::{self, GroupCommit, Source, StagedFile};
 use super::{
@@ -132,6 +133,7 @@ impl FilesystemDriver {
                     if let Some(dir) = full.parent() {
                         fsync_dir(dir)?;
                     }
+                    sync_created()?;
                 }
                 Ok(())
             })();
@@ -502,7 +504,7 @@ impl StorageDriver for FilesystemDriver {
             if let Some(dir) = dst.parent() {
                 fsync_dir(dir).map_err(|e| StorageError::io(&to, e))?;
             }
-            Ok(())
+            sync_created().map_err(|e| StorageError::io(&to, e))
         })
         .await
     }

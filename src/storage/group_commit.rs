@@ -5,21 +5,23 @@
 //! links naming it, then the tag). Requests in flight together therefore share their waits:
 //! each writes its content to temporary files itself, in parallel with the others, then hands
 //! the rest to one committer thread. That thread runs cycles of "rename what may be renamed,
-//! then `syncfs`", and each sync moves every request in flight one step on, whatever step each
-//! is at: instead of an `fdatasync` per file and an `fsync` per directory for each request, a
-//! few syncs serve everyone. `syncfs` also covers directories that a write created on the way
-//! (a new tag's `<tag>/current/`), which fsyncing the file's own directory alone would not.
+//! then sync", and each cycle's syncs move every request in flight one step on, whatever step
+//! each is at.
+//!
+//! A cycle syncs only what its requests wrote, all at once: `fdatasync` of the temporaries
+//! (and moved files) whose content must be durable before their rename, `fsync` of the
+//! directories renamed into, and of the parents of directories made on the way (a new tag's
+//! `<tag>/current/`). The syncs of one cycle run side by side, so the filesystem folds them
+//! into one journal commit: one wait for the disk per cycle, as `syncfs` gave, without
+//! writing out what other programs left dirty on the same filesystem (a database, logs),
+//! which `syncfs` made every registry write wait for, and them for ours.
 //!
 //! Order and atomicity are those of [`super::StorageDriver::put_staged`] for every request:
 //! all its content is written to temporary names and made durable first; then, stage by
-//! stage, the temporaries are renamed over their targets and the filesystem is synced before
-//! any rename of the next stage. One request's failure (a full disk while writing its
+//! stage, the temporaries are renamed over their targets and their directories are synced
+//! before any rename of the next stage. One request's failure (a full disk while writing its
 //! temporaries, a failed rename) fails that request alone; a failed sync fails every request
 //! in flight, since none of them can know what of theirs is durable.
-//!
-//! `syncfs` makes durable everything written to the filesystem, so it also writes out what
-//! other writers left dirty there; our own uploads start their writeback as they go (see
-//! `FsWriter`), which keeps that small.
 
 use super::durable;
 use super::{StorageError, StoragePath, StorageResult};
@@ -27,7 +29,7 @@ use bytes::Bytes;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 
 /// The most requests in flight at once in the committer; more wait in its queue.
 const MAX_BATCH: usize = 64;
@@ -46,8 +48,6 @@ struct Job {
     /// What to rename into each target, in the order of the stages' files: temporaries
     /// already written, or moved files.
     temps: Vec<Rename>,
-    /// One directory on each filesystem the job writes to.
-    filesystems: Filesystems,
     done: tokio::sync::oneshot::Sender<StorageResult<()>>,
 }
 
@@ -77,11 +77,10 @@ impl GroupCommit {
         // reaches the committer (which renames or removes them), even if the request that
         // asked for it has gone away meanwhile.
         let queued = tokio::task::spawn_blocking(move || -> StorageResult<()> {
-            let (temps, filesystems) = write_temporaries(&stages)?;
+            let temps = write_temporaries(&stages)?;
             let job = Job {
                 stages,
                 temps,
-                filesystems,
                 done,
             };
             if let Err(mpsc::SendError(job)) = queue.send(job) {
@@ -107,12 +106,11 @@ impl GroupCommit {
 /// The committer's steps for one request, on the calling (blocking) thread: for when the
 /// committer thread cannot be started. The same order and guarantees, without the sharing.
 pub(super) fn put_staged_alone(stages: Vec<Vec<StagedFile>>) -> StorageResult<()> {
-    let (temps, filesystems) = write_temporaries(&stages)?;
+    let temps = write_temporaries(&stages)?;
     let (done, mut result) = tokio::sync::oneshot::channel();
     let mut active = vec![Member::new(Job {
         stages,
         temps,
-        filesystems,
         done,
     })];
     while !active.is_empty() {
@@ -147,15 +145,28 @@ fn run(jobs: mpsc::Receiver<Job>) {
     }
 }
 
-/// One cycle: every member past its content sync renames its next stage; then every
-/// filesystem in use is synced; members with nothing left are answered and leave.
+/// One cycle: every member past its content sync renames its next stage; then what the
+/// cycle needs durable is synced (see the module's note); members with nothing left are
+/// answered and leave.
 fn cycle(active: &mut Vec<Member>) {
+    // Cycles of put_staged_alone may run at once: one at a time, so that a directory made
+    // for one request is durable before another that renames into it is answered.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let started = std::time::Instant::now();
     let in_flight = active.len();
-    let mut filesystems = Filesystems::default();
+    let mut syncs = Syncs::default();
     for m in active.iter_mut() {
-        filesystems.merge(&m.job.filesystems);
-        if m.failed.is_some() || m.synced == 0 {
+        if m.failed.is_some() {
+            continue;
+        }
+        if m.synced == 0 {
+            // Its content: made durable by this cycle, renamed by the next.
+            syncs
+                .files
+                .extend(m.temps.iter().map(|r| (r.from.clone(), r.file.clone())));
             continue;
         }
         let Some(stage) = m.stages.get(m.synced - 1).copied() else {
@@ -167,23 +178,38 @@ fn cycle(active: &mut Vec<Member>) {
                 error = Some(StorageError::io(path, e));
                 break;
             }
+            if let Some(dir) = full.parent() {
+                syncs.dirs.insert(dir.to_path_buf());
+            }
             m.next += 1;
         }
         if let Some(e) = error {
             m.fail(e);
         }
     }
-    if let Err((dir, e)) = filesystems.sync() {
+    // Taken after the renames (which may make a directory again): a directory is made
+    // before the temporary written into it, and that before its request joined.
+    let created = durable::take_created();
+    syncs.dirs.extend(
+        durable::parents(&created)
+            .into_iter()
+            .map(Path::to_path_buf),
+    );
+    if let Err((path, e)) = syncs.run() {
+        // Their parents may not be durable: a later cycle syncs them again.
+        durable::give_back_created(created);
         // None of the members can know what of theirs is durable.
         for m in active.iter_mut().filter(|m| m.failed.is_none()) {
             m.fail(StorageError::io(
-                dir.display(),
+                path.display(),
                 io::Error::new(e.kind(), e.to_string()),
             ));
         }
     }
     tracing::trace!(
         in_flight,
+        files = syncs.files.len(),
+        dirs = syncs.dirs.len(),
         ms = started.elapsed().as_secs_f64() * 1000.0,
         "commit cycle"
     );
@@ -200,6 +226,61 @@ fn cycle(active: &mut Vec<Member>) {
         } else {
             i += 1;
         }
+    }
+}
+
+/// What one cycle makes durable.
+#[derive(Default)]
+struct Syncs {
+    /// Files whose content must be on disk (`fdatasync`), open since they were written
+    /// (a path could name another file by now), with their paths for errors.
+    files: Vec<(PathBuf, Arc<File>)>,
+    /// Directories whose entries must be (`fsync`).
+    dirs: std::collections::BTreeSet<PathBuf>,
+}
+
+/// Syncs issued side by side in a cycle, at most: enough for the filesystem to fold them
+/// into one journal commit, few enough to stay cheap to start.
+const SYNC_THREADS: usize = 8;
+
+impl Syncs {
+    /// Syncs everything, side by side; the first failure, with its path.
+    fn run(&self) -> Result<(), (PathBuf, io::Error)> {
+        let work: Vec<(&Path, Option<&File>)> = self
+            .files
+            .iter()
+            .map(|(path, f)| (path.as_path(), Some(f.as_ref())))
+            .chain(self.dirs.iter().map(|d| (d.as_path(), None)))
+            .collect();
+        if work.is_empty() {
+            return Ok(());
+        }
+        #[cfg(test)]
+        tests::record(&work);
+        let sync = |(path, file): &(&Path, Option<&File>)| {
+            let synced = match file {
+                Some(f) => f.sync_data(),
+                None => durable::fsync_dir_if_there(path),
+            };
+            synced.map_err(|e| (path.to_path_buf(), e))
+        };
+        let per_thread = work.len().div_ceil(SYNC_THREADS);
+        std::thread::scope(|scope| {
+            let mut chunks = work.chunks(per_thread);
+            // This thread syncs the first share itself.
+            let first = chunks.next().unwrap_or(&[]);
+            let others: Vec<_> = chunks
+                .map(|chunk| scope.spawn(move || chunk.iter().try_for_each(sync)))
+                .collect();
+            let mut result = first.iter().try_for_each(sync);
+            for other in others {
+                let done = other.join().unwrap_or_else(|_| {
+                    Err((PathBuf::new(), io::Error::other("a sync thread panicked")))
+                });
+                result = result.and(done);
+            }
+            result
+        })
     }
 }
 
@@ -245,6 +326,8 @@ impl Member {
 /// (which a failure leaves where it is).
 struct Rename {
     from: PathBuf,
+    /// `from`, open: its content is synced through this.
+    file: Arc<File>,
     temporary: bool,
 }
 
@@ -256,9 +339,8 @@ fn remove_temporaries(renames: &[Rename]) {
 
 /// Writes every new file of `stages` to a temporary name beside its target and starts its
 /// writeback; moved files are only checked to exist. On failure removes what it wrote.
-fn write_temporaries(stages: &[Vec<StagedFile>]) -> StorageResult<(Vec<Rename>, Filesystems)> {
+fn write_temporaries(stages: &[Vec<StagedFile>]) -> StorageResult<Vec<Rename>> {
     let mut temps = Vec::new();
-    let mut filesystems = Filesystems::default();
     for (path, full, source) in stages.iter().flatten() {
         let written = match source {
             Source::Content(content) => {
@@ -266,21 +348,23 @@ fn write_temporaries(stages: &[Vec<StagedFile>]) -> StorageResult<(Vec<Rename>, 
                 let r = durable::create_beside(full, &tmp).and_then(|mut f| {
                     f.write_all(content)?;
                     durable::start_writeback(&f, 0, content.len() as u64);
-                    Ok(())
+                    Ok(f)
                 });
                 if r.is_err() {
                     let _ = fs::remove_file(&tmp);
                 }
-                r.map(|_| Rename {
+                r.map(|f| Rename {
                     from: tmp,
+                    file: Arc::new(f),
                     temporary: true,
                 })
             }
             // Written and closed by the caller: the first sync makes it durable.
             Source::Moved(from) => durable::create_parent(full)
-                .and_then(|_| fs::metadata(from))
-                .map(|_| Rename {
+                .and_then(|_| File::open(from))
+                .map(|f| Rename {
                     from: from.clone(),
+                    file: Arc::new(f),
                     temporary: false,
                 }),
         };
@@ -295,56 +379,109 @@ fn write_temporaries(stages: &[Vec<StagedFile>]) -> StorageResult<(Vec<Rename>, 
                 });
             }
         }
-        if let Some(dir) = full.parent() {
-            filesystems.note(dir);
-        }
     }
-    Ok((temps, filesystems))
+    Ok(temps)
 }
 
-/// One directory on each filesystem written to, to sync that filesystem through.
-#[derive(Default)]
-struct Filesystems {
-    dirs: Vec<(u64, PathBuf)>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
 
-impl Filesystems {
-    fn note(&mut self, dir: &Path) {
-        use std::os::unix::fs::MetadataExt;
-        let Ok(meta) = fs::metadata(dir) else {
-            return;
-        };
-        if !self.dirs.iter().any(|(dev, _)| *dev == meta.dev()) {
-            self.dirs.push((meta.dev(), dir.to_path_buf()));
-        }
+    /// Every sync of every cycle in this process: (cycle, path, is a directory).
+    static SYNCED: Mutex<Vec<(usize, PathBuf, bool)>> = Mutex::new(Vec::new());
+    static CYCLES: AtomicUsize = AtomicUsize::new(0);
+
+    pub(super) fn record(work: &[(&Path, Option<&File>)]) {
+        let cycle = CYCLES.fetch_add(1, Ordering::Relaxed);
+        let mut synced = SYNCED.lock().expect("recorder");
+        synced.extend(
+            work.iter()
+                .map(|(p, f)| (cycle, p.to_path_buf(), f.is_none())),
+        );
     }
 
-    fn merge(&mut self, other: &Filesystems) {
-        for (dev, dir) in &other.dirs {
-            if !self.dirs.iter().any(|(d, _)| d == dev) {
-                self.dirs.push((*dev, dir.clone()));
-            }
-        }
+    /// The cycle in which `path` was synced as a directory (or, with `dir` false, a file
+    /// in `path`'s directory whose name starts with `prefix` was synced).
+    fn cycle_of(path: &Path, dir: bool, prefix: &str) -> Option<usize> {
+        let synced = SYNCED.lock().expect("recorder");
+        synced.iter().find_map(|(cycle, p, d)| {
+            let hit = match dir {
+                true => *d && p == path,
+                false => {
+                    !*d && p.parent() == Some(path)
+                        && p.file_name()
+                            .and_then(|n| n.to_str())
+                            .is_some_and(|n| n.starts_with(prefix))
+                }
+            };
+            hit.then_some(*cycle)
+        })
     }
 
-    fn sync(&self) -> Result<(), (PathBuf, io::Error)> {
-        for (_, dir) in &self.dirs {
-            sync_filesystem(dir).map_err(|e| (dir.clone(), e))?;
+    #[test]
+    fn a_staged_write_syncs_its_content_its_directories_and_the_parents_of_new_ones_in_order() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let repo = root.path().join("repo");
+        fs::create_dir(&repo).expect("repo");
+        let path = |p: &str| StoragePath::new([p]).expect("path");
+        let revision = repo.join("_manifests/revisions/sha256/ab");
+        let current = repo.join("_manifests/tags/t/current");
+        let stages = vec![
+            vec![(
+                path("data"),
+                revision.join("data"),
+                Source::Content(Bytes::from_static(b"{}")),
+            )],
+            vec![(
+                path("link"),
+                current.join("link"),
+                Source::Content(Bytes::from_static(b"sha256:ab")),
+            )],
+        ];
+        put_staged_alone(stages).expect("staged");
+        let content = cycle_of(&revision, false, ".data.tmp-").expect("content synced");
+        assert_eq!(cycle_of(&current, false, ".link.tmp-"), Some(content));
+        // Each directory made on the way is in its parent durably with the content.
+        for made in [
+            "_manifests",
+            "_manifests/revisions",
+            "_manifests/revisions/sha256",
+            "_manifests/revisions/sha256/ab",
+            "_manifests/tags",
+            "_manifests/tags/t",
+            "_manifests/tags/t/current",
+        ] {
+            let parent = repo.join(made).parent().expect("parent").to_path_buf();
+            assert_eq!(cycle_of(&parent, true, ""), Some(content), "{made}");
         }
-        Ok(())
+        // Then each stage's rename, in its own later cycle.
+        let first = cycle_of(&revision, true, "").expect("revision directory synced");
+        let second = cycle_of(&current, true, "").expect("tag directory synced");
+        assert!(
+            content < first && first < second,
+            "{content} {first} {second}"
+        );
+        assert_eq!(fs::read(current.join("link")).expect("link"), b"sha256:ab");
     }
-}
 
-#[cfg(any(target_os = "linux", target_os = "android"))]
-fn sync_filesystem(dir: &Path) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let d = File::open(dir)?;
-    nix::unistd::syncfs(d.as_raw_fd()).map_err(io::Error::from)
-}
-
-/// Without `syncfs`, the whole system is synced: slower, the same guarantee.
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-fn sync_filesystem(_dir: &Path) -> io::Result<()> {
-    nix::unistd::sync();
-    Ok(())
+    /// A directory made for a write that never commits (an upload) may be gone, with its
+    /// parent, by the time a commit syncs the parents of new directories: nothing to sync.
+    #[test]
+    fn directories_removed_before_the_commit_do_not_fail_it() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let upload = root.path().join("_uploads/u1/data");
+        durable::create_parent(&upload).expect("upload directory");
+        fs::remove_dir_all(root.path().join("_uploads")).expect("purged");
+        let path = StoragePath::new(["link"]).expect("path");
+        let link = root.path().join("tags/t/current/link");
+        let stages = vec![vec![(
+            path,
+            link.clone(),
+            Source::Content(Bytes::from_static(b"sha256:ab")),
+        )]];
+        put_staged_alone(stages).expect("staged");
+        assert_eq!(fs::read(link).expect("link"), b"sha256:ab");
+    }
 }
