@@ -2,7 +2,7 @@
 //! that a `Digest` can be turned into a storage path without further checks, and the hashers
 //! that compute them while bodies stream in.
 
-use sha2::{Digest as _, Sha256, Sha512};
+use super::sha2_state::{self, Sha2};
 use std::fmt;
 use std::str::FromStr;
 
@@ -170,10 +170,16 @@ impl serde::Serialize for Digest {
 /// An incremental hash of one algorithm, used while a body streams in. Only the algorithm
 /// asked for is computed: sha512 costs about 2.7 times sha256 here (sha2 uses the CPU's
 /// SHA extensions for sha256; there are none for sha512 on most x86 CPUs).
+///
+/// Its state can be saved and loaded ([`DigestHasher::save`]), so that an upload's hash
+/// travels between requests and instances (see `sha2_state`).
 #[derive(Clone)]
-pub enum DigestHasher {
-    Sha256(Sha256),
-    Sha512(Sha512),
+pub struct DigestHasher(Running);
+
+#[derive(Clone)]
+enum Running {
+    Sha256(Sha2<sha2_state::Sha256>),
+    Sha512(Sha2<sha2_state::Sha512>),
 }
 
 impl Default for DigestHasher {
@@ -185,29 +191,53 @@ impl Default for DigestHasher {
 impl DigestHasher {
     pub fn new(algorithm: Algorithm) -> Self {
         match algorithm {
-            Algorithm::Sha256 => DigestHasher::Sha256(Sha256::new()),
-            Algorithm::Sha512 => DigestHasher::Sha512(Sha512::new()),
+            Algorithm::Sha256 => DigestHasher(Running::Sha256(Sha2::default())),
+            Algorithm::Sha512 => DigestHasher(Running::Sha512(Sha2::default())),
+        }
+    }
+
+    /// The state, to be taken up later by [`DigestHasher::load`].
+    pub fn save(&self) -> Vec<u8> {
+        match &self.0 {
+            Running::Sha256(h) => h.save(),
+            Running::Sha512(h) => h.save(),
+        }
+    }
+
+    /// A state [`DigestHasher::save`] wrote for `algorithm`; `None` if it is not one.
+    pub fn load(algorithm: Algorithm, saved: &[u8]) -> Option<Self> {
+        match algorithm {
+            Algorithm::Sha256 => Sha2::load(saved).map(|h| DigestHasher(Running::Sha256(h))),
+            Algorithm::Sha512 => Sha2::load(saved).map(|h| DigestHasher(Running::Sha512(h))),
+        }
+    }
+
+    /// Bytes hashed so far.
+    pub fn hashed(&self) -> u64 {
+        match &self.0 {
+            Running::Sha256(h) => h.hashed(),
+            Running::Sha512(h) => h.hashed(),
         }
     }
 
     pub fn algorithm(&self) -> Algorithm {
-        match self {
-            DigestHasher::Sha256(_) => Algorithm::Sha256,
-            DigestHasher::Sha512(_) => Algorithm::Sha512,
+        match &self.0 {
+            Running::Sha256(_) => Algorithm::Sha256,
+            Running::Sha512(_) => Algorithm::Sha512,
         }
     }
 
     pub fn update(&mut self, bytes: &[u8]) {
-        match self {
-            DigestHasher::Sha256(h) => h.update(bytes),
-            DigestHasher::Sha512(h) => h.update(bytes),
+        match &mut self.0 {
+            Running::Sha256(h) => h.update(bytes),
+            Running::Sha512(h) => h.update(bytes),
         }
     }
 
     pub fn finish(self) -> Digest {
-        let (algorithm, hex) = match self {
-            DigestHasher::Sha256(h) => (Algorithm::Sha256, to_hex(&h.finalize())),
-            DigestHasher::Sha512(h) => (Algorithm::Sha512, to_hex(&h.finalize())),
+        let (algorithm, hex) = match self.0 {
+            Running::Sha256(h) => (Algorithm::Sha256, to_hex(&h.finalize())),
+            Running::Sha512(h) => (Algorithm::Sha512, to_hex(&h.finalize())),
         };
         Digest { algorithm, hex }
     }

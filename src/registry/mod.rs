@@ -14,6 +14,7 @@ pub mod names;
 pub mod purge;
 pub mod recovery;
 pub mod retention;
+mod sha2_state;
 pub mod tags;
 pub mod uploads;
 
