@@ -9,6 +9,8 @@
 mod moto;
 
 mod common;
+#[path = "s3/instances.rs"]
+mod instances;
 
 use common::registry2::Distribution;
 use common::*;
@@ -19,6 +21,13 @@ const BUCKET: &str = "registry";
 /// Parts as small as S3 allows, so the test images' layers and a few megabytes exercise the
 /// multipart paths.
 const CHUNK: usize = 5 << 20;
+
+/// The test images a round trip pushes: (layout, reference, repository:tag, all platforms).
+const IMAGES: &[(&str, &str, &str, bool)] = &[
+    ("a", "latest", "library/a:latest", false),
+    ("multi", "multi", "library/multi:latest", true),
+    ("c", "old", "team/app/c:old", false),
+];
 
 /// A moto server with the test bucket; `None` (the test is skipped, having said why)
 /// without moto.
@@ -132,15 +141,7 @@ fn a_registry_2_s3_file_serves_skopeo_round_trips() {
     let dir = tempfile::tempdir().expect("tempdir");
     let s = ours(&moto, "/srv/registry", dir.path());
     let layouts = oci_layouts();
-    round_trips(
-        &s.host(),
-        layouts.path(),
-        &[
-            ("a", "latest", "library/a:latest", false),
-            ("multi", "multi", "library/multi:latest", true),
-            ("c", "old", "team/app/c:old", false),
-        ],
-    );
+    round_trips(&s.host(), layouts.path(), IMAGES);
     let c = client();
     assert_eq!(
         catalog(&c, &s.url("")),

@@ -158,6 +158,34 @@ pub fn upload_started_at(name: &RepositoryName, id: &str) -> Result<StoragePath,
     in_repo(name, &["_uploads", id, "startedat"])
 }
 
+/// An upload's digest state after `offset` bytes, where registry:2 keeps it too.
+pub fn upload_hash_state(
+    name: &RepositoryName,
+    id: &str,
+    algorithm: Algorithm,
+    offset: u64,
+) -> Result<StoragePath, StorageError> {
+    in_repo(
+        name,
+        &[
+            "_uploads",
+            id,
+            "hashstates",
+            algorithm.name(),
+            &offset.to_string(),
+        ],
+    )
+}
+
+/// Held by the one request appending to an upload at `offset`, on any instance.
+pub fn upload_append_claim(
+    name: &RepositoryName,
+    id: &str,
+    offset: u64,
+) -> Result<StoragePath, StorageError> {
+    in_repo(name, &["_uploads", id, "appending", &offset.to_string()])
+}
+
 pub fn upload_dir(name: &RepositoryName, id: &str) -> Result<StoragePath, StorageError> {
     in_repo(name, &["_uploads", id])
 }

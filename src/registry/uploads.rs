@@ -7,6 +7,24 @@
 //! mid-write), it is rebuilt once from the data already on disk, so resumed uploads stay
 //! correct. One lock per session serialises concurrent requests on the same upload.
 //!
+//! # Several instances on one store
+//!
+//! Where the driver is shared by several daemons (S3 behind a load balancer), the PATCHes
+//! of one upload may land on different instances, and nothing an instance needs may live
+//! only in its memory. Two things then go to the store with each request:
+//!
+//! * *An append claim.* Before appending at offset `n`, a request creates
+//!   `_uploads/<id>/appending/<n>` with the driver's create-if-absent
+//!   ([`StorageDriver::create_new`](crate::storage::StorageDriver::create_new)), and removes
+//!   it when it ends. Of two requests racing to append to one session, on any instances,
+//!   one holds the claim and the other is answered 416 with the range the upload holds;
+//!   a claim left by a later request that saw an older size is caught by the writer's size
+//!   check. An instance that dies mid-request leaves its claim: the session then refuses
+//!   further appends, and the client starts the blob again, as it does after any failure.
+//! * *The hash state* after the request, `_uploads/<id>/hashstates/<alg>/<offset>`, in the
+//!   format registry:2 writes there (Go's marshalled SHA-2 state), so the next instance
+//!   continues the digest without reading back what was received.
+//!
 //! Which hash: the client names the digest, and so its algorithm, only with the request
 //! that ends the upload. A session is hashed with sha256 (what nearly every client uses)
 //! until a request names a digest of another algorithm: a monolithic upload names it up
@@ -133,9 +151,49 @@ impl PipelinedHasher {
     }
 }
 
+/// The right to append to an upload at one offset, held in the store (see the module doc).
+struct Claim {
+    driver: Arc<dyn crate::storage::StorageDriver>,
+    /// `None` once released.
+    path: Option<StoragePath>,
+}
+
+impl Claim {
+    /// Waited for where a request ends normally, so that the client's next request, which
+    /// may follow at once, finds the upload free.
+    async fn release(mut self) {
+        if let Some(path) = self.path.take() {
+            if let Err(e) = self.driver.delete(&path).await {
+                tracing::warn!("releasing the append claim {path} failed: {e}");
+            }
+        }
+    }
+}
+
+impl Drop for Claim {
+    /// A request that ended another way (the client went away mid-body, a check failed):
+    /// released in the background.
+    fn drop(&mut self) {
+        let Some(path) = self.path.take() else {
+            return;
+        };
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let driver = self.driver.clone();
+            rt.spawn(async move {
+                if let Err(e) = driver.delete(&path).await {
+                    tracing::warn!("releasing the append claim {path} failed: {e}");
+                }
+            });
+        }
+    }
+}
+
 /// An open upload, locked for one request, taking bytes.
 pub struct UploadWriter<'a> {
     registry: &'a Registry,
+    /// The append claim this request holds, on stores shared by instances (see the module
+    /// doc); released when the request ends, however it ends.
+    claim: Option<Claim>,
     repo: RepositoryName,
     id: String,
     state: OwnedMutexGuard<HashState>,
@@ -214,9 +272,42 @@ impl Registry {
         if let Some(a) = algorithm {
             state.algorithm = a;
         }
-        let hasher = match &state.hasher {
-            Some(h) if state.offset == size && h.algorithm() == state.algorithm => h.clone(),
-            _ => {
+        let claim = if self.driver.shared_by_instances() {
+            let claim = layout::upload_append_claim(repo, id, size)?;
+            let holder = format!(
+                "pid {} since {}",
+                std::process::id(),
+                humantime::format_rfc3339_millis(SystemTime::now())
+            );
+            if !self.driver.create_new(&claim, holder.as_bytes()).await? {
+                tracing::info!(
+                    upload = id,
+                    offset = size,
+                    "refused an append: another request is appending to this upload"
+                );
+                return Err(RegistryError::UploadRangeInvalid { size });
+            }
+            Some(Claim {
+                driver: self.driver.clone(),
+                path: Some(claim),
+            })
+        } else {
+            None
+        };
+        let memory = match &state.hasher {
+            Some(h) if state.offset == size && h.algorithm() == state.algorithm => Some(h.clone()),
+            _ => None,
+        };
+        let stored = match (&memory, &claim) {
+            (None, Some(_)) => {
+                self.stored_hash_state(repo, id, state.algorithm, size)
+                    .await
+            }
+            _ => None,
+        };
+        let hasher = match memory.or(stored) {
+            Some(h) => h,
+            None => {
                 if size > 0 {
                     tracing::debug!(
                         upload = id,
@@ -242,6 +333,7 @@ impl Registry {
         }
         Ok(UploadWriter {
             registry: self,
+            claim,
             repo: repo.clone(),
             id: id.to_owned(),
             state,
@@ -251,6 +343,36 @@ impl Registry {
             batch_len: 0,
             poisoned: false,
         })
+    }
+
+    /// The digest state another request (maybe on another instance) saved after `offset`
+    /// bytes; `None` when there is none or it cannot be used, and the data is hashed again.
+    async fn stored_hash_state(
+        &self,
+        repo: &RepositoryName,
+        id: &str,
+        algorithm: Algorithm,
+        offset: u64,
+    ) -> Option<DigestHasher> {
+        let path = layout::upload_hash_state(repo, id, algorithm, offset).ok()?;
+        let saved = match self.driver.get_content(&path, 1024).await {
+            Ok(saved) => saved,
+            Err(StorageError::NotFound(_)) => return None,
+            Err(e) => {
+                tracing::warn!(upload = id, "reading the saved digest state failed: {e}");
+                return None;
+            }
+        };
+        match DigestHasher::load(algorithm, &saved) {
+            Some(h) if h.hashed() == offset => Some(h),
+            _ => {
+                tracing::warn!(
+                    upload = id,
+                    "{path}: not a {algorithm} state after {offset} bytes; hashing the data again"
+                );
+                None
+            }
+        }
     }
 
     /// Hashes the first `limit` bytes of a stored file (all of it with `u64::MAX`) with
@@ -356,8 +478,20 @@ impl UploadWriter<'_> {
         }
     }
 
+    async fn release_claim(&mut self) {
+        if let Some(c) = self.claim.take() {
+            c.release().await;
+        }
+    }
+
     /// Ends this request's part, keeping the session open; returns the upload's size.
     pub async fn pause(mut self) -> RegistryResult<u64> {
+        let result = self.pause_and_save().await;
+        self.release_claim().await;
+        result
+    }
+
+    async fn pause_and_save(&mut self) -> RegistryResult<u64> {
         let hasher = match self.settle().await {
             Ok(h) => h,
             Err(e) => {
@@ -373,6 +507,15 @@ impl UploadWriter<'_> {
         };
         match w.close().await {
             Ok(size) if !self.poisoned => {
+                if self.claim.is_some() {
+                    // For the next request, which may come to another instance. Without
+                    // it that one hashes the data again: slower, never wrong.
+                    let saved =
+                        layout::upload_hash_state(&self.repo, &self.id, hasher.algorithm(), size)?;
+                    if let Err(e) = self.registry.driver.put_small(&saved, &hasher.save()).await {
+                        tracing::warn!(upload = self.id, "saving the digest state failed: {e}");
+                    }
+                }
                 self.state.offset = size;
                 self.state.hasher = Some(hasher);
                 Ok(size)
@@ -392,6 +535,12 @@ impl UploadWriter<'_> {
     /// blob store and links it into the repository. On a mismatch nothing is stored and the
     /// session is removed.
     pub async fn complete(mut self, expected: &Digest) -> RegistryResult<u64> {
+        let result = self.complete_and_store(expected).await;
+        self.release_claim().await;
+        result
+    }
+
+    async fn complete_and_store(&mut self, expected: &Digest) -> RegistryResult<u64> {
         let hasher = match self.settle().await {
             Ok(h) => h,
             Err(e) => {

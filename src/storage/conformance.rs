@@ -423,6 +423,39 @@ pub(crate) async fn concurrent_writers(d: &D) {
     assert_eq!(text, first.repeat(1000), "one writer's content, whole");
 }
 
+/// Racing creators of one file: exactly one wins and its content stays; a file already
+/// there is never replaced.
+pub(crate) async fn create_new_has_one_winner(d: &D) {
+    let f = p("cn/claim");
+    let mut tasks = Vec::new();
+    for i in 0..8u32 {
+        let d = d.clone();
+        let f = f.clone();
+        tasks.push(tokio::spawn(async move {
+            let won = d
+                .create_new(&f, format!("writer {i}").as_bytes())
+                .await
+                .expect("create_new");
+            won.then_some(i)
+        }));
+    }
+    let mut winners = Vec::new();
+    for t in tasks {
+        winners.extend(t.await.expect("join"));
+    }
+    assert_eq!(winners.len(), 1, "winners: {winners:?}");
+    let got = d.get_content(&f, 100).await.expect("get");
+    assert_eq!(&got[..], format!("writer {}", winners[0]).as_bytes());
+    d.put_content(&p("cn/put"), b"old").await.expect("put");
+    assert!(!d.create_new(&p("cn/put"), b"new").await.expect("again"));
+    assert_eq!(
+        &d.get_content(&p("cn/put"), 10).await.expect("get")[..],
+        b"old"
+    );
+    d.delete(&f).await.expect("delete");
+    assert!(d.create_new(&f, b"after").await.expect("after delete"));
+}
+
 pub(crate) async fn content_limits(d: &D) {
     let f = p("cl/link");
     d.put_content(&f, b"sha256:0123").await.expect("put");
@@ -451,6 +484,7 @@ macro_rules! conformance_suite {
             delete_trees,
             finds_directories_with_a_marker,
             concurrent_writers,
+            create_new_has_one_winner,
             content_limits
         );
     };

@@ -110,12 +110,15 @@ impl FilesystemDriver {
 impl FilesystemDriver {
     /// Temp file beside the target, renamed over it; with `durable`, the file and then its
     /// directory are fsynced so the new content survives a crash once this returns.
+    /// Writes a small file through a temporary moved into place; with `only_new`, linked
+    /// into place instead, which fails if a file is there: returns whether it was written.
     async fn write_small(
         &self,
         path: &StoragePath,
         content: &[u8],
         durable: bool,
-    ) -> StorageResult<()> {
+        only_new: bool,
+    ) -> StorageResult<bool> {
         let full = self.full(path);
         let path = path.clone();
         let content = content.to_vec();
@@ -128,6 +131,15 @@ impl FilesystemDriver {
                 if durable {
                     f.sync_data()?;
                 }
+                if only_new {
+                    let linked = match fs::hard_link(&tmp, &full) {
+                        Ok(()) => true,
+                        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => false,
+                        Err(e) => return Err(e),
+                    };
+                    fs::remove_file(&tmp)?;
+                    return Ok(linked);
+                }
                 fs::rename(&tmp, &full)?;
                 if durable {
                     if let Some(dir) = full.parent() {
@@ -135,7 +147,7 @@ impl FilesystemDriver {
                     }
                     sync_created()?;
                 }
-                Ok(())
+                Ok(true)
             })();
             if result.is_err() {
                 let _ = fs::remove_file(&tmp);
@@ -323,11 +335,17 @@ impl StorageDriver for FilesystemDriver {
     }
 
     async fn put_content(&self, path: &StoragePath, content: &[u8]) -> StorageResult<()> {
-        self.write_small(path, content, true).await
+        self.write_small(path, content, true, false).await.map(drop)
     }
 
     async fn put_small(&self, path: &StoragePath, content: &[u8]) -> StorageResult<()> {
-        self.write_small(path, content, false).await
+        self.write_small(path, content, false, false)
+            .await
+            .map(drop)
+    }
+
+    async fn create_new(&self, path: &StoragePath, content: &[u8]) -> StorageResult<bool> {
+        self.write_small(path, content, false, true).await
     }
 
     async fn put_staged(&self, stages: &[&[(StoragePath, Staged)]]) -> StorageResult<()> {

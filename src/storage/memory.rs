@@ -72,6 +72,18 @@ impl StorageDriver for MemoryDriver {
         Ok(())
     }
 
+    async fn create_new(&self, path: &StoragePath, content: &[u8]) -> StorageResult<bool> {
+        let mut files = self.files();
+        if files.contains_key(path.as_str()) {
+            return Ok(false);
+        }
+        files.insert(
+            path.as_str().to_owned(),
+            (Bytes::copy_from_slice(content), SystemTime::now()),
+        );
+        Ok(true)
+    }
+
     async fn reader(&self, path: &StoragePath, offset: u64) -> StorageResult<(BlobReader, u64)> {
         let content = self.get_content(path, u64::MAX).await?;
         let size = content.len() as u64;

@@ -236,6 +236,19 @@ pub trait StorageDriver: Send + Sync + fmt::Debug + 'static {
         self.put_content(path, content).await
     }
 
+    /// Writes a small file only if there is none at `path`, atomically: of several writers
+    /// racing, exactly one gets true; the others get false and leave the file as the winner
+    /// wrote it. The compare-and-swap that several instances agree through (an upload's next
+    /// append, the collector's lease). Not durable on the filesystem, like
+    /// [`StorageDriver::put_small`].
+    async fn create_new(&self, path: &StoragePath, content: &[u8]) -> StorageResult<bool>;
+
+    /// Whether several daemons may serve this store at once (an object store behind a
+    /// load balancer): what they share then lives in the store, not only in memory.
+    fn shared_by_instances(&self) -> bool {
+        false
+    }
+
     /// Puts several files in place, each atomically, all durable when this returns, in
     /// stages: no file of a stage becomes visible, even after a crash, before every file of
     /// the stages before it is durable. (A tag must never point at a revision that a crash

@@ -506,6 +506,27 @@ impl S3Client {
         self.send(&req).await.map(drop)
     }
 
+    /// A PUT that only creates (`If-None-Match: *`): false when the key already exists
+    /// (412), or another conditional write to it is under way (409). A retried attempt
+    /// whose first try went through also answers false: the caller reads the object when
+    /// it must know whose it is.
+    pub(super) async fn put_if_absent(&self, key: &str, body: Body) -> S3Result<bool> {
+        let mut req = Request::new(Method::PUT, Some(key)).body(body);
+        req.headers.extend(self.create_headers.clone());
+        req = req
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(http::header::IF_NONE_MATCH, "*");
+        match self.send(&req).await {
+            Ok(_) => Ok(true),
+            Err(S3Error::Rejected { status, .. })
+                if status == StatusCode::PRECONDITION_FAILED || status == StatusCode::CONFLICT =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     pub(super) async fn delete(&self, key: &str) -> S3Result<()> {
         match self.send(&Request::new(Method::DELETE, Some(key))).await {
             Ok(_) | Err(S3Error::NotFound) => Ok(()),

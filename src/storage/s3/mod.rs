@@ -439,6 +439,19 @@ impl StorageDriver for S3Driver {
             .map_err(|e| self.inner.error(path, e))
     }
 
+    async fn create_new(&self, path: &StoragePath, content: &[u8]) -> StorageResult<bool> {
+        let key = self.inner.key(path);
+        self.inner
+            .client
+            .put_if_absent(&key, Body::Bytes(Bytes::copy_from_slice(content)))
+            .await
+            .map_err(|e| self.inner.error(path, e))
+    }
+
+    fn shared_by_instances(&self) -> bool {
+        true
+    }
+
     async fn put_staged(&self, stages: &[&[(StoragePath, Staged)]]) -> StorageResult<()> {
         // S3 has every write durable once answered: a stage's files go up together, and the
         // next stage starts when all of them are in.

@@ -1,0 +1,286 @@
+//! Several instances on one bucket: three daemons on one moto bucket, reached directly (to
+//! choose which instance serves a request) and through a real nginx round-robin upstream,
+//! as a scaled-out deployment runs them (`etc/nginx/docker-registry.conf`).
+
+use super::*;
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Three daemons on one bucket, each with its own admin socket.
+pub(crate) struct Cluster {
+    _moto: Moto,
+    pub instances: Vec<Server>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl Cluster {
+    pub fn start(n: usize) -> Option<Cluster> {
+        let moto = moto()?;
+        let mut dirs = Vec::new();
+        let mut instances = Vec::new();
+        for _ in 0..n {
+            let dir = tempfile::tempdir().expect("tempdir");
+            instances.push(ours(&moto, "", dir.path()));
+            dirs.push(dir);
+        }
+        Some(Cluster {
+            _moto: moto,
+            instances,
+            _dirs: dirs,
+        })
+    }
+}
+
+/// nginx in front of the instances, round robin, started for one test and stopped (by its
+/// PID) when dropped.
+pub(crate) struct Nginx {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    /// `None` (the test is skipped, having said why) without nginx, except under
+    /// `tests/run-all.sh`, which installs it.
+    pub fn start(upstreams: &[&Server]) -> Option<Nginx> {
+        let binary = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| Path::new(p).exists());
+        let Some(binary) = binary else {
+            assert!(
+                std::env::var_os("MOTO_SERVER").is_none(),
+                "nginx is not installed (tests/run-all.sh installs nginx-light)"
+            );
+            eprintln!("skipped: nginx is not installed");
+            return None;
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let servers: String = upstreams
+            .iter()
+            .map(|s| format!("        server 127.0.0.1:{};\n", s.port))
+            .collect();
+        // The settings a registry needs behind nginx, as etc/nginx/docker-registry.conf
+        // has them: bodies of any size streamed both ways, and the client's Host kept so
+        // that Location headers point back at the balancer.
+        let conf = format!(
+            "worker_processes 1;\n\
+             daemon off;\n\
+             pid {d}/nginx.pid;\n\
+             error_log {d}/error.log warn;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{\n\
+                 access_log off;\n\
+                 client_body_temp_path {d}/body;\n\
+                 proxy_temp_path {d}/proxy;\n\
+                 fastcgi_temp_path {d}/fastcgi;\n\
+                 uwsgi_temp_path {d}/uwsgi;\n\
+                 scgi_temp_path {d}/scgi;\n\
+                 upstream registry {{\n{servers}        keepalive 16;\n    }}\n\
+                 server {{\n\
+                     listen 127.0.0.1:{port};\n\
+                     client_max_body_size 0;\n\
+                     chunked_transfer_encoding on;\n\
+                     location /v2/ {{\n\
+                         proxy_pass http://registry;\n\
+                         proxy_http_version 1.1;\n\
+                         proxy_set_header Connection \"\";\n\
+                         proxy_set_header Host $http_host;\n\
+                         proxy_set_header X-Forwarded-Proto $scheme;\n\
+                         proxy_request_buffering off;\n\
+                         proxy_buffering off;\n\
+                         proxy_read_timeout 900;\n\
+                     }}\n\
+                 }}\n\
+             }}\n",
+            d = dir.path().display()
+        );
+        let file = dir.path().join("nginx.conf");
+        std::fs::write(&file, conf).expect("write nginx.conf");
+        let child = Command::new(binary)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start nginx");
+        let n = Nginx {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not listen on {port}: {}",
+                std::fs::read_to_string(n._dir.path().join("error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(n)
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM: nginx's fast shutdown, its workers with it.
+        unsafe_kill(self.child.id() as i32, 15);
+        let _ = self.child.wait();
+    }
+}
+
+fn location(r: &reqwest::blocking::Response) -> String {
+    r.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned()
+}
+
+fn patch(
+    c: &reqwest::blocking::Client,
+    s: &Server,
+    location: &str,
+    from: usize,
+    body: reqwest::blocking::Body,
+    len: usize,
+) -> reqwest::blocking::Response {
+    c.patch(absolute(&s.url(""), location))
+        .header("content-type", "application/octet-stream")
+        .header("content-range", format!("{from}-{}", from + len - 1))
+        .body(body)
+        .send()
+        .expect("patch")
+}
+
+fn finish(c: &reqwest::blocking::Client, s: &Server, location: &str, digest: &str) {
+    let url = absolute(&s.url(""), location);
+    let sep = if url.contains('?') { '&' } else { '?' };
+    c.put(format!("{url}{sep}digest={digest}"))
+        .expect_status(201);
+}
+
+fn blob(len: usize, seed: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| ((i + seed).wrapping_mul(2654435761) >> 9) as u8)
+        .collect()
+}
+
+/// An upload started on one instance, continued by PATCHes on each of the others and
+/// finished on the first (whose memory of the session is out of date by then): the session
+/// and its digest state live in the bucket, and the blob lands whole under its digest.
+#[test]
+fn a_chunked_upload_moves_between_instances() {
+    let Some(cl) = Cluster::start(3) else { return };
+    let [a, b, c] = [&cl.instances[0], &cl.instances[1], &cl.instances[2]];
+    let http = client();
+    let data = blob(2 * CHUNK + 777, 1);
+    let digest = digest_of(&data);
+    let r = http
+        .post(a.url("/v2/spread/blobs/uploads/"))
+        .expect_status(202);
+    let mut loc = location(&r);
+    let cuts = [0, 1000, CHUNK + 3, data.len()];
+    for (w, s) in cuts.windows(2).zip([a, b, c]) {
+        let part = data[w[0]..w[1]].to_vec();
+        let r = patch(&http, s, &loc, w[0], part.into(), w[1] - w[0]);
+        assert_eq!(r.status(), 202, "PATCH at {} on :{}", w[0], s.port);
+        loc = location(&r);
+    }
+    finish(&http, a, &loc, &digest);
+    for s in [a, b, c] {
+        let got = get_blob(&http, s, "spread", &digest);
+        assert_eq!(digest_of(&got), digest, "served by :{}", s.port);
+    }
+}
+
+/// A body that trickles out, holding its request open.
+struct Trickle {
+    data: Vec<u8>,
+    at: usize,
+}
+
+impl Read for Trickle {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.at >= self.data.len() {
+            return Ok(0);
+        }
+        std::thread::sleep(Duration::from_millis(40));
+        let n = buf.len().min(64 << 10).min(self.data.len() - self.at);
+        buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// Two PATCHes racing on one session from two instances: while the first is still
+/// streaming, the second is refused with 416 and the range the upload holds, so only one
+/// appends; the blob is the first one's bytes.
+#[test]
+fn racing_patches_on_two_instances_do_not_both_append() {
+    let Some(cl) = Cluster::start(2) else { return };
+    let [a, b] = [&cl.instances[0], &cl.instances[1]];
+    let http = client();
+    let r = http
+        .post(a.url("/v2/race/blobs/uploads/"))
+        .expect_status(202);
+    let loc = location(&r);
+    let slow = blob(1 << 20, 2);
+    let digest = digest_of(&slow);
+    let first = {
+        let (http, loc, url) = (http.clone(), loc.clone(), a.url(""));
+        let body = Trickle {
+            data: slow.clone(),
+            at: 0,
+        };
+        std::thread::spawn(move || {
+            http.patch(absolute(&url, &loc))
+                .header("content-type", "application/octet-stream")
+                .header("content-range", format!("0-{}", (1 << 20) - 1))
+                .body(reqwest::blocking::Body::new(body))
+                .send()
+                .expect("slow patch")
+                .status()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(150));
+    let other = blob(1 << 20, 3);
+    let r = patch(&http, b, &loc, 0, other.into(), 1 << 20);
+    let status = r.status();
+    assert_eq!(status, 416, "{}", r.text().unwrap_or_default());
+    assert_eq!(first.join().expect("join"), 202);
+    let r = http.get(absolute(&b.url(""), &loc)).expect_status(204);
+    assert_eq!(r.headers()["range"], format!("0-{}", (1 << 20) - 1));
+    finish(&http, b, &loc, &digest);
+    assert_eq!(digest_of(&get_blob(&http, a, "race", &digest)), digest);
+}
+
+/// skopeo through nginx round-robin over three instances: every request of a push (and of
+/// a pull) may land on a different instance.
+#[test]
+fn skopeo_round_trips_through_a_round_robin_balancer() {
+    if !have(&[SKOPEO]) {
+        return;
+    }
+    let Some(cl) = Cluster::start(3) else { return };
+    let Some(lb) = Nginx::start(&cl.instances.iter().collect::<Vec<_>>()) else {
+        return;
+    };
+    let layouts = oci_layouts();
+    round_trips(&lb.host(), layouts.path(), IMAGES);
+    for s in &cl.instances {
+        pull_and_check(
+            &s.host(),
+            "library/a:latest",
+            &layout_digest(&layouts.path().join("a"), "latest"),
+            false,
+        );
+    }
+}
