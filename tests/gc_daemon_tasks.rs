@@ -195,7 +195,7 @@ async fn the_admin_socket_refuses_bad_requests_and_reports_a_collection() {
     let blobs: Vec<&str> = dry.lines().filter(|l| l.starts_with("blob ")).collect();
     assert_eq!(blobs.len(), want.gc_eligible.len(), "{dry}");
     let done = dry.lines().last().expect("last line");
-    let report: admin::AdminReport =
+    let report: docker_registry::registry::gc::GcReport =
         serde_json::from_str(done.strip_prefix("done ").expect("done line")).expect("report");
     assert_eq!(
         (report.blobs_marked, report.blobs_removed, report.dry_run),

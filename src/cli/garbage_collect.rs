@@ -8,7 +8,7 @@
 use super::{human_bytes, load_config, parse_duration, Exit, GlobalArgs, Storage};
 use crate::registry::gc::{GcOptions, GcReport};
 use crate::registry::Registry;
-use crate::server::admin::{self, AdminReport, AdminRequest};
+use crate::server::admin::{self, AdminRequest};
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -73,7 +73,7 @@ fn print_line(line: &str) {
 }
 
 /// Prints the summary; the exit code says whether every removal succeeded.
-fn print_summary(r: &AdminReport) -> ExitCode {
+fn print_summary(r: &GcReport) -> ExitCode {
     let (verb, freed) = if r.dry_run {
         ("eligible for deletion", "would be freed")
     } else {
@@ -92,7 +92,7 @@ fn print_summary(r: &AdminReport) -> ExitCode {
         r.blobs_kept_young,
         r.manifests_removed,
         r.uploads_purged,
-        r.seconds
+        r.elapsed.as_secs_f64()
     );
     if r.links_removed + r.leftovers_removed > 0 {
         eprintln!(
@@ -130,11 +130,11 @@ pub(super) fn run(global: &GlobalArgs, args: &GcArgs) -> Exit {
         .upload_age
         .or_else(|| purging.enabled.then_some(purging.age));
     let storage = Storage::open(&config)?;
-    let (report, purged) = storage.run(
+    let report = storage.run(
         "garbage-collect",
         offline(&storage.registry, args, upload_age),
     )?;
-    Ok(print_summary(&AdminReport::from_gc(&report, purged)))
+    Ok(print_summary(&report))
 }
 
 /// Asks the daemon to collect; what it leaves out (grace, upload age) the daemon's
@@ -157,12 +157,12 @@ fn online(socket: &Path, args: &GcArgs) -> Exit {
 }
 
 /// Clears what interrupted writes left, purges uploads older than `upload_age`, then
-/// collects; returns the collection's report and the number of uploads purged.
+/// collects; returns the collection's report, with the uploads purged.
 async fn offline(
     registry: &Registry,
     args: &GcArgs,
     upload_age: Option<Duration>,
-) -> Result<(GcReport, usize), String> {
+) -> Result<GcReport, String> {
     let leftovers = registry
         .recover(!args.dry_run)
         .await
@@ -195,9 +195,10 @@ async fn offline(
         grace: args.grace.unwrap_or_default(),
         ..GcOptions::default()
     };
-    let report = registry
+    let mut report = registry
         .collect_garbage(&opts, &mut |e| print_line(&admin::event_line(&e)))
         .await
         .map_err(|e| e.to_string())?;
-    Ok((report, purged))
+    report.uploads_purged = purged;
+    Ok(report)
 }

@@ -374,8 +374,9 @@ pub enum GcEvent {
     Warning(String),
 }
 
-/// The outcome of one collection.
-#[derive(Debug, Clone, Default)]
+/// The outcome of one collection: what the CLI prints, and the JSON of the admin socket's
+/// `done` line (fields added later default, so a newer CLI reads an older daemon's line).
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct GcReport {
     pub repositories: usize,
     pub manifests: usize,
@@ -386,14 +387,36 @@ pub struct GcReport {
     pub manifests_removed: usize,
     /// Unreferenced blobs kept because they are younger than the grace period or in use.
     pub blobs_kept_young: usize,
+    /// Unfinished uploads purged (or eligible) before the collection, by the caller that
+    /// purged them: the collection itself leaves uploads alone.
+    #[serde(default)]
+    pub uploads_purged: usize,
     /// Blobs and links that could not be removed (each reported as a warning).
+    #[serde(default)]
     pub errors: usize,
     /// Layer links to blobs not in the store, removed.
+    #[serde(default)]
     pub links_removed: usize,
     /// Leftovers of interrupted writes removed (see `recovery`).
+    #[serde(default)]
     pub leftovers_removed: usize,
     pub dry_run: bool,
+    #[serde(rename = "seconds", with = "seconds")]
     pub elapsed: Duration,
+}
+
+/// A duration as a number of seconds, the way the admin protocol writes it.
+mod seconds {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Duration::try_from_secs_f64(f64::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
 }
 
 /// The layers of a Docker schema 1 manifest (`fsLayers[].blobSum`): no longer accepted on

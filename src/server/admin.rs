@@ -58,52 +58,6 @@ pub struct AdminRequest {
     pub upload_age_seconds: Option<f64>,
 }
 
-/// The report as sent on the `done` line.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
-pub struct AdminReport {
-    pub repositories: usize,
-    pub manifests: usize,
-    pub blobs_marked: usize,
-    pub blobs_seen: usize,
-    pub blobs_removed: usize,
-    pub bytes_freed: u64,
-    pub manifests_removed: usize,
-    pub blobs_kept_young: usize,
-    pub uploads_purged: usize,
-    /// Blobs and links that could not be removed.
-    #[serde(default)]
-    pub errors: usize,
-    /// Layer links to blobs not in the store, removed.
-    #[serde(default)]
-    pub links_removed: usize,
-    /// Leftovers of interrupted writes removed.
-    #[serde(default)]
-    pub leftovers_removed: usize,
-    pub dry_run: bool,
-    pub seconds: f64,
-}
-
-impl AdminReport {
-    pub fn from_gc(r: &GcReport, uploads_purged: usize) -> AdminReport {
-        AdminReport {
-            repositories: r.repositories,
-            manifests: r.manifests,
-            blobs_marked: r.blobs_marked,
-            blobs_seen: r.blobs_seen,
-            blobs_removed: r.blobs_removed,
-            bytes_freed: r.bytes_freed,
-            manifests_removed: r.manifests_removed,
-            blobs_kept_young: r.blobs_kept_young,
-            uploads_purged,
-            errors: r.errors,
-            links_removed: r.links_removed,
-            leftovers_removed: r.leftovers_removed,
-            dry_run: r.dry_run,
-            seconds: r.elapsed.as_secs_f64(),
-        }
-    }
-}
-
 /// Renders a collection event as a protocol line (without the newline).
 pub fn event_line(e: &GcEvent) -> String {
     match e {
@@ -250,17 +204,15 @@ async fn collect(
         let _ = lines.send(event_line(&e));
     };
     match registry.collect_garbage(opts, &mut sink).await {
-        Ok(r) => {
+        Ok(mut r) => {
+            r.uploads_purged = purged;
             tracing::info!(
                 "garbage collection: {} blobs removed, {} bytes freed in {:.1}s",
                 r.blobs_removed,
                 r.bytes_freed,
                 r.elapsed.as_secs_f64()
             );
-            format!(
-                "done {}",
-                serde_json::to_string(&AdminReport::from_gc(&r, purged)).unwrap_or_default()
-            )
+            format!("done {}", serde_json::to_string(&r).unwrap_or_default())
         }
         Err(e) => format!("error {e}"),
     }
@@ -272,7 +224,7 @@ pub fn request(
     path: &Path,
     req: &AdminRequest,
     on_line: &mut dyn FnMut(&str),
-) -> Result<AdminReport, String> {
+) -> Result<GcReport, String> {
     let mut stream = std::os::unix::net::UnixStream::connect(path).map_err(|e| {
         format!("cannot reach the daemon's admin socket {}: {e} (is the daemon running on this storage, and are you its user or root?)", path.display())
     })?;
