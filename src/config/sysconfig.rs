@@ -166,6 +166,36 @@ fn read_word(cur: &mut Cursor<'_>) -> String {
     w
 }
 
+/// Reads a quoted part of a value, from its opening quote to its closing one, onto `value`:
+/// single quotes keep every character as it is; double quotes take the backslash escapes of
+/// `"`, `\\`, `$`, `` ` `` and the newline, and may expand `$` (returned: whether one was seen).
+fn read_quoted(cur: &mut Cursor<'_>, quote: char, value: &mut String) -> Result<bool, String> {
+    let start = cur.line;
+    let unclosed = || {
+        let which = if quote == '"' { "double" } else { "single" };
+        format!("{which} quote opened on line {start} is never closed")
+    };
+    let mut dollar = false;
+    cur.next();
+    loop {
+        match cur.next().ok_or_else(unclosed)? {
+            c if c == quote => return Ok(dollar),
+            '\\' if quote == '"' => match cur.next().ok_or_else(unclosed)? {
+                '\n' => {}
+                c @ ('"' | '\\' | '$' | '`') => value.push(c),
+                c => {
+                    value.push('\\');
+                    value.push(c);
+                }
+            },
+            c => {
+                dollar |= quote == '"' && c == '$';
+                value.push(c);
+            }
+        }
+    }
+}
+
 /// Reads a value up to the end of its (last) line. Returns the value and whether it contains
 /// an unescaped `$` outside single quotes.
 fn read_value(cur: &mut Cursor<'_>) -> Result<(String, bool), String> {
@@ -195,52 +225,7 @@ fn read_value(cur: &mut Cursor<'_>) -> Result<(String, bool), String> {
                     }
                 };
             }
-            Some('\'') => {
-                let start = cur.line;
-                cur.next();
-                loop {
-                    match cur.next() {
-                        None => {
-                            return Err(format!(
-                                "single quote opened on line {start} is never closed"
-                            ))
-                        }
-                        Some('\'') => break,
-                        Some(c) => value.push(c),
-                    }
-                }
-            }
-            Some('"') => {
-                let start = cur.line;
-                cur.next();
-                loop {
-                    match cur.next() {
-                        None => {
-                            return Err(format!(
-                                "double quote opened on line {start} is never closed"
-                            ))
-                        }
-                        Some('"') => break,
-                        Some('\\') => match cur.next() {
-                            Some('\n') => {}
-                            Some(c @ ('"' | '\\' | '$' | '`')) => value.push(c),
-                            Some(c) => {
-                                value.push('\\');
-                                value.push(c);
-                            }
-                            None => {
-                                return Err(format!(
-                                    "double quote opened on line {start} is never closed"
-                                ))
-                            }
-                        },
-                        Some(c) => {
-                            dollar |= c == '$';
-                            value.push(c);
-                        }
-                    }
-                }
-            }
+            Some(quote @ ('\'' | '"')) => dollar |= read_quoted(cur, quote, &mut value)?,
             Some('\\') => {
                 cur.next();
                 match cur.next() {
@@ -334,7 +319,17 @@ mod tests {
         let lines: Vec<usize> = p.errors.iter().map(|e| e.line).collect();
         assert_eq!(lines, [2, 3, 4, 5], "{:?}", p.errors);
         assert_eq!(p.errors[0].key, "BAD");
-        assert!(p.errors[3].message.contains("never closed"));
+        let m = &p.errors[3].message;
+        assert!(
+            m.contains("single quote opened on line 5 is never closed"),
+            "{m}"
+        );
+        let unclosed = parse("Z=\"open \\\" still\n");
+        let m = &unclosed.errors[0].message;
+        assert!(
+            m.contains("double quote opened on line 1 is never closed"),
+            "{m}"
+        );
         assert_eq!(p.get("GOOD").map(|a| a.value.as_str()), Some("1"));
     }
 
