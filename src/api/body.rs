@@ -2,6 +2,7 @@
 //! reads (never held whole in memory; the zero-copy file body is in `sendfile.rs`); and
 //! request bodies, with a bound on how long the client may leave them stalled.
 
+use super::errors::{ApiError, ErrorCode};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Empty, Full};
@@ -98,6 +99,21 @@ impl Incoming {
             timer: None,
             waiting: false,
         }
+    }
+
+    /// The next piece of the body's data (trailers are skipped), `None` at its end. A body
+    /// that fails (the client went away, or stalled past the timeout) is an error with
+    /// `code`, the one the spec gives the request.
+    pub async fn data(&mut self, code: ErrorCode) -> Result<Option<Bytes>, ApiError> {
+        while let Some(frame) = self.frame().await {
+            let frame = frame.map_err(|e| {
+                ApiError::new(code).with_message(format!("request body failed: {e}"))
+            })?;
+            if let Ok(data) = frame.into_data() {
+                return Ok(Some(data));
+            }
+        }
+        Ok(None)
     }
 }
 

@@ -2,12 +2,11 @@
 
 use super::body;
 use super::body::Incoming;
-use super::errors::{ApiError, ErrorCode};
+use super::errors::ErrorCode;
 use super::{empty_response, header_str, set_header, ApiResult, AppState};
 use crate::registry::manifest::{self, MAX_MANIFEST_BYTES};
 use crate::registry::{Reference, RegistryError, RepositoryName};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::BodyExt;
 
 /// Media types the client says it accepts, parameters stripped; empty means anything.
 fn accepted_types(req: &Request<Incoming>) -> Vec<String> {
@@ -121,21 +120,15 @@ pub async fn put(
     let mut body = req.into_body();
     let mut bytes = bytes::BytesMut::new();
     let mut seen: u64 = 0;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            ApiError::new(ErrorCode::ManifestInvalid)
-                .with_message(format!("request body failed: {e}"))
-        })?;
-        if let Ok(data) = frame.into_data() {
-            seen += data.len() as u64;
-            // Past the limit keep reading (up to DRAIN_LIMIT) so the client sees our 413
-            // rather than a broken pipe, but keep nothing.
-            if seen > DRAIN_LIMIT {
-                return Err(RegistryError::ManifestTooLarge.into());
-            }
-            if seen <= MAX_MANIFEST_BYTES {
-                bytes.extend_from_slice(&data);
-            }
+    while let Some(data) = body.data(ErrorCode::ManifestInvalid).await? {
+        seen += data.len() as u64;
+        // Past the limit keep reading (up to DRAIN_LIMIT) so the client sees our 413
+        // rather than a broken pipe, but keep nothing.
+        if seen > DRAIN_LIMIT {
+            return Err(RegistryError::ManifestTooLarge.into());
+        }
+        if seen <= MAX_MANIFEST_BYTES {
+            bytes.extend_from_slice(&data);
         }
     }
     if seen > MAX_MANIFEST_BYTES {

@@ -13,7 +13,6 @@ use super::{
 use crate::registry::uploads::UploadWriter;
 use crate::registry::{Digest, RegistryError, RepositoryName};
 use http::{Request, Response, StatusCode};
-use http_body_util::BodyExt;
 
 fn upload_location(name: &RepositoryName, id: &str) -> String {
     format!("/v2/{name}/blobs/uploads/{id}")
@@ -88,16 +87,10 @@ fn check_chunk(req: &Request<Incoming>, upload_size: u64) -> Result<(), ApiError
 /// may resume from the `Range` it is told) and reports the failure.
 async fn stream_body(body: Incoming, upload: &mut UploadWriter<'_>) -> Result<(), ApiError> {
     let mut body = body;
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            ApiError::new(ErrorCode::BlobUploadInvalid)
-                .with_message(format!("request body failed: {e}"))
-        })?;
-        if let Ok(data) = frame.into_data() {
-            if let Err(e) = upload.write(data).await {
-                drain(body).await;
-                return Err(e.into());
-            }
+    while let Some(data) = body.data(ErrorCode::BlobUploadInvalid).await? {
+        if let Err(e) = upload.write(data).await {
+            drain(body).await;
+            return Err(e.into());
         }
     }
     Ok(())
@@ -108,12 +101,10 @@ async fn stream_body(body: Incoming, upload: &mut UploadWriter<'_>) -> Result<()
 async fn drain(mut body: Incoming) {
     const DRAIN_LIMIT: u64 = 64 << 20;
     let mut seen = 0u64;
-    while let Some(Ok(frame)) = body.frame().await {
-        if let Ok(data) = frame.into_data() {
-            seen += data.len() as u64;
-            if seen > DRAIN_LIMIT {
-                break;
-            }
+    while let Ok(Some(data)) = body.data(ErrorCode::BlobUploadInvalid).await {
+        seen += data.len() as u64;
+        if seen > DRAIN_LIMIT {
+            break;
         }
     }
 }
