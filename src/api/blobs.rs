@@ -74,24 +74,17 @@ pub async fn get(
     *r.status_mut() = status;
     let h = r.headers_mut();
     h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
-    h.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    h.insert(
-        http::header::ACCEPT_RANGES,
-        HeaderValue::from_static("bytes"),
-    );
-    h.insert(
-        http::header::CACHE_CONTROL,
-        HeaderValue::from_static("max-age=31536000"),
-    );
-    // Blobs are arbitrary bytes pushed by clients: a browser must not guess a type (HTML,
-    // script) from their content and run it in the registry's origin.
-    h.insert(
-        http::header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
+    use http::header::{ACCEPT_RANGES, CACHE_CONTROL, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
+    for (name, value) in [
+        (CONTENT_TYPE, "application/octet-stream"),
+        (ACCEPT_RANGES, "bytes"),
+        (CACHE_CONTROL, "max-age=31536000"),
+        // Blobs are arbitrary bytes pushed by clients: a browser must not guess a type
+        // (HTML, script) from their content and run it in the registry's origin.
+        (X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    ] {
+        h.insert(name, HeaderValue::from_static(value));
+    }
     if status == StatusCode::PARTIAL_CONTENT {
         set_header(
             &mut r,
