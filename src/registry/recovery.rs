@@ -36,6 +36,12 @@ impl fmt::Display for Leftover {
             Leftover::Storage(storage::Leftover::Directory(p)) => {
                 write!(f, "directory {p}/ holding only leftovers")
             }
+            Leftover::Storage(storage::Leftover::Upload(p)) => {
+                write!(
+                    f,
+                    "unfinished multipart upload at {p} holding no file's content"
+                )
+            }
             Leftover::BlobWithoutData(d) => write!(f, "blob {d}: directory without data"),
         }
     }

@@ -118,6 +118,24 @@ pub(crate) async fn missing_paths(d: &D) {
     assert!(d.stat(&p("nothing/file/below")).await.is_err());
 }
 
+/// A file written and closed but not moved into place (an upload between two requests) is
+/// content, not a leftover of an interrupted write, even to a process alone on the store.
+pub(crate) async fn open_files_are_not_leftovers(d: &D) {
+    let f = p("lo/_uploads/u/data");
+    let len = PART + 10;
+    let mut w = d.writer(&f, false).await.expect("writer");
+    w.write_chunks(vec![Bytes::from(pattern(0, len))])
+        .await
+        .expect("write");
+    w.close().await.expect("close");
+    d.put_content(&p("lo/_uploads/u/startedat"), b"now")
+        .await
+        .expect("put");
+    let found = d.leftovers(&p("lo"), None, true).await.expect("leftovers");
+    assert!(found.is_empty(), "{found:?}");
+    check_pattern(d, &f, 0, len as u64).await;
+}
+
 pub(crate) async fn nested_listing(d: &D) {
     for f in ["n/a/b/c", "n/a/b/d/e", "n/a/f", "n/a/b-x/g", "n/a/bb"] {
         d.put_content(&p(f), f.as_bytes()).await.expect("put");
@@ -473,6 +491,7 @@ macro_rules! conformance_suite {
     ($make:expr) => {
         $crate::storage::conformance::conformance_suite!(@cases $make;
             empty_files,
+            open_files_are_not_leftovers,
             missing_paths,
             nested_listing,
             overwrite_and_rename_over_existing,

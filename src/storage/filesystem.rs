@@ -253,7 +253,7 @@ fn topmost(found: Vec<Leftover>) -> Vec<Leftover> {
         .iter()
         .filter_map(|l| match l {
             Leftover::Directory(p) => Some(p.as_str().to_owned()),
-            Leftover::Temporary(_) => None,
+            Leftover::Temporary(_) | Leftover::Upload(_) => None,
         })
         .collect();
     let inside_another = |p: &StoragePath| {
@@ -268,16 +268,9 @@ fn topmost(found: Vec<Leftover>) -> Vec<Leftover> {
     };
     let mut out: Vec<Leftover> = found
         .into_iter()
-        .filter(|l| match l {
-            Leftover::Directory(p) | Leftover::Temporary(p) => !inside_another(p),
-        })
+        .filter(|l| !inside_another(l.path()))
         .collect();
-    out.sort_by(|a, b| {
-        let key = |l: &Leftover| match l {
-            Leftover::Directory(p) | Leftover::Temporary(p) => p.clone(),
-        };
-        key(a).cmp(&key(b))
-    });
+    out.sort_by(|a, b| a.path().cmp(b.path()));
     out
 }
 

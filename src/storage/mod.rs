@@ -176,6 +176,17 @@ pub enum Leftover {
     Temporary(StoragePath),
     /// A directory that held nothing but leftovers (the topmost such one is named).
     Directory(StoragePath),
+    /// An unfinished multipart upload (object stores) at this path that holds no file's
+    /// content: an object at the path shadows it, or a newer upload there does.
+    Upload(StoragePath),
+}
+
+impl Leftover {
+    pub fn path(&self) -> &StoragePath {
+        match self {
+            Leftover::Temporary(p) | Leftover::Directory(p) | Leftover::Upload(p) => p,
+        }
+    }
 }
 
 /// A readable stream positioned at the requested offset.

@@ -20,7 +20,7 @@ mod writer;
 pub use options::S3Options;
 
 use super::{
-    BlobReader, ChunkStream, FileInfo, FileWriter, Staged, StorageDriver, StorageError,
+    BlobReader, ChunkStream, FileInfo, FileWriter, Leftover, Staged, StorageDriver, StorageError,
     StoragePath, StorageResult,
 };
 use async_trait::async_trait;
@@ -28,7 +28,7 @@ use bytes::Bytes;
 use client::{Body, MultipartInfo, ObjectInfo, PartInfo, S3Client, S3Error, S3Result};
 use futures_util::{StreamExt, TryStreamExt};
 use options::{MAX_PART, MIN_PART};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// Times a read that fails mid-body is taken up again where it stopped.
@@ -54,6 +54,48 @@ struct Inner {
     /// The root directory as a key prefix, without slashes at either end.
     prefix: String,
     location: String,
+    in_use: KeysInUse,
+}
+
+/// Keys this process's writers and copies are working on: the uploads at them are theirs,
+/// never leftovers, whatever their age and whatever else is at the key.
+#[derive(Debug, Default, Clone)]
+struct KeysInUse(Arc<std::sync::Mutex<HashMap<String, usize>>>);
+
+impl KeysInUse {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn hold(&self, key: &str) -> KeyHeld {
+        *self.map().entry(key.to_owned()).or_default() += 1;
+        KeyHeld {
+            keys: self.clone(),
+            key: key.to_owned(),
+        }
+    }
+
+    fn holds(&self, key: &str) -> bool {
+        self.map().contains_key(key)
+    }
+}
+
+/// A key in use until dropped.
+struct KeyHeld {
+    keys: KeysInUse,
+    key: String,
+}
+
+impl Drop for KeyHeld {
+    fn drop(&mut self) {
+        let mut map = self.keys.map();
+        if let Some(n) = map.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
 }
 
 /// The S3 storage driver.
@@ -79,6 +121,7 @@ impl S3Driver {
                 options,
                 prefix,
                 location,
+                in_use: KeysInUse::default(),
             }),
         })
     }
@@ -105,6 +148,16 @@ impl Inner {
         }
     }
 
+    /// The path whose key this is; `None` for a key outside the root or not a valid path.
+    fn path_of(&self, key: &str) -> Option<StoragePath> {
+        let rel = if self.prefix.is_empty() {
+            key
+        } else {
+            key.strip_prefix(&self.prefix)?.strip_prefix('/')?
+        };
+        StoragePath::new([rel]).ok()
+    }
+
     fn error(&self, path: &StoragePath, e: S3Error) -> StorageError {
         match e {
             S3Error::NotFound => StorageError::NotFound(path.clone()),
@@ -122,14 +175,15 @@ impl Inner {
     /// The unfinished upload at exactly `key` holding its content, with its parts: the
     /// newest, if crashed writers left several.
     async fn multipart(&self, key: &str) -> S3Result<Option<(MultipartInfo, Vec<PartInfo>)>> {
-        let newest = self
+        let mut uploads: Vec<MultipartInfo> = self
             .client
             .list_multipart(key)
             .await?
             .into_iter()
             .filter(|u| u.key == key)
-            .max_by(|a, b| a.initiated.cmp(&b.initiated));
-        match newest {
+            .collect();
+        oldest_first(&mut uploads);
+        match uploads.pop() {
             None => Ok(None),
             Some(u) => match self.client.list_parts(key, &u.upload_id).await {
                 Ok(parts) => Ok(Some((u, parts))),
@@ -223,6 +277,7 @@ impl Inner {
         if size <= self.options.multipartcopythresholdsize {
             return self.client.copy(from, to).await;
         }
+        let _held = self.in_use.hold(to);
         let id = self.client.create_multipart(to).await?;
         let result = async {
             let parts = self.copy_parts(from, to, &id, size).await?;
@@ -317,6 +372,16 @@ impl Inner {
             }
         }
     }
+}
+
+/// Orders one key's uploads so that the newest, the one holding the file's content, comes
+/// last. Ties (servers that round the time, or fake it as moto does) are broken by the
+/// upload id, so that readers and [`StorageDriver::leftovers`] agree on which one it is.
+fn oldest_first(uploads: &mut [MultipartInfo]) {
+    uploads.sort_by(|a, b| {
+        (client::parse_time(&a.initiated), &a.upload_id)
+            .cmp(&(client::parse_time(&b.initiated), &b.upload_id))
+    });
 }
 
 /// The object's full size from a GET answer (`Content-Range: bytes a-b/total`, or the
@@ -593,28 +658,34 @@ impl StorageDriver for S3Driver {
         marker: &str,
     ) -> StorageResult<Vec<String>> {
         // One flat listing of every key below the root (1000 per request) instead of a
-        // request per directory: each key names the directories above it.
+        // request per directory: each key names the directories above it. Files still in
+        // an open upload count too (an upload session holding only its data).
         let inner = &self.inner;
         let dir = format!("{}/", inner.key(root));
         let mut found = BTreeSet::new();
-        inner
-            .for_each_page(&dir, |page| {
-                for o in page.contents {
-                    let rel = &o.key[dir.len().min(o.key.len())..];
-                    let parts: Vec<&str> = rel.split('/').collect();
-                    for (i, part) in parts.iter().enumerate() {
-                        if i > 0 && *part == marker {
-                            found.insert(parts[..i].join("/"));
-                        }
-                        if part.starts_with('_') || part.starts_with('.') {
-                            break;
-                        }
-                    }
+        let mut note = |key: &str| {
+            let rel = &key[dir.len().min(key.len())..];
+            let parts: Vec<&str> = rel.split('/').collect();
+            for (i, part) in parts.iter().enumerate() {
+                if i > 0 && *part == marker {
+                    found.insert(parts[..i].join("/"));
                 }
+                if part.starts_with('_') || part.starts_with('.') {
+                    break;
+                }
+            }
+        };
+        let (listed, uploads) = tokio::join!(
+            inner.for_each_page(&dir, |page| {
+                page.contents.iter().for_each(|o| note(&o.key));
                 Ok(())
-            })
-            .await
-            .map_err(|e| inner.error(root, e))?;
+            }),
+            inner.client.list_multipart(&dir)
+        );
+        listed.map_err(|e| inner.error(root, e))?;
+        for u in uploads.map_err(|e| inner.error(root, e))? {
+            note(&u.key);
+        }
         Ok(found.into_iter().collect())
     }
 
@@ -695,6 +766,56 @@ impl StorageDriver for S3Driver {
         }
         .await;
         result.map_err(|e| inner.error(&probe, e))
+    }
+
+    /// The unfinished multipart uploads under `under` that hold no file's content: those
+    /// an object at their key shadows, and all but the newest at a key (writers that died
+    /// between creating an upload and finishing with it, a copy cut short and retried).
+    /// An upload that is a file's content (an upload session between two PATCHes) is not
+    /// a leftover: the session's purge removes it with the session.
+    async fn leftovers(
+        &self,
+        under: &StoragePath,
+        before: Option<std::time::SystemTime>,
+        remove: bool,
+    ) -> StorageResult<Vec<Leftover>> {
+        let inner = &self.inner;
+        let dir = format!("{}/", inner.key(under));
+        let err = |e| inner.error(under, e);
+        let mut by_key: BTreeMap<String, Vec<MultipartInfo>> = BTreeMap::new();
+        for u in inner.client.list_multipart(&dir).await.map_err(err)? {
+            if u.key.starts_with(&dir) {
+                by_key.entry(u.key.clone()).or_default().push(u);
+            }
+        }
+        let mut out = Vec::new();
+        for (key, mut uploads) in by_key {
+            if inner.in_use.holds(&key) {
+                continue;
+            }
+            let Some(path) = inner.path_of(&key) else {
+                continue;
+            };
+            oldest_first(&mut uploads);
+            if inner.client.head(&key).await.map_err(err)?.is_none() {
+                // The newest is the file's content.
+                uploads.pop();
+            }
+            for u in uploads {
+                if before.is_some_and(|t| client::parse_time(&u.initiated) >= t) {
+                    continue;
+                }
+                if remove {
+                    inner
+                        .client
+                        .abort_multipart(&key, &u.upload_id)
+                        .await
+                        .map_err(err)?;
+                }
+                out.push(Leftover::Upload(path.clone()));
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -782,17 +903,112 @@ mod bucket_tests {
             "the upload was continued"
         );
         assert_eq!(more.len(), parts.len() + 1);
-        let uploads = d.inner.client.list_multipart(&key).await.expect("list");
-        assert_eq!(uploads.len(), 1, "no stray uploads");
+        assert_eq!(uploads_at(&d, &key).await.len(), 1, "no stray uploads");
         // Deleting the session's directory aborts the upload.
         d.delete(&path("r/_uploads/u")).await.expect("delete");
+        assert!(uploads_at(&d, &key).await.is_empty());
+    }
+
+    /// Uploads that hold no file's content are leftovers: one shadowed by an object at its
+    /// key, and the older of two at a key. The newest upload at a key without an object is
+    /// a file (a session between PATCHes) and stays; so does an upload a writer of this
+    /// process is using, whatever else is at its key.
+    #[tokio::test]
+    async fn uploads_holding_no_content_are_leftovers() {
+        let Some((_moto, d)) = start("root").await else {
+            return;
+        };
+        let client = &d.inner.client;
+        let part = || Body::Bytes(Bytes::from(vec![7u8; PART]));
+        let upload_with_a_part = |key: String| async move {
+            let id = client.create_multipart(&key).await.expect("create");
+            client
+                .upload_part(&key, &id, 1, part())
+                .await
+                .expect("part");
+            id
+        };
+        // Shadowed: an object was put in place after the upload started.
+        let shadowed = path("v2/blobs/aa/data");
+        upload_with_a_part(d.inner.key(&shadowed)).await;
+        d.put_content(&shadowed, b"whole").await.expect("put");
+        // Superseded: a writer died, and a later one started again.
+        let twice = path("v2/repositories/r/_uploads/u/data");
+        upload_with_a_part(d.inner.key(&twice)).await;
+        upload_with_a_part(d.inner.key(&twice)).await;
+        // In use by a writer of ours: not a leftover even with an object over it.
+        let busy = path("v2/repositories/r/_uploads/w/data");
+        let held = d.inner.in_use.hold(&d.inner.key(&busy));
+        upload_with_a_part(d.inner.key(&busy)).await;
+        d.put_content(&busy, b"old").await.expect("put");
+
+        let root = path("v2");
+        // moto dates every upload 2010-11-10: before 2010 none had started.
+        let in_2009 = humantime::parse_rfc3339("2009-01-01T00:00:00Z").expect("time");
         assert!(d
+            .leftovers(&root, Some(in_2009), true)
+            .await
+            .expect("young")
+            .is_empty());
+        let (content, _) = d
             .inner
-            .client
-            .list_multipart(&key)
+            .multipart(&d.inner.key(&twice))
             .await
             .expect("list")
+            .expect("upload");
+        let found = d.leftovers(&root, None, false).await.expect("list");
+        assert_eq!(
+            found,
+            [
+                Leftover::Upload(shadowed.clone()),
+                Leftover::Upload(twice.clone())
+            ]
+        );
+        drop(held);
+        let found = d.leftovers(&root, None, true).await.expect("remove");
+        assert_eq!(found.len(), 3, "{found:?}");
+        assert!(d
+            .leftovers(&root, None, false)
+            .await
+            .expect("again")
             .is_empty());
+        // What the files hold is untouched.
+        assert_eq!(
+            &d.get_content(&shadowed, 10).await.expect("get")[..],
+            b"whole"
+        );
+        assert_eq!(&d.get_content(&busy, 10).await.expect("get")[..], b"old");
+        let uploads = uploads_at(&d, &d.inner.key(&twice)).await;
+        assert_eq!(
+            uploads.iter().map(|u| &u.upload_id).collect::<Vec<_>>(),
+            [&content.upload_id]
+        );
+        assert_eq!(d.stat(&twice).await.expect("stat").size, PART as u64);
+    }
+
+    /// Upload purging finds a session that holds nothing but its open upload, and removing
+    /// the session aborts the upload.
+    #[tokio::test]
+    async fn a_session_holding_only_an_open_upload_is_found() {
+        let Some((_moto, d)) = start("").await else {
+            return;
+        };
+        let data = path("repos/lib/app/_uploads/u/data");
+        let mut w = d.writer(&data, false).await.expect("writer");
+        w.write_chunks(vec![Bytes::from(vec![1u8; 2 * PART + 1])])
+            .await
+            .expect("write");
+        w.close().await.expect("close");
+        let found = d
+            .find_directories_with(&path("repos"), "_uploads")
+            .await
+            .expect("find");
+        assert_eq!(found, ["lib/app"]);
+        d.delete(&path("repos/lib/app/_uploads/u"))
+            .await
+            .expect("delete");
+        let key = d.inner.key(&data);
+        assert!(uploads_at(&d, &key).await.is_empty());
     }
 
     /// S3 unreachable is `Unavailable` (the API's 503), after bounded retries, not a hang.
@@ -856,6 +1072,15 @@ pub(crate) mod tests_support {
             multipartcopythresholdsize: PART as u64,
             ..S3Options::default()
         }
+    }
+
+    /// The open uploads at keys starting with `key`.
+    pub(super) async fn uploads_at(d: &S3Driver, key: &str) -> Vec<MultipartInfo> {
+        d.inner
+            .client
+            .list_multipart(key)
+            .await
+            .expect("list uploads")
     }
 
     /// A server with bucket `test` and a driver on it; `None` (skipped) without moto.

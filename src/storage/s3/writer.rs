@@ -72,6 +72,8 @@ pub(super) struct S3Writer {
     dirty: bool,
     /// A request failed: the bucket may not hold what `size` says, so nothing more is taken.
     failed: bool,
+    /// Its uploads are not leftovers while it lives.
+    _held: super::KeyHeld,
 }
 
 impl S3Writer {
@@ -94,6 +96,7 @@ impl S3Writer {
             size: 0,
             dirty: true,
             failed: false,
+            _held: inner.in_use.hold(&key),
         };
         if !append {
             return Ok(w);
