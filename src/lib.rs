@@ -12,6 +12,7 @@ pub mod config;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod metrics;
 pub mod registry;
 pub mod server;
 pub mod storage;

@@ -146,11 +146,15 @@ fn authorize_token<'s>(
     });
     let (identity, grants) = match (header, token) {
         (None, _) => (Identity::Anonymous, Grants::default()),
-        (Some(_), None) => return Err(bearer_challenge(t, need, Some("invalid_token"))),
+        (Some(_), None) => {
+            failed("invalid_token");
+            return Err(bearer_challenge(t, need, Some("invalid_token")));
+        }
         (Some(_), Some(tok)) => match t.verify(tok) {
             Ok(v) => (Identity::User(v.subject), v.grants),
             Err(why) => {
                 tracing::info!("token refused: {why}");
+                failed("invalid_token");
                 return Err(bearer_challenge(t, need, Some("invalid_token")));
             }
         },
@@ -172,6 +176,7 @@ fn authorize_token<'s>(
     } else if identity == Identity::Anonymous {
         Err(bearer_challenge(t, need, None))
     } else {
+        failed("denied");
         Err(bearer_challenge(t, need, Some("insufficient_scope")))
     }
 }
@@ -208,8 +213,14 @@ pub(super) async fn authorize<'s>(
         .map(|v| v.as_bytes());
     let identity = match a.authenticate(header, client).await {
         Ok(i) => i,
-        Err(AuthFailure::BadCredentials) => return Err(challenge(a, need)),
+        Err(AuthFailure::BadCredentials) => {
+            failed("bad_credentials");
+            return Err(challenge(a, need));
+        }
         Err(AuthFailure::Throttled(wait)) => {
+            if let Some(m) = crate::metrics::get() {
+                m.auth_throttled.inc();
+            }
             let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
             return Err(ApiError::new(ErrorCode::TooManyRequests)
                 .with_message("too many failed authentication attempts; try again later")
@@ -234,7 +245,15 @@ pub(super) async fn authorize<'s>(
         // No credentials: ask for them, even where anonymous pulls are allowed elsewhere.
         Err(challenge(a, need))
     } else {
+        failed("denied");
         Err(ApiError::new(ErrorCode::Denied).with_detail(records(need)))
+    }
+}
+
+/// Counts a refused request in `registry_auth_failures_total{reason}`.
+fn failed(reason: &'static str) {
+    if let Some(m) = crate::metrics::get() {
+        m.auth_failure(reason);
     }
 }
 

@@ -160,9 +160,89 @@ fn is_write(method: &Method) -> bool {
     )
 }
 
-async fn dispatch(state: &AppState, req: Request<Incoming>, client: IpAddr) -> ApiResult {
-    let path = req.uri().path().to_owned();
-    let r = route(&path);
+impl Route<'_> {
+    /// The `handler` label of the request metrics: registry:2's route names, and ours for
+    /// routes it does not have.
+    fn handler(&self) -> &'static str {
+        match self {
+            Route::Root => "root",
+            Route::Ping => "ping",
+            Route::V1Search => "search",
+            Route::Base => "base",
+            Route::Catalog => "catalog",
+            Route::Tags(_) => "tags",
+            Route::Manifest(..) => "manifest",
+            Route::Blob(..) => "blob",
+            Route::UploadStart(_) => "blob-upload",
+            Route::Upload(..) => "blob-upload-chunk",
+            Route::Referrers(..) => "referrers",
+            Route::TokenEndpoint => "token",
+            Route::NotFound => "notfound",
+        }
+    }
+}
+
+/// A method as a metric label: the methods clients send, anything else as one.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::POST => "POST",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+/// The request's metrics, taken when metrics are on: timed from here to its response.
+struct Measured {
+    timer: crate::metrics::RequestTimer,
+    /// Held while an upload's data is received.
+    _upload: Option<crate::metrics::Upload>,
+    /// The bytes of a successful answer count as pulled.
+    pull: bool,
+}
+
+impl Measured {
+    fn start(
+        m: &'static crate::metrics::Metrics,
+        r: &Route<'_>,
+        req: &Request<Incoming>,
+    ) -> Measured {
+        let method = req.method();
+        let declared = req
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        let sends = matches!(*method, Method::POST | Method::PATCH | Method::PUT);
+        let upload = matches!(r, Route::UploadStart(_) | Route::Upload(..)) && sends;
+        Measured {
+            timer: m.request(r.handler(), method_label(method), declared),
+            _upload: upload.then(|| m.upload()),
+            pull: *method == Method::GET && matches!(r, Route::Blob(..) | Route::Manifest(..)),
+        }
+    }
+
+    fn finish(self, status: StatusCode, bytes: u64) {
+        if self.pull && status.is_success() {
+            if let Some(m) = crate::metrics::get() {
+                m.bytes_pulled.inc_by(bytes);
+            }
+        }
+        self.timer.finish(status.as_u16(), bytes);
+    }
+}
+
+async fn dispatch(
+    state: &AppState,
+    req: Request<Incoming>,
+    client: IpAddr,
+    r: Route<'_>,
+) -> ApiResult {
     let method = req.method().clone();
     let need = access::need(&r, &method);
     let caller = access::authorize(
@@ -261,7 +341,9 @@ pub async fn handle(
     let trust = state.trust_forwarded_headers;
     let client = access::client_address(req.headers(), client.ip(), trust);
     let external = access::external_base(req.headers(), trust);
-    let mut resp = match dispatch(&state, req, client).await {
+    let r = route(&path);
+    let measured = crate::metrics::get().map(|m| Measured::start(m, &r, &req));
+    let mut resp = match dispatch(&state, req, client, r).await {
         Ok(r) => r,
         Err(e) => {
             if e.status.is_server_error() {
@@ -294,6 +376,9 @@ pub async fn handle(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
+    if let Some(measured) = measured {
+        measured.finish(resp.status(), bytes);
+    }
     tracing::info!(
         target: "access",
         "{client} {method} {} {} {bytes} {:.3}ms",

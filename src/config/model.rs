@@ -263,6 +263,25 @@ impl Config {
         }
         self.auth = self.resolve_auth(errors);
         self.tls = self.resolve_tls(errors);
+        self.check_debug(errors);
+    }
+
+    /// Metrics are served on the debug listener only, at a path of their own.
+    fn check_debug(&self, errors: &mut Vec<ConfigError>) {
+        let debug = &self.debug;
+        let (part, message) = if debug.value.prometheus_enabled && debug.value.addr.is_none() {
+            ("prometheus_enabled", "metrics are served on the debug listener: set http.debug.addr (or REGISTRY_HTTP_DEBUG_ADDR, debug_addr in a flavored file) too")
+        } else if !debug.value.prometheus_path.starts_with('/')
+            || debug.value.prometheus_path == "/debug/health"
+        {
+            (
+                "prometheus_path",
+                "the metrics path must start with / and not be /debug/health (e.g. /metrics)",
+            )
+        } else {
+            return;
+        };
+        errors.push(ConfigError::at(debug.source.part(part), message));
     }
 
     /// The method named, else the one a level's keys ask for.

@@ -302,6 +302,23 @@ settings! {
             /// The storage class of new objects; NONE sends none
             storageclass: String = "STANDARD".into(), Text, "storage.s3.storageclass" {}
         }
+        /// The debug listener (registry:2's `http.debug`): health and Prometheus metrics, on
+        /// an address of its own so that they need not be exposed with the registry.
+        pub debug: DebugListener {
+            /// Serve /debug/health (and the metrics) on this address (host:port); none: no
+            /// debug listener
+            addr: Option<SocketAddr> = None, Opt<HttpAddr>, "http.debug.addr" {
+                legacy: &["debug_addr"], flag: Some("--debug-addr"),
+            }
+            /// Serve Prometheus metrics on the debug listener
+            prometheus_enabled: bool = false, Bool, "http.debug.prometheus.enabled" {
+                legacy: &["prometheus_enabled"], flag: Some("--metrics"),
+            }
+            /// The path of the metrics on the debug listener
+            prometheus_path: String = "/metrics".into(), Text, "http.debug.prometheus.path" {
+                legacy: &["prometheus_path"],
+            }
+        }
         /// Limits on client connections: how long each phase of a request may take and how
         /// many connections are served at once.
         pub connections: Connections {

@@ -1178,3 +1178,47 @@ fn redirects_follow_the_file_format_their_legacy_key_and_registry_2_key() {
     let env = [("REGISTRY_STORAGE_REDIRECT_DISABLE", "false")];
     assert!(!disabled("local:\n  storage: local\n", &env));
 }
+
+#[test]
+fn the_debug_listener_from_both_file_formats_variables_and_flags() {
+    let r2 = Setup::new(
+        "",
+        "version: 0.1\nhttp:\n  debug:\n    addr: 127.0.0.1:5001\n    prometheus:\n      enabled: true\n      path: /m\n",
+        &[],
+    );
+    let d = r2.load().debug.value;
+    assert_eq!(
+        (d.addr, d.prometheus_enabled, d.prometheus_path.as_str()),
+        (Some("127.0.0.1:5001".parse().expect("addr")), true, "/m")
+    );
+    let flavored = Setup::new(
+        "",
+        "common:\n  debug_addr: _env:DEBUG_ADDR:127.0.0.1:5002\n  prometheus_enabled: true\nlocal:\n  prometheus_path: /metrics2\n",
+        &[("REGISTRY_HTTP_DEBUG_PROMETHEUS_PATH", "/from-env")],
+    );
+    let c = flavored.load();
+    assert_eq!(
+        c.debug.value.addr,
+        Some("127.0.0.1:5002".parse().expect("addr"))
+    );
+    assert_eq!(c.debug.value.prometheus_path, "/from-env");
+    assert_eq!(
+        flavored.part(&c.debug, "prometheus_path"),
+        "environment (REGISTRY_HTTP_DEBUG_PROMETHEUS_PATH)"
+    );
+    let flags =
+        Setup::new("", "", &[("REGISTRY_HTTP_DEBUG_ADDR", ":5003")]).flag("--metrics", "true");
+    let d = flags.load().debug.value;
+    assert_eq!(
+        (d.addr.map(|a| a.port()), d.prometheus_enabled),
+        (Some(5003), true)
+    );
+    // Metrics without the listener that serves them: said, not silently dropped.
+    let alone = Setup::new(
+        "",
+        "",
+        &[("REGISTRY_HTTP_DEBUG_PROMETHEUS_ENABLED", "true")],
+    );
+    let problems = alone.problems();
+    assert!(problems[0].contains("set http.debug.addr"), "{problems:?}");
+}

@@ -754,6 +754,13 @@ impl Registry {
             self.remove_old_leftovers(events, &mut report).await;
         }
         report.elapsed = started.elapsed();
+        if let (Some(m), false) = (crate::metrics::get(), opts.dry_run) {
+            m.gc_finished(
+                report.blobs_removed as u64,
+                report.bytes_freed,
+                report.elapsed,
+            );
+        }
         Ok(report)
     }
 

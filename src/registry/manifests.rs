@@ -161,6 +161,9 @@ impl Registry {
             self.cache.forget_tag(repo, tag.as_str());
             self.cache.set_tag(repo, tag.as_str(), &digest);
         }
+        if let Some(m) = crate::metrics::get() {
+            m.bytes_pushed.inc_by(bytes.len() as u64);
+        }
         Ok(PutManifest { digest, subject })
     }
 

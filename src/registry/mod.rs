@@ -7,6 +7,7 @@ pub(crate) mod cache;
 pub mod digest;
 pub mod fsck;
 pub mod gc;
+pub mod health;
 pub mod layout;
 pub mod manifest;
 pub mod manifests;
@@ -143,6 +144,7 @@ pub struct Registry {
     cache: Arc<cache::Caches>,
     /// Shared by the manifest write path and garbage collection (see `gc`).
     gc: gc::ReferenceGuard,
+    health: health::StorageHealth,
 }
 
 impl fmt::Debug for Registry {
@@ -162,6 +164,7 @@ impl Registry {
             uploads: uploads::UploadStates::default(),
             cache: Arc::new(cache::Caches::default()),
             gc: gc::ReferenceGuard::default(),
+            health: health::StorageHealth::default(),
         }
     }
 

@@ -594,6 +594,9 @@ impl UploadWriter<'_> {
         registry.remove(&upload_dir).await?;
         registry.uploads.forget(&self.id);
         self.state.hasher = None;
+        if let Some(m) = crate::metrics::get() {
+            m.bytes_pushed.inc_by(size);
+        }
         Ok(size)
     }
 }

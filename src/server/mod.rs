@@ -7,6 +7,7 @@ mod activity;
 pub mod admin;
 mod admission;
 mod connection;
+pub mod debug;
 pub mod limits;
 pub mod listen;
 mod listener;
@@ -20,7 +21,7 @@ mod shutdown;
 use crate::api::AppState;
 use crate::config::{Config, ConfigErrors, LogTarget, StorageConfig};
 use crate::registry::{Registry, RegistryOptions};
-use crate::storage::{FilesystemDriver, S3Driver, StorageDriver, StorageError};
+use crate::storage::{FilesystemDriver, S3Driver, StorageDriver, StorageError, TimedDriver};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -90,11 +91,34 @@ async fn serve(
     for w in &config.warnings {
         tracing::warn!("{w}");
     }
-    let driver = build_driver(&config)?;
+    let debug = config.debug.value.clone();
+    let mut driver = build_driver(&config)?;
+    if debug.prometheus_enabled {
+        crate::metrics::enable();
+        driver = Arc::new(TimedDriver::new(driver));
+    }
     let state = request_state(&config, driver.clone())?;
     let tls = security::Tls::from_config(&config)?;
     check_storage(driver.as_ref()).await?;
     recover_storage(state.registry.clone()).await;
+    let debug_listener = match debug.addr {
+        Some(addr) => {
+            let metrics = debug.prometheus_enabled.then_some(debug.prometheus_path);
+            let routes = debug::DebugRoutes {
+                registry: state.registry.clone(),
+                metrics: metrics.clone(),
+            };
+            let (local, task) = debug::spawn(addr, routes).await?;
+            tracing::info!(
+                "debug listener on http://{local}: /debug/health{}",
+                metrics
+                    .map(|p| format!(", metrics at {p}"))
+                    .unwrap_or_default()
+            );
+            Some(task)
+        }
+        None => None,
+    };
     let tcp = match listen::inherited()? {
         Some(inherited) => inherited,
         None => bind(config.listen.value).await?,
@@ -125,7 +149,7 @@ async fn serve(
     let reloader = spawn_reloader(reload, log, state.auth.clone(), tls.clone(), config)?;
     notify::ready(&format!("serving on {local}"));
     memory::spawn_trimmer();
-    let watchdog = notify::spawn_watchdog();
+    let watchdog = notify::spawn_watchdog(state.registry.clone());
 
     listener::Listener::new(tcp, state, tls, limits, max_connections, sendfile)
         .run(async {
@@ -134,7 +158,7 @@ async fn serve(
         })
         .await;
 
-    for task in [watchdog, auth_watcher, Some(reloader)]
+    for task in [watchdog, auth_watcher, debug_listener, Some(reloader)]
         .into_iter()
         .flatten()
     {

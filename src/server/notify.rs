@@ -1,8 +1,10 @@
 //! systemd's notification protocol (`Type=notify`): READY=1 once the listener is bound and
-//! storage is writable, STATUS= lines, WATCHDOG=1 pings, STOPPING=1. Without NOTIFY_SOCKET
-//! every call does nothing.
+//! storage is writable, STATUS= lines, WATCHDOG=1 pings while the storage is healthy,
+//! STOPPING=1. Without NOTIFY_SOCKET every call does nothing.
 
+use crate::registry::Registry;
 use sd_notify::NotifyState;
+use std::sync::Arc;
 use std::time::Duration;
 
 fn send(states: &[NotifyState<'_>]) {
@@ -33,8 +35,10 @@ pub fn stopping() {
     send(&[NotifyState::Stopping, NotifyState::Status("stopping")]);
 }
 
-/// Pings the watchdog at half its interval when systemd asked for it (WATCHDOG_USEC).
-pub fn spawn_watchdog() -> Option<tokio::task::JoinHandle<()>> {
+/// Pings the watchdog at half its interval when systemd asked for it (WATCHDOG_USEC), while
+/// the storage passes the health check `/readyz` answers with: a daemon that cannot write
+/// its store is restarted by systemd, as one that hangs is.
+pub fn spawn_watchdog(registry: Arc<Registry>) -> Option<tokio::task::JoinHandle<()>> {
     // As sd_watchdog_enabled(3): WATCHDOG_PID, when set, must name this process.
     let usec = std::env::var("WATCHDOG_USEC")
         .ok()?
@@ -55,7 +59,11 @@ pub fn spawn_watchdog() -> Option<tokio::task::JoinHandle<()>> {
         let mut tick = tokio::time::interval(period);
         loop {
             tick.tick().await;
-            send(&[NotifyState::Watchdog]);
+            match registry.storage_health().await {
+                Ok(()) => send(&[NotifyState::Watchdog]),
+                // Logged by the check; systemd acts when pings stop.
+                Err(e) => status(&format!("storage unhealthy: {e}")),
+            }
         }
     }))
 }

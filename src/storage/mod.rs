@@ -13,6 +13,7 @@ pub mod filesystem;
 mod group_commit;
 pub mod memory;
 pub mod s3;
+pub mod timed;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -23,6 +24,7 @@ use tokio::io::AsyncRead;
 pub use filesystem::{file_chunks, FilesystemDriver};
 pub use memory::MemoryDriver;
 pub use s3::{S3Driver, S3Options};
+pub use timed::TimedDriver;
 
 /// A path inside a storage backend, e.g. `docker/registry/v2/blobs/sha256/ab/ab…/data`.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -225,6 +227,7 @@ pub trait FileWriter: Send {
 }
 
 /// The storage backend interface. Implementations must be safe to share between tasks.
+/// A method added here is passed on by [`TimedDriver`] too (see `timed.rs`).
 #[async_trait]
 pub trait StorageDriver: Send + Sync + fmt::Debug + 'static {
     /// A short name for logs: `filesystem`, `s3`.

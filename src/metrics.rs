@@ -1,0 +1,328 @@
+//! Prometheus metrics, served as OpenMetrics text on the debug listener
+//! (`http.debug.prometheus`), named as registry:2 names them so that its dashboards and
+//! alerts keep working: `registry_http_*` per route (`handler`), method and status,
+//! `registry_storage_action_seconds` per driver and action; plus ours (uploads in progress,
+//! bytes pushed and pulled, authentication failures and throttles, garbage collection).
+//!
+//! One process-wide set, switched on once at start-up by [`enable`]: code that records asks
+//! [`get`], which is `None` while metrics are off, so a registry without them pays one
+//! atomic load per place that would record and nothing else.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The content type of [`encode`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// `registry_http_requests_total`'s labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub handler: &'static str,
+    pub code: u16,
+    pub method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandlerMethod {
+    pub handler: &'static str,
+    pub method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandlerLabel {
+    pub handler: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StorageLabels {
+    pub driver: &'static str,
+    pub action: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Every metric of the process.
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Histograms<HandlerMethod>,
+    pub request_size: Histograms<HandlerLabel>,
+    pub response_size: Histograms<HandlerLabel>,
+    pub in_flight: Family<HandlerLabel, Gauge>,
+    pub storage_action: Histograms<StorageLabels>,
+    /// Upload requests (POST, PATCH, PUT of an upload) being received right now.
+    pub uploads_in_progress: Gauge,
+    /// Bytes of blobs and manifests received by uploads and manifest PUTs that succeeded.
+    pub bytes_pushed: Counter,
+    /// Bytes of blobs and manifests answered to GETs.
+    pub bytes_pulled: Counter,
+    pub auth_failures: Family<ReasonLabel, Counter>,
+    pub auth_throttled: Counter,
+    pub gc_runs: Counter,
+    pub gc_bytes_freed: Counter,
+    pub gc_blobs_removed: Counter,
+    pub gc_duration: Histogram,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms to ~65 s: a manifest from the cache is well under a millisecond, a large
+    // blob upload takes minutes.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 18))
+}
+
+fn size_histogram() -> Histogram {
+    // 256 B to 64 GiB in factors of 4.
+    Histogram::new(exponential_buckets(256.0, 4.0, 15))
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("registry");
+        let m = Metrics {
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(latency_histogram),
+            request_size: Family::new_with_constructor(size_histogram),
+            response_size: Family::new_with_constructor(size_histogram),
+            in_flight: Family::default(),
+            storage_action: Family::new_with_constructor(latency_histogram),
+            uploads_in_progress: Gauge::default(),
+            bytes_pushed: Counter::default(),
+            bytes_pulled: Counter::default(),
+            auth_failures: Family::default(),
+            auth_throttled: Counter::default(),
+            gc_runs: Counter::default(),
+            gc_bytes_freed: Counter::default(),
+            gc_blobs_removed: Counter::default(),
+            gc_duration: Histogram::new(exponential_buckets(0.01, 4.0, 12)),
+            registry: Registry::default(),
+        };
+        // Counters get their `_total` from the encoder.
+        let r = &mut registry;
+        r.register(
+            "http_requests",
+            "Requests served, by route, status and method",
+            m.requests.clone(),
+        );
+        r.register(
+            "http_request_duration_seconds",
+            "Time from a request's arrival to its response head",
+            m.request_duration.clone(),
+        );
+        r.register(
+            "http_request_size_bytes",
+            "Request body sizes as the clients declared them",
+            m.request_size.clone(),
+        );
+        r.register(
+            "http_response_size_bytes",
+            "Response body sizes",
+            m.response_size.clone(),
+        );
+        r.register(
+            "http_in_flight_requests",
+            "Requests being served",
+            m.in_flight.clone(),
+        );
+        r.register(
+            "storage_action_seconds",
+            "Time the storage driver takes per action",
+            m.storage_action.clone(),
+        );
+        r.register(
+            "uploads_in_progress",
+            "Upload requests receiving data now",
+            m.uploads_in_progress.clone(),
+        );
+        r.register(
+            "pushed_bytes",
+            "Bytes of blobs and manifests pushed",
+            m.bytes_pushed.clone(),
+        );
+        r.register(
+            "pulled_bytes",
+            "Bytes of blobs and manifests pulled",
+            m.bytes_pulled.clone(),
+        );
+        r.register(
+            "auth_failures",
+            "Requests refused for their credentials or permissions, by reason",
+            m.auth_failures.clone(),
+        );
+        r.register(
+            "auth_throttled",
+            "Requests refused while failures from their address or user are throttled",
+            m.auth_throttled.clone(),
+        );
+        r.register("gc_runs", "Garbage collections run", m.gc_runs.clone());
+        r.register(
+            "gc_freed_bytes",
+            "Bytes freed by garbage collection",
+            m.gc_bytes_freed.clone(),
+        );
+        r.register(
+            "gc_removed_blobs",
+            "Blobs removed by garbage collection",
+            m.gc_blobs_removed.clone(),
+        );
+        r.register(
+            "gc_duration_seconds",
+            "Time each garbage collection took",
+            m.gc_duration.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// Notes a request's arrival; the guard records it when its response is ready.
+    pub fn request(
+        &'static self,
+        handler: &'static str,
+        method: &'static str,
+        size: u64,
+    ) -> RequestTimer {
+        let labels = HandlerLabel { handler };
+        self.in_flight.get_or_create(&labels).inc();
+        if size > 0 {
+            self.request_size
+                .get_or_create(&labels)
+                .observe(size as f64);
+        }
+        RequestTimer {
+            metrics: self,
+            handler,
+            method,
+            start: Instant::now(),
+        }
+    }
+
+    /// Notes an upload request receiving data, until the guard drops.
+    pub fn upload(&'static self) -> Upload {
+        self.uploads_in_progress.inc();
+        Upload(self)
+    }
+
+    /// Records one storage action.
+    pub fn storage(&self, driver: &'static str, action: &'static str, took: Duration) {
+        self.storage_action
+            .get_or_create(&StorageLabels { driver, action })
+            .observe(took.as_secs_f64());
+    }
+
+    pub fn auth_failure(&self, reason: &'static str) {
+        self.auth_failures
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    /// Records a finished garbage collection.
+    pub fn gc_finished(&self, blobs_removed: u64, bytes_freed: u64, took: Duration) {
+        self.gc_runs.inc();
+        self.gc_blobs_removed.inc_by(blobs_removed);
+        self.gc_bytes_freed.inc_by(bytes_freed);
+        self.gc_duration.observe(took.as_secs_f64());
+    }
+}
+
+/// A request being served (see [`Metrics::request`]).
+pub struct RequestTimer {
+    metrics: &'static Metrics,
+    handler: &'static str,
+    method: &'static str,
+    start: Instant,
+}
+
+impl RequestTimer {
+    /// The response is ready: its status and body size.
+    pub fn finish(self, code: u16, size: u64) {
+        let m = self.metrics;
+        let (handler, method) = (self.handler, self.method);
+        m.requests
+            .get_or_create(&RequestLabels {
+                handler,
+                code,
+                method,
+            })
+            .inc();
+        m.request_duration
+            .get_or_create(&HandlerMethod { handler, method })
+            .observe(self.start.elapsed().as_secs_f64());
+        m.response_size
+            .get_or_create(&HandlerLabel { handler })
+            .observe(size as f64);
+        // `self` drops here: the request leaves the in-flight gauge.
+    }
+}
+
+impl Drop for RequestTimer {
+    fn drop(&mut self) {
+        let labels = HandlerLabel {
+            handler: self.handler,
+        };
+        self.metrics.in_flight.get_or_create(&labels).dec();
+    }
+}
+
+/// An upload request in progress (see [`Metrics::upload`]).
+pub struct Upload(&'static Metrics);
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        self.0.uploads_in_progress.dec();
+    }
+}
+
+static METRICS: OnceLock<Metrics> = OnceLock::new();
+
+/// Switches metrics on for the life of the process.
+pub fn enable() -> &'static Metrics {
+    METRICS.get_or_init(Metrics::new)
+}
+
+/// The metrics, when they are on.
+#[inline]
+pub fn get() -> Option<&'static Metrics> {
+    METRICS.get()
+}
+
+/// Every metric as OpenMetrics text (empty while metrics are off).
+pub fn encode() -> String {
+    let mut out = String::new();
+    if let Some(m) = get() {
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &m.registry);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_registry_2_s() {
+        let m = enable();
+        m.request("manifest", "GET", 0).finish(200, 512);
+        m.storage("filesystem", "GetContent", Duration::from_millis(1));
+        let text = encode();
+        for expected in [
+            "registry_http_requests_total{handler=\"manifest\",code=\"200\",method=\"GET\"} 1",
+            "registry_http_request_duration_seconds_bucket{le=\"0.0005\",handler=\"manifest\",method=\"GET\"} 1",
+            "registry_http_response_size_bytes_sum{handler=\"manifest\"} 512.0",
+            "registry_http_in_flight_requests{handler=\"manifest\"} 0",
+            "registry_storage_action_seconds_count{driver=\"filesystem\",action=\"GetContent\"} 1",
+            "# EOF",
+        ] {
+            assert!(text.contains(expected), "{expected} not in\n{text}");
+        }
+    }
+}

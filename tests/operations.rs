@@ -1,0 +1,228 @@
+//! Operations as an administrator runs them: the debug listener (`http.debug.addr`) with
+//! `/debug/health` and Prometheus metrics under registry:2's names, scraped from the real
+//! endpoint after real pushes and pulls (HTTP and skopeo); authentication failures counted.
+
+mod common;
+
+use common::*;
+use std::process::Command;
+
+/// Starts ours with the debug listener on a free loopback port and metrics on.
+fn with_metrics(builder: ServerBuilder) -> Server {
+    builder
+        .args_from(&["--debug-addr", "127.0.0.1:0", "--metrics"])
+        .start()
+}
+
+/// `http://127.0.0.1:PORT` of the debug listener, from the line the daemon logs for it.
+fn debug_base(s: &Server) -> String {
+    let log = s.log_text();
+    let marker = "debug listener on ";
+    let at = log
+        .find(marker)
+        .unwrap_or_else(|| panic!("no debug listener in the log:\n{log}"));
+    let rest = &log[at + marker.len()..];
+    rest.split(':').take(3).collect::<Vec<_>>().join(":")
+}
+
+/// The metrics as scraped, checked to be OpenMetrics text.
+fn scrape(s: &Server) -> String {
+    let r = client()
+        .get(format!("{}/metrics", debug_base(s)))
+        .expect_status(200);
+    let ct = r.headers()["content-type"]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
+    assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
+    let text = r.text().expect("text");
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    text
+}
+
+/// The value of one sample (`name{labels}` exactly as written), 0 when absent.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.trim().parse().expect("a number"))
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn metrics_count_pushes_and_pulls_under_registry_2_names() {
+    let s = with_metrics(Server::builder());
+    let c = client();
+    let config = r#"{"architecture":"amd64","os":"linux","seed":"m"}"#;
+    let layer = b"layer for m".to_vec();
+    let cd = push_blob(&c, &s, "team/app", config.as_bytes());
+    let ld = push_blob(&c, &s, "team/app", &layer);
+    let manifest = image_manifest((&cd, config.len()), &[(&ld, layer.len())]);
+    put_manifest(&c, &s, "team/app", "v1", &manifest);
+    for _ in 0..3 {
+        c.get(s.url("/v2/team/app/manifests/v1"))
+            .header("accept", "application/vnd.oci.image.manifest.v1+json")
+            .expect_status(200);
+    }
+    c.get(s.url(&format!("/v2/team/app/blobs/{ld}")))
+        .expect_status(200);
+    c.get(s.url("/v2/team/app/manifests/missing"))
+        .expect_status(404);
+
+    let m = scrape(&s);
+    let requests = |labels: &str| sample(&m, &format!("registry_http_requests_total{{{labels}}}"));
+    assert_eq!(
+        requests(r#"handler="manifest",code="200",method="GET""#),
+        3.0,
+        "{m}"
+    );
+    assert_eq!(
+        requests(r#"handler="manifest",code="404",method="GET""#),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        requests(r#"handler="manifest",code="201",method="PUT""#),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        requests(r#"handler="blob-upload",code="201",method="POST""#),
+        2.0,
+        "{m}"
+    );
+    assert_eq!(
+        requests(r#"handler="blob",code="200",method="GET""#),
+        1.0,
+        "{m}"
+    );
+    let durations =
+        r#"registry_http_request_duration_seconds_count{handler="manifest",method="GET"}"#;
+    assert_eq!(sample(&m, durations), 4.0, "{m}");
+    assert_eq!(
+        sample(
+            &m,
+            r#"registry_http_in_flight_requests{handler="manifest"}"#
+        ),
+        0.0
+    );
+    // Monolithic uploads declare their sizes.
+    let declared = config.len() + layer.len() + manifest.len();
+    assert_eq!(
+        sample(
+            &m,
+            r#"registry_http_request_size_bytes_sum{handler="blob-upload"}"#
+        ),
+        (config.len() + layer.len()) as f64
+    );
+    assert_eq!(sample(&m, "registry_pushed_bytes_total"), declared as f64);
+    assert_eq!(
+        sample(&m, "registry_pulled_bytes_total"),
+        (3 * manifest.len() + layer.len()) as f64
+    );
+    assert_eq!(sample(&m, "registry_uploads_in_progress"), 0.0);
+    for action in ["PutStaged", "GetContent", "Writer"] {
+        let series = format!(
+            r#"registry_storage_action_seconds_count{{driver="filesystem",action="{action}"}}"#
+        );
+        assert!(sample(&m, &series) >= 1.0, "{series} in\n{m}");
+    }
+}
+
+#[test]
+fn skopeo_pushes_and_pulls_are_counted() {
+    if !have(&[SKOPEO]) {
+        return;
+    }
+    let s = with_metrics(Server::builder());
+    let layouts = oci_layouts();
+    skopeo_push_layout(
+        &s.host(),
+        layouts.path(),
+        "a",
+        "latest",
+        "library/a:latest",
+        false,
+    );
+    let out = tempfile::tempdir().expect("tempdir");
+    skopeo_ok(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{}/library/a:latest", s.host()),
+        &format!("dir:{}", out.path().display()),
+    ]);
+    let pulled: u64 = std::fs::read_dir(out.path())
+        .expect("dir")
+        .flatten()
+        .filter(|e| e.file_name().len() == 64 || e.file_name() == "manifest.json")
+        .map(|e| e.metadata().expect("stat").len())
+        .sum();
+    let m = scrape(&s);
+    let pushed = sample(&m, "registry_pushed_bytes_total");
+    assert!(pushed > 0.0, "{m}");
+    // The same image both ways: what was pushed is what was pulled.
+    assert_eq!(
+        sample(&m, "registry_pulled_bytes_total"),
+        pulled as f64,
+        "{m}"
+    );
+    assert_eq!(pushed, pulled as f64, "{m}");
+    assert_eq!(sample(&m, "registry_uploads_in_progress"), 0.0);
+    let total: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("registry_http_requests_total{handler=\"blob-upload"))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum();
+    assert!(total >= 2.0, "{m}");
+}
+
+#[test]
+fn refused_credentials_are_counted_by_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let users = dir.path().join("htpasswd");
+    let line = Command::new(BIN)
+        .args(["htpasswd", "-nbB", "-C", "4", "alice", "right"])
+        .output()
+        .expect("htpasswd -n");
+    std::fs::write(&users, line.stdout).expect("write");
+    let s = with_metrics(
+        Server::builder()
+            .arg("--htpasswd")
+            .arg(users.display().to_string()),
+    );
+    let c = client();
+    c.get(s.url("/v2/"))
+        .basic_auth("alice", Some("wrong"))
+        .expect_status(401);
+    c.get(s.url("/v2/"))
+        .basic_auth("alice", Some("right"))
+        .expect_status(200);
+    let m = scrape(&s);
+    assert_eq!(
+        sample(
+            &m,
+            r#"registry_auth_failures_total{reason="bad_credentials"}"#
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(sample(&m, "registry_auth_throttled_total"), 0.0);
+}
+
+#[test]
+fn the_debug_listener_without_metrics_answers_health_only() {
+    let s = Server::builder()
+        .args_from(&["--debug-addr", "127.0.0.1:0"])
+        .start();
+    let base = debug_base(&s);
+    let c = client();
+    let health = c.get(format!("{base}/debug/health")).expect_status(200);
+    assert_eq!(health.text().expect("body"), "{}");
+    c.get(format!("{base}/metrics")).expect_status(404);
+}
+
+#[test]
+fn metrics_without_a_debug_listener_stop_the_start_saying_what_to_set() {
+    let ran = Server::builder().arg("--metrics").run_to_end();
+    assert!(!ran.ok);
+    assert!(ran.stderr.contains("set http.debug.addr"), "{ran}");
+}
