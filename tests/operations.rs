@@ -1,6 +1,8 @@
 //! Operations as an administrator runs them: the debug listener (`http.debug.addr`) with
 //! `/debug/health` and Prometheus metrics under registry:2's names, scraped from the real
-//! endpoint after real pushes and pulls (HTTP and skopeo); authentication failures counted.
+//! endpoint after real pushes and pulls (HTTP and skopeo); authentication failures counted;
+//! `/healthz` and `/readyz` on the registry's listener, open to probes without credentials,
+//! failing while the storage cannot be written.
 
 mod common;
 
@@ -175,20 +177,21 @@ fn skopeo_pushes_and_pulls_are_counted() {
     assert!(total >= 2.0, "{m}");
 }
 
-#[test]
-fn refused_credentials_are_counted_by_reason() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let users = dir.path().join("htpasswd");
+/// An htpasswd file in `dir` with alice, password `right`.
+fn alice(dir: &std::path::Path) -> String {
+    let users = dir.join("htpasswd");
     let line = Command::new(BIN)
         .args(["htpasswd", "-nbB", "-C", "4", "alice", "right"])
         .output()
         .expect("htpasswd -n");
     std::fs::write(&users, line.stdout).expect("write");
-    let s = with_metrics(
-        Server::builder()
-            .arg("--htpasswd")
-            .arg(users.display().to_string()),
-    );
+    users.display().to_string()
+}
+
+#[test]
+fn refused_credentials_are_counted_by_reason() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = with_metrics(Server::builder().arg("--htpasswd").arg(alice(dir.path())));
     let c = client();
     c.get(s.url("/v2/"))
         .basic_auth("alice", Some("wrong"))
@@ -225,4 +228,104 @@ fn metrics_without_a_debug_listener_stop_the_start_saying_what_to_set() {
     let ran = Server::builder().arg("--metrics").run_to_end();
     assert!(!ran.ok);
     assert!(ran.stderr.contains("set http.debug.addr"), "{ran}");
+}
+
+#[test]
+fn probes_need_no_credentials_and_readiness_follows_the_storage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let storage = dir.path().join("data");
+    let s = Server::builder()
+        .storage(&storage)
+        .arg("--htpasswd")
+        .arg(alice(dir.path()))
+        .args_from(&["--debug-addr", "127.0.0.1:0"])
+        .start();
+    let c = client();
+    c.get(s.url("/v2/")).expect_status(401);
+    for path in ["/healthz", "/readyz"] {
+        let r = c.get(s.url(path)).expect_status(200);
+        assert_eq!(r.text().expect("body"), "ok\n");
+    }
+    c.head(s.url("/readyz")).expect_status(200);
+    c.post(s.url("/readyz")).expect_status(405);
+
+    // The store's directory gone and a file in its place: nothing can be written there.
+    let moved = dir.path().join("moved");
+    std::fs::rename(&storage, &moved).expect("move the store away");
+    std::fs::write(&storage, b"not a directory").expect("a file in its place");
+    // A result is kept for a second.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let r = c.get(s.url("/readyz")).expect_status(503);
+    assert_eq!(r.headers()["retry-after"], "5");
+    let problem = r.text().expect("body");
+    assert!(problem.starts_with("storage: "), "{problem}");
+    let health = c
+        .get(format!("{}/debug/health", debug_base(&s)))
+        .expect_status(503);
+    let v: serde_json::Value = health.json().expect("json");
+    let why = v["storagedriver_filesystem"].as_str().unwrap_or_default();
+    assert!(why.contains(&storage.display().to_string()), "{v}");
+    // Still alive: liveness says nothing of the storage.
+    c.get(s.url("/healthz")).expect_status(200);
+
+    std::fs::remove_file(&storage).expect("remove the file");
+    std::fs::rename(&moved, &storage).expect("the store back");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    c.get(s.url("/readyz")).expect_status(200);
+    let log = s.log_text();
+    assert!(log.contains("storage health check failed"), "{log}");
+}
+
+/// systemd's watchdog is pinged only while the storage passes the readiness check, so a
+/// daemon that cannot write its store is restarted (`WatchdogSec=`).
+#[test]
+fn the_watchdog_stops_pinging_while_the_storage_cannot_be_written() {
+    use std::os::unix::net::UnixDatagram;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&socket).expect("bind the notify socket");
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let storage = dir.path().join("data");
+    let _s = Server::builder()
+        .storage(&storage)
+        .env("NOTIFY_SOCKET", socket.display().to_string())
+        .env("WATCHDOG_USEC", "400000")
+        .start();
+    // What arrives within `within`, until `until` is seen.
+    let watch = |within: Duration, until: &str| {
+        let deadline = Instant::now() + within;
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        while Instant::now() < deadline {
+            if let Ok(n) = sock.recv(&mut buf) {
+                let m = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let done = m.contains(until);
+                seen.push(m);
+                if done {
+                    break;
+                }
+            }
+        }
+        seen
+    };
+    let pings = |seen: &[String]| seen.iter().filter(|m| m.contains("WATCHDOG=1")).count();
+    assert!(pings(&watch(Duration::from_secs(5), "WATCHDOG=1")) > 0);
+
+    let moved = dir.path().join("moved");
+    std::fs::rename(&storage, &moved).expect("move the store away");
+    std::fs::write(&storage, b"not a directory").expect("a file in its place");
+    let seen = watch(Duration::from_secs(5), "STATUS=storage unhealthy");
+    assert!(
+        seen.iter().any(|m| m.contains("STATUS=storage unhealthy")),
+        "{seen:?}"
+    );
+    // A ping or two may have been on the way; then none while the storage stays broken.
+    let seen = watch(Duration::from_millis(1500), "never");
+    assert_eq!(pings(&seen), 0, "{seen:?}");
+
+    std::fs::remove_file(&storage).expect("remove the file");
+    std::fs::rename(&moved, &storage).expect("the store back");
+    assert!(pings(&watch(Duration::from_secs(5), "WATCHDOG=1")) > 0);
 }

@@ -42,6 +42,8 @@ pub(super) fn need<'a>(route: &Route<'a>, method: &Method) -> Need<'a> {
     match *route {
         // The token endpoint authenticates its callers itself.
         Route::Root | Route::Ping | Route::NotFound | Route::TokenEndpoint => Need::Open,
+        // Probes carry no credentials.
+        Route::Live | Route::Ready => Need::Open,
         Route::Base => Need::Login,
         Route::Catalog | Route::V1Search => Need::Listing,
         Route::Tags(name) | Route::Referrers(name, _) => Need::Repository(name, PULL),

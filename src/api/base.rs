@@ -6,7 +6,7 @@ use super::{json_response, query_param, ApiResult, AppState};
 use http::{Method, Request, StatusCode};
 use serde_json::json;
 
-fn only_get(method: &Method) -> Result<bool, super::ApiError> {
+pub(super) fn only_get(method: &Method) -> Result<bool, super::ApiError> {
     match *method {
         Method::GET => Ok(false),
         Method::HEAD => Ok(true),

@@ -10,6 +10,7 @@ pub mod base;
 pub mod blobs;
 pub mod body;
 pub mod errors;
+pub mod health;
 pub mod manifests;
 pub(crate) mod range;
 pub mod sendfile;
@@ -61,6 +62,10 @@ enum Route<'a> {
     Referrers(&'a str, &'a str),
     /// The built-in token endpoint (`auth: token` with a signing key).
     TokenEndpoint,
+    /// `/healthz`: the daemon answers.
+    Live,
+    /// `/readyz`: and its storage can serve.
+    Ready,
     NotFound,
 }
 
@@ -72,6 +77,8 @@ fn route(path: &str) -> Route<'_> {
         "/v2" | "/v2/" => return Route::Base,
         "/v2/_catalog" => return Route::Catalog,
         "/token" => return Route::TokenEndpoint,
+        "/healthz" => return Route::Live,
+        "/readyz" => return Route::Ready,
         _ => {}
     }
     let Some(rest) = path.strip_prefix("/v2/") else {
@@ -177,6 +184,8 @@ impl Route<'_> {
             Route::Upload(..) => "blob-upload-chunk",
             Route::Referrers(..) => "referrers",
             Route::TokenEndpoint => "token",
+            Route::Live => "healthz",
+            Route::Ready => "readyz",
             Route::NotFound => "notfound",
         }
     }
@@ -263,6 +272,8 @@ async fn dispatch(
         Route::Root => base::root(state, &method),
         Route::TokenEndpoint => token::issue(state, &req, client).await,
         Route::Ping => base::ping(&method),
+        Route::Live => health::live(&method),
+        Route::Ready => health::ready(state, &method).await,
         Route::V1Search => base::search(state, &req, &may_pull).await,
         Route::Base => base::base(&method),
         Route::Catalog => {
