@@ -64,6 +64,15 @@ impl StorageDriver for TimedDriver {
             .await
     }
 
+    async fn create_new(&self, path: &StoragePath, content: &[u8]) -> StorageResult<bool> {
+        self.time("PutContent", self.inner.create_new(path, content))
+            .await
+    }
+
+    fn shared_by_instances(&self) -> bool {
+        self.inner.shared_by_instances()
+    }
+
     async fn put_staged(&self, stages: &[&[(StoragePath, Staged)]]) -> StorageResult<()> {
         self.time("PutStaged", self.inner.put_staged(stages)).await
     }
