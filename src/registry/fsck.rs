@@ -401,28 +401,17 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::FilesystemDriver;
-    use std::sync::Arc;
+    use crate::registry::testing::{put_blob, put_blob_as, registry};
 
     #[tokio::test]
     async fn finds_corrupt_content_and_repairs_only_dangling_links() {
         let tmp = tempfile::tempdir().expect("tmp");
-        let reg = Registry::new(
-            Arc::new(FilesystemDriver::new(tmp.path())),
-            Default::default(),
-        );
+        let reg = registry(tmp.path());
         let repo: RepositoryName = "app".parse().expect("name");
-        let good = Digest::of_bytes(b"good");
+        let good = put_blob(&reg, b"good").await;
         let bad = Digest::of_bytes(b"bad");
+        put_blob_as(&reg, &bad, b"tampered").await;
         let gone = Digest::of_bytes(b"gone");
-        reg.driver
-            .put_content(&layout::blob_data(&good).expect("p"), b"good")
-            .await
-            .expect("put");
-        reg.driver
-            .put_content(&layout::blob_data(&bad).expect("p"), b"tampered")
-            .await
-            .expect("put");
         for d in [&good, &bad, &gone] {
             reg.write_link(&layout::layer_link(&repo, d).expect("p"), d)
                 .await

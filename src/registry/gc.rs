@@ -964,12 +964,7 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::FilesystemDriver;
-    use std::sync::Arc;
-
-    fn registry(dir: &std::path::Path) -> Registry {
-        Registry::new(Arc::new(FilesystemDriver::new(dir)), Default::default())
-    }
+    use crate::registry::testing::{put_blob, registry};
 
     #[test]
     fn stripes_cover_every_prefix() {
@@ -983,14 +978,8 @@ mod tests {
     async fn a_pinned_digest_survives_a_sweep_and_an_unpinned_one_does_not() {
         let tmp = tempfile::tempdir().expect("tmp");
         let reg = registry(tmp.path());
-        let kept = Digest::of_bytes(b"kept");
-        let gone = Digest::of_bytes(b"gone");
-        for (d, b) in [(&kept, &b"kept"[..]), (&gone, &b"gone"[..])] {
-            reg.driver
-                .put_content(&layout::blob_data(d).expect("path"), b)
-                .await
-                .expect("put");
-        }
+        let kept = put_blob(&reg, b"kept").await;
+        let gone = put_blob(&reg, b"gone").await;
         let pin = reg.gc.pin(vec![kept.clone()]).await;
         let mut removed = Vec::new();
         let report = reg
@@ -1016,11 +1005,7 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tmp");
         let reg = registry(tmp.path());
         let repo: RepositoryName = "no/manifest/yet".parse().expect("name");
-        let swept = Digest::of_bytes(b"swept");
-        reg.driver
-            .put_content(&layout::blob_data(&swept).expect("p"), b"swept")
-            .await
-            .expect("put");
+        let swept = put_blob(&reg, b"swept").await;
         let (refused, uploading) = (Digest::of_bytes(b"refused"), Digest::of_bytes(b"up"));
         for d in [&swept, &refused, &uploading] {
             reg.write_link(&layout::layer_link(&repo, d).expect("p"), d)
@@ -1054,11 +1039,7 @@ mod tests {
     async fn young_blobs_are_kept_for_the_grace_period() {
         let tmp = tempfile::tempdir().expect("tmp");
         let reg = registry(tmp.path());
-        let d = Digest::of_bytes(b"fresh");
-        reg.driver
-            .put_content(&layout::blob_data(&d).expect("path"), b"fresh")
-            .await
-            .expect("put");
+        let d = put_blob(&reg, b"fresh").await;
         let opts = GcOptions {
             grace: Duration::from_secs(3600),
             ..GcOptions::default()
@@ -1071,11 +1052,7 @@ mod tests {
     /// Stores a manifest's bytes and its revision link as a push would (blobs need not
     /// exist for marking).
     async fn revision(reg: &Registry, repo: &RepositoryName, body: &str) -> Digest {
-        let d = Digest::of_bytes(body.as_bytes());
-        reg.driver
-            .put_content(&layout::blob_data(&d).expect("p"), body.as_bytes())
-            .await
-            .expect("put");
+        let d = put_blob(reg, body.as_bytes()).await;
         reg.write_link(&layout::revision_link(repo, &d).expect("p"), &d)
             .await
             .expect("link");
@@ -1087,11 +1064,7 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tmp");
         let reg = registry(tmp.path());
         let repo: RepositoryName = "app".parse().expect("name");
-        let cfg = Digest::of_bytes(b"{}");
-        reg.driver
-            .put_content(&layout::blob_data(&cfg).expect("p"), b"{}")
-            .await
-            .expect("put");
+        let cfg = put_blob(&reg, b"{}").await;
         let image = |label: &str| {
             format!(
                 r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"application/x","digest":"{cfg}","size":2}},"layers":[],"annotations":{{"l":"{label}"}}}}"#,
@@ -1141,14 +1114,8 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tmp");
         let reg = registry(tmp.path());
         let repo: RepositoryName = "old".parse().expect("name");
-        let layer = Digest::of_bytes(b"layer");
-        let garbage = Digest::of_bytes(b"garbage");
-        for (d, b) in [(&layer, &b"layer"[..]), (&garbage, &b"garbage"[..])] {
-            reg.driver
-                .put_content(&layout::blob_data(d).expect("p"), b)
-                .await
-                .expect("put");
-        }
+        let layer = put_blob(&reg, b"layer").await;
+        let garbage = put_blob(&reg, b"garbage").await;
         revision(
             &reg,
             &repo,
@@ -1166,11 +1133,7 @@ mod tests {
         assert_eq!(removed, vec![garbage.clone()]);
         assert!(reg.blob_exists_globally(&layer).await.expect("stat"));
 
-        let other = Digest::of_bytes(b"other");
-        reg.driver
-            .put_content(&layout::blob_data(&other).expect("p"), b"other")
-            .await
-            .expect("put");
+        let other = put_blob(&reg, b"other").await;
         revision(&reg, &repo, "this is not a manifest").await;
         let err = reg
             .collect_garbage(&GcOptions::default(), &mut |_| {})

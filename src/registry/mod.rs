@@ -17,6 +17,8 @@ pub mod recovery;
 pub mod retention;
 mod sha2_state;
 pub mod tags;
+#[cfg(test)]
+mod testing;
 pub mod uploads;
 
 use crate::storage::{StorageDriver, StorageError, StoragePath};

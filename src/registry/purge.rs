@@ -114,16 +114,12 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::FilesystemDriver;
-    use std::sync::Arc;
+    use crate::registry::testing::registry;
 
     #[tokio::test]
     async fn purges_only_sessions_older_than_the_age() {
         let tmp = tempfile::tempdir().expect("tmp");
-        let reg = Registry::new(
-            Arc::new(FilesystemDriver::new(tmp.path())),
-            Default::default(),
-        );
+        let reg = registry(tmp.path());
         let repo: RepositoryName = "never/pushed".parse().expect("name");
         let old = reg.start_upload(&repo).await.expect("start");
         let started =

@@ -160,9 +160,9 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::testing::registry;
     use crate::registry::RepositoryName;
-    use crate::storage::{FilesystemDriver, StoragePath};
-    use std::sync::Arc;
+    use crate::storage::StoragePath;
 
     /// What a process killed mid-write leaves: a temporary beside a link that is in place,
     /// a tag directory holding only a temporary, a blob directory with only a temporary and
@@ -225,10 +225,7 @@ mod tests {
     async fn every_leftover_is_found_and_removed_and_nothing_else() {
         let tmp = tempfile::tempdir().expect("tmp");
         let (kept, empty) = plant(tmp.path());
-        let reg = Registry::new(
-            Arc::new(FilesystemDriver::new(tmp.path())),
-            Default::default(),
-        );
+        let reg = registry(tmp.path());
         let path = |s: &str| StoragePath::new([s]).expect("path");
         let expected = vec![
             Leftover::Storage(storage::Leftover::Temporary(path(&format!(
@@ -287,16 +284,10 @@ mod tests {
     async fn a_process_sharing_the_store_leaves_young_leftovers_alone() {
         let tmp = tempfile::tempdir().expect("tmp");
         plant(tmp.path());
-        let first = Registry::new(
-            Arc::new(FilesystemDriver::new(tmp.path())),
-            Default::default(),
-        );
+        let first = registry(tmp.path());
         assert!(first.driver().use_alone().await.expect("lock"));
         first.driver().use_shared().await.expect("share");
-        let second = Registry::new(
-            Arc::new(FilesystemDriver::new(tmp.path())),
-            Default::default(),
-        );
+        let second = registry(tmp.path());
         assert!(second.recover(true).await.expect("recover").is_empty());
         assert_eq!(first.leftovers(None, false).await.expect("list").len(), 4);
     }

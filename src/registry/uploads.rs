@@ -604,11 +604,7 @@ impl UploadWriter<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::FilesystemDriver;
-
-    fn registry(dir: &std::path::Path) -> Registry {
-        Registry::new(Arc::new(FilesystemDriver::new(dir)), Default::default())
-    }
+    use crate::registry::testing::registry;
 
     /// Sends `parts` as separate requests (one PATCH each), opened without an algorithm.
     async fn patch_all(reg: &Registry, repo: &RepositoryName, id: &str, parts: &[&[u8]]) {
