@@ -36,6 +36,7 @@ fn state(root: &std::path::Path, options: RegistryOptions) -> Arc<AppState> {
         token: None,
         token_issuer: None,
         trust_forwarded_headers: false,
+        json_log: false,
     })
 }
 

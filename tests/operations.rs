@@ -329,3 +329,74 @@ fn the_watchdog_stops_pinging_while_the_storage_cannot_be_written() {
     std::fs::rename(&moved, &storage).expect("the store back");
     assert!(pings(&watch(Duration::from_secs(5), "WATCHDOG=1")) > 0);
 }
+
+/// Waits (at most 10 s) for a log line containing `needle`; returns it.
+fn log_line(s: &Server, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let found = s
+            .log_text()
+            .lines()
+            .find(|l| l.contains(needle))
+            .map(str::to_owned);
+        match found {
+            Some(line) => return line,
+            None if std::time::Instant::now() > deadline => {
+                panic!("no log line with {needle:?}:\n{}", s.log_text())
+            }
+            None => std::thread::sleep(std::time::Duration::from_millis(20)),
+        }
+    }
+}
+
+#[test]
+fn the_access_log_names_the_authenticated_user() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::builder()
+        .arg("--htpasswd")
+        .arg(alice(dir.path()))
+        .start();
+    let c = client();
+    c.get(s.url("/v2/_catalog"))
+        .basic_auth("alice", Some("right"))
+        .expect_status(200);
+    c.get(s.url("/v2/?anonymous")).expect_status(401);
+    let line = log_line(&s, "GET /v2/_catalog");
+    assert!(
+        line.contains("127.0.0.1 alice GET /v2/_catalog 200 "),
+        "{line}"
+    );
+    let line = log_line(&s, "GET /v2/ ");
+    assert!(line.contains("127.0.0.1 - GET /v2/ 401 "), "{line}");
+}
+
+#[test]
+fn json_log_lines_carry_the_request_as_fields() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Server::builder()
+        .arg("--htpasswd")
+        .arg(alice(dir.path()))
+        .args_from(&["--log-formatter", "json"])
+        .start();
+    client()
+        .get(s.url("/v2/"))
+        .basic_auth("alice", Some("right"))
+        .expect_status(200);
+    let line = log_line(&s, r#""path":"/v2/""#);
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["message"], "request", "{v}");
+    assert_eq!(v["level"], "INFO", "{v}");
+    assert_eq!(v["user"], "alice", "{v}");
+    assert_eq!(v["method"], "GET", "{v}");
+    assert_eq!(v["status"], 200, "{v}");
+    assert_eq!(v["client"], "127.0.0.1", "{v}");
+    assert!(
+        v["duration_ms"].as_f64().is_some() && v["timestamp"].is_string(),
+        "{v}"
+    );
+    // Every line is one JSON object, the start-up lines too.
+    for l in s.log_text().lines() {
+        assert!(serde_json::from_str::<serde_json::Value>(l).is_ok(), "{l}");
+    }
+}

@@ -69,6 +69,11 @@ impl Caller<'_> {
         self.auth.is_some() || self.grants.is_some()
     }
 
+    /// The authenticated user's name, for the access log.
+    pub(super) fn user(&self) -> Option<&str> {
+        self.identity.user()
+    }
+
     pub(super) fn may(&self, repository: &str, action: Action) -> bool {
         if let Some(g) = &self.grants {
             // A token's registry:catalog:* already decided the listing: show it all.

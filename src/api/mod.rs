@@ -42,6 +42,8 @@ pub struct AppState {
     pub token_issuer: Option<Arc<crate::auth::token::TokenIssuer>>,
     /// Trust `X-Forwarded-*` from the proxy in front (client address, external URL).
     pub trust_forwarded_headers: bool,
+    /// Access log lines as JSON fields (`log.formatter: json`) rather than one line of text.
+    pub json_log: bool,
 }
 
 pub type ApiResult = Result<Response<Body>, ApiError>;
@@ -251,6 +253,7 @@ async fn dispatch(
     req: Request<Incoming>,
     client: IpAddr,
     r: Route<'_>,
+    user: &mut Option<String>,
 ) -> ApiResult {
     let method = req.method().clone();
     let need = access::need(&r, &method);
@@ -262,6 +265,7 @@ async fn dispatch(
         &need,
     )
     .await?;
+    *user = caller.user().map(str::to_owned);
     let may_pull = |name: &str| caller.may(name, crate::auth::access::Action::Pull);
     if state.registry.options().readonly && is_write(&method) && r != Route::NotFound {
         return Err(ApiError::new(ErrorCode::Unsupported).with_message(
@@ -354,7 +358,8 @@ pub async fn handle(
     let external = access::external_base(req.headers(), trust);
     let r = route(&path);
     let measured = crate::metrics::get().map(|m| Measured::start(m, &r, &req));
-    let mut resp = match dispatch(&state, req, client, r).await {
+    let mut user = None;
+    let mut resp = match dispatch(&state, req, client, r, &mut user).await {
         Ok(r) => r,
         Err(e) => {
             if e.status.is_server_error() {
@@ -390,14 +395,52 @@ pub async fn handle(
     if let Some(measured) = measured {
         measured.finish(resp.status(), bytes);
     }
-    tracing::info!(
-        target: "access",
-        "{client} {method} {} {} {bytes} {:.3}ms",
-        crate::registry::names::truncate(&path, 300),
-        resp.status().as_u16(),
-        start.elapsed().as_secs_f64() * 1000.0
+    access_log(
+        &state,
+        client,
+        user.as_deref(),
+        &method,
+        &path,
+        &resp,
+        bytes,
+        start,
     );
     resp
+}
+
+/// One line per request: the client, the authenticated user (`-` for none), the request, its
+/// status, the body's bytes and the time to the response head; as fields of their own for
+/// `log.formatter: json`.
+#[allow(clippy::too_many_arguments)]
+fn access_log(
+    state: &AppState,
+    client: IpAddr,
+    user: Option<&str>,
+    method: &Method,
+    path: &str,
+    resp: &Response<Body>,
+    bytes: u64,
+    start: Instant,
+) {
+    let path = crate::registry::names::truncate(path, 300);
+    let status = resp.status().as_u16();
+    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    if state.json_log {
+        tracing::info!(
+            target: "access",
+            client = %client,
+            user = user.unwrap_or(""),
+            method = %method,
+            path = %path,
+            status,
+            bytes,
+            duration_ms = ms,
+            "request"
+        );
+    } else {
+        let user = user.unwrap_or("-");
+        tracing::info!(target: "access", "{client} {user} {method} {path} {status} {bytes} {ms:.3}ms");
+    }
 }
 
 /// A response with no body and the given status.

@@ -27,7 +27,11 @@ pub(super) fn run(global: &GlobalArgs, args: &ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let log = server::logging::init(config.log_level.value, &config.log_target.value);
+    let log = server::logging::init(
+        config.log_level.value,
+        &config.log_target.value,
+        config.log_formatter.value,
+    );
     let reload: server::Reloader = Box::new(move || {
         let mut o = opts.clone();
         o.env = std::env::vars().collect();

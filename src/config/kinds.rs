@@ -2,7 +2,7 @@
 //! (a variable, a flag) and from a YAML value, and how `config` shows it. Every error is a
 //! message written for the operator; the caller adds the file, line and key.
 
-use super::model::{AuthChoice, LogLevel, LogTarget, Sendfile, StorageChoice};
+use super::model::{AuthChoice, LogFormat, LogLevel, LogTarget, Sendfile, StorageChoice};
 use super::setting::Kind;
 use super::yaml::{Node, NodeKind, Scalar};
 use std::marker::PhantomData;
@@ -177,6 +177,17 @@ kind!(
         "stderr" | "journal" | "journald" => Ok(LogTarget::Stderr),
         "syslog" => Ok(LogTarget::Syslog),
         _ => Err(format!("unknown log target {s:?} (use stderr or syslog)")),
+    },
+    |v| v.as_str().into()
+);
+
+kind!(
+    /// registry:2's log formatters; its logstash is JSON too.
+    Formatter: LogFormat, "FORMAT",
+    |s| match s.trim().to_ascii_lowercase().as_str() {
+        "text" => Ok(LogFormat::Text),
+        "json" | "logstash" => Ok(LogFormat::Json),
+        _ => Err(format!("unknown log formatter {s:?} (use text or json)")),
     },
     |v| v.as_str().into()
 );

@@ -57,6 +57,24 @@ impl LogTarget {
     }
 }
 
+/// How log lines are written: registry:2's `log.formatter`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One line of text per event.
+    Text,
+    /// One JSON object per line, for log shippers (registry:2's `logstash` too).
+    Json,
+}
+
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
 /// When blobs go from the page cache to the socket with `sendfile(2)` (plain HTTP/1.1 only;
 /// see `api::sendfile`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -108,6 +108,10 @@ settings! {
         pub log_target: LogTarget = LogTarget::Stderr, Target, "log.target" {
             legacy: &["log_target"],
         }
+        /// How log lines are written: text, or json (one object per line, for log shippers)
+        pub log_formatter: LogFormat = LogFormat::Text, Formatter, "log.formatter" {
+            legacy: &["log_formatter"], flag: Some("--log-formatter"),
+        }
         /// The storage driver: filesystem or s3
         pub(crate) storage_driver: StorageChoice = StorageChoice::Filesystem, Driver, "storage" {
             legacy: &["storage"], choice: Some(&STORAGE_DRIVERS), hidden: true,

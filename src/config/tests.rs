@@ -304,6 +304,7 @@ fn a_registry_2_file_sets_what_we_implement_and_names_the_rest() {
     let s = Setup::new("", REGISTRY_2, &[]);
     let c = s.load();
     assert_eq!(c.log_level.value, LogLevel::Debug);
+    assert_eq!(c.log_formatter.value, LogFormat::Text);
     assert_eq!(
         (c.storage.value, s.short(c.storage.source)),
         (
@@ -333,7 +334,7 @@ fn a_registry_2_file_sets_what_we_implement_and_names_the_rest() {
     assert_eq!(c.auth.value, Some(htpasswd));
     assert_eq!(
         s.warned(),
-        ["registry.yml: ignoring registry:2 settings this registry does not use: log.formatter, storage.cache, http.secret, notifications"]
+        ["registry.yml: ignoring registry:2 settings this registry does not use: storage.cache, http.secret, notifications"]
     );
 }
 

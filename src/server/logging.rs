@@ -1,7 +1,8 @@
 //! Logging: one line per request plus lifecycle events, to stderr (journald captures it)
-//! or to syslog; the level can be changed at run time (SIGHUP).
+//! or to syslog, as text or JSON (`log.formatter`); the level can be changed at run time
+//! (SIGHUP).
 
-use crate::config::{LogLevel, LogTarget};
+use crate::config::{LogFormat, LogLevel, LogTarget};
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 use tracing_subscriber::filter::LevelFilter;
@@ -9,6 +10,7 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::reload;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer as _;
 use tracing_subscriber::Registry as Subscribers;
 
 /// Changes the log level of the running process.
@@ -64,12 +66,19 @@ impl Drop for SyslogLine {
             return;
         }
         let mut logger = self.logger.lock().unwrap_or_else(|p| p.into_inner());
-        // The level word is the first token of our format; map it to a priority.
-        let r = if line.starts_with("ERROR") {
+        // The level word is the first token of the text format, a field of the JSON one;
+        // map it to a priority.
+        let level = match line.strip_prefix('{') {
+            Some(fields) => fields
+                .split_once("\"level\":\"")
+                .map_or("", |(_, rest)| rest),
+            None => line,
+        };
+        let r = if level.starts_with("ERROR") {
             logger.err(line)
-        } else if line.starts_with("WARN") {
+        } else if level.starts_with("WARN") {
             logger.warning(line)
-        } else if line.starts_with("DEBUG") || line.starts_with("TRACE") {
+        } else if level.starts_with("DEBUG") || level.starts_with("TRACE") {
             logger.debug(line)
         } else {
             logger.info(line)
@@ -91,7 +100,7 @@ impl<'a> MakeWriter<'a> for SyslogWriter {
 }
 
 /// Installs the global logger. Returns the handle that changes its level.
-pub fn init(level: LogLevel, target: &LogTarget) -> LogHandle {
+pub fn init(level: LogLevel, target: &LogTarget, format: LogFormat) -> LogHandle {
     let (filter, handle) = reload::Layer::new(to_filter(level));
     let registry = tracing_subscriber::registry().with(filter);
     let syslog_writer = match target {
@@ -114,32 +123,43 @@ pub fn init(level: LogLevel, target: &LogTarget) -> LogHandle {
         }
         LogTarget::Stderr => None,
     };
+    // syslog and journald stamp each line themselves.
+    let stamped = syslog_writer.is_none() && std::env::var_os("JOURNAL_STREAM").is_none();
     let result = match syslog_writer {
-        Some(w) => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_writer(w)
-                    .with_ansi(false)
-                    .without_time()
-                    .with_target(false),
-            )
-            .try_init(),
-        None => {
-            // Under systemd, journald stamps each line itself.
-            let under_journal = std::env::var_os("JOURNAL_STREAM").is_some();
-            let layer = tracing_subscriber::fmt::layer()
-                .with_writer(io::stderr)
-                .with_ansi(false)
-                .with_target(false);
-            if under_journal {
-                registry.with(layer.without_time()).try_init()
-            } else {
-                registry.with(layer).try_init()
-            }
-        }
+        Some(w) => registry.with(layer(w, format, stamped)).try_init(),
+        None => registry.with(layer(io::stderr, format, stamped)).try_init(),
     };
     if let Err(e) = result {
         eprintln!("docker-registry: logging already initialised: {e}");
     }
     LogHandle { handle }
+}
+
+type Filtered =
+    tracing_subscriber::layer::Layered<reload::Layer<LevelFilter, Subscribers>, Subscribers>;
+
+/// The formatting layer: text (the level first, as the syslog writer expects), or one JSON
+/// object per line with the event's fields at the top level, for log shippers.
+fn layer<W>(
+    writer: W,
+    format: LogFormat,
+    stamped: bool,
+) -> Box<dyn tracing_subscriber::Layer<Filtered> + Send + Sync>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let base = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_ansi(false)
+        .with_target(false);
+    match (format, stamped) {
+        (LogFormat::Json, _) => base
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .boxed(),
+        (LogFormat::Text, true) => base.boxed(),
+        (LogFormat::Text, false) => base.without_time().boxed(),
+    }
 }

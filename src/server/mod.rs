@@ -253,6 +253,7 @@ fn request_state(config: &Config, driver: Arc<dyn StorageDriver>) -> Result<Arc<
         token: security::build_token(config)?,
         token_issuer: security::build_token_issuer(config)?,
         trust_forwarded_headers: config.trust_forwarded_headers.value,
+        json_log: config.log_formatter.value == crate::config::LogFormat::Json,
     }))
 }
 
