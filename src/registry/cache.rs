@@ -7,6 +7,9 @@
 //! store (another instance on shared storage, an offline maintenance command). Manifest bytes
 //! never go stale: a digest names its content. Only positive answers are cached. Locks are
 //! plain mutexes held for a map operation, never across an await.
+//!
+//! On a store shared by several instances, each also hears of the others' writes through
+//! the store and drops what they name (see `changes`), well within the catalog's TTL.
 
 use super::{Digest, RepositoryName};
 use bytes::Bytes;
@@ -85,6 +88,15 @@ fn fresh(at: Instant) -> bool {
 }
 
 impl Caches {
+    /// Another instance changed `repo`: its tags, revisions and tag list are read again, and
+    /// it is in the catalog.
+    pub fn repository_changed(&self, repo: &RepositoryName) {
+        lock(&self.tags).retain(|(r, _), _| r != repo);
+        lock(&self.revisions).retain(|(r, _), _| r != repo);
+        self.forget_tag_list(repo);
+        self.repository_written(repo);
+    }
+
     pub fn tag(&self, repo: &RepositoryName, tag: &str) -> Option<Digest> {
         let map = lock(&self.tags);
         match map.get(&(repo.clone(), tag.to_owned())) {

@@ -146,6 +146,15 @@ pub fn referrer_link(
     in_tree(referrers(name, subject)?, d, &["link"])
 }
 
+/// The journal of changes instances sharing the store follow (see `changes`).
+pub fn changes_dir() -> Result<StoragePath, StorageError> {
+    p(&[ROOT, "_changes"])
+}
+
+pub fn change_entry(name: &str) -> Result<StoragePath, StorageError> {
+    p(&[ROOT, "_changes", name])
+}
+
 pub fn uploads_dir(name: &RepositoryName) -> Result<StoragePath, StorageError> {
     in_repo(name, &["_uploads"])
 }

@@ -164,6 +164,7 @@ impl Registry {
         if let Some(m) = crate::metrics::get() {
             m.bytes_pushed.inc_by(bytes.len() as u64);
         }
+        self.announce(repo).await;
         Ok(PutManifest { digest, subject })
     }
 
@@ -206,6 +207,7 @@ impl Registry {
                 if !self.remove(&layout::tag_dir(repo, tag)?).await? {
                     return Err(RegistryError::ManifestUnknown(reference.to_string()));
                 }
+                self.announce(repo).await;
                 Ok(())
             }
             Reference::Digest(digest) => {
@@ -239,6 +241,7 @@ impl Registry {
                 self.remove(&layout::revision_dir(repo, digest)?).await?;
                 // Readers that raced the deletion may have re-cached what was removed.
                 self.cache.forget_revision(repo, digest);
+                self.announce(repo).await;
                 Ok(())
             }
         }

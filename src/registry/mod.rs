@@ -4,6 +4,7 @@
 
 pub mod blobs;
 pub(crate) mod cache;
+mod changes;
 pub mod digest;
 pub mod fsck;
 pub mod gc;
@@ -116,11 +117,12 @@ impl From<StorageError> for RegistryError {
 pub type RegistryResult<T> = Result<T, RegistryError>;
 
 /// See [`Registry::clear_caches_when_done`].
-pub(crate) struct ClearCaches<'a>(&'a Arc<cache::Caches>);
+pub(crate) struct ClearCaches<'a>(&'a Registry);
 
 impl Drop for ClearCaches<'_> {
     fn drop(&mut self) {
-        self.0.clear();
+        self.0.cache.clear();
+        self.0.announce_everything_in_background();
     }
 }
 
@@ -144,6 +146,8 @@ pub struct Registry {
     options: RegistryOptions,
     uploads: uploads::UploadStates,
     cache: Arc<cache::Caches>,
+    /// This instance's entries in the journal other instances follow (see `changes`).
+    changes: changes::ChangeFeed,
     /// Shared by the manifest write path and garbage collection (see `gc`).
     gc: gc::ReferenceGuard,
     health: health::StorageHealth,
@@ -165,6 +169,7 @@ impl Registry {
             options,
             uploads: uploads::UploadStates::default(),
             cache: Arc::new(cache::Caches::default()),
+            changes: changes::ChangeFeed::default(),
             gc: gc::ReferenceGuard::default(),
             health: health::StorageHealth::default(),
         }
@@ -187,7 +192,7 @@ impl Registry {
     /// holds one, so however it ends, no reader is served a removed tag or revision from
     /// memory afterwards.
     pub(crate) fn clear_caches_when_done(&self) -> ClearCaches<'_> {
-        ClearCaches(&self.cache)
+        ClearCaches(self)
     }
 
     /// What a DELETE is answered (405 UNSUPPORTED) while deletion is off: how to turn it on.

@@ -131,6 +131,8 @@ async fn serve(
     // Upload purging, scheduled garbage collection and the admin socket.
     let maintenance = maintenance::spawn(state.registry.clone(), &config);
     warm_catalog(state.registry.clone());
+    // Other instances' writes, on a store several serve (see `registry::changes`).
+    tokio::spawn(state.registry.clone().follow_changes());
     tracing::info!(
         "docker-registry {} listening on {}://{local} with {workers} worker threads; data in {}, set by {}; deletion {}, {}",
         env!("CARGO_PKG_VERSION"),

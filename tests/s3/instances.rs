@@ -284,3 +284,98 @@ fn skopeo_round_trips_through_a_round_robin_balancer() {
         );
     }
 }
+
+/// What `registry::changes` promises: a write through one instance is served by the
+/// others within the journal's poll (1 s) plus one listing of it. Allowed here with room
+/// for a loaded test machine; the figure measured is printed.
+const VISIBILITY_BOUND: Duration = Duration::from_secs(3);
+
+/// Polls `seen` every 20 ms until it holds; returns how long that took.
+fn time_until(what: &str, mut seen: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !seen() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{what}: not seen after 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    start.elapsed()
+}
+
+fn tags(http: &reqwest::blocking::Client, s: &Server, repo: &str) -> Vec<String> {
+    let v: serde_json::Value = http
+        .get(s.url(&format!("/v2/{repo}/tags/list")))
+        .expect_status(200)
+        .json()
+        .expect("json");
+    v["tags"]
+        .as_array()
+        .expect("tags")
+        .iter()
+        .filter_map(|t| t.as_str().map(str::to_owned))
+        .collect()
+}
+
+fn tag_digest(http: &reqwest::blocking::Client, s: &Server, repo: &str, tag: &str) -> String {
+    let r = http
+        .head(s.url(&format!("/v2/{repo}/manifests/{tag}")))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .expect("head");
+    r.headers()
+        .get("docker-content-digest")
+        .and_then(|d| d.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Tags written, moved and a repository created through one instance, while the two others
+/// have the tag list, the tag and the catalog cached: each reader serves the change within
+/// [`VISIBILITY_BOUND`] of the write's answer.
+#[test]
+fn writes_through_one_instance_are_seen_through_the_others_within_the_bound() {
+    let Some(cl) = Cluster::start(3) else { return };
+    let [a, b, c] = [&cl.instances[0], &cl.instances[1], &cl.instances[2]];
+    let http = client();
+    let mut v1 = push_image(&http, a, "bound/app", "v1", "one");
+    let mut worst = Duration::ZERO;
+    for round in 0..3 {
+        // The readers cache what they serve now, and follow the journal a while.
+        for s in [b, c] {
+            time_until("v1 on a reader", || {
+                tag_digest(&http, s, "bound/app", "v1") == v1
+            });
+            tags(&http, s, "bound/app");
+            catalog(&http, &s.url(""));
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        let new_tag = format!("r{round}");
+        let new_repo = format!("bound/new{round}");
+        v1 = push_image(&http, a, "bound/app", "v1", &format!("moved {round}"));
+        let mut took = time_until("the moved tag", || {
+            [b, c]
+                .iter()
+                .all(|s| tag_digest(&http, s, "bound/app", "v1") == v1)
+        });
+        push_image(&http, a, "bound/app", &new_tag, "tagged");
+        took = took.max(time_until("the new tag", || {
+            [b, c]
+                .iter()
+                .all(|s| tags(&http, s, "bound/app").contains(&new_tag))
+        }));
+        push_image(&http, a, &new_repo, "latest", "new");
+        took = took.max(time_until("the new repository", || {
+            [b, c]
+                .iter()
+                .all(|s| catalog(&http, &s.url("")).contains(&new_repo))
+        }));
+        eprintln!("round {round}: each write seen through both other instances within {took:?}");
+        worst = worst.max(took);
+    }
+    eprintln!("tag visibility across instances: at most {worst:?}");
+    assert!(
+        worst <= VISIBILITY_BOUND,
+        "took {worst:?}, more than {VISIBILITY_BOUND:?}"
+    );
+}
