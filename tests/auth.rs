@@ -337,6 +337,82 @@ struct Route {
     records: Vec<(&'static str, &'static str, &'static str)>,
 }
 
+/// The repository the routes below act on.
+const REPO: &str = "team/app";
+
+impl Route {
+    /// Any authenticated user may.
+    fn open(method: &'static str, path: &str) -> Route {
+        Route::new(method, path.into(), 200, "outsider", None, vec![])
+    }
+
+    /// Listing repositories: no authenticated user is refused.
+    fn catalog(path: &str) -> Route {
+        let records = vec![("registry", "catalog", "*")];
+        Route::new("GET", path.into(), 200, "reader", None, records)
+    }
+
+    /// Pulling from [`REPO`]: the reader may, the outsider may not.
+    fn pull(method: &'static str, path: impl Into<String>) -> Route {
+        let records = vec![("repository", REPO, "pull")];
+        Route::new(
+            method,
+            path.into(),
+            200,
+            "reader",
+            Some("outsider"),
+            records,
+        )
+    }
+
+    /// Pushing to [`REPO`]: the writer may, the reader may not.
+    fn push(method: &'static str, path: impl Into<String>, ok: u16) -> Route {
+        let records = vec![("repository", REPO, "pull"), ("repository", REPO, "push")];
+        Route::new(method, path.into(), ok, "writer", Some("reader"), records)
+    }
+
+    /// Deleting from [`REPO`]: the writer may, the reader may not.
+    fn delete(path: impl Into<String>) -> Route {
+        let records = vec![("repository", REPO, "delete")];
+        Route::new(
+            "DELETE",
+            path.into(),
+            202,
+            "writer",
+            Some("reader"),
+            records,
+        )
+    }
+
+    fn new(
+        method: &'static str,
+        path: String,
+        ok: u16,
+        allowed: &'static str,
+        denied: Option<&'static str>,
+        records: Vec<(&'static str, &'static str, &'static str)>,
+    ) -> Route {
+        Route {
+            method,
+            path,
+            body: None,
+            content_type: None,
+            ok,
+            denied,
+            allowed,
+            records,
+        }
+    }
+
+    fn with_body(self, content_type: &'static str, body: Vec<u8>) -> Route {
+        Route {
+            body: Some(body),
+            content_type: Some(content_type),
+            ..self
+        }
+    }
+}
+
 #[test]
 fn every_route_with_every_kind_of_caller() {
     // Seed a repository without auth, then serve the same storage with auth.
@@ -389,159 +465,38 @@ fn every_route_with_every_kind_of_caller() {
     };
 
     let manifest_body = image_manifest((&config_digest, br#"{"a":"config"}"#.len()), &[]);
-    let pull = |n: &'static str| vec![("repository", n, "pull")];
-    let push = |n: &'static str| vec![("repository", n, "pull"), ("repository", n, "push")];
     let routes = vec![
-        Route {
-            method: "GET",
-            path: "/v2/".into(),
-            body: None,
-            content_type: None,
-            ok: 200,
-            denied: None,
-            allowed: "outsider",
-            records: vec![],
-        },
-        Route {
-            method: "GET",
-            path: "/v2/_catalog".into(),
-            body: None,
-            content_type: None,
-            ok: 200,
-            denied: None,
-            allowed: "reader",
-            records: vec![("registry", "catalog", "*")],
-        },
-        Route {
-            method: "GET",
-            path: "/v1/search?q=".into(),
-            body: None,
-            content_type: None,
-            ok: 200,
-            denied: None,
-            allowed: "reader",
-            records: vec![("registry", "catalog", "*")],
-        },
-        Route {
-            method: "GET",
-            path: "/v2/team/app/tags/list".into(),
-            body: None,
-            content_type: None,
-            ok: 200,
-            denied: Some("outsider"),
-            allowed: "reader",
-            records: pull("team/app"),
-        },
-        Route {
-            method: "GET",
-            path: "/v2/team/app/manifests/v1".into(),
-            body: None,
-            content_type: None,
-            ok: 200,
-            denied: Some("outsider"),
-            allowed: "reader",
-            records: pull("team/app"),
-        },
-        Route {
-            method: "HEAD",
-            path: format!("/v2/team/app/manifests/{manifest}"),
-            body: None,
-            content_type: None,
-            ok: 200,
-            denied: Some("outsider"),
-            allowed: "reader",
-            records: pull("team/app"),
-        },
-        Route {
-            method: "GET",
-            path: format!("/v2/team/app/blobs/{config_digest}"),
-            body: None,
-            content_type: None,
-            ok: 200,
-            denied: Some("outsider"),
-            allowed: "reader",
-            records: pull("team/app"),
-        },
-        Route {
-            method: "GET",
-            path: format!("/v2/team/app/referrers/{manifest}"),
-            body: None,
-            content_type: None,
-            ok: 200,
-            denied: Some("outsider"),
-            allowed: "reader",
-            records: pull("team/app"),
-        },
-        Route {
-            method: "GET",
-            path: format!("/v2/team/app/blobs/uploads/{upload_id}"),
-            body: None,
-            content_type: None,
-            ok: 204,
-            denied: Some("reader"),
-            allowed: "writer",
-            records: push("team/app"),
-        },
-        Route {
-            method: "PATCH",
-            path: format!("/v2/team/app/blobs/uploads/{upload_id}"),
-            body: Some(b"chunk".to_vec()),
-            content_type: Some("application/octet-stream"),
-            ok: 202,
-            denied: Some("reader"),
-            allowed: "writer",
-            records: push("team/app"),
-        },
-        Route {
-            method: "POST",
-            path: "/v2/team/app/blobs/uploads/".into(),
-            body: None,
-            content_type: None,
-            ok: 202,
-            denied: Some("reader"),
-            allowed: "writer",
-            records: push("team/app"),
-        },
-        Route {
-            method: "PUT",
-            path: "/v2/team/app/manifests/v3".into(),
-            body: Some(manifest_body.into_bytes()),
-            content_type: Some("application/vnd.oci.image.manifest.v1+json"),
-            ok: 201,
-            denied: Some("reader"),
-            allowed: "writer",
-            records: push("team/app"),
-        },
-        Route {
-            method: "DELETE",
-            path: format!("/v2/team/app/blobs/uploads/{upload_id}"),
-            body: None,
-            content_type: None,
-            ok: 204,
-            denied: Some("reader"),
-            allowed: "writer",
-            records: push("team/app"),
-        },
-        Route {
-            method: "DELETE",
-            path: "/v2/team/app/manifests/v2".into(),
-            body: None,
-            content_type: None,
-            ok: 202,
-            denied: Some("reader"),
-            allowed: "writer",
-            records: vec![("repository", "team/app", "delete")],
-        },
-        Route {
-            method: "DELETE",
-            path: format!("/v2/team/app/blobs/{config_digest}"),
-            body: None,
-            content_type: None,
-            ok: 202,
-            denied: Some("reader"),
-            allowed: "writer",
-            records: vec![("repository", "team/app", "delete")],
-        },
+        Route::open("GET", "/v2/"),
+        Route::catalog("/v2/_catalog"),
+        Route::catalog("/v1/search?q="),
+        Route::pull("GET", "/v2/team/app/tags/list"),
+        Route::pull("GET", "/v2/team/app/manifests/v1"),
+        Route::pull("HEAD", format!("/v2/team/app/manifests/{manifest}")),
+        Route::pull("GET", format!("/v2/team/app/blobs/{config_digest}")),
+        Route::pull("GET", format!("/v2/team/app/referrers/{manifest}")),
+        Route::push(
+            "GET",
+            format!("/v2/team/app/blobs/uploads/{upload_id}"),
+            204,
+        ),
+        Route::push(
+            "PATCH",
+            format!("/v2/team/app/blobs/uploads/{upload_id}"),
+            202,
+        )
+        .with_body("application/octet-stream", b"chunk".to_vec()),
+        Route::push("POST", "/v2/team/app/blobs/uploads/", 202),
+        Route::push("PUT", "/v2/team/app/manifests/v3", 201).with_body(
+            "application/vnd.oci.image.manifest.v1+json",
+            manifest_body.into_bytes(),
+        ),
+        Route::push(
+            "DELETE",
+            format!("/v2/team/app/blobs/uploads/{upload_id}"),
+            204,
+        ),
+        Route::delete("/v2/team/app/manifests/v2"),
+        Route::delete(format!("/v2/team/app/blobs/{config_digest}")),
     ];
 
     // Warm the cache for the three users so the wrong-password rows below (which count as
