@@ -112,6 +112,21 @@ impl Drop for TokenServer {
     }
 }
 
+/// Has the registry take tokens issued by [`ISSUER`] for [`SERVICE`] and signed by a key of
+/// a certificate in `bundle`, and send clients for them to `realm`.
+fn takes_tokens(server: ServerBuilder, realm: &str, bundle: &Path) -> ServerBuilder {
+    server.args_from(&[
+        "--token-realm",
+        realm,
+        "--token-service",
+        SERVICE,
+        "--token-issuer",
+        ISSUER,
+        "--token-rootcertbundle",
+        bundle.to_str().expect("utf-8"),
+    ])
+}
+
 fn token_server(dir: PathBuf, key: PathBuf) -> TokenServer {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.set_nonblocking(true).expect("nonblocking");
@@ -200,18 +215,7 @@ fn bearer_tokens_from_a_token_server_with_skopeo_and_every_refusal() {
 
     let ts = token_server(d.to_path_buf(), rsa_key.clone());
     let realm = format!("http://127.0.0.1:{}/token", ts.port);
-    let s = Server::builder()
-        .args_from(&[
-            "--token-realm",
-            &realm,
-            "--token-service",
-            SERVICE,
-            "--token-issuer",
-            ISSUER,
-            "--token-rootcertbundle",
-            bundle.to_str().expect("utf-8"),
-        ])
-        .start();
+    let s = takes_tokens(Server::builder(), &realm, &bundle).start();
     let c = client();
 
     // Anonymous: the challenge names the realm, service and the scope to ask for.
@@ -449,17 +453,8 @@ fn the_built_in_token_endpoint_issues_scoped_tokens_to_htpasswd_users() {
     let (key, cert) = key_and_cert(d, "ec");
     let port = free_port();
     let realm = format!("http://127.0.0.1:{port}/token");
-    let r = Server::builder()
-        .port(port)
+    let r = takes_tokens(Server::builder().port(port), &realm, &cert)
         .args_from(&[
-            "--token-realm",
-            &realm,
-            "--token-service",
-            SERVICE,
-            "--token-issuer",
-            ISSUER,
-            "--token-rootcertbundle",
-            cert.to_str().expect("utf-8"),
             "--token-signing-key",
             key.to_str().expect("utf-8"),
             "--htpasswd",
