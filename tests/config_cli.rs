@@ -816,3 +816,64 @@ fn serve_listens_where_the_sysconfig_says_and_answers_the_configured_issue() {
         assert!(data.is_dir(), "storage_path is where data goes");
     }
 }
+
+/// With no keys written, `config` names the link of the AWS credential chain that gives
+/// them (a profile of ~/.aws/credentials chosen by AWS_PROFILE, the environment's keys, the
+/// default profile), masks the keys, and names a profile that does not exist.
+#[test]
+fn config_shows_where_the_s3_credentials_come_from() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let d = dir.path();
+    std::fs::create_dir(d.join(".aws")).expect("mkdir");
+    write(
+        d,
+        ".aws/credentials",
+        "[default]\naws_access_key_id = AKIADEFAULTKEY\naws_secret_access_key = defaultsecret\n\
+         [dev]\naws_access_key_id = ASIADEVKEY\naws_secret_access_key = devsecret\n\
+         aws_session_token = devtoken\n",
+    );
+    let sys = write(d, "sysconfig", "");
+    let yml = write(
+        d,
+        "registry.yml",
+        "version: 0.1\nstorage:\n  s3:\n    bucket: b\n    region: eu-west-1\n",
+    );
+    let credentials = d.join(".aws/credentials").display().to_string();
+    let shown = |env: &[(&str, &str)]| {
+        let (stdout, _) = run_ok(d, &sys, &yml, &["config"], env);
+        for secret in [
+            "devsecret",
+            "defaultsecret",
+            "devtoken",
+            "DEVKEY",
+            "envsecret",
+        ] {
+            assert!(!stdout.contains(secret), "{secret} shown:\n{stdout}");
+        }
+        setting(&stdout, "storage.s3.credentials")
+    };
+    let line = shown(&[("AWS_PROFILE", "dev")]);
+    assert!(
+        line.contains(&format!(
+            "profile dev in {credentials} (access key ASIA****, session token)"
+        )) && line.ends_with("# environment (AWS_PROFILE)"),
+        "{line}"
+    );
+    let line = shown(&[]);
+    assert!(
+        line.contains("profile default in") && line.contains("AWS_PROFILE unset"),
+        "{line}"
+    );
+    let line = shown(&[
+        ("AWS_PROFILE", "dev"),
+        ("AWS_ACCESS_KEY_ID", "AKIAENVKEY"),
+        ("AWS_SECRET_ACCESS_KEY", "envsecret"),
+    ]);
+    assert!(
+        line.contains("AWS_ACCESS_KEY_ID AKIA**** and AWS_SECRET_ACCESS_KEY")
+            && line.ends_with("# environment (AWS_ACCESS_KEY_ID)"),
+        "{line}"
+    );
+    let line = shown(&[("AWS_PROFILE", "nope")]);
+    assert!(line.contains("AWS_PROFILE=nope: no such profile"), "{line}");
+}

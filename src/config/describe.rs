@@ -43,6 +43,10 @@ impl Config {
             let (value, source) = s.get(self);
             row(s.key, shown(s, value, source), source);
         }
+        if let super::model::StorageConfig::S3(options) = &self.storage.value {
+            let (value, source) = self.s3_credentials(options);
+            row("storage.s3.credentials", value, &source);
+        }
         if self.auth.value.is_none() {
             row("auth", "(none)".into(), &self.auth.source);
         }
@@ -61,6 +65,25 @@ impl Config {
         rows.iter()
             .map(|[k, v, s]| format!("{k:<kw$} {v:<vw$} # {s}\n"))
             .collect()
+    }
+
+    /// Where the S3 driver will take its credentials from (see
+    /// `storage::s3::credentials`), without the secrets.
+    fn s3_credentials(&self, options: &crate::storage::S3Options) -> (String, Source) {
+        use crate::storage::s3::credentials::{resolve, CredentialSource};
+        let found = match resolve(options, &|k| std::env::var(k).ok()) {
+            Ok(found) => found,
+            Err(e) => return (format!("(error: {e})"), Source::Default),
+        };
+        let source = match (&found, found.variable()) {
+            (CredentialSource::Configured { .. }, _) => self.s3.source.part("accesskey").clone(),
+            (_, Some(variable)) => Source::Env(variable.to_owned()),
+            (CredentialSource::Profile { .. }, None) => {
+                Source::Derived("the AWS credential chain, AWS_PROFILE unset".into())
+            }
+            _ => Source::Derived("the AWS credential chain".into()),
+        };
+        (found.describe(), source)
     }
 
     /// Whether `config` shows `s` on a line of its own: not when it is part of what another

@@ -93,7 +93,9 @@ pub fn build_driver(config: &Config) -> Result<Arc<dyn StorageDriver>, String> {
             for w in options.warnings() {
                 tracing::warn!("{w}");
             }
-            Arc::new(S3Driver::new(options.as_ref().clone())?)
+            let driver = S3Driver::new(options.as_ref().clone())?;
+            tracing::info!("S3 credentials: {}", driver.credentials().describe());
+            Arc::new(driver)
         }
     })
 }

@@ -7,6 +7,7 @@
 //! `RequestTimeout`); what is left is classified once here into [`S3Error`], so the driver
 //! maps "not there", "S3 is away" and "S3 said no" without reading messages.
 
+use super::credentials::CredentialSource;
 use super::S3Options;
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -216,6 +217,8 @@ impl RetryPolicy {
 pub(super) struct S3Client {
     http: HttpClient,
     credentials: AwsCredentialProvider,
+    /// Where the credentials come from, for logs and `config`.
+    pub(super) source: CredentialSource,
     /// Used only to presign URLs: its bucket endpoint is `base`.
     signer: AmazonS3,
     region: String,
@@ -268,15 +271,25 @@ impl S3Client {
             .connect(&client_options)
             .map_err(|e| format!("cannot set up the HTTP client for S3: {e}"))?;
 
-        // Only the credential chain of this builder is used: with keys written in the
-        // configuration those, otherwise the environment (AWS_ACCESS_KEY_ID, web identity,
-        // ECS, instance metadata) as every AWS client reads it.
-        let builder = if o.accesskey.is_empty() {
-            AmazonS3Builder::from_env()
-        } else {
-            AmazonS3Builder::new()
+        // Only the credential chain of this builder is used: written keys (ours or a
+        // profile's), otherwise the environment (AWS_ACCESS_KEY_ID, web identity, ECS,
+        // instance metadata) as every AWS client reads it.
+        let source = super::credentials::resolve(o, &|k| std::env::var(k).ok())
+            .map_err(|e| format!("S3 credentials: {e}"))?;
+        let builder = match &source {
+            CredentialSource::Configured { .. } => AmazonS3Builder::new()
                 .with_access_key_id(&o.accesskey)
-                .with_secret_access_key(&o.secretkey)
+                .with_secret_access_key(&o.secretkey),
+            CredentialSource::Profile { keys, .. } => {
+                let b = AmazonS3Builder::new()
+                    .with_access_key_id(&keys.access_key)
+                    .with_secret_access_key(&keys.secret_key);
+                match &keys.session_token {
+                    Some(t) => b.with_token(t),
+                    None => b,
+                }
+            }
+            _ => AmazonS3Builder::from_env(),
         };
         let store = builder
             .with_bucket_name(&o.bucket)
@@ -313,6 +326,7 @@ impl S3Client {
         Ok(S3Client {
             http,
             credentials: store.credentials().clone(),
+            source,
             signer: store,
             region,
             base,
@@ -389,7 +403,7 @@ impl S3Client {
     async fn attempt(&self, req: &Request, url: &str) -> Result<HttpResponse, Attempt> {
         let credential = self.credentials.get_credential().await.map_err(|e| {
             Attempt::Final(S3Error::Unavailable(format!(
-                "no AWS credentials: {e}; set storage.s3.accesskey and secretkey, or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY"
+                "no AWS credentials: {e}; set storage.s3.accesskey and secretkey, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
             )))
         })?;
         let mut builder = http::Request::builder().method(req.method.clone()).uri(url);

@@ -12,6 +12,7 @@
 //! [`StorageError::Unavailable`], which the API answers with 503.
 
 mod client;
+pub mod credentials;
 #[cfg(test)]
 pub(crate) mod moto;
 mod options;
@@ -128,6 +129,11 @@ impl S3Driver {
 
     pub fn options(&self) -> &S3Options {
         &self.inner.options
+    }
+
+    /// Where the credentials come from.
+    pub fn credentials(&self) -> &credentials::CredentialSource {
+        &self.inner.client.source
     }
 
     #[cfg(test)]
