@@ -98,25 +98,15 @@ fn retention_rules_of_a_flavored_file_decide_what_retention_removes() {
     let dir = tempfile::tempdir().expect("tmp");
     let storage = dir.path().join("storage");
     std::fs::create_dir(&storage).expect("storage dir");
-    let tags = [
-        ("v1", 40),
-        ("v2", 30),
-        ("v3", 20),
-        ("v4", 1),
-        ("release-1", 100),
-    ];
     {
         let daemon = Server::builder().storage(&storage).start();
         let client = client();
-        for (i, (tag, _)) in tags.iter().enumerate() {
+        for (i, (tag, _)) in RETENTION_TAGS.iter().enumerate() {
             push_seeded_image(&client, &daemon, "apps/web", tag, 100 + i as u64);
         }
         push_seeded_image(&client, &daemon, "other/app", "old", 200);
     }
-    for (tag, days) in tags {
-        set_tag_age(&storage, "apps/web", tag, days);
-    }
-    set_tag_age(&storage, "other/app", "old", 400);
+    age_retention_tags(&storage);
 
     // The legacy spelling of the keys, one of them through _env: from the sysconfig file.
     let sysconfig = dir.path().join("sysconfig");
@@ -160,7 +150,7 @@ fn retention_rules_of_a_flavored_file_decide_what_retention_removes() {
         "a dry run removes nothing"
     );
     assert_eq!(retention(&["--apply"]), expired);
-    for (tag, _) in tags {
+    for (tag, _) in RETENTION_TAGS {
         assert_eq!(
             tag_dir("apps/web", tag).exists(),
             !expired.contains(&format!("apps/web:{tag}").as_str()),

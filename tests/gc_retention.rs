@@ -15,16 +15,9 @@ fn retention_keeps_newest_and_young_and_protected_tags_and_collection_frees_the_
     }
     let store = tempfile::tempdir().expect("tmp");
     let work = tempfile::tempdir().expect("tmp");
-    let tags = [
-        ("v1", 40),
-        ("v2", 30),
-        ("v3", 20),
-        ("v4", 1),
-        ("release-1", 100),
-    ];
     {
         let daemon = Server::builder().storage(store.path()).start();
-        for (i, (tag, _)) in tags.iter().enumerate() {
+        for (i, (tag, _)) in RETENTION_TAGS.iter().enumerate() {
             let dir = work.path().join(tag);
             oci_image(&dir, "x", &[layer_bytes(7000 + i as u64, 2048)]);
             skopeo_ok(&[
@@ -43,10 +36,7 @@ fn retention_keeps_newest_and_young_and_protected_tags_and_collection_frees_the_
             &format!("docker://{}/other/app:old", daemon.host()),
         ]);
     }
-    for (tag, days) in tags {
-        set_tag_age(store.path(), "apps/web", tag, days);
-    }
-    set_tag_age(store.path(), "other/app", "old", 400);
+    age_retention_tags(store.path());
 
     let retention = |extra: &[&str]| {
         let rule = [
@@ -80,7 +70,7 @@ fn retention_keeps_newest_and_young_and_protected_tags_and_collection_frees_the_
     let applied = retention(&["--apply"]);
     assert!(applied.ok);
     assert_eq!(applied.line_set(), expired);
-    for (tag, _) in tags {
+    for (tag, _) in RETENTION_TAGS {
         let exists = store
             .path()
             .join(format!(

@@ -51,3 +51,21 @@ pub fn set_tag_age(storage: &Path, repo: &str, tag: &str, days: u32) {
         .and_then(|f| f.set_modified(when))
         .unwrap_or_else(|e| panic!("setting the time of {}: {e}", link.display()));
 }
+
+/// The store the retention tests judge: `apps/web` tagged with these tags, each this many
+/// days old, and `other/app:old`, 400 days old (no rule names it).
+pub const RETENTION_TAGS: [(&str, u32); 5] = [
+    ("v1", 40),
+    ("v2", 30),
+    ("v3", 20),
+    ("v4", 1),
+    ("release-1", 100),
+];
+
+/// Ages the tags of [`RETENTION_TAGS`] (pushed by the test, however it pushes) as it says.
+pub fn age_retention_tags(storage: &Path) {
+    for (tag, days) in RETENTION_TAGS {
+        set_tag_age(storage, "apps/web", tag, days);
+    }
+    set_tag_age(storage, "other/app", "old", 400);
+}
