@@ -202,6 +202,29 @@ fn on_disk(store: &Path) -> OnDisk {
     out
 }
 
+/// The manifest-PUT journals in the store's root (one per daemon that has not stopped
+/// cleanly, or runs).
+fn journals_in(store: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(store)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(".docker-registry-journal-"))
+        })
+        .collect()
+}
+
+/// Whether a journal holds records (writes acknowledged but not yet synced in place).
+fn journal_records_left(store: &Path) -> bool {
+    journals_in(store)
+        .iter()
+        .any(|j| std::fs::metadata(j).is_ok_and(|m| m.len() > 0))
+}
+
 /// Waits (bounded) until the daemon says it has cleared the leftovers, which it does in
 /// the background while it serves.
 fn wait_for_recovery(s: &Server) {
@@ -226,7 +249,7 @@ fn kill_9_during_concurrent_pushes_then_restart_leaves_a_clean_store_and_every_a
     let acks = Arc::new(Mutex::new(Acknowledged::default()));
     let started = Instant::now();
     let mut rng = Rng(0x5eed_cafe);
-    let (mut temporaries, mut without_data) = (0, 0);
+    let (mut temporaries, mut without_data, mut journals) = (0, 0, 0);
     let mut cycles = 0;
     for cycle in 0..CYCLES {
         if started.elapsed() > TIME_LIMIT {
@@ -251,12 +274,14 @@ fn kill_9_during_concurrent_pushes_then_restart_leaves_a_clean_store_and_every_a
         let left = on_disk(&store);
         temporaries += left.temporaries.len();
         without_data += left.blob_dirs_without_data.len();
+        journals += usize::from(journal_records_left(&store));
         cycles += 1;
     }
     let acks = acks.lock().expect("acks");
     eprintln!(
         "{cycles} kill cycles: {} blobs and {} manifests acknowledged; left on disk by the kills: \
-         {temporaries} temporaries, {without_data} blob directories without data",
+         {temporaries} temporaries, {without_data} blob directories without data, \
+         {journals} journals with records",
         acks.blobs.len(),
         acks.manifests.len()
     );
@@ -266,6 +291,10 @@ fn kill_9_during_concurrent_pushes_then_restart_leaves_a_clean_store_and_every_a
     // The restart clears what the kills left.
     let mut s = Server::builder().storage(&store).start();
     wait_for_recovery(&s);
+    assert!(
+        !journal_records_left(&store),
+        "the killed daemons' journals were not replayed"
+    );
     let left = on_disk(&store);
     assert!(
         left.temporaries.is_empty() && left.blob_dirs_without_data.is_empty(),
@@ -301,6 +330,11 @@ fn kill_9_during_concurrent_pushes_then_restart_leaves_a_clean_store_and_every_a
         }
     }
     assert!(s.signal_and_wait(15).is_some());
+    assert!(
+        journals_in(&store).is_empty(),
+        "a clean stop leaves no journal: {:?}",
+        journals_in(&store)
+    );
 
     let out = fsck(&store, &[]);
     assert!(out.ok, "{out}");

@@ -68,6 +68,12 @@ impl Registry {
     /// alone if no other process does (others wait until [`Registry::finish_recovery`]),
     /// else shares it at once, so that no write of this process is ever unprotected.
     pub async fn start_recovery(&self) -> RegistryResult<RecoveryScope> {
+        let replayed = self.driver.replay_journals().await?;
+        if replayed > 0 {
+            tracing::info!(
+                "recovery: {replayed} acknowledged manifest writes of a stopped process finished from its journal"
+            );
+        }
         if self.driver.use_alone().await? {
             return Ok(RecoveryScope { before: None });
         }

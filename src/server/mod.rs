@@ -137,6 +137,9 @@ async fn serve(
         }
         None => None,
     };
+    // The daemon stops through `flush` below, which empties the journal (a crash leaves it
+    // for the next start's replay).
+    driver.journal_writes().await;
     let tcp = match listen::inherited()? {
         Some(inherited) => inherited,
         None => bind(config.listen.value).await?,
@@ -185,6 +188,11 @@ async fn serve(
         task.abort();
     }
     maintenance.stop();
+    if let Err(e) = driver.flush().await {
+        tracing::warn!(
+            "cannot make the last manifest writes durable in place: {e}; the next start finishes them from the journal"
+        );
+    }
     Ok(())
 }
 

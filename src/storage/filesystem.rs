@@ -47,6 +47,8 @@ pub struct FilesystemDriver {
     committer: Arc<std::sync::OnceLock<Option<GroupCommit>>>,
     /// This process's hold on [`LOCK_FILE`].
     lock: Arc<Mutex<StoreLock>>,
+    /// Whether the committer keeps a journal (see [`StorageDriver::journal_writes`]).
+    journal: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// How this process holds the store's lock file.
@@ -66,21 +68,34 @@ impl FilesystemDriver {
             root: root.into(),
             committer: Default::default(),
             lock: Default::default(),
+            journal: Default::default(),
         }
     }
 
     fn committer(&self) -> Option<&GroupCommit> {
         self.committer
-            .get_or_init(|| match GroupCommit::start() {
-                Ok(c) => Some(c),
-                Err(e) => {
-                    tracing::warn!(
-                        "cannot start the storage commit thread ({e}); each staged write syncs alone"
-                    );
-                    None
+            .get_or_init(|| {
+                let journal = self.journal.load(std::sync::atomic::Ordering::Relaxed);
+                match GroupCommit::start(journal.then_some(self.root.as_path())) {
+                    Ok(c) => Some(c),
+                    Err(e) => {
+                        tracing::warn!(
+                            "cannot start the storage commit thread ({e}); each staged write syncs alone"
+                        );
+                        None
+                    }
                 }
             })
             .as_ref()
+    }
+
+    /// Before a write that does not go through the group commit: every write the journal
+    /// acknowledged is made durable in place first, so that no replay can undo this one.
+    async fn checkpoint(&self) -> StorageResult<()> {
+        match self.committer.get() {
+            Some(Some(c)) => c.checkpoint().await,
+            _ => Ok(()),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -328,6 +343,7 @@ impl StorageDriver for FilesystemDriver {
     }
 
     async fn put_content(&self, path: &StoragePath, content: &[u8]) -> StorageResult<()> {
+        self.checkpoint().await?;
         self.write_small(path, content, true, false).await.map(drop)
     }
 
@@ -505,6 +521,7 @@ impl StorageDriver for FilesystemDriver {
     }
 
     async fn rename(&self, from: &StoragePath, to: &StoragePath) -> StorageResult<()> {
+        self.checkpoint().await?;
         let src = self.full(from);
         let dst = self.full(to);
         let from = from.clone();
@@ -521,6 +538,7 @@ impl StorageDriver for FilesystemDriver {
     }
 
     async fn delete(&self, path: &StoragePath) -> StorageResult<()> {
+        self.checkpoint().await?;
         let full = self.full(path);
         let path = path.clone();
         blocking(move || {
@@ -632,6 +650,27 @@ impl StorageDriver for FilesystemDriver {
             Ok(())
         })
         .await
+    }
+
+    async fn replay_journals(&self) -> StorageResult<usize> {
+        let root = self.root.clone();
+        blocking(move || {
+            super::journal::replay_orphans(&root, &group_commit::side_by_side)
+                .map_err(|e| StorageError::io(root.display(), e))
+        })
+        .await
+    }
+
+    async fn journal_writes(&self) {
+        self.journal
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    async fn flush(&self) -> StorageResult<()> {
+        match self.committer.get() {
+            Some(Some(c)) => c.close().await,
+            _ => Ok(()),
+        }
     }
 
     async fn leftovers(

@@ -16,6 +16,10 @@
 //! writing out what other programs left dirty on the same filesystem (a database, logs),
 //! which `syncfs` made every registry write wait for, and them for ours.
 //!
+//! A request whose files are all new content (a manifest PUT) skips the stages: the
+//! committer appends its intent to the journal (see [`super::journal`]), whose one sync in the
+//! cycle makes it durable, then renames all its files and answers: one wait for the disk.
+//!
 //! Order and atomicity are those of [`super::StorageDriver::put_staged`] for every request:
 //! all its content is written to temporary names and made durable first; then, stage by
 //! stage, the temporaries are renamed over their targets and their directories are synced
@@ -24,12 +28,15 @@
 //! in flight, since none of them can know what of theirs is durable.
 
 use super::durable;
+use super::journal::{self, Journal};
 use super::{StorageError, StoragePath, StorageResult};
 use bytes::Bytes;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::Arc;
 
 /// The most requests in flight at once in the committer; more wait in its queue.
 const MAX_BATCH: usize = 64;
@@ -48,23 +55,77 @@ struct Job {
     /// What to rename into each target, in the order of the stages' files: temporaries
     /// already written, or moved files.
     temps: Vec<Rename>,
-    done: tokio::sync::oneshot::Sender<StorageResult<()>>,
+    /// Its journal record, when every file is new content.
+    record: Option<Vec<u8>>,
+    done: Answer,
+}
+
+type Answer = tokio::sync::oneshot::Sender<StorageResult<()>>;
+
+/// What the committer is asked.
+enum Work {
+    Put(Job),
+    /// Make every acknowledged write durable in place (an empty journal).
+    Checkpoint(Answer),
+    /// The same, then remove the journal: the process stops.
+    Close(Answer),
 }
 
 /// The queue in front of the committer thread.
 #[derive(Debug)]
 pub(super) struct GroupCommit {
-    queue: mpsc::Sender<Job>,
+    queue: mpsc::Sender<Work>,
+    /// Records in the journal, as of the last answer: 0 means nothing acknowledged waits
+    /// for a checkpoint.
+    journaled: Arc<AtomicUsize>,
 }
 
+/// How long the committer waits idle before checkpointing the journal.
+const IDLE: std::time::Duration = std::time::Duration::from_millis(200);
+
 impl GroupCommit {
-    /// Starts the committer thread.
-    pub fn start() -> io::Result<GroupCommit> {
-        let (queue, jobs) = mpsc::channel();
+    /// Starts the committer thread; with `journal`, keeping a journal in that directory (the
+    /// store's root) if one can be made there.
+    pub fn start(journal: Option<&Path>) -> io::Result<GroupCommit> {
+        let (queue, work) = mpsc::channel();
+        let journal = match journal.map(Journal::create) {
+            None => None,
+            Some(Ok(j)) => Some(j),
+            Some(Err(e)) => {
+                tracing::warn!(
+                    "cannot make a journal beside the store: {e}; manifest writes wait for the disk once per stage"
+                );
+                None
+            }
+        };
+        let journaled = journal
+            .as_ref()
+            .map(Journal::shared_count)
+            .unwrap_or_default();
         std::thread::Builder::new()
             .name("registry-commit".into())
-            .spawn(move || run(jobs))?;
-        Ok(GroupCommit { queue })
+            .spawn(move || run(work, journal))?;
+        Ok(GroupCommit { queue, journaled })
+    }
+
+    /// Makes every acknowledged write durable in place before a write that does not go
+    /// through the journal (a replay of an older record must not undo it).
+    pub async fn checkpoint(&self) -> StorageResult<()> {
+        if self.journaled.load(Ordering::Acquire) == 0 {
+            return Ok(());
+        }
+        self.ask(Work::Checkpoint).await
+    }
+
+    /// Checkpoints and removes the journal, for a clean stop.
+    pub async fn close(&self) -> StorageResult<()> {
+        self.ask(Work::Close).await
+    }
+
+    async fn ask(&self, work: impl FnOnce(Answer) -> Work) -> StorageResult<()> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        self.queue.send(work(done)).map_err(|_| gone())?;
+        result.await.map_err(|_| gone())?
     }
 
     /// Writes `stages` durably, in order, together with whatever else is queued. The
@@ -78,12 +139,14 @@ impl GroupCommit {
         // asked for it has gone away meanwhile.
         let queued = tokio::task::spawn_blocking(move || -> StorageResult<()> {
             let temps = write_temporaries(&stages)?;
+            let record = record_of(&stages);
             let job = Job {
                 stages,
                 temps,
+                record,
                 done,
             };
-            if let Err(mpsc::SendError(job)) = queue.send(job) {
+            if let Err(mpsc::SendError(Work::Put(job))) = queue.send(Work::Put(job)) {
                 remove_temporaries(&job.temps);
                 return Err(gone());
             }
@@ -111,10 +174,11 @@ pub(super) fn put_staged_alone(stages: Vec<Vec<StagedFile>>) -> StorageResult<()
     let mut active = vec![Member::new(Job {
         stages,
         temps,
+        record: None,
         done,
     })];
     while !active.is_empty() {
-        cycle(&mut active);
+        cycle(&mut active, None);
     }
     result.try_recv().unwrap_or_else(|_| Err(gone()))
 }
@@ -126,29 +190,104 @@ fn gone() -> StorageError {
     }
 }
 
-fn run(jobs: mpsc::Receiver<Job>) {
+/// The journal record of `stages` if every file is new content (moved files are not in
+/// the journal: their content would have to be synced first anyway).
+fn record_of(stages: &[Vec<StagedFile>]) -> Option<Vec<u8>> {
+    let mut files = Vec::new();
+    for (path, _, source) in stages.iter().flatten() {
+        match source {
+            Source::Content(c) => files.push((path, &c[..])),
+            Source::Moved(_) => return None,
+        }
+    }
+    Some(journal::encode(files.into_iter()))
+}
+
+fn run(work: mpsc::Receiver<Work>, mut journal: Option<Journal>) {
     let mut active: Vec<Member> = Vec::new();
+    // Asked for a checkpoint (false) or a close (true).
+    let mut asked: Vec<(Answer, bool)> = Vec::new();
+    let take = |w: Work, active: &mut Vec<Member>, asked: &mut Vec<(Answer, bool)>| match w {
+        Work::Put(j) => active.push(Member::new(j)),
+        Work::Checkpoint(a) => asked.push((a, false)),
+        Work::Close(a) => asked.push((a, true)),
+    };
     loop {
-        if active.is_empty() {
-            match jobs.recv() {
-                Ok(j) => active.push(Member::new(j)),
-                Err(_) => return,
+        if active.is_empty() && asked.is_empty() {
+            let pending = journal.as_ref().is_some_and(|j| !j.is_empty());
+            let next = match pending {
+                true => work
+                    .recv_timeout(IDLE)
+                    .map_err(|e| e == RecvTimeoutError::Timeout),
+                false => work.recv().map_err(|_| false),
+            };
+            match next {
+                Ok(w) => take(w, &mut active, &mut asked),
+                Err(true) => {
+                    if let Some(j) = journal.as_mut() {
+                        if let Err((path, e)) = checkpoint(j) {
+                            tracing::warn!("checkpoint of the journal: {}: {e}", path.display());
+                        }
+                    }
+                    continue;
+                }
+                Err(false) => break,
             }
         }
         while active.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(j) => active.push(Member::new(j)),
+            match work.try_recv() {
+                Ok(w) => take(w, &mut active, &mut asked),
                 Err(_) => break,
             }
         }
-        cycle(&mut active);
+        if !active.is_empty() {
+            cycle(&mut active, journal.as_mut());
+        }
+        let full = journal.as_ref().is_some_and(Journal::is_full);
+        if full || !asked.is_empty() {
+            let closing = asked.iter().any(|(_, close)| *close);
+            let mut result = journal.as_mut().map_or(Ok(()), checkpoint);
+            if closing && result.is_ok() {
+                // Later writes (none are expected) go through the stages.
+                if let Some(j) = journal.take() {
+                    result = j.remove();
+                }
+            }
+            for (answer, _) in asked.drain(..) {
+                let _ = answer.send(result.as_ref().map(|_| ()).map_err(sync_error));
+            }
+        }
     }
+    if let Some(mut j) = journal {
+        if let Err((path, e)) = checkpoint(&mut j).and_then(|_| j.remove()) {
+            tracing::warn!("closing the journal: {}: {e}", path.display());
+        }
+    }
+}
+
+fn sync_error((path, e): &(PathBuf, io::Error)) -> StorageError {
+    StorageError::io(path.display(), io::Error::new(e.kind(), e.to_string()))
+}
+
+/// Syncs the files the journal's records put in place, and the directories made on the
+/// way, then empties the journal.
+fn checkpoint(j: &mut Journal) -> Result<(), (PathBuf, io::Error)> {
+    let created = durable::take_created();
+    let parents = durable::parents(&created)
+        .into_iter()
+        .map(Path::to_path_buf)
+        .collect::<Vec<_>>();
+    let r = j.checkpoint(parents, &side_by_side);
+    if r.is_err() {
+        durable::give_back_created(created);
+    }
+    r
 }
 
 /// One cycle: every member past its content sync renames its next stage; then what the
 /// cycle needs durable is synced (see the module's note); members with nothing left are
 /// answered and leave.
-fn cycle(active: &mut Vec<Member>) {
+fn cycle(active: &mut Vec<Member>, mut journal: Option<&mut Journal>) {
     // Cycles of put_staged_alone may run at once: one at a time, so that a directory made
     // for one request is durable before another that renames into it is answered.
     static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -158,11 +297,18 @@ fn cycle(active: &mut Vec<Member>) {
     let started = std::time::Instant::now();
     let in_flight = active.len();
     let mut syncs = Syncs::default();
+    let mut records = Vec::new();
     for m in active.iter_mut() {
         if m.failed.is_some() {
             continue;
         }
         if m.synced == 0 {
+            if let (Some(_), Some(record)) = (&journal, m.job.record.take()) {
+                // Its intent: made durable by this cycle, all its files renamed after it.
+                records.extend_from_slice(&record);
+                m.journaled = true;
+                continue;
+            }
             // Its content: made durable by this cycle, renamed by the next.
             syncs
                 .files
@@ -188,26 +334,60 @@ fn cycle(active: &mut Vec<Member>) {
         }
     }
     // Taken after the renames (which may make a directory again): a directory is made
-    // before the temporary written into it, and that before its request joined.
-    let created = durable::take_created();
+    // before the temporary written into it, and that before its request joined. A cycle of
+    // journaled requests alone leaves them to the checkpoint (replay makes them again).
+    let staged = !syncs.files.is_empty() || !syncs.dirs.is_empty();
+    let created = if staged {
+        durable::take_created()
+    } else {
+        Vec::new()
+    };
     syncs.dirs.extend(
         durable::parents(&created)
             .into_iter()
             .map(Path::to_path_buf),
     );
-    if let Err((path, e)) = syncs.run() {
-        // Their parents may not be durable: a later cycle syncs them again.
-        durable::give_back_created(created);
-        // None of the members can know what of theirs is durable.
-        for m in active.iter_mut().filter(|m| m.failed.is_none()) {
-            m.fail(StorageError::io(
-                path.display(),
-                io::Error::new(e.kind(), e.to_string()),
-            ));
+    let mut appended = None;
+    if let (Some(j), false) = (journal.as_deref_mut(), records.is_empty()) {
+        let count = active.iter().filter(|m| m.journaled).count();
+        match j.append(&records, count) {
+            Ok(undo) => {
+                syncs.files.push((j.path().to_path_buf(), j.file()));
+                appended = Some(undo);
+            }
+            Err(e) => {
+                let failure = (j.path().to_path_buf(), e);
+                for m in active.iter_mut().filter(|m| m.journaled) {
+                    m.fail(sync_error(&failure));
+                }
+            }
+        }
+    }
+    match syncs.run() {
+        Err(failure) => {
+            // Their parents may not be durable: a later cycle syncs them again.
+            durable::give_back_created(created);
+            if let (Some(j), Some(undo)) = (journal.as_deref_mut(), appended) {
+                // Failed requests must not come back in a replay.
+                j.undo(undo);
+            }
+            // None of the members can know what of theirs is durable.
+            for m in active.iter_mut().filter(|m| m.failed.is_none()) {
+                m.fail(sync_error(&failure));
+            }
+        }
+        Ok(()) => {
+            for m in active
+                .iter_mut()
+                .filter(|m| m.journaled && m.failed.is_none())
+            {
+                m.put_all_in_place(journal.as_deref_mut());
+            }
         }
     }
     tracing::trace!(
         in_flight,
+        journaled = active.iter().filter(|m| m.journaled).count(),
         files = syncs.files.len(),
         dirs = syncs.dirs.len(),
         ms = started.elapsed().as_secs_f64() * 1000.0,
@@ -242,6 +422,18 @@ struct Syncs {
 /// Syncs issued side by side in a cycle, at most: enough for the filesystem to fold them
 /// into one journal commit, few enough to stay cheap to start.
 const SYNC_THREADS: usize = 8;
+
+/// Syncs `files` (`fdatasync`) and `dirs` (`fsync`) side by side; the first failure.
+pub(super) fn side_by_side(
+    files: Vec<(PathBuf, Arc<File>)>,
+    dirs: Vec<PathBuf>,
+) -> Result<(), (PathBuf, io::Error)> {
+    Syncs {
+        files,
+        dirs: dirs.into_iter().collect(),
+    }
+    .run()
+}
 
 impl Syncs {
     /// Syncs everything, side by side; the first failure, with its path.
@@ -296,6 +488,8 @@ struct Member {
     /// the stage renamed before it.
     synced: usize,
     failed: Option<StorageError>,
+    /// Its intent is in the journal's batch of this cycle.
+    journaled: bool,
 }
 
 impl Member {
@@ -309,8 +503,30 @@ impl Member {
             stages,
             synced: 0,
             failed: None,
+            journaled: false,
             job,
         }
+    }
+
+    /// A journaled request, its intent durable: every file renamed into place, in order,
+    /// for the next checkpoint to sync.
+    fn put_all_in_place(&mut self, mut journal: Option<&mut Journal>) {
+        for k in 0..self.stages.len() {
+            let stage = self.stages[k];
+            for f in 0..self.job.stages[stage].len() {
+                let (path, full, _) = &self.job.stages[stage][f];
+                if let Err(e) = durable::rename_into_place(&self.temps[self.next].from, full) {
+                    let e = StorageError::io(path, e);
+                    self.fail(e);
+                    return;
+                }
+                if let Some(j) = journal.as_deref_mut() {
+                    j.applied(full);
+                }
+                self.next += 1;
+            }
+        }
+        self.synced = self.stages.len();
     }
 
     fn fail(&mut self, e: StorageError) {
@@ -483,5 +699,47 @@ mod tests {
         )]];
         put_staged_alone(stages).expect("staged");
         assert_eq!(fs::read(link).expect("link"), b"sha256:ab");
+    }
+
+    /// With a journal, a write of new content is answered once its record is durable, its
+    /// files already in place; an idle committer empties the journal, a close removes it.
+    #[tokio::test]
+    async fn journaled_writes_land_and_the_journal_empties_then_goes() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let c = GroupCommit::start(Some(root.path())).expect("committer");
+        let journal = root
+            .path()
+            .join(format!(".docker-registry-journal-{}", durable::instance()));
+        let tag = root.path().join("tags/t/current/link");
+        let stage = |content: &'static [u8]| {
+            vec![
+                vec![(
+                    StoragePath::new(["data"]).expect("path"),
+                    root.path().join("data"),
+                    Source::Content(Bytes::from_static(b"{}")),
+                )],
+                vec![(
+                    StoragePath::new(["tags/t/current/link"]).expect("path"),
+                    tag.clone(),
+                    Source::Content(Bytes::from_static(content)),
+                )],
+            ]
+        };
+        c.put_staged(stage(b"sha256:1")).await.expect("first");
+        assert_eq!(fs::read(&tag).expect("tag"), b"sha256:1");
+        assert!(fs::metadata(&journal).expect("journal").len() > 0);
+        c.put_staged(stage(b"sha256:2")).await.expect("second");
+        assert_eq!(fs::read(&tag).expect("tag"), b"sha256:2");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while fs::metadata(&journal).expect("journal").len() > 0 {
+            assert!(std::time::Instant::now() < deadline, "never checkpointed");
+            std::thread::sleep(IDLE / 4);
+        }
+        c.put_staged(stage(b"sha256:3")).await.expect("third");
+        c.checkpoint().await.expect("checkpoint");
+        assert_eq!(fs::metadata(&journal).expect("journal").len(), 0);
+        c.close().await.expect("close");
+        assert!(!journal.exists(), "a clean stop leaves no journal");
+        assert_eq!(fs::read(&tag).expect("tag"), b"sha256:3");
     }
 }

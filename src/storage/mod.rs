@@ -11,6 +11,7 @@ mod conformance;
 mod durable;
 pub mod filesystem;
 mod group_commit;
+mod journal;
 pub mod memory;
 pub mod s3;
 pub mod timed;
@@ -405,6 +406,25 @@ pub trait StorageDriver: Send + Sync + fmt::Debug + 'static {
     ) -> StorageResult<Vec<Leftover>> {
         let _ = (under, before, remove);
         Ok(Vec::new())
+    }
+
+    /// Finishes the writes that processes now gone acknowledged through their journal
+    /// (see [`StorageDriver::journal_writes`]) but may not have made durable in place: a
+    /// process starting calls it once, before it serves or writes. How many it finished.
+    async fn replay_journals(&self) -> StorageResult<usize> {
+        Ok(0)
+    }
+
+    /// From now on staged writes of new content only (manifest PUTs) may be acknowledged
+    /// once a journal beside the store holds them, and reach their place durably later:
+    /// for the daemon, which calls [`StorageDriver::flush`] when it stops. Backends without
+    /// one keep the default.
+    async fn journal_writes(&self) {}
+
+    /// Makes every acknowledged write durable in its place and removes the journal: a
+    /// clean stop.
+    async fn flush(&self) -> StorageResult<()> {
+        Ok(())
     }
 }
 

@@ -155,6 +155,18 @@ impl StorageDriver for TimedDriver {
         self.time("Leftovers", self.inner.leftovers(under, before, remove))
             .await
     }
+
+    async fn replay_journals(&self) -> StorageResult<usize> {
+        self.inner.replay_journals().await
+    }
+
+    async fn journal_writes(&self) {
+        self.inner.journal_writes().await
+    }
+
+    async fn flush(&self) -> StorageResult<()> {
+        self.inner.flush().await
+    }
 }
 
 #[cfg(test)]
