@@ -73,6 +73,9 @@ pub struct Metrics {
     pub gc_bytes_freed: Counter,
     pub gc_blobs_removed: Counter,
     pub gc_duration: Histogram,
+    pub notifications_sent: Counter,
+    pub notifications_failed: Counter,
+    pub notifications_dropped: Counter,
 }
 
 fn latency_histogram() -> Histogram {
@@ -105,6 +108,9 @@ impl Metrics {
             gc_bytes_freed: Counter::default(),
             gc_blobs_removed: Counter::default(),
             gc_duration: Histogram::new(exponential_buckets(0.01, 4.0, 12)),
+            notifications_sent: Counter::default(),
+            notifications_failed: Counter::default(),
+            notifications_dropped: Counter::default(),
             registry: Registry::default(),
         };
         // Counters get their `_total` from the encoder.
@@ -179,6 +185,21 @@ impl Metrics {
             "gc_duration_seconds",
             "Time each garbage collection took",
             m.gc_duration.clone(),
+        );
+        r.register(
+            "notifications_sent",
+            "Events an endpoint accepted",
+            m.notifications_sent.clone(),
+        );
+        r.register(
+            "notifications_failed",
+            "Attempts to send an event that failed (each is retried)",
+            m.notifications_failed.clone(),
+        );
+        r.register(
+            "notifications_dropped",
+            "Events dropped because a queue was full",
+            m.notifications_dropped.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -37,6 +37,7 @@ fn state(root: &std::path::Path, options: RegistryOptions) -> Arc<AppState> {
         token_issuer: None,
         trust_forwarded_headers: false,
         json_log: false,
+        events: None,
     })
 }
 

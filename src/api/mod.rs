@@ -12,6 +12,7 @@ pub mod body;
 pub mod errors;
 pub mod health;
 pub mod manifests;
+mod notify;
 pub(crate) mod range;
 pub mod sendfile;
 pub mod tags;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub trust_forwarded_headers: bool,
     /// Access log lines as JSON fields (`log.formatter: json`) rather than one line of text.
     pub json_log: bool,
+    /// Notification events (`notifications.endpoints`), when any endpoint is configured.
+    pub events: Option<Arc<crate::events::Events>>,
 }
 
 pub type ApiResult = Result<Response<Body>, ApiError>;
@@ -358,6 +361,10 @@ pub async fn handle(
     let external = access::external_base(req.headers(), trust);
     let r = route(&path);
     let measured = crate::metrics::get().map(|m| Measured::start(m, &r, &req));
+    let pending = state
+        .events
+        .as_ref()
+        .map(|_| notify::Pending::new(&req, client, external.as_deref()));
     let mut user = None;
     let mut resp = match dispatch(&state, req, client, r, &mut user).await {
         Ok(r) => r,
@@ -394,6 +401,11 @@ pub async fn handle(
         .unwrap_or(0);
     if let Some(measured) = measured {
         measured.finish(resp.status(), bytes);
+    }
+    if let (Some(events), Some(pending)) = (&state.events, pending) {
+        if let Some(event) = pending.event(&path, &resp, user.as_deref()) {
+            events.emit(event);
+        }
     }
     access_log(
         &state,

@@ -36,8 +36,16 @@ fn accepted(
     r
 }
 
-fn created(name: &RepositoryName, digest: &Digest) -> Response<super::body::Body> {
+/// A blob in place; `size` when an upload put it there (for its notification event).
+fn created(
+    name: &RepositoryName,
+    digest: &Digest,
+    size: Option<u64>,
+) -> Response<super::body::Body> {
     let mut r = empty_response(StatusCode::CREATED);
+    if let Some(size) = size {
+        r.extensions_mut().insert(super::notify::PushedSize(size));
+    }
     set_header(&mut r, "location", &format!("/v2/{name}/blobs/{digest}"));
     set_header(&mut r, "docker-content-digest", &digest.to_string());
     r
@@ -121,7 +129,7 @@ pub async fn start(
         if let Some(from) = query_param(&req, "from") {
             let from = repo_name(&from)?;
             if registry.mount_blob(name, &from, &digest).await? {
-                return Ok(created(name, &digest));
+                return Ok(created(name, &digest, None));
             }
         }
         // Not mountable: fall through to an ordinary session, as the spec says.
@@ -146,8 +154,8 @@ pub async fn start(
                 return Err(ApiError::new(ErrorCode::SizeInvalid));
             }
         }
-        upload.complete(&digest).await?;
-        return Ok(created(name, &digest));
+        let size = upload.complete(&digest).await?;
+        return Ok(created(name, &digest, Some(size)));
     }
     let id = registry.start_upload(name).await?;
     Ok(accepted(name, &id, 0, StatusCode::ACCEPTED))
@@ -189,8 +197,8 @@ pub async fn finish(
         let _ = upload.pause().await;
         return Err(e);
     }
-    upload.complete(&digest).await?;
-    Ok(created(name, &digest))
+    let size = upload.complete(&digest).await?;
+    Ok(created(name, &digest, Some(size)))
 }
 
 pub async fn status(state: &AppState, name: &RepositoryName, id: &str) -> ApiResult {

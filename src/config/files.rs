@@ -139,7 +139,11 @@ impl Reader<'_> {
     fn entry(&mut self, e: &Entry, path: &str, written: &str) {
         let path = join(path, &key_name(&e.key));
         let written = join(written, &e.key);
-        if let Some(s) = at_path(&path) {
+        if path == "notifications.endpoints" {
+            if let Some(list) = super::notifications::read(self.file, e, self.errors) {
+                self.config.notifications = list;
+            }
+        } else if let Some(s) = at_path(&path) {
             self.apply(s, e, &written);
         } else if is_section(&path) {
             self.section(e, &path, &written);
@@ -229,6 +233,10 @@ impl Reader<'_> {
             };
             match at_legacy(&entry.key) {
                 _ if key_name(&entry.key) == "retention" => self.retention(&entry),
+                // registry:2's block as it is (endpoints, queue).
+                _ if key_name(&entry.key) == "notifications" => {
+                    self.section(&entry, "notifications", "notifications")
+                }
                 Some(s) => self.apply(s, &entry, s.key),
                 None => self.ignored.push(entry.key.clone()),
             }

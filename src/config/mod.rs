@@ -43,6 +43,7 @@ mod flags;
 mod kinds;
 mod load;
 mod model;
+mod notifications;
 mod retention;
 mod setting;
 mod source;

@@ -57,6 +57,25 @@ impl LogTarget {
     }
 }
 
+/// One of registry:2's `notifications.endpoints`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationEndpoint {
+    pub name: String,
+    pub url: String,
+    /// Sent with every request, in order.
+    pub headers: Vec<(String, String)>,
+    pub timeout: Duration,
+    /// Failures in a row before a warning is logged.
+    pub threshold: u32,
+    /// The first wait after a failure; it doubles up to a minute.
+    pub backoff: Duration,
+    /// `ignoredmediatypes` and `ignore.mediatypes`.
+    pub ignored_media_types: Vec<String>,
+    /// `ignore.actions`.
+    pub ignore_actions: Vec<String>,
+    pub disabled: bool,
+}
+
 /// How log lines are written: registry:2's `log.formatter`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {

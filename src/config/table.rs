@@ -78,6 +78,9 @@ settings! {
         /// Retention rules, in order; the first rule whose pattern matches a repository
         /// applies. Only files set them, a list as a whole (see `retention.rs`).
         pub retention: Sourced<Vec<RetentionRule>> = Sourced::default_value(Vec::new()),
+        /// registry:2's `notifications.endpoints`, read from files only (see
+        /// `notifications.rs`).
+        pub notifications: Sourced<Vec<NotificationEndpoint>> = Sourced::default_value(Vec::new()),
         pub auth: Sourced<Option<AuthConfig>> = Sourced::default_value(None),
         pub tls: Sourced<Option<TlsConfig>> = Sourced::default_value(None),
         /// Things the operator should know: unsupported keys by name, ignored variables.
@@ -321,6 +324,18 @@ settings! {
             /// The path of the metrics on the debug listener
             prometheus_path: String = "/metrics".into(), Text, "http.debug.prometheus.path" {
                 legacy: &["prometheus_path"],
+            }
+        }
+        /// The on-disk queue of notification events (ours: registry:2 keeps them in memory).
+        pub events_queue: EventQueue {
+            /// Where events wait for their endpoints, a directory per endpoint; none: in the
+            /// storage directory (filesystem storage)
+            directory: Option<PathBuf> = None, Opt<Path>, "notifications.queue.directory" {
+                legacy: &["notifications_queue_directory"],
+            }
+            /// Events kept per endpoint; beyond, the oldest are dropped (and counted)
+            limit: usize = 100_000, Count, "notifications.queue.limit" {
+                legacy: &["notifications_queue_limit"],
             }
         }
         /// Limits on client connections: how long each phase of a request may take and how

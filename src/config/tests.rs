@@ -334,7 +334,7 @@ fn a_registry_2_file_sets_what_we_implement_and_names_the_rest() {
     assert_eq!(c.auth.value, Some(htpasswd));
     assert_eq!(
         s.warned(),
-        ["registry.yml: ignoring registry:2 settings this registry does not use: storage.cache, http.secret, notifications"]
+        ["registry.yml: ignoring registry:2 settings this registry does not use: storage.cache, http.secret"]
     );
 }
 
@@ -1222,4 +1222,61 @@ fn the_debug_listener_from_both_file_formats_variables_and_flags() {
     );
     let problems = alone.problems();
     assert!(problems[0].contains("set http.debug.addr"), "{problems:?}");
+}
+
+#[test]
+fn notification_endpoints_from_both_file_formats() {
+    let r2 = Setup::new(
+        "",
+        "version: 0.1\nnotifications:\n  events:\n    includereferences: true\n  endpoints:\n    - name: ci\n      url: https://ci.example.com/events\n      \
+         headers:\n        Authorization: [Bearer x, Bearer y]\n      timeout: 2s\n      threshold: 3\n      backoff: 250ms\n      \
+         ignoredmediatypes: [application/octet-stream]\n      ignore:\n        actions: [pull]\n    - name: off\n      url: http://x\n      disabled: true\n  \
+         queue:\n    limit: 7\n",
+        &[("REGISTRY_NOTIFICATIONS_QUEUE_DIRECTORY", "/var/q")],
+    );
+    let c = r2.load();
+    let e = &c.notifications.value;
+    assert_eq!(e.len(), 2);
+    assert_eq!(
+        (e[0].name.as_str(), e[0].url.as_str()),
+        ("ci", "https://ci.example.com/events")
+    );
+    assert_eq!(e[0].headers.len(), 2);
+    assert_eq!((e[0].timeout, e[0].threshold), (Duration::from_secs(2), 3));
+    assert_eq!(e[0].backoff, Duration::from_millis(250));
+    assert_eq!(e[0].ignored_media_types, ["application/octet-stream"]);
+    assert_eq!(e[0].ignore_actions, ["pull"]);
+    assert!(e[1].disabled);
+    assert_eq!(c.events_queue.value.limit, 7);
+    assert_eq!(c.events_queue.value.directory, Some("/var/q".into()));
+    assert_eq!(
+        r2.warned(),
+        ["registry.yml: ignoring registry:2 settings this registry does not use: notifications.events"]
+    );
+    let flavored = Setup::new(
+        "",
+        "local:\n  notifications:\n    endpoints:\n      - name: hook\n        url: http://127.0.0.1:1/\n  notifications_queue_limit: 9\n",
+        &[],
+    );
+    let c = flavored.load();
+    assert_eq!(c.notifications.value[0].name, "hook");
+    assert_eq!(c.events_queue.value.limit, 9);
+    let bad = Setup::new(
+        "",
+        "version: 0.1\nnotifications:\n  endpoints:\n    - name: x\n      uri: http://typo\n",
+        &[],
+    );
+    let problems = bad.problems();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("unknown endpoint key \"uri\"")),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("needs an http:// or https:// url")),
+        "{problems:?}"
+    );
 }

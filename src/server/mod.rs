@@ -282,7 +282,36 @@ fn request_state(config: &Config, driver: Arc<dyn StorageDriver>) -> Result<Arc<
         token_issuer: security::build_token_issuer(config)?,
         trust_forwarded_headers: config.trust_forwarded_headers.value,
         json_log: config.log_formatter.value == crate::config::LogFormat::Json,
+        events: start_events(config)?,
     }))
+}
+
+/// The notification queue and its senders, when an endpoint is configured.
+fn start_events(config: &Config) -> Result<Option<Arc<crate::events::Events>>, String> {
+    let endpoints = &config.notifications.value;
+    if endpoints.iter().all(|e| e.disabled) {
+        return Ok(None);
+    }
+    let queue = &config.events_queue.value;
+    let directory = match (&queue.directory, &config.storage.value) {
+        (Some(d), _) => d.clone(),
+        (None, StorageConfig::Filesystem { root }) => root.join("docker-registry-events"),
+        (None, _) => {
+            return Err("notifications need a local directory for their queue: set notifications.queue.directory (or REGISTRY_NOTIFICATIONS_QUEUE_DIRECTORY)".into())
+        }
+    };
+    let events = crate::events::start(endpoints, &directory, queue.limit)?;
+    let names: Vec<&str> = endpoints
+        .iter()
+        .filter(|e| !e.disabled)
+        .map(|e| e.name.as_str())
+        .collect();
+    tracing::info!(
+        "notifications to {} queued in {}",
+        names.join(", "),
+        directory.display()
+    );
+    Ok(Some(events))
 }
 
 /// Walks the repositories once in the background, so the first catalog request does not
