@@ -141,6 +141,7 @@ impl Registry {
         // Garbage collection hook: in use from before the check until the link is written
         // (see `gc`).
         let _pin = self.gc.pin(vec![digest.clone()]).await;
+        self.mark_in_store(std::slice::from_ref(digest)).await?;
         match self.blob_size(from, digest).await {
             Ok(_) => {}
             Err(RegistryError::BlobUnknown(_)) => return Ok(false),

@@ -589,6 +589,7 @@ impl Registry {
         marked: &HashSet<Digest>,
         opts: &GcOptions,
         cutoff: SystemTime,
+        lease: Option<&super::gc_shared::GcLease<'_>>,
     ) -> RegistryResult<(usize, Vec<Swept>)> {
         let digests = self.blobs_in_prefix(prefix).await?;
         let seen = digests.len();
@@ -610,12 +611,16 @@ impl Registry {
                 Ok(!self.gc.in_use(&d, opts.grace))
             } else {
                 let dir = layout::blob_dir(&d)?;
-                self.gc
-                    .delete_unless_referenced(&d, opts.grace, || async {
-                        self.remove(&dir).await?;
-                        Ok(())
-                    })
-                    .await
+                // Other instances' writes (on a shared store), then this process's.
+                self.delete_unless_marked_in_store(&d, lease, || async {
+                    self.gc
+                        .delete_unless_referenced(&d, opts.grace, || async {
+                            self.remove(&dir).await?;
+                            Ok(())
+                        })
+                        .await
+                })
+                .await
             };
             out.push(match removed {
                 Ok(true) => Swept::Removed(d, size),
@@ -635,6 +640,9 @@ impl Registry {
         events: &mut (dyn FnMut(GcEvent) + Send),
     ) -> RegistryResult<GcReport> {
         let _one = self.gc.running.lock().await;
+        // With several instances on the store, one collects at a time.
+        let held = self.take_gc_lease().await?;
+        let lease = held.as_ref();
         let _caches = self.clear_caches_when_done();
         let started = Instant::now();
         self.gc.begin_cycle();
@@ -715,7 +723,10 @@ impl Registry {
         // marks and a few directory listings, not the whole blob list.
         let marked = &marked;
         let mut sweeps = stream::iter(self.blob_prefixes().await?)
-            .map(|prefix| async move { self.sweep_prefix(&prefix, marked, opts, cutoff).await })
+            .map(|prefix| async move {
+                self.sweep_prefix(&prefix, marked, opts, cutoff, lease)
+                    .await
+            })
             .buffered(SWEEP_CONCURRENCY);
         let mut next_progress = every * 10;
         while let Some(result) = sweeps.next().await {
@@ -752,6 +763,9 @@ impl Registry {
             self.unlink_absent(marked, &present, events, &mut report)
                 .await?;
             self.remove_old_leftovers(events, &mut report).await;
+        }
+        if let Some(l) = held {
+            l.release().await;
         }
         report.elapsed = started.elapsed();
         if let (Some(m), false) = (crate::metrics::get(), opts.dry_run) {

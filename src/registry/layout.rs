@@ -146,6 +146,25 @@ pub fn referrer_link(
     in_tree(referrers(name, subject)?, d, &["link"])
 }
 
+/// Collection with several instances (see `gc_shared`): the lease's generations.
+pub fn gc_lease_dir() -> Result<StoragePath, StorageError> {
+    p(&[ROOT, "_gc", "lease"])
+}
+
+pub fn gc_lease(generation: u64) -> Result<StoragePath, StorageError> {
+    p(&[ROOT, "_gc", "lease", &format!("{generation:010}")])
+}
+
+/// Written by a write that relies on `d`, before it checks that `d` exists.
+pub fn gc_mark(d: &Digest) -> Result<StoragePath, StorageError> {
+    p(&[ROOT, "_gc", "marks", d.algorithm().name(), d.hex()])
+}
+
+/// Written by a sweep before it decides whether to delete `d`.
+pub fn gc_condemned(d: &Digest) -> Result<StoragePath, StorageError> {
+    p(&[ROOT, "_gc", "condemned", d.algorithm().name(), d.hex()])
+}
+
 /// The journal of changes instances sharing the store follow (see `changes`).
 pub fn changes_dir() -> Result<StoragePath, StorageError> {
     p(&[ROOT, "_changes"])

@@ -129,7 +129,9 @@ impl Registry {
         })?;
         // Garbage collection hook: register everything this manifest relies on before
         // checking it exists, held until the links are written (see `gc`'s module doc).
-        let _pin = self.gc.pin(pinned_digests(&digest, &parsed)).await;
+        let pinned = pinned_digests(&digest, &parsed);
+        let _pin = self.gc.pin(pinned.clone()).await;
+        self.mark_in_store(&pinned).await?;
         self.check_references(repo, &parsed).await?;
 
         // One durable, ordered write of everything: the content, then the links that name

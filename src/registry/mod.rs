@@ -8,6 +8,7 @@ mod changes;
 pub mod digest;
 pub mod fsck;
 pub mod gc;
+mod gc_shared;
 pub mod health;
 pub mod layout;
 pub mod manifest;

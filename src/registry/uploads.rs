@@ -580,6 +580,9 @@ impl UploadWriter<'_> {
         // Garbage collection hook: the content and its link are in use from now on, held
         // until both are in place (see `gc`).
         let _pin = registry.gc.pin_upload(expected.clone()).await;
+        registry
+            .mark_in_store(std::slice::from_ref(expected))
+            .await?;
         let link = [(
             layout::layer_link(&self.repo, expected)?,
             super::link_to(expected),
@@ -590,7 +593,17 @@ impl UploadWriter<'_> {
         } else {
             vec![(target, Staged::MovedFrom(data))]
         };
-        registry.driver.put_staged(&[&data, &link]).await?;
+        if registry.driver.shared_by_instances() && !data.is_empty() {
+            // Moving a large blob in can take longer than a mark protects it (see
+            // `gc_shared`): marked again once it is in place, before its link is written.
+            registry.driver.put_staged(&[&data]).await?;
+            registry
+                .mark_in_store(std::slice::from_ref(expected))
+                .await?;
+            registry.driver.put_staged(&[&link]).await?;
+        } else {
+            registry.driver.put_staged(&[&data, &link]).await?;
+        }
         registry.remove(&upload_dir).await?;
         registry.uploads.forget(&self.id);
         self.state.hasher = None;

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 pub(crate) struct Cluster {
     _moto: Moto,
     pub instances: Vec<Server>,
-    _dirs: Vec<tempfile::TempDir>,
+    /// Each instance's directory: its config and admin socket.
+    dirs: Vec<tempfile::TempDir>,
 }
 
 impl Cluster {
@@ -27,7 +28,7 @@ impl Cluster {
         Some(Cluster {
             _moto: moto,
             instances,
-            _dirs: dirs,
+            dirs,
         })
     }
 }
@@ -378,4 +379,140 @@ fn writes_through_one_instance_are_seen_through_the_others_within_the_bound() {
         worst <= VISIBILITY_BOUND,
         "took {worst:?}, more than {VISIBILITY_BOUND:?}"
     );
+}
+
+/// `garbage-collect --online --grace 0s` through instance `i`'s admin socket: the digests
+/// it removed.
+fn collect_online(cl: &Cluster, i: usize) -> Vec<String> {
+    let dir = cl.dirs[i].path();
+    let mut cmd = Command::new(BIN);
+    without_machine_settings(&mut cmd);
+    let out = cmd
+        .args(["--sysconfig", "/dev/null", "--config"])
+        .arg(dir.join("registry.yml"))
+        .args(["garbage-collect", "--online", "--grace", "0s"])
+        .env(
+            "REGISTRY_STORAGE_MAINTENANCE_GC_SOCKET",
+            dir.join("admin.sock").display().to_string(),
+        )
+        .output()
+        .expect("garbage-collect");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "garbage-collect --online: {stderr}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// One image pushed through `s` the way a client does it: its shared layer mounted from
+/// where it was first uploaded (uploaded again when the mount is refused), its own layer
+/// and config uploaded, then the manifest. `Some(manifest digest)` when the registry
+/// acknowledged it.
+fn push_reusing(
+    http: &reqwest::blocking::Client,
+    s: &Server,
+    repo: &str,
+    shared: &[u8],
+    own: &str,
+) -> Option<String> {
+    let d = digest_of(shared);
+    let r = http
+        .post(s.url(&format!("/v2/{repo}/blobs/uploads/?mount={d}&from=gc/old")))
+        .send()
+        .expect("mount");
+    if r.status() != 201 {
+        push_blob(http, s, repo, shared);
+    }
+    let config = format!(r#"{{"architecture":"amd64","os":"linux","own":"{own}"}}"#);
+    let layer = format!("own layer {own}").into_bytes();
+    let cd = push_blob(http, s, repo, config.as_bytes());
+    let ld = push_blob(http, s, repo, &layer);
+    let m = image_manifest(
+        (&cd, config.len()),
+        &[(&d, shared.len()), (&ld, layer.len())],
+    );
+    let r = http
+        .put(s.url(&format!("/v2/{repo}/manifests/latest")))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(m.clone())
+        .send()
+        .expect("manifest put");
+    (r.status() == 201).then(|| digest_of(m.as_bytes()))
+}
+
+/// Online collection on one instance, again and again with no grace, while pushes through
+/// the two others reuse the very blobs it is sweeping (uploaded once, referenced by no
+/// manifest): every image the registry acknowledged pulls whole afterwards from every
+/// instance, and what nothing references is gone.
+#[test]
+fn collecting_on_one_instance_while_pushing_through_the_others_loses_no_image() {
+    let Some(cl) = Cluster::start(3) else { return };
+    let [a, b, c] = [&cl.instances[0], &cl.instances[1], &cl.instances[2]];
+    let http = client();
+    let shared: Vec<Vec<u8>> = (0..6).map(|i| blob(64 << 10, 100 + i)).collect();
+    for l in &shared {
+        push_blob(&http, b, "gc/old", l);
+    }
+    // Every write marks what it relies on, which keeps it for a minute whatever the grace
+    // (registry::gc_shared::MARK_LIFETIME): this one is collected at the end, once that
+    // minute is over.
+    let junk = push_blob(&http, b, "gc/junk", &blob(10_000, 999));
+    let junk_written = Instant::now();
+    let mut removed = Vec::new();
+    let acked: Vec<(String, String)> = std::thread::scope(|scope| {
+        let pushers: Vec<_> = [b, c]
+            .into_iter()
+            .enumerate()
+            .map(|(p, s)| {
+                let (http, shared) = (&http, &shared);
+                scope.spawn(move || {
+                    let mut acked = Vec::new();
+                    for k in 0..12 {
+                        let repo = format!("gc/new{p}-{k}");
+                        if let Some(d) = push_reusing(http, s, &repo, &shared[k % 6], &repo) {
+                            acked.push((repo, d));
+                        }
+                    }
+                    acked
+                })
+            })
+            .collect();
+        for _ in 0..4 {
+            removed.extend(collect_online(&cl, 0));
+        }
+        pushers
+            .into_iter()
+            .flat_map(|p| p.join().expect("pusher"))
+            .collect()
+    });
+    std::thread::sleep(Duration::from_secs(62).saturating_sub(junk_written.elapsed()));
+    removed.extend(collect_online(&cl, 0));
+    assert!(
+        removed.contains(&junk),
+        "the unreferenced blob stayed: {removed:?}"
+    );
+    assert!(
+        acked.len() >= 12,
+        "only {} pushes acknowledged",
+        acked.len()
+    );
+    for (repo, digest) in &acked {
+        for s in [a, b, c] {
+            let r = http
+                .get(s.url(&format!("/v2/{repo}/manifests/latest")))
+                .header("accept", "application/vnd.oci.image.manifest.v1+json")
+                .expect_status(200);
+            let body = r.bytes().expect("manifest");
+            assert_eq!(&digest_of(&body), digest, "{repo} on :{}", s.port);
+            let m: serde_json::Value = serde_json::from_slice(&body).expect("json");
+            let mut blobs = vec![m["config"]["digest"].as_str().expect("config").to_owned()];
+            for l in m["layers"].as_array().expect("layers") {
+                blobs.push(l["digest"].as_str().expect("layer").to_owned());
+            }
+            for d in blobs {
+                assert_eq!(digest_of(&get_blob(&http, s, repo, &d)), d, "{repo} {d}");
+            }
+        }
+    }
 }
