@@ -278,27 +278,63 @@ async fn push_monolithic(
     data: Bytes,
     d: &str,
 ) -> Result<(), String> {
-    let r = c
-        .post(format!("{base}/v2/{repo}/blobs/uploads/"))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if r.status() != 202 {
-        return Err(format!("POST answered {}", r.status()));
-    }
-    let loc = location(base, &r)?;
-    let sep = if loc.contains('?') { '&' } else { '?' };
-    let r = c
-        .put(format!("{loc}{sep}digest={d}"))
+    let loc = start_upload(c, base, repo).await?;
+    let put = c
+        .put(with_digest(&loc, d))
         .header("content-type", "application/octet-stream")
-        .body(data)
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if r.status() != 201 {
-        return Err(format!("monolithic PUT answered {}", r.status()));
+        .body(data);
+    sent(put, 201, "monolithic PUT").await.map(drop)
+}
+
+/// A chunked upload: POST, one PATCH per `chunk` bytes, and a PUT with the digest alone.
+async fn push_chunked(
+    c: &reqwest::Client,
+    base: &str,
+    repo: &str,
+    data: &Bytes,
+    chunk: usize,
+    d: &str,
+) -> Result<(), String> {
+    let mut loc = start_upload(c, base, repo).await?;
+    let mut off = 0;
+    while off < data.len() {
+        let end = (off + chunk).min(data.len());
+        let patch = c
+            .patch(&loc)
+            .header("content-type", "application/octet-stream")
+            .header("content-range", format!("{off}-{}", end - 1))
+            .body(data.slice(off..end));
+        loc = location(base, &sent(patch, 202, "PATCH").await?)?;
+        off = end;
     }
-    Ok(())
+    sent(c.put(with_digest(&loc, d)), 201, "PUT")
+        .await
+        .map(drop)
+}
+
+/// Opens an upload session; returns its URL.
+async fn start_upload(c: &reqwest::Client, base: &str, repo: &str) -> Result<String, String> {
+    let post = c.post(format!("{base}/v2/{repo}/blobs/uploads/"));
+    location(base, &sent(post, 202, "POST").await?)
+}
+
+/// Sends a request; an answer other than `status` is an error naming `what`.
+async fn sent(
+    request: reqwest::RequestBuilder,
+    status: u16,
+    what: &str,
+) -> Result<reqwest::Response, String> {
+    let r = request.send().await.map_err(|e| e.to_string())?;
+    if r.status() != status {
+        return Err(format!("{what} answered {}", r.status()));
+    }
+    Ok(r)
+}
+
+/// An upload URL with the digest that ends it.
+fn with_digest(loc: &str, d: &str) -> String {
+    let sep = if loc.contains('?') { '&' } else { '?' };
+    format!("{loc}{sep}digest={d}")
 }
 
 fn location(base: &str, r: &reqwest::Response) -> Result<String, String> {
@@ -312,52 +348,6 @@ fn location(base: &str, r: &reqwest::Response) -> Result<String, String> {
     } else {
         format!("{base}{loc}")
     })
-}
-
-async fn push_chunked(
-    c: &reqwest::Client,
-    base: &str,
-    repo: &str,
-    data: &Bytes,
-    chunk: usize,
-    d: &str,
-) -> Result<(), String> {
-    let r = c
-        .post(format!("{base}/v2/{repo}/blobs/uploads/"))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if r.status() != 202 {
-        return Err(format!("POST answered {}", r.status()));
-    }
-    let mut loc = location(base, &r)?;
-    let mut off = 0;
-    while off < data.len() {
-        let end = (off + chunk).min(data.len());
-        let r = c
-            .patch(&loc)
-            .header("content-type", "application/octet-stream")
-            .header("content-range", format!("{off}-{}", end - 1))
-            .body(data.slice(off..end))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if r.status() != 202 {
-            return Err(format!("PATCH answered {}", r.status()));
-        }
-        loc = location(base, &r)?;
-        off = end;
-    }
-    let sep = if loc.contains('?') { '&' } else { '?' };
-    let r = c
-        .put(format!("{loc}{sep}digest={d}"))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
-    if r.status() != 201 {
-        return Err(format!("PUT answered {}", r.status()));
-    }
-    Ok(())
 }
 
 /// Pulls a blob through reqwest; returns the bytes received and their digest.
@@ -491,14 +481,12 @@ impl Scenarios {
         push_chunked(c, &r.base, "bench/chunked", &data, self.sizes.chunk, &d).await?;
         let secs = t.elapsed().as_secs_f64();
         let f = w.moved(data.len() as u64, secs);
-        let r2 = c
-            .head(format!("{}/v2/bench/chunked/blobs/{d}", r.base))
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if r2.status() != 200 {
-            return Err(format!("HEAD after chunked push answered {}", r2.status()));
-        }
+        sent(
+            c.head(format!("{}/v2/bench/chunked/blobs/{d}", r.base)),
+            200,
+            "HEAD after chunked push",
+        )
+        .await?;
         Ok(f)
     }
 
@@ -616,15 +604,13 @@ impl Scenarios {
         let count = 64;
         for i in 0..count {
             let start = (i * 7919 * 4096) % (self.big.len() - MIB);
-            let resp = c
-                .get(&url)
-                .header("range", format!("bytes={start}-{}", start + MIB - 1))
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
-            if resp.status() != 206 {
-                return Err(format!("Range GET answered {}", resp.status()));
-            }
+            let resp = sent(
+                c.get(&url)
+                    .header("range", format!("bytes={start}-{}", start + MIB - 1)),
+                206,
+                "Range GET",
+            )
+            .await?;
             let body = resp.bytes().await.map_err(|e| e.to_string())?;
             if body != self.big.slice(start..start + MIB) {
                 return Err("Range GET returned wrong bytes".into());
@@ -683,16 +669,14 @@ impl Scenarios {
             tasks.push(tokio::spawn(async move {
                 let _p = sem.acquire_owned().await.map_err(|e| e.to_string())?;
                 let t0 = Instant::now();
-                let resp = c
-                    .put(url)
-                    .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-                    .body(body)
-                    .send()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                if resp.status() != 201 {
-                    return Err(format!("manifest PUT answered {}", resp.status()));
-                }
+                sent(
+                    c.put(url)
+                        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+                        .body(body),
+                    201,
+                    "manifest PUT",
+                )
+                .await?;
                 Ok::<f64, String>(t0.elapsed().as_secs_f64() * 1000.0)
             }));
         }
@@ -715,16 +699,14 @@ impl Scenarios {
         let (cd, cl, ld, ll) = self.seed_repos(c, r).await?;
         let body = manifest_for(&cd, cl, &ld, ll, "read target");
         let want = digest(body.as_bytes());
-        let resp = c
-            .put(format!("{}/v2/bench/m000/manifests/read", r.base))
-            .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?;
-        if resp.status() != 201 {
-            return Err(format!("manifest PUT answered {}", resp.status()));
-        }
+        sent(
+            c.put(format!("{}/v2/bench/m000/manifests/read", r.base))
+                .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+                .body(body),
+            201,
+            "manifest PUT",
+        )
+        .await?;
         let url = format!("{}/v2/bench/m000/manifests/read", r.base);
         let deadline = Instant::now() + Duration::from_secs(self.sizes.get_secs);
         let w = CpuWatch::new(r.pid());
