@@ -63,6 +63,21 @@ if [[ ! -x $moto_venv/bin/moto_server ]]; then
     rm -f "$pip_log"
 fi
 export MOTO_SERVER=$PWD/$moto_venv/bin/moto_server
+# s3s-fs, an S3 server that checks SigV4 signatures, for the tests where they matter
+# (tests/s3_signed.rs). 0.14.1 is the last release that builds with Rust 1.95; it is built
+# once into target/test-tools and kept there.
+s3s_root=target/test-tools/s3s-fs
+if [[ ! -x $s3s_root/bin/s3s-fs ]]; then
+    step "building s3s-fs 0.14.1 into $s3s_root (once: a few minutes)"
+    cargo_log=$(mktemp)
+    if ! cargo install --locked s3s-fs --version 0.14.1 --features binary --root "$s3s_root" >"$cargo_log" 2>&1; then
+        tail -n 30 "$cargo_log"
+        echo "cargo install s3s-fs failed (log above)"
+        exit 1
+    fi
+    rm -f "$cargo_log"
+fi
+export S3S_FS=$PWD/$s3s_root/bin/s3s-fs
 # Every program a test drives is installed above: a test that finds one missing fails
 # instead of skipping (tests/common/tools.rs).
 export DOCKER_REGISTRY_TEST_TOOLS=required

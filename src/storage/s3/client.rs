@@ -728,7 +728,17 @@ impl S3Client {
                 req = req.query("key-marker", key.clone());
                 req = req.query("upload-id-marker", id.clone());
             }
-            let page: ListUploadsPage = self.send_xml(&req).await?;
+            let page: ListUploadsPage = match self.send_xml(&req).await {
+                Ok(page) => page,
+                // A store that cannot list uploads shows none (a writer's upload then only
+                // lives as long as the writer).
+                Err(S3Error::Rejected { status, code, .. })
+                    if status == StatusCode::NOT_IMPLEMENTED || code == "NotImplemented" =>
+                {
+                    return Ok(out)
+                }
+                Err(e) => return Err(e),
+            };
             out.extend(page.uploads);
             match (
                 page.is_truncated,
@@ -772,7 +782,11 @@ fn classify(status: StatusCode, err: ErrorBody) -> Attempt {
         err.code.as_str(),
         "SlowDown" | "RequestTimeout" | "InternalError" | "ServiceUnavailable" | "Throttling"
     );
-    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS || retry_code {
+    // A server without the operation (s3s-fs has no ListMultipartUploads) will not grow it.
+    let missing = status == StatusCode::NOT_IMPLEMENTED || err.code == "NotImplemented";
+    if !missing
+        && (status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS || retry_code)
+    {
         let what = if err.code.is_empty() {
             status.to_string()
         } else {
@@ -1035,6 +1049,11 @@ mod tests {
         assert!(e.to_string().contains("create the bucket"), "{e}");
         assert!(matches!(
             classify(StatusCode::FORBIDDEN, ErrorBody::default()),
+            Attempt::Final(S3Error::Rejected { .. })
+        ));
+        // An operation the server lacks is not worth retrying.
+        assert!(matches!(
+            classify(StatusCode::NOT_IMPLEMENTED, ErrorBody::default()),
             Attempt::Final(S3Error::Rejected { .. })
         ));
     }

@@ -1,13 +1,19 @@
-//! A real S3 server for tests: `moto_server` (PyPI `moto[server]`) on a free loopback port,
-//! stopped by its PID when dropped. Used by the driver's unit tests and, through
-//! `#[path]`, by the integration tests, so it depends on nothing but std and nix.
+//! Real S3 servers for tests, each on a loopback port it picks itself, stopped by its PID
+//! when dropped: `moto_server` (PyPI `moto[server]`; everything the driver uses, signatures
+//! not checked) and `s3s-fs` (crates.io, `binary` feature; checks SigV4 signatures, has no
+//! ListMultipartUploads). Used by the driver's unit tests and, through `#[path]`, by the
+//! integration tests, so it depends on nothing but std and nix.
 //!
-//! `tests/run-all.sh` installs moto and sets `MOTO_SERVER`; there a missing server fails the
-//! test. Run on its own without moto, a test that needs it says so and passes.
+//! `tests/run-all.sh` installs both and sets `MOTO_SERVER` and `S3S_FS`; there a missing
+//! server fails the test. Run on its own without one, a test that needs it says so and
+//! passes.
+
+// Each test binary that includes this uses a part of it.
+#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,14 +22,62 @@ pub struct Moto {
     pub port: u16,
 }
 
-/// `moto_server`: `$MOTO_SERVER`, else on `PATH`.
-fn binary() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("MOTO_SERVER").filter(|p| !p.is_empty()) {
+/// A server's program: `$variable`, else `name` on `PATH`; `None` after saying why when it
+/// is not installed (a failure when the variable is set but empty).
+fn binary(variable: &str, name: &str, install: &str) -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os(variable) {
+        if p.is_empty() {
+            panic!("{variable} is set but empty");
+        }
         return Some(PathBuf::from(p));
     }
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join("moto_server"))
-        .find(|p| p.is_file())
+    let found = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        eprintln!("SKIPPED: {name} not found; install it ({install}) or run tests/run-all.sh");
+    }
+    found
+}
+
+/// Where a server writes its log.
+enum Log {
+    Stdout,
+    Stderr,
+}
+
+/// Starts `cmd`, a server told to listen on 127.0.0.1 port 0, and reads the port it got from
+/// its log; it dies with the test whatever happens.
+fn spawn_on_port_0(mut cmd: Command, what: &Path, log: Log) -> (Child, u16) {
+    let (out, err) = match log {
+        Log::Stdout => (Stdio::piped(), Stdio::null()),
+        Log::Stderr => (Stdio::null(), Stdio::piped()),
+    };
+    cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        cmd.pre_exec(|| {
+            nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => panic!("cannot start {}: {e}", what.display()),
+    };
+    let port = match log {
+        Log::Stdout => child.stdout.take().and_then(announced_port),
+        Log::Stderr => child.stderr.take().and_then(announced_port),
+    };
+    let Some(port) = port else {
+        let _ = child.kill();
+        let status = child.wait();
+        panic!(
+            "{} did not say which port it listens on ({status:?})",
+            what.display()
+        );
+    };
+    (child, port)
 }
 
 impl Moto {
@@ -34,44 +88,10 @@ impl Moto {
     /// beforehand could be taken by another test's server while moto starts (seconds under
     /// load), and a readiness probe would then find that server and take it for ours.
     pub fn start() -> Option<Moto> {
-        let Some(bin) = binary() else {
-            if std::env::var_os("MOTO_SERVER").is_some() {
-                panic!("MOTO_SERVER is set but empty");
-            }
-            eprintln!(
-                "SKIPPED: moto_server not found; install it (pip install 'moto[server]') or run tests/run-all.sh"
-            );
-            return None;
-        };
+        let bin = binary("MOTO_SERVER", "moto_server", "pip install 'moto[server]'")?;
         let mut cmd = Command::new(&bin);
-        cmd.args(["-H", "127.0.0.1", "-p", "0"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        // Whatever happens to the test, the server goes with it.
-        unsafe {
-            use std::os::unix::process::CommandExt;
-            cmd.pre_exec(|| {
-                nix::libc::prctl(nix::libc::PR_SET_PDEATHSIG, nix::libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => panic!("cannot start {}: {e}", bin.display()),
-        };
-        let port = match child.stderr.take() {
-            Some(stderr) => announced_port(stderr),
-            None => None,
-        };
-        let Some(port) = port else {
-            let _ = child.kill();
-            let status = child.wait();
-            panic!(
-                "moto_server ({}) did not say which port it listens on ({status:?})",
-                bin.display()
-            );
-        };
+        cmd.args(["-H", "127.0.0.1", "-p", "0"]);
+        let (child, port) = spawn_on_port_0(cmd, &bin, Log::Stderr);
         let mut moto = Moto { child, port };
         if let Err(e) = moto.wait_ready() {
             panic!("moto_server ({}) did not start: {e}", bin.display());
@@ -123,16 +143,16 @@ impl Moto {
     }
 }
 
-/// The port in moto's " * Running on http://127.0.0.1:PORT" line (werkzeug's, on stderr),
-/// within 120 s; the rest of its log (a line per request) is drained by a thread, so that
+/// The port in the first line of a server's log naming `http://127.0.0.1:PORT` (moto's
+/// " * Running on ...", s3s-fs's "server is running at ..."), within 120 s; the rest of its log (a line per request) is drained by a thread, so that
 /// moto never blocks on a full pipe. `None` if moto ends or stays silent.
-fn announced_port(stderr: std::process::ChildStderr) -> Option<u16> {
+fn announced_port(log: impl Read + Send + 'static) -> Option<u16> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut lines = BufReader::new(stderr).lines();
+        let mut lines = BufReader::new(log).lines();
         for line in lines.by_ref() {
             let Ok(line) = line else { return };
-            if let Some(rest) = line.split("Running on http://127.0.0.1:").nth(1) {
+            if let Some(rest) = line.split("http://127.0.0.1:").nth(1) {
                 let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
                 let _ = tx.send(digits.parse::<u16>().ok());
                 break;
@@ -144,6 +164,39 @@ fn announced_port(stderr: std::process::ChildStderr) -> Option<u16> {
 }
 
 impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// s3s-fs serving the directories under `root` as buckets, with one key pair.
+pub struct S3sFs {
+    child: Child,
+    pub port: u16,
+}
+
+impl S3sFs {
+    /// Starts a server on `root` accepting only requests signed with this key pair, or
+    /// returns `None` after saying why when s3s-fs is not installed.
+    pub fn start(root: &Path, access_key: &str, secret_key: &str) -> Option<S3sFs> {
+        let bin = binary("S3S_FS", "s3s-fs", "cargo install s3s-fs --features binary")?;
+        let mut cmd = Command::new(&bin);
+        cmd.args(["--host", "127.0.0.1", "--port", "0"])
+            .args(["--access-key", access_key, "--secret-key", secret_key])
+            .arg(root)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1");
+        let (child, port) = spawn_on_port_0(cmd, &bin, Log::Stdout);
+        Some(S3sFs { child, port })
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for S3sFs {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
