@@ -246,3 +246,88 @@ fn hostname() -> String {
         .map(|h| h.trim().to_owned())
         .unwrap_or_else(|_| "an unknown host".into())
 }
+
+#[cfg(test)]
+mod tests {
+    //! Two registries over one store that says it is shared: two instances on one bucket.
+
+    use super::*;
+    use crate::registry::testing::put_blob;
+    use crate::storage::MemoryDriver;
+    use std::sync::Arc;
+
+    fn instances() -> (Registry, Registry) {
+        let store = MemoryDriver::new().as_shared();
+        let one = || Registry::new(Arc::new(store.clone()), Default::default());
+        (one(), one())
+    }
+
+    async fn sweep(reg: &Registry, lease: &GcLease<'_>, d: &Digest) -> bool {
+        let blob = layout::blob_dir(d).expect("path");
+        reg.delete_unless_marked_in_store(d, Some(lease), || async {
+            reg.remove(&blob).await?;
+            Ok(true)
+        })
+        .await
+        .expect("sweep")
+    }
+
+    #[tokio::test]
+    async fn one_instance_holds_the_lease_at_a_time() {
+        let (a, b) = instances();
+        let lease = a.take_gc_lease().await.expect("take").expect("shared");
+        let refused = b.take_gc_lease().await.err().expect("refused");
+        assert!(
+            refused.to_string().contains("another instance"),
+            "{refused}"
+        );
+        lease.release().await;
+        let again = b.take_gc_lease().await.expect("after release");
+        assert!(again.is_some());
+    }
+
+    #[tokio::test]
+    async fn a_blob_another_instance_marked_is_kept_and_an_unmarked_one_is_swept() {
+        let (a, b) = instances();
+        let kept = put_blob(&a, b"relied on by a push on b").await;
+        let gone = put_blob(&a, b"nobody's").await;
+        b.mark_in_store(std::slice::from_ref(&kept))
+            .await
+            .expect("mark");
+        let lease = a.take_gc_lease().await.expect("take").expect("shared");
+        assert!(!sweep(&a, &lease, &kept).await);
+        assert!(sweep(&a, &lease, &gone).await);
+        assert!(a
+            .exists(&layout::blob_data(&kept).expect("path"))
+            .await
+            .expect("stat"));
+        assert!(!a
+            .exists(&layout::blob_data(&gone).expect("path"))
+            .await
+            .expect("stat"));
+        // No condemnation is left behind to hold up later writes.
+        assert!(!a
+            .exists(&layout::gc_condemned(&gone).expect("path"))
+            .await
+            .expect("stat"));
+    }
+
+    #[tokio::test]
+    async fn a_write_waits_while_another_instance_decides_about_its_blob() {
+        let (a, b) = instances();
+        let d = put_blob(&a, b"being swept").await;
+        let condemned = layout::gc_condemned(&d).expect("path");
+        a.driver.put_small(&condemned, b"").await.expect("condemn");
+        let driver = a.driver.clone();
+        let released = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            driver.delete(&condemned).await.expect("release");
+        });
+        let started = Instant::now();
+        b.mark_in_store(std::slice::from_ref(&d))
+            .await
+            .expect("mark");
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        released.await.expect("join");
+    }
+}

@@ -698,4 +698,30 @@ mod tests {
             }
         }
     }
+
+    /// Two instances on one shared store: while one request appends, another instance's
+    /// is refused with the range the upload holds; afterwards the other instance goes on
+    /// from the digest state saved in the store.
+    #[tokio::test]
+    async fn instances_on_a_shared_store_take_turns_appending() {
+        let store = crate::storage::MemoryDriver::new().as_shared();
+        let a = Registry::new(Arc::new(store.clone()), Default::default());
+        let b = Registry::new(Arc::new(store.clone()), Default::default());
+        let repo: RepositoryName = "up/shared".parse().expect("name");
+        let id = a.start_upload(&repo).await.expect("start");
+        let mut w = a.open_upload(&repo, &id, None).await.expect("open on a");
+        w.write(Bytes::from_static(b"first ")).await.expect("write");
+        let refused = b.open_upload(&repo, &id, None).await.err();
+        assert!(
+            matches!(refused, Some(RegistryError::UploadRangeInvalid { size: 0 })),
+            "{refused:?}"
+        );
+        assert_eq!(w.pause().await.expect("pause"), 6);
+        let saved = layout::upload_hash_state(&repo, &id, Algorithm::Sha256, 6).expect("path");
+        assert!(b.exists(&saved).await.expect("stat"));
+        let mut w = b.open_upload(&repo, &id, None).await.expect("open on b");
+        w.write(Bytes::from_static(b"second")).await.expect("write");
+        let want = Algorithm::Sha256.digest(b"first second");
+        assert_eq!(w.complete(&want).await.expect("complete"), 12);
+    }
 }

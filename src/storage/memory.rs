@@ -16,11 +16,22 @@ type Files = BTreeMap<String, (Bytes, SystemTime)>;
 #[derive(Debug, Clone, Default)]
 pub struct MemoryDriver {
     files: Arc<Mutex<Files>>,
+    /// Says it is shared by several instances (see [`MemoryDriver::as_shared`]).
+    shared: bool,
 }
 
 impl MemoryDriver {
     pub fn new() -> MemoryDriver {
         MemoryDriver::default()
+    }
+
+    /// The same files, through a driver that says several instances share them: registries
+    /// over it behave as instances on one bucket do, for tests of how they agree.
+    pub fn as_shared(&self) -> MemoryDriver {
+        MemoryDriver {
+            files: self.files.clone(),
+            shared: true,
+        }
     }
 
     fn files(&self) -> MutexGuard<'_, Files> {
@@ -70,6 +81,10 @@ impl StorageDriver for MemoryDriver {
     async fn put_content(&self, path: &StoragePath, content: &[u8]) -> StorageResult<()> {
         self.put(path, Bytes::copy_from_slice(content));
         Ok(())
+    }
+
+    fn shared_by_instances(&self) -> bool {
+        self.shared
     }
 
     async fn create_new(&self, path: &StoragePath, content: &[u8]) -> StorageResult<bool> {
