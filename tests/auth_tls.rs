@@ -372,7 +372,7 @@ fn a_registry_2_file_alone_gives_mutual_tls_htpasswd_and_access_rules() {
         .arg("--config")
         .arg(yml.to_str().expect("utf-8"))
         .start();
-    wait_for_log(&s, &format!("listening on https://127.0.0.1:{}", s.port));
+    s.wait_for_log(&format!("listening on https://127.0.0.1:{}", s.port));
     let url = format!("https://{}/v2/", s.host());
     let ca = cert.to_str().expect("utf-8");
     let (cc, ck) = (
@@ -454,19 +454,6 @@ fn a_registry_2_file_alone_gives_mutual_tls_htpasswd_and_access_rules() {
     assert!(
         !ok,
         "the access file gives tls-user nothing outside secure/: {out}"
-    );
-}
-
-/// The log reaches the harness through a pipe and a thread: wait (bounded) for a line.
-fn wait_for_log(s: &Server, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !s.log_text().contains(needle) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(
-        s.log_text().contains(needle),
-        "{needle:?} not in:\n{}",
-        s.log_text()
     );
 }
 
@@ -611,14 +598,14 @@ fn behind_the_shipped_nginx_example_with_registry_auth() {
         "{location}"
     );
     // The client address is the one nginx appended, not what the client claimed before it.
-    wait_for_log(&s, "127.0.0.1 POST /v2/proxied/x/blobs/uploads/ 202");
+    s.wait_for_log("127.0.0.1 tls-user POST /v2/proxied/x/blobs/uploads/ 202");
     assert!(!s.log_text().contains("203.0.113.7"), "{}", s.log_text());
     // (The registry does read the header: the last X-Forwarded-For entry is what it logs.)
     client()
         .get(s.url("/v2/"))
         .header("x-forwarded-for", "198.51.100.9")
         .expect_status(401);
-    wait_for_log(&s, "198.51.100.9 GET /v2/ 401");
+    s.wait_for_log("198.51.100.9 - GET /v2/ 401");
 
     // skopeo through nginx: login, push, pull.
     let certs = cert_dir(dir.path(), &cert);

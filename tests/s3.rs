@@ -336,7 +336,7 @@ fn s3_going_away_answers_503() {
         "took {:?}",
         started.elapsed()
     );
-    assert!(s.log_text().contains("unavailable"), "{}", s.log_text());
+    s.wait_for_log("unavailable");
 }
 
 /// GETs a blob as a client does: following the registry's 307 to the storage, if any. The

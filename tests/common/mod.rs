@@ -280,6 +280,21 @@ impl Server {
         self.log.lock().expect("log").join("\n")
     }
 
+    /// Waits (5 s at most) for a line of the log to contain `needle`, and fails the test
+    /// with the whole log if none does: the log reaches the harness through a pipe and a
+    /// thread, so a line the daemon wrote may not be here yet.
+    pub fn wait_for_log(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.log_text().contains(needle) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            self.log_text().contains(needle),
+            "{needle:?} not in:\n{}",
+            self.log_text()
+        );
+    }
+
     /// Sends a signal and waits for the exit status (bounded).
     pub fn signal_and_wait(&mut self, sig: i32) -> Option<std::process::ExitStatus> {
         unsafe_kill(self.pid(), sig);
