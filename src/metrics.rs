@@ -212,7 +212,9 @@ impl Metrics {
         size: u64,
     ) -> RequestTimer {
         let labels = HandlerLabel { handler };
-        self.in_flight.get_or_create(&labels).inc();
+        // Held by the timer: one lookup for the rise and the fall.
+        let in_flight = self.in_flight.get_or_create_owned(&labels);
+        in_flight.inc();
         if size > 0 {
             self.request_size
                 .get_or_create(&labels)
@@ -222,6 +224,7 @@ impl Metrics {
             metrics: self,
             handler,
             method,
+            in_flight,
             start: Instant::now(),
         }
     }
@@ -259,6 +262,7 @@ pub struct RequestTimer {
     metrics: &'static Metrics,
     handler: &'static str,
     method: &'static str,
+    in_flight: Gauge,
     start: Instant,
 }
 
@@ -286,10 +290,7 @@ impl RequestTimer {
 
 impl Drop for RequestTimer {
     fn drop(&mut self) {
-        let labels = HandlerLabel {
-            handler: self.handler,
-        };
-        self.metrics.in_flight.get_or_create(&labels).dec();
+        self.in_flight.dec();
     }
 }
 

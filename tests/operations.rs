@@ -400,3 +400,33 @@ fn json_log_lines_carry_the_request_as_fields() {
         assert!(serde_json::from_str::<serde_json::Value>(l).is_ok(), "{l}");
     }
 }
+
+#[test]
+fn an_online_collection_is_counted_with_what_it_freed() {
+    let store = tempfile::tempdir().expect("tempdir");
+    let s = with_metrics(Server::builder().storage(store.path()).delete_enabled());
+    let c = client();
+    let digest = push_image(&c, &s, "apps/gone", "v1", "gone");
+    c.delete(s.url(&format!("/v2/apps/gone/manifests/{digest}")))
+        .expect_status(202);
+    let ran = ours_ok(
+        store.path(),
+        &["garbage-collect", "--online", "--grace", "0s"],
+    );
+    let m = scrape(&s);
+    assert_eq!(sample(&m, "registry_gc_runs_total"), 1.0, "{m}");
+    // The config, the layer and the manifest itself.
+    assert_eq!(
+        sample(&m, "registry_gc_removed_blobs_total"),
+        3.0,
+        "{}\n{m}",
+        ran.stderr
+    );
+    let freed = sample(&m, "registry_gc_freed_bytes_total");
+    assert!(
+        ran.stderr.contains(&format!("({freed} bytes) freed")),
+        "{freed} {}",
+        ran.stderr
+    );
+    assert_eq!(sample(&m, "registry_gc_duration_seconds_count"), 1.0);
+}
