@@ -44,6 +44,8 @@ pub(super) fn need<'a>(route: &Route<'a>, method: &Method) -> Need<'a> {
         Route::Root | Route::Ping | Route::NotFound | Route::TokenEndpoint => Need::Open,
         // Probes carry no credentials.
         Route::Live | Route::Ready => Need::Open,
+        // The UI checks each page's access itself (it also knows sessions).
+        Route::Ui => Need::Open,
         Route::Base => Need::Login,
         Route::Catalog | Route::V1Search => Need::Listing,
         Route::Tags(name) | Route::Referrers(name, _) => Need::Repository(name, PULL),
@@ -69,7 +71,7 @@ impl Caller<'_> {
         self.auth.is_some() || self.grants.is_some()
     }
 
-    /// The authenticated user's name, for the access log.
+    /// The authenticated user, `None` for anonymous callers (the access log, the web UI).
     pub(super) fn user(&self) -> Option<&str> {
         self.identity.user()
     }
@@ -234,6 +236,16 @@ pub(super) async fn authorize<'s>(
                 .with_header("retry-after", secs.max(1).to_string()));
         }
     };
+    check_identity(a, identity, need)
+}
+
+/// Checks that `identity` (authenticated by the caller: a Basic header, a web UI session)
+/// has what `need` asks, by the users and access rules of `a`.
+pub(super) fn check_identity<'s>(
+    a: &'s Authenticator,
+    identity: Identity,
+    need: &Need<'_>,
+) -> Result<Caller<'s>, ApiError> {
     let caller = Caller {
         auth: Some(a),
         identity,

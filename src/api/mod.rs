@@ -17,6 +17,7 @@ pub(crate) mod range;
 pub mod sendfile;
 pub mod tags;
 pub mod token;
+pub mod ui;
 pub mod uploads;
 
 use crate::registry::{Digest, Reference, Registry, RepositoryName};
@@ -47,6 +48,8 @@ pub struct AppState {
     pub json_log: bool,
     /// Notification events (`notifications.endpoints`), when any endpoint is configured.
     pub events: Option<Arc<crate::events::Events>>,
+    /// The web UI's sessions and caches.
+    pub ui: ui::UiState,
 }
 
 pub type ApiResult = Result<Response<Body>, ApiError>;
@@ -71,6 +74,8 @@ enum Route<'a> {
     Live,
     /// `/readyz`: and its storage can serve.
     Ready,
+    /// The web UI (`/ui/...`), which authenticates and answers in its own way.
+    Ui,
     NotFound,
 }
 
@@ -84,6 +89,7 @@ fn route(path: &str) -> Route<'_> {
         "/token" => return Route::TokenEndpoint,
         "/healthz" => return Route::Live,
         "/readyz" => return Route::Ready,
+        _ if ui::is_ui_path(path) => return Route::Ui,
         _ => {}
     }
     let Some(rest) = path.strip_prefix("/v2/") else {
@@ -191,6 +197,7 @@ impl Route<'_> {
             Route::TokenEndpoint => "token",
             Route::Live => "healthz",
             Route::Ready => "readyz",
+            Route::Ui => "ui",
             Route::NotFound => "notfound",
         }
     }
@@ -270,12 +277,16 @@ async fn dispatch(
     .await?;
     *user = caller.user().map(str::to_owned);
     let may_pull = |name: &str| caller.may(name, crate::auth::access::Action::Pull);
-    if state.registry.options().readonly && is_write(&method) && r != Route::NotFound {
+    // The UI's forms (a login) are not writes to the registry; its deletions check.
+    let registry_write = !matches!(r, Route::NotFound | Route::Ui);
+    if state.registry.options().readonly && is_write(&method) && registry_write {
         return Err(ApiError::new(ErrorCode::Unsupported).with_message(
             "the registry is in read-only mode for maintenance; writes are refused",
         ));
     }
     match r {
+        Route::Ui => Ok(ui::handle(state, req, client).await),
+        Route::Root if ui::wants_html(&req) => Ok(ui::redirect_to_ui()),
         Route::Root => base::root(state, &method),
         Route::TokenEndpoint => token::issue(state, &req, client).await,
         Route::Ping => base::ping(&method),
@@ -517,6 +528,7 @@ mod tests {
             route("/v2/a/referrers/sha256:1"),
             Route::Referrers("a", "sha256:1")
         );
+        assert_eq!(route("/ui/r/a/-/b"), Route::Ui);
         assert_eq!(route("/v2/a"), Route::NotFound);
         assert_eq!(route("/v3/a"), Route::NotFound);
     }

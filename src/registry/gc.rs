@@ -122,6 +122,16 @@ pub struct ReferenceGuard {
     stripes: Vec<Stripe>,
     /// One collection at a time per process.
     running: tokio::sync::Mutex<()>,
+    /// The outcome of this process's last collection, for the web UI.
+    last: Mutex<Option<LastCollection>>,
+}
+
+/// A collection's outcome and when it ended.
+#[derive(Debug, Clone)]
+pub struct LastCollection {
+    pub finished: std::time::SystemTime,
+    /// The report, or why the collection failed.
+    pub result: Result<GcReport, String>,
 }
 
 impl Default for ReferenceGuard {
@@ -129,6 +139,7 @@ impl Default for ReferenceGuard {
         ReferenceGuard {
             stripes: (0..STRIPES).map(|_| Stripe::default()).collect(),
             running: tokio::sync::Mutex::new(()),
+            last: Mutex::new(None),
         }
     }
 }
@@ -633,8 +644,32 @@ impl Registry {
         Ok((seen, out))
     }
 
-    /// Runs one collection. Only one runs at a time in a process; a second waits.
+    /// Runs one collection and remembers its outcome ([`Registry::last_collection`]).
     pub async fn collect_garbage(
+        &self,
+        opts: &GcOptions,
+        events: &mut (dyn FnMut(GcEvent) + Send),
+    ) -> RegistryResult<GcReport> {
+        let result = self.collect(opts, events).await;
+        let last = LastCollection {
+            finished: std::time::SystemTime::now(),
+            result: result.as_ref().map(Clone::clone).map_err(|e| e.to_string()),
+        };
+        *self.gc.last.lock().unwrap_or_else(|p| p.into_inner()) = Some(last);
+        result
+    }
+
+    /// The outcome of the last collection this process ran, if any.
+    pub fn last_collection(&self) -> Option<LastCollection> {
+        self.gc
+            .last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Runs one collection. Only one runs at a time in a process; a second waits.
+    async fn collect(
         &self,
         opts: &GcOptions,
         events: &mut (dyn FnMut(GcEvent) + Send),

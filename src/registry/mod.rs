@@ -10,6 +10,7 @@ pub mod fsck;
 pub mod gc;
 mod gc_shared;
 pub mod health;
+pub mod images;
 pub mod layout;
 pub mod manifest;
 pub mod manifests;

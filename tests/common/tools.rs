@@ -24,6 +24,9 @@ pub const NGINX: Tool = Tool::new("nginx", "nginx-light");
 pub const OPENSSL: Tool = Tool::new("openssl", "openssl");
 pub const CURL: Tool = Tool::new("curl", "curl");
 pub const PRLIMIT: Tool = Tool::new("prlimit", "util-linux");
+/// Debian's Chromium and its WebDriver server, for the web UI's tests (`browser`).
+pub const CHROMIUM: Tool = Tool::new("/usr/bin/chromium", "chromium");
+pub const CHROMEDRIVER: Tool = Tool::new("chromedriver", "chromium-driver");
 pub const SOCKET_ACTIVATE: Tool = Tool::new("systemd-socket-activate", "systemd");
 
 /// The program, as a message names it.
