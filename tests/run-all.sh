@@ -26,7 +26,8 @@ count() { # count TEXT PATTERN: the number before PATTERN in TEXT, 0 if none
     grep -oE "[0-9]+ $2" <<<"$1" | tail -n1 | grep -oE '^[0-9]+' || echo 0
 }
 
-need=(skopeo podman docker-registry apache2-utils nginx-light openssl python3 python3-venv curl systemd gzip g++)
+need=(skopeo podman docker-registry apache2-utils nginx-light openssl python3 python3-venv curl systemd gzip g++
+    chromium chromium-driver)
 missing=()
 for p in "${need[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

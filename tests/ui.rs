@@ -67,9 +67,23 @@ fn labelled_layout(dir: &Path, tag: &str) -> String {
 fn push_images(s: &Server) -> tempfile::TempDir {
     let layouts = oci_layouts();
     let host = s.host();
-    skopeo_push_layout(&host, layouts.path(), "a", "latest", "library/alpha:latest", false);
+    skopeo_push_layout(
+        &host,
+        layouts.path(),
+        "a",
+        "latest",
+        "library/alpha:latest",
+        false,
+    );
     skopeo_push_layout(&host, layouts.path(), "b", "1.0", "library/beta:1.0", false);
-    skopeo_push_layout(&host, layouts.path(), "multi", "multi", "tools/multi:multi", true);
+    skopeo_push_layout(
+        &host,
+        layouts.path(),
+        "multi",
+        "multi",
+        "tools/multi:multi",
+        true,
+    );
     labelled_layout(&layouts.path().join("web"), "2.0");
     skopeo_push_layout(&host, layouts.path(), "web", "2.0", "apps/web:2.0", false);
     layouts
@@ -125,7 +139,10 @@ fn browsing_lists_searches_and_shows_images() {
     let row = b.texts("#tags tbody tr");
     assert_eq!(row.len(), 1, "{row:?}");
     assert!(row[0].contains("linux/amd64, linux/arm64"), "{row:?}");
-    assert!(row[0].contains(" KiB") || row[0].contains(" B"), "a size: {row:?}");
+    assert!(
+        row[0].contains(" KiB") || row[0].contains(" B"),
+        "a size: {row:?}"
+    );
     b.screenshot("3-repository");
 
     b.click(&b.find("#tags tbody a"));
@@ -140,7 +157,10 @@ fn browsing_lists_searches_and_shows_images() {
     // The copy button runs the (external, CSP-allowed) script: it says what it did.
     b.click(&b.find("button[data-copy=pull]"));
     std::thread::sleep(Duration::from_millis(300));
-    assert!(!b.text(&b.find(".copied")).is_empty(), "the copy button did nothing");
+    assert!(
+        !b.text(&b.find(".copied")).is_empty(),
+        "the copy button did nothing"
+    );
     b.screenshot("4-multi-arch-image");
 
     // A platform's own page: its layers and config.
@@ -153,10 +173,19 @@ fn browsing_lists_searches_and_shows_images() {
     let page = b.text(&b.find("main"));
     assert!(page.contains("DB_PASSWORD=(hidden)"), "{page}");
     assert!(!page.contains("hunter2"), "a secret shown: {page}");
-    assert!(page.contains("/usr/bin/web") && page.contains("--port 8080"), "{page}");
-    assert!(page.contains("2024-05-06 07:08") && page.contains("linux/arm64"), "{page}");
+    assert!(
+        page.contains("/usr/bin/web") && page.contains("--port 8080"),
+        "{page}"
+    );
+    assert!(
+        page.contains("2024-05-06 07:08") && page.contains("linux/arm64"),
+        "{page}"
+    );
     let labels = b.texts("#labels tbody tr");
-    assert!(labels.iter().any(|l| l.contains("Web <b>app</b>")), "escaped: {labels:?}");
+    assert!(
+        labels.iter().any(|l| l.contains("Web <b>app</b>")),
+        "escaped: {labels:?}"
+    );
     assert!(b
         .texts("#annotations tbody tr")
         .iter()
@@ -192,7 +221,10 @@ fn browsing_lists_searches_and_shows_images() {
     let ui = c.get(s.url("/ui/")).expect_status(200);
     let h = ui.headers();
     let csp = h["content-security-policy"].to_str().expect("ascii");
-    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe"), "{csp}");
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe"),
+        "{csp}"
+    );
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     assert_eq!(h["x-frame-options"], "DENY");
     assert_eq!(h["referrer-policy"], "same-origin");
@@ -208,7 +240,11 @@ fn the_keyboard_reaches_search_and_results() {
     let b = Browser::start("keyboard", 1280, 900);
     b.goto(&s.url("/ui/"));
     b.press(TAB);
-    assert_eq!(active(&b, "className"), "skip", "the first Tab is the skip link");
+    assert_eq!(
+        active(&b, "className"),
+        "skip",
+        "the first Tab is the skip link"
+    );
     b.press(ENTER);
     // Skipping lands in the main content; the search field is the next stop.
     b.press(TAB);
@@ -239,7 +275,10 @@ fn the_keyboard_reaches_search_and_results() {
 fn users(dir: &Path) -> (String, String) {
     let file = dir.join("users");
     let f = file.to_str().expect("utf-8").to_owned();
-    for (flag, user, pw) in [("-cbB", "admin", "admin pw"), ("-bB", "reader", "reader pw")] {
+    for (flag, user, pw) in [
+        ("-cbB", "admin", "admin pw"),
+        ("-bB", "reader", "reader pw"),
+    ] {
         ours_ok(dir, &["htpasswd", flag, "-C", "5", &f, user, pw]);
     }
     let access = dir.join("access.yml");
@@ -270,7 +309,14 @@ fn deleting_needs_login_permission_and_a_csrf_token() {
     {
         let open = Server::builder().storage(&storage).start();
         let host = open.host();
-        skopeo_push_layout(&host, layouts.path(), "a", "latest", "team/app:latest", false);
+        skopeo_push_layout(
+            &host,
+            layouts.path(),
+            "a",
+            "latest",
+            "team/app:latest",
+            false,
+        );
         skopeo_push_layout(&host, layouts.path(), "a", "latest", "team/app:also", false);
         skopeo_push_layout(&host, layouts.path(), "b", "1.0", "team/app:1.0", false);
     }
@@ -295,7 +341,10 @@ fn deleting_needs_login_permission_and_a_csrf_token() {
     log_in(&b, &s, "reader", "reader pw");
     b.goto(&s.url("/ui/r/team/app"));
     assert_eq!(b.find_all("#tags tbody tr").len(), 3);
-    assert!(b.find_all("a.danger").is_empty(), "a delete link for a reader");
+    assert!(
+        b.find_all("a.danger").is_empty(),
+        "a delete link for a reader"
+    );
     b.goto(&s.url("/ui/r/team/app/-/latest/delete"));
     assert!(b.text(&b.find("main")).contains("403"));
     b.goto(&s.url("/ui/"));
@@ -343,7 +392,10 @@ fn deleting_needs_login_permission_and_a_csrf_token() {
     assert_eq!(api("1.0"), 404);
 
     // Forged requests: the session cookie alone, a wrong token, another site's form.
-    let session = format!("registry_ui_session={}", cookie["value"].as_str().expect("value"));
+    let session = format!(
+        "registry_ui_session={}",
+        cookie["value"].as_str().expect("value")
+    );
     let forge = |body: &str, origin: Option<&str>| {
         let mut r = c
             .post(s.url("/ui/r/team/app/-/also/delete"))
@@ -362,7 +414,10 @@ fn deleting_needs_login_permission_and_a_csrf_token() {
         .as_str()
         .expect("the page's token")
         .to_owned();
-    assert_eq!(forge(&format!("csrf={token}"), Some("http://evil.example")), 403);
+    assert_eq!(
+        forge(&format!("csrf={token}"), Some("http://evil.example")),
+        403
+    );
     // Basic credentials alone do not make a form valid either.
     let basic = c
         .post(s.url("/ui/r/team/app/-/also/delete"))
@@ -408,13 +463,20 @@ fn ten_thousand_repositories_render_fast() {
         let mut times: Vec<f64> = (0..5)
             .map(|_| {
                 let r = c.get(s.url(path)).expect_status(200);
-                let t = r.headers()["server-timing"].to_str().expect("ascii").to_owned();
+                let t = r.headers()["server-timing"]
+                    .to_str()
+                    .expect("ascii")
+                    .to_owned();
                 t.trim_start_matches("app;dur=").parse::<f64>().expect("ms")
             })
             .collect();
         times.sort_by(f64::total_cmp);
         eprintln!("{path}: server time {times:?} ms");
-        assert!(times[2] < 300.0, "{path}: median server time {} ms", times[2]);
+        assert!(
+            times[2] < 300.0,
+            "{path}: median server time {} ms",
+            times[2]
+        );
     }
     let b = Browser::start("ten-thousand", 1280, 900);
     b.goto(&s.url("/ui/"));

@@ -61,7 +61,7 @@ pub enum ImageKind {
         config: Layer,
         layers: Vec<Layer>,
         /// Parsed when the config is an image config this registry holds.
-        details: Option<ImageConfig>,
+        details: Option<Box<ImageConfig>>,
     },
     /// An image index or manifest list.
     Index { children: Vec<Child> },
@@ -174,7 +174,9 @@ impl ImageSummaries {
             return Ok(None);
         };
         match summarise(digest, &bytes) {
-            Some(s) if matches!(s.kind, ImageKind::Image { .. }) => self.get(registry, digest).await,
+            Some(s) if matches!(s.kind, ImageKind::Image { .. }) => {
+                self.get(registry, digest).await
+            }
             _ => Ok(None),
         }
     }
@@ -263,7 +265,10 @@ fn platform_of(p: &Value) -> Option<String> {
 
 /// Reads and parses an image config; `None` for other config types (artifacts) or when the
 /// blob is missing or unreadable as JSON.
-async fn read_config(registry: &Registry, config: &Layer) -> RegistryResult<Option<ImageConfig>> {
+async fn read_config(
+    registry: &Registry,
+    config: &Layer,
+) -> RegistryResult<Option<Box<ImageConfig>>> {
     let image_config = config.media_type == "application/vnd.oci.image.config.v1+json"
         || config.media_type == "application/vnd.docker.container.image.v1+json";
     if !image_config || config.size > MAX_CONFIG_BYTES {
@@ -278,7 +283,7 @@ async fn read_config(registry: &Registry, config: &Layer) -> RegistryResult<Opti
         Err(StorageError::NotFound(_) | StorageError::TooLarge { .. }) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    Ok(parse_config(&bytes))
+    Ok(parse_config(&bytes).map(Box::new))
 }
 
 fn strings(v: Option<&Value>) -> Option<Vec<String>> {
@@ -333,8 +338,18 @@ pub fn hide_secret(entry: &str) -> String {
     let (name, _) = entry.split_once('=').unwrap_or((entry, ""));
     let upper = name.to_ascii_uppercase();
     let secret = [
-        "PASS", "SECRET", "TOKEN", "KEY", "CREDENTIAL", "AUTH", "PRIVATE", "PWD", "COOKIE",
-        "SESSION", "SALT", "CERT",
+        "PASS",
+        "SECRET",
+        "TOKEN",
+        "KEY",
+        "CREDENTIAL",
+        "AUTH",
+        "PRIVATE",
+        "PWD",
+        "COOKIE",
+        "SESSION",
+        "SALT",
+        "CERT",
     ]
     .iter()
     .any(|w| upper.contains(w));
@@ -374,7 +389,11 @@ impl Registry {
             let Ok(t) = tag.parse::<super::Tag>() else {
                 continue;
             };
-            if self.read_link(&layout::tag_current_link(repo, &t)?).await?.as_ref() == Some(digest)
+            if self
+                .read_link(&layout::tag_current_link(repo, &t)?)
+                .await?
+                .as_ref()
+                == Some(digest)
             {
                 out.push(tag);
             }
@@ -425,7 +444,10 @@ mod tests {
         assert_eq!(hide_secret("PATH=/usr/bin"), "PATH=/usr/bin");
         assert_eq!(hide_secret("DB_PASSWORD=hunter2"), "DB_PASSWORD=(hidden)");
         assert_eq!(hide_secret("api_token=x"), "api_token=(hidden)");
-        assert_eq!(hide_secret("AWS_SECRET_ACCESS_KEY=x"), "AWS_SECRET_ACCESS_KEY=(hidden)");
+        assert_eq!(
+            hide_secret("AWS_SECRET_ACCESS_KEY=x"),
+            "AWS_SECRET_ACCESS_KEY=(hidden)"
+        );
         assert_eq!(hide_secret("NOVALUE"), "NOVALUE");
     }
 
@@ -449,7 +471,8 @@ mod tests {
 
     #[test]
     fn a_config_gives_what_a_person_reads() {
-        let c = br#"{"created":"2024-01-02T03:04:05Z","os":"linux","architecture":"arm","variant":"v7",
+        let c =
+            br#"{"created":"2024-01-02T03:04:05Z","os":"linux","architecture":"arm","variant":"v7",
             "config":{"Entrypoint":["/bin/app"],"Cmd":["--serve"],"Env":["A=1"],
             "Labels":{"b":"2","a":"1"},"ExposedPorts":{"80/tcp":{}}}}"#;
         let c = parse_config(c).expect("a config");

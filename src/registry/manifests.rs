@@ -84,7 +84,10 @@ impl Registry {
         })
     }
 
-    pub(crate) async fn read_manifest_bytes(&self, digest: &Digest) -> RegistryResult<Option<Bytes>> {
+    pub(crate) async fn read_manifest_bytes(
+        &self,
+        digest: &Digest,
+    ) -> RegistryResult<Option<Bytes>> {
         match self
             .driver
             .get_content(&layout::blob_data(digest)?, MAX_MANIFEST_BYTES * 4)

@@ -42,7 +42,10 @@ impl Browser {
         let root = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(20);
         while http.get(format!("{root}/status")).send().is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not answer within 20 s");
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not answer within 20 s"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         let mut b = Browser {
@@ -78,7 +81,9 @@ impl Browser {
             "DELETE" => self.http.delete(&url),
             _ => self.http.post(&url).json(&body),
         };
-        let resp = req.send().unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let resp = req
+            .send()
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         let v: Value = resp.json().expect("a JSON answer from chromedriver");
         if let Some(e) = v["value"]["error"].as_str() {
             panic!("{method} {path}: {e}: {}", v["value"]["message"]);
@@ -121,7 +126,11 @@ impl Browser {
             if let Some(e) = self.try_find(css) {
                 return e;
             }
-            assert!(Instant::now() < deadline, "no element matches {css:?} on {}", self.url());
+            assert!(
+                Instant::now() < deadline,
+                "no element matches {css:?} on {}",
+                self.url()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

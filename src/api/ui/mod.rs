@@ -122,7 +122,7 @@ pub async fn handle(state: &AppState, req: Request<Incoming>, client: IpAddr) ->
     let path = req.uri().path().to_owned();
     let mut resp = match route(state, req, client, &path).await {
         Ok(r) => r,
-        Err(r) => r,
+        Err(r) => *r,
     };
     // The time the page took on the server, which browsers' developer tools show.
     let timing = format!("app;dur={:.1}", start.elapsed().as_secs_f64() * 1000.0);
@@ -147,7 +147,9 @@ pub async fn handle(state: &AppState, req: Request<Incoming>, client: IpAddr) ->
     resp
 }
 
-type UiResult = Result<Response<Body>, Response<Body>>;
+/// A page, or the page that says why not (boxed: a response is large to move around).
+type UiResult<T = Response<Body>> = Result<T, Failure>;
+type Failure = Box<Response<Body>>;
 
 async fn route(state: &AppState, req: Request<Incoming>, client: IpAddr, path: &str) -> UiResult {
     if path == "/ui" {
@@ -184,7 +186,9 @@ async fn route(state: &AppState, req: Request<Incoming>, client: IpAddr, path: &
         Page::Repositories => pages::repositories(state, &req, &viewer).await,
         Page::Storage => pages::storage(state, &viewer).await,
         Page::Repository(name) => pages::repository(state, &req, &viewer, &repo(name)?).await,
-        Page::Image(name, r) => pages::image(state, &req, &viewer, &repo(name)?, &reference(r)?).await,
+        Page::Image(name, r) => {
+            pages::image(state, &req, &viewer, &repo(name)?, &reference(r)?).await
+        }
         Page::Delete(name, r) => {
             let (name, r) = (repo(name)?, reference(r)?);
             if method == Method::POST {
@@ -197,12 +201,12 @@ async fn route(state: &AppState, req: Request<Incoming>, client: IpAddr, path: &
     }
 }
 
-fn repo(s: &str) -> Result<RepositoryName, Response<Body>> {
+fn repo(s: &str) -> UiResult<RepositoryName> {
     s.parse()
         .map_err(|_| error_page(StatusCode::NOT_FOUND, "No repository by that name."))
 }
 
-fn reference(s: &str) -> Result<Reference, Response<Body>> {
+fn reference(s: &str) -> UiResult<Reference> {
     s.parse()
         .map_err(|_| error_page(StatusCode::NOT_FOUND, "No tag or digest by that name."))
 }
@@ -215,7 +219,7 @@ async fn authorize<'s>(
     req: &Request<Incoming>,
     client: IpAddr,
     need: &Need<'_>,
-) -> Result<Viewer<'s>, Response<Body>> {
+) -> UiResult<Viewer<'s>> {
     let Some(auth) = state.auth.as_deref() else {
         if state.token.is_some() {
             return Err(error_page(
@@ -267,7 +271,7 @@ async fn authorize<'s>(
                 .map_or("/ui/", |p| p.as_str())
                 .to_owned();
             let q: String = form_urlencoded::byte_serialize(next.as_bytes()).collect();
-            Err(redirect(&format!("/ui/login?next={q}")))
+            Err(Box::new(redirect(&format!("/ui/login?next={q}"))))
         }
         Err(e) if e.code == ErrorCode::Denied => Err(error_page(
             StatusCode::FORBIDDEN,
@@ -278,7 +282,7 @@ async fn authorize<'s>(
 }
 
 /// 401 with the Basic challenge: a browser asks for a user and password again.
-fn challenge(realm: &str) -> Response<Body> {
+fn challenge(realm: &str) -> Failure {
     let mut r = error_page(
         StatusCode::UNAUTHORIZED,
         "Wrong user or password. Log in again through the form at /ui/login.",
@@ -291,12 +295,13 @@ fn challenge(realm: &str) -> Response<Body> {
 }
 
 /// A form body (`application/x-www-form-urlencoded`), at most [`MAX_FORM`] bytes.
-async fn form(req: Request<Incoming>) -> Result<Vec<(String, String)>, Response<Body>> {
+async fn form(req: Request<Incoming>) -> UiResult<Vec<(String, String)>> {
     let too_large = || error_page(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large.");
     let mut body = req.into_body();
     let mut data = Vec::new();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|_| error_page(StatusCode::BAD_REQUEST, "The form did not arrive."))?;
+        let frame =
+            frame.map_err(|_| error_page(StatusCode::BAD_REQUEST, "The form did not arrive."))?;
         if let Ok(chunk) = frame.into_data() {
             if data.len() + chunk.len() > MAX_FORM {
                 return Err(too_large());
@@ -319,7 +324,7 @@ fn check_csrf(
     headers: &http::HeaderMap,
     subject: &session::Subject<'_>,
     form: &[(String, String)],
-) -> Result<(), Response<Body>> {
+) -> UiResult<()> {
     if session::cross_site(headers) || !state.ui.sessions.csrf_valid(subject, field(form, "csrf")) {
         return Err(error_page(
             StatusCode::FORBIDDEN,
@@ -366,7 +371,7 @@ async fn login(state: &AppState, req: Request<Incoming>, client: IpAddr) -> UiRe
         Ok(Identity::Anonymous) | Err(AuthFailure::BadCredentials) => {
             let mut r = pages::login_with(next, "Wrong user or password.", state);
             *r.status_mut() = StatusCode::UNAUTHORIZED;
-            Err(r)
+            Err(Box::new(r))
         }
         Err(AuthFailure::Throttled(_)) => Err(error_page(
             StatusCode::TOO_MANY_REQUESTS,
@@ -447,21 +452,26 @@ fn html_response(status: StatusCode, html: String) -> Response<Body> {
     r
 }
 
-fn error_page(status: StatusCode, message: &str) -> Response<Body> {
-    html_response(status, pages::error(status, message))
+fn error_page(status: StatusCode, message: &str) -> Failure {
+    Box::new(html_response(status, pages::error(status, message)))
 }
 
 /// The stylesheet, the script and the icon, compiled into the binary.
 fn asset(name: &str) -> UiResult {
     let (content_type, bytes): (&'static str, &'static [u8]) = match name {
         "ui.css" => ("text/css; charset=utf-8", include_bytes!("assets/ui.css")),
-        "ui.js" => ("text/javascript; charset=utf-8", include_bytes!("assets/ui.js")),
+        "ui.js" => (
+            "text/javascript; charset=utf-8",
+            include_bytes!("assets/ui.js"),
+        ),
         "icon.svg" => ("image/svg+xml", include_bytes!("assets/icon.svg")),
         _ => return Err(error_page(StatusCode::NOT_FOUND, "No such file.")),
     };
     let mut r = Response::new(body::full(bytes));
-    r.headers_mut()
-        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type),
+    );
     r.headers_mut()
         .insert(http::header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
     r.headers_mut().insert(

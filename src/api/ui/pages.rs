@@ -43,11 +43,7 @@ fn layout(title: &str, viewer: Option<&Viewer<'_>>, state: &AppState, main: &str
     if let Some(v) = viewer.filter(|v| v.auth_on) {
         match v.user() {
             Some(u) => {
-                let _ = write!(
-                    who,
-                    "<span class=\"who\">{}</span>",
-                    esc(u)
-                );
+                let _ = write!(who, "<span class=\"who\">{}</span>", esc(u));
                 if v.session.is_some() {
                     let _ = write!(
                         who,
@@ -99,16 +95,16 @@ pub(super) fn error(status: StatusCode, message: &str) -> String {
     )
 }
 
-fn failure(e: RegistryError) -> Response<Body> {
+fn failure(e: RegistryError) -> super::Failure {
     let status = match e {
         RegistryError::NameUnknown(_) | RegistryError::ManifestUnknown(_) => StatusCode::NOT_FOUND,
         RegistryError::StorageUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    html_response(status, error(status, &e.to_string()))
+    Box::new(html_response(status, error(status, &e.to_string())))
 }
 
-type PageResult = Result<Response<Body>, Response<Body>>;
+type PageResult = super::UiResult;
 
 fn query(req: &Request<Incoming>, key: &str) -> Option<String> {
     crate::api::query_param(req, key)
@@ -165,11 +161,7 @@ pub(super) async fn repositories(
     }
     m.push_str("<ul class=\"repos\" id=\"repositories\">");
     for name in shown {
-        let _ = write!(
-            m,
-            "<li><a href=\"/ui/r/{0}\">{0}</a></li>",
-            esc(name)
-        );
+        let _ = write!(m, "<li><a href=\"/ui/r/{0}\">{0}</a></li>", esc(name));
     }
     m.push_str("</ul>");
     if pages > 1 {
@@ -279,7 +271,11 @@ pub(super) async fn repository(
         esc(name.as_str())
     );
     if let Some(d) = query(req, "deleted") {
-        let _ = write!(m, "<p role=\"status\" class=\"notice\">Deleted {}.</p>", esc(&d));
+        let _ = write!(
+            m,
+            "<p role=\"status\" class=\"notice\">Deleted {}.</p>",
+            esc(&d)
+        );
     }
     let _ = write!(m, "<p>{} tags</p>", rows.len());
     let header = |label: &str, key: &str, default_desc: bool| {
@@ -427,7 +423,11 @@ pub(super) async fn image(
          <button type=\"button\" data-copy=\"pull\">Copy</button>\
          <span class=\"copied\" role=\"status\" aria-live=\"polite\"></span></div>",
         r = esc(&reference.to_string()),
-        sep = if matches!(reference, Reference::Tag(_)) { ":" } else { "@" },
+        sep = if matches!(reference, Reference::Tag(_)) {
+            ":"
+        } else {
+            "@"
+        },
         p = esc(&pull),
     );
     let tag_links: Vec<String> = tags
@@ -435,14 +435,26 @@ pub(super) async fn image(
         .map(|t| format!("<a href=\"/ui/r/{n}/-/{0}\">{0}</a>", esc(t)))
         .collect();
     m.push_str(&dl(&[
-        ("Digest", format!("<code id=\"digest\">{}</code>", esc(&digest.to_string()))),
+        (
+            "Digest",
+            format!("<code id=\"digest\">{}</code>", esc(&digest.to_string())),
+        ),
         ("Media type", esc(&s.media_type)),
-        ("Artifact type", s.artifact_type.as_deref().map(esc).unwrap_or_default()),
+        (
+            "Artifact type",
+            s.artifact_type.as_deref().map(esc).unwrap_or_default(),
+        ),
         (
             "Size",
             format!("{} ({} bytes)", esc(&human_bytes(s.size)), s.size),
         ),
-        ("Created", s.created.as_deref().map(|c| time(Some(c))).unwrap_or_default()),
+        (
+            "Created",
+            s.created
+                .as_deref()
+                .map(|c| time(Some(c)))
+                .unwrap_or_default(),
+        ),
         ("Platforms", esc(&s.platforms.join(", "))),
         ("Tags", tag_links.join(", ")),
         (
@@ -487,7 +499,10 @@ pub(super) async fn image(
                 m.push_str(&dl(&[
                     ("Entrypoint", words(&c.entrypoint)),
                     ("Command", words(&c.cmd)),
-                    ("Working directory", c.working_dir.as_deref().map(esc).unwrap_or_default()),
+                    (
+                        "Working directory",
+                        c.working_dir.as_deref().map(esc).unwrap_or_default(),
+                    ),
                     ("User", c.user.as_deref().map(esc).unwrap_or_default()),
                     ("Exposed ports", esc(&c.exposed_ports.join(", "))),
                     ("Environment", env.join("<br>")),
@@ -576,13 +591,10 @@ pub(super) async fn confirm_delete(
     reference: &Reference,
 ) -> PageResult {
     if !may_delete(state, viewer, name) {
-        return Err(html_response(
+        return Err(super::error_page(
             StatusCode::FORBIDDEN,
-            error(
-                StatusCode::FORBIDDEN,
-                "Deletion is disabled on this registry (see --delete-enabled), it is \
-                 read-only, or the access rules do not let you delete here.",
-            ),
+            "Deletion is disabled on this registry (see --delete-enabled), it is \
+             read-only, or the access rules do not let you delete here.",
         ));
     }
     let digest = state
@@ -618,8 +630,10 @@ pub(super) async fn confirm_delete(
                 t = esc(t.as_str())
             );
             if others.is_empty() {
-                m.push_str(" (no other tag points at it; garbage collection with untagged \
-                            deletion may remove it later).</p>");
+                m.push_str(
+                    " (no other tag points at it; garbage collection with untagged \
+                            deletion may remove it later).</p>",
+                );
             } else {
                 m.push_str(" and by these tags:</p>");
                 m.push_str(&list(&others));
@@ -653,11 +667,7 @@ pub(super) async fn confirm_delete(
 
 /// `/ui/storage`: bytes in the blob store and the last garbage collection.
 pub(super) async fn storage(state: &AppState, viewer: &Viewer<'_>) -> PageResult {
-    let cached = *state
-        .ui
-        .storage
-        .lock()
-        .unwrap_or_else(|p| p.into_inner());
+    let cached = *state.ui.storage.lock().unwrap_or_else(|p| p.into_inner());
     let (bytes, blobs) = match cached {
         Some((at, b, n)) if at.elapsed() < super::STORAGE_TTL => (b, n),
         _ => {
@@ -682,9 +692,22 @@ pub(super) async fn storage(state: &AppState, viewer: &Viewer<'_>) -> PageResult
         ("Backend", esc(&state.registry.driver().location())),
         (
             "Deletion",
-            if o.delete_enabled { "enabled" } else { "disabled" }.to_owned(),
+            if o.delete_enabled {
+                "enabled"
+            } else {
+                "disabled"
+            }
+            .to_owned(),
         ),
-        ("Mode", if o.readonly { "read-only" } else { "read-write" }.to_owned()),
+        (
+            "Mode",
+            if o.readonly {
+                "read-only"
+            } else {
+                "read-write"
+            }
+            .to_owned(),
+        ),
     ]));
     m.push_str("<h2>Last garbage collection</h2>");
     match state.registry.last_collection() {
@@ -724,7 +747,11 @@ pub(super) async fn storage(state: &AppState, viewer: &Viewer<'_>) -> PageResult
 }
 
 /// `GET /ui/login`.
-pub(super) fn login(state: &AppState, req: &Request<Incoming>, message: Option<&str>) -> Response<Body> {
+pub(super) fn login(
+    state: &AppState,
+    req: &Request<Incoming>,
+    message: Option<&str>,
+) -> Response<Body> {
     let next = query(req, "next").unwrap_or_else(|| "/ui/".into());
     login_with(super::safe_next(&next), message.unwrap_or(""), state)
 }
