@@ -186,15 +186,7 @@ impl ImageSummaries {
 fn summarise(digest: &Digest, bytes: &[u8]) -> Option<ImageSummary> {
     let parsed = manifest::parse(bytes, "").ok()?;
     let v: Value = serde_json::from_slice(bytes).ok()?;
-    let annotations = v
-        .get("annotations")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let annotations = string_pairs(v.get("annotations"));
     let is_index = !parsed.manifests.is_empty()
         || parsed.media_type == OCI_INDEX
         || parsed.media_type == manifest::DOCKER_LIST;
@@ -295,6 +287,17 @@ fn strings(v: Option<&Value>) -> Option<Vec<String>> {
     )
 }
 
+/// A JSON object of strings (annotations, labels) as pairs, in its order.
+fn string_pairs(v: Option<&Value>) -> Vec<(String, String)> {
+    v.and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 fn parse_config(bytes: &[u8]) -> Option<ImageConfig> {
     let v: Value = serde_json::from_slice(bytes).ok()?;
     let c = v.get("config");
@@ -305,14 +308,7 @@ fn parse_config(bytes: &[u8]) -> Option<ImageConfig> {
             .filter(|s| !s.is_empty())
             .map(str::to_owned)
     };
-    let mut labels: Vec<(String, String)> = field("Labels")
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut labels = string_pairs(field("Labels"));
     labels.sort();
     let mut exposed_ports: Vec<String> = field("ExposedPorts")
         .and_then(Value::as_object)
@@ -377,13 +373,13 @@ pub fn human_bytes(n: u64) -> String {
 }
 
 impl Registry {
-    /// Every tag of `repo` that points at `digest` now (read from storage, not the cache:
-    /// used to say what a deletion would untag).
+    /// Every tag of `repo` that points at `digest` now, read from storage (not the cache):
+    /// what deleting the manifest removes with it.
     pub async fn tags_pointing_at(
         &self,
         repo: &super::RepositoryName,
         digest: &Digest,
-    ) -> RegistryResult<Vec<String>> {
+    ) -> RegistryResult<Vec<super::Tag>> {
         let mut out = Vec::new();
         for tag in self.scan_tags(repo).await? {
             let Ok(t) = tag.parse::<super::Tag>() else {
@@ -395,7 +391,7 @@ impl Registry {
                 .as_ref()
                 == Some(digest)
             {
-                out.push(tag);
+                out.push(t);
             }
         }
         Ok(out)

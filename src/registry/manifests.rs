@@ -2,9 +2,7 @@
 //! tags pointing at revisions, and the referrers index for manifests with a `subject`.
 
 use super::manifest::{self, ManifestError, ParsedManifest, MAX_MANIFEST_BYTES};
-use super::{
-    layout, Digest, Reference, Registry, RegistryError, RegistryResult, RepositoryName, Tag,
-};
+use super::{layout, Digest, Reference, Registry, RegistryError, RegistryResult, RepositoryName};
 use crate::storage::{Staged, StorageError, StoragePath};
 use bytes::Bytes;
 
@@ -230,18 +228,13 @@ impl Registry {
                         }
                     }
                 }
-                for tag in self.scan_tags(repo).await.unwrap_or_default().iter() {
-                    let Ok(tag) = tag.parse::<Tag>() else {
-                        continue;
-                    };
-                    if self
-                        .read_link(&layout::tag_current_link(repo, &tag)?)
-                        .await?
-                        .as_ref()
-                        == Some(digest)
-                    {
-                        self.remove(&layout::tag_dir(repo, &tag)?).await?;
-                    }
+                let tags = match self.tags_pointing_at(repo, digest).await {
+                    Ok(t) => t,
+                    Err(RegistryError::NameUnknown(_)) => Vec::new(),
+                    Err(e) => return Err(e),
+                };
+                for tag in &tags {
+                    self.remove(&layout::tag_dir(repo, tag)?).await?;
                 }
                 self.remove(&layout::revision_dir(repo, digest)?).await?;
                 // Readers that raced the deletion may have re-cached what was removed.

@@ -432,7 +432,7 @@ pub(super) async fn image(
     );
     let tag_links: Vec<String> = tags
         .iter()
-        .map(|t| format!("<a href=\"/ui/r/{n}/-/{0}\">{0}</a>", esc(t)))
+        .map(|t| format!("<a href=\"/ui/r/{n}/-/{0}\">{0}</a>", esc(t.as_str())))
         .collect();
     m.push_str(&dl(&[
         (
@@ -609,7 +609,7 @@ pub(super) async fn confirm_delete(
         .map_err(failure)?;
     let n = esc(name.as_str());
     let d = esc(&digest.to_string());
-    let list = |tags: &[&String]| {
+    let list = |tags: &[&str]| {
         let items: String = tags
             .iter()
             .map(|t| format!("<li><code>{}</code></li>", esc(t)))
@@ -622,7 +622,11 @@ pub(super) async fn confirm_delete(
     );
     match reference {
         Reference::Tag(t) => {
-            let others: Vec<&String> = tags.iter().filter(|x| x.as_str() != t.as_str()).collect();
+            let others: Vec<&str> = tags
+                .iter()
+                .map(|x| x.as_str())
+                .filter(|x| *x != t.as_str())
+                .collect();
             let _ = write!(
                 m,
                 "<h1>Remove the tag {t} from {n}?</h1><p>Only the tag goes. The manifest \
@@ -649,7 +653,7 @@ pub(super) async fn confirm_delete(
                 m.push_str("; no tag points at it.</p>");
             } else {
                 m.push_str(", and with it every tag that points at it:</p>");
-                m.push_str(&list(&tags.iter().collect::<Vec<_>>()));
+                m.push_str(&list(&tags.iter().map(|t| t.as_str()).collect::<Vec<_>>()));
             }
         }
     }
