@@ -122,26 +122,8 @@ fn skopeo_pushes_and_pulls_over_native_tls_with_basic_auth() {
     // The certificate is checked: without the CA skopeo refuses.
     let (ok, out) = skopeo(&["copy", "--dest-creds", "tls-user:tls pw", &src, &dst]);
     assert!(!ok && out.contains("certificate"), "{out}");
-    skopeo_ok(&[
-        "copy",
-        "--dest-cert-dir",
-        certs,
-        "--dest-creds",
-        "tls-user:tls pw",
-        &src,
-        &dst,
-    ]);
-    let pulled = dir.path().join("pulled");
-    skopeo_ok(&[
-        "copy",
-        "--src-cert-dir",
-        certs,
-        "--src-creds",
-        "tls-user:tls pw",
-        &dst,
-        &format!("dir:{}", pulled.display()),
-    ]);
-    assert!(pulled.join("manifest.json").exists());
+    push_tls(certs, "tls-user:tls pw", &src, &dst).expect("push");
+    pull_tls(certs, "tls-user:tls pw", &dst, &dir.path().join("pulled"));
     let (ok, out) = skopeo(&["inspect", "--cert-dir", certs, &dst]);
     assert!(!ok, "anonymous inspect must fail: {out}");
 
@@ -412,49 +394,22 @@ fn a_registry_2_file_alone_gives_mutual_tls_htpasswd_and_access_rules() {
     let layouts = oci_layouts();
     let src = format!("oci:{}:latest", layouts.path().join("a").display());
     let dst = format!("docker://{}/secure/a:latest", s.host());
-    skopeo_ok(&[
-        "copy",
-        "--dest-cert-dir",
+    push_tls(certs, "tls-user:tls pw", &src, &dst).expect("push");
+    pull_tls(certs, "reader:read pw", &dst, &d.join("pulled"));
+    push_tls(
         certs,
-        "--dest-creds",
-        "tls-user:tls pw",
-        &src,
-        &dst,
-    ]);
-    let pulled = d.join("pulled");
-    skopeo_ok(&[
-        "copy",
-        "--src-cert-dir",
-        certs,
-        "--src-creds",
-        "reader:read pw",
-        &dst,
-        &format!("dir:{}", pulled.display()),
-    ]);
-    assert!(pulled.join("manifest.json").exists());
-    let (ok, out) = skopeo(&[
-        "copy",
-        "--dest-cert-dir",
-        certs,
-        "--dest-creds",
         "reader:read pw",
         &src,
         &format!("docker://{}/secure/b:latest", s.host()),
-    ]);
-    assert!(!ok, "the access file gives reader no push: {out}");
-    let (ok, out) = skopeo(&[
-        "copy",
-        "--dest-cert-dir",
+    )
+    .expect_err("the access file gives reader no push");
+    push_tls(
         certs,
-        "--dest-creds",
         "tls-user:tls pw",
         &src,
         &format!("docker://{}/elsewhere/a:latest", s.host()),
-    ]);
-    assert!(
-        !ok,
-        "the access file gives tls-user nothing outside secure/: {out}"
-    );
+    )
+    .expect_err("the access file gives tls-user nothing outside secure/");
 }
 
 struct Nginx {
@@ -635,17 +590,42 @@ fn behind_the_shipped_nginx_example_with_registry_auth() {
         &format!("oci:{}:multi", layouts.path().join("multi").display()),
         &dst,
     ]);
-    let pulled = dir.path().join("pulled");
+    pull_tls(certs, "tls-user:tls pw", &dst, &dir.path().join("pulled"));
+    let (ok, out) = skopeo(&["inspect", "--cert-dir", certs, &dst]);
+    assert!(!ok, "anonymous pull through nginx must fail: {out}");
+}
+
+/// skopeo copies `src` to `dst`, a registry over TLS: `certs` is a skopeo cert dir (the CA,
+/// and a client certificate where the registry asks for one), `creds` is `user:password`.
+/// The error is skopeo's output.
+fn push_tls(certs: &str, creds: &str, src: &str, dst: &str) -> Result<(), String> {
+    let (ok, out) = skopeo(&[
+        "copy",
+        "--dest-cert-dir",
+        certs,
+        "--dest-creds",
+        creds,
+        src,
+        dst,
+    ]);
+    if ok {
+        Ok(())
+    } else {
+        Err(out)
+    }
+}
+
+/// skopeo pulls `src` from a registry over TLS (see [`push_tls`]) into the directory `into`,
+/// which must then hold the image.
+fn pull_tls(certs: &str, creds: &str, src: &str, into: &Path) {
     skopeo_ok(&[
         "copy",
         "--src-cert-dir",
         certs,
         "--src-creds",
-        "tls-user:tls pw",
-        &dst,
-        &format!("dir:{}", pulled.display()),
+        creds,
+        src,
+        &format!("dir:{}", into.display()),
     ]);
-    assert!(pulled.join("manifest.json").exists());
-    let (ok, out) = skopeo(&["inspect", "--cert-dir", certs, &dst]);
-    assert!(!ok, "anonymous pull through nginx must fail: {out}");
+    assert!(into.join("manifest.json").exists(), "{src} pulled whole");
 }
