@@ -292,11 +292,7 @@ fn a_full_queue_drops_its_oldest_events_saying_so() {
     let digests: Vec<String> = (0..5)
         .map(|i| push_blob(&c, &s, "full/queue", format!("blob {i}").as_bytes()))
         .collect();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !s.log_text().contains("event(s) dropped") {
-        assert!(Instant::now() < deadline, "{}", s.log_text());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    s.wait_for_log("event(s) dropped");
     let receiver = Receiver::start(port);
     let deadline = Instant::now() + Duration::from_secs(20);
     let got = loop {

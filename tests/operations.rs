@@ -330,23 +330,14 @@ fn the_watchdog_stops_pinging_while_the_storage_cannot_be_written() {
     assert!(pings(&watch(Duration::from_secs(5), "WATCHDOG=1")) > 0);
 }
 
-/// Waits (at most 10 s) for a log line containing `needle`; returns it.
+/// The first log line containing `needle`, once it is there.
 fn log_line(s: &Server, needle: &str) -> String {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let found = s
-            .log_text()
-            .lines()
-            .find(|l| l.contains(needle))
-            .map(str::to_owned);
-        match found {
-            Some(line) => return line,
-            None if std::time::Instant::now() > deadline => {
-                panic!("no log line with {needle:?}:\n{}", s.log_text())
-            }
-            None => std::thread::sleep(std::time::Duration::from_millis(20)),
-        }
-    }
+    s.wait_for_log(needle);
+    let log = s.log_text();
+    log.lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_default()
+        .to_owned()
 }
 
 #[test]
