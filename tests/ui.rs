@@ -89,6 +89,31 @@ fn push_images(s: &Server) -> tempfile::TempDir {
     layouts
 }
 
+/// Pushes an SBOM-like artifact whose subject is `repo:tag` (by digest, untagged);
+/// returns its digest.
+fn push_sbom(s: &Server, repo: &str, tag: &str) -> String {
+    let c = client();
+    let subject = c
+        .get(s.url(&format!("/v2/{repo}/manifests/{tag}")))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .expect_status(200)
+        .bytes()
+        .expect("the subject");
+    let empty = push_blob(&c, s, repo, b"{}");
+    let doc = br#"{"spdxVersion":"SPDX-2.3"}"#;
+    let layer = push_blob(&c, s, repo, doc);
+    let m = json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.example.sbom",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+        "layers": [{"mediaType": "application/spdx+json", "digest": layer, "size": doc.len()}],
+        "subject": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": digest_of(&subject), "size": subject.len()}
+    })
+    .to_string();
+    put_manifest(&c, s, repo, &digest_of(m.as_bytes()), &m)
+}
+
 /// Waits until the page's URL satisfies `ok` (a navigation after a click or Enter).
 fn wait_for_url(b: &Browser, ok: impl Fn(&str) -> bool) -> String {
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
@@ -116,6 +141,7 @@ fn browsing_lists_searches_and_shows_images() {
     }
     let s = Server::builder().delete_enabled().start();
     let _layouts = push_images(&s);
+    let sbom = push_sbom(&s, "apps/web", "2.0");
     let b = Browser::start("browsing", 1280, 900);
 
     // A browser asking / is sent to the UI.
@@ -190,6 +216,9 @@ fn browsing_lists_searches_and_shows_images() {
         .texts("#annotations tbody tr")
         .iter()
         .any(|a| a.contains("https://example.com/web")));
+    let referrers = b.texts("#referrers tbody tr");
+    assert_eq!(referrers.len(), 1, "{referrers:?}");
+    assert!(referrers[0].contains("application/vnd.example.sbom") && referrers[0].contains(&sbom));
     b.screenshot("5-image");
 
     b.goto(&s.url("/ui/storage"));
@@ -441,6 +470,24 @@ fn deleting_needs_login_permission_and_a_csrf_token() {
     c.get(s.url("/ui/"))
         .basic_auth("reader", Some("reader pw"))
         .expect_status(200);
+
+    // A collection in the daemon shows on the storage page.
+    b.goto(&s.url("/ui/storage"));
+    assert!(b.text(&b.find("#gc")).contains("None since"));
+    let before = b.text(&b.find("#used"));
+    ours_ok(&storage, &["garbage-collect", "--online", "--grace", "0s"]);
+    b.goto(&s.url("/ui/storage"));
+    let gc = b.text(&b.find("#gc"));
+    assert!(
+        gc.contains("Blobs removed") && !gc.contains("Blobs removed\n0"),
+        "{gc}"
+    );
+    assert_ne!(
+        b.text(&b.find("#used")),
+        before,
+        "the storage used is from before"
+    );
+    b.screenshot("4-storage-after-gc");
 }
 
 #[test]

@@ -38,8 +38,8 @@ const STORAGE_TTL: Duration = Duration::from_secs(30);
 pub struct UiState {
     sessions: session::Sessions,
     summaries: ImageSummaries,
-    /// The last walk of the blob store: when, bytes, blobs.
-    storage: Mutex<Option<(Instant, u64, usize)>>,
+    /// The last walk of the blob store: when it started, bytes, blobs.
+    storage: Mutex<Option<(std::time::SystemTime, u64, usize)>>,
 }
 
 /// Whether this request is the UI's (its pages, its assets, the browser's favicon).

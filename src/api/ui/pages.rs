@@ -671,13 +671,20 @@ pub(super) async fn confirm_delete(
 
 /// `/ui/storage`: bytes in the blob store and the last garbage collection.
 pub(super) async fn storage(state: &AppState, viewer: &Viewer<'_>) -> PageResult {
+    let last_gc = state.registry.last_collection();
     let cached = *state.ui.storage.lock().unwrap_or_else(|p| p.into_inner());
+    // A walk is reused for a while, unless a collection has ended since.
     let (bytes, blobs) = match cached {
-        Some((at, b, n)) if at.elapsed() < super::STORAGE_TTL => (b, n),
+        Some((at, b, n))
+            if at.elapsed().unwrap_or_default() < super::STORAGE_TTL
+                && last_gc.as_ref().is_none_or(|l| l.finished < at) =>
+        {
+            (b, n)
+        }
         _ => {
+            let at = std::time::SystemTime::now();
             let (b, n) = state.registry.storage_used().await.map_err(failure)?;
-            *state.ui.storage.lock().unwrap_or_else(|p| p.into_inner()) =
-                Some((std::time::Instant::now(), b, n));
+            *state.ui.storage.lock().unwrap_or_else(|p| p.into_inner()) = Some((at, b, n));
             (b, n)
         }
     };
@@ -714,7 +721,7 @@ pub(super) async fn storage(state: &AppState, viewer: &Viewer<'_>) -> PageResult
         ),
     ]));
     m.push_str("<h2>Last garbage collection</h2>");
-    match state.registry.last_collection() {
+    match last_gc {
         None => m.push_str(
             "<p id=\"gc\">None since this daemon started. Collect with \
              <code>docker-registry garbage-collect --online</code> or a <code>gc.interval</code>.</p>",
