@@ -206,14 +206,9 @@ fn main() {
     let file = dir.path().join("registry.yml");
     std::fs::write(&file, format!("version: 0.1\nstorage: {storage}\n")).expect("config");
     let ours = Server::builder()
-        .configured_storage()
+        .configured_storage(dir.path())
         .arg("--config")
         .arg(file.display().to_string())
-        .env("AWS_CA_BUNDLE", "")
-        .env(
-            "REGISTRY_STORAGE_MAINTENANCE_GC_SOCKET",
-            dir.path().join("admin.sock").display().to_string(),
-        )
         .start();
     let theirs = Distribution::start_with(&storage);
     let bases = [

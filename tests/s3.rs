@@ -59,14 +59,9 @@ fn ours_builder(moto: &Moto, root: &str, dir: &Path) -> ServerBuilder {
     )
     .expect("write config");
     Server::builder()
-        .configured_storage()
+        .configured_storage(dir)
         .arg("--config")
         .arg(file.display().to_string())
-        .env("AWS_CA_BUNDLE", "")
-        .env(
-            "REGISTRY_STORAGE_MAINTENANCE_GC_SOCKET",
-            dir.join("admin.sock").display().to_string(),
-        )
 }
 
 /// Pushes layout `dir`'s `reference` to `host/repo` and checks what the registry serves: the
@@ -166,7 +161,7 @@ fn the_legacy_s3_flavor_serves_skopeo_round_trips() {
     let sample = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/legacy-config/config_sample.yml");
     let s = Server::builder()
-        .configured_storage()
+        .configured_storage(sockets.path())
         .arg("--config")
         .arg(sample.display().to_string())
         .env("SETTINGS_FLAVOR", "s3")
@@ -177,11 +172,6 @@ fn the_legacy_s3_flavor_serves_skopeo_round_trips() {
         .env("AWS_KEY", "AKIDEXAMPLE")
         .env("AWS_SECRET", "secret")
         .env("STORAGE_PATH", "/legacy")
-        .env("AWS_CA_BUNDLE", "")
-        .env(
-            "REGISTRY_STORAGE_MAINTENANCE_GC_SOCKET",
-            sockets.path().join("admin.sock").display().to_string(),
-        )
         .start();
     let layouts = oci_layouts();
     round_trips(

@@ -40,14 +40,9 @@ fn config(dir: &Path, s3: &S3sFs, keys: &str) -> PathBuf {
 
 fn ours(dir: &Path, s3: &S3sFs, keys: &str) -> ServerBuilder {
     Server::builder()
-        .configured_storage()
+        .configured_storage(dir)
         .arg("--config")
         .arg(config(dir, s3, keys).display().to_string())
-        .env("AWS_CA_BUNDLE", "")
-        .env(
-            "REGISTRY_STORAGE_MAINTENANCE_GC_SOCKET",
-            dir.join("admin.sock").display().to_string(),
-        )
 }
 
 fn written_keys(secret: &str) -> String {

@@ -92,10 +92,14 @@ impl ServerBuilder {
     }
 
     /// Storage comes from the configuration (S3): no `--storage-path`, which would choose
-    /// the filesystem.
-    pub fn configured_storage(mut self) -> Self {
+    /// the filesystem. With no data directory, the admin socket goes in `dir`; the
+    /// machine's CA bundle stays out (the test servers are plain HTTP on loopback).
+    pub fn configured_storage(mut self, dir: &Path) -> Self {
         self.storage_flag = false;
-        self
+        self.env("AWS_CA_BUNDLE", "").env(
+            "REGISTRY_STORAGE_MAINTENANCE_GC_SOCKET",
+            dir.join("admin.sock").display().to_string(),
+        )
     }
 
     pub fn delete_enabled(self) -> Self {
