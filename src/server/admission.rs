@@ -128,7 +128,7 @@ impl Admission {
         self: &Arc<Self>,
         peer: IpAddr,
         activity: &Arc<Activity>,
-        reservation: Option<&mut Option<Reservation>>,
+        reservation: Option<&mut Reservation>,
     ) -> Result<Ticket, Refused> {
         let client = client_key(peer);
         let mut t = self.table();
@@ -137,16 +137,14 @@ impl Admission {
             return Err(Refused::Client);
         }
         // Everyone else's promised places stay out of reach; its own is counted as free.
-        let holds = reservation.as_ref().is_some_and(|r| r.is_some());
-        let promised = t.reserved - usize::from(holds && t.reserved > 0);
+        let own = reservation.filter(|r| !r.taken);
+        let promised = t.reserved.saturating_sub(usize::from(own.is_some()));
         if t.live.len() + promised >= self.max {
             return Err(Refused::Full);
         }
-        if holds {
-            if let Some(mut r) = reservation.and_then(Option::take) {
-                r.taken = true;
-                t.reserved = t.reserved.saturating_sub(1);
-            }
+        if let Some(r) = own {
+            r.taken = true;
+            t.reserved = promised;
         }
         let id = t.next_id;
         t.next_id += 1;
@@ -184,9 +182,8 @@ impl Admission {
         self: &Arc<Self>,
         peer: IpAddr,
         activity: &Arc<Activity>,
-        reservation: Reservation,
+        mut reservation: Reservation,
     ) -> Result<Ticket, Refused> {
-        let mut reservation = Some(reservation);
         let deadline = tokio::time::sleep(ROOM_WAIT);
         tokio::pin!(deadline);
         loop {
