@@ -553,6 +553,19 @@ impl StorageDriver for FilesystemDriver {
         .await
     }
 
+    /// One process, or several on one machine, with the store lock (see `use_alone`).
+    fn shared_by_instances(&self) -> bool {
+        false
+    }
+
+    async fn redirect_url(
+        &self,
+        _path: &StoragePath,
+        _method: &http::Method,
+    ) -> StorageResult<Option<String>> {
+        Ok(None)
+    }
+
     async fn check_writable(&self) -> StorageResult<()> {
         let root = self.root.clone();
         blocking(move || {

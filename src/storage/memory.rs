@@ -3,7 +3,8 @@
 //! suite as the real backends) and for trying the registry without a disk.
 
 use super::{
-    BlobReader, FileInfo, FileWriter, StorageDriver, StorageError, StoragePath, StorageResult,
+    BlobReader, ChunkStream, FileInfo, FileWriter, Leftover, Staged, StorageDriver, StorageError,
+    StoragePath, StorageResult,
 };
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -182,6 +183,72 @@ impl StorageDriver for MemoryDriver {
     }
 
     async fn check_writable(&self) -> StorageResult<()> {
+        Ok(())
+    }
+
+    // What a backend without journals, leftovers, local files or presigned URLs does.
+
+    async fn put_small(&self, path: &StoragePath, content: &[u8]) -> StorageResult<()> {
+        self.put_content(path, content).await
+    }
+
+    async fn put_staged(&self, stages: &[&[(StoragePath, Staged)]]) -> StorageResult<()> {
+        super::put_staged_in_turn(self, stages).await
+    }
+
+    async fn read_chunks(
+        &self,
+        path: &StoragePath,
+        offset: u64,
+        len: u64,
+    ) -> StorageResult<ChunkStream> {
+        super::chunks_from_reader(self, path, offset, len).await
+    }
+
+    async fn open_file(&self, _path: &StoragePath) -> StorageResult<Option<std::fs::File>> {
+        Ok(None)
+    }
+
+    async fn find_directories_with(
+        &self,
+        root: &StoragePath,
+        marker: &str,
+    ) -> StorageResult<Vec<String>> {
+        super::walk_for_marker(self, root, marker).await
+    }
+
+    async fn redirect_url(
+        &self,
+        _path: &StoragePath,
+        _method: &http::Method,
+    ) -> StorageResult<Option<String>> {
+        Ok(None)
+    }
+
+    async fn use_alone(&self) -> StorageResult<bool> {
+        Ok(false)
+    }
+
+    async fn use_shared(&self) -> StorageResult<()> {
+        Ok(())
+    }
+
+    async fn leftovers(
+        &self,
+        _under: &StoragePath,
+        _before: Option<SystemTime>,
+        _remove: bool,
+    ) -> StorageResult<Vec<Leftover>> {
+        Ok(Vec::new())
+    }
+
+    async fn replay_journals(&self) -> StorageResult<usize> {
+        Ok(0)
+    }
+
+    async fn journal_writes(&self) {}
+
+    async fn flush(&self) -> StorageResult<()> {
         Ok(())
     }
 }

@@ -228,7 +228,14 @@ pub trait FileWriter: Send {
 }
 
 /// The storage backend interface. Implementations must be safe to share between tasks.
-/// A method added here is passed on by [`TimedDriver`] too (see `timed.rs`).
+///
+/// No method has a default body: a wrapper ([`TimedDriver`]) that forgot one would silently
+/// run the default instead of the wrapped driver's own (losing the filesystem's `open_file`,
+/// hence zero-copy pulls, or S3's `shared_by_instances`). So every implementation says what
+/// it does for each, and the compiler refuses one that does not; a backend without anything
+/// better calls the plain versions below ([`put_staged_in_turn`], [`chunks_from_reader`],
+/// [`walk_for_marker`]) or answers as the method's documentation says "backends without
+/// one" do.
 #[async_trait]
 pub trait StorageDriver: Send + Sync + fmt::Debug + 'static {
     /// A short name for logs: `filesystem`, `s3`.
@@ -246,10 +253,8 @@ pub trait StorageDriver: Send + Sync + fmt::Debug + 'static {
 
     /// Writes a small file atomically, without waiting for it to reach the disk: for link
     /// files, whose loss in a crash leaves the state from before (a missing tag or link),
-    /// never a half-written one. Backends where every write is durable keep the default.
-    async fn put_small(&self, path: &StoragePath, content: &[u8]) -> StorageResult<()> {
-        self.put_content(path, content).await
-    }
+    /// never a half-written one. Backends where every write is durable call `put_content`.
+    async fn put_small(&self, path: &StoragePath, content: &[u8]) -> StorageResult<()>;
 
     /// Writes a small file only if there is none at `path`, atomically: of several writers
     /// racing, exactly one gets true; the others get false and leave the file as the winner
@@ -260,9 +265,7 @@ pub trait StorageDriver: Send + Sync + fmt::Debug + 'static {
 
     /// Whether several daemons may serve this store at once (an object store behind a
     /// load balancer): what they share then lives in the store, not only in memory.
-    fn shared_by_instances(&self) -> bool {
-        false
-    }
+    fn shared_by_instances(&self) -> bool;
 
     /// Puts several files in place, each atomically, all durable when this returns, in
     /// stages: no file of a stage becomes visible, even after a crash, before every file of
@@ -270,44 +273,26 @@ pub trait StorageDriver: Send + Sync + fmt::Debug + 'static {
     /// could lose, nor a link at a blob.) Backends make this cheaper than one
     /// [`StorageDriver::put_content`] after another: the filesystem waits for the disk once
     /// for all the content and once per stage, not twice per file, and shares those waits
-    /// between requests.
-    async fn put_staged(&self, stages: &[&[(StoragePath, Staged)]]) -> StorageResult<()> {
-        for stage in stages {
-            for (path, what) in stage.iter() {
-                match what {
-                    Staged::Content(content) => self.put_content(path, content).await?,
-                    Staged::MovedFrom(from) => self.rename(from, path).await?,
-                }
-            }
-        }
-        Ok(())
-    }
+    /// between requests. The plain way: [`put_staged_in_turn`].
+    async fn put_staged(&self, stages: &[&[(StoragePath, Staged)]]) -> StorageResult<()>;
 
     /// Opens a stream at `offset`; returns it with the file's total size.
     async fn reader(&self, path: &StoragePath, offset: u64) -> StorageResult<(BlobReader, u64)>;
 
-    /// Streams `len` bytes from `offset`. The default reads through [`StorageDriver::reader`];
-    /// backends override it to read ahead without holding a thread while the client is slow.
+    /// Streams `len` bytes from `offset`: [`chunks_from_reader`] reads through
+    /// [`StorageDriver::reader`]; backends do better, reading ahead without holding a thread
+    /// while the client is slow.
     async fn read_chunks(
         &self,
         path: &StoragePath,
         offset: u64,
         len: u64,
-    ) -> StorageResult<ChunkStream> {
-        use tokio::io::AsyncReadExt;
-        let (reader, _) = self.reader(path, offset).await?;
-        Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(
-            reader.take(len),
-            READ_CHUNK,
-        )))
-    }
+    ) -> StorageResult<ChunkStream>;
 
     /// The file itself, opened for reading, where the backend keeps content in local files:
     /// the connection can then send it with `sendfile(2)`, without copying it through
     /// buffers. `None` where there is no such file (object stores, memory).
-    async fn open_file(&self, _path: &StoragePath) -> StorageResult<Option<std::fs::File>> {
-        Ok(None)
-    }
+    async fn open_file(&self, path: &StoragePath) -> StorageResult<Option<std::fs::File>>;
 
     /// Opens a writer; with `append`, continues an existing file (created if missing).
     async fn writer(&self, path: &StoragePath, append: bool) -> StorageResult<Box<dyn FileWriter>>;
@@ -319,40 +304,13 @@ pub trait StorageDriver: Send + Sync + fmt::Debug + 'static {
 
     /// Every directory under `root` that directly contains an entry named `marker`, as paths
     /// relative to `root` joined with `/`, not descending into entries whose names start
-    /// with `_` (the registry's metadata). Used for the catalog. The default walks with
-    /// [`StorageDriver::list`]; backends override it to walk in one go.
+    /// with `_` (the registry's metadata). Used for the catalog. [`walk_for_marker`] walks
+    /// with [`StorageDriver::list`]; backends do it in one go.
     async fn find_directories_with(
         &self,
         root: &StoragePath,
         marker: &str,
-    ) -> StorageResult<Vec<String>> {
-        let mut out = Vec::new();
-        let mut stack: Vec<(StoragePath, String)> = vec![(root.clone(), String::new())];
-        while let Some((dir, name)) = stack.pop() {
-            let children = match self.list(&dir).await {
-                Ok(c) => c,
-                Err(StorageError::NotFound(_)) => continue,
-                Err(e) => return Err(e),
-            };
-            if !name.is_empty() && children.iter().any(|c| c == marker) {
-                out.push(name.clone());
-            }
-            for c in children {
-                if c.starts_with('_') {
-                    continue;
-                }
-                let child_name = if name.is_empty() {
-                    c.clone()
-                } else {
-                    format!("{name}/{c}")
-                };
-                if let Ok(p) = dir.join(&c) {
-                    stack.push((p, child_name));
-                }
-            }
-        }
-        Ok(out)
-    }
+    ) -> StorageResult<Vec<String>>;
 
     /// Moves a file into place, replacing any file already there, atomically where the
     /// backend allows.
@@ -362,15 +320,13 @@ pub trait StorageDriver: Send + Sync + fmt::Debug + 'static {
     async fn delete(&self, path: &StoragePath) -> StorageResult<()>;
 
     /// A URL the client can fetch `path` from directly with `method` (a presigned S3 URL),
-    /// so the bytes do not pass through us; `None` (the default) when the backend has no
-    /// such URL and we serve them.
+    /// so the bytes do not pass through us; `None` when the backend has no such URL and we
+    /// serve them.
     async fn redirect_url(
         &self,
-        _path: &StoragePath,
-        _method: &http::Method,
-    ) -> StorageResult<Option<String>> {
-        Ok(None)
-    }
+        path: &StoragePath,
+        method: &http::Method,
+    ) -> StorageResult<Option<String>>;
 
     /// Checks at start-up that data can be written (READY=1 waits for this).
     async fn check_writable(&self) -> StorageResult<()>;
@@ -380,52 +336,109 @@ pub trait StorageDriver: Send + Sync + fmt::Debug + 'static {
     /// every leftover of an interrupted write that is not this process's own is abandoned,
     /// whatever its age. Ends with [`StorageDriver::use_shared`], which a process that is
     /// not alone calls before it writes. Backends
-    /// that cannot tell keep the default: never alone, so leftovers are only taken once
-    /// they are old enough that no write can still be using them.
-    async fn use_alone(&self) -> StorageResult<bool> {
-        Ok(false)
-    }
+    /// that cannot tell answer false: never alone, so leftovers are only taken once they
+    /// are old enough that no write can still be using them.
+    async fn use_alone(&self) -> StorageResult<bool>;
 
     /// Uses the store alongside other processes from now on, for as long as the driver
-    /// lives; waits while another process uses it alone.
-    async fn use_shared(&self) -> StorageResult<()> {
-        Ok(())
-    }
+    /// lives; waits while another process uses it alone. Nothing to do for backends that
+    /// cannot tell.
+    async fn use_shared(&self) -> StorageResult<()>;
 
     /// What this backend's interrupted writes left under `under`: temporaries never moved
     /// into place, last modified before `before` (whatever their age with `None`), and the
     /// directories that held nothing else. Never a temporary of this process's own writes
     /// in flight, so it may run while they go on. With `remove`, removes them; a directory
     /// only while it is empty, so a write that starts in it meanwhile keeps it. Backends
-    /// whose writes leave nothing behind keep the default.
+    /// whose writes leave nothing behind find none.
     async fn leftovers(
         &self,
         under: &StoragePath,
         before: Option<SystemTime>,
         remove: bool,
-    ) -> StorageResult<Vec<Leftover>> {
-        let _ = (under, before, remove);
-        Ok(Vec::new())
-    }
+    ) -> StorageResult<Vec<Leftover>>;
 
     /// Finishes the writes that processes now gone acknowledged through their journal
     /// (see [`StorageDriver::journal_writes`]) but may not have made durable in place: a
-    /// process starting calls it once, before it serves or writes. How many it finished.
-    async fn replay_journals(&self) -> StorageResult<usize> {
-        Ok(0)
-    }
+    /// process starting calls it once, before it serves or writes. How many it finished
+    /// (none where there is no journal).
+    async fn replay_journals(&self) -> StorageResult<usize>;
 
     /// From now on staged writes of new content only (manifest PUTs) may be acknowledged
     /// once a journal beside the store holds them, and reach their place durably later:
-    /// for the daemon, which calls [`StorageDriver::flush`] when it stops. Backends without
-    /// one keep the default.
-    async fn journal_writes(&self) {}
+    /// for the daemon, which calls [`StorageDriver::flush`] when it stops. Nothing to do for
+    /// backends without one.
+    async fn journal_writes(&self);
 
     /// Makes every acknowledged write durable in its place and removes the journal: a
     /// clean stop.
-    async fn flush(&self) -> StorageResult<()> {
-        Ok(())
+    async fn flush(&self) -> StorageResult<()>;
+}
+
+/// [`StorageDriver::put_staged`] the plain way: one file after another, each with
+/// `put_content` or `rename`, for backends where every write is durable once answered.
+pub async fn put_staged_in_turn<D: StorageDriver + ?Sized>(
+    driver: &D,
+    stages: &[&[(StoragePath, Staged)]],
+) -> StorageResult<()> {
+    for stage in stages {
+        for (path, what) in stage.iter() {
+            match what {
+                Staged::Content(content) => driver.put_content(path, content).await?,
+                Staged::MovedFrom(from) => driver.rename(from, path).await?,
+            }
+        }
     }
+    Ok(())
+}
+
+/// [`StorageDriver::read_chunks`] through [`StorageDriver::reader`].
+pub async fn chunks_from_reader<D: StorageDriver + ?Sized>(
+    driver: &D,
+    path: &StoragePath,
+    offset: u64,
+    len: u64,
+) -> StorageResult<ChunkStream> {
+    use tokio::io::AsyncReadExt;
+    let (reader, _) = driver.reader(path, offset).await?;
+    Ok(Box::pin(tokio_util::io::ReaderStream::with_capacity(
+        reader.take(len),
+        READ_CHUNK,
+    )))
+}
+
+/// [`StorageDriver::find_directories_with`] by walking with [`StorageDriver::list`].
+pub async fn walk_for_marker<D: StorageDriver + ?Sized>(
+    driver: &D,
+    root: &StoragePath,
+    marker: &str,
+) -> StorageResult<Vec<String>> {
+    let mut out = Vec::new();
+    let mut stack: Vec<(StoragePath, String)> = vec![(root.clone(), String::new())];
+    while let Some((dir, name)) = stack.pop() {
+        let children = match driver.list(&dir).await {
+            Ok(c) => c,
+            Err(StorageError::NotFound(_)) => continue,
+            Err(e) => return Err(e),
+        };
+        if !name.is_empty() && children.iter().any(|c| c == marker) {
+            out.push(name.clone());
+        }
+        for c in children {
+            if c.starts_with('_') {
+                continue;
+            }
+            let child_name = if name.is_empty() {
+                c.clone()
+            } else {
+                format!("{name}/{c}")
+            };
+            if let Ok(p) = dir.join(&c) {
+                stack.push((p, child_name));
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -4,9 +4,10 @@
 //! `Writer`, `Stat`, `List`, `Move`, `Delete`, `URLFor`, `Walk`). Only put in place while
 //! metrics are on, so a registry without them does not pay for the indirection.
 //!
-//! It must pass every method on, defaults included: a method left to the trait's default
-//! would silently replace what the wrapped driver does (its `open_file` is what makes
-//! zero-copy pulls possible). A method added to [`StorageDriver`] is added here too.
+//! It passes every method on. [`StorageDriver`] has no default bodies, so a method added to
+//! the trait does not compile here until it is passed on too: none can silently fall back to
+//! a default and replace what the wrapped driver does (its `open_file` is what makes
+//! zero-copy pulls possible; S3's `shared_by_instances`, what several instances agree by).
 
 use super::{
     BlobReader, ChunkStream, FileInfo, FileWriter, Leftover, Staged, StorageDriver, StoragePath,
@@ -187,4 +188,24 @@ mod tests {
     }
 
     crate::storage::conformance::conformance_suite!(make());
+
+    /// What the wrapped driver answers for itself, rather than what a plain backend would,
+    /// comes through: the filesystem's open file (zero-copy pulls), a shared store's
+    /// instances.
+    #[tokio::test]
+    async fn passes_on_what_only_the_wrapped_driver_knows() {
+        use crate::storage::{MemoryDriver, StorageDriver, StoragePath};
+        crate::metrics::enable();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let timed =
+            super::TimedDriver::new(Arc::new(crate::storage::FilesystemDriver::new(dir.path())));
+        let p = StoragePath::new(["a", "data"]).expect("path");
+        timed.put_content(&p, b"content").await.expect("put");
+        assert!(timed.open_file(&p).await.expect("open").is_some());
+        assert!(!timed.shared_by_instances());
+
+        let shared = super::TimedDriver::new(Arc::new(MemoryDriver::default().as_shared()));
+        assert!(shared.shared_by_instances());
+        assert!(shared.open_file(&p).await.expect("open").is_none());
+    }
 }
