@@ -703,36 +703,68 @@ impl StorageDriver for FilesystemDriver {
     }
 }
 
-/// `pread`s into the uninitialised tail of `buf` (up to `want` bytes in all) at `offset` plus
-/// what `buf` holds, and extends `buf` by what was read: the file's bytes are copied once,
-/// into memory that is never zeroed first.
-fn pread_into_spare(
-    file: &File,
-    buf: &mut bytes::BytesMut,
-    want: usize,
-    offset: u64,
-) -> io::Result<usize> {
-    use std::os::fd::AsRawFd;
-    let have = buf.len();
-    let spare = buf.spare_capacity_mut();
-    let len = spare.len().min(want - have);
-    let at =
-        i64::try_from(offset + have as u64).map_err(|_| io::Error::other("offset too large"))?;
-    loop {
-        // SAFETY: the kernel writes at most `len` bytes into the spare capacity, which is
-        // valid for writes of that length; nothing reads it before `set_len` below.
-        let k = unsafe { nix::libc::pread(file.as_raw_fd(), spare.as_mut_ptr().cast(), len, at) };
-        if k >= 0 {
-            let k = k as usize;
-            // SAFETY: `k <= len` bytes past `have` were initialised by pread.
-            unsafe { buf.set_len(have + k) };
-            return Ok(k);
+/// Read buffers kept for the next chunk once the network has sent theirs: each is zeroed once,
+/// when first made, and then read into again and again, so no chunk pays for clearing memory
+/// the file's bytes overwrite anyway (and no read goes into uninitialised memory). At most
+/// [`KEPT_BUFFERS`] wait here (8 MiB); beyond, a sent buffer is freed.
+static READ_BUFFERS: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
+const KEPT_BUFFERS: usize = 16;
+
+/// A read buffer on loan: its first `len` bytes are a chunk's content; dropped (when the
+/// chunk is sent), it goes back to [`READ_BUFFERS`].
+struct ReadBuffer {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl ReadBuffer {
+    /// A buffer of at least `n` initialised bytes, a kept one where there is one.
+    fn take(n: usize) -> ReadBuffer {
+        let kept = READ_BUFFERS.lock().ok().and_then(|mut kept| kept.pop());
+        let mut buf = kept.unwrap_or_default();
+        if buf.len() < n {
+            // Zeroes only what the buffer never had: kept buffers stay at their full length.
+            buf.resize(n, 0);
         }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
+        ReadBuffer { buf, len: 0 }
+    }
+}
+
+impl AsRef<[u8]> for ReadBuffer {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Drop for ReadBuffer {
+    fn drop(&mut self) {
+        if let Ok(mut kept) = READ_BUFFERS.lock() {
+            if kept.len() < KEPT_BUFFERS && self.buf.len() <= super::READ_CHUNK {
+                kept.push(std::mem::take(&mut self.buf));
+            }
         }
     }
+}
+
+/// `n` bytes of `file` at `offset`, read with `pread` into a [`ReadBuffer`] and handed out
+/// without another copy.
+fn read_chunk(file: &File, offset: u64, n: usize) -> io::Result<Bytes> {
+    use std::os::unix::fs::FileExt;
+    let mut chunk = ReadBuffer::take(n);
+    while chunk.len < n {
+        match file.read_at(&mut chunk.buf[chunk.len..n], offset + chunk.len as u64) {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "blob shorter than its recorded size",
+                ))
+            }
+            Ok(k) => chunk.len += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Bytes::from_owner(chunk))
 }
 
 /// `len` bytes of an open file from `offset`, as a stream of chunks (see [`FileChunks`]).
@@ -765,17 +797,7 @@ impl FileChunks {
         self.offset += n as u64;
         self.remaining -= n as u64;
         self.pending = Some(tokio::task::spawn_blocking(move || {
-            let mut buf = bytes::BytesMut::with_capacity(n);
-            while buf.len() < n {
-                let k = pread_into_spare(&file, &mut buf, n, offset)?;
-                if k == 0 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        "blob shorter than its recorded size",
-                    ));
-                }
-            }
-            Ok(buf.freeze())
+            read_chunk(&file, offset, n)
         }));
     }
 }
