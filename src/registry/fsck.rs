@@ -145,12 +145,35 @@ impl Registry {
         progress: &mut (dyn FnMut(String) + Send),
     ) -> RegistryResult<FsckReport> {
         let _caches = self.clear_caches_when_done();
-        let mut report = FsckReport {
-            leftovers: self.recover(repair).await?,
-            ..FsckReport::default()
+        let mut check = Check {
+            report: FsckReport {
+                leftovers: self.recover(repair).await?,
+                ..FsckReport::default()
+            },
+            blobs: HashMap::new(),
+            dangling: Vec::new(),
         };
-        let mut blobs: HashMap<Digest, BlobState> = HashMap::new();
+        self.verify_blobs(&mut check, progress).await?;
+        for name in self.scan_catalog().await? {
+            let Ok(repo) = name.parse::<RepositoryName>() else {
+                continue;
+            };
+            check.report.repositories += 1;
+            self.check_repository(&mut check, repo).await?;
+        }
+        if repair {
+            check.report.repaired = self.remove_dangling(&check.dangling).await?;
+        }
+        Ok(check.report)
+    }
 
+    /// Hashes every blob's content and records whether it matches its name.
+    async fn verify_blobs(
+        &self,
+        check: &mut Check,
+        progress: &mut (dyn FnMut(String) + Send),
+    ) -> RegistryResult<()> {
+        let report = &mut check.report;
         for prefix in self.blob_prefixes().await? {
             for d in self.blobs_in_prefix(&prefix).await? {
                 let data = layout::blob_data(&d)?;
@@ -164,13 +187,13 @@ impl Registry {
                 report.blobs += 1;
                 report.bytes += size;
                 if actual == d {
-                    blobs.insert(d, BlobState::Good);
+                    check.blobs.insert(d, BlobState::Good);
                 } else {
                     report.problems.push(Problem::CorruptBlob {
                         digest: d.clone(),
                         actual,
                     });
-                    blobs.insert(d, BlobState::Corrupt);
+                    check.blobs.insert(d, BlobState::Corrupt);
                 }
                 if report.blobs % 1000 == 0 {
                     progress(format!(
@@ -180,221 +203,279 @@ impl Registry {
                 }
             }
         }
+        Ok(())
+    }
 
-        let mut dangling: Vec<StoragePath> = Vec::new();
-        for name in self.scan_catalog().await? {
-            let Ok(repo) = name.parse::<RepositoryName>() else {
+    /// One repository's links, manifests, tags and referrers, against the blobs verified.
+    async fn check_repository(
+        &self,
+        check: &mut Check,
+        repo: RepositoryName,
+    ) -> RegistryResult<()> {
+        let mut r = RepoCheck {
+            linked: self.check_layer_links(check, &repo).await?,
+            repo,
+            revisions: HashSet::new(),
+            broken: HashSet::new(),
+            children_of: HashMap::new(),
+        };
+        self.check_revisions(check, &mut r).await?;
+        r.check_children(check);
+        self.check_tags(check, &r).await?;
+        self.check_referrers(check, &r).await
+    }
+
+    /// The layer links; the digests linked to a blob that is there.
+    async fn check_layer_links(
+        &self,
+        check: &mut Check,
+        repo: &RepositoryName,
+    ) -> RegistryResult<HashSet<Digest>> {
+        let mut linked: HashSet<Digest> = HashSet::new();
+        for d in self.list_digests(&layout::layers(repo)?).await? {
+            let link = layout::layer_link(repo, &d)?;
+            check.report.links += 1;
+            if !self
+                .check_link(&link, &d, &mut check.report.problems)
+                .await?
+            {
+                continue;
+            }
+            if check.state(&d).is_none() {
+                check.dangle(link, d, "blob missing");
+            } else {
+                linked.insert(d);
+            }
+        }
+        Ok(linked)
+    }
+
+    /// The revision links and what each manifest references.
+    async fn check_revisions(&self, check: &mut Check, r: &mut RepoCheck) -> RegistryResult<()> {
+        for d in self.list_digests(&layout::revisions(&r.repo)?).await? {
+            let link = layout::revision_link(&r.repo, &d)?;
+            if !self.exists(&link).await? {
+                continue; // registry:2 deletes a revision by removing only its link
+            }
+            check.report.links += 1;
+            if !self
+                .check_link(&link, &d, &mut check.report.problems)
+                .await?
+            {
+                continue;
+            }
+            match check.state(&d) {
+                None => {
+                    check.dangle(link, d, "manifest missing");
+                    continue;
+                }
+                Some(BlobState::Corrupt) => {
+                    r.broken.insert(d.clone());
+                    r.revisions.insert(d);
+                    continue;
+                }
+                Some(BlobState::Good) => {}
+            }
+            r.revisions.insert(d.clone());
+            let bytes = self
+                .driver
+                .get_content(&layout::blob_data(&d)?, MAX_MANIFEST_BYTES * 4)
+                .await?;
+            let Some((blobs, children)) = references(&bytes) else {
+                check.report.problems.push(Problem::UnreadableManifest {
+                    repository: r.repo.clone(),
+                    digest: d.clone(),
+                });
+                r.broken.insert(d.clone());
                 continue;
             };
-            report.repositories += 1;
-            let state = |d: &Digest| blobs.get(d).copied();
-
-            // Layer links.
-            let mut linked: HashSet<Digest> = HashSet::new();
-            for d in self.list_digests(&layout::layers(&repo)?).await? {
-                let link = layout::layer_link(&repo, &d)?;
-                report.links += 1;
-                if !self.check_link(&link, &d, &mut report.problems).await? {
-                    continue;
-                }
-                if state(&d).is_none() {
-                    report.problems.push(Problem::DanglingLink {
-                        path: link.clone(),
-                        digest: d,
-                        what: "blob missing",
-                    });
-                    dangling.push(link);
-                } else {
-                    linked.insert(d);
-                }
-            }
-
-            // Revisions and what they reference.
-            let mut revisions: HashSet<Digest> = HashSet::new();
-            let mut broken: HashSet<Digest> = HashSet::new();
-            let mut children_of: HashMap<Digest, Vec<Digest>> = HashMap::new();
-            for d in self.list_digests(&layout::revisions(&repo)?).await? {
-                let link = layout::revision_link(&repo, &d)?;
-                if !self.exists(&link).await? {
-                    continue; // registry:2 deletes a revision by removing only its link
-                }
-                report.links += 1;
-                if !self.check_link(&link, &d, &mut report.problems).await? {
-                    continue;
-                }
-                match state(&d) {
-                    None => {
-                        report.problems.push(Problem::DanglingLink {
-                            path: link.clone(),
-                            digest: d,
-                            what: "manifest missing",
-                        });
-                        dangling.push(link);
-                        continue;
+            for b in &blobs {
+                let why = match check.state(b) {
+                    None => Some("is missing from the blob store"),
+                    Some(BlobState::Corrupt) => Some("is corrupt"),
+                    Some(BlobState::Good) if !r.linked.contains(b) => {
+                        Some("is not linked into the repository")
                     }
-                    Some(BlobState::Corrupt) => {
-                        broken.insert(d.clone());
-                        revisions.insert(d);
-                        continue;
-                    }
-                    Some(BlobState::Good) => {}
-                }
-                revisions.insert(d.clone());
-                let bytes = self
-                    .driver
-                    .get_content(&layout::blob_data(&d)?, MAX_MANIFEST_BYTES * 4)
-                    .await?;
-                let (blobs, children): (Vec<Digest>, Vec<Digest>) =
-                    match manifest::parse(&bytes, "") {
-                        Ok(p) => (
-                            p.blobs
-                                .into_iter()
-                                .filter(|b| !b.external)
-                                .map(|b| b.digest)
-                                .collect(),
-                            p.manifests.into_iter().map(|m| m.digest).collect(),
-                        ),
-                        Err(_) => match super::gc::schema1_layers(&bytes) {
-                            Some(layers) => (layers, Vec::new()),
-                            None => {
-                                report.problems.push(Problem::UnreadableManifest {
-                                    repository: repo.clone(),
-                                    digest: d.clone(),
-                                });
-                                broken.insert(d.clone());
-                                continue;
-                            }
-                        },
-                    };
-                for b in &blobs {
-                    let why = match state(b) {
-                        None => Some("is missing from the blob store"),
-                        Some(BlobState::Corrupt) => Some("is corrupt"),
-                        Some(BlobState::Good) if !linked.contains(b) => {
-                            Some("is not linked into the repository")
-                        }
-                        Some(BlobState::Good) => None,
-                    };
-                    if let Some(why) = why {
-                        report.problems.push(Problem::BrokenManifest {
-                            repository: repo.clone(),
-                            digest: d.clone(),
-                            reference: b.clone(),
-                            why,
-                        });
-                        broken.insert(d.clone());
-                    }
-                }
-                children_of.insert(d.clone(), children);
-            }
-            for (d, children) in &children_of {
-                for c in children {
-                    if !revisions.contains(c) {
-                        report.problems.push(Problem::BrokenManifest {
-                            repository: repo.clone(),
-                            digest: d.clone(),
-                            reference: c.clone(),
-                            why: "(child manifest) is not in the repository",
-                        });
-                        broken.insert(d.clone());
-                    }
-                }
-            }
-            // An index is broken when a child is.
-            loop {
-                let mut grew = false;
-                for (d, children) in &children_of {
-                    if !broken.contains(d) && children.iter().any(|c| broken.contains(c)) {
-                        broken.insert(d.clone());
-                        grew = true;
-                    }
-                }
-                if !grew {
-                    break;
-                }
-            }
-
-            // Tags: the current link and the history.
-            for t in self.scan_tags(&repo).await.unwrap_or_default() {
-                let Ok(tag) = t.parse::<Tag>() else { continue };
-                let current = layout::tag_current_link(&repo, &tag)?;
-                if let Some(d) = self.read_link(&current).await? {
-                    report.links += 1;
-                    if !revisions.contains(&d) {
-                        report.problems.push(Problem::DanglingLink {
-                            path: current.clone(),
-                            digest: d,
-                            what: "tag points at a manifest not in the repository",
-                        });
-                        dangling.push(current);
-                    } else if broken.contains(&d) {
-                        report.problems.push(Problem::BrokenTag {
-                            repository: repo.clone(),
-                            tag: t.clone(),
-                            digest: d,
-                        });
-                    }
-                }
-                let history = layout::tag_index(&repo, &tag)?;
-                for d in self.list_digests(&history).await? {
-                    let link = layout::tag_index_link(&repo, &tag, &d)?;
-                    if !self.exists(&link).await? {
-                        continue;
-                    }
-                    report.links += 1;
-                    if self.check_link(&link, &d, &mut report.problems).await?
-                        && state(&d).is_none()
-                    {
-                        report.problems.push(Problem::DanglingLink {
-                            path: link.clone(),
-                            digest: d,
-                            what: "tag history entry for a manifest that is gone",
-                        });
-                        dangling.push(link);
-                    }
-                }
-            }
-
-            // Referrers index.
-            let referrers_root = layout::referrer_subjects(&repo)?;
-            for subject in self.list_digests(&referrers_root).await? {
-                for d in self
-                    .list_digests(&layout::referrers(&repo, &subject)?)
-                    .await?
-                {
-                    let link = layout::referrer_link(&repo, &subject, &d)?;
-                    report.links += 1;
-                    if self.check_link(&link, &d, &mut report.problems).await?
-                        && !revisions.contains(&d)
-                    {
-                        report.problems.push(Problem::DanglingLink {
-                            path: link.clone(),
-                            digest: d,
-                            what: "referrer not in the repository",
-                        });
-                        dangling.push(link);
-                    }
-                }
-            }
-        }
-
-        if repair {
-            for link in dangling {
-                // Remove the link's directory (`.../<hex>/link` → `.../<hex>`), or for a
-                // tag's current link the tag itself, which has nothing left to point at.
-                let target = if link.as_str().ends_with("/current/link") {
-                    link.parent().and_then(|p| p.parent())
-                } else {
-                    link.parent()
+                    Some(BlobState::Good) => None,
                 };
-                if let Some(t) = target {
-                    if self.remove(&t).await? {
-                        report.repaired += 1;
-                    }
+                if let Some(why) = why {
+                    r.broken_by(check, &d, b, why);
+                }
+            }
+            r.children_of.insert(d.clone(), children);
+        }
+        Ok(())
+    }
+
+    /// Tags: the current link and the history.
+    async fn check_tags(&self, check: &mut Check, r: &RepoCheck) -> RegistryResult<()> {
+        let repo = &r.repo;
+        for t in self.scan_tags(repo).await.unwrap_or_default() {
+            let Ok(tag) = t.parse::<Tag>() else { continue };
+            let current = layout::tag_current_link(repo, &tag)?;
+            if let Some(d) = self.read_link(&current).await? {
+                check.report.links += 1;
+                if !r.revisions.contains(&d) {
+                    let what = "tag points at a manifest not in the repository";
+                    check.dangle(current, d, what);
+                } else if r.broken.contains(&d) {
+                    check.report.problems.push(Problem::BrokenTag {
+                        repository: repo.clone(),
+                        tag: t.clone(),
+                        digest: d,
+                    });
+                }
+            }
+            let history = layout::tag_index(repo, &tag)?;
+            for d in self.list_digests(&history).await? {
+                let link = layout::tag_index_link(repo, &tag, &d)?;
+                if !self.exists(&link).await? {
+                    continue;
+                }
+                check.report.links += 1;
+                if self
+                    .check_link(&link, &d, &mut check.report.problems)
+                    .await?
+                    && check.state(&d).is_none()
+                {
+                    check.dangle(link, d, "tag history entry for a manifest that is gone");
                 }
             }
         }
-        Ok(report)
+        Ok(())
+    }
+
+    /// The referrers index: each link names a revision of the repository.
+    async fn check_referrers(&self, check: &mut Check, r: &RepoCheck) -> RegistryResult<()> {
+        let repo = &r.repo;
+        for subject in self.list_digests(&layout::referrer_subjects(repo)?).await? {
+            for d in self
+                .list_digests(&layout::referrers(repo, &subject)?)
+                .await?
+            {
+                let link = layout::referrer_link(repo, &subject, &d)?;
+                check.report.links += 1;
+                if self
+                    .check_link(&link, &d, &mut check.report.problems)
+                    .await?
+                    && !r.revisions.contains(&d)
+                {
+                    check.dangle(link, d, "referrer not in the repository");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes each dangling link's directory (`.../<hex>/link` → `.../<hex>`), or for a
+    /// tag's current link the tag itself, which has nothing left to point at. How many.
+    async fn remove_dangling(&self, dangling: &[StoragePath]) -> RegistryResult<usize> {
+        let mut removed = 0;
+        for link in dangling {
+            let target = if link.as_str().ends_with("/current/link") {
+                link.parent().and_then(|p| p.parent())
+            } else {
+                link.parent()
+            };
+            if let Some(t) = target {
+                if self.remove(&t).await? {
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+}
+
+/// What a check has found so far across the store.
+struct Check {
+    report: FsckReport,
+    /// Every blob hashed, and whether its content matched its name.
+    blobs: HashMap<Digest, BlobState>,
+    /// Links to remove on repair.
+    dangling: Vec<StoragePath>,
+}
+
+impl Check {
+    fn state(&self, d: &Digest) -> Option<BlobState> {
+        self.blobs.get(d).copied()
+    }
+
+    /// A link whose target is gone: a problem, and removed on repair.
+    fn dangle(&mut self, path: StoragePath, digest: Digest, what: &'static str) {
+        self.report.problems.push(Problem::DanglingLink {
+            path: path.clone(),
+            digest,
+            what,
+        });
+        self.dangling.push(path);
+    }
+}
+
+/// What a check has found in one repository.
+struct RepoCheck {
+    repo: RepositoryName,
+    /// Layers linked to a blob that is there.
+    linked: HashSet<Digest>,
+    /// Revisions whose link is sound.
+    revisions: HashSet<Digest>,
+    /// Revisions that cannot be pulled whole.
+    broken: HashSet<Digest>,
+    /// The child manifests of each index.
+    children_of: HashMap<Digest, Vec<Digest>>,
+}
+
+impl RepoCheck {
+    /// Revision `d` references `reference`, which `why`.
+    fn broken_by(&mut self, check: &mut Check, d: &Digest, reference: &Digest, why: &'static str) {
+        check.report.problems.push(Problem::BrokenManifest {
+            repository: self.repo.clone(),
+            digest: d.clone(),
+            reference: reference.clone(),
+            why,
+        });
+        self.broken.insert(d.clone());
+    }
+
+    /// Every child manifest must be a revision of the repository; an index is broken when a
+    /// child is.
+    fn check_children(&mut self, check: &mut Check) {
+        let children_of = std::mem::take(&mut self.children_of);
+        for (d, children) in &children_of {
+            for c in children {
+                if !self.revisions.contains(c) {
+                    self.broken_by(check, d, c, "(child manifest) is not in the repository");
+                }
+            }
+        }
+        loop {
+            let mut grew = false;
+            for (d, children) in &children_of {
+                if !self.broken.contains(d) && children.iter().any(|c| self.broken.contains(c)) {
+                    self.broken.insert(d.clone());
+                    grew = true;
+                }
+            }
+            if !grew {
+                break;
+            }
+        }
+    }
+}
+
+/// The blobs (those stored here) and the child manifests a manifest references; `None` when
+/// it is not a manifest we can read.
+fn references(bytes: &[u8]) -> Option<(Vec<Digest>, Vec<Digest>)> {
+    match manifest::parse(bytes, "") {
+        Ok(p) => Some((
+            p.blobs
+                .into_iter()
+                .filter(|b| !b.external)
+                .map(|b| b.digest)
+                .collect(),
+            p.manifests.into_iter().map(|m| m.digest).collect(),
+        )),
+        Err(_) => super::gc::schema1_layers(bytes).map(|layers| (layers, Vec::new())),
     }
 }
 
