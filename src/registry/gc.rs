@@ -462,6 +462,43 @@ struct References {
     subject: Option<Digest>,
 }
 
+/// The mark phase's state across repositories.
+struct Marking {
+    /// Manifests and blobs reached so far.
+    marked: HashSet<Digest>,
+    /// Manifests read ahead and not marked yet.
+    parsed: HashMap<Digest, Option<References>>,
+    /// A progress line every this many manifests.
+    every: usize,
+}
+
+impl GcReport {
+    /// Counts what the sweep did with one blob; one it left in place goes to `present`.
+    fn count_swept(
+        &mut self,
+        outcome: Swept,
+        present: &mut HashSet<Digest>,
+        events: &mut (dyn FnMut(GcEvent) + Send),
+    ) {
+        match outcome {
+            Swept::Removed(digest, size) => {
+                self.blobs_removed += 1;
+                self.bytes_freed += size;
+                events(GcEvent::Blob { digest, size });
+            }
+            Swept::Kept(d) => {
+                self.blobs_kept_young += 1;
+                present.insert(d);
+            }
+            Swept::Failed(d, e) => {
+                self.errors += 1;
+                events(GcEvent::Warning(format!("blob {d} not removed: {e}")));
+                present.insert(d);
+            }
+        }
+    }
+}
+
 impl Registry {
     /// Reads what a manifest references; `None` when its content is missing. Content that
     /// cannot be read as a manifest stops the collection: what it references is unknown,
@@ -677,7 +714,6 @@ impl Registry {
         let _one = self.gc.running.lock().await;
         // With several instances on the store, one collects at a time.
         let held = self.take_gc_lease().await?;
-        let lease = held.as_ref();
         let _caches = self.clear_caches_when_done();
         let started = Instant::now();
         self.gc.begin_cycle();
@@ -686,116 +722,12 @@ impl Registry {
             dry_run: opts.dry_run,
             ..GcReport::default()
         };
-        let every = opts.progress_every.max(1);
-
-        // Mark.
-        let mut marked: HashSet<Digest> = HashSet::new();
-        let mut parsed: HashMap<Digest, Option<References>> = HashMap::new();
-        let repositories = self.scan_catalog().await?;
-        report.repositories = repositories.len();
-        for name in &repositories {
-            let Ok(repo) = name.parse::<RepositoryName>() else {
-                continue;
-            };
-            let mut roots = self.revisions(&repo).await?;
-            if opts.delete_untagged {
-                roots = self
-                    .remove_untagged(&repo, roots, opts, &mut parsed, events, &mut report)
-                    .await?;
-            }
-            let unread: Vec<Digest> = roots
-                .iter()
-                .filter(|d| !marked.contains(*d) && !parsed.contains_key(*d))
-                .cloned()
-                .collect();
-            self.prefetch_references(unread, &mut parsed).await?;
-            let mut work: Vec<Digest> = roots;
-            while let Some(d) = work.pop() {
-                if !marked.insert(d.clone()) {
-                    continue;
-                }
-                report.manifests += 1;
-                if report.manifests % every == 0 {
-                    events(GcEvent::Progress(format!(
-                        "marking: {} manifests read, {} blobs marked",
-                        report.manifests,
-                        marked.len()
-                    )));
-                }
-                let refs = match parsed.remove(&d) {
-                    Some(r) => r,
-                    None => self.manifest_references(&d).await?,
-                };
-                let Some(refs) = refs else {
-                    events(GcEvent::Warning(format!(
-                        "{repo}: manifest {d} is referenced but its content is missing"
-                    )));
-                    continue;
-                };
-                marked.extend(refs.blobs);
-                if let Some(s) = refs.subject {
-                    marked.insert(s);
-                }
-                work.extend(refs.children.into_iter().filter(|c| !marked.contains(c)));
-            }
-        }
-        report.blobs_marked = marked.len();
-        events(GcEvent::Progress(format!(
-            "marked {} blobs from {} manifests in {} repositories",
-            marked.len(),
-            report.manifests,
-            report.repositories
-        )));
-
-        // Sweep.
-        let cutoff = SystemTime::now()
-            .checked_sub(opts.grace)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        // Unmarked blobs the sweep left in place; with the marked ones, all that may still
-        // be linked.
-        let mut present: HashSet<Digest> = HashSet::new();
-        // Several prefix directories at a time, results taken in order; memory holds the
-        // marks and a few directory listings, not the whole blob list.
-        let marked = &marked;
-        let mut sweeps = stream::iter(self.blob_prefixes().await?)
-            .map(|prefix| async move {
-                self.sweep_prefix(&prefix, marked, opts, cutoff, lease)
-                    .await
-            })
-            .buffered(SWEEP_CONCURRENCY);
-        let mut next_progress = every * 10;
-        while let Some(result) = sweeps.next().await {
-            let (seen, outcomes) = result?;
-            report.blobs_seen += seen;
-            for o in outcomes {
-                match o {
-                    Swept::Removed(digest, size) => {
-                        report.blobs_removed += 1;
-                        report.bytes_freed += size;
-                        events(GcEvent::Blob { digest, size });
-                    }
-                    Swept::Kept(d) => {
-                        report.blobs_kept_young += 1;
-                        present.insert(d);
-                    }
-                    Swept::Failed(d, e) => {
-                        report.errors += 1;
-                        events(GcEvent::Warning(format!("blob {d} not removed: {e}")));
-                        present.insert(d);
-                    }
-                }
-            }
-            if report.blobs_seen >= next_progress {
-                next_progress = report.blobs_seen + every * 10;
-                events(GcEvent::Progress(format!(
-                    "sweeping: {} blobs checked, {} removable",
-                    report.blobs_seen, report.blobs_removed
-                )));
-            }
-        }
-        drop(sweeps);
+        let marked = self.mark(opts, events, &mut report).await?;
+        let present = self
+            .sweep(&marked, opts, held.as_ref(), events, &mut report)
+            .await?;
         if !opts.dry_run {
-            self.unlink_absent(marked, &present, events, &mut report)
+            self.unlink_absent(&marked, &present, events, &mut report)
                 .await?;
             self.remove_old_leftovers(events, &mut report).await;
         }
@@ -811,6 +743,139 @@ impl Registry {
             );
         }
         Ok(report)
+    }
+
+    /// Mark: every manifest and blob the revisions of every repository reach (once
+    /// untagged manifests are removed, with `delete_untagged`).
+    async fn mark(
+        &self,
+        opts: &GcOptions,
+        events: &mut (dyn FnMut(GcEvent) + Send),
+        report: &mut GcReport,
+    ) -> RegistryResult<HashSet<Digest>> {
+        let mut mark = Marking {
+            marked: HashSet::new(),
+            parsed: HashMap::new(),
+            every: opts.progress_every.max(1),
+        };
+        let repositories = self.scan_catalog().await?;
+        report.repositories = repositories.len();
+        for name in &repositories {
+            let Ok(repo) = name.parse::<RepositoryName>() else {
+                continue;
+            };
+            let mut roots = self.revisions(&repo).await?;
+            if opts.delete_untagged {
+                roots = self
+                    .remove_untagged(&repo, roots, opts, &mut mark.parsed, events, report)
+                    .await?;
+            }
+            self.mark_from(&repo, roots, &mut mark, events, report)
+                .await?;
+        }
+        let marked = mark.marked;
+        report.blobs_marked = marked.len();
+        events(GcEvent::Progress(format!(
+            "marked {} blobs from {} manifests in {} repositories",
+            marked.len(),
+            report.manifests,
+            report.repositories
+        )));
+        Ok(marked)
+    }
+
+    /// Marks the manifests `roots` of `repo` and all they reference, children and subjects
+    /// included, reading the manifests not read yet several at a time.
+    async fn mark_from(
+        &self,
+        repo: &RepositoryName,
+        roots: Vec<Digest>,
+        mark: &mut Marking,
+        events: &mut (dyn FnMut(GcEvent) + Send),
+        report: &mut GcReport,
+    ) -> RegistryResult<()> {
+        let Marking {
+            marked,
+            parsed,
+            every,
+        } = mark;
+        let unread: Vec<Digest> = roots
+            .iter()
+            .filter(|d| !marked.contains(*d) && !parsed.contains_key(*d))
+            .cloned()
+            .collect();
+        self.prefetch_references(unread, parsed).await?;
+        let mut work: Vec<Digest> = roots;
+        while let Some(d) = work.pop() {
+            if !marked.insert(d.clone()) {
+                continue;
+            }
+            report.manifests += 1;
+            if report.manifests % *every == 0 {
+                events(GcEvent::Progress(format!(
+                    "marking: {} manifests read, {} blobs marked",
+                    report.manifests,
+                    marked.len()
+                )));
+            }
+            let refs = match parsed.remove(&d) {
+                Some(r) => r,
+                None => self.manifest_references(&d).await?,
+            };
+            let Some(refs) = refs else {
+                events(GcEvent::Warning(format!(
+                    "{repo}: manifest {d} is referenced but its content is missing"
+                )));
+                continue;
+            };
+            marked.extend(refs.blobs);
+            if let Some(s) = refs.subject {
+                marked.insert(s);
+            }
+            work.extend(refs.children.into_iter().filter(|c| !marked.contains(c)));
+        }
+        Ok(())
+    }
+
+    /// Sweep: removes the blobs not marked and older than the grace. Returns the unmarked
+    /// blobs it left in place; with the marked ones, all that may still be linked.
+    async fn sweep(
+        &self,
+        marked: &HashSet<Digest>,
+        opts: &GcOptions,
+        lease: Option<&super::gc_shared::GcLease<'_>>,
+        events: &mut (dyn FnMut(GcEvent) + Send),
+        report: &mut GcReport,
+    ) -> RegistryResult<HashSet<Digest>> {
+        let every = opts.progress_every.max(1);
+        let cutoff = SystemTime::now()
+            .checked_sub(opts.grace)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let mut present: HashSet<Digest> = HashSet::new();
+        // Several prefix directories at a time, results taken in order; memory holds the
+        // marks and a few directory listings, not the whole blob list.
+        let mut sweeps = stream::iter(self.blob_prefixes().await?)
+            .map(|prefix| async move {
+                self.sweep_prefix(&prefix, marked, opts, cutoff, lease)
+                    .await
+            })
+            .buffered(SWEEP_CONCURRENCY);
+        let mut next_progress = every * 10;
+        while let Some(result) = sweeps.next().await {
+            let (seen, outcomes) = result?;
+            report.blobs_seen += seen;
+            for o in outcomes {
+                report.count_swept(o, &mut present, events);
+            }
+            if report.blobs_seen >= next_progress {
+                next_progress = report.blobs_seen + every * 10;
+                events(GcEvent::Progress(format!(
+                    "sweeping: {} blobs checked, {} removable",
+                    report.blobs_seen, report.blobs_removed
+                )));
+            }
+        }
+        Ok(present)
     }
 
     /// Removes the repositories' layer links to blobs that are not in the store: those
