@@ -299,39 +299,7 @@ fn cycle(active: &mut Vec<Member>, mut journal: Option<&mut Journal>) {
     let mut syncs = Syncs::default();
     let mut records = Vec::new();
     for m in active.iter_mut() {
-        if m.failed.is_some() {
-            continue;
-        }
-        if m.synced == 0 {
-            if let (Some(_), Some(record)) = (&journal, m.job.record.take()) {
-                // Its intent: made durable by this cycle, all its files renamed after it.
-                records.extend_from_slice(&record);
-                m.journaled = true;
-                continue;
-            }
-            // Its content: made durable by this cycle, renamed by the next.
-            syncs
-                .files
-                .extend(m.temps.iter().map(|r| (r.from.clone(), r.file.clone())));
-            continue;
-        }
-        let Some(stage) = m.stages.get(m.synced - 1).copied() else {
-            continue;
-        };
-        let mut error = None;
-        for (path, full, _) in &m.job.stages[stage] {
-            if let Err(e) = durable::rename_into_place(&m.temps[m.next].from, full) {
-                error = Some(StorageError::io(path, e));
-                break;
-            }
-            if let Some(dir) = full.parent() {
-                syncs.dirs.insert(dir.to_path_buf());
-            }
-            m.next += 1;
-        }
-        if let Some(e) = error {
-            m.fail(e);
-        }
+        m.step(journal.is_some(), &mut syncs, &mut records);
     }
     // Taken after the renames (which may make a directory again): a directory is made
     // before the temporary written into it, and that before its request joined. A cycle of
@@ -347,22 +315,7 @@ fn cycle(active: &mut Vec<Member>, mut journal: Option<&mut Journal>) {
             .into_iter()
             .map(Path::to_path_buf),
     );
-    let mut appended = None;
-    if let (Some(j), false) = (journal.as_deref_mut(), records.is_empty()) {
-        let count = active.iter().filter(|m| m.journaled).count();
-        match j.append(&records, count) {
-            Ok(undo) => {
-                syncs.files.push((j.path().to_path_buf(), j.file()));
-                appended = Some(undo);
-            }
-            Err(e) => {
-                let failure = (j.path().to_path_buf(), e);
-                for m in active.iter_mut().filter(|m| m.journaled) {
-                    m.fail(sync_error(&failure));
-                }
-            }
-        }
-    }
+    let appended = append_intents(active, journal.as_deref_mut(), &records, &mut syncs);
     match syncs.run() {
         Err(failure) => {
             // Their parents may not be durable: a later cycle syncs them again.
@@ -393,6 +346,37 @@ fn cycle(active: &mut Vec<Member>, mut journal: Option<&mut Journal>) {
         ms = started.elapsed().as_secs_f64() * 1000.0,
         "commit cycle"
     );
+    answer_finished(active);
+}
+
+/// Appends the intents of the members journaled this cycle to the journal, which the cycle
+/// then syncs; `None` (the members failed) when the append fails, or with nothing to append.
+fn append_intents(
+    active: &mut [Member],
+    journal: Option<&mut Journal>,
+    records: &[u8],
+    syncs: &mut Syncs,
+) -> Option<journal::Undo> {
+    let j = journal.filter(|_| !records.is_empty())?;
+    let count = active.iter().filter(|m| m.journaled).count();
+    match j.append(records, count) {
+        Ok(undo) => {
+            syncs.files.push((j.path().to_path_buf(), j.file()));
+            Some(undo)
+        }
+        Err(e) => {
+            let failure = (j.path().to_path_buf(), e);
+            for m in active.iter_mut().filter(|m| m.journaled) {
+                m.fail(sync_error(&failure));
+            }
+            None
+        }
+    }
+}
+
+/// Counts the cycle for every member; answers those that failed or have every stage in
+/// place, which leave.
+fn answer_finished(active: &mut Vec<Member>) {
     let mut i = 0;
     while i < active.len() {
         let m = &mut active[i];
@@ -505,6 +489,45 @@ impl Member {
             failed: None,
             journaled: false,
             job,
+        }
+    }
+
+    /// This member's part of a cycle: just joined, its intent goes to the journal (`records`)
+    /// or its content to the syncs; after that, its next stage is renamed into place and
+    /// the directories renamed into are synced.
+    fn step(&mut self, journaling: bool, syncs: &mut Syncs, records: &mut Vec<u8>) {
+        if self.failed.is_some() {
+            return;
+        }
+        if self.synced == 0 {
+            if let (true, Some(record)) = (journaling, self.job.record.take()) {
+                // Its intent: made durable by this cycle, all its files renamed after it.
+                records.extend_from_slice(&record);
+                self.journaled = true;
+                return;
+            }
+            // Its content: made durable by this cycle, renamed by the next.
+            syncs
+                .files
+                .extend(self.temps.iter().map(|r| (r.from.clone(), r.file.clone())));
+            return;
+        }
+        let Some(stage) = self.stages.get(self.synced - 1).copied() else {
+            return;
+        };
+        let mut error = None;
+        for (path, full, _) in &self.job.stages[stage] {
+            if let Err(e) = durable::rename_into_place(&self.temps[self.next].from, full) {
+                error = Some(StorageError::io(path, e));
+                break;
+            }
+            if let Some(dir) = full.parent() {
+                syncs.dirs.insert(dir.to_path_buf());
+            }
+            self.next += 1;
+        }
+        if let Some(e) = error {
+            self.fail(e);
         }
     }
 
