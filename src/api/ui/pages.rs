@@ -5,8 +5,10 @@ use super::{html_response, may_delete, Viewer};
 use crate::api::body::{Body, Incoming};
 use crate::api::AppState;
 use crate::auth::access::Action;
-use crate::registry::images::{hide_secret, human_bytes, ImageKind, ImageSummary};
-use crate::registry::{Digest, Reference, RegistryError, RepositoryName};
+use crate::registry::images::{
+    hide_secret, human_bytes, Child, ImageConfig, ImageKind, ImageSummary, Layer,
+};
+use crate::registry::{Digest, Reference, RegistryError, RepositoryName, Tag};
 use futures_util::stream::{self, StreamExt};
 use http::{Request, Response, StatusCode};
 use std::fmt::Write;
@@ -408,13 +410,42 @@ pub(super) async fn image(
         .await
         .unwrap_or_default();
     let n = esc(name.as_str());
+    let mut m = image_heading(&n, reference, &host(req), name);
+    m.push_str(&image_facts(&n, &digest, &s, &tags));
+    match &s.kind {
+        ImageKind::Index { children } => m.push_str(&platforms_table(&n, children)),
+        ImageKind::Image {
+            config,
+            layers,
+            details,
+        } => {
+            if let Some(c) = details {
+                m.push_str(&config_section(c));
+            }
+            m.push_str(&layers_table(config, layers));
+        }
+    }
+    if !s.annotations.is_empty() {
+        m.push_str(&pairs_table("annotations", "Annotations", &s.annotations));
+    }
+    let referrers = registry
+        .referrers(name, &digest, None)
+        .await
+        .unwrap_or_default();
+    m.push_str(&referrers_section(&n, &referrers));
+    if may_delete(state, viewer, name) {
+        m.push_str(&delete_links(&n, &digest, reference));
+    }
+    Ok(page(&format!("{name}:{reference}"), viewer, state, &m))
+}
+
+/// The image page's breadcrumbs, title and pull command (`n`: the name, escaped).
+fn image_heading(n: &str, reference: &Reference, host: &str, name: &RepositoryName) -> String {
     let pull = match reference {
-        Reference::Tag(t) => format!("docker pull {}/{}:{}", host(req), name, t),
-        Reference::Digest(d) => format!("docker pull {}/{}@{}", host(req), name, d),
+        Reference::Tag(t) => format!("docker pull {host}/{name}:{t}"),
+        Reference::Digest(d) => format!("docker pull {host}/{name}@{d}"),
     };
-    let mut m = String::new();
-    let _ = write!(
-        m,
+    format!(
         "<nav aria-label=\"Breadcrumb\" class=\"crumbs\"><a href=\"/ui/\">Repositories</a> / \
          <a href=\"/ui/r/{n}\">{n}</a> / <span aria-current=\"page\">{r}</span></nav>\
          <h1>{n}<span class=\"ref\">{sep}{r}</span></h1>\
@@ -429,12 +460,16 @@ pub(super) async fn image(
             "@"
         },
         p = esc(&pull),
-    );
+    )
+}
+
+/// What the summary says of a manifest, and the tags pointing at it.
+fn image_facts(n: &str, digest: &Digest, s: &ImageSummary, tags: &[Tag]) -> String {
     let tag_links: Vec<String> = tags
         .iter()
         .map(|t| format!("<a href=\"/ui/r/{n}/-/{0}\">{0}</a>", esc(t.as_str())))
         .collect();
-    m.push_str(&dl(&[
+    dl(&[
         (
             "Digest",
             format!("<code id=\"digest\">{}</code>", esc(&digest.to_string())),
@@ -464,123 +499,124 @@ pub(super) async fn image(
                 .map(|d| format!("<a href=\"/ui/r/{n}/-/{0}\">{0}</a>", esc(&d.to_string())))
                 .unwrap_or_default(),
         ),
-    ]));
-    match &s.kind {
-        ImageKind::Index { children } => {
-            m.push_str(
-                "<h2>Platforms</h2><div class=\"scroll\"><table id=\"platforms\"><thead><tr>\
-                 <th scope=\"col\">Platform</th><th scope=\"col\">Digest</th>\
-                 <th scope=\"col\" class=\"num\">Size</th></tr></thead><tbody>",
-            );
-            for c in children {
-                let _ = write!(
-                    m,
-                    "<tr><th scope=\"row\"><a href=\"/ui/r/{n}/-/{d}\">{p}</a></th><td>{}</td><td class=\"num\">{}</td></tr>",
-                    short(&c.digest),
-                    c.size.map(human_bytes).map(|h| esc(&h)).unwrap_or_else(|| "—".into()),
-                    d = esc(&c.digest.to_string()),
-                    p = esc(&c.platform),
-                );
-            }
-            m.push_str("</tbody></table></div>");
-        }
-        ImageKind::Image {
-            config,
-            layers,
-            details,
-        } => {
-            if let Some(c) = details {
-                let env: Vec<String> = c
-                    .env
-                    .iter()
-                    .map(|e| format!("<code>{}</code>", esc(&hide_secret(e))))
-                    .collect();
-                m.push_str("<h2>Config</h2>");
-                m.push_str(&dl(&[
-                    ("Entrypoint", words(&c.entrypoint)),
-                    ("Command", words(&c.cmd)),
-                    (
-                        "Working directory",
-                        c.working_dir.as_deref().map(esc).unwrap_or_default(),
-                    ),
-                    ("User", c.user.as_deref().map(esc).unwrap_or_default()),
-                    ("Exposed ports", esc(&c.exposed_ports.join(", "))),
-                    ("Environment", env.join("<br>")),
-                ]));
-                if !c.labels.is_empty() {
-                    m.push_str(&pairs_table("labels", "Labels", &c.labels));
-                }
-            }
-            let _ = write!(
-                m,
-                "<h2>Layers</h2><div class=\"scroll\"><table id=\"layers\"><thead><tr>\
-                 <th scope=\"col\" class=\"num\">#</th><th scope=\"col\">Digest</th>\
-                 <th scope=\"col\">Media type</th><th scope=\"col\" class=\"num\">Size</th>\
-                 </tr></thead><tbody>"
-            );
-            for (i, l) in layers.iter().enumerate() {
-                let _ = write!(
-                    m,
-                    "<tr><td class=\"num\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td></tr>",
-                    i + 1,
-                    short(&l.digest),
-                    esc(&l.media_type),
-                    esc(&human_bytes(l.size))
-                );
-            }
-            let _ = write!(
-                m,
-                "</tbody><tfoot><tr><td></td><td>config {}</td><td>{}</td><td class=\"num\">{}</td></tr></tfoot></table></div>",
-                short(&config.digest),
-                esc(&config.media_type),
-                esc(&human_bytes(config.size))
-            );
-        }
-    }
-    if !s.annotations.is_empty() {
-        m.push_str(&pairs_table("annotations", "Annotations", &s.annotations));
-    }
-    let referrers = registry
-        .referrers(name, &digest, None)
-        .await
-        .unwrap_or_default();
-    m.push_str("<h2>Referrers</h2>");
-    if referrers.is_empty() {
-        m.push_str("<p>No signatures, SBOMs or attestations refer to this manifest.</p>");
-    } else {
-        m.push_str(
-            "<div class=\"scroll\"><table id=\"referrers\"><thead><tr><th scope=\"col\">Artifact type</th>\
-             <th scope=\"col\">Digest</th><th scope=\"col\" class=\"num\">Size</th></tr></thead><tbody>",
-        );
-        for r in &referrers {
-            let field = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or("").to_owned();
-            let d = field("digest");
-            let _ = write!(
-                m,
-                "<tr><td>{}</td><td><a href=\"/ui/r/{n}/-/{d}\"><code>{d}</code></a></td><td class=\"num\">{}</td></tr>",
-                esc(&field("artifactType")),
-                r.get("size").and_then(|v| v.as_u64()).unwrap_or(0),
-                d = esc(&d),
-            );
-        }
-        m.push_str("</tbody></table></div>");
-    }
-    if may_delete(state, viewer, name) {
+    ])
+}
+
+/// An index's platforms, each linking to its manifest.
+fn platforms_table(n: &str, children: &[Child]) -> String {
+    let mut m = String::from(
+        "<h2>Platforms</h2><div class=\"scroll\"><table id=\"platforms\"><thead><tr>\
+         <th scope=\"col\">Platform</th><th scope=\"col\">Digest</th>\
+         <th scope=\"col\" class=\"num\">Size</th></tr></thead><tbody>",
+    );
+    for c in children {
         let _ = write!(
             m,
-            "<h2>Delete</h2><p><a class=\"danger\" href=\"/ui/r/{n}/-/{d}/delete\">Delete this manifest…</a>",
-            d = esc(&digest.to_string())
+            "<tr><th scope=\"row\"><a href=\"/ui/r/{n}/-/{d}\">{p}</a></th><td>{}</td><td class=\"num\">{}</td></tr>",
+            short(&c.digest),
+            c.size.map(human_bytes).map(|h| esc(&h)).unwrap_or_else(|| "—".into()),
+            d = esc(&c.digest.to_string()),
+            p = esc(&c.platform),
         );
-        if let Reference::Tag(t) = reference {
-            let _ = write!(
-                m,
-                " or <a class=\"danger\" href=\"/ui/r/{n}/-/{t}/delete\">remove only the tag {t}…</a>",
-                t = esc(t.as_str())
-            );
-        }
-        m.push_str("</p>");
     }
-    Ok(page(&format!("{name}:{reference}"), viewer, state, &m))
+    m.push_str("</tbody></table></div>");
+    m
+}
+
+/// What an image's config says: how it runs, and its labels.
+fn config_section(c: &ImageConfig) -> String {
+    let env: Vec<String> = c
+        .env
+        .iter()
+        .map(|e| format!("<code>{}</code>", esc(&hide_secret(e))))
+        .collect();
+    let mut m = String::from("<h2>Config</h2>");
+    m.push_str(&dl(&[
+        ("Entrypoint", words(&c.entrypoint)),
+        ("Command", words(&c.cmd)),
+        (
+            "Working directory",
+            c.working_dir.as_deref().map(esc).unwrap_or_default(),
+        ),
+        ("User", c.user.as_deref().map(esc).unwrap_or_default()),
+        ("Exposed ports", esc(&c.exposed_ports.join(", "))),
+        ("Environment", env.join("<br>")),
+    ]));
+    if !c.labels.is_empty() {
+        m.push_str(&pairs_table("labels", "Labels", &c.labels));
+    }
+    m
+}
+
+/// An image's layers in order, and its config blob.
+fn layers_table(config: &Layer, layers: &[Layer]) -> String {
+    let mut m = String::from(
+        "<h2>Layers</h2><div class=\"scroll\"><table id=\"layers\"><thead><tr>\
+         <th scope=\"col\" class=\"num\">#</th><th scope=\"col\">Digest</th>\
+         <th scope=\"col\">Media type</th><th scope=\"col\" class=\"num\">Size</th>\
+         </tr></thead><tbody>",
+    );
+    for (i, l) in layers.iter().enumerate() {
+        let _ = write!(
+            m,
+            "<tr><td class=\"num\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{}</td></tr>",
+            i + 1,
+            short(&l.digest),
+            esc(&l.media_type),
+            esc(&human_bytes(l.size))
+        );
+    }
+    let _ = write!(
+        m,
+        "</tbody><tfoot><tr><td></td><td>config {}</td><td>{}</td><td class=\"num\">{}</td></tr></tfoot></table></div>",
+        short(&config.digest),
+        esc(&config.media_type),
+        esc(&human_bytes(config.size))
+    );
+    m
+}
+
+/// The signatures, SBOMs and attestations referring to a manifest.
+fn referrers_section(n: &str, referrers: &[serde_json::Value]) -> String {
+    let mut m = String::from("<h2>Referrers</h2>");
+    if referrers.is_empty() {
+        m.push_str("<p>No signatures, SBOMs or attestations refer to this manifest.</p>");
+        return m;
+    }
+    m.push_str(
+        "<div class=\"scroll\"><table id=\"referrers\"><thead><tr><th scope=\"col\">Artifact type</th>\
+         <th scope=\"col\">Digest</th><th scope=\"col\" class=\"num\">Size</th></tr></thead><tbody>",
+    );
+    for r in referrers {
+        let field = |k: &str| r.get(k).and_then(|v| v.as_str()).unwrap_or("").to_owned();
+        let d = field("digest");
+        let _ = write!(
+            m,
+            "<tr><td>{}</td><td><a href=\"/ui/r/{n}/-/{d}\"><code>{d}</code></a></td><td class=\"num\">{}</td></tr>",
+            esc(&field("artifactType")),
+            r.get("size").and_then(|v| v.as_u64()).unwrap_or(0),
+            d = esc(&d),
+        );
+    }
+    m.push_str("</tbody></table></div>");
+    m
+}
+
+/// Links to delete the manifest, and from a tag's page the tag alone.
+fn delete_links(n: &str, digest: &Digest, reference: &Reference) -> String {
+    let mut m = format!(
+        "<h2>Delete</h2><p><a class=\"danger\" href=\"/ui/r/{n}/-/{d}/delete\">Delete this manifest…</a>",
+        d = esc(&digest.to_string())
+    );
+    if let Reference::Tag(t) = reference {
+        let _ = write!(
+            m,
+            " or <a class=\"danger\" href=\"/ui/r/{n}/-/{t}/delete\">remove only the tag {t}…</a>",
+            t = esc(t.as_str())
+        );
+    }
+    m.push_str("</p>");
+    m
 }
 
 /// `GET .../delete`: what the deletion would remove, and the form that does it.
