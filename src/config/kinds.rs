@@ -2,7 +2,7 @@
 //! (a variable, a flag) and from a YAML value, and how `config` shows it. Every error is a
 //! message written for the operator; the caller adds the file, line and key.
 
-use super::model::{AuthChoice, LogFormat, LogLevel, LogTarget, Sendfile, StorageChoice};
+use super::model::{AuthChoice, StorageChoice};
 use super::setting::Kind;
 use super::yaml::{Node, NodeKind, Scalar};
 use std::marker::PhantomData;
@@ -33,6 +33,58 @@ macro_rules! kind {
         }
     };
 }
+
+/// An enum whose values a setting names, in one place: the enum, its names (`as_str`, which
+/// `config` shows) and the kind that reads them, ignoring case. A variant's first name is
+/// its own, the others are spellings accepted for it; `otherwise` reads what none names.
+macro_rules! named_values {
+    (
+        $(#[$attr:meta])*
+        pub enum $T:ident as $Kind:ident($value:literal, $unknown:literal) {
+            $( $(#[$vattr:meta])* $V:ident = $name:literal $(| $alias:literal)*, )+
+        }
+        $(otherwise $otherwise:expr)?
+    ) => {
+        $(#[$attr])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $T {
+            $( $(#[$vattr])* $V, )+
+        }
+
+        impl $T {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $( $T::$V => $name, )+
+                }
+            }
+        }
+
+        #[doc = concat!("Reads a [`", stringify!($T), "`].")]
+        pub struct $Kind;
+        impl Kind for $Kind {
+            type Value = $T;
+            const VALUE_NAME: &'static str = $value;
+            fn text(s: &str) -> Result<$T, String> {
+                match s.trim().to_ascii_lowercase().as_str() {
+                    $( $name $(| $alias)* => Ok($T::$V), )+
+                    _ => {
+                        $(
+                            let otherwise: fn(&str) -> Option<$T> = $otherwise;
+                            if let Some(v) = otherwise(s) {
+                                return Ok(v);
+                            }
+                        )?
+                        Err(format!($unknown, s))
+                    }
+                }
+            }
+            fn show(v: &$T) -> String {
+                v.as_str().into()
+            }
+        }
+    };
+}
+pub(super) use named_values;
 
 /// Booleans as the shell, Go's `strconv.ParseBool` and YAML 1.1 write them.
 pub struct Bool;
@@ -157,58 +209,6 @@ kind!(
 );
 
 kind!(
-    /// Log levels as the legacy registry (Python logging: `critical`, `warning`) and registry:2
-    /// (logrus: `panic`, `fatal`, `warn`) name them.
-    Level: LogLevel, "LEVEL",
-    |s| Ok(match s.trim().to_ascii_lowercase().as_str() {
-        "panic" | "fatal" | "critical" | "error" => LogLevel::Error,
-        "warn" | "warning" => LogLevel::Warn,
-        "info" => LogLevel::Info,
-        "debug" => LogLevel::Debug,
-        "trace" => LogLevel::Trace,
-        _ => return Err(format!("unknown log level {s:?} (use error, warn, info, debug or trace; critical, warning, fatal and panic are accepted too)")),
-    }),
-    |v| v.as_str().into()
-);
-
-kind!(
-    Target: LogTarget, "TARGET",
-    |s| match s.trim().to_ascii_lowercase().as_str() {
-        "stderr" | "journal" | "journald" => Ok(LogTarget::Stderr),
-        "syslog" => Ok(LogTarget::Syslog),
-        _ => Err(format!("unknown log target {s:?} (use stderr or syslog)")),
-    },
-    |v| v.as_str().into()
-);
-
-kind!(
-    /// registry:2's log formatters; its logstash is JSON too.
-    Formatter: LogFormat, "FORMAT",
-    |s| match s.trim().to_ascii_lowercase().as_str() {
-        "text" => Ok(LogFormat::Text),
-        "json" | "logstash" => Ok(LogFormat::Json),
-        _ => Err(format!("unknown log formatter {s:?} (use text or json)")),
-    },
-    |v| v.as_str().into()
-);
-
-kind!(
-    /// When to send blobs with sendfile: auto, always (true) or never (false).
-    SendfileWhen: Sendfile, "WHEN",
-    |s| match s.trim().to_ascii_lowercase().as_str() {
-        "auto" => Ok(Sendfile::Auto),
-        "always" => Ok(Sendfile::Always),
-        "never" => Ok(Sendfile::Never),
-        _ => match Bool::text(s) {
-            Ok(true) => Ok(Sendfile::Always),
-            Ok(false) => Ok(Sendfile::Never),
-            Err(_) => Err(format!("expected auto, always or never, found {s:?}")),
-        },
-    },
-    |v| v.as_str().into()
-);
-
-kind!(
     /// A duration as Go writes it (`168h`, `30m`, `1h30m`, `10s`).
     Dur: Duration, "DURATION",
     |s| humantime::parse_duration(s.trim()).map_err(|_| format!("not a duration: {s:?} (e.g. 168h, 30m, 1h30m)")),
@@ -261,6 +261,18 @@ kind!(
 );
 
 kind!(Text: String, "TEXT", |s| Ok(s.to_string()), String::clone);
+
+kind!(
+    /// The path of the metrics on the debug listener: its own, beside `/debug/health`.
+    MetricsPath: String, "PATH",
+    |s| match s {
+        s if !s.starts_with('/') || s == "/debug/health" => {
+            Err("the metrics path must start with / and not be /debug/health (e.g. /metrics)".into())
+        }
+        s => Ok(s.to_string()),
+    },
+    String::clone
+);
 
 kind!(
     /// Which storage driver; `local` and `file` are the legacy format's names of `filesystem`.
@@ -471,6 +483,28 @@ mod tests {
         assert!(glob_text("").is_err());
         assert!(glob_text("a\tb").is_err());
         assert!(glob_text("a\u{7}b").is_err());
+    }
+
+    #[test]
+    fn metrics_paths_are_their_own() {
+        assert_eq!(MetricsPath::text("/m"), Ok("/m".into()));
+        assert!(MetricsPath::text("metrics").is_err());
+        assert!(MetricsPath::text("/debug/health").is_err());
+    }
+
+    #[test]
+    fn named_values_read_every_spelling_and_show_their_own_name() {
+        use super::super::model::{Level, SendfileWhen};
+        use crate::config::{LogLevel, Sendfile};
+        assert_eq!(Level::text(" Critical"), Ok(LogLevel::Error));
+        assert_eq!(Level::show(&LogLevel::Warn), "warn");
+        assert!(Level::text("loud").is_err());
+        assert_eq!(SendfileWhen::text("yes"), Ok(Sendfile::Always));
+        assert_eq!(SendfileWhen::text("NEVER"), Ok(Sendfile::Never));
+        assert_eq!(
+            SendfileWhen::text("sometimes"),
+            Err("expected auto, always or never, found \"sometimes\"".into())
+        );
     }
 
     #[test]

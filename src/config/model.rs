@@ -2,7 +2,8 @@
 //! read (the listening address, the storage, authentication, TLS), with the checks that only
 //! make sense as a whole.
 
-use super::setting::{named, variable};
+use super::kinds::{named_values, Bool};
+use super::setting::{named, variable, Kind};
 use super::source::{ConfigError, Source, Sourced};
 use super::table::SETTINGS;
 use super::Config;
@@ -21,39 +22,24 @@ pub const DEFAULT_REALM: &str = "Registry Realm";
 /// Where registry:2's filesystem driver keeps data when `rootdirectory` is not given.
 pub const DISTRIBUTION_DEFAULT_ROOT: &str = "/var/lib/registry";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum LogLevel {
-    Error,
-    Warn,
-    Info,
-    Debug,
-    Trace,
-}
-
-impl LogLevel {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogLevel::Error => "error",
-            LogLevel::Warn => "warn",
-            LogLevel::Info => "info",
-            LogLevel::Debug => "debug",
-            LogLevel::Trace => "trace",
-        }
+named_values! {
+    /// Log levels as the legacy registry (Python logging: `critical`, `warning`) and registry:2
+    /// (logrus: `panic`, `fatal`, `warn`) name them.
+    #[derive(PartialOrd, Ord)]
+    pub enum LogLevel as Level("LEVEL", "unknown log level {:?} (use error, warn, info, debug or trace; critical, warning, fatal and panic are accepted too)") {
+        Error = "error" | "panic" | "fatal" | "critical",
+        Warn = "warn" | "warning",
+        Info = "info",
+        Debug = "debug",
+        Trace = "trace",
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LogTarget {
-    Stderr,
-    Syslog,
-}
-
-impl LogTarget {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            LogTarget::Stderr => "stderr",
-            LogTarget::Syslog => "syslog",
-        }
+named_values! {
+    /// Where the log goes.
+    pub enum LogTarget as Target("TARGET", "unknown log target {:?} (use stderr or syslog)") {
+        Stderr = "stderr" | "journal" | "journald",
+        Syslog = "syslog",
     }
 }
 
@@ -76,44 +62,29 @@ pub struct NotificationEndpoint {
     pub disabled: bool,
 }
 
-/// How log lines are written: registry:2's `log.formatter`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// One line of text per event.
-    Text,
-    /// One JSON object per line, for log shippers (registry:2's `logstash` too).
-    Json,
-}
-
-impl LogFormat {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogFormat::Text => "text",
-            LogFormat::Json => "json",
-        }
+named_values! {
+    /// How log lines are written: registry:2's `log.formatter`.
+    pub enum LogFormat as Formatter("FORMAT", "unknown log formatter {:?} (use text or json)") {
+        /// One line of text per event.
+        Text = "text",
+        /// One JSON object per line, for log shippers (registry:2's `logstash` too).
+        Json = "json" | "logstash",
     }
 }
 
-/// When blobs go from the page cache to the socket with `sendfile(2)` (plain HTTP/1.1 only;
-/// see `api::sendfile`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sendfile {
-    /// To clients on other hosts. A client on this host has to copy the bytes out of the
-    /// kernel anyway: sendfile then only moves the read of the page cache into the client,
-    /// which makes a pull slower where the client is the busier side.
-    Auto,
-    Always,
-    Never,
-}
-
-impl Sendfile {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Sendfile::Auto => "auto",
-            Sendfile::Always => "always",
-            Sendfile::Never => "never",
-        }
+named_values! {
+    /// When blobs go from the page cache to the socket with `sendfile(2)` (plain HTTP/1.1
+    /// only; see `api::sendfile`); true and false (as booleans are written) are always and
+    /// never.
+    pub enum Sendfile as SendfileWhen("WHEN", "expected auto, always or never, found {:?}") {
+        /// To clients on other hosts. A client on this host has to copy the bytes out of the
+        /// kernel anyway: sendfile then only moves the read of the page cache into the
+        /// client, which makes a pull slower where the client is the busier side.
+        Auto = "auto",
+        Always = "always",
+        Never = "never",
     }
+    otherwise |s| Bool::text(s).ok().map(|on| if on { Sendfile::Always } else { Sendfile::Never })
 }
 
 /// Which kind of YAML file was read.
@@ -303,22 +274,15 @@ impl Config {
         self.check_debug(errors);
     }
 
-    /// Metrics are served on the debug listener only, at a path of their own.
+    /// Metrics are served on the debug listener only (their path is checked as it is read).
     fn check_debug(&self, errors: &mut Vec<ConfigError>) {
         let debug = &self.debug;
-        let (part, message) = if debug.value.prometheus_enabled && debug.value.addr.is_none() {
-            ("prometheus_enabled", "metrics are served on the debug listener: set http.debug.addr (or REGISTRY_HTTP_DEBUG_ADDR, debug_addr in a flavored file) too")
-        } else if !debug.value.prometheus_path.starts_with('/')
-            || debug.value.prometheus_path == "/debug/health"
-        {
-            (
-                "prometheus_path",
-                "the metrics path must start with / and not be /debug/health (e.g. /metrics)",
-            )
-        } else {
-            return;
-        };
-        errors.push(ConfigError::at(debug.source.part(part), message));
+        if debug.value.prometheus_enabled && debug.value.addr.is_none() {
+            errors.push(ConfigError::at(
+                debug.source.part("prometheus_enabled"),
+                "metrics are served on the debug listener: set http.debug.addr (or REGISTRY_HTTP_DEBUG_ADDR, debug_addr in a flavored file) too",
+            ));
+        }
     }
 
     /// The method named, else the one a level's keys ask for.

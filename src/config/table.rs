@@ -322,7 +322,7 @@ settings! {
                 legacy: &["prometheus_enabled"], flag: Some("--metrics"),
             }
             /// The path of the metrics on the debug listener
-            prometheus_path: String = "/metrics".into(), Text, "http.debug.prometheus.path" {
+            prometheus_path: String = "/metrics".into(), MetricsPath, "http.debug.prometheus.path" {
                 legacy: &["prometheus_path"],
             }
         }
