@@ -8,7 +8,7 @@
 use super::kinds::{node_text, node_with, Bool, Count, Dur};
 use super::model::NotificationEndpoint;
 use super::setting::{key_name, Kind};
-use super::source::{entry_source, ConfigError, Source, Sourced};
+use super::source::{entry_source, list_items, node_source, ConfigError, Source, Sourced};
 use super::yaml::{Entry, Node, NodeKind};
 use std::path::Path;
 use std::time::Duration;
@@ -19,32 +19,13 @@ pub fn read(
     entry: &Entry,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Sourced<Vec<NotificationEndpoint>>> {
-    let src = entry_source(file, entry);
-    let items = match &entry.value.kind {
-        NodeKind::Seq(items) => items,
-        _ if entry.value.is_null() => return Some(Sourced::new(Vec::new(), src)),
-        _ => {
-            let found = entry.value.describe();
-            errors.push(ConfigError::at(
-                &src,
-                format!("expected a list of endpoints (- name: ..., url: ...), found {found}"),
-            ));
-            return None;
-        }
-    };
+    let items = list_items(file, entry, "endpoints (- name: ..., url: ...)", errors)?;
     let before = errors.len();
     let endpoints: Vec<_> = items
         .iter()
-        .filter_map(|item| {
-            let at = Source::File {
-                path: file.to_path_buf(),
-                line: item.line,
-                key: item.path.clone(),
-            };
-            endpoint(file, item, &at, errors)
-        })
+        .filter_map(|item| endpoint(file, item, &node_source(file, item), errors))
         .collect();
-    (errors.len() == before).then(|| Sourced::new(endpoints, src))
+    (errors.len() == before).then(|| Sourced::new(endpoints, entry_source(file, entry)))
 }
 
 fn endpoint(

@@ -13,8 +13,8 @@
 use super::kinds::{glob_text, node_with, tag_count_text, Dur};
 use super::model::RetentionRule;
 use super::setting::{key_name, Kind};
-use super::source::{entry_source, ConfigError, Source, Sourced};
-use super::yaml::{Entry, Node, NodeKind};
+use super::source::{entry_source, list_items, node_source, ConfigError, Source, Sourced};
+use super::yaml::{Entry, Node};
 use std::path::Path;
 
 /// Reads a `retention` entry. `None` when it had errors (all of them are in `errors`); null
@@ -24,21 +24,12 @@ pub fn read(
     entry: &Entry,
     errors: &mut Vec<ConfigError>,
 ) -> Option<Sourced<Vec<RetentionRule>>> {
-    let src = entry_source(file, entry);
-    let items = match &entry.value.kind {
-        NodeKind::Seq(items) => items,
-        _ if entry.value.is_null() => return Some(Sourced::new(Vec::new(), src)),
-        _ => {
-            errors.push(ConfigError::at(
-                &src,
-                format!(
-                    "expected a list of rules (- repositories: ..., keeptags: ...), found {}",
-                    entry.value.describe()
-                ),
-            ));
-            return None;
-        }
-    };
+    let items = list_items(
+        file,
+        entry,
+        "rules (- repositories: ..., keeptags: ...)",
+        errors,
+    )?;
     let before = errors.len();
     let mut rules = Vec::new();
     let mut parts: Vec<(String, Source)> = Vec::new();
@@ -54,20 +45,11 @@ pub fn read(
     }
     // One source per rule, so `config` can point at each; one rule is simply its source.
     let source = match parts.len() {
-        0 => src,
+        0 => entry_source(file, entry),
         1 => parts.remove(0).1,
         _ => Source::Parts(parts),
     };
     Some(Sourced::new(rules, source))
-}
-
-/// The source of a list item: where it starts, and its path (`retention[1]`).
-fn node_source(file: &Path, node: &Node) -> Source {
-    Source::File {
-        path: file.to_path_buf(),
-        line: node.line,
-        key: node.path.clone(),
-    }
 }
 
 fn read_rule(

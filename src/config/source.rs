@@ -244,3 +244,32 @@ pub fn with_part(source: &Source, names: &[&str], name: &str, new: Source) -> So
             .collect(),
     )
 }
+
+/// The source of a list item: where it starts, and its path (`retention[1]`).
+pub fn node_source(file: &Path, node: &yaml::Node) -> Source {
+    Source::File {
+        path: file.to_path_buf(),
+        line: node.line,
+        key: node.path.clone(),
+    }
+}
+
+/// The items of an entry holding a list of `what` (`retention`, `notifications.endpoints`);
+/// null is none. `None`, with the error, when it is not a list.
+pub fn list_items<'e>(
+    file: &Path,
+    entry: &'e yaml::Entry,
+    what: &str,
+    errors: &mut Vec<ConfigError>,
+) -> Option<&'e [yaml::Node]> {
+    match &entry.value.kind {
+        yaml::NodeKind::Seq(items) => Some(items),
+        _ if entry.value.is_null() => Some(&[]),
+        _ => {
+            let found = entry.value.describe();
+            let message = format!("expected a list of {what}, found {found}");
+            errors.push(ConfigError::at(&entry_source(file, entry), message));
+            None
+        }
+    }
+}
