@@ -64,6 +64,41 @@ fn ours_builder(moto: &Moto, root: &str, dir: &Path) -> ServerBuilder {
         .arg(file.display().to_string())
 }
 
+/// One of our commands (`fsck`, `garbage-collect --online`) to its end, on the bucket of
+/// the configuration [`ours`] wrote in `dir`, with that daemon's admin socket.
+fn command(dir: &Path, args: &[&str]) -> Ran {
+    let mut cmd = std::process::Command::new(BIN);
+    without_machine_settings(&mut cmd);
+    cmd.args(["--sysconfig", "/dev/null", "--config"])
+        .arg(dir.join("registry.yml"))
+        .args(args)
+        .env("AWS_CA_BUNDLE", "")
+        .env(
+            "REGISTRY_STORAGE_MAINTENANCE_GC_SOCKET",
+            dir.join("admin.sock").display().to_string(),
+        )
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run docker-registry")
+        .into()
+}
+
+/// The unfinished multipart uploads in the bucket whose keys start with `prefix`, as moto
+/// lists them (it checks no signature): their keys.
+fn open_uploads(moto: &Moto, prefix: &str) -> Vec<String> {
+    let xml = reqwest::blocking::get(format!(
+        "{}/{BUCKET}?uploads&prefix={prefix}",
+        moto.endpoint()
+    ))
+    .and_then(|r| r.text())
+    .expect("list uploads");
+    xml.split("<Key>")
+        .skip(1)
+        .filter_map(|k| k.split("</Key>").next())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// Pushes layout `dir`'s `reference` to `host/repo` and checks what the registry serves: the
 /// manifest's digest, and every blob of a pull hashing to its name.
 fn round_trip(host: &str, layouts: &Path, dir: &str, reference: &str, repo: &str, all: bool) {
@@ -298,6 +333,92 @@ fn a_chunked_upload_survives_restarts() {
     let got = get_blob(&c, server, "big", &digest);
     assert_eq!(got.len(), blob.len());
     assert_eq!(digest_of(&got), digest);
+}
+
+/// A crash (SIGKILL) while a blob past `multipartcopythresholdsize` is copied into place
+/// part by part, at its final key: no reader ever takes the copy's unfinished upload for
+/// the blob. Before a restart fsck sees a leftover upload, not a damaged blob; after it the
+/// recovery has aborted the upload, the blob is absent (or whole, had the copy finished),
+/// the client's retry succeeds and fsck finds nothing.
+#[test]
+fn a_crash_while_a_blob_is_copied_into_place_leaves_it_absent_or_whole() {
+    let Some(moto) = moto() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Parts of 5 MiB copied one at a time: a 60 MiB blob takes twelve copies.
+    let start = || {
+        ours_builder(&moto, "", dir.path())
+            .env(
+                "REGISTRY_STORAGE_S3_MULTIPARTCOPYTHRESHOLDSIZE",
+                CHUNK.to_string(),
+            )
+            .env(
+                "REGISTRY_STORAGE_S3_MULTIPARTCOPYCHUNKSIZE",
+                CHUNK.to_string(),
+            )
+            .env("REGISTRY_STORAGE_S3_MULTIPARTCOPYMAXCONCURRENCY", "1")
+            .start()
+    };
+    let blob: Vec<u8> = (0..12 * CHUNK)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    let digest = digest_of(&blob);
+    let blobs = "docker/registry/v2/blobs/";
+    let mut s = start();
+    let push = {
+        let (url, blob, digest) = (s.url(""), blob.clone(), digest.clone());
+        std::thread::spawn(move || {
+            client()
+                .post(format!("{url}/v2/crash/blobs/uploads/?digest={digest}"))
+                .body(blob)
+                .send()
+                .map(|r| r.status().as_u16())
+        })
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while open_uploads(&moto, blobs).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline && !push.is_finished(),
+            "the copy into place was never seen under way: {:?}",
+            push.is_finished().then(|| push.join())
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    assert!(s.signal_and_wait(9).is_some(), "the daemon did not die");
+    assert!(
+        push.join().expect("pusher").is_err(),
+        "answered despite the kill"
+    );
+    let cut_short = !open_uploads(&moto, blobs).is_empty();
+    eprintln!("killed mid-copy; copy's upload still open: {cut_short}");
+
+    let before = command(dir.path(), &["fsck"]);
+    assert!(before.ok, "{before}");
+    assert!(
+        before.lines.iter().all(|l| l.starts_with(&format!(
+            "leftover: unfinished multipart upload at {blobs}sha256/"
+        ))),
+        "{before}"
+    );
+    assert_eq!(before.lines.len(), usize::from(cut_short), "{before}");
+
+    s = start();
+    s.wait_for_log("leftovers of interrupted writes removed");
+    assert!(open_uploads(&moto, blobs).is_empty(), "{}", s.log_text());
+    let c = client();
+    let head = c
+        .head(s.url(&format!("/v2/crash/blobs/{digest}")))
+        .send()
+        .expect("head");
+    match head.status().as_u16() {
+        404 => assert!(cut_short, "the copy finished, yet the blob is missing"),
+        200 => assert_eq!(digest_of(&get_blob(&c, &s, "crash", &digest)), digest),
+        other => panic!("HEAD after the crash: {other}"),
+    }
+    // The client pushes the blob again.
+    assert_eq!(push_blob(&c, &s, "crash", &blob), digest);
+    assert_eq!(digest_of(&get_blob(&c, &s, "crash", &digest)), digest);
+    let after = command(dir.path(), &["fsck"]);
+    assert!(after.ok && after.lines.is_empty(), "{after}");
 }
 
 /// S3 gone mid-service: requests answer 503 UNAVAILABLE with Retry-After after bounded

@@ -132,3 +132,65 @@ fn keys_from_an_aws_profile_sign_the_requests() {
     let ran = with_profile("default").run_to_end();
     assert!(ran.stderr.contains("SignatureDoesNotMatch"), "{ran}");
 }
+
+/// A chunked upload on a store that cannot list multipart uploads (s3s-fs answers
+/// ListMultipartUploads with NotImplemented): each PATCH, on a restarted registry, takes up
+/// the upload the one before recorded in the bucket with its parts, whether its last part
+/// is full (continued), short (folded and copied server side) or the data is still one
+/// object; the blob lands whole.
+#[test]
+fn a_chunked_upload_continues_on_a_store_that_cannot_list_uploads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some(s3) = s3s_fs(&dir.path().join("s3")) else {
+        return;
+    };
+    const MIB: usize = 1 << 20;
+    let blob: Vec<u8> = (0..24 * MIB + 333)
+        .map(|i| (i.wrapping_mul(2654435761) >> 9) as u8)
+        .collect();
+    let digest = digest_of(&blob);
+    let c = client();
+    let start = || ours(dir.path(), &s3, &written_keys(SECRET_KEY)).start();
+    let mut s = start();
+    let r = c
+        .post(s.url("/v2/chunked/blobs/uploads/"))
+        .expect_status(202);
+    let mut location = r.headers()["location"]
+        .to_str()
+        .expect("location")
+        .to_owned();
+    // Parts of 10 MiB (the default chunksize): 16 MiB leave a full part and a 6 MiB one,
+    // the next PATCH adds a short part, the one after folds it.
+    let cuts = [0, 16 * MIB, 17 * MIB, 23 * MIB, blob.len()];
+    for (i, w) in cuts.windows(2).enumerate() {
+        if i > 0 {
+            drop(s);
+            s = start();
+        }
+        let r = c
+            .patch(absolute(&s.url(""), &location))
+            .header("content-type", "application/octet-stream")
+            .header("content-range", format!("{}-{}", w[0], w[1] - 1))
+            .body(blob[w[0]..w[1]].to_vec())
+            .send()
+            .expect("patch");
+        assert_eq!(r.status(), 202, "PATCH {i}: {}", s.log_text());
+        location = r.headers()["location"]
+            .to_str()
+            .expect("location")
+            .to_owned();
+        let status = c.get(absolute(&s.url(""), &location)).expect_status(204);
+        assert_eq!(status.headers()["range"], format!("0-{}", w[1] - 1));
+    }
+    let url = absolute(&s.url(""), &location);
+    let sep = if url.contains('?') { '&' } else { '?' };
+    c.put(format!("{url}{sep}digest={digest}"))
+        .expect_status(201);
+    let r = c
+        .get(s.url(&format!("/v2/chunked/blobs/{digest}")))
+        .expect_status(307);
+    let got = reqwest::blocking::get(r.headers()["location"].to_str().expect("location"))
+        .and_then(|r| r.bytes())
+        .expect("follow");
+    assert_eq!(digest_of(&got), digest);
+}

@@ -384,25 +384,12 @@ fn writes_through_one_instance_are_seen_through_the_others_within_the_bound() {
 /// `garbage-collect --online --grace 0s` through instance `i`'s admin socket: the digests
 /// it removed.
 fn collect_online(cl: &Cluster, i: usize) -> Vec<String> {
-    let dir = cl.dirs[i].path();
-    let mut cmd = Command::new(BIN);
-    without_machine_settings(&mut cmd);
-    let out = cmd
-        .args(["--sysconfig", "/dev/null", "--config"])
-        .arg(dir.join("registry.yml"))
-        .args(["garbage-collect", "--online", "--grace", "0s"])
-        .env(
-            "REGISTRY_STORAGE_MAINTENANCE_GC_SOCKET",
-            dir.join("admin.sock").display().to_string(),
-        )
-        .output()
-        .expect("garbage-collect");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "garbage-collect --online: {stderr}");
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect()
+    let out = command(
+        cl.dirs[i].path(),
+        &["garbage-collect", "--online", "--grace", "0s"],
+    );
+    assert!(out.ok, "garbage-collect --online: {out}");
+    out.lines
 }
 
 /// One image pushed through `s` the way a client does it: its shared layer mounted from

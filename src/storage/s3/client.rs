@@ -750,26 +750,6 @@ impl S3Client {
             }
         }
     }
-
-    /// The parts of one upload, in order.
-    pub(super) async fn list_parts(&self, key: &str, upload_id: &str) -> S3Result<Vec<PartInfo>> {
-        let mut out = Vec::new();
-        let mut marker: Option<String> = None;
-        loop {
-            let mut req = Request::new(Method::GET, Some(key)).query("uploadId", upload_id);
-            if let Some(m) = &marker {
-                req = req.query("part-number-marker", m.clone());
-            }
-            let page: ListPartsPage = self.send_xml(&req).await?;
-            out.extend(page.parts);
-            match (page.is_truncated, page.next_part_number_marker) {
-                (true, Some(m)) => marker = Some(m),
-                _ => break,
-            }
-        }
-        out.sort_by_key(|p| p.number);
-        Ok(out)
-    }
 }
 
 enum Attempt {
@@ -939,25 +919,6 @@ pub(super) struct MultipartInfo {
     pub(super) key: String,
     pub(super) upload_id: String,
     pub(super) initiated: String,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-struct ListPartsPage {
-    is_truncated: bool,
-    next_part_number_marker: Option<String>,
-    #[serde(rename = "Part")]
-    parts: Vec<PartInfo>,
-}
-
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(rename_all = "PascalCase", default)]
-pub(super) struct PartInfo {
-    #[serde(rename = "PartNumber")]
-    pub(super) number: u32,
-    #[serde(rename = "ETag")]
-    pub(super) etag: String,
-    pub(super) size: u64,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -4,8 +4,16 @@
 //!
 //! S3 has no directories: a "directory" is the keys under a prefix, it exists while any
 //! does, and a rename is a copy and a delete. A file is the object at its key, or, while a
-//! [`writer`] has it open across requests, the parts of the unfinished multipart upload at
-//! that key ([`Content`]); readers that need bytes complete such an upload first.
+//! [`writer`] has it open across requests, the parts of the unfinished multipart upload that
+//! the object `<key>.~multipart` names ([`Content`], [`OpenUpload`]); readers that need
+//! bytes complete such an upload first.
+//!
+//! Only an upload named that way is ever a file's content. Other unfinished uploads are
+//! never taken for one: a server-side copy into place (a blob past
+//! `multipartcopythresholdsize`, copied part by part at its final key) that a crash cut
+//! short leaves an upload at the blob's key that no reader sees, which
+//! [`StorageDriver::leftovers`] aborts; and nothing needs ListMultipartUploads to find a
+//! file, which some S3-compatible stores (s3s-fs) do not have.
 //!
 //! Requests go through [`client`], which signs them with `object_store`'s SigV4 code and
 //! credential chain and retries what can be retried; a bucket that cannot be reached becomes
@@ -26,7 +34,7 @@ use super::{
 };
 use async_trait::async_trait;
 use bytes::Bytes;
-use client::{Body, MultipartInfo, ObjectInfo, PartInfo, S3Client, S3Error, S3Result};
+use client::{Body, MultipartInfo, ObjectInfo, S3Client, S3Error, S3Result};
 use futures_util::{StreamExt, TryStreamExt};
 use options::{MAX_PART, MIN_PART};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -38,13 +46,34 @@ const READ_RESUMES: u32 = 3;
 /// to start a large layer, short enough that a leaked URL soon stops working.
 const REDIRECT_EXPIRY: std::time::Duration = std::time::Duration::from_secs(20 * 60);
 
+/// What follows a file's key in the key of the object naming the upload that holds the file
+/// while a writer left it open between requests: `<key>.~multipart`, beside the file (a key
+/// below it, `<key>/...`, is refused by stores that keep objects as files, s3s-fs and
+/// MinIO, while an object is at the key). Listed as the file; no registry name has a `~`.
+const OPEN_UPLOAD: &str = ".~multipart";
+
+/// What `<key>.~multipart` holds: the upload holding a file's content and its parts, as the
+/// writer that last closed it left them. Parts a writer uploaded but did not record (it died
+/// mid-request) are not the file's: the next writer replaces them.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+struct OpenUpload {
+    upload_id: String,
+    /// (number, ETag, size), in order.
+    parts: Vec<(u32, String, u64)>,
+}
+
+impl OpenUpload {
+    fn size(&self) -> u64 {
+        self.parts.iter().map(|p| p.2).sum()
+    }
+}
+
 /// What holds a file's bytes.
 enum Content {
     Object(ObjectInfo),
     /// An upload left open by a writer; the content is its parts, in order.
     Multipart {
-        upload: MultipartInfo,
-        parts: Vec<PartInfo>,
+        upload: OpenUpload,
     },
 }
 
@@ -178,26 +207,41 @@ impl Inner {
         }
     }
 
-    /// The unfinished upload at exactly `key` holding its content, with its parts: the
-    /// newest, if crashed writers left several.
-    async fn multipart(&self, key: &str) -> S3Result<Option<(MultipartInfo, Vec<PartInfo>)>> {
-        let mut uploads: Vec<MultipartInfo> = self
+    /// The key of the object naming the open upload that holds the file at `key`.
+    fn open_upload_key(key: &str) -> String {
+        format!("{key}{OPEN_UPLOAD}")
+    }
+
+    /// The open upload holding the file at `key`, if a writer left one, and when.
+    async fn open_upload(
+        &self,
+        key: &str,
+    ) -> S3Result<Option<(OpenUpload, std::time::SystemTime)>> {
+        let resp = match self
             .client
-            .list_multipart(key)
-            .await?
-            .into_iter()
-            .filter(|u| u.key == key)
-            .collect();
-        oldest_first(&mut uploads);
-        match uploads.pop() {
-            None => Ok(None),
-            Some(u) => match self.client.list_parts(key, &u.upload_id).await {
-                Ok(parts) => Ok(Some((u, parts))),
-                // Completed or aborted since it was listed.
-                Err(S3Error::NotFound) => Ok(None),
-                Err(e) => Err(e),
-            },
-        }
+            .get(&Self::open_upload_key(key), 0, None, None)
+            .await
+        {
+            Ok(resp) => resp,
+            Err(S3Error::NotFound) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let modified = ObjectInfo::from_headers(resp.headers()).modified;
+        let text = client::read_limited(resp, 4 << 20)
+            .await
+            .map_err(S3Error::Unavailable)?;
+        let upload: OpenUpload = serde_json::from_slice(&text)
+            .map_err(|e| S3Error::Invalid(format!("{}: {e}", Self::open_upload_key(key))))?;
+        Ok(Some((upload, modified)))
+    }
+
+    /// Records `upload` as holding the file at `key` (see [`OpenUpload`]).
+    async fn save_open_upload(&self, key: &str, upload: &OpenUpload) -> S3Result<()> {
+        let text = serde_json::to_vec(upload)
+            .map_err(|e| S3Error::Invalid(format!("open upload of {key}: {e}")))?;
+        self.client
+            .put(&Self::open_upload_key(key), Body::Bytes(Bytes::from(text)))
+            .await
     }
 
     /// Where a file's content is, if it exists: the object wins over any upload.
@@ -206,9 +250,9 @@ impl Inner {
             return Ok(Some(Content::Object(info)));
         }
         Ok(self
-            .multipart(key)
+            .open_upload(key)
             .await?
-            .map(|(upload, parts)| Content::Multipart { upload, parts }))
+            .map(|(upload, _)| Content::Multipart { upload }))
     }
 
     /// The object holding a file's content, completing the file's open upload if that is
@@ -217,9 +261,9 @@ impl Inner {
         match self.content(key).await? {
             None => Ok(None),
             Some(Content::Object(info)) => Ok(Some(info)),
-            Some(Content::Multipart { upload, parts }) => {
+            Some(Content::Multipart { upload }) => {
                 let numbered: Vec<(u32, String)> =
-                    parts.into_iter().map(|p| (p.number, p.etag)).collect();
+                    upload.parts.iter().map(|p| (p.0, p.1.clone())).collect();
                 if numbered.is_empty() {
                     // An upload without parts is an empty file; S3 cannot complete it.
                     self.client.put(key, Body::Empty).await?;
@@ -229,6 +273,8 @@ impl Inner {
                         .complete_multipart(key, &upload.upload_id, &numbered)
                         .await?;
                 }
+                // The object is the content now (it wins over the record either way).
+                self.client.delete(&Self::open_upload_key(key)).await?;
                 self.client.head(key).await
             }
         }
@@ -243,7 +289,7 @@ impl Inner {
         to: &str,
         id: &str,
         size: u64,
-    ) -> S3Result<Vec<(u32, String)>> {
+    ) -> S3Result<Vec<(u32, String, u64)>> {
         let chunk = self.options.multipartcopychunksize.min(MAX_PART - MIN_PART);
         let mut ranges: Vec<(u64, u64)> = Vec::new();
         let mut at = 0;
@@ -262,23 +308,26 @@ impl Inner {
                 }
             }
         }
-        let mut parts: Vec<(u32, String)> = futures_util::stream::iter(ranges)
+        let mut parts: Vec<(u32, String, u64)> = futures_util::stream::iter(ranges)
             .enumerate()
             .map(|(i, range)| async move {
                 let n = i as u32 + 1;
                 self.client
                     .upload_part_copy(to, id, n, from, range)
                     .await
-                    .map(|etag| (n, etag))
+                    .map(|etag| (n, etag, range.1 + 1 - range.0))
             })
             .buffer_unordered(self.options.multipartcopymaxconcurrency)
             .try_collect()
             .await?;
-        parts.sort_by_key(|(n, _)| *n);
+        parts.sort_by_key(|(n, _, _)| *n);
         Ok(parts)
     }
 
-    /// Server-side copy of an object, part by part past `multipartcopythresholdsize`.
+    /// Server-side copy of an object, part by part past `multipartcopythresholdsize`. The
+    /// upload a part-by-part copy makes at `to` is named by no `.~multipart` record, so no
+    /// reader takes it for the file while it is incomplete, and one a crash leaves is a
+    /// leftover.
     async fn copy(&self, from: &str, to: &str, size: u64) -> S3Result<()> {
         if size <= self.options.multipartcopythresholdsize {
             return self.client.copy(from, to).await;
@@ -286,7 +335,12 @@ impl Inner {
         let _held = self.in_use.hold(to);
         let id = self.client.create_multipart(to).await?;
         let result = async {
-            let parts = self.copy_parts(from, to, &id, size).await?;
+            let parts: Vec<(u32, String)> = self
+                .copy_parts(from, to, &id, size)
+                .await?
+                .into_iter()
+                .map(|(n, etag, _)| (n, etag))
+                .collect();
             self.client.complete_multipart(to, &id, &parts).await
         }
         .await;
@@ -378,16 +432,6 @@ impl Inner {
             }
         }
     }
-}
-
-/// Orders one key's uploads so that the newest, the one holding the file's content, comes
-/// last. Ties (servers that round the time, or fake it as moto does) are broken by the
-/// upload id, so that readers and [`StorageDriver::leftovers`] agree on which one it is.
-fn oldest_first(uploads: &mut [MultipartInfo]) {
-    uploads.sort_by(|a, b| {
-        (client::parse_time(&a.initiated), &a.upload_id)
-            .cmp(&(client::parse_time(&b.initiated), &b.upload_id))
-    });
 }
 
 /// The object's full size from a GET answer (`Content-Range: bytes a-b/total`, or the
@@ -594,12 +638,12 @@ impl StorageDriver for S3Driver {
         let dir = format!("{key}/");
         let (listed, upload) = tokio::join!(
             inner.client.list_page(&dir, false, None, Some(1)),
-            inner.multipart(&key)
+            inner.open_upload(&key)
         );
-        if let Some((upload, parts)) = upload.map_err(err)? {
+        if let Some((upload, modified)) = upload.map_err(err)? {
             return Ok(FileInfo {
-                size: parts.iter().map(|p| p.size).sum(),
-                modified: client::parse_time(&upload.initiated),
+                size: upload.size(),
+                modified,
                 is_dir: false,
             });
         }
@@ -627,6 +671,8 @@ impl StorageDriver for S3Driver {
                     .await?;
                 for o in &page.contents {
                     let name = &o.key[dir.len().min(o.key.len())..];
+                    // A file held by an open upload is listed through its record.
+                    let name = name.strip_suffix(OPEN_UPLOAD).unwrap_or(name);
                     if !name.is_empty() && !name.contains('/') {
                         names.insert(name.to_owned());
                     }
@@ -643,15 +689,9 @@ impl StorageDriver for S3Driver {
                 }
             }
         };
-        let (names, uploads) = tokio::join!(objects, inner.client.list_multipart(&dir));
-        let mut names = names.map_err(err)?;
-        for u in uploads.map_err(err)? {
-            if let Some(first) = u.key.get(dir.len()..).and_then(|r| r.split('/').next()) {
-                if !first.is_empty() {
-                    names.insert(first.to_owned());
-                }
-            }
-        }
+        // Uploads themselves are not files (see the module doc): a file held by an open
+        // upload is listed through its `.~multipart` record.
+        let names = objects.await.map_err(err)?;
         if names.is_empty() {
             return Err(StorageError::NotFound(path.clone()));
         }
@@ -665,7 +705,8 @@ impl StorageDriver for S3Driver {
     ) -> StorageResult<Vec<String>> {
         // One flat listing of every key below the root (1000 per request) instead of a
         // request per directory: each key names the directories above it. Files still in
-        // an open upload count too (an upload session holding only its data).
+        // an open upload count too (an upload session holding only its data), through
+        // their `.~multipart` records.
         let inner = &self.inner;
         let dir = format!("{}/", inner.key(root));
         let mut found = BTreeSet::new();
@@ -681,17 +722,13 @@ impl StorageDriver for S3Driver {
                 }
             }
         };
-        let (listed, uploads) = tokio::join!(
-            inner.for_each_page(&dir, |page| {
+        inner
+            .for_each_page(&dir, |page| {
                 page.contents.iter().for_each(|o| note(&o.key));
                 Ok(())
-            }),
-            inner.client.list_multipart(&dir)
-        );
-        listed.map_err(|e| inner.error(root, e))?;
-        for u in uploads.map_err(|e| inner.error(root, e))? {
-            note(&u.key);
-        }
+            })
+            .await
+            .map_err(|e| inner.error(root, e))?;
         Ok(found.into_iter().collect())
     }
 
@@ -718,6 +755,7 @@ impl StorageDriver for S3Driver {
         let inner = &self.inner;
         let key = inner.key(path);
         let dir = format!("{key}/");
+        let record = Inner::open_upload_key(&key);
         let err = |e| inner.error(path, e);
         let mut found = false;
         // A page at a time: listing the next page while deleting this one would hand S3
@@ -733,9 +771,20 @@ impl StorageDriver for S3Driver {
                 .contents
                 .into_iter()
                 .map(|o| o.key)
-                .filter(|k| *k == key || k.starts_with(&dir))
+                .filter(|k| *k == key || *k == record || k.starts_with(&dir))
                 .collect();
             found |= !keys.is_empty();
+            // Open uploads go with the files they hold, found through their records (on
+            // stores that cannot list uploads too).
+            for file in keys.iter().filter_map(|k| k.strip_suffix(OPEN_UPLOAD)) {
+                if let Some((upload, _)) = inner.open_upload(file).await.map_err(err)? {
+                    inner
+                        .client
+                        .abort_multipart(file, &upload.upload_id)
+                        .await
+                        .map_err(err)?;
+                }
+            }
             inner.client.delete_many(&keys).await.map_err(err)?;
             match (page.is_truncated, page.next_continuation_token) {
                 (true, Some(t)) => token = Some(t),
@@ -803,11 +852,12 @@ impl StorageDriver for S3Driver {
         result.map_err(|e| inner.error(&probe, e))
     }
 
-    /// The unfinished multipart uploads under `under` that hold no file's content: those
-    /// an object at their key shadows, and all but the newest at a key (writers that died
-    /// between creating an upload and finishing with it, a copy cut short and retried).
-    /// An upload that is a file's content (an upload session between two PATCHes) is not
-    /// a leftover: the session's purge removes it with the session.
+    /// The unfinished multipart uploads under `under` that hold no file's content: every
+    /// one but those a file's `.~multipart` record names (see the module doc), such as a
+    /// server-side copy into place cut short (a blob's key), or the upload of a writer that
+    /// died before recording it. An upload that is a file's content (an upload session
+    /// between two PATCHes) is not a leftover: the session's purge removes it with the
+    /// session. Stores that cannot list uploads have none to show.
     async fn leftovers(
         &self,
         under: &StoragePath,
@@ -824,19 +874,19 @@ impl StorageDriver for S3Driver {
             }
         }
         let mut out = Vec::new();
-        for (key, mut uploads) in by_key {
+        for (key, uploads) in by_key {
             if inner.in_use.holds(&key) {
                 continue;
             }
             let Some(path) = inner.path_of(&key) else {
                 continue;
             };
-            oldest_first(&mut uploads);
-            if inner.client.head(&key).await.map_err(err)?.is_none() {
-                // The newest is the file's content.
-                uploads.pop();
-            }
+            let content = inner.open_upload(&key).await.map_err(err)?;
+            let named = content.as_ref().map(|(u, _)| u.upload_id.as_str());
             for u in uploads {
+                if Some(u.upload_id.as_str()) == named {
+                    continue;
+                }
                 if before.is_some_and(|t| client::parse_time(&u.initiated) >= t) {
                     continue;
                 }
@@ -898,8 +948,9 @@ mod bucket_tests {
         assert_eq!(bare.list(&path("srv")).await.expect("list"), ["registry"]);
     }
 
-    /// A writer closed between requests leaves its parts in an open upload; the next one
-    /// continues that same upload, with the next part numbers.
+    /// A writer closed between requests leaves its parts in an open upload, recorded in
+    /// `<key>.~multipart`; the next one continues that same upload, with the next part
+    /// numbers. The record is not listed as a file.
     #[tokio::test]
     async fn a_reopened_writer_continues_the_same_upload() {
         let Some((_moto, d)) = start("").await else {
@@ -915,39 +966,41 @@ mod bucket_tests {
         assert!(d.inner.client.head(&key).await.expect("head").is_none());
         let open_upload = || async {
             d.inner
-                .multipart(&key)
+                .open_upload(&key)
                 .await
-                .expect("list")
+                .expect("read the record")
                 .expect("upload")
+                .0
         };
-        let (first, parts) = open_upload().await;
-        assert_eq!(
-            parts.iter().map(|p| p.size).sum::<u64>(),
-            (2 * PART + PART / 2) as u64
-        );
-        assert!(parts.iter().all(|p| p.size >= PART as u64), "{parts:?}");
+        let first = open_upload().await;
+        let parts = first.parts.clone();
+        assert_eq!(first.size(), (2 * PART + PART / 2) as u64);
+        assert!(parts.iter().all(|p| p.2 >= PART as u64), "{parts:?}");
+        assert_eq!(d.list(&path("r/_uploads/u")).await.expect("list"), ["data"]);
+        assert!(d.list(&p).await.is_err(), "a file lists nothing below it");
 
         let mut w = d.writer(&p, true).await.expect("reopen");
         w.write_chunks(vec![Bytes::from(vec![2u8; PART + 1])])
             .await
             .expect("write");
         w.close().await.expect("close");
-        let (second, more) = open_upload().await;
+        let second = open_upload().await;
         assert_eq!(
             first.upload_id, second.upload_id,
             "the upload was continued"
         );
-        assert_eq!(more.len(), parts.len() + 1);
+        assert_eq!(second.parts.len(), parts.len() + 1);
         assert_eq!(uploads_at(&d, &key).await.len(), 1, "no stray uploads");
         // Deleting the session's directory aborts the upload.
         d.delete(&path("r/_uploads/u")).await.expect("delete");
         assert!(uploads_at(&d, &key).await.is_empty());
     }
 
-    /// Uploads that hold no file's content are leftovers: one shadowed by an object at its
-    /// key, and the older of two at a key. The newest upload at a key without an object is
-    /// a file (a session between PATCHes) and stays; so does an upload a writer of this
-    /// process is using, whatever else is at its key.
+    /// Uploads that hold no file's content are leftovers, and no reader takes one for a
+    /// file: one shadowed by an object at its key, one no `.~multipart` record names (a
+    /// part-by-part copy into a blob's key that a crash cut short: the blob is absent, not
+    /// partial), and the older of two at a key. The upload a writer recorded (a session
+    /// between PATCHes) stays; so does an upload a writer of this process is using.
     #[tokio::test]
     async fn uploads_holding_no_content_are_leftovers() {
         let Some((_moto, d)) = start("root").await else {
@@ -967,9 +1020,19 @@ mod bucket_tests {
         let shadowed = path("v2/blobs/aa/data");
         upload_with_a_part(d.inner.key(&shadowed)).await;
         d.put_content(&shadowed, b"whole").await.expect("put");
-        // Superseded: a writer died, and a later one started again.
+        // A copy into place cut short: nothing at the key but the upload.
+        let cut = path("v2/blobs/bb/data");
+        upload_with_a_part(d.inner.key(&cut)).await;
+        assert!(d.stat(&cut).await.expect_err("partial").is_not_found());
+        assert!(d.list(&path("v2/blobs/bb")).await.is_err());
+        assert!(d.reader(&cut, 0).await.err().expect("read").is_not_found());
+        // Beside a recorded upload, one a writer died with before recording it.
         let twice = path("v2/repositories/r/_uploads/u/data");
-        upload_with_a_part(d.inner.key(&twice)).await;
+        let mut w = d.writer(&twice, false).await.expect("writer");
+        w.write_chunks(vec![Bytes::from(vec![9u8; 2 * PART])])
+            .await
+            .expect("write");
+        w.close().await.expect("close");
         upload_with_a_part(d.inner.key(&twice)).await;
         // In use by a writer of ours: not a leftover even with an object over it.
         let busy = path("v2/repositories/r/_uploads/w/data");
@@ -987,26 +1050,28 @@ mod bucket_tests {
             .is_empty());
         let (content, _) = d
             .inner
-            .multipart(&d.inner.key(&twice))
+            .open_upload(&d.inner.key(&twice))
             .await
-            .expect("list")
-            .expect("upload");
+            .expect("read")
+            .expect("recorded");
         let found = d.leftovers(&root, None, false).await.expect("list");
         assert_eq!(
             found,
             [
                 Leftover::Upload(shadowed.clone()),
+                Leftover::Upload(cut.clone()),
                 Leftover::Upload(twice.clone())
             ]
         );
         drop(held);
         let found = d.leftovers(&root, None, true).await.expect("remove");
-        assert_eq!(found.len(), 3, "{found:?}");
+        assert_eq!(found.len(), 4, "{found:?}");
         assert!(d
             .leftovers(&root, None, false)
             .await
             .expect("again")
             .is_empty());
+        assert!(uploads_at(&d, &d.inner.key(&cut)).await.is_empty());
         // What the files hold is untouched.
         assert_eq!(
             &d.get_content(&shadowed, 10).await.expect("get")[..],
@@ -1018,7 +1083,7 @@ mod bucket_tests {
             uploads.iter().map(|u| &u.upload_id).collect::<Vec<_>>(),
             [&content.upload_id]
         );
-        assert_eq!(d.stat(&twice).await.expect("stat").size, PART as u64);
+        assert_eq!(d.stat(&twice).await.expect("stat").size, 2 * PART as u64);
     }
 
     /// Upload purging finds a session that holds nothing but its open upload, and removing

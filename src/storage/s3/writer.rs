@@ -4,9 +4,12 @@
 //!
 //! What a file holds lives in the bucket alone, so any writer (after a restart, or on
 //! another instance) can take it up: the object at the key if there is one, otherwise the
-//! parts of the unfinished multipart upload at that key (see [`super::Content`]). Closing a
-//! writer uploads what it gathered as a part and leaves the upload open, so the next PATCH
-//! continues it with the next part number. Only a last part under S3's 5 MiB minimum forces
+//! parts of the unfinished multipart upload that `<key>.~multipart` names (see
+//! [`super::Content`], [`super::OpenUpload`]). Closing a writer uploads what it gathered as
+//! a part, records the upload and its parts there and leaves the upload open, so the next
+//! PATCH continues it with the next part number, without listing uploads. A writer records
+//! its upload as soon as it creates it, so that no other instance takes it for a leftover
+//! while it runs. Only a last part under S3's 5 MiB minimum forces
 //! a rewrite: the upload is completed and a new one starts from the object, copied server
 //! side (or read back, when under 5 MiB), as registry:2's driver does.
 //!
@@ -16,7 +19,7 @@
 
 use super::client::{Body, S3Error, S3Result};
 use super::options::{MAX_PART, MIN_PART};
-use super::{Content, Inner};
+use super::{Content, Inner, OpenUpload};
 use crate::storage::{FileWriter, StorageError, StoragePath, StorageResult};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -30,15 +33,22 @@ const IN_FLIGHT: usize = 2;
 /// S3's limit on the parts of one upload.
 const MAX_PARTS: u32 = 10_000;
 
-/// An open multipart upload and the parts it has (number, ETag).
+/// An open multipart upload and the parts it has (number, ETag, size).
 struct Upload {
     id: String,
-    parts: Vec<(u32, String)>,
+    parts: Vec<(u32, String, u64)>,
 }
 
 impl Upload {
     fn next_number(&self) -> u32 {
-        self.parts.last().map_or(1, |(n, _)| n + 1)
+        self.parts.last().map_or(1, |(n, _, _)| n + 1)
+    }
+
+    fn record(&self) -> OpenUpload {
+        OpenUpload {
+            upload_id: self.id.clone(),
+            parts: self.parts.clone(),
+        }
     }
 }
 
@@ -66,7 +76,8 @@ pub(super) struct S3Writer {
     object_stale: bool,
     gathered: VecDeque<Bytes>,
     gathered_len: u64,
-    running: VecDeque<(u32, JoinHandle<S3Result<String>>)>,
+    /// Part uploads running: number, size, the task giving its ETag.
+    running: VecDeque<(u32, u64, JoinHandle<S3Result<String>>)>,
     size: u64,
     /// Anything changed since opening: without it, closing does nothing.
     dirty: bool,
@@ -128,21 +139,20 @@ impl S3Writer {
                 w.carry = Carry::Object(info.size);
                 w.dirty = false;
             }
-            Some(Content::Multipart { upload, parts }) => {
-                w.size = parts.iter().map(|p| p.size).sum();
+            Some(Content::Multipart { upload }) => {
+                w.size = upload.size();
                 w.object_stale = false;
                 w.dirty = false;
-                let short = parts.iter().last().is_some_and(|p| p.size < MIN_PART);
-                let numbered = parts.into_iter().map(|p| (p.number, p.etag)).collect();
+                let short = upload.parts.last().is_some_and(|p| p.2 < MIN_PART);
                 if short {
                     w.carry = Carry::ShortUpload {
                         id: upload.upload_id,
-                        parts: numbered,
+                        parts: upload.parts.into_iter().map(|(n, e, _)| (n, e)).collect(),
                     };
                 } else {
                     w.upload = Some(Upload {
                         id: upload.upload_id,
-                        parts: numbered,
+                        parts: upload.parts,
                     });
                 }
             }
@@ -200,22 +210,28 @@ impl S3Writer {
             id,
             parts: Vec::new(),
         };
-        if let Carry::Object(size) = std::mem::replace(&mut self.carry, Carry::Nothing) {
-            let copied = self
-                .inner
-                .copy_parts(&self.key, &self.key, &upload.id, size)
-                .await;
-            match copied {
-                Ok(parts) => upload.parts = parts,
-                Err(e) => {
-                    let _ = self
-                        .inner
-                        .client
-                        .abort_multipart(&self.key, &upload.id)
-                        .await;
-                    return Err(e);
-                }
+        let carry = std::mem::replace(&mut self.carry, Carry::Nothing);
+        let started = async {
+            if let Carry::Object(size) = carry {
+                upload.parts = self
+                    .inner
+                    .copy_parts(&self.key, &self.key, &upload.id, size)
+                    .await?;
             }
+            // Recorded at once: another instance's leftover collection leaves it alone. The
+            // object at the key, if any, still wins until the writer is done.
+            self.inner
+                .save_open_upload(&self.key, &upload.record())
+                .await
+        }
+        .await;
+        if let Err(e) = started {
+            let _ = self
+                .inner
+                .client
+                .abort_multipart(&self.key, &upload.id)
+                .await;
+            return Err(e);
         }
         self.upload = Some(upload);
         Ok(())
@@ -252,7 +268,7 @@ impl S3Writer {
         };
         let number = upload
             .next_number()
-            .max(self.running.back().map_or(0, |(n, _)| n + 1));
+            .max(self.running.back().map_or(0, |(n, _, _)| n + 1));
         if number > MAX_PARTS {
             return Err(S3Error::Rejected {
                 status: http::StatusCode::PAYLOAD_TOO_LARGE,
@@ -266,22 +282,23 @@ impl S3Writer {
         let inner = self.inner.clone();
         let key = self.key.clone();
         let id = upload.id.clone();
+        let size = chunks.iter().map(|c| c.len() as u64).sum();
         let body = Body::Chunks(PutPayload::from_iter(chunks));
         let task =
             tokio::spawn(async move { inner.client.upload_part(&key, &id, number, body).await });
-        self.running.push_back((number, task));
+        self.running.push_back((number, size, task));
         Ok(())
     }
 
     async fn finish_oldest(&mut self) -> S3Result<()> {
-        let Some((number, task)) = self.running.pop_front() else {
+        let Some((number, size, task)) = self.running.pop_front() else {
             return Ok(());
         };
         let etag = task
             .await
             .map_err(|e| S3Error::Unavailable(format!("part upload task: {e}")))??;
         if let Some(u) = self.upload.as_mut() {
-            u.parts.push((number, etag));
+            u.parts.push((number, etag, size));
         }
         Ok(())
     }
@@ -325,6 +342,10 @@ impl S3Writer {
             self.finish_all().await?;
         } else {
             self.ensure_upload().await?;
+        }
+        // What the file holds now, for the next writer and for readers.
+        if let Some(u) = &self.upload {
+            self.inner.save_open_upload(&self.key, &u.record()).await?;
         }
         if self.object_stale {
             // The upload now holds everything: the object must stop shadowing it.
@@ -377,16 +398,27 @@ impl FileWriter for S3Writer {
     }
 
     async fn cancel(mut self: Box<Self>) -> StorageResult<()> {
-        for (_, task) in self.running.drain(..) {
+        for (_, _, task) in self.running.drain(..) {
             task.abort();
         }
         let client = &self.inner.client;
         let r: S3Result<()> = async {
+            let mut ids: Vec<String> = self.upload.iter().map(|u| u.id.clone()).collect();
+            if let Some((recorded, _)) = self.inner.open_upload(&self.key).await? {
+                ids.push(recorded.upload_id);
+            }
+            // Others a crashed writer left, where the store can list them.
             for u in client.list_multipart(&self.key).await? {
                 if u.key == self.key {
-                    client.abort_multipart(&self.key, &u.upload_id).await?;
+                    ids.push(u.upload_id);
                 }
             }
+            ids.sort();
+            ids.dedup();
+            for id in ids {
+                client.abort_multipart(&self.key, &id).await?;
+            }
+            client.delete(&Inner::open_upload_key(&self.key)).await?;
             client.delete(&self.key).await
         }
         .await;
