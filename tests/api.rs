@@ -32,8 +32,7 @@ fn base_endpoint_answers_with_the_api_version_header() {
 
 #[test]
 fn legacy_ping_search_and_root_endpoints_answer() {
-    let s = Server::start();
-    let c = client();
+    let (s, c) = server_and_client();
     for p in ["/_ping", "/v1/_ping"] {
         assert_eq!(c.get(s.url(p)).send().expect("ping").status(), 200, "{p}");
     }
@@ -65,15 +64,10 @@ fn legacy_ping_search_and_root_endpoints_answer() {
 #[test]
 fn monolithic_push_then_get_head_and_ranges() {
     // end-4b, end-2 (GET, HEAD, Range 206 and 416)
-    let s = Server::start();
-    let c = client();
+    let (s, c) = server_and_client();
     let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
     let d = push_blob(&c, &s, "a/b", &data);
-    let r = c
-        .head(s.url(&format!("/v2/a/b/blobs/{d}")))
-        .expect_status(200);
-    assert_eq!(r.headers()["content-length"], "100000");
-    assert_eq!(r.headers()["docker-content-digest"], d.as_str());
+    head_blob(&c, &s, "a/b", &d, data.len());
     let r = c
         .get(s.url(&format!("/v2/a/b/blobs/{d}")))
         .send()
@@ -104,8 +98,7 @@ fn monolithic_push_then_get_head_and_ranges() {
 #[test]
 fn blob_responses_forbid_content_sniffing() {
     // Pushed bytes that look like HTML must never be run by a browser as a page of ours.
-    let s = Server::start();
-    let c = client();
+    let (s, c) = server_and_client();
     let d = push_blob(&c, &s, "sniff", b"<html><script>alert(1)</script></html>");
     for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
         let r = c
@@ -126,8 +119,7 @@ fn blob_responses_forbid_content_sniffing() {
 #[test]
 fn chunked_upload_with_status_and_out_of_order_chunk() {
     // end-4a, end-5, end-13, end-6
-    let s = Server::start();
-    let c = client();
+    let (s, c) = server_and_client();
     let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
     let loc = start_upload(&c, &s, "chunked");
     let r = c
@@ -176,8 +168,7 @@ fn chunked_upload_with_status_and_out_of_order_chunk() {
 
 #[test]
 fn wrong_digest_stores_nothing_and_ends_the_session() {
-    let s = Server::start();
-    let c = client();
+    let (s, c) = server_and_client();
     let loc = start_upload(&c, &s, "r");
     let wrong = digest_of(b"something else");
     let r = c
@@ -232,8 +223,7 @@ fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 #[test]
 fn upload_cancel_and_unknown_sessions() {
     // DELETE on an upload; BLOB_UPLOAD_UNKNOWN
-    let s = Server::start();
-    let c = client();
+    let (s, c) = server_and_client();
     let loc = start_upload(&c, &s, "x");
     c.delete(s.url(&loc)).expect_status(204);
     c.get(s.url(&loc)).expect_error(404, "BLOB_UPLOAD_UNKNOWN");
@@ -248,8 +238,7 @@ fn upload_cancel_and_unknown_sessions() {
 
 #[test]
 fn size_and_range_errors() {
-    let s = Server::start();
-    let c = client();
+    let (s, c) = server_and_client();
     let loc = start_upload(&c, &s, "x");
     // Content-Range announcing 10 bytes with a 5-byte body: SIZE_INVALID.
     c.patch(s.url(&loc))
@@ -272,8 +261,7 @@ fn size_and_range_errors() {
 #[test]
 fn cross_repository_mount() {
     // end-11
-    let s = Server::start();
-    let c = client();
+    let (s, c) = server_and_client();
     let d = push_blob(&c, &s, "src/repo", b"shared layer");
     let r = c
         .post(s.url(&format!("/v2/dst/blobs/uploads/?mount={d}&from=src/repo")))
@@ -303,8 +291,7 @@ fn cross_repository_mount() {
 #[test]
 fn manifests_by_tag_and_digest_with_exact_bytes() {
     // end-7, end-3
-    let s = Server::start();
-    let c = client();
+    let (s, c) = server_and_client();
     let cfg = br#"{"os":"linux"}"#;
     let cd = push_blob(&c, &s, "img", cfg);
     let ld = push_blob(&c, &s, "img", b"layer");
@@ -357,8 +344,7 @@ fn manifests_by_tag_and_digest_with_exact_bytes() {
 
 #[test]
 fn docker_schema2_and_manifest_lists_with_negotiation() {
-    let s = Server::start();
-    let c = client();
+    let (s, c) = server_and_client();
     let cfg = br#"{"architecture":"amd64","os":"linux"}"#;
     let cd = push_blob(&c, &s, "d", cfg);
     let ld = push_blob(&c, &s, "d", b"L");
@@ -421,8 +407,7 @@ fn docker_schema2_and_manifest_lists_with_negotiation() {
 
 #[test]
 fn invalid_manifests_are_refused() {
-    let s = Server::start();
-    let c = client();
+    let (s, c) = server_and_client();
     let cd = push_blob(&c, &s, "m", b"{}");
     let put = |body: String, ct: &str| {
         c.put(s.url("/v2/m/manifests/t"))
@@ -489,8 +474,7 @@ fn a_reference_that_cannot_exist_is_not_found_on_read_and_invalid_on_put() {
 #[test]
 fn tags_list_with_pagination() {
     // end-8a, end-8b
-    let s = Server::start();
-    let c = client();
+    let (s, c) = server_and_client();
     for t in ["b", "a", "c", "d", "e"] {
         push_image(&c, &s, "p", t, "same");
     }
@@ -525,8 +509,7 @@ fn tags_list_with_pagination() {
 
 #[test]
 fn catalog_with_pagination() {
-    let s = Server::start();
-    let c = client();
+    let (s, c) = server_and_client();
     for r in ["zeta", "alpha/one", "alpha/two/deep", "mid"] {
         push_image(&c, &s, r, "t", r);
     }
@@ -558,8 +541,7 @@ fn catalog_with_pagination() {
 #[test]
 fn referrers_with_artifact_type_filter() {
     // end-12a, end-12b; OCI-Subject on PUT
-    let s = Server::start();
-    let c = client();
+    let (s, c) = server_and_client();
     let subject = push_image(&c, &s, "art", "v1", "subject");
     let empty = push_blob(&c, &s, "art", b"{}");
     let sig = push_blob(&c, &s, "art", b"signature");
@@ -625,8 +607,7 @@ const DELETE_DISABLED_HINTS: &[&str] = &[
 #[test]
 fn deletion_disabled_answers_unsupported() {
     // end-9, end-10 with deletion off
-    let s = Server::start();
-    let c = client();
+    let (s, c) = server_and_client();
     let d = push_image(&c, &s, "keep", "v1", "k");
     for url in [
         format!("/v2/keep/manifests/{d}"),
@@ -693,8 +674,7 @@ fn deletion_enabled_removes_tags_manifests_and_blob_links() {
 
 #[test]
 fn hostile_names_are_refused_and_never_touch_the_filesystem() {
-    let s = Server::start();
-    let c = client();
+    let (s, c) = server_and_client();
     for path in [
         "/v2/../etc/tags/list",
         "/v2/a/../../b/tags/list",
@@ -806,8 +786,7 @@ fn concurrent_pushes_of_the_same_blob_and_manifest_both_succeed() {
 
 #[test]
 fn unknown_endpoints_and_methods() {
-    let s = Server::start();
-    let c = client();
+    let (s, c) = server_and_client();
     c.get(s.url("/v3/")).expect_status(404);
     c.post(s.url("/v2/_catalog"))
         .expect_error(405, "UNSUPPORTED");

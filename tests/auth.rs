@@ -449,14 +449,8 @@ fn every_route_with_every_kind_of_caller() {
     let s = Server::builder()
         .storage(&storage)
         .delete_enabled()
-        .args_from(&[
-            "--htpasswd",
-            us,
-            "--auth-realm",
-            "Test \"Realm\"",
-            "--access-file",
-            access.to_str().expect("utf-8"),
-        ])
+        .args_from(&["--htpasswd", us, "--auth-realm", "Test \"Realm\""])
+        .file_arg("--access-file", &access)
         .start();
     let password = |u: &str| match u {
         "reader" => "read pw",
@@ -641,12 +635,8 @@ fn anonymous_pull_rule_lets_anyone_pull_only_there() {
     .expect("write");
     let s = Server::builder()
         .storage(&storage)
-        .args_from(&[
-            "--htpasswd",
-            users.to_str().expect("utf-8"),
-            "--access-file",
-            access.to_str().expect("utf-8"),
-        ])
+        .file_arg("--htpasswd", &users)
+        .file_arg("--access-file", &access)
         .start();
     let c = client();
     assert_eq!(

@@ -96,22 +96,12 @@ fn skopeo_pushes_and_pulls_over_native_tls_with_basic_auth() {
     let (cert, key) = self_signed(dir.path(), "first");
     let users = users(dir.path());
     let mut s = Server::builder()
-        .args_from(&[
-            "--tls-cert",
-            cert.to_str().expect("utf-8"),
-            "--tls-key",
-            key.to_str().expect("utf-8"),
-            "--htpasswd",
-            users.to_str().expect("utf-8"),
-        ])
+        .file_arg("--tls-cert", &cert)
+        .file_arg("--tls-key", &key)
+        .file_arg("--htpasswd", &users)
         .start();
     // The harness learns the port before the line reaches its log copy: wait for it.
-    let listening = format!("listening on https://127.0.0.1:{}", s.port);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !s.log_text().contains(&listening) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert!(s.log_text().contains(&listening), "{}", s.log_text());
+    s.wait_for_log(&format!("listening on https://127.0.0.1:{}", s.port));
     let host = s.host();
     let certs = cert_dir(dir.path(), &cert);
     let certs = certs.to_str().expect("utf-8");
@@ -260,14 +250,9 @@ fn mutual_tls_requires_a_client_certificate_from_the_ca() {
     let (cert, key) = self_signed(d, "server");
     let (ca_cert, client_cert, client_key) = client_ca(d);
     let s = Server::builder()
-        .args_from(&[
-            "--tls-cert",
-            cert.to_str().expect("utf-8"),
-            "--tls-key",
-            key.to_str().expect("utf-8"),
-            "--tls-client-ca",
-            ca_cert.to_str().expect("utf-8"),
-        ])
+        .file_arg("--tls-cert", &cert)
+        .file_arg("--tls-key", &key)
+        .file_arg("--tls-client-ca", &ca_cert)
         .start();
     let url = format!("https://{}/v2/", s.host());
     let ca = cert.to_str().expect("utf-8");
@@ -500,11 +485,8 @@ fn behind_the_shipped_nginx_example_with_registry_auth() {
     let (cert, key) = self_signed(dir.path(), "proxy");
     let users = users(dir.path());
     let s = Server::builder()
-        .args_from(&[
-            "--htpasswd",
-            users.to_str().expect("utf-8"),
-            "--trust-forwarded-headers",
-        ])
+        .file_arg("--htpasswd", &users)
+        .arg("--trust-forwarded-headers")
         .start();
     let port = free_port();
     let _nginx = start_nginx(dir.path(), port, s.port, &cert, &key);

@@ -454,14 +454,9 @@ fn the_built_in_token_endpoint_issues_scoped_tokens_to_htpasswd_users() {
     let port = free_port();
     let realm = format!("http://127.0.0.1:{port}/token");
     let r = takes_tokens(Server::builder().port(port), &realm, &cert)
-        .args_from(&[
-            "--token-signing-key",
-            key.to_str().expect("utf-8"),
-            "--htpasswd",
-            us,
-            "--access-file",
-            access.to_str().expect("utf-8"),
-        ])
+        .file_arg("--token-signing-key", &key)
+        .args_from(&["--htpasswd", us])
+        .file_arg("--access-file", &access)
         .start();
     let host = r.host();
     let layouts = oci_layouts();

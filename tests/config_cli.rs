@@ -42,7 +42,18 @@ fn run(dir: &Path, sysconfig: &Path, config: &Path, args: &[&str], env: &[(&str,
 fn assert_setting(stdout: &str, key: &str, value: &str, source: &str) {
     let line = setting(stdout, key);
     assert!(
-        line.contains(&format!(" {value} ")) && line.ends_with(&format!("# {source}")),
+        line.contains(&format!(" {value} ")),
+        "{key}: {line}\n{stdout}"
+    );
+    assert_source(stdout, key, source);
+}
+
+/// `config`'s line for `key` says its value came from `source`.
+#[track_caller]
+fn assert_source(stdout: &str, key: &str, source: &str) {
+    let line = setting(stdout, key);
+    assert!(
+        line.ends_with(&format!("# {source}")),
         "{key}: {line}\n{stdout}"
     );
 }
@@ -112,18 +123,9 @@ fn config_prints_each_value_with_where_it_came_from() {
         &[("REGISTRY_STORAGE_DELETE_ENABLED", "true")],
     );
     let (s, y) = (sys.display(), yml.display());
-    let listen = setting(&stdout, "http.addr");
-    assert!(listen.contains(" 127.0.0.1:7000 "), "{stdout}");
-    assert!(
-        listen.ends_with(&format!(
-            "# address: {y}:3 (http.addr); port: {s}:2 (REGISTRY_PORT)"
-        )),
-        "{stdout}"
-    );
-    assert!(
-        setting(&stdout, "workers").ends_with(&format!("# {s}:3 (GUNICORN_WORKERS)")),
-        "{stdout}"
-    );
+    let listen = format!("address: {y}:3 (http.addr); port: {s}:2 (REGISTRY_PORT)");
+    assert_setting(&stdout, "http.addr", "127.0.0.1:7000", &listen);
+    assert_source(&stdout, "workers", &format!("{s}:3 (GUNICORN_WORKERS)"));
     assert_setting(
         &stdout,
         "storage.filesystem.rootdirectory",
@@ -364,16 +366,10 @@ fn config_shows_token_auth_client_cas_and_the_proxy_switch_of_a_registry_2_file(
         ),
         ("auth.token.signingkey", "REGISTRY_AUTH_TOKEN_SIGNINGKEY"),
     ] {
-        assert!(
-            setting(&stdout, key).ends_with(&format!("# environment ({var})")),
-            "{key}: {stdout}"
-        );
+        assert_source(&stdout, key, &format!("environment ({var})"));
     }
-    assert!(
-        setting(&stdout, "auth.token.htpasswd")
-            .ends_with(&format!("# {s}:1 (REGISTRY_AUTH_TOKEN_HTPASSWD)")),
-        "{stdout}"
-    );
+    let htpasswd = format!("{s}:1 (REGISTRY_AUTH_TOKEN_HTPASSWD)");
+    assert_source(&stdout, "auth.token.htpasswd", &htpasswd);
 }
 
 #[test]
@@ -427,16 +423,15 @@ fn config_shows_the_auth_tls_and_proxy_keys_of_a_flavored_file() {
         &["config", "--access-file", "/cli/access.yml"],
         &[],
     );
-    let access = setting(&stdout, "auth.htpasswd.accessfile");
-    assert!(
-        access.contains(" /cli/access.yml ") && access.ends_with(" # command line (--access-file)"),
-        "{stdout}"
+    let access = "command line (--access-file)";
+    assert_setting(
+        &stdout,
+        "auth.htpasswd.accessfile",
+        "/cli/access.yml",
+        access,
     );
-    assert!(
-        setting(&stdout, "auth.htpasswd.path")
-            .ends_with(&format!("# {y}:12 (local.auth.htpasswd.path)")),
-        "{stdout}"
-    );
+    let path = format!("{y}:12 (local.auth.htpasswd.path)");
+    assert_source(&stdout, "auth.htpasswd.path", &path);
 }
 
 #[test]

@@ -207,8 +207,7 @@ fn sigterm_lets_an_in_flight_upload_finish_and_exits_zero() {
 
 #[test]
 fn sighup_reloads_without_dropping_connections() {
-    let s = Server::start();
-    let c = client();
+    let (s, c) = server_and_client();
     c.get(s.url("/v2/")).expect_status(200);
     unsafe_kill(s.pid(), 1);
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -307,8 +306,7 @@ impl Read for Pattern {
 fn memory_stays_flat_while_a_2_gib_blob_streams_in_and_out() {
     use sha2::Digest;
     const SIZE: u64 = 2 << 30;
-    let s = Server::start();
-    let c = client();
+    let (s, c) = server_and_client();
     let idle = s.rss_kib();
     let r = c
         .post(s.url("/v2/big/blobs/uploads/"))

@@ -17,17 +17,25 @@ fn push(dir: &std::path::Path, tag: &str, dest: &str) {
     ]);
 }
 
-#[test]
-fn deleting_an_image_and_collecting_online_frees_its_unique_layers() {
+/// A daemon that deletes, on a store of its own, and a work directory; `None` (the test
+/// skips, as `have` says why) without skopeo.
+fn daemon_and_work() -> Option<(tempfile::TempDir, Server, tempfile::TempDir)> {
     if !have(&[SKOPEO]) {
-        return;
+        return None;
     }
     let store = tempfile::tempdir().expect("tmp");
     let daemon = Server::builder()
         .storage(store.path())
-        .args_from(&["--delete-enabled"])
+        .delete_enabled()
         .start();
-    let work = tempfile::tempdir().expect("tmp");
+    Some((store, daemon, tempfile::tempdir().expect("tmp")))
+}
+
+#[test]
+fn deleting_an_image_and_collecting_online_frees_its_unique_layers() {
+    let Some((store, daemon, work)) = daemon_and_work() else {
+        return;
+    };
 
     let shared = layer_bytes(1, 64 * 1024);
     let keep_dir = work.path().join("keep");
@@ -157,15 +165,9 @@ fn deleting_an_image_and_collecting_online_frees_its_unique_layers() {
 
 #[test]
 fn delete_untagged_removes_overwritten_manifests_but_not_tagged_ones() {
-    if !have(&[SKOPEO]) {
+    let Some((store, daemon, work)) = daemon_and_work() else {
         return;
-    }
-    let store = tempfile::tempdir().expect("tmp");
-    let daemon = Server::builder()
-        .storage(store.path())
-        .args_from(&["--delete-enabled"])
-        .start();
-    let work = tempfile::tempdir().expect("tmp");
+    };
     let old = oci_image(&work.path().join("old"), "v1", &[layer_bytes(10, 4096)]);
     let new = oci_image(&work.path().join("new"), "v1", &[layer_bytes(11, 4096)]);
     push(

@@ -510,13 +510,7 @@ fn blob_gets_redirect_to_presigned_s3_urls() {
     assert_eq!(got.len(), blob.len());
     assert_eq!(digest_of(&got), digest);
 
-    let r = c
-        .head(s.url(&format!("/v2/app/blobs/{digest}")))
-        .expect_status(200);
-    assert_eq!(
-        r.headers()["content-length"],
-        blob.len().to_string().as_str()
-    );
+    head_blob(&c, &s, "app", &digest, blob.len());
     for repo in ["other", "app"] {
         let missing = if repo == "app" {
             digest_of(b"never pushed")

@@ -50,6 +50,22 @@ impl Check for RequestBuilder {
     }
 }
 
+/// A server started with the defaults, and a client for it.
+pub fn server_and_client() -> (Server, reqwest::blocking::Client) {
+    (Server::start(), client())
+}
+
+/// HEAD of a blob of `repo` must answer 200 with the blob's length and digest.
+#[track_caller]
+pub fn head_blob(c: &reqwest::blocking::Client, s: &Server, repo: &str, digest: &str, len: usize) {
+    let r = c
+        .head(s.url(&format!("/v2/{repo}/blobs/{digest}")))
+        .expect_status(200);
+    assert_eq!(r.headers()["content-length"], len.to_string().as_str());
+    assert_eq!(r.headers()["docker-content-digest"], digest);
+}
+
+/// A client that does not follow redirects: the tests check them.
 pub fn client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .redirect(reqwest::redirect::Policy::none())

@@ -74,6 +74,11 @@ impl ServerBuilder {
         self
     }
 
+    /// A flag whose value is a file: `.file_arg("--tls-cert", &cert)`.
+    pub fn file_arg(self, flag: &str, path: &Path) -> Self {
+        self.arg(flag).arg(path.display().to_string())
+    }
+
     pub fn env(mut self, k: &str, v: impl Into<String>) -> Self {
         self.envs.push((k.into(), v.into()));
         self
