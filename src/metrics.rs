@@ -50,6 +50,13 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+/// registry:2's proxy metrics' label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabel {
+    /// `blob` or `manifest`.
+    pub r#type: &'static str,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Every metric of the process.
@@ -76,6 +83,14 @@ pub struct Metrics {
     pub notifications_sent: Counter,
     pub notifications_failed: Counter,
     pub notifications_dropped: Counter,
+    /// The pull-through cache, by `type` (blob, manifest), as registry:2 names them:
+    /// requests for proxied content, those answered from storage, those fetched upstream,
+    /// the bytes fetched and the bytes answered.
+    pub proxy_requests: Family<TypeLabel, Counter>,
+    pub proxy_hits: Family<TypeLabel, Counter>,
+    pub proxy_misses: Family<TypeLabel, Counter>,
+    pub proxy_pulled_bytes: Family<TypeLabel, Counter>,
+    pub proxy_pushed_bytes: Family<TypeLabel, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -111,6 +126,11 @@ impl Metrics {
             notifications_sent: Counter::default(),
             notifications_failed: Counter::default(),
             notifications_dropped: Counter::default(),
+            proxy_requests: Family::default(),
+            proxy_hits: Family::default(),
+            proxy_misses: Family::default(),
+            proxy_pulled_bytes: Family::default(),
+            proxy_pushed_bytes: Family::default(),
             registry: Registry::default(),
         };
         // Counters get their `_total` from the encoder.
@@ -201,7 +221,66 @@ impl Metrics {
             "Events dropped because a queue was full",
             m.notifications_dropped.clone(),
         );
+        for (name, help, family) in [
+            (
+                "proxy_requests",
+                "Requests for content of proxied repositories",
+                &m.proxy_requests,
+            ),
+            (
+                "proxy_hits",
+                "Proxied content answered from storage",
+                &m.proxy_hits,
+            ),
+            (
+                "proxy_misses",
+                "Proxied content fetched from the upstream",
+                &m.proxy_misses,
+            ),
+            (
+                "proxy_pulled_bytes",
+                "Bytes fetched from the upstreams",
+                &m.proxy_pulled_bytes,
+            ),
+            (
+                "proxy_pushed_bytes",
+                "Bytes of proxied content answered to clients",
+                &m.proxy_pushed_bytes,
+            ),
+        ] {
+            // Both types from the start, at zero, as registry:2 shows them.
+            for t in ["blob", "manifest"] {
+                let _ = family.get_or_create(&TypeLabel { r#type: t });
+            }
+            r.register(name, help, family.clone());
+        }
         Metrics { registry, ..m }
+    }
+
+    /// A request for proxied content (`type`: blob, manifest).
+    pub fn proxy_request(&self, r#type: &'static str) {
+        self.proxy_requests
+            .get_or_create(&TypeLabel { r#type })
+            .inc();
+    }
+
+    /// Proxied content answered from storage.
+    pub fn proxy_hit(&self, r#type: &'static str) {
+        self.proxy_hits.get_or_create(&TypeLabel { r#type }).inc();
+    }
+
+    /// Proxied content fetched from its upstream: `pulled` bytes.
+    pub fn proxy_miss(&self, r#type: &'static str, pulled: u64) {
+        let t = TypeLabel { r#type };
+        self.proxy_misses.get_or_create(&t).inc();
+        self.proxy_pulled_bytes.get_or_create(&t).inc_by(pulled);
+    }
+
+    /// Bytes of proxied content answered.
+    pub fn proxy_pushed(&self, r#type: &'static str, bytes: u64) {
+        self.proxy_pushed_bytes
+            .get_or_create(&TypeLabel { r#type })
+            .inc_by(bytes);
     }
 
     /// Notes a request's arrival; the guard records it when its response is ready.

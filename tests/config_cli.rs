@@ -584,7 +584,7 @@ fn the_legacy_package_files_load_for_local_and_dev() {
             for key in [
                 "debug",
                 "standalone",
-                "mirroring",
+                "mirroring.source_index",
                 "cache",
                 "cors",
                 "email_exceptions",

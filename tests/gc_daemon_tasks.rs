@@ -38,6 +38,7 @@ fn state(root: &std::path::Path, options: RegistryOptions) -> Arc<AppState> {
         trust_forwarded_headers: false,
         json_log: false,
         events: None,
+        proxy: None,
         ui: Default::default(),
     })
 }

@@ -7,6 +7,7 @@ use super::range::{parse_range, RangeRequest};
 use super::sendfile::{self, FileSends};
 use super::{empty_response, header_str, set_header, ApiResult, AppState};
 use crate::registry::blobs::BlobContent;
+use crate::registry::proxy::{BlobAnswer, Proxied};
 use crate::registry::{Digest, RepositoryName};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use std::sync::Arc;
@@ -16,10 +17,24 @@ pub async fn get(
     req: &Request<Incoming>,
     name: &RepositoryName,
     digest: &Digest,
+    proxied: Option<&Proxied>,
 ) -> ApiResult {
     let head = req.method() == Method::HEAD;
     let etag = format!("\"{digest}\"");
-    let size = state.registry.blob_size(name, digest).await?;
+    let name = proxied.map_or(name, |p| &p.local);
+    let size = match (proxied, &state.proxy) {
+        (Some(p), Some(proxy)) if head => proxy.blob_size(&state.registry, p, digest).await?,
+        (Some(p), Some(proxy)) => match proxy.blob(&state.registry, p, digest).await? {
+            BlobAnswer::Stored => state.registry.blob_size(name, digest).await?,
+            // Arriving from the upstream: the whole of it, whatever the range asked.
+            BlobAnswer::Streaming { size, chunks } => {
+                let mut r = Response::new(body::chunks(chunks, size));
+                blob_headers(&mut r, size, &etag, digest);
+                return Ok(r);
+            }
+        },
+        _ => state.registry.blob_size(name, digest).await?,
+    };
     if header_str(req, http::header::IF_NONE_MATCH)
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag))
     {
@@ -72,6 +87,19 @@ pub async fn get(
     };
     let mut r = Response::new(body);
     *r.status_mut() = status;
+    blob_headers(&mut r, len, &etag, digest);
+    if status == StatusCode::PARTIAL_CONTENT {
+        set_header(
+            &mut r,
+            "content-range",
+            &format!("bytes {start}-{}/{size}", start + len - 1),
+        );
+    }
+    Ok(r)
+}
+
+/// The headers of a blob's answer of `len` bytes.
+fn blob_headers(r: &mut Response<body::Body>, len: u64, etag: &str, digest: &Digest) {
     let h = r.headers_mut();
     h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(len));
     use http::header::{ACCEPT_RANGES, CACHE_CONTROL, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
@@ -85,16 +113,8 @@ pub async fn get(
     ] {
         h.insert(name, HeaderValue::from_static(value));
     }
-    if status == StatusCode::PARTIAL_CONTENT {
-        set_header(
-            &mut r,
-            "content-range",
-            &format!("bytes {start}-{}/{size}", start + len - 1),
-        );
-    }
-    set_header(&mut r, "etag", &etag);
-    set_header(&mut r, "docker-content-digest", &digest.to_string());
-    Ok(r)
+    set_header(r, "etag", etag);
+    set_header(r, "docker-content-digest", &digest.to_string());
 }
 
 pub async fn delete(state: &AppState, name: &RepositoryName, digest: &Digest) -> ApiResult {

@@ -5,6 +5,8 @@ use super::body::Incoming;
 use super::errors::ErrorCode;
 use super::{empty_response, header_str, set_header, ApiResult, AppState};
 use crate::registry::manifest::{self, MAX_MANIFEST_BYTES};
+use crate::registry::manifests::StoredManifest;
+use crate::registry::proxy::Proxied;
 use crate::registry::{Reference, RegistryError, RepositoryName};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 
@@ -15,13 +17,7 @@ fn accepted_types(req: &Request<Incoming>) -> Vec<String> {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(|t| {
-            t.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
+        .map(manifest::media_type_of)
         .filter(|t| !t.is_empty())
         .collect()
 }
@@ -33,24 +29,34 @@ fn accepts(accept: &[String], media_type: &str) -> bool {
             .any(|a| a == "*/*" || a == "application/*" || a == media_type)
 }
 
+/// A manifest from storage, or through the pull-through cache for a proxied repository.
+async fn manifest(
+    state: &AppState,
+    name: &RepositoryName,
+    reference: &Reference,
+    proxied: Option<&Proxied>,
+) -> Result<StoredManifest, RegistryError> {
+    match (proxied, &state.proxy) {
+        (Some(p), Some(proxy)) => proxy.manifest(&state.registry, p, reference).await,
+        _ => state.registry.get_manifest(name, reference).await,
+    }
+}
+
 pub async fn get(
     state: &AppState,
     req: &Request<Incoming>,
     name: &RepositoryName,
     reference: &Reference,
+    proxied: Option<&Proxied>,
 ) -> ApiResult {
     let head = req.method() == Method::HEAD;
-    let mut m = state.registry.get_manifest(name, reference).await?;
+    let mut m = manifest(state, name, reference, proxied).await?;
     let accept = accepted_types(req);
     let is_index = m.media_type == manifest::OCI_INDEX || m.media_type == manifest::DOCKER_LIST;
     if is_index && !accepts(&accept, &m.media_type) {
         // A client that cannot read an index gets the linux/amd64 image, as distribution does.
         if let Some(child) = default_platform(&m.bytes) {
-            if let Ok(c) = state
-                .registry
-                .get_manifest(name, &Reference::Digest(child))
-                .await
-            {
+            if let Ok(c) = manifest(state, name, &Reference::Digest(child), proxied).await {
                 if accepts(&accept, &c.media_type) {
                     m = c;
                 }
@@ -104,13 +110,7 @@ pub async fn put(
     reference: &Reference,
 ) -> ApiResult {
     let content_type = header_str(&req, http::header::CONTENT_TYPE)
-        .map(|c| {
-            c.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
+        .map(manifest::media_type_of)
         .unwrap_or_default();
     let announced =
         header_str(&req, http::header::CONTENT_LENGTH).and_then(|v| v.trim().parse::<u64>().ok());

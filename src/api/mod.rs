@@ -48,6 +48,8 @@ pub struct AppState {
     pub json_log: bool,
     /// Notification events (`notifications.endpoints`), when any endpoint is configured.
     pub events: Option<Arc<crate::events::Events>>,
+    /// The pull-through cache (`proxy`), when any upstream is configured.
+    pub proxy: Option<Arc<crate::registry::proxy::Proxy>>,
     /// The web UI's sessions and caches.
     pub ui: ui::UiState,
 }
@@ -165,6 +167,35 @@ pub(crate) fn header_str(
     name: impl http::header::AsHeaderName,
 ) -> Option<&str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Which upstream serves a repository (with the request's `ns`), if any. The repository
+/// to use is then the answer's `local` (under `ns`, the upstream's name with a prefix).
+fn proxied(
+    state: &AppState,
+    req: &Request<Incoming>,
+    name: &RepositoryName,
+) -> Result<Option<crate::registry::proxy::Proxied>, ApiError> {
+    match &state.proxy {
+        None => Ok(None),
+        Some(p) => Ok(p.route(name, query_param(req, "ns").as_deref())?),
+    }
+}
+
+/// Pushes and deletes in a proxied repository are refused, as registry:2 refuses them.
+fn refuse_write(
+    state: &AppState,
+    req: &Request<Incoming>,
+    name: &RepositoryName,
+) -> Result<(), ApiError> {
+    match (proxied(state, req, name)?, &state.proxy) {
+        (Some(p), Some(proxy)) => Err(ApiError::new(ErrorCode::Unsupported).with_message(format!(
+            "{name} is a pull-through cache of {}: pushes and deletes are refused there \
+                 (push to a repository no proxy upstream serves)",
+            proxy.upstream_url(&p)
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn method_not_allowed() -> ApiError {
@@ -300,14 +331,27 @@ async fn dispatch(
                 .then_some(&may_pull as &(dyn Fn(&str) -> bool + Sync));
             tags::catalog(state, &req, filter).await
         }
-        Route::Tags(name) => tags::list(state, &req, &repo_name(name)?).await,
+        Route::Tags(name) => {
+            let name = repo_name(name)?;
+            let proxied = proxied(state, &req, &name)?;
+            tags::list(state, &req, &name, proxied.as_ref()).await
+        }
         Route::Manifest(name, reference) => {
             let name = repo_name(name)?;
             let reference = reference_param(reference, &method)?;
             match method {
-                Method::GET | Method::HEAD => manifests::get(state, &req, &name, &reference).await,
-                Method::PUT => manifests::put(state, req, &name, &reference).await,
-                Method::DELETE => manifests::delete(state, &name, &reference).await,
+                Method::GET | Method::HEAD => {
+                    let proxied = proxied(state, &req, &name)?;
+                    manifests::get(state, &req, &name, &reference, proxied.as_ref()).await
+                }
+                Method::PUT => {
+                    refuse_write(state, &req, &name)?;
+                    manifests::put(state, req, &name, &reference).await
+                }
+                Method::DELETE => {
+                    refuse_write(state, &req, &name)?;
+                    manifests::delete(state, &name, &reference).await
+                }
                 _ => Err(method_not_allowed()),
             }
         }
@@ -315,13 +359,20 @@ async fn dispatch(
             let name = repo_name(name)?;
             let digest = digest_param(digest)?;
             match method {
-                Method::GET | Method::HEAD => blobs::get(state, &req, &name, &digest).await,
-                Method::DELETE => blobs::delete(state, &name, &digest).await,
+                Method::GET | Method::HEAD => {
+                    let proxied = proxied(state, &req, &name)?;
+                    blobs::get(state, &req, &name, &digest, proxied.as_ref()).await
+                }
+                Method::DELETE => {
+                    refuse_write(state, &req, &name)?;
+                    blobs::delete(state, &name, &digest).await
+                }
                 _ => Err(method_not_allowed()),
             }
         }
         Route::UploadStart(name) => {
             let name = repo_name(name)?;
+            refuse_write(state, &req, &name)?;
             match method {
                 Method::POST => {
                     // Mounting from a repository the caller may not pull would leak its
@@ -334,6 +385,7 @@ async fn dispatch(
         }
         Route::Upload(name, id) => {
             let name = repo_name(name)?;
+            refuse_write(state, &req, &name)?;
             let id = crate::registry::uploads::parse_upload_id(id)?;
             match method {
                 Method::GET => uploads::status(state, &name, &id).await,
@@ -345,6 +397,7 @@ async fn dispatch(
         }
         Route::Referrers(name, digest) => {
             let name = repo_name(name)?;
+            let name = proxied(state, &req, &name)?.map_or(name, |p| p.local);
             let digest = digest_param(digest)?;
             match method {
                 Method::GET => tags::referrers(state, &req, &name, &digest).await,

@@ -5,6 +5,7 @@ use super::body::Incoming;
 use super::errors::{ApiError, ErrorCode};
 use super::{json_response, query_param, set_header, ApiResult, AppState};
 use crate::registry::manifest::OCI_INDEX;
+use crate::registry::proxy::Proxied;
 use crate::registry::{Digest, RepositoryName};
 use http::{Method, Request, StatusCode};
 use serde_json::json;
@@ -56,11 +57,46 @@ fn link_header(path: &str, n: Option<usize>, last: &str) -> String {
     }
 }
 
-pub async fn list(state: &AppState, req: &Request<Incoming>, name: &RepositoryName) -> ApiResult {
+/// A repository's tags; a proxied repository's as its upstream lists them (with the
+/// client's `n` and `last`), or the stored ones when the upstream cannot answer.
+pub async fn list(
+    state: &AppState,
+    req: &Request<Incoming>,
+    name: &RepositoryName,
+    proxied: Option<&Proxied>,
+) -> ApiResult {
     let head = req.method() == Method::HEAD;
     if !(req.method() == Method::GET || head) {
         return Err(super::method_not_allowed());
     }
+    if let (Some(p), Some(proxy)) = (proxied, &state.proxy) {
+        let query: Option<String> = req.uri().query().map(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .filter(|(k, _)| k == "n" || k == "last")
+                .fold(
+                    form_urlencoded::Serializer::new(String::new()),
+                    |mut s, (k, v)| {
+                        s.append_pair(&k, &v);
+                        s
+                    },
+                )
+                .finish()
+        });
+        let query = query.filter(|q| !q.is_empty());
+        if let Some(body) = proxy.tags(p, name, query.as_deref()).await {
+            let len = body.len();
+            let mut r = http::Response::new(if head {
+                super::body::empty()
+            } else {
+                super::body::full(body)
+            });
+            r.headers_mut()
+                .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+            set_header(&mut r, "content-type", "application/json");
+            return Ok(r);
+        }
+    }
+    let name = proxied.map_or(name, |p| &p.local);
     let tags = state.registry.tags(name).await?;
     let (page, n, more) = paginate(&tags, req)?;
     let next = if more { page.last().cloned() } else { None };

@@ -53,6 +53,10 @@ impl Config {
         if self.tls.value.is_none() {
             row("http.tls", "(none)".into(), &self.tls.source);
         }
+        for (i, u) in self.proxy_upstreams.value.iter().enumerate() {
+            let name = format!("proxy.upstreams[{i}]");
+            row(&name, u.to_string(), &self.proxy_upstreams.source);
+        }
         if self.retention.value.is_empty() {
             row("retention", "(none)".into(), &self.retention.source);
         }

@@ -143,6 +143,10 @@ impl Reader<'_> {
             if let Some(list) = super::notifications::read(self.file, e, self.errors) {
                 self.config.notifications = list;
             }
+        } else if path == "proxy.upstreams" {
+            if let Some(list) = super::proxy::read(self.file, e, self.errors) {
+                self.config.proxy_upstreams = list;
+            }
         } else if let Some(s) = at_path(&path) {
             self.apply(s, e, &written);
         } else if is_section(&path) {
@@ -218,6 +222,24 @@ impl Reader<'_> {
         }
     }
 
+    /// A mapping of the flavored file whose keys are legacy names `section.key`.
+    fn legacy_section(&mut self, e: &Entry) {
+        let Some(children) = e.value.entries() else {
+            if !e.value.is_null() {
+                let message = format!("expected a mapping, found {}", e.value.describe());
+                self.error(&entry_source(self.file, e), message);
+            }
+            return;
+        };
+        for c in children {
+            let name = format!("{}.{}", e.key, c.key);
+            match at_legacy(&name) {
+                Some(s) => self.apply(s, c, s.key),
+                None => self.ignored.push(name),
+            }
+        }
+    }
+
     /// The flavor named by `SETTINGS_FLAVOR`, over `common`.
     fn legacy(&mut self, root: &Node, lookup: &dyn Fn(&str) -> Option<(String, Source)>) {
         self.config.file_format = FileFormat::Legacy;
@@ -237,6 +259,11 @@ impl Reader<'_> {
                 _ if key_name(&entry.key) == "notifications" => {
                     self.section(&entry, "notifications", "notifications")
                 }
+                // registry:2's block as it is (remoteurl, upstreams, ...).
+                _ if key_name(&entry.key) == "proxy" => self.section(&entry, "proxy", "proxy"),
+                // The old registry's pull-through mirror: its keys are legacy names of
+                // `proxy` settings (`mirroring.source` is `proxy.remoteurl`).
+                _ if key_name(&entry.key) == "mirroring" => self.legacy_section(&entry),
                 Some(s) => self.apply(s, &entry, s.key),
                 None => self.ignored.push(entry.key.clone()),
             }

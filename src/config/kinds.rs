@@ -216,6 +216,20 @@ kind!(
 );
 
 kind!(
+    /// The proxy's `ttl`: a duration as Go writes it, or a number of seconds (the legacy
+    /// `tags_cache_ttl`); zero means none: tags are checked upstream on every pull.
+    ProxyTtl: Option<Duration>, "DURATION",
+    |s| {
+        let d = match s.trim().parse::<u64>() {
+            Ok(secs) => Duration::from_secs(secs),
+            Err(_) => Dur::text(s)?,
+        };
+        Ok((!d.is_zero()).then_some(d))
+    },
+    |v| v.as_ref().map_or_else(|| "0 (tags checked upstream on every pull)".into(), Dur::show)
+);
+
+kind!(
     /// A time limit: a duration longer than 0.
     Timeout: Duration, "DURATION",
     |s| match Dur::text(s)? {

@@ -44,6 +44,7 @@ mod kinds;
 mod load;
 mod model;
 mod notifications;
+mod proxy;
 mod retention;
 mod setting;
 mod source;
@@ -56,7 +57,7 @@ pub use load::LoadOptions;
 pub use model::*;
 pub use setting::Setting;
 pub use source::{ConfigError, ConfigErrors, Source, Sourced};
-pub use table::{Config, Connections, GcConfig, UploadPurging, SETTINGS};
+pub use table::{Config, Connections, GcConfig, ProxySettings, UploadPurging, SETTINGS};
 
 #[cfg(test)]
 mod tests;

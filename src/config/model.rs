@@ -272,6 +272,45 @@ impl Config {
         self.auth = self.resolve_auth(errors);
         self.tls = self.resolve_tls(errors);
         self.check_debug(errors);
+        self.check_proxy(errors);
+    }
+
+    /// The pull-through cache's upstreams in the order they are matched: `proxy.upstreams`,
+    /// then `proxy.remoteurl` for every other repository. Empty: no proxy.
+    pub fn proxy_upstreams(&self) -> Vec<ProxyUpstream> {
+        let mut all = self.proxy_upstreams.value.clone();
+        let p = &self.proxy.value;
+        if let Some(url) = &p.remoteurl {
+            all.push(ProxyUpstream {
+                username: p.username.clone(),
+                password: p.password.clone(),
+                ttl: p.ttl,
+                ..ProxyUpstream::catch_all(url.clone())
+            });
+        }
+        all
+    }
+
+    /// The catch-all upstream is checked as the listed ones are when they are read.
+    fn check_proxy(&self, errors: &mut Vec<ConfigError>) {
+        let p = &self.proxy;
+        let Some(url) = &p.value.remoteurl else {
+            if p.value.username.is_some() || p.value.password.is_some() {
+                errors.push(ConfigError::at(
+                    p.source.part("username"),
+                    "proxy credentials without proxy.remoteurl (or REGISTRY_PROXY_REMOTEURL)",
+                ));
+            }
+            return;
+        };
+        let upstream = ProxyUpstream {
+            username: p.value.username.clone(),
+            password: p.value.password.clone(),
+            ..ProxyUpstream::catch_all(url.clone())
+        };
+        if let Err(m) = upstream.check() {
+            errors.push(ConfigError::at(p.source.part("remoteurl"), m));
+        }
     }
 
     /// Metrics are served on the debug listener only (their path is checked as it is read).
@@ -595,5 +634,92 @@ fn default_storage(env: &BTreeMap<String, String>) -> Sourced<PathBuf> {
             std::env::temp_dir().join("docker-registry"),
             Source::Derived("no HOME: a temporary directory".into()),
         ),
+    }
+}
+
+/// One upstream of the pull-through cache: `proxy.upstreams` entries, then registry:2's
+/// single `proxy.remoteurl` as the catch-all (`**`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyUpstream {
+    /// The local repositories it serves: a glob (`library/**`, `quay/**`, `**` for all;
+    /// `*` matches any characters including `/`).
+    pub prefix: String,
+    /// The registry pulled from: `https://registry-1.docker.io`.
+    pub remoteurl: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// How long a tag fetched or checked is served without asking the upstream again (a
+    /// HEAD); `None`: checked on every pull, as registry:2 does.
+    pub ttl: Option<Duration>,
+    /// Leave the prefix's fixed part out of the name asked upstream: `quay/coreos/etcd`
+    /// under `quay/**` is `coreos/etcd` there.
+    pub strip_prefix: bool,
+    /// containerd's `ns` query parameter values (the registry host a client was told to
+    /// pull from, `docker.io`) that choose this upstream.
+    pub namespaces: Vec<String>,
+}
+
+impl ProxyUpstream {
+    /// registry:2's `proxy.remoteurl`: every repository.
+    pub fn catch_all(remoteurl: String) -> ProxyUpstream {
+        ProxyUpstream {
+            prefix: "**".into(),
+            remoteurl,
+            username: None,
+            password: None,
+            ttl: None,
+            strip_prefix: false,
+            namespaces: Vec::new(),
+        }
+    }
+
+    /// What is wrong with it, for the operator.
+    pub fn check(&self) -> Result<(), String> {
+        let url = &self.remoteurl;
+        if !(url.starts_with("http://") || url.starts_with("https://"))
+            || url.parse::<http::Uri>().is_err()
+        {
+            return Err(format!(
+                "a proxy upstream needs an http:// or https:// remoteurl, found {url:?}"
+            ));
+        }
+        super::kinds::glob_text(&self.prefix)?;
+        if self.strip_prefix && !fixed_part(&self.prefix).ends_with('/') {
+            return Err(format!(
+                "stripprefix needs a prefix whose fixed part ends with / (quay/**), found {:?}",
+                self.prefix
+            ));
+        }
+        if self.username.is_some() != self.password.is_some() {
+            return Err("a proxy upstream's username and password go together".into());
+        }
+        Ok(())
+    }
+}
+
+/// A prefix pattern's part before its first wildcard.
+pub fn fixed_part(pattern: &str) -> &str {
+    let end = pattern.find(['*', '?']).unwrap_or(pattern.len());
+    &pattern[..end]
+}
+
+impl fmt::Display for ProxyUpstream {
+    /// As it would be written in a registry:2 file, on one line; the password masked.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "prefix={} remoteurl={}", self.prefix, self.remoteurl)?;
+        if let Some(u) = &self.username {
+            write!(f, " username={u} password=********")?;
+        }
+        match self.ttl {
+            Some(d) => write!(f, " ttl={}", humantime::format_duration(d))?,
+            None => f.write_str(" ttl=0")?,
+        }
+        if self.strip_prefix {
+            f.write_str(" stripprefix=true")?;
+        }
+        if !self.namespaces.is_empty() {
+            write!(f, " namespaces={}", self.namespaces.join(","))?;
+        }
+        Ok(())
     }
 }

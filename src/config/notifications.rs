@@ -94,12 +94,12 @@ fn endpoint(
     (errors.len() == before).then_some(e)
 }
 
-fn text(node: &Node) -> Result<String, String> {
+pub(super) fn text(node: &Node) -> Result<String, String> {
     Ok(node_text(node)?.unwrap_or_default())
 }
 
 /// A scalar or a list of scalars.
-fn list(node: &Node) -> Result<Vec<String>, String> {
+pub(super) fn list(node: &Node) -> Result<Vec<String>, String> {
     match &node.kind {
         NodeKind::Seq(items) => items.iter().map(text).collect(),
         _ => Ok(node_text(node)?.into_iter().collect()),

@@ -83,6 +83,10 @@ settings! {
         pub notifications: Sourced<Vec<NotificationEndpoint>> = Sourced::default_value(Vec::new()),
         pub auth: Sourced<Option<AuthConfig>> = Sourced::default_value(None),
         pub tls: Sourced<Option<TlsConfig>> = Sourced::default_value(None),
+        /// The pull-through cache's upstreams chosen by prefix (`proxy.upstreams`, our
+        /// extension), read from files only (see `proxy.rs`); `proxy.remoteurl` comes after
+        /// them as the catch-all (see [`Config::proxy_upstreams`]).
+        pub proxy_upstreams: Sourced<Vec<ProxyUpstream>> = Sourced::default_value(Vec::new()),
         /// Things the operator should know: unsupported keys by name, ignored variables.
         pub warnings: Vec<String> = Vec::new(),
     }
@@ -324,6 +328,27 @@ settings! {
             /// The path of the metrics on the debug listener
             prometheus_path: String = "/metrics".into(), MetricsPath, "http.debug.prometheus.path" {
                 legacy: &["prometheus_path"],
+            }
+        }
+        /// The pull-through cache (registry:2's `proxy`): every repository no
+        /// `proxy.upstreams` entry serves comes from this upstream and is kept here; the
+        /// legacy flavored file's `mirroring:` section sets it too.
+        pub proxy: ProxySettings {
+            /// Serve repositories from this registry, keeping what is pulled (a pull-through
+            /// cache); pushes to them are refused
+            remoteurl: Option<String> = None, Opt<Text>, "proxy.remoteurl" {
+                legacy: &["mirroring.source"],
+            }
+            /// The user name for the upstream (Basic, or to get tokens)
+            username: Option<String> = None, Opt<Text>, "proxy.username" {}
+            /// The upstream user's password
+            password: Option<String> = None, Opt<Text>, "proxy.password" {
+                secret: true,
+            }
+            /// Tags are served from the cache this long after they were fetched or checked,
+            /// then checked upstream (a HEAD); 0: on every pull
+            ttl: Option<Duration> = None, ProxyTtl, "proxy.ttl" {
+                legacy: &["mirroring.tags_cache_ttl"],
             }
         }
         /// The on-disk queue of notification events (ours: registry:2 keeps them in memory).

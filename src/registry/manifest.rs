@@ -202,6 +202,16 @@ pub fn parse(bytes: &[u8], content_type: &str) -> Result<ParsedManifest, Manifes
     Ok(parsed)
 }
 
+/// The media type a `Content-Type` value names: parameters dropped, lower case.
+pub fn media_type_of(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

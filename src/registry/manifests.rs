@@ -14,6 +14,13 @@ pub struct StoredManifest {
     pub bytes: Bytes,
 }
 
+/// What [`Registry::store_manifest`] reports.
+pub(crate) struct StoredPut {
+    pub digest: Digest,
+    pub subject: Option<Digest>,
+    pub size: u64,
+}
+
 /// What a successful PUT reports.
 #[derive(Debug, Clone)]
 pub struct PutManifest {
@@ -107,6 +114,28 @@ impl Registry {
         content_type: &str,
         bytes: Bytes,
     ) -> RegistryResult<PutManifest> {
+        let put = self
+            .store_manifest(repo, reference, content_type, bytes, true)
+            .await?;
+        if let Some(m) = crate::metrics::get() {
+            m.bytes_pushed.inc_by(put.size);
+        }
+        Ok(PutManifest {
+            digest: put.digest,
+            subject: put.subject,
+        })
+    }
+
+    /// Stores a manifest as [`Registry::put_manifest`] does; `check_references: false` for
+    /// the pull-through cache, which stores a manifest before the blobs it fetches on demand.
+    pub(crate) async fn store_manifest(
+        &self,
+        repo: &RepositoryName,
+        reference: &Reference,
+        content_type: &str,
+        bytes: Bytes,
+        check_references: bool,
+    ) -> RegistryResult<StoredPut> {
         if bytes.len() as u64 > MAX_MANIFEST_BYTES {
             return Err(RegistryError::ManifestTooLarge);
         }
@@ -133,7 +162,9 @@ impl Registry {
         let pinned = pinned_digests(&digest, &parsed);
         let _pin = self.gc.pin(pinned.clone()).await;
         self.mark_in_store(&pinned).await?;
-        self.check_references(repo, &parsed).await?;
+        if check_references {
+            self.check_references(repo, &parsed).await?;
+        }
 
         // One durable, ordered write of everything: the content, then the links that name
         // it, then the tag, so that after a crash a tag never points at a revision that is
@@ -164,11 +195,12 @@ impl Registry {
             self.cache.forget_tag(repo, tag.as_str());
             self.cache.set_tag(repo, tag.as_str(), &digest);
         }
-        if let Some(m) = crate::metrics::get() {
-            m.bytes_pushed.inc_by(bytes.len() as u64);
-        }
         self.announce(repo).await;
-        Ok(PutManifest { digest, subject })
+        Ok(StoredPut {
+            digest,
+            subject,
+            size: bytes.len() as u64,
+        })
     }
 
     async fn check_references(

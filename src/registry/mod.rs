@@ -15,6 +15,7 @@ pub mod layout;
 pub mod manifest;
 pub mod manifests;
 pub mod names;
+pub mod proxy;
 pub mod purge;
 pub mod recovery;
 pub mod retention;

@@ -283,6 +283,7 @@ fn request_state(config: &Config, driver: Arc<dyn StorageDriver>) -> Result<Arc<
         trust_forwarded_headers: config.trust_forwarded_headers.value,
         json_log: config.log_formatter.value == crate::config::LogFormat::Json,
         events: start_events(config)?,
+        proxy: crate::registry::proxy::Proxy::new(&config.proxy_upstreams())?,
         ui: Default::default(),
     }))
 }
