@@ -122,9 +122,7 @@ fn basic_auth_upstreams_ours_and_distribution_then_the_cache_alone() {
     let want = image(&layouts.join("one"), 1, 300_000);
 
     // Ours as the upstream, and distribution 2.8.2 beside it, both Basic.
-    let upstream = Server::builder()
-        .args_from(&["--htpasswd", users.to_str().expect("utf-8")])
-        .start();
+    let upstream = Server::builder().file_arg("--htpasswd", &users).start();
     push(
         &upstream.host(),
         &layouts.join("one"),
@@ -161,7 +159,7 @@ fn basic_auth_upstreams_ours_and_distribution_then_the_cache_alone() {
     .expect("write");
     let debug = free_port();
     let cache = caching(&upstream)
-        .args_from(&["--config", yml.to_str().expect("utf-8")])
+        .file_arg("--config", &yml)
         .args_from(&["--debug-addr", &format!("127.0.0.1:{debug}"), "--metrics"])
         .env("REGISTRY_PROXY_USERNAME", "mirror")
         .env("REGISTRY_PROXY_PASSWORD", "mirror pw")
@@ -273,9 +271,7 @@ fn a_token_auth_upstream_gets_the_bearer_dance_and_its_token_is_reused() {
         ),
     )
     .expect("write");
-    let cache = Server::builder()
-        .args_from(&["--config", yml.to_str().expect("utf-8")])
-        .start();
+    let cache = Server::builder().file_arg("--config", &yml).start();
     assert_eq!(
         pull(&cache.host(), "team/tok", "latest", &d.join("p1")),
         want
@@ -337,11 +333,34 @@ fn two_upstreams_by_prefix_and_by_ns_beside_local_repositories() {
         ),
     )
     .expect("write");
-    let cache = Server::builder()
-        .args_from(&["--config", yml.to_str().expect("utf-8")])
-        .start();
+    // And a multi-platform image (an index): its children come by digest, on demand.
+    let fixtures = oci_layouts();
+    skopeo_push_layout(
+        &hub.host(),
+        fixtures.path(),
+        "multi",
+        "multi",
+        "library/multi",
+        true,
+    );
+    let index = layout_digest(&fixtures.path().join("multi"), "multi");
+    let cache = Server::builder().file_arg("--config", &yml).start();
     let host = cache.host();
     assert_eq!(pull(&host, "library/alpine", "3", &d.join("p1")), hub_image);
+    let all = d.join("multi");
+    skopeo_ok(&[
+        "copy",
+        "--all",
+        "--src-tls-verify=false",
+        &format!("docker://{host}/library/multi:latest"),
+        &format!("dir:{}", all.display()),
+    ]);
+    let got = std::fs::read(all.join("manifest.json")).expect("index");
+    assert_eq!(format!("sha256:{}", sha256_hex(&got)), index);
+    assert!(
+        check_pulled_blobs(&all) >= 4,
+        "both platforms' configs and layers"
+    );
     assert_eq!(
         pull(&host, "quay/coreos/etcd", "v3", &d.join("p2")),
         quay_image
@@ -587,4 +606,80 @@ fn the_legacy_mirroring_section_configures_the_proxy() {
         "{}",
         out.stderr
     );
+}
+
+/// An upstream that answers every request 200 with a `Content-Length` of `announced` bytes
+/// and sends `sent` of them before closing: a download that breaks off. Counts its
+/// connections; stops when `stop` is set (it is woken by one more connection).
+fn breaking_upstream(
+    announced: usize,
+    sent: usize,
+) -> (
+    u16,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    std::thread::JoinHandle<()>,
+) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (count2, stop2) = (count.clone(), stop.clone());
+    let thread = std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            if stop2.load(Ordering::SeqCst) {
+                return;
+            }
+            let Ok(mut conn) = conn else { continue };
+            count2.fetch_add(1, Ordering::SeqCst);
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+            let mut head = [0u8; 4096];
+            let _ = conn.read(&mut head);
+            let _ = write!(
+                conn,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {announced}\r\n\r\n"
+            );
+            let _ = conn.write_all(&vec![7u8; sent]);
+            // Dropped: the connection closes with the body incomplete.
+        }
+    });
+    (port, count, stop, thread)
+}
+
+#[test]
+fn a_download_that_breaks_off_upstream_stores_nothing_and_is_tried_again() {
+    let (port, count, stop, thread) = breaking_upstream(4 << 20, 1 << 20);
+    let cache = Server::builder()
+        .env(
+            "REGISTRY_PROXY_REMOTEURL",
+            format!("http://127.0.0.1:{port}"),
+        )
+        .start();
+    let digest = digest_of(&vec![7u8; 4 << 20]);
+    let c = client();
+    for _ in 0..2 {
+        let r = c
+            .get(cache.url(&format!("/v2/library/broken/blobs/{digest}")))
+            .send()
+            .expect("answer");
+        match r.status().as_u16() {
+            // Streaming had begun: the body ends short of its length.
+            200 => assert!(r.bytes().is_err(), "the body must not complete"),
+            // Or the failure came first.
+            status => assert_eq!(status, 503),
+        }
+    }
+    cache.wait_for_log("fetching the blob failed");
+    assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert!(stored_blobs(&cache.storage).is_empty());
+    let uploads = cache
+        .storage
+        .join("docker/registry/v2/repositories/library/broken/_uploads");
+    let left = std::fs::read_dir(&uploads).map_or(0, |d| d.count());
+    assert_eq!(left, 0, "the failed fetch's upload is removed");
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let _ = std::net::TcpStream::connect(("127.0.0.1", port));
+    thread.join().expect("upstream thread");
 }
