@@ -445,32 +445,17 @@ fn check_reports_bad_auth_tls_and_proxy_values_with_file_line_and_key() {
          auth:\n  token:\n    realm: https://r.example/token\n    service: r.example\n    \
          signingkey: [a, b]\n",
     );
-    let out = run(dir.path(), &sys, &yml, &["config", "--check"], &[]);
-    assert!(!out.status.success());
-    let stderr = text(&out.stderr);
     let y = yml.display();
-    let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 4, "{stderr}");
-    assert_eq!(
-        lines[0],
-        format!("{y}:3: http.trustforwardedheaders: expected true or false, found \"maybe\""),
-        "{stderr}"
-    );
-    assert_eq!(
-        lines[1],
-        format!("{y}:10: auth.token.signingkey: expected a single value, found a list"),
-        "{stderr}"
-    );
-    assert_eq!(
-        lines[2],
-        format!("{y}:7: auth.token: token authentication needs auth.token.issuer, auth.token.rootcertbundle (or REGISTRY_AUTH_TOKEN_ISSUER, REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE)"),
-        "{stderr}"
-    );
-    assert!(
-        lines[3].starts_with(&format!(
-            "{y}:5: http.tls.clientcas: client CAs (mutual TLS) without a TLS certificate and key"
-        )),
-        "{stderr}"
+    check_fails_with(
+        dir.path(),
+        &sys,
+        &yml,
+        &[
+            format!("{y}:3: http.trustforwardedheaders: expected true or false, found \"maybe\""),
+            format!("{y}:10: auth.token.signingkey: expected a single value, found a list"),
+            format!("{y}:7: auth.token: token authentication needs auth.token.issuer, auth.token.rootcertbundle (or REGISTRY_AUTH_TOKEN_ISSUER, REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE)"),
+            format!("{y}:5: http.tls.clientcas: client CAs (mutual TLS) without a TLS certificate and key"),
+        ],
     );
 
     // Keys of distribution's token auth we do not implement are named in a warning.

@@ -180,15 +180,11 @@ pub fn parse_env_reference(text: &str) -> Option<(&str, Option<&str>)> {
 /// Reads the text of a substituted `_env:` value as a YAML value; text that is not valid YAML
 /// stays a plain string (the honoured keys validate it afterwards).
 fn parse_value_text(text: &str, line: usize, path: &str) -> Node {
-    let fallback = Node {
-        line,
-        path: path.to_string(),
-        kind: NodeKind::Scalar {
-            text: text.to_string(),
-            quoted: true,
-        },
-        env: None,
+    let text_node = NodeKind::Scalar {
+        text: text.to_string(),
+        quoted: true,
     };
+    let fallback = placed(line, path.to_string(), text_node);
     match parse(text) {
         Ok((Some(mut node), _)) => {
             relocate(&mut node, line, path);
@@ -494,15 +490,67 @@ impl TreeBuilder {
                 result[pos] = e;
             }
         }
-        self.finish(
-            Node {
+        self.finish(placed(line, path, NodeKind::Map(result)), anchor);
+    }
+}
+
+impl TreeBuilder {
+    /// A scalar: a mapping's key (whose path is the mapping's plus the key) or a value.
+    fn scalar(&mut self, line: usize, text: String, quoted: bool, anchor: usize) {
+        let path = match self.stack.last() {
+            Some(Frame::Map {
+                key: None, path, ..
+            }) => join(path, &text),
+            _ => self.child_path(),
+        };
+        let kind = NodeKind::Scalar { text, quoted };
+        self.finish(placed(line, path, kind), anchor);
+    }
+
+    /// An alias: a copy of the anchored node. Aliases of aliases could make billions of
+    /// nodes in a few lines ("billion laughs"); no configuration is that big.
+    fn alias(&mut self, line: usize, id: usize) {
+        let Some((node, count)) = self.anchors.get(&id) else {
+            return self.fail(line, "alias to an unknown anchor");
+        };
+        self.nodes += count;
+        if self.nodes > MAX_NODES {
+            let message = format!("aliases make this document larger than {MAX_NODES} values");
+            return self.fail(line, message);
+        }
+        let node = node.clone();
+        self.finish(node, 0);
+    }
+
+    /// The end of a list or a mapping: the node the frame on top makes.
+    fn close(&mut self) {
+        match self.stack.pop() {
+            Some(Frame::Seq {
                 line,
                 path,
-                kind: NodeKind::Map(result),
-                env: None,
-            },
-            anchor,
-        );
+                anchor,
+                items,
+            }) => self.finish(placed(line, path, NodeKind::Seq(items)), anchor),
+            Some(Frame::Map {
+                line,
+                path,
+                anchor,
+                entries,
+                merges,
+                ..
+            }) => self.close_map(line, path, anchor, entries, merges),
+            None => {}
+        }
+    }
+}
+
+/// A node from the file, at `line` and `path`.
+fn placed(line: usize, path: String, kind: NodeKind) -> Node {
+    Node {
+        line,
+        path,
+        kind,
+        env: None,
     }
 }
 
@@ -522,41 +570,9 @@ impl MarkedEventReceiver for TreeBuilder {
             Event::Scalar(text, style, anchor, tag) => {
                 let quoted =
                     style != TScalarStyle::Plain || tag.as_ref().is_some_and(|t| t.suffix == "str");
-                let path = self.child_path();
-                let path = match self.stack.last() {
-                    // A key's own path is the path of the mapping plus the key.
-                    Some(Frame::Map {
-                        key: None, path: p, ..
-                    }) => join(p, &text),
-                    _ => path,
-                };
-                self.finish(
-                    Node {
-                        line,
-                        path,
-                        kind: NodeKind::Scalar { text, quoted },
-                        env: None,
-                    },
-                    anchor,
-                );
+                self.scalar(line, text, quoted, anchor);
             }
-            Event::Alias(id) => match self.anchors.get(&id) {
-                Some((node, count)) => {
-                    // Aliases are copied, so a few lines of aliases of aliases could make
-                    // billions of nodes ("billion laughs"); no configuration is that big.
-                    self.nodes += count;
-                    if self.nodes > MAX_NODES {
-                        self.fail(
-                            line,
-                            format!("aliases make this document larger than {MAX_NODES} values"),
-                        );
-                        return;
-                    }
-                    let node = node.clone();
-                    self.finish(node, 0);
-                }
-                None => self.fail(line, "alias to an unknown anchor"),
-            },
+            Event::Alias(id) => self.alias(line, id),
             Event::SequenceStart(anchor, _) => {
                 let path = self.child_path();
                 self.stack.push(Frame::Seq {
@@ -577,38 +593,7 @@ impl MarkedEventReceiver for TreeBuilder {
                     key: None,
                 });
             }
-            Event::SequenceEnd => {
-                if let Some(Frame::Seq {
-                    line,
-                    path,
-                    anchor,
-                    items,
-                }) = self.stack.pop()
-                {
-                    self.finish(
-                        Node {
-                            line,
-                            path,
-                            kind: NodeKind::Seq(items),
-                            env: None,
-                        },
-                        anchor,
-                    );
-                }
-            }
-            Event::MappingEnd => {
-                if let Some(Frame::Map {
-                    line,
-                    path,
-                    anchor,
-                    entries,
-                    merges,
-                    ..
-                }) = self.stack.pop()
-                {
-                    self.close_map(line, path, anchor, entries, merges);
-                }
-            }
+            Event::SequenceEnd | Event::MappingEnd => self.close(),
             Event::Nothing
             | Event::StreamStart
             | Event::StreamEnd
