@@ -34,7 +34,9 @@ mod common;
 use bytes::Bytes;
 use common::rng::Rng;
 use common::tools::DISTRIBUTION;
-use common::{digest_of as digest, free_port, hex, proc_status_kib, sha256_hex as sha_hex};
+use common::{
+    cpu_ticks, digest_of as digest, free_port, hex, proc_status_kib, sha256_hex as sha_hex,
+};
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -82,15 +84,6 @@ fn content(len: usize, seed: u64) -> Bytes {
 /// A `/proc/PID/status` figure in KiB (`VmRSS:`, `VmHWM:`).
 fn proc_kib(pid: u32, key: &str) -> u64 {
     proc_status_kib(pid as i32, key)
-}
-
-/// utime+stime of a process in clock ticks.
-fn cpu_ticks(pid: u32) -> u64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = s.rsplit(')').next().unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    get(11) + get(12)
 }
 
 struct Registry {

@@ -11,15 +11,22 @@
 // Each test binary that includes this uses a part of it.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// S3 requests a server answered, by operation.
+pub type Requests = BTreeMap<&'static str, u64>;
 
 pub struct Moto {
     child: Child,
     pub port: u16,
+    /// Counted from moto's log, a line per request answered.
+    requests: Arc<Mutex<Requests>>,
 }
 
 /// A server's program: `$variable`, else `name` on `PATH`; `None` after saying why when it
@@ -48,7 +55,13 @@ enum Log {
 
 /// Starts `cmd`, a server told to listen on 127.0.0.1 port 0, and reads the port it got from
 /// its log; it dies with the test whatever happens.
-fn spawn_on_port_0(mut cmd: Command, what: &Path, log: Log) -> (Child, u16) {
+/// Each line of its log after the port's goes to `each_line`.
+fn spawn_on_port_0(
+    mut cmd: Command,
+    what: &Path,
+    log: Log,
+    each_line: Box<dyn FnMut(&str) + Send>,
+) -> (Child, u16) {
     let (out, err) = match log {
         Log::Stdout => (Stdio::piped(), Stdio::null()),
         Log::Stderr => (Stdio::null(), Stdio::piped()),
@@ -66,8 +79,14 @@ fn spawn_on_port_0(mut cmd: Command, what: &Path, log: Log) -> (Child, u16) {
         Err(e) => panic!("cannot start {}: {e}", what.display()),
     };
     let port = match log {
-        Log::Stdout => child.stdout.take().and_then(announced_port),
-        Log::Stderr => child.stderr.take().and_then(announced_port),
+        Log::Stdout => child
+            .stdout
+            .take()
+            .and_then(|l| announced_port(l, each_line)),
+        Log::Stderr => child
+            .stderr
+            .take()
+            .and_then(|l| announced_port(l, each_line)),
     };
     let Some(port) = port else {
         let _ = child.kill();
@@ -91,8 +110,20 @@ impl Moto {
         let bin = binary("MOTO_SERVER", "moto_server", "pip install 'moto[server]'")?;
         let mut cmd = Command::new(&bin);
         cmd.args(["-H", "127.0.0.1", "-p", "0"]);
-        let (child, port) = spawn_on_port_0(cmd, &bin, Log::Stderr);
-        let mut moto = Moto { child, port };
+        let requests = Arc::new(Mutex::new(Requests::new()));
+        let counted = requests.clone();
+        let count = Box::new(move |line: &str| {
+            if let Some(op) = s3_operation(line) {
+                let mut map = counted.lock().unwrap_or_else(|e| e.into_inner());
+                *map.entry(op).or_default() += 1;
+            }
+        });
+        let (child, port) = spawn_on_port_0(cmd, &bin, Log::Stderr, count);
+        let mut moto = Moto {
+            child,
+            port,
+            requests,
+        };
         if let Err(e) = moto.wait_ready() {
             panic!("moto_server ({}) did not start: {e}", bin.display());
         }
@@ -115,6 +146,31 @@ impl Moto {
 
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The requests answered so far, by S3 operation. moto logs a request once it has
+    /// answered it, so this settles first: until no new line came for 300 ms (3 s at most).
+    pub fn requests(&self) -> Requests {
+        let read = || {
+            self.requests
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        };
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut last = read();
+        loop {
+            std::thread::sleep(Duration::from_millis(300));
+            let now = read();
+            if now == last || Instant::now() > deadline {
+                return now;
+            }
+            last = now;
+        }
     }
 
     /// One request without a body; returns the status code.
@@ -146,7 +202,10 @@ impl Moto {
 /// The port in the first line of a server's log naming `http://127.0.0.1:PORT` (moto's
 /// " * Running on ...", s3s-fs's "server is running at ..."), within 120 s; the rest of its log (a line per request) is drained by a thread, so that
 /// moto never blocks on a full pipe. `None` if moto ends or stays silent.
-fn announced_port(log: impl Read + Send + 'static) -> Option<u16> {
+fn announced_port(
+    log: impl Read + Send + 'static,
+    mut each_line: Box<dyn FnMut(&str) + Send>,
+) -> Option<u16> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut lines = BufReader::new(log).lines();
@@ -158,9 +217,56 @@ fn announced_port(log: impl Read + Send + 'static) -> Option<u16> {
                 break;
             }
         }
-        lines.for_each(drop);
+        for line in lines {
+            let Ok(line) = line else { return };
+            each_line(&line);
+        }
     });
     rx.recv_timeout(Duration::from_secs(120)).ok().flatten()
+}
+
+/// The S3 operation of a line of moto's log (`127.0.0.1 - - [date] "PUT /bucket/key?partNumber=1&uploadId=x HTTP/1.1" 200 -`,
+/// colored); `None` for other lines. Path style: a path of one segment is the bucket. What
+/// the log cannot tell apart (a copy is a PUT with a header) shares a name.
+pub fn s3_operation(line: &str) -> Option<&'static str> {
+    let quoted = line.split('"').nth(1)?;
+    // Strip the terminal colors (ESC [ ... m).
+    let mut request = String::new();
+    let mut in_escape = false;
+    for c in quoted.chars() {
+        match (in_escape, c) {
+            (false, '\u{1b}') => in_escape = true,
+            (true, 'm') => in_escape = false,
+            (false, c) => request.push(c),
+            (true, _) => {}
+        }
+    }
+    let mut words = request.split(' ');
+    let (method, target) = (words.next()?, words.next()?);
+    words.next()?.strip_prefix("HTTP/")?;
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let has = |k: &str| {
+        query
+            .split('&')
+            .any(|p| p == k || p.strip_prefix(k).is_some_and(|r| r.starts_with('=')))
+    };
+    let bucket = path.trim_matches('/').split('/').count() <= 1;
+    Some(match method {
+        "GET" if has("uploads") => "ListMultipartUploads",
+        "GET" if has("uploadId") => "ListParts",
+        "GET" if bucket => "ListObjects",
+        "GET" => "GetObject",
+        "HEAD" => "HeadObject",
+        "PUT" if has("partNumber") => "UploadPart or UploadPartCopy",
+        "PUT" if bucket => "CreateBucket",
+        "PUT" => "PutObject or CopyObject",
+        "POST" if has("uploads") => "CreateMultipartUpload",
+        "POST" if has("uploadId") => "CompleteMultipartUpload",
+        "POST" if has("delete") => "DeleteObjects",
+        "DELETE" if has("uploadId") => "AbortMultipartUpload",
+        "DELETE" => "DeleteObject",
+        _ => "other",
+    })
 }
 
 impl Drop for Moto {
@@ -187,7 +293,7 @@ impl S3sFs {
             .arg(root)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1");
-        let (child, port) = spawn_on_port_0(cmd, &bin, Log::Stdout);
+        let (child, port) = spawn_on_port_0(cmd, &bin, Log::Stdout, Box::new(|_| {}));
         Some(S3sFs { child, port })
     }
 
