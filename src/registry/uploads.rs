@@ -299,7 +299,8 @@ impl Registry {
             _ => None,
         };
         let stored = match (&memory, &claim) {
-            (None, Some(_)) => {
+            // Nothing received yet: the state is a fresh one, nothing to read.
+            (None, Some(_)) if size > 0 => {
                 self.stored_hash_state(repo, id, state.algorithm, size)
                     .await
             }
@@ -605,6 +606,10 @@ impl UploadWriter<'_> {
             registry.driver.put_staged(&[&data, &link]).await?;
         }
         registry.remove(&upload_dir).await?;
+        // The claim was in the session's directory: gone with it.
+        if let Some(claim) = self.claim.as_mut() {
+            claim.path = None;
+        }
         registry.uploads.forget(&self.id);
         self.state.hasher = None;
         if let Some(m) = crate::metrics::get() {
