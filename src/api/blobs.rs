@@ -22,6 +22,7 @@ pub async fn get(
     let head = req.method() == Method::HEAD;
     let etag = format!("\"{digest}\"");
     let name = proxied.map_or(name, |p| &p.local);
+    // A GET goes through `Registry::blob_size`, which checks the link `blob_content` relies on.
     let size = match (proxied, &state.proxy) {
         (Some(p), Some(proxy)) if head => proxy.blob_size(&state.registry, p, digest).await?,
         (Some(p), Some(proxy)) => match proxy.blob(&state.registry, p, digest).await? {
@@ -68,10 +69,7 @@ pub async fn get(
     let body = if head || len == 0 {
         body::empty()
     } else {
-        let content = state
-            .registry
-            .blob_content(name, digest, start, len)
-            .await?;
+        let content = state.registry.blob_content(digest, start, len).await?;
         // The connection offers zero-copy sends where nothing stands between file and socket.
         let sends = req
             .extensions()

@@ -62,19 +62,16 @@ impl Registry {
         }
     }
 
-    /// `len` bytes of a linked blob from `offset`, for sending: the open file itself where
-    /// the storage keeps one (so that the connection may send it with sendfile), otherwise
-    /// a stream of chunks.
+    /// `len` bytes of a blob from `offset`, for sending: the open file itself where the
+    /// storage keeps one (so that the connection may send it with sendfile), otherwise a
+    /// stream of chunks. The caller has checked that the repository links it:
+    /// [`Registry::blob_size`] does, just before (a request to the store saved per pull).
     pub async fn blob_content(
         &self,
-        repo: &RepositoryName,
         digest: &Digest,
         offset: u64,
         len: u64,
     ) -> RegistryResult<BlobContent> {
-        if !self.exists(&layout::layer_link(repo, digest)?).await? {
-            return Err(RegistryError::BlobUnknown(digest.clone()));
-        }
         let data = layout::blob_data(digest)?;
         let content = match self.driver.open_file(&data).await {
             Ok(Some(file)) => Ok(BlobContent::File(file)),

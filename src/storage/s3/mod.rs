@@ -391,7 +391,11 @@ impl Inner {
                 };
                 return Ok((Box::pin(futures_util::stream::empty()), info.size));
             }
-            match self.client.get(&key, offset, len, None).await {
+            // From the start, the object is asked for whole and cut at `len`: reading from
+            // 0 is nearly always reading a whole blob, and a Range makes some stores (moto)
+            // copy the object to slice it. A shorter read drops the rest unread.
+            let range = if offset == 0 { None } else { len };
+            match self.client.get(&key, offset, range, None).await {
                 Ok(resp) => {
                     let size = total_size(resp.headers(), offset);
                     let etag = resp
