@@ -80,6 +80,19 @@ fn requests(log: &str, method: &str, path: &str) -> usize {
     log.lines().filter(|l| l.contains(&needle)).count()
 }
 
+/// The count of [`requests`] in `s`'s log once it has reached `expected` (its lines come
+/// through a pipe, a little after the answers), or after 5 s: the caller compares.
+fn logged(s: &Server, method: &str, path: &str, expected: usize) -> usize {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let n = requests(&s.log_text(), method, path);
+        if n >= expected || std::time::Instant::now() > deadline {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// One image of one layer of `len` bytes (seeded), as an OCI layout in `dir`; returns the
 /// manifest digest.
 fn image(dir: &Path, seed: u64, len: usize) -> String {
@@ -260,6 +273,8 @@ fn a_token_auth_upstream_gets_the_bearer_dance_and_its_token_is_reused() {
         "latest",
         Some("mirror:mirror pw"),
     );
+    // The push's requests (its tokens among them) are in the log once its last one is.
+    upstream.wait_for_log("PUT /v2/team/tok/manifests/latest");
     let tokens_before = requests(&upstream.log_text(), "GET", "/token");
 
     let yml = d.join("cache.yml");
@@ -277,10 +292,10 @@ fn a_token_auth_upstream_gets_the_bearer_dance_and_its_token_is_reused() {
         want
     );
     // One token for the repository's pull scope, reused for every request after.
-    upstream.wait_for_log("GET /v2/team/tok/blobs/");
+    let blobs = logged(&upstream, "GET", "/v2/team/tok/blobs/", 2);
     let log = upstream.log_text();
     assert_eq!(requests(&log, "GET", "/token") - tokens_before, 1, "{log}");
-    assert!(requests(&log, "GET", "/v2/team/tok/blobs/") >= 2, "{log}");
+    assert!(blobs >= 2, "{log}");
 
     // Wrong credentials upstream: nothing to serve, and said so.
     let bad = caching(&upstream)
@@ -379,12 +394,8 @@ fn two_upstreams_by_prefix_and_by_ns_beside_local_repositories() {
         Err(404)
     );
     // The ns request and the prefixed name are one cached repository.
-    let quay_log = quay.log_text();
-    assert_eq!(
-        requests(&quay_log, "GET", "/v2/coreos/etcd/manifests/"),
-        1,
-        "{quay_log}"
-    );
+    let fetched = logged(&quay, "GET", "/v2/coreos/etcd/manifests/", 1);
+    assert_eq!(fetched, 1, "{}", quay.log_text());
 
     // Other repositories are ours: pushed and pulled as usual.
     push(&host, &layouts.join("own"), "team/app", "1.0", None);
@@ -465,10 +476,9 @@ fn concurrent_pulls_of_one_image_fetch_each_blob_once() {
     for g in &got[8..] {
         assert_eq!(g, &want);
     }
-    upstream.wait_for_log(&format!("GET /v2/library/big/blobs/{layer}"));
+    let blob_fetches = logged(&upstream, "GET", "/v2/library/big/blobs/", before + 2) - before;
     let log = upstream.log_text();
     let layer_fetches = requests(&log, "GET", &format!("/v2/library/big/blobs/{layer}"));
-    let blob_fetches = requests(&log, "GET", "/v2/library/big/blobs/") - before;
     eprintln!("upstream GETs: {layer_fetches} of the layer, {blob_fetches} blobs in all, for 11 concurrent pulls");
     assert_eq!(layer_fetches, 1, "{log}");
     assert_eq!(
@@ -511,11 +521,8 @@ fn a_tag_moved_upstream_is_seen_once_its_ttl_has_passed() {
         None,
     );
     // Within the ttl: the tag as fetched, without asking the upstream.
-    let heads = requests(
-        &upstream.log_text(),
-        "HEAD",
-        "/v2/library/moving/manifests/latest",
-    );
+    // The first pull asked once; nothing else is asked within the ttl.
+    let heads = logged(&upstream, "HEAD", "/v2/library/moving/manifests/latest", 1);
     assert_eq!(
         head_digest(&host, "library/moving", "latest", ""),
         Ok(first.clone())
@@ -525,11 +532,17 @@ fn a_tag_moved_upstream_is_seen_once_its_ttl_has_passed() {
         pull(&host, "library/moving", "latest", &d.join("p2")),
         second
     );
-    let log = upstream.log_text();
-    assert_eq!(
-        requests(&log, "HEAD", "/v2/library/moving/manifests/latest"),
+    let after = logged(
+        &upstream,
+        "HEAD",
+        "/v2/library/moving/manifests/latest",
         heads + 1,
-        "one HEAD after the ttl: {log}"
+    );
+    assert_eq!(
+        after,
+        heads + 1,
+        "one HEAD after the ttl: {}",
+        upstream.log_text()
     );
     // The old image stays pullable by digest.
     assert_eq!(
@@ -557,22 +570,20 @@ fn content_that_does_not_match_its_digest_upstream_is_never_stored() {
     std::fs::write(&file, &bytes).expect("damage");
     let cache = caching(&upstream).start();
     for _ in 0..2 {
-        // Streamed as it comes, then cut short when the digest is wrong.
-        let got = c
+        let r = c
             .get(cache.url(&format!("/v2/library/bad/blobs/{digest}")))
             .send();
-        if let Ok(r) = got {
-            assert!(r.bytes().is_err(), "the body must not complete");
-        }
+        must_not_complete(r);
     }
     cache.wait_for_log("does not match its digest");
     assert!(stored_blobs(&cache.storage).is_empty());
-    let log = upstream.log_text();
-    assert_eq!(
-        requests(&log, "GET", &format!("/v2/library/bad/blobs/{digest}")),
+    let fetches = logged(
+        &upstream,
+        "GET",
+        &format!("/v2/library/bad/blobs/{digest}"),
         2,
-        "{log}"
     );
+    assert_eq!(fetches, 2, "{}", upstream.log_text());
     drop(dir);
 }
 
@@ -606,6 +617,17 @@ fn the_legacy_mirroring_section_configures_the_proxy() {
         "{}",
         out.stderr
     );
+}
+
+/// A blob GET whose fetch fails: cut short once streaming has begun (the body never
+/// completes; when it fails at once, not even the head arrives), or, when the failure came
+/// first, 503.
+fn must_not_complete(answer: reqwest::Result<reqwest::blocking::Response>) {
+    let Ok(r) = answer else { return };
+    match r.status().as_u16() {
+        200 => assert!(r.bytes().is_err(), "the body must not complete"),
+        status => assert_eq!(status, 503, "{}", r.text().unwrap_or_default()),
+    }
 }
 
 /// An upstream that answers every request 200 with a `Content-Length` of `announced` bytes
@@ -662,14 +684,8 @@ fn a_download_that_breaks_off_upstream_stores_nothing_and_is_tried_again() {
     for _ in 0..2 {
         let r = c
             .get(cache.url(&format!("/v2/library/broken/blobs/{digest}")))
-            .send()
-            .expect("answer");
-        match r.status().as_u16() {
-            // Streaming had begun: the body ends short of its length.
-            200 => assert!(r.bytes().is_err(), "the body must not complete"),
-            // Or the failure came first.
-            status => assert_eq!(status, 503),
-        }
+            .send();
+        must_not_complete(r);
     }
     cache.wait_for_log("fetching the blob failed");
     assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 2);
