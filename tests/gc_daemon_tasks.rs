@@ -105,6 +105,7 @@ fn read_only_mode_refuses_writes_with_405_unsupported_and_serves_reads() {
             delete_enabled: true,
             readonly: true,
             redirect: false,
+            ..RegistryOptions::default()
         },
     );
     let listener = rt

@@ -86,8 +86,18 @@ fn command(dir: &Path, args: &[&str]) -> Ran {
 /// The unfinished multipart uploads in the bucket whose keys start with `prefix`, as moto
 /// lists them (it checks no signature): their keys.
 fn open_uploads(moto: &Moto, prefix: &str) -> Vec<String> {
+    listed_keys(moto, "uploads", prefix)
+}
+
+/// The keys of the objects in the bucket that start with `prefix`.
+fn objects(moto: &Moto, prefix: &str) -> Vec<String> {
+    listed_keys(moto, "list-type=2", prefix)
+}
+
+/// The keys a listing (`uploads`, `list-type=2`) of the bucket names.
+fn listed_keys(moto: &Moto, listing: &str, prefix: &str) -> Vec<String> {
     let xml = reqwest::blocking::get(format!(
-        "{}/{BUCKET}?uploads&prefix={prefix}",
+        "{}/{BUCKET}?{listing}&prefix={prefix}",
         moto.endpoint()
     ))
     .and_then(|r| r.text())

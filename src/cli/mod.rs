@@ -153,7 +153,7 @@ impl Storage {
         match crate::server::build_driver(config) {
             Ok(driver) => Ok(Storage {
                 runtime,
-                registry: Registry::new(driver, RegistryOptions::default()),
+                registry: Registry::new(driver, RegistryOptions::shared_by_instances(config)),
             }),
             Err(e) => {
                 eprintln!("docker-registry: {e}");

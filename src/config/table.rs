@@ -260,6 +260,18 @@ settings! {
             socket: Option<PathBuf> = None, AdminSocket, "storage.maintenance.gc.socket" {
                 legacy: &["gc_socket"],
             }
+            /// Several instances on one bucket: how long a write's mark keeps the blobs it
+            /// relies on from a collection on another instance; longer than a push takes
+            /// from its marks to its links, and the least time a new blob stays
+            mark_lifetime: Duration = Duration::from_secs(60), Dur, "storage.maintenance.gc.marklifetime" {
+                legacy: &["gc_mark_lifetime"],
+            }
+            /// Several instances on one bucket: how long the maintenance lease (one instance
+            /// collects, purges uploads or applies retention at a time) lasts unless its
+            /// holder renews it; maintenance on an instance that died blocks others this long
+            lease_lifetime: Duration = Duration::from_secs(300), Dur, "storage.maintenance.gc.leaselifetime" {
+                legacy: &["gc_lease_lifetime"],
+            }
         }
         /// S3 storage (`storage: s3`), registry:2's keys and defaults (see
         /// `storage::S3Options`); the legacy flavor's s3_* keys set them too.

@@ -473,6 +473,8 @@ fn gc_settings_take_the_environment_over_sysconfig_over_the_file() {
         grace: hours,
         delete_untagged: true,
         socket: None,
+        mark_lifetime: Duration::from_secs(60),
+        lease_lifetime: Duration::from_secs(300),
     };
     assert_eq!(c.gc.value, gc);
     assert_eq!(
@@ -491,6 +493,7 @@ fn gc_settings_take_the_environment_over_sysconfig_over_the_file() {
         &[
             ("REGISTRY_STORAGE_MAINTENANCE_GC_INTERVAL", "0"),
             ("REGISTRY_STORAGE_MAINTENANCE_GC_SOCKET", "/run/admin.sock"),
+            ("REGISTRY_STORAGE_MAINTENANCE_GC_MARKLIFETIME", "5s"),
         ],
     );
     let c = s.load();
@@ -499,6 +502,8 @@ fn gc_settings_take_the_environment_over_sysconfig_over_the_file() {
         grace: Duration::from_secs(600),
         delete_untagged: true,
         socket: Some("/run/admin.sock".into()),
+        mark_lifetime: Duration::from_secs(5),
+        lease_lifetime: Duration::from_secs(300),
     };
     assert_eq!(c.gc.value, gc);
     let interval = "environment (REGISTRY_STORAGE_MAINTENANCE_GC_INTERVAL)";

@@ -637,7 +637,7 @@ impl Registry {
         marked: &HashSet<Digest>,
         opts: &GcOptions,
         cutoff: SystemTime,
-        lease: Option<&super::gc_shared::GcLease<'_>>,
+        lease: Option<&super::gc_shared::GcLease>,
     ) -> RegistryResult<(usize, Vec<Swept>)> {
         let digests = self.blobs_in_prefix(prefix).await?;
         let seen = digests.len();
@@ -713,7 +713,7 @@ impl Registry {
     ) -> RegistryResult<GcReport> {
         let _one = self.gc.running.lock().await;
         // With several instances on the store, one collects at a time.
-        let held = self.take_gc_lease().await?;
+        let held = self.take_maintenance_lease("garbage collection").await?;
         let _caches = self.clear_caches_when_done();
         let started = Instant::now();
         self.gc.begin_cycle();
@@ -843,7 +843,7 @@ impl Registry {
         &self,
         marked: &HashSet<Digest>,
         opts: &GcOptions,
-        lease: Option<&super::gc_shared::GcLease<'_>>,
+        lease: Option<&super::gc_shared::GcLease>,
         events: &mut (dyn FnMut(GcEvent) + Send),
         report: &mut GcReport,
     ) -> RegistryResult<HashSet<Digest>> {

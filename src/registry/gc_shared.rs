@@ -3,160 +3,101 @@
 //! `gc`'s guard makes a collection safe against the pushes of its own process; the pushes
 //! of the other instances it cannot see. Two things in the store extend it to them:
 //!
-//! * *A lease* elects the collector: `_gc/lease/<generation>`, created with the driver's
-//!   create-if-absent and naming its holder and the time it ends ([`LEASE`] after it was
-//!   taken). A collection starts only by taking it; while it is held, a collection asked
-//!   of any other instance is refused, saying who holds it. An expired lease (its holder
-//!   died) is taken over by creating the next generation, so that of two instances taking
-//!   it over at once one wins. The holder stops sweeping before its lease ends.
+//! * *A lease* elects the one instance that runs maintenance at a time (a collection,
+//!   upload purging, retention): `_gc/lease/<generation>`, a [`Lease`] in the store (see
+//!   `lease`). Maintenance starts only by taking it; while it is held, maintenance asked of
+//!   any other instance is refused, saying who holds it and for what. The holder renews it
+//!   while it works (every third of `storage.maintenance.gc.leaselifetime`); a lease whose
+//!   holder died ends with its lifetime and is taken over. A holder that loses its lease
+//!   (stalled past its end while another took it over) stops deleting at once.
 //! * *Marks and condemnations*, one object each per digest, agreed on the way two threads
 //!   agree with two flags. A write that relies on a blob (a manifest PUT for everything it
 //!   references, a finishing upload, a mount) first writes the mark
 //!   `_gc/marks/<alg>/<hex>`, then checks that `_gc/condemned/<alg>/<hex>` is absent
 //!   (waiting while a sweep holds it), and only then checks that the blob exists. The
 //!   sweeper, before deleting an unreferenced blob, writes its condemnation, then deletes
-//!   only if no mark younger than [`MARK_LIFETIME`] exists, then removes the condemnation.
-//!   S3 reads its own writes in order, so either the writer saw the condemnation (and
-//!   waited, then found the blob gone and failed, or kept) or the sweeper saw the mark
-//!   (and kept the blob): a blob an acknowledged write relies on is never deleted.
+//!   only if no mark younger than the mark lifetime (`storage.maintenance.gc.marklifetime`,
+//!   [`MARK_LIFETIME`] by default) exists, then removes the condemnation. S3 reads its own
+//!   writes in order, so either the writer saw the condemnation (and waited, then found the
+//!   blob gone and failed, or kept) or the sweeper saw the mark (and kept the blob): a blob
+//!   an acknowledged write relies on is never deleted.
 //!
 //! Marks are compared with the condemnation's time, both stamped by the store's clock, so
 //! the instances' clocks do not matter there. The cost, on shared stores only: two small
 //! requests per referenced digest on each manifest PUT, finished upload and mount.
 
+use super::lease::Lease;
 use super::{layout, Digest, Registry, RegistryError, RegistryResult};
 use crate::storage::StorageError;
 use futures_util::stream::{self, TryStreamExt};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-/// How long a lease lasts; a collection that would run longer stops sweeping in time and
-/// is taken up by the next.
-pub(crate) const LEASE: Duration = Duration::from_secs(3600);
-/// How long before its lease ends the holder stops deleting.
-const LEASE_MARGIN: Duration = Duration::from_secs(60);
-/// How long a mark protects its blob: longer than a write takes from its mark to its link
-/// (a manifest PUT's few small requests; a finishing upload marks again after moving its
-/// data in). Also the shortest time a blob just written stays on a shared store, whatever
-/// the grace period.
+/// How long the maintenance lease lasts unless renewed, by default: how long maintenance
+/// whose instance died blocks the others.
+pub(crate) const LEASE: Duration = Duration::from_secs(300);
+/// How long a mark protects its blob by default: longer than a write takes from its mark
+/// to its link (a manifest PUT's few small requests; a finishing upload marks again after
+/// moving its data in). Also the shortest time a blob just written stays on a shared
+/// store, whatever the grace period.
 pub(crate) const MARK_LIFETIME: Duration = Duration::from_secs(60);
 /// How long a write waits for a sweep to finish with a digest it relies on.
 const CONDEMNED_WAIT: Duration = Duration::from_secs(10);
 /// Marks written at once by one request.
 const MARK_CONCURRENCY: usize = 8;
 
-/// The collector's lease, held until dropped (released in the background) or
+/// The maintenance lease, held until dropped (released in the background) or
 /// [`GcLease::release`]d.
-pub(crate) struct GcLease<'a> {
-    registry: &'a Registry,
-    generation: Option<u64>,
-    /// When to stop deleting, by this process's clock.
-    stop_at: Instant,
-}
+pub(crate) struct GcLease(Lease);
 
-impl GcLease<'_> {
-    /// Whether deletions may go on.
+impl GcLease {
+    /// Whether deletions may go on: false once the lease is about to end unrenewed, or
+    /// another instance took it over.
     pub fn valid(&self) -> bool {
-        Instant::now() < self.stop_at
+        self.0.valid()
     }
 
-    pub async fn release(mut self) {
-        if let Some(g) = self.generation.take() {
-            if let Ok(p) = layout::gc_lease(g) {
-                if let Err(e) = self.registry.driver.delete(&p).await {
-                    tracing::warn!("releasing the collection lease {p} failed: {e}");
-                }
-            }
-        }
+    pub async fn release(self) {
+        self.0.release().await
     }
 }
 
-impl Drop for GcLease<'_> {
-    fn drop(&mut self) {
-        let Some(g) = self.generation.take() else {
-            return;
-        };
-        let (Ok(rt), Ok(p)) = (tokio::runtime::Handle::try_current(), layout::gc_lease(g)) else {
-            return;
-        };
-        let driver = self.registry.driver.clone();
-        rt.spawn(async move {
-            let _ = driver.delete(&p).await;
-        });
+/// Fails once `lease` (if any) may no longer be acted on: the rest of `what` is left to its
+/// next run.
+pub(crate) fn still_held(lease: Option<&GcLease>, what: &str) -> RegistryResult<()> {
+    match lease {
+        Some(l) if !l.valid() => Err(RegistryError::Unsupported(format!(
+            "the maintenance lease is ending or was taken over by another instance; the rest \
+             is left to the next {what}"
+        ))),
+        _ => Ok(()),
     }
-}
-
-fn unix_ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64
 }
 
 impl Registry {
-    /// Takes the collector's lease on a store shared by instances; `Ok(None)` on other
-    /// stores (nothing to agree on). Refused while another instance holds it.
-    pub(crate) async fn take_gc_lease(&self) -> RegistryResult<Option<GcLease<'_>>> {
+    /// Takes the maintenance lease on a store shared by instances, for `what` (`garbage
+    /// collection`, `upload purging`, `retention`); `Ok(None)` on other stores (nothing to
+    /// agree on). Refused while another instance holds it.
+    pub(crate) async fn take_maintenance_lease(
+        &self,
+        what: &str,
+    ) -> RegistryResult<Option<GcLease>> {
         if !self.driver.shared_by_instances() {
             return Ok(None);
         }
-        let dir = layout::gc_lease_dir()?;
-        let mut generations: Vec<u64> = match self.driver.list(&dir).await {
-            Ok(names) => names.iter().filter_map(|n| n.parse().ok()).collect(),
-            Err(StorageError::NotFound(_)) => Vec::new(),
-            Err(e) => return Err(e.into()),
-        };
-        generations.sort_unstable();
-        let next = match generations.last() {
-            None => 0,
-            Some(&g) => {
-                let held = self.driver.get_content(&layout::gc_lease(g)?, 1024).await;
-                match held {
-                    Ok(text) => {
-                        let text = String::from_utf8_lossy(&text).into_owned();
-                        let until = text
-                            .split_whitespace()
-                            .last()
-                            .and_then(|u| u.parse::<u64>().ok())
-                            .unwrap_or(0);
-                        if unix_ms(SystemTime::now()) < until {
-                            return Err(RegistryError::Unsupported(format!(
-                                "another instance is collecting garbage on this store ({}); \
-                                 try again when it is done",
-                                text.trim()
-                            )));
-                        }
-                        tracing::warn!("taking over an expired collection lease ({})", text.trim());
-                        g + 1
-                    }
-                    // Released meanwhile.
-                    Err(StorageError::NotFound(_)) => g + 1,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        };
-        let now = SystemTime::now();
-        let holder = format!(
-            "held by pid {} on {} since {}, until {}",
-            std::process::id(),
-            hostname(),
-            humantime::format_rfc3339_seconds(now),
-            unix_ms(now + LEASE)
-        );
-        if !self
-            .driver
-            .create_new(&layout::gc_lease(next)?, holder.as_bytes())
-            .await?
-        {
-            return Err(RegistryError::Unsupported(
-                "another instance took the collection lease just now; try again when it is done"
-                    .into(),
-            ));
+        let taken = Lease::take(
+            &self.driver,
+            layout::gc_lease_dir()?,
+            self.options.lease_lifetime,
+            what,
+        )
+        .await?;
+        match taken {
+            Ok(lease) => Ok(Some(GcLease(lease))),
+            Err(held) => Err(RegistryError::Unsupported(format!(
+                "another instance is running maintenance on this store ({held}); try {what} \
+                 again when it is done"
+            ))),
         }
-        for g in generations {
-            let _ = self.driver.delete(&layout::gc_lease(g)?).await;
-        }
-        Ok(Some(GcLease {
-            registry: self,
-            generation: Some(next),
-            stop_at: Instant::now() + LEASE - LEASE_MARGIN,
-        }))
     }
 
     /// Marks `digests` in the store before a write relies on them, and waits while a sweep
@@ -191,7 +132,7 @@ impl Registry {
     pub(crate) async fn delete_unless_marked_in_store<F, Fut>(
         &self,
         d: &Digest,
-        lease: Option<&GcLease<'_>>,
+        lease: Option<&GcLease>,
         delete: F,
     ) -> RegistryResult<bool>
     where
@@ -201,12 +142,7 @@ impl Registry {
         let Some(lease) = lease else {
             return delete().await;
         };
-        if !lease.valid() {
-            return Err(RegistryError::Unsupported(
-                "the collection lease is about to end; the rest is left to the next collection"
-                    .into(),
-            ));
-        }
+        still_held(Some(lease), "collection")?;
         let condemned = layout::gc_condemned(d)?;
         self.driver.put_small(&condemned, b"").await?;
         let result = self.sweep_condemned(d, &condemned, delete).await;
@@ -229,7 +165,7 @@ impl Registry {
         let since = self.driver.stat(condemned).await?.modified;
         let mark = layout::gc_mark(d)?;
         match self.driver.stat(&mark).await {
-            Ok(m) if m.modified + MARK_LIFETIME > since => return Ok(false),
+            Ok(m) if m.modified + self.options.mark_lifetime > since => return Ok(false),
             Ok(_) | Err(StorageError::NotFound(_)) => {}
             Err(e) => return Err(e.into()),
         }
@@ -239,12 +175,6 @@ impl Registry {
         }
         Ok(removed)
     }
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "an unknown host".into())
 }
 
 #[cfg(test)]
@@ -257,12 +187,137 @@ mod tests {
     use std::sync::Arc;
 
     fn instances() -> (Registry, Registry) {
+        instances_with(Default::default())
+    }
+
+    fn instances_with(options: crate::registry::RegistryOptions) -> (Registry, Registry) {
         let store = MemoryDriver::new().as_shared();
-        let one = || Registry::new(Arc::new(store.clone()), Default::default());
+        let one = || Registry::new(Arc::new(store.clone()), options.clone());
         (one(), one())
     }
 
-    async fn sweep(reg: &Registry, lease: &GcLease<'_>, d: &Digest) -> bool {
+    /// Another instance creates the lease's next generation, as one taking it over does.
+    async fn take_over(reg: &Registry) {
+        let dir = layout::gc_lease_dir().expect("path");
+        let newest = reg
+            .driver
+            .list(&dir)
+            .await
+            .expect("list")
+            .iter()
+            .filter_map(|n| n.parse::<u64>().ok())
+            .max()
+            .expect("a generation");
+        let next = dir.join(&format!("{:010}", newest + 1)).expect("path");
+        let text = "garbage collection, held by pid 1 on elsewhere since 2026-01-01T00:00:00Z, \
+                    lease x, until 99999999999999";
+        assert!(reg
+            .driver
+            .create_new(&next, text.as_bytes())
+            .await
+            .expect("create"));
+    }
+
+    /// With a short lease configured, a collection that runs past it keeps sweeping (its
+    /// lease is renewed meanwhile, and no other instance may take it), and one whose lease
+    /// is taken over stops sweeping at once.
+    #[tokio::test]
+    async fn a_collection_renews_its_lease_and_stops_sweeping_when_it_loses_it() {
+        let life = Duration::from_millis(300);
+        let (a, b) = instances_with(crate::registry::RegistryOptions {
+            lease_lifetime: life,
+            ..Default::default()
+        });
+        let first = put_blob(&a, b"swept after the lease's lifetime").await;
+        let second = put_blob(&a, b"left to the next collection").await;
+        let lease = a
+            .take_maintenance_lease("garbage collection")
+            .await
+            .expect("take")
+            .expect("shared");
+        tokio::time::sleep(4 * life).await;
+        assert!(b
+            .take_maintenance_lease("garbage collection")
+            .await
+            .is_err());
+        assert!(sweep(&a, &lease, &first).await, "swept while renewed");
+        take_over(&b).await;
+        let started = Instant::now();
+        while lease.valid() {
+            assert!(
+                started.elapsed() < life,
+                "still sweeping after losing the lease"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let blob = layout::blob_dir(&second).expect("path");
+        let refused = a
+            .delete_unless_marked_in_store(&second, Some(&lease), || async {
+                a.remove(&blob).await?;
+                Ok(true)
+            })
+            .await;
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("taken over")),
+            "{:?}",
+            refused.map_err(|e| e.to_string())
+        );
+        assert!(a
+            .exists(&layout::blob_data(&second).expect("path"))
+            .await
+            .expect("stat"));
+    }
+
+    /// Upload purging and retention take the maintenance lease too: refused while another
+    /// instance collects (their dry runs are not), and they run once it is released,
+    /// leaving the lease free.
+    #[tokio::test]
+    async fn purging_and_retention_take_the_maintenance_lease() {
+        use crate::registry::retention::RetentionPolicy;
+        let (a, b) = instances();
+        let repo: crate::registry::RepositoryName = "lease/app".parse().expect("name");
+        let id = b.start_upload(&repo).await.expect("start");
+        let old =
+            humantime::format_rfc3339(std::time::SystemTime::now() - 2 * Duration::from_secs(3600));
+        b.driver
+            .put_content(
+                &layout::upload_started_at(&repo, &id).expect("path"),
+                old.to_string().as_bytes(),
+            )
+            .await
+            .expect("age the upload");
+        let policies = [RetentionPolicy::new("lease/*", Some(0), None, None).expect("policy")];
+        let hour = Duration::from_secs(3600);
+
+        let lease = a
+            .take_maintenance_lease("garbage collection")
+            .await
+            .expect("take")
+            .expect("shared");
+        for refused in [
+            b.purge_uploads(hour, false).await.err(),
+            b.apply_retention(&policies, true).await.err(),
+        ] {
+            let text = refused.expect("refused").to_string();
+            assert!(
+                text.contains("another instance is running maintenance"),
+                "{text}"
+            );
+            assert!(text.contains("garbage collection, held by"), "{text}");
+        }
+        assert_eq!(b.purge_uploads(hour, true).await.expect("dry run").len(), 1);
+        b.apply_retention(&policies, false).await.expect("dry run");
+        lease.release().await;
+
+        assert_eq!(b.purge_uploads(hour, false).await.expect("purge").len(), 1);
+        b.apply_retention(&policies, true).await.expect("retention");
+        let again = a.take_maintenance_lease("garbage collection").await;
+        assert!(again.is_ok_and(|l| l.is_some()), "the lease was left held");
+    }
+
+    async fn sweep(reg: &Registry, lease: &GcLease, d: &Digest) -> bool {
         let blob = layout::blob_dir(d).expect("path");
         reg.delete_unless_marked_in_store(d, Some(lease), || async {
             reg.remove(&blob).await?;
@@ -275,14 +330,25 @@ mod tests {
     #[tokio::test]
     async fn one_instance_holds_the_lease_at_a_time() {
         let (a, b) = instances();
-        let lease = a.take_gc_lease().await.expect("take").expect("shared");
-        let refused = b.take_gc_lease().await.err().expect("refused");
+        let lease = a
+            .take_maintenance_lease("garbage collection")
+            .await
+            .expect("take")
+            .expect("shared");
+        let refused = b
+            .take_maintenance_lease("garbage collection")
+            .await
+            .err()
+            .expect("refused");
         assert!(
             refused.to_string().contains("another instance"),
             "{refused}"
         );
         lease.release().await;
-        let again = b.take_gc_lease().await.expect("after release");
+        let again = b
+            .take_maintenance_lease("garbage collection")
+            .await
+            .expect("after release");
         assert!(again.is_some());
     }
 
@@ -294,7 +360,11 @@ mod tests {
         b.mark_in_store(std::slice::from_ref(&kept))
             .await
             .expect("mark");
-        let lease = a.take_gc_lease().await.expect("take").expect("shared");
+        let lease = a
+            .take_maintenance_lease("garbage collection")
+            .await
+            .expect("take")
+            .expect("shared");
         assert!(!sweep(&a, &lease, &kept).await);
         assert!(sweep(&a, &lease, &gone).await);
         assert!(a

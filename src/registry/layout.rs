@@ -146,13 +146,9 @@ pub fn referrer_link(
     in_tree(referrers(name, subject)?, d, &["link"])
 }
 
-/// Collection with several instances (see `gc_shared`): the lease's generations.
+/// Maintenance with several instances (see `gc_shared`): the lease's generations.
 pub fn gc_lease_dir() -> Result<StoragePath, StorageError> {
     p(&[ROOT, "_gc", "lease"])
-}
-
-pub fn gc_lease(generation: u64) -> Result<StoragePath, StorageError> {
-    p(&[ROOT, "_gc", "lease", &format!("{generation:010}")])
 }
 
 /// Written by a write that relies on `d`, before it checks that `d` exists.
@@ -205,7 +201,8 @@ pub fn upload_hash_state(
     )
 }
 
-/// Held by the one request appending to an upload at `offset`, on any instance.
+/// The lease (a directory of generations, see `lease`) held by the one request appending
+/// to an upload at `offset`, on any instance.
 pub fn upload_append_claim(
     name: &RepositoryName,
     id: &str,

@@ -12,6 +12,7 @@ mod gc_shared;
 pub mod health;
 pub mod images;
 pub mod layout;
+mod lease;
 pub mod manifest;
 pub mod manifests;
 pub mod names;
@@ -130,12 +131,42 @@ impl Drop for ClearCaches<'_> {
 }
 
 /// Registry-wide switches from the configuration.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RegistryOptions {
     pub delete_enabled: bool,
     pub readonly: bool,
     /// Answer blob GETs with a redirect where the driver can give a URL (S3).
     pub redirect: bool,
+    /// With several instances on one store: how long a write's mark keeps the blobs it
+    /// relies on from another instance's sweep (see `gc_shared`).
+    pub mark_lifetime: std::time::Duration,
+    /// With several instances on one store: how long the maintenance lease lasts unless
+    /// its holder renews it (see `gc_shared`).
+    pub lease_lifetime: std::time::Duration,
+}
+
+impl RegistryOptions {
+    /// The defaults, with what several instances on one store agree on from `config`: the
+    /// mark and lease lifetimes (offline commands on the store use them too).
+    pub fn shared_by_instances(config: &crate::config::Config) -> RegistryOptions {
+        RegistryOptions {
+            mark_lifetime: config.gc.value.mark_lifetime,
+            lease_lifetime: config.gc.value.lease_lifetime,
+            ..RegistryOptions::default()
+        }
+    }
+}
+
+impl Default for RegistryOptions {
+    fn default() -> Self {
+        RegistryOptions {
+            delete_enabled: false,
+            readonly: false,
+            redirect: false,
+            mark_lifetime: gc_shared::MARK_LIFETIME,
+            lease_lifetime: gc_shared::LEASE,
+        }
+    }
 }
 
 /// The message of a DELETE refused because deletion is off, naming every way to enable it.

@@ -61,12 +61,17 @@ impl Registry {
     }
 
     /// Finds upload sessions started more than `age` ago and, unless `dry_run`, removes
-    /// them (waiting for any request on a session to finish first).
+    /// them (waiting for any request on a session to finish first); with several instances
+    /// on the store, holding the maintenance lease.
     pub async fn purge_uploads(
         &self,
         age: Duration,
         dry_run: bool,
     ) -> RegistryResult<Vec<StaleUpload>> {
+        let lease = match dry_run {
+            false => self.take_maintenance_lease("upload purging").await?,
+            true => None,
+        };
         let cutoff = SystemTime::now()
             .checked_sub(age)
             .unwrap_or(SystemTime::UNIX_EPOCH);
@@ -94,6 +99,7 @@ impl Registry {
                     Err(_) => 0,
                 };
                 if !dry_run {
+                    super::gc_shared::still_held(lease.as_ref(), "upload purging")?;
                     match self.cancel_upload(&repo, &id).await {
                         Ok(()) | Err(RegistryError::BlobUploadUnknown) => {}
                         Err(e) => return Err(e),
@@ -106,6 +112,9 @@ impl Registry {
                     size,
                 });
             }
+        }
+        if let Some(l) = lease {
+            l.release().await;
         }
         Ok(stale)
     }

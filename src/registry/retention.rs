@@ -108,6 +108,11 @@ impl Registry {
         policies: &[RetentionPolicy],
         apply: bool,
     ) -> RegistryResult<Vec<TagDecision>> {
+        // With several instances on the store, one runs maintenance at a time.
+        let lease = match apply {
+            true => self.take_maintenance_lease("retention").await?,
+            false => None,
+        };
         let now = SystemTime::now();
         let _caches = self.clear_caches_when_done();
         let mut out = Vec::new();
@@ -167,6 +172,7 @@ impl Registry {
                     if !still {
                         continue;
                     }
+                    super::gc_shared::still_held(lease.as_ref(), "retention")?;
                     self.remove(&layout::tag_dir(&repo, &t)?).await?;
                 }
                 out.push(TagDecision {
@@ -178,6 +184,9 @@ impl Registry {
                     reason,
                 });
             }
+        }
+        if let Some(l) = lease {
+            l.release().await;
         }
         Ok(out)
     }

@@ -13,14 +13,19 @@
 //! of one upload may land on different instances, and nothing an instance needs may live
 //! only in its memory. Two things then go to the store with each request:
 //!
-//! * *An append claim.* Before appending at offset `n`, a request creates
-//!   `_uploads/<id>/appending/<n>` with the driver's create-if-absent
-//!   ([`StorageDriver::create_new`](crate::storage::StorageDriver::create_new)), and removes
-//!   it when it ends. Of two requests racing to append to one session, on any instances,
-//!   one holds the claim and the other is answered 416 with the range the upload holds;
-//!   a claim left by a later request that saw an older size is caught by the writer's size
-//!   check. An instance that dies mid-request leaves its claim: the session then refuses
-//!   further appends, and the client starts the blob again, as it does after any failure.
+//! * *An append claim.* Before appending at offset `n`, a request takes the lease
+//!   `_uploads/<id>/appending/<n>/` (see `lease`: a generation created with the driver's
+//!   create-if-absent, [`StorageDriver::create_new`](crate::storage::StorageDriver::create_new)),
+//!   renews it while it streams and releases it when it ends. Of two requests racing to
+//!   append to one session, on any instances, one holds the claim and the other is
+//!   answered 416 with the range the upload holds; a claim left by a later request that saw
+//!   an older size is caught by the writer's size check. An instance that dies mid-request
+//!   leaves its claim, which the client's next request, on any instance, takes over once
+//!   it is over: at once when the dead holder was a process of the same machine, else
+//!   after [`CLAIM_LIFETIME`] without renewal. What the dead request sent is not part of
+//!   the upload (the driver records the file's content only when a writer closes), so the
+//!   client continues from the range the upload reports. A request whose claim was taken
+//!   over (it stalled past the claim's end) fails instead of closing its writer.
 //! * *The hash state* after the request, `_uploads/<id>/hashstates/<alg>/<offset>`, in the
 //!   format registry:2 writes there (Go's marshalled SHA-2 state), so the next instance
 //!   continues the digest without reading back what was received.
@@ -151,42 +156,16 @@ impl PipelinedHasher {
     }
 }
 
-/// The right to append to an upload at one offset, held in the store (see the module doc).
-struct Claim {
-    driver: Arc<dyn crate::storage::StorageDriver>,
-    /// `None` once released.
-    path: Option<StoragePath>,
-}
+/// How long an append claim lasts unless its request renews it (every third of it while
+/// the request runs): how long an upload whose request died with an instance on another
+/// machine waits before the client's next request may take it over.
+pub(crate) const CLAIM_LIFETIME: std::time::Duration = std::time::Duration::from_secs(60);
 
-impl Claim {
-    /// Waited for where a request ends normally, so that the client's next request, which
-    /// may follow at once, finds the upload free.
-    async fn release(mut self) {
-        if let Some(path) = self.path.take() {
-            if let Err(e) = self.driver.delete(&path).await {
-                tracing::warn!("releasing the append claim {path} failed: {e}");
-            }
-        }
-    }
-}
-
-impl Drop for Claim {
-    /// A request that ended another way (the client went away mid-body, a check failed):
-    /// released in the background.
-    fn drop(&mut self) {
-        let Some(path) = self.path.take() else {
-            return;
-        };
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let driver = self.driver.clone();
-            rt.spawn(async move {
-                if let Err(e) = driver.delete(&path).await {
-                    tracing::warn!("releasing the append claim {path} failed: {e}");
-                }
-            });
-        }
-    }
-}
+/// The right to append to an upload at one offset, held in the store (see the module doc):
+/// released where a request ends normally, so that the client's next request, which may
+/// follow at once, finds the upload free; in the background when it ends another way (the
+/// client went away mid-body, a check failed).
+type Claim = super::lease::Lease;
 
 /// An open upload, locked for one request, taking bytes.
 pub struct UploadWriter<'a> {
@@ -273,24 +252,24 @@ impl Registry {
             state.algorithm = a;
         }
         let claim = if self.driver.shared_by_instances() {
-            let claim = layout::upload_append_claim(repo, id, size)?;
-            let holder = format!(
-                "pid {} since {}",
-                std::process::id(),
-                humantime::format_rfc3339_millis(SystemTime::now())
-            );
-            if !self.driver.create_new(&claim, holder.as_bytes()).await? {
-                tracing::info!(
-                    upload = id,
-                    offset = size,
-                    "refused an append: another request is appending to this upload"
-                );
-                return Err(RegistryError::UploadRangeInvalid { size });
+            let taken = Claim::take(
+                &self.driver,
+                layout::upload_append_claim(repo, id, size)?,
+                CLAIM_LIFETIME,
+                &format!("appending to upload {id} at {size}"),
+            )
+            .await?;
+            match taken {
+                Ok(claim) => Some(claim),
+                Err(holder) => {
+                    tracing::info!(
+                        upload = id,
+                        offset = size,
+                        "refused an append: another request is appending to this upload ({holder})"
+                    );
+                    return Err(RegistryError::UploadRangeInvalid { size });
+                }
             }
-            Some(Claim {
-                driver: self.driver.clone(),
-                path: Some(claim),
-            })
         } else {
             None
         };
@@ -485,6 +464,24 @@ impl UploadWriter<'_> {
         }
     }
 
+    /// Fails if this request's claim was taken over by another (it stalled past the claim's
+    /// end): its writer must then not record what it wrote.
+    fn check_claim(&mut self) -> RegistryResult<()> {
+        if self.claim.as_ref().is_none_or(|c| c.valid()) {
+            return Ok(());
+        }
+        self.writer = None;
+        self.state.hasher = None;
+        Err(RegistryError::StorageUnavailable {
+            backend: self.registry.driver.location(),
+            reason: format!(
+                "upload {}: this request stalled and another took the upload over; ask where \
+                 the upload stands and continue from there",
+                self.id
+            ),
+        })
+    }
+
     /// Ends this request's part, keeping the session open; returns the upload's size.
     pub async fn pause(mut self) -> RegistryResult<u64> {
         let result = self.pause_and_save().await;
@@ -503,6 +500,7 @@ impl UploadWriter<'_> {
                 return Err(e);
             }
         };
+        self.check_claim()?;
         let Some(w) = self.writer.take() else {
             return Err(RegistryError::BlobUploadUnknown);
         };
@@ -549,6 +547,7 @@ impl UploadWriter<'_> {
                 return Err(e);
             }
         };
+        self.check_claim()?;
         let Some(w) = self.writer.take() else {
             return Err(RegistryError::BlobUploadUnknown);
         };
@@ -702,6 +701,52 @@ mod tests {
                 assert_eq!(h.finish(), a.digest(want));
             }
         }
+    }
+
+    /// A claim left by a request that died with its instance on another machine blocks the
+    /// upload while it runs, and is taken over once it has ended unrenewed: the client
+    /// continues from the range the upload holds.
+    #[tokio::test]
+    async fn an_ended_claim_of_a_dead_instance_is_taken_over() {
+        let store = crate::storage::MemoryDriver::new().as_shared();
+        let reg = Registry::new(Arc::new(store), Default::default());
+        let repo: RepositoryName = "up/dead".parse().expect("name");
+        let id = reg.start_upload(&repo).await.expect("start");
+        let claim = |g: u64| {
+            layout::upload_append_claim(&repo, &id, 0)
+                .and_then(|d| d.join(&format!("{g:010}")))
+                .expect("path")
+        };
+        let until = |t: SystemTime| {
+            format!(
+                "appending, held by pid 1 on elsewhere since 2026-01-01T00:00:00Z, lease x, until {}",
+                t.duration_since(std::time::UNIX_EPOCH).expect("time").as_millis()
+            )
+        };
+        let running = until(SystemTime::now() + std::time::Duration::from_secs(60));
+        assert!(reg
+            .driver
+            .create_new(&claim(0), running.as_bytes())
+            .await
+            .expect("plant"));
+        let refused = reg.open_upload(&repo, &id, None).await.err();
+        assert!(
+            matches!(refused, Some(RegistryError::UploadRangeInvalid { size: 0 })),
+            "{refused:?}"
+        );
+        reg.driver.delete(&claim(0)).await.expect("delete");
+        let ended = until(SystemTime::now() - std::time::Duration::from_secs(1));
+        assert!(reg
+            .driver
+            .create_new(&claim(0), ended.as_bytes())
+            .await
+            .expect("plant"));
+        let mut w = reg.open_upload(&repo, &id, None).await.expect("taken over");
+        w.write(Bytes::from_static(b"continued"))
+            .await
+            .expect("write");
+        let want = Algorithm::Sha256.digest(b"continued");
+        assert_eq!(w.complete(&want).await.expect("complete"), 9);
     }
 
     /// Two instances on one shared store: while one request appends, another instance's

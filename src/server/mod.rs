@@ -272,6 +272,7 @@ fn request_state(config: &Config, driver: Arc<dyn StorageDriver>) -> Result<Arc<
             delete_enabled: config.delete_enabled.value,
             readonly: config.readonly.value,
             redirect: !config.redirect_disable.value,
+            ..RegistryOptions::shared_by_instances(config)
         },
     );
     Ok(Arc::new(AppState {

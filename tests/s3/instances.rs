@@ -7,9 +7,14 @@ use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// How long a write's marks protect its blobs in the clusters here
+/// (`storage.maintenance.gc.marklifetime`; a minute by default): enough for a push from its
+/// marks to its links on a loaded test machine, short enough that a test waits it out.
+const MARK_LIFETIME: Duration = Duration::from_secs(5);
+
 /// Three daemons on one bucket, each with its own admin socket.
 pub(crate) struct Cluster {
-    _moto: Moto,
+    moto: Moto,
     pub instances: Vec<Server>,
     /// Each instance's directory: its config and admin socket.
     dirs: Vec<tempfile::TempDir>,
@@ -22,11 +27,19 @@ impl Cluster {
         let mut instances = Vec::new();
         for _ in 0..n {
             let dir = tempfile::tempdir().expect("tempdir");
-            instances.push(ours(&moto, "", dir.path()));
+            let mark_lifetime = format!("{}s", MARK_LIFETIME.as_secs());
+            instances.push(
+                ours_builder(&moto, "", dir.path())
+                    .env(
+                        "REGISTRY_STORAGE_MAINTENANCE_GC_MARKLIFETIME",
+                        mark_lifetime,
+                    )
+                    .start(),
+            );
             dirs.push(dir);
         }
         Some(Cluster {
-            _moto: moto,
+            moto,
             instances,
             dirs,
         })
@@ -263,6 +276,87 @@ fn racing_patches_on_two_instances_do_not_both_append() {
     assert_eq!(digest_of(&get_blob(&http, a, "race", &digest)), digest);
 }
 
+/// An instance killed (SIGKILL) while a PATCH streams into it leaves its append claim in
+/// the bucket; the client asks another instance where the upload stands and continues from
+/// there at once (the claim's holder is a dead process of this machine; on another machine
+/// the claim would end unrenewed within a minute), and the blob lands whole.
+#[test]
+fn a_patch_cut_short_by_a_dead_instance_is_continued_through_another() {
+    let Some(mut cl) = Cluster::start(2) else {
+        return;
+    };
+    let http = client();
+    let data = blob(3 << 20, 7);
+    let digest = digest_of(&data);
+    let first = 1 << 20;
+    let a = &cl.instances[0];
+    let r = http
+        .post(a.url("/v2/dead/blobs/uploads/"))
+        .expect_status(202);
+    let loc = location(&r);
+    let r = patch(&http, a, &loc, 0, data[..first].to_vec().into(), first);
+    assert_eq!(r.status(), 202);
+    let loc = location(&r);
+    let id = loc
+        .split('?')
+        .next()
+        .and_then(|p| p.rsplit('/').next())
+        .expect("upload id")
+        .to_owned();
+    let claims = format!("docker/registry/v2/repositories/dead/_uploads/{id}/appending/");
+    let cut = {
+        let (http, url, loc, rest) = (http.clone(), a.url(""), loc.clone(), data[first..].to_vec());
+        let len = data.len();
+        std::thread::spawn(move || {
+            http.patch(absolute(&url, &loc))
+                .header("content-type", "application/octet-stream")
+                .header("content-range", format!("{first}-{}", len - 1))
+                .body(reqwest::blocking::Body::new(Trickle { data: rest, at: 0 }))
+                .send()
+                .map(|r| r.status().as_u16())
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while objects(&cl.moto, &claims).is_empty() {
+        assert!(Instant::now() < deadline, "the PATCH never held its claim");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        cl.instances[0].signal_and_wait(9).is_some(),
+        "a did not die"
+    );
+    assert_ne!(cut.join().expect("join").ok(), Some(202));
+    assert!(
+        !objects(&cl.moto, &claims).is_empty(),
+        "the dead PATCH's claim is left"
+    );
+
+    let b = &cl.instances[1];
+    let r = http.get(absolute(&b.url(""), &loc)).expect_status(204);
+    assert_eq!(
+        r.headers()["range"],
+        format!("0-{}", first - 1),
+        "nothing of the cut PATCH"
+    );
+    let r = patch(
+        &http,
+        b,
+        &loc,
+        first,
+        data[first..].to_vec().into(),
+        data.len() - first,
+    );
+    assert_eq!(r.status(), 202, "{}", b.log_text());
+    finish(&http, b, &location(&r), &digest);
+    assert_eq!(digest_of(&get_blob(&http, b, "dead", &digest)), digest);
+    assert!(
+        objects(&cl.moto, &claims).is_empty(),
+        "claims left: {}",
+        b.log_text()
+    );
+}
+
 /// skopeo through nginx round-robin over three instances: every request of a push (and of
 /// a pull) may land on a different instance.
 #[test]
@@ -441,9 +535,8 @@ fn collecting_on_one_instance_while_pushing_through_the_others_loses_no_image() 
     for l in &shared {
         push_blob(&http, b, "gc/old", l);
     }
-    // Every write marks what it relies on, which keeps it for a minute whatever the grace
-    // (registry::gc_shared::MARK_LIFETIME): this one is collected at the end, once that
-    // minute is over.
+    // Every write marks what it relies on, which keeps it for the mark lifetime whatever the
+    // grace: this one is collected at the end, once that is over.
     let junk = push_blob(&http, b, "gc/junk", &blob(10_000, 999));
     let junk_written = Instant::now();
     let mut removed = Vec::new();
@@ -473,7 +566,9 @@ fn collecting_on_one_instance_while_pushing_through_the_others_loses_no_image() 
             .flat_map(|p| p.join().expect("pusher"))
             .collect()
     });
-    std::thread::sleep(Duration::from_secs(62).saturating_sub(junk_written.elapsed()));
+    std::thread::sleep(
+        (MARK_LIFETIME + Duration::from_secs(1)).saturating_sub(junk_written.elapsed()),
+    );
     removed.extend(collect_online(&cl, 0));
     assert!(
         removed.contains(&junk),
