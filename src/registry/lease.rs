@@ -248,6 +248,15 @@ impl Lease {
         generation_path(&self.dir, s.generation).ok()
     }
 
+    /// Stops holding the lease without removing it: its directory was removed with what
+    /// it was in (an upload session finished).
+    pub(crate) fn forget(&mut self) {
+        if let Some(r) = self.renewer.take() {
+            r.abort();
+        }
+        self.state().lost = true;
+    }
+
     pub(crate) async fn release(mut self) {
         if let Some(p) = self.stop() {
             if let Err(e) = self.driver.delete(&p).await {

@@ -607,7 +607,7 @@ impl UploadWriter<'_> {
         registry.remove(&upload_dir).await?;
         // The claim was in the session's directory: gone with it.
         if let Some(claim) = self.claim.as_mut() {
-            claim.path = None;
+            claim.forget();
         }
         registry.uploads.forget(&self.id);
         self.state.hasher = None;
