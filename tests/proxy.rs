@@ -186,6 +186,13 @@ fn basic_auth_upstreams_ours_and_distribution_then_the_cache_alone() {
     dist.stop();
     assert_eq!(pull(&host, "library/one", "latest", &d.join("p3")), want);
     assert_eq!(pull(&host, "dist/one", "latest", &d.join("p4")), want);
+    // Cached images are ordinary tagged images to garbage collection: kept.
+    let gc = ours(
+        &cache.storage,
+        &["garbage-collect", "--online", "--grace", "0s"],
+    );
+    assert!(gc.ok, "{gc}");
+    assert_eq!(pull(&host, "library/one", "latest", &d.join("p5")), want);
     // What was never fetched is unavailable, not unknown.
     client()
         .get(cache.url("/v2/library/other/manifests/latest"))
@@ -362,6 +369,20 @@ fn two_upstreams_by_prefix_and_by_ns_beside_local_repositories() {
     let cache = Server::builder().file_arg("--config", &yml).start();
     let host = cache.host();
     assert_eq!(pull(&host, "library/alpine", "3", &d.join("p1")), hub_image);
+    // One platform pulled: the other's manifest and blobs are not here, which fsck knows
+    // a cache's repository is waiting for, not damage (without the proxy's configuration
+    // it reports them).
+    pull(&host, "library/multi", "latest", &d.join("amd64"));
+    let fsck = ours(
+        &cache.storage,
+        &["--config", yml.to_str().expect("utf-8"), "fsck"],
+    );
+    assert!(fsck.ok, "{fsck}");
+    let unaware = ours(&cache.storage, &["fsck"]);
+    assert!(
+        !unaware.ok && unaware.lines.iter().any(|l| l.contains("library/multi")),
+        "{unaware}"
+    );
     let all = d.join("multi");
     skopeo_ok(&[
         "copy",
@@ -392,6 +413,16 @@ fn two_upstreams_by_prefix_and_by_ns_beside_local_repositories() {
     assert_eq!(
         head_digest(&host, "library/alpine", "3", "?ns=ghcr.io"),
         Err(404)
+    );
+    // Tags as the upstream lists them, under the name asked.
+    let tags: serde_json::Value = client()
+        .get(cache.url("/v2/quay/coreos/etcd/tags/list"))
+        .expect_status(200)
+        .json()
+        .expect("json");
+    assert_eq!(
+        tags,
+        serde_json::json!({"name": "quay/coreos/etcd", "tags": ["v3"]})
     );
     // The ns request and the prefixed name are one cached repository.
     let fetched = logged(&quay, "GET", "/v2/coreos/etcd/manifests/", 1);

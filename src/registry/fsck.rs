@@ -214,6 +214,7 @@ impl Registry {
     ) -> RegistryResult<()> {
         let mut r = RepoCheck {
             linked: self.check_layer_links(check, &repo).await?,
+            on_demand: self.options.is_proxied(&repo),
             repo,
             revisions: HashSet::new(),
             broken: HashSet::new(),
@@ -291,6 +292,8 @@ impl Registry {
             };
             for b in &blobs {
                 let why = match check.state(b) {
+                    // A pull-through cache fetches it when a client asks.
+                    None | Some(BlobState::Good) if r.on_demand && !r.linked.contains(b) => None,
                     None => Some("is missing from the blob store"),
                     Some(BlobState::Corrupt) => Some("is corrupt"),
                     Some(BlobState::Good) if !r.linked.contains(b) => {
@@ -423,6 +426,9 @@ struct RepoCheck {
     broken: HashSet<Digest>,
     /// The child manifests of each index.
     children_of: HashMap<Digest, Vec<Digest>>,
+    /// A pull-through cache's repository: blobs and child manifests not here yet are
+    /// fetched when asked for, not missing.
+    on_demand: bool,
 }
 
 impl RepoCheck {
@@ -443,7 +449,7 @@ impl RepoCheck {
         let children_of = std::mem::take(&mut self.children_of);
         for (d, children) in &children_of {
             for c in children {
-                if !self.revisions.contains(c) {
+                if !self.revisions.contains(c) && !self.on_demand {
                     self.broken_by(check, d, c, "(child manifest) is not in the repository");
                 }
             }

@@ -143,17 +143,29 @@ pub struct RegistryOptions {
     /// With several instances on one store: how long the maintenance lease lasts unless
     /// its holder renews it (see `gc_shared`).
     pub lease_lifetime: std::time::Duration,
+    /// The repositories a pull-through cache serves (`proxy`): their content arrives on
+    /// demand, so a manifest whose blobs are not here yet is not damage to `fsck`.
+    pub proxied: Vec<retention::GlobPattern>,
 }
 
 impl RegistryOptions {
-    /// The defaults, with what several instances on one store agree on from `config`: the
-    /// mark and lease lifetimes (offline commands on the store use them too).
+    /// The defaults, with what every user of the store (the daemon, the offline commands)
+    /// takes from `config`: the mark and lease lifetimes several instances on one store
+    /// agree on, and the repositories the pull-through cache serves.
     pub fn shared_by_instances(config: &crate::config::Config) -> RegistryOptions {
         RegistryOptions {
             mark_lifetime: config.gc.value.mark_lifetime,
             lease_lifetime: config.gc.value.lease_lifetime,
+            proxied: (config.proxy_upstreams().iter())
+                .filter_map(|u| retention::GlobPattern::parse(&u.prefix).ok())
+                .collect(),
             ..RegistryOptions::default()
         }
+    }
+
+    /// Whether `repo` is served by a pull-through cache.
+    pub fn is_proxied(&self, repo: &RepositoryName) -> bool {
+        self.proxied.iter().any(|p| p.matches(repo.as_str()))
     }
 }
 
@@ -165,6 +177,7 @@ impl Default for RegistryOptions {
             redirect: false,
             mark_lifetime: gc_shared::MARK_LIFETIME,
             lease_lifetime: gc_shared::LEASE,
+            proxied: Vec::new(),
         }
     }
 }

@@ -206,6 +206,18 @@ impl Proxy {
         &self.routes[p.route].upstream
     }
 
+    /// Notes that a tag (`repo:tag`) is as the upstream has it now. Entries past every
+    /// upstream's ttl are dropped as the map grows, so it holds about the tags pulled
+    /// within a ttl.
+    fn note_checked(&self, key: String) {
+        let mut checked = lock(&self.checked);
+        if checked.len() >= 4096 {
+            let longest = self.routes.iter().filter_map(|r| r.ttl).max();
+            checked.retain(|_, at| longest.is_some_and(|ttl| at.elapsed() < ttl));
+        }
+        checked.insert(key, Instant::now());
+    }
+
     fn lookup_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = lock(&self.lookups);
         // Locks nobody holds or waits for are dropped as we go: the map stays small.
@@ -296,7 +308,7 @@ impl Proxy {
             Err(e) => return Err(self.unavailable(p, e)),
         };
         if upstream_digest.is_some() && upstream_digest == stored {
-            lock(&self.checked).insert(key, Instant::now());
+            self.note_checked(key);
             metrics_hit("manifest");
             return registry.get_manifest(&p.local, reference).await;
         }
@@ -323,7 +335,7 @@ impl Proxy {
                     .await?
             }
         };
-        lock(&self.checked).insert(key, Instant::now());
+        self.note_checked(key);
         Ok(m)
     }
 
