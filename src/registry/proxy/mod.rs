@@ -45,6 +45,10 @@ const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
 /// A blob download that receives nothing for this long is abandoned.
 const STALL: Duration = Duration::from_secs(60);
 
+/// A tag checked upstream this recently is not asked for again (the clients of one pull
+/// wave share one HEAD).
+const JUST_CHECKED: Duration = Duration::from_secs(1);
+
 /// How much of a growing file a client reads at once.
 const FOLLOW_CHUNK: usize = 256 << 10;
 
@@ -275,9 +279,12 @@ impl Proxy {
             Err(e) => return Err(e),
         };
         let ttl = self.routes[p.route].ttl;
+        // Clients pulling a tag together wait on its lookup lock: the first asks, the
+        // others take its answer, even without a ttl.
+        let fresh_for = ttl.unwrap_or(JUST_CHECKED).max(JUST_CHECKED);
         let fresh = lock(&self.checked)
             .get(&key)
-            .is_some_and(|at| ttl.is_some_and(|ttl| at.elapsed() < ttl));
+            .is_some_and(|at| at.elapsed() < fresh_for);
         if stored.is_some() && fresh {
             metrics_hit("manifest");
             return registry.get_manifest(&p.local, reference).await;
