@@ -661,55 +661,135 @@ fn must_not_complete(answer: reqwest::Result<reqwest::blocking::Response>) {
     }
 }
 
-/// An upstream that answers every request 200 with a `Content-Length` of `announced` bytes
-/// and sends `sent` of them before closing: a download that breaks off. Counts its
-/// connections; stops when `stop` is set (it is woken by one more connection).
-fn breaking_upstream(
-    announced: usize,
-    sent: usize,
-) -> (
-    u16,
-    std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    std::sync::Arc<std::sync::atomic::AtomicBool>,
-    std::thread::JoinHandle<()>,
-) {
-    use std::io::{Read, Write};
-    use std::sync::atomic::Ordering;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (count2, stop2) = (count.clone(), stop.clone());
-    let thread = std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            if stop2.load(Ordering::SeqCst) {
-                return;
+/// A fake upstream: every request is answered 200 with a `Content-Length` of `body`'s
+/// length and its first `send` bytes; then, with `pause`, the rest once [`FakeUpstream::go`]
+/// is called, else nothing (the connection closes: a download that breaks off). Counts its
+/// connections; stopped when dropped.
+struct FakeUpstream {
+    port: u16,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    gate: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FakeUpstream {
+    fn start(body: Vec<u8>, send: usize, pause: bool) -> FakeUpstream {
+        use std::io::{Read, Write};
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (gate, stop) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (count, open, stopped) = (connections.clone(), gate.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stopped.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(mut conn) = conn else { continue };
+                count.fetch_add(1, Ordering::SeqCst);
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut head = [0u8; 4096];
+                let _ = conn.read(&mut head);
+                let len = body.len();
+                let _ = write!(
+                    conn,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {len}\r\n\r\n"
+                );
+                let _ = conn.write_all(&body[..send]);
+                if pause {
+                    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+                    while !open.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    let _ = conn.write_all(&body[send..]);
+                }
             }
-            let Ok(mut conn) = conn else { continue };
-            count2.fetch_add(1, Ordering::SeqCst);
-            let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
-            let mut head = [0u8; 4096];
-            let _ = conn.read(&mut head);
-            let _ = write!(
-                conn,
-                "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {announced}\r\n\r\n"
-            );
-            let _ = conn.write_all(&vec![7u8; sent]);
-            // Dropped: the connection closes with the body incomplete.
+        });
+        FakeUpstream {
+            port,
+            connections,
+            gate,
+            stop,
+            thread: Some(thread),
         }
+    }
+
+    /// Sends the rest of the paused answers.
+    fn go(&self) {
+        self.gate.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Ours as a cache of it.
+    fn cache(&self) -> Server {
+        Server::builder()
+            .env(
+                "REGISTRY_PROXY_REMOTEURL",
+                format!("http://127.0.0.1:{}", self.port),
+            )
+            .start()
+    }
+}
+
+impl Drop for FakeUpstream {
+    fn drop(&mut self) {
+        self.go();
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(("127.0.0.1", self.port));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[test]
+fn a_client_gets_the_first_bytes_of_a_blob_while_the_rest_is_still_coming() {
+    use std::io::Read;
+    let body = layer_bytes(10, 8 << 20);
+    let digest = digest_of(&body);
+    let upstream = FakeUpstream::start(body.clone(), 4 << 20, true);
+    let cache = upstream.cache();
+    let url = cache.url(&format!("/v2/library/slow/blobs/{digest}"));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut r = client().get(url).expect_status(200);
+        let mut first = vec![0u8; 2 << 20];
+        r.read_exact(&mut first).expect("the first bytes");
+        tx.send(()).expect("send");
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).expect("the rest");
+        [first, rest].concat()
     });
-    (port, count, stop, thread)
+    // 2 MiB arrive while the upstream holds back the second half.
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("streamed before the upstream finished");
+    upstream.go();
+    let got = reader.join().expect("reader");
+    assert_eq!(digest_of(&got), digest);
+    // Committed once verified, and served from storage from then on.
+    assert!(stored_blobs(&cache.storage).contains(&digest), "{digest}");
+    let again = client()
+        .get(cache.url(&format!("/v2/library/slow/blobs/{digest}")))
+        .expect_status(200)
+        .bytes()
+        .expect("body");
+    assert_eq!(digest_of(&again), digest);
+    assert_eq!(upstream.connections(), 1);
 }
 
 #[test]
 fn a_download_that_breaks_off_upstream_stores_nothing_and_is_tried_again() {
-    let (port, count, stop, thread) = breaking_upstream(4 << 20, 1 << 20);
-    let cache = Server::builder()
-        .env(
-            "REGISTRY_PROXY_REMOTEURL",
-            format!("http://127.0.0.1:{port}"),
-        )
-        .start();
+    let upstream = FakeUpstream::start(vec![7u8; 4 << 20], 1 << 20, false);
+    let cache = upstream.cache();
     let digest = digest_of(&vec![7u8; 4 << 20]);
     let c = client();
     for _ in 0..2 {
@@ -719,14 +799,11 @@ fn a_download_that_breaks_off_upstream_stores_nothing_and_is_tried_again() {
         must_not_complete(r);
     }
     cache.wait_for_log("fetching the blob failed");
-    assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(upstream.connections(), 2);
     assert!(stored_blobs(&cache.storage).is_empty());
     let uploads = cache
         .storage
         .join("docker/registry/v2/repositories/library/broken/_uploads");
     let left = std::fs::read_dir(&uploads).map_or(0, |d| d.count());
     assert_eq!(left, 0, "the failed fetch's upload is removed");
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let _ = std::net::TcpStream::connect(("127.0.0.1", port));
-    thread.join().expect("upstream thread");
 }
