@@ -22,6 +22,14 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
+/// A temporary directory holding the sysconfig file and the YAML file `name`.
+fn files(sysconfig: &str, name: &str, yaml: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let sys = write(dir.path(), "sysconfig", sysconfig);
+    let yml = write(dir.path(), name, yaml);
+    (dir, sys, yml)
+}
+
 /// Runs the binary with only `env` (and HOME) in its environment.
 fn run(dir: &Path, sysconfig: &Path, config: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(BIN);
@@ -104,17 +112,7 @@ fn setting(stdout: &str, key: &str) -> String {
 
 #[test]
 fn config_prints_each_value_with_where_it_came_from() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let sys = write(
-        dir.path(),
-        "sysconfig",
-        "# ours\nexport REGISTRY_PORT=\"7000\"\nGUNICORN_WORKERS='3'\n",
-    );
-    let yml = write(
-        dir.path(),
-        "registry.yml",
-        "version: 0.1\nhttp:\n  addr: 127.0.0.1:6000\nstorage:\n  filesystem:\n    rootdirectory: /srv/registry\n",
-    );
+    let (dir, sys, yml) = files("# ours\nexport REGISTRY_PORT=\"7000\"\nGUNICORN_WORKERS='3'\n", "registry.yml", "version: 0.1\nhttp:\n  addr: 127.0.0.1:6000\nstorage:\n  filesystem:\n    rootdirectory: /srv/registry\n");
     let (stdout, _) = run_ok(
         dir.path(),
         &sys,
@@ -146,19 +144,9 @@ fn config_prints_each_value_with_where_it_came_from() {
 
 #[test]
 fn config_shows_gc_and_retention_settings_with_their_sources() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let sys = write(
-        dir.path(),
-        "sysconfig",
-        "REGISTRY_STORAGE_MAINTENANCE_GC_GRACE=15m\n",
-    );
-    let yml = write(
-        dir.path(),
-        "registry.yml",
-        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /srv/registry\n  maintenance:\n    \
+    let (dir, sys, yml) = files("REGISTRY_STORAGE_MAINTENANCE_GC_GRACE=15m\n", "registry.yml", "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: /srv/registry\n  maintenance:\n    \
          gc:\n      interval: 12h\n      grace: 2h\n      delete_untagged: true\n\
-         retention:\n  - repositories: library/*\n    keepTags: 5\n    protecttags: release-*\n",
-    );
+         retention:\n  - repositories: library/*\n    keepTags: 5\n    protecttags: release-*\n");
     let (stdout, stderr) = run_ok(
         dir.path(),
         &sys,
@@ -224,20 +212,10 @@ fn config_shows_gc_and_retention_settings_with_their_sources() {
 
 #[test]
 fn config_shows_token_auth_client_cas_and_the_proxy_switch_of_a_registry_2_file() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let sys = write(
-        dir.path(),
-        "sysconfig",
-        "REGISTRY_AUTH_TOKEN_HTPASSWD=/etc/r/users\n",
-    );
-    let yml = write(
-        dir.path(),
-        "registry.yml",
-        "version: 0.1\nhttp:\n  trustforwardedheaders: true\n  tls:\n    certificate: /etc/r/tls.crt\n    \
+    let (dir, sys, yml) = files("REGISTRY_AUTH_TOKEN_HTPASSWD=/etc/r/users\n", "registry.yml", "version: 0.1\nhttp:\n  trustforwardedheaders: true\n  tls:\n    certificate: /etc/r/tls.crt\n    \
          key: /etc/r/tls.key\n    clientcas:\n      - /etc/r/ca1.pem\n      - /etc/r/ca2.pem\n\
          auth:\n  token:\n    realm: https://r.example/token\n    service: r.example\n    \
-         issuer: r-issuer\n    rootcertbundle: /etc/r/token.crt\n    signingkey: /etc/r/token.key\n",
-    );
+         issuer: r-issuer\n    rootcertbundle: /etc/r/token.crt\n    signingkey: /etc/r/token.key\n");
     let (stdout, stderr) = run_ok(
         dir.path(),
         &sys,
@@ -374,15 +352,9 @@ fn config_shows_token_auth_client_cas_and_the_proxy_switch_of_a_registry_2_file(
 
 #[test]
 fn config_shows_the_auth_tls_and_proxy_keys_of_a_flavored_file() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let sys = write(dir.path(), "sysconfig", "CLIENT_CA=/etc/r/clients.pem\n");
-    let yml = write(
-        dir.path(),
-        "docker-registry.yml",
-        "common: &common\n  trust_forwarded_headers: true\nlocal:\n  <<: *common\n  storage: local\n  \
+    let (dir, sys, yml) = files("CLIENT_CA=/etc/r/clients.pem\n", "docker-registry.yml", "common: &common\n  trust_forwarded_headers: true\nlocal:\n  <<: *common\n  storage: local\n  \
          tls_certificate: /etc/r/tls.crt\n  tls_key: /etc/r/tls.key\n  tls_client_cas: _env:CLIENT_CA:/etc/r/ca.pem\n  \
-         auth:\n    htpasswd:\n      realm: r\n      path: /etc/r/users\n      access_file: /etc/r/access.yml\n",
-    );
+         auth:\n    htpasswd:\n      realm: r\n      path: /etc/r/users\n      access_file: /etc/r/access.yml\n");
     let (stdout, stderr) = run_ok(dir.path(), &sys, &yml, &["config"], &[]);
     assert_eq!(stderr, "", "no warnings expected");
     let (s, y) = (sys.display(), yml.display());
@@ -436,10 +408,8 @@ fn config_shows_the_auth_tls_and_proxy_keys_of_a_flavored_file() {
 
 #[test]
 fn check_reports_bad_auth_tls_and_proxy_values_with_file_line_and_key() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let sys = write(dir.path(), "sysconfig", "");
-    let yml = write(
-        dir.path(),
+    let (dir, sys, yml) = files(
+        "",
         "registry.yml",
         "version: 0.1\nhttp:\n  trustforwardedheaders: maybe\n  tls:\n    clientcas: [/ca.pem]\n\
          auth:\n  token:\n    realm: https://r.example/token\n    service: r.example\n    \
@@ -476,17 +446,7 @@ fn check_reports_bad_auth_tls_and_proxy_values_with_file_line_and_key() {
 
 #[test]
 fn check_reports_every_problem_as_file_line_key_and_fails() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let sys = write(
-        dir.path(),
-        "sysconfig",
-        "SETTINGS_FLAVOR=local\nREGISTRY_PORT=http\n",
-    );
-    let yml = write(
-        dir.path(),
-        "registry.yml",
-        "common: &common\n  issue: x\n  loglevel: loud\nlocal:\n  <<: *common\n  storage: local\n  storage_delete_enabled: maybe\n",
-    );
+    let (dir, sys, yml) = files("SETTINGS_FLAVOR=local\nREGISTRY_PORT=http\n", "registry.yml", "common: &common\n  issue: x\n  loglevel: loud\nlocal:\n  <<: *common\n  storage: local\n  storage_delete_enabled: maybe\n");
     let (s, y) = (sys.display(), yml.display());
     check_fails_with(
         dir.path(),
@@ -502,14 +462,8 @@ fn check_reports_every_problem_as_file_line_key_and_fails() {
 
 #[test]
 fn check_reports_yaml_and_shell_syntax_errors_with_their_lines() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let sys = write(
-        dir.path(),
-        "sysconfig",
+    let (dir, sys, yml) = files(
         "REGISTRY_ADDRESS=0.0.0.0\nREGISTRY_PORT='5000\n",
-    );
-    let yml = write(
-        dir.path(),
         "registry.yml",
         "common:\n  issue: [unclosed\nlocal:\n  storage: local\n",
     );

@@ -156,54 +156,17 @@ fn scheme(a: &HtpasswdArgs) -> Result<HashScheme, CommandError> {
 
 fn edit(a: &HtpasswdArgs) -> Result<(), CommandError> {
     let scheme = scheme(a)?;
-    if a.batch && a.stdin {
-        return Err(fail(2, "-b and -i cannot be combined"));
-    }
-    if a.print && (a.create || a.delete || a.verify) {
-        return Err(fail(2, "-n cannot be combined with -c, -D or -v"));
-    }
-    if a.create && (a.delete || a.verify) {
-        return Err(fail(2, "-c cannot be combined with -D or -v"));
-    }
-    let needs_password = !a.delete;
-    let takes_password = a.batch && needs_password;
-    let expected = usize::from(!a.print) + 1 + usize::from(takes_password);
-    if a.args.len() != expected {
-        return Err(fail(
-            2,
-            format!(
-                "expected {expected} arguments, got {}; see --help",
-                a.args.len()
-            ),
-        ));
-    }
+    let takes_password = check_arguments(a)?;
     let (file, rest) = if a.print {
         (None, &a.args[..])
     } else {
         (Some(PathBuf::from(&a.args[0])), &a.args[1..])
     };
     let user = &rest[0];
-    if user.contains(':') {
-        return Err(fail(6, "the user name cannot contain a colon"));
-    }
-    if user.is_empty() || user.len() > MAX_INPUT {
-        return Err(fail(
-            5,
-            format!("the user name must be 1 to {MAX_INPUT} bytes"),
-        ));
-    }
-
+    check_user(user)?;
     if a.delete {
-        let mut users = UsersFile::read(file.as_deref().unwrap_or(Path::new("")))?;
-        if !users.remove(user) {
-            eprintln!("User {user} not found");
-            return Ok(());
-        }
-        save(&users, false)?;
-        eprintln!("Deleting password for user {user}");
-        return Ok(());
+        return delete_user(file.as_deref().unwrap_or(Path::new("")), user);
     }
-
     let password = if takes_password {
         rest[1].clone().into_bytes()
     } else {
@@ -215,37 +178,10 @@ fn edit(a: &HtpasswdArgs) -> Result<(), CommandError> {
             format!("the password must be at most {MAX_INPUT} bytes"),
         ));
     }
-
     if a.verify {
-        let file = file.as_deref().unwrap_or(Path::new(""));
-        let users = Htpasswd::load(file).map_err(|e| fail(7, e.to_string()))?;
-        if !users.contains(user) {
-            return Err(fail(3, format!("User {user} not found")));
-        }
-        if users.verify(user, &password) {
-            eprintln!("Password for user {user} correct.");
-            return Ok(());
-        }
-        return Err(fail(3, "password verification failed"));
+        return verify_user(file.as_deref().unwrap_or(Path::new("")), user, &password);
     }
-
-    if matches!(scheme, HashScheme::Bcrypt(_)) && password.len() > BCRYPT_MAX_PASSWORD {
-        eprintln!(
-            "warning: bcrypt uses only the first {BCRYPT_MAX_PASSWORD} bytes of a password; \
-             the last {} of this one's {} bytes will not be checked. Use a shorter password, \
-             or SHA-512 crypt (-5), which uses all of it.",
-            password.len() - BCRYPT_MAX_PASSWORD,
-            password.len()
-        );
-    }
-    let hash = hash_password(&password, scheme).map_err(|e| fail(1, e))?;
-    // Never write what we could not read back.
-    if !PasswordHash::parse(&hash).is_ok_and(|h| h.verify(&password)) {
-        return Err(fail(
-            1,
-            "internal error: the new hash does not verify; nothing written",
-        ));
-    }
+    let hash = new_hash(&password, scheme)?;
     let Some(file) = file else {
         println!("{user}:{hash}");
         println!();
@@ -263,6 +199,94 @@ fn edit(a: &HtpasswdArgs) -> Result<(), CommandError> {
         if found { "Updating" } else { "Adding" }
     );
     Ok(())
+}
+
+/// The options go together and the arguments are as many as they ask for; whether the
+/// password is one of them (`-b`).
+fn check_arguments(a: &HtpasswdArgs) -> Result<bool, CommandError> {
+    if a.batch && a.stdin {
+        return Err(fail(2, "-b and -i cannot be combined"));
+    }
+    if a.print && (a.create || a.delete || a.verify) {
+        return Err(fail(2, "-n cannot be combined with -c, -D or -v"));
+    }
+    if a.create && (a.delete || a.verify) {
+        return Err(fail(2, "-c cannot be combined with -D or -v"));
+    }
+    let takes_password = a.batch && !a.delete;
+    let expected = usize::from(!a.print) + 1 + usize::from(takes_password);
+    if a.args.len() != expected {
+        return Err(fail(
+            2,
+            format!(
+                "expected {expected} arguments, got {}; see --help",
+                a.args.len()
+            ),
+        ));
+    }
+    Ok(takes_password)
+}
+
+/// A user name the file can hold.
+fn check_user(user: &str) -> Result<(), CommandError> {
+    if user.contains(':') {
+        return Err(fail(6, "the user name cannot contain a colon"));
+    }
+    if user.is_empty() || user.len() > MAX_INPUT {
+        return Err(fail(
+            5,
+            format!("the user name must be 1 to {MAX_INPUT} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// `-D`: removes the user; one not there is said, and not a failure (as Apache's does).
+fn delete_user(file: &Path, user: &str) -> Result<(), CommandError> {
+    let mut users = UsersFile::read(file)?;
+    if !users.remove(user) {
+        eprintln!("User {user} not found");
+        return Ok(());
+    }
+    save(&users, false)?;
+    eprintln!("Deleting password for user {user}");
+    Ok(())
+}
+
+/// `-v`: the password must be the user's.
+fn verify_user(file: &Path, user: &str, password: &[u8]) -> Result<(), CommandError> {
+    let users = Htpasswd::load(file).map_err(|e| fail(7, e.to_string()))?;
+    if !users.contains(user) {
+        return Err(fail(3, format!("User {user} not found")));
+    }
+    if users.verify(user, password) {
+        eprintln!("Password for user {user} correct.");
+        return Ok(());
+    }
+    Err(fail(3, "password verification failed"))
+}
+
+/// The password hashed with `scheme`, checked to verify before anything is written; a
+/// warning when bcrypt would ignore part of it.
+fn new_hash(password: &[u8], scheme: HashScheme) -> Result<String, CommandError> {
+    if matches!(scheme, HashScheme::Bcrypt(_)) && password.len() > BCRYPT_MAX_PASSWORD {
+        eprintln!(
+            "warning: bcrypt uses only the first {BCRYPT_MAX_PASSWORD} bytes of a password; \
+             the last {} of this one's {} bytes will not be checked. Use a shorter password, \
+             or SHA-512 crypt (-5), which uses all of it.",
+            password.len() - BCRYPT_MAX_PASSWORD,
+            password.len()
+        );
+    }
+    let hash = hash_password(password, scheme).map_err(|e| fail(1, e))?;
+    // Never write what we could not read back.
+    if !PasswordHash::parse(&hash).is_ok_and(|h| h.verify(password)) {
+        return Err(fail(
+            1,
+            "internal error: the new hash does not verify; nothing written",
+        ));
+    }
+    Ok(hash)
 }
 
 fn save(users: &UsersFile, create: bool) -> Result<(), CommandError> {
