@@ -569,3 +569,65 @@ fn blob_gets_are_served_when_redirects_are_off_or_impossible() {
         assert_eq!(r.bytes().expect("body").as_ref(), blob.as_slice());
     }
 }
+
+/// The pull-through cache on a bucket: clients asking for a blob at once share one fetch
+/// and wait for it to be committed (an upload on S3 cannot be read before), then get it
+/// from the bucket; the cached image is pulled again with the upstream gone.
+#[test]
+fn a_pull_through_cache_on_s3_fetches_once_and_serves_from_the_bucket() {
+    if !have(&[SKOPEO]) {
+        return;
+    }
+    let Some(moto) = moto() else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let upstream = Server::start();
+    let layouts = oci_layouts();
+    skopeo_push_layout(
+        &upstream.host(),
+        layouts.path(),
+        "a",
+        "latest",
+        "library/a",
+        false,
+    );
+    let cache = ours_builder(&moto, "cache", dir.path())
+        .env(
+            "REGISTRY_PROXY_REMOTEURL",
+            format!("http://{}", upstream.host()),
+        )
+        .start();
+    let m: serde_json::Value = client()
+        .get(upstream.url("/v2/library/a/manifests/latest"))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .expect_status(200)
+        .json()
+        .expect("json");
+    let layer = m["layers"][0]["digest"]
+        .as_str()
+        .expect("digest")
+        .to_owned();
+    let fetch = format!("GET /v2/library/a/blobs/{layer}");
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let url = cache.url(&format!("/v2/library/a/blobs/{layer}"));
+            // Redirects followed: once stored, the bucket serves it.
+            std::thread::spawn(move || {
+                digest_of(
+                    &reqwest::blocking::get(url)
+                        .expect("get")
+                        .bytes()
+                        .expect("body"),
+                )
+            })
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().expect("thread"), layer);
+    }
+    upstream.wait_for_log(&fetch);
+    assert_eq!(upstream.log_text().matches(&fetch).count(), 1);
+    let expected = layout_digest(&layouts.path().join("a"), "latest");
+    pull_and_check(&cache.host(), "library/a:latest", &expected, false);
+    drop(upstream);
+    pull_and_check(&cache.host(), "library/a:latest", &expected, false);
+}
