@@ -650,6 +650,59 @@ fn the_legacy_mirroring_section_configures_the_proxy() {
     );
 }
 
+#[test]
+fn mistakes_in_the_proxy_settings_stop_the_configuration_where_they_are() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yml = dir.path().join("cache.yml");
+    for (upstreams, line, message) in [
+        (
+            "    - prefix: library/**\n      remoteurl: ftp://mirror\n",
+            4,
+            "needs an http:// or https:// remoteurl",
+        ),
+        (
+            "    - remoteurl: https://quay.io\n",
+            4,
+            "an upstream needs a prefix",
+        ),
+        (
+            "    - prefix: quay/**\n      remoteurl: https://quay.io\n      stripprefx: true\n",
+            6,
+            "unknown upstream key \"stripprefx\"",
+        ),
+        (
+            "    - prefix: '**'\n      remoteurl: https://quay.io\n      stripprefix: true\n",
+            4,
+            "stripprefix needs a prefix whose fixed part ends with /",
+        ),
+    ] {
+        std::fs::write(
+            &yml,
+            format!("version: 0.1\nproxy:\n  upstreams:\n{upstreams}"),
+        )
+        .expect("write");
+        let out = ours(
+            dir.path(),
+            &[
+                "--config",
+                yml.to_str().expect("utf-8"),
+                "config",
+                "--check",
+            ],
+        );
+        let want = format!("{}:{line}:", yml.display());
+        assert!(
+            !out.ok && out.stderr.contains(&want) && out.stderr.contains(message),
+            "{want} {message}: {out}"
+        );
+    }
+    // The variables are checked as the file is.
+    let c = Server::builder()
+        .env("REGISTRY_PROXY_USERNAME", "mirror")
+        .run_to_end();
+    assert!(!c.ok && c.stderr.contains("proxy.remoteurl"), "{c}");
+}
+
 /// A blob GET whose fetch fails: cut short once streaming has begun (the body never
 /// completes; when it fails at once, not even the head arrives), or, when the failure came
 /// first, 503.
