@@ -150,6 +150,7 @@ impl Config {
         }
 
         config.apply_flags(&opts.cli, &mut errors);
+        config.default_s3_region(|n| env.lookup(n));
         config.resolve(&mut errors);
         config.warnings = warnings;
         match errors.is_empty() {

@@ -502,6 +502,32 @@ impl Config {
         }
     }
 
+    /// With S3 chosen and no region written anywhere: the region the AWS CLI would use,
+    /// from `AWS_REGION`, `AWS_DEFAULT_REGION` or the profile's `region` in the shared
+    /// config file (`~/.aws/config`), with where it came from for `config`.
+    pub(super) fn default_s3_region(&mut self, var: impl Fn(&str) -> Option<(String, Source)>) {
+        if self.storage_driver.value != StorageChoice::S3 || !self.s3.value.region.is_empty() {
+            return;
+        }
+        let set = ["AWS_REGION", "AWS_DEFAULT_REGION"]
+            .into_iter()
+            .find_map(|name| var(name).filter(|(v, _)| !v.is_empty()))
+            .or_else(|| {
+                let plain = |name: &str| var(name).map(|(v, _)| v);
+                crate::storage::s3::credentials::profile_region(&plain).map(
+                    |(region, path, line, profile)| {
+                        let section = crate::storage::s3::credentials::config_section(&profile);
+                        let key = format!("[{section}] region");
+                        (region, Source::File { path, line, key })
+                    },
+                )
+            });
+        if let Some((region, source)) = set {
+            self.s3.value.region = region;
+            super::table::set_s3_source(self, "region", source);
+        }
+    }
+
     /// The bucket's settings, with the legacy flavor's endpoint keys folded in, checked.
     fn resolve_s3(&mut self, errors: &mut Vec<ConfigError>) {
         // The old registry's boto settings: host[:port], https unless s3_secure is false.

@@ -280,7 +280,8 @@ settings! {
             bucket: String = String::new(), Text, "storage.s3.bucket" {
                 legacy: &["s3_bucket", "boto_bucket"],
             }
-            /// The bucket's region; with a regionendpoint, us-east-1 when none
+            /// The bucket's region; none: AWS_REGION, AWS_DEFAULT_REGION or the AWS profile's
+            /// region in ~/.aws/config, else with a regionendpoint us-east-1
             region: String = String::new(), Text, "storage.s3.region" {
                 legacy: &["s3_region"],
             }

@@ -1285,3 +1285,49 @@ fn notification_endpoints_from_both_file_formats() {
         "{problems:?}"
     );
 }
+
+/// With no region written, the S3 region is the AWS CLI's: `AWS_REGION`, else
+/// `AWS_DEFAULT_REGION`, else the profile's `region` in `~/.aws/config`; `config` says which.
+#[test]
+fn s3_region_from_the_aws_variables_and_config_file() {
+    let yaml = "version: 0.1\nstorage:\n  s3:\n    bucket: images\n";
+    let region = |env: &[(&str, &str)]| {
+        let mut s = Setup::new("", yaml, env);
+        let home = s.path("home");
+        std::fs::create_dir_all(s.dir.path().join("home/.aws")).expect("mkdir");
+        std::fs::write(
+            s.dir.path().join("home/.aws/config"),
+            "[default]\nregion = eu-west-1\n\n[profile ops]\noutput = json\nregion = eu-central-1\n",
+        )
+        .expect("write");
+        s.opts.env.insert("HOME".into(), home);
+        s.rows()["storage.s3.region"].clone()
+    };
+    let from = |value: &str, source: &str| (value.to_string(), source.to_string());
+    assert_eq!(
+        region(&[]),
+        from("eu-west-1", "home/.aws/config:2 ([default] region)")
+    );
+    assert_eq!(
+        region(&[("AWS_PROFILE", "ops")]),
+        from("eu-central-1", "home/.aws/config:6 ([profile ops] region)")
+    );
+    assert_eq!(
+        region(&[("AWS_DEFAULT_REGION", "us-west-2")]),
+        from("us-west-2", "environment (AWS_DEFAULT_REGION)")
+    );
+    assert_eq!(
+        region(&[
+            ("AWS_REGION", "ap-south-1"),
+            ("AWS_DEFAULT_REGION", "us-west-2")
+        ]),
+        from("ap-south-1", "environment (AWS_REGION)")
+    );
+    // A region written in the file wins.
+    let s = Setup::new(
+        "",
+        "version: 0.1\nstorage:\n  s3:\n    bucket: images\n    region: sa-east-1\n",
+        &[("AWS_REGION", "ap-south-1")],
+    );
+    assert_eq!(s.rows()["storage.s3.region"].0, "sa-east-1");
+}

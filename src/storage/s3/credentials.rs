@@ -152,27 +152,64 @@ pub fn resolve(
     Ok(CredentialSource::InstanceMetadata)
 }
 
-/// The profile named by `AWS_PROFILE` (an error if it is nowhere) or `default` (nothing if
-/// it is nowhere), from the credentials file, else the config file.
-fn profile(var: &dyn Fn(&str) -> Option<String>) -> Result<Option<CredentialSource>, String> {
+/// The profile in use: the one `AWS_PROFILE` (or `AWS_DEFAULT_PROFILE`) names, with that
+/// variable, else `default`.
+fn profile_name(var: &dyn Fn(&str) -> Option<String>) -> (String, Option<&'static str>) {
     let chosen_by = ["AWS_PROFILE", "AWS_DEFAULT_PROFILE"]
         .into_iter()
         .find(|v| var(v).is_some());
     let name = chosen_by
         .and_then(var)
         .unwrap_or_else(|| "default".to_owned());
-    let home = var("HOME").map(PathBuf::from);
-    let file = |variable: &str, default: &str| {
-        var(variable)
-            .map(PathBuf::from)
-            .or_else(|| home.as_ref().map(|h| h.join(default)))
-    };
+    (name, chosen_by)
+}
+
+/// One of the shared files: `$variable`, else `~/default`.
+fn aws_file(
+    var: &dyn Fn(&str) -> Option<String>,
+    variable: &str,
+    default: &str,
+) -> Option<PathBuf> {
+    var(variable)
+        .map(PathBuf::from)
+        .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(default)))
+}
+
+/// The section of `profile` in the config file, where every profile but `default` is
+/// `[profile NAME]`.
+pub fn config_section(profile: &str) -> String {
+    if profile == "default" {
+        profile.to_owned()
+    } else {
+        format!("profile {profile}")
+    }
+}
+
+/// The region the profile in use names in the shared config file (`~/.aws/config`, or
+/// `AWS_CONFIG_FILE`), as the AWS CLI reads it: the region, the file, the line and the
+/// profile's name. `None` when there is none (or the file cannot be read).
+pub fn profile_region(
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Option<(String, PathBuf, usize, String)> {
+    let var = |name: &str| var(name).filter(|v| !v.is_empty());
+    let (name, _) = profile_name(&var);
+    let path = aws_file(&var, "AWS_CONFIG_FILE", ".aws/config")?;
+    let text = std::fs::read_to_string(&path).ok()?;
+    let values = ini_section(&text, &config_section(&name))?;
+    let (region, line) = values.get("region").filter(|(v, _)| !v.is_empty())?.clone();
+    Some((region, path, line, name))
+}
+
+/// The profile named by `AWS_PROFILE` (an error if it is nowhere) or `default` (nothing if
+/// it is nowhere), from the credentials file, else the config file.
+fn profile(var: &dyn Fn(&str) -> Option<String>) -> Result<Option<CredentialSource>, String> {
+    let (name, chosen_by) = profile_name(var);
     let files = [
         (
-            file("AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials"),
+            aws_file(var, "AWS_SHARED_CREDENTIALS_FILE", ".aws/credentials"),
             false,
         ),
-        (file("AWS_CONFIG_FILE", ".aws/config"), true),
+        (aws_file(var, "AWS_CONFIG_FILE", ".aws/config"), true),
     ];
     let mut looked = Vec::new();
     for (path, is_config) in files {
@@ -182,9 +219,8 @@ fn profile(var: &dyn Fn(&str) -> Option<String>) -> Result<Option<CredentialSour
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(format!("{}: {e}", path.display())),
         };
-        // In the config file every profile but `default` is `[profile NAME]`.
-        let section = if is_config && name != "default" {
-            format!("profile {name}")
+        let section = if is_config {
+            config_section(&name)
         } else {
             name.clone()
         };
@@ -192,7 +228,13 @@ fn profile(var: &dyn Fn(&str) -> Option<String>) -> Result<Option<CredentialSour
         let Some(values) = ini_section(&text, &section) else {
             continue;
         };
-        let get = |k: &str| values.get(k).filter(|v| !v.is_empty()).cloned();
+        let get = |k: &str| {
+            values
+                .get(k)
+                .map(|(v, _)| v)
+                .filter(|v| !v.is_empty())
+                .cloned()
+        };
         let at = format!("profile {name} in {}", path.display());
         if let (Some(access_key), Some(secret_key)) =
             (get("aws_access_key_id"), get("aws_secret_access_key"))
@@ -243,11 +285,12 @@ fn profile(var: &dyn Fn(&str) -> Option<String>) -> Result<Option<CredentialSour
 }
 
 /// The `key = value` pairs of `[section]` in an INI file as the AWS files write them
-/// (`#` and `;` comments; keys case-insensitive); `None` if there is no such section.
-fn ini_section(text: &str, section: &str) -> Option<HashMap<String, String>> {
-    let mut found: Option<HashMap<String, String>> = None;
+/// (`#` and `;` comments; keys case-insensitive), each with its 1-based line; `None` if
+/// there is no such section.
+fn ini_section(text: &str, section: &str) -> Option<HashMap<String, (String, usize)>> {
+    let mut found: Option<HashMap<String, (String, usize)>> = None;
     let mut inside = false;
-    for line in text.lines() {
+    for (number, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
             continue;
@@ -263,7 +306,10 @@ fn ini_section(text: &str, section: &str) -> Option<HashMap<String, String>> {
             continue;
         }
         if let (Some(values), Some((k, v))) = (found.as_mut(), line.split_once('=')) {
-            values.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+            values.insert(
+                k.trim().to_ascii_lowercase(),
+                (v.trim().to_owned(), number + 1),
+            );
         }
     }
     found
@@ -369,6 +415,29 @@ mod tests {
             Ok(CredentialSource::Container { .. })
         ));
         assert!(matches!(got(&[]), Ok(CredentialSource::InstanceMetadata)));
+    }
+
+    #[test]
+    fn a_profile_names_its_region_in_the_config_file() {
+        let home = home_with(CREDENTIALS, CONFIG);
+        let h = ("HOME", home.path().display().to_string());
+        let (region, file, line, profile) =
+            profile_region(&env(std::slice::from_ref(&h))).expect("default's region");
+        assert_eq!(
+            (region.as_str(), line, profile.as_str()),
+            ("eu-west-1", 2, "default")
+        );
+        assert!(file.ends_with(".aws/config"));
+        assert!(profile_region(&env(&[h.clone(), ("AWS_PROFILE", "ops".into())])).is_none());
+        let other = home.path().join("other-config");
+        std::fs::write(&other, "[profile ops]\nregion = ap-south-1\n").expect("write");
+        let (region, file, ..) = profile_region(&env(&[
+            h,
+            ("AWS_PROFILE", "ops".into()),
+            ("AWS_CONFIG_FILE", other.display().to_string()),
+        ]))
+        .expect("ops's region");
+        assert_eq!((region.as_str(), file), ("ap-south-1", other));
     }
 
     #[test]
