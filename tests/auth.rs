@@ -463,6 +463,7 @@ fn every_route_with_every_kind_of_caller() {
         Route::open("GET", "/v2/"),
         Route::catalog("/v2/_catalog"),
         Route::catalog("/v1/search?q="),
+        Route::catalog("/v2/_catalog/search?q="),
         Route::pull("GET", "/v2/team/app/tags/list"),
         Route::pull("GET", "/v2/team/app/manifests/v1"),
         Route::pull("HEAD", format!("/v2/team/app/manifests/{manifest}")),
@@ -606,6 +607,13 @@ fn every_route_with_every_kind_of_caller() {
         serde_json::json!([])
     );
     assert_eq!(list("writer", "/v1/search?q=")["num_results"], 1);
+    assert_eq!(list("reader", "/v1/search?q=")["num_results"], 2);
+    assert_eq!(list("outsider", "/v1/search?q=")["num_results"], 0);
+    assert_eq!(
+        list("writer", "/v2/_catalog/search?q=a")["repositories"],
+        serde_json::json!([{"name": "team/app", "description": "", "match": "name"}])
+    );
+    assert_eq!(list("reader", "/v2/_catalog/search?q=")["num_results"], 2);
     // Open endpoints stay open.
     for p in ["/_ping", "/v1/_ping"] {
         assert_eq!(

@@ -47,7 +47,7 @@ pub(super) fn need<'a>(route: &Route<'a>, method: &Method) -> Need<'a> {
         // The UI checks each page's access itself (it also knows sessions).
         Route::Ui => Need::Open,
         Route::Base => Need::Login,
-        Route::Catalog | Route::V1Search => Need::Listing,
+        Route::Catalog | Route::V1Search | Route::Search => Need::Listing,
         Route::Tags(name) | Route::Referrers(name, _) => Need::Repository(name, PULL),
         Route::Manifest(name, _) | Route::Blob(name, _) => by_method(name),
         // Every step of an upload, cancelling included, is part of a push.

@@ -1,9 +1,8 @@
 //! `GET /v2/`, and the legacy endpoints proxies and scripts still call: `GET /`,
-//! `/_ping`, `/v1/_ping` and `/v1/search`.
+//! `/_ping` and `/v1/_ping` (`/v1/search` is in `search`).
 
-use super::body::Incoming;
-use super::{json_response, query_param, ApiResult, AppState};
-use http::{Method, Request, StatusCode};
+use super::{json_response, ApiResult, AppState};
+use http::{Method, StatusCode};
 use serde_json::json;
 
 pub(super) fn only_get(method: &Method) -> Result<bool, super::ApiError> {
@@ -40,32 +39,6 @@ pub fn root(state: &AppState, method: &Method) -> ApiResult {
         StatusCode::OK,
         "application/json",
         &value,
-        head,
-    ))
-}
-
-/// `GET /v1/search?q=`: a substring match over repository names.
-/// Shows only the repositories `visible` (the caller may pull) accepts.
-pub async fn search(
-    state: &AppState,
-    req: &Request<Incoming>,
-    visible: &(dyn Fn(&str) -> bool + Sync),
-) -> ApiResult {
-    let head = only_get(req.method())?;
-    let q = query_param(req, "q").unwrap_or_default();
-    let needle = q.to_lowercase();
-    let results: Vec<_> = state
-        .registry
-        .catalog()
-        .await?
-        .iter()
-        .filter(|name| name.contains(&needle) && visible(name))
-        .map(|name| json!({"description": "", "name": name}))
-        .collect();
-    Ok(json_response(
-        StatusCode::OK,
-        "application/json",
-        &json!({"num_results": results.len(), "query": q, "results": results}),
         head,
     ))
 }

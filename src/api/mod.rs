@@ -14,6 +14,7 @@ pub mod health;
 pub mod manifests;
 mod notify;
 pub(crate) mod range;
+pub mod search;
 pub mod sendfile;
 pub mod tags;
 pub mod token;
@@ -62,6 +63,8 @@ enum Route<'a> {
     Root,
     Ping,
     V1Search,
+    /// `/v2/_catalog/search`: our JSON search (no repository name starts with `_`).
+    Search,
     Base,
     Catalog,
     Tags(&'a str),
@@ -88,6 +91,7 @@ fn route(path: &str) -> Route<'_> {
         "/v1/search" | "/v1/search/" => return Route::V1Search,
         "/v2" | "/v2/" => return Route::Base,
         "/v2/_catalog" => return Route::Catalog,
+        "/v2/_catalog/search" => return Route::Search,
         "/token" => return Route::TokenEndpoint,
         "/healthz" => return Route::Live,
         "/readyz" => return Route::Ready,
@@ -217,6 +221,7 @@ impl Route<'_> {
             Route::Root => "root",
             Route::Ping => "ping",
             Route::V1Search => "search",
+            Route::Search => "catalog-search",
             Route::Base => "base",
             Route::Catalog => "catalog",
             Route::Tags(_) => "tags",
@@ -323,13 +328,17 @@ async fn dispatch(
         Route::Ping => base::ping(&method),
         Route::Live => health::live(&method),
         Route::Ready => health::ready(state, &method).await,
-        Route::V1Search => base::search(state, &req, &may_pull).await,
         Route::Base => base::base(&method),
-        Route::Catalog => {
+        Route::Catalog | Route::V1Search | Route::Search => {
+            // Only what the caller may pull; with access control off, nothing is checked.
             let filter = caller
                 .restricted()
                 .then_some(&may_pull as &(dyn Fn(&str) -> bool + Sync));
-            tags::catalog(state, &req, filter).await
+            match r {
+                Route::V1Search => search::legacy(state, &req, filter),
+                Route::Search => search::v2(state, &req, filter),
+                _ => tags::catalog(state, &req, filter).await,
+            }
         }
         Route::Tags(name) => {
             let name = repo_name(name)?;

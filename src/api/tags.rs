@@ -16,16 +16,7 @@ fn paginate<'a>(
     all: &'a [String],
     req: &Request<Incoming>,
 ) -> Result<(&'a [String], Option<usize>, bool), ApiError> {
-    let n = match query_param(req, "n") {
-        None => None,
-        Some(v) if v.is_empty() => None,
-        Some(v) => Some(v.parse::<usize>().map_err(|_| {
-            ApiError::new(ErrorCode::PaginationNumberInvalid).with_message(format!(
-                "n must be a number, not {:?}",
-                crate::registry::names::truncate(&v, 32)
-            ))
-        })?),
-    };
+    let n = page_size(req)?;
     let last = query_param(req, "last");
     let start = match &last {
         Some(l) => all.partition_point(|x| x.as_str() <= l.as_str()),
@@ -35,6 +26,20 @@ fn paginate<'a>(
     let take = n.unwrap_or(rest).min(rest);
     let more = take < rest;
     Ok((&all[start..start + take], n, more))
+}
+
+/// A listing's `n`: none (everything), or a number.
+pub(super) fn page_size(req: &Request<Incoming>) -> Result<Option<usize>, ApiError> {
+    match query_param(req, "n") {
+        None => Ok(None),
+        Some(v) if v.is_empty() => Ok(None),
+        Some(v) => Ok(Some(v.parse::<usize>().map_err(|_| {
+            ApiError::new(ErrorCode::PaginationNumberInvalid).with_message(format!(
+                "n must be a number, not {:?}",
+                crate::registry::names::truncate(&v, 32)
+            ))
+        })?)),
+    }
 }
 
 /// Listing pages, serialised straight from the borrowed page (no intermediate JSON tree).
@@ -49,11 +54,13 @@ struct CatalogPage<'a> {
     repositories: &'a [String],
 }
 
-fn link_header(path: &str, n: Option<usize>, last: &str) -> String {
+/// The `Link` to the page after `last`; `path` may have a query of its own.
+pub(super) fn link_header(path: &str, n: Option<usize>, last: &str) -> String {
     let last_q: String = form_urlencoded::byte_serialize(last.as_bytes()).collect();
+    let join = if path.contains('?') { '&' } else { '?' };
     match n {
-        Some(n) => format!("<{path}?last={last_q}&n={n}>; rel=\"next\""),
-        None => format!("<{path}?last={last_q}>; rel=\"next\""),
+        Some(n) => format!("<{path}{join}last={last_q}&n={n}>; rel=\"next\""),
+        None => format!("<{path}{join}last={last_q}>; rel=\"next\""),
     }
 }
 

@@ -168,9 +168,15 @@ impl Registry {
                 Err(e) => return Err(e),
             };
             match std::str::from_utf8(&body) {
-                Ok(EVERYTHING) => self.cache.clear(),
+                Ok(EVERYTHING) => {
+                    self.cache.clear();
+                    self.rebuild_search_in_background();
+                }
                 Ok(repo) => match repo.parse::<RepositoryName>() {
-                    Ok(repo) => self.cache.repository_changed(&repo),
+                    Ok(repo) => {
+                        self.cache.repository_changed(&repo);
+                        self.search_changed_elsewhere(&repo);
+                    }
                     Err(_) => tracing::debug!("{path}: not a repository name"),
                 },
                 Err(_) => tracing::debug!("{path}: not text"),

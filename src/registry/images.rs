@@ -134,7 +134,7 @@ impl ImageSummaries {
             ImageKind::Image {
                 config, details, ..
             } => {
-                *details = read_config(registry, config).await?;
+                *details = read_config(registry.driver.as_ref(), config).await?;
                 if let Some(d) = details {
                     s.created = d.created.clone();
                     s.platforms = d.platform.iter().cloned().collect();
@@ -258,7 +258,7 @@ fn platform_of(p: &Value) -> Option<String> {
 /// Reads and parses an image config; `None` for other config types (artifacts) or when the
 /// blob is missing or unreadable as JSON.
 async fn read_config(
-    registry: &Registry,
+    driver: &dyn crate::storage::StorageDriver,
     config: &Layer,
 ) -> RegistryResult<Option<Box<ImageConfig>>> {
     let image_config = config.media_type == "application/vnd.oci.image.config.v1+json"
@@ -266,8 +266,7 @@ async fn read_config(
     if !image_config || config.size > MAX_CONFIG_BYTES {
         return Ok(None);
     }
-    let bytes = match registry
-        .driver
+    let bytes = match driver
         .get_content(&layout::blob_data(&config.digest)?, MAX_CONFIG_BYTES)
         .await
     {
@@ -428,6 +427,64 @@ impl Registry {
             }
         }
         Ok((bytes, count))
+    }
+}
+
+/// The values of `keys` that describe the manifest `digest`: its annotations, and for what
+/// they lack, an image's config labels, or an index's first platform image's. Empty when
+/// the manifest is missing or unreadable.
+pub(crate) async fn describe(
+    driver: &dyn crate::storage::StorageDriver,
+    digest: &Digest,
+    keys: &[&'static str],
+) -> RegistryResult<Vec<(&'static str, String)>> {
+    let mut found: Vec<(&'static str, String)> = Vec::new();
+    let mut next = Some(digest.clone());
+    // The manifest, then (an index's) one child: two levels at most.
+    for _ in 0..2 {
+        let Some(d) = next.take() else { break };
+        let bytes = match driver
+            .get_content(&layout::blob_data(&d)?, manifest::MAX_MANIFEST_BYTES * 4)
+            .await
+        {
+            Ok(b) => b,
+            Err(StorageError::NotFound(_) | StorageError::TooLarge { .. }) => break,
+            Err(e) => return Err(e.into()),
+        };
+        let Some(s) = summarise(&d, &bytes) else {
+            break;
+        };
+        add(&mut found, keys, &s.annotations);
+        if found.len() == keys.len() {
+            break;
+        }
+        match &s.kind {
+            ImageKind::Image { config, .. } => {
+                if let Some(c) = read_config(driver, config).await? {
+                    add(&mut found, keys, &c.labels);
+                }
+                break;
+            }
+            ImageKind::Index { children } => {
+                next = children
+                    .iter()
+                    .find(|c| c.platform != "unknown" && c.platform != "unknown/unknown")
+                    .map(|c| c.digest.clone());
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Adds to `found` the keys it lacks that `pairs` has with a value.
+fn add(found: &mut Vec<(&'static str, String)>, keys: &[&'static str], pairs: &[(String, String)]) {
+    for key in keys {
+        if found.iter().any(|(k, _)| k == key) {
+            continue;
+        }
+        if let Some((_, v)) = pairs.iter().find(|(k, v)| k == key && !v.is_empty()) {
+            found.push((key, v.clone()));
+        }
     }
 }
 

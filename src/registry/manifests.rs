@@ -195,6 +195,11 @@ impl Registry {
             self.cache.forget_tag(repo, tag.as_str());
             self.cache.set_tag(repo, tag.as_str(), &digest);
         }
+        let tag = match reference {
+            Reference::Tag(t) => Some(t.as_str()),
+            Reference::Digest(_) => None,
+        };
+        self.search_pushed(repo, tag);
         self.announce(repo).await;
         Ok(StoredPut {
             digest,
@@ -242,6 +247,7 @@ impl Registry {
                 if !self.remove(&layout::tag_dir(repo, tag)?).await? {
                     return Err(RegistryError::ManifestUnknown(reference.to_string()));
                 }
+                self.search_deleted(repo, Some(tag.as_str()));
                 self.announce(repo).await;
                 Ok(())
             }
@@ -271,6 +277,7 @@ impl Registry {
                 self.remove(&layout::revision_dir(repo, digest)?).await?;
                 // Readers that raced the deletion may have re-cached what was removed.
                 self.cache.forget_revision(repo, digest);
+                self.search_deleted(repo, None);
                 self.announce(repo).await;
                 Ok(())
             }

@@ -20,6 +20,7 @@ pub mod proxy;
 pub mod purge;
 pub mod recovery;
 pub mod retention;
+pub mod search;
 mod sha2_state;
 pub mod tags;
 #[cfg(test)]
@@ -126,6 +127,7 @@ pub(crate) struct ClearCaches<'a>(&'a Registry);
 impl Drop for ClearCaches<'_> {
     fn drop(&mut self) {
         self.0.cache.clear();
+        self.0.rebuild_search_in_background();
         self.0.announce_everything_in_background();
     }
 }
@@ -198,6 +200,8 @@ pub struct Registry {
     /// Shared by the manifest write path and garbage collection (see `gc`).
     gc: gc::ReferenceGuard,
     health: health::StorageHealth,
+    /// The repositories' search index (see `search`).
+    search: Arc<search::SearchIndex>,
 }
 
 impl fmt::Debug for Registry {
@@ -219,6 +223,7 @@ impl Registry {
             changes: changes::ChangeFeed::default(),
             gc: gc::ReferenceGuard::default(),
             health: health::StorageHealth::default(),
+            search: Arc::default(),
         }
     }
 

@@ -127,7 +127,7 @@ impl Registry {
     }
 }
 
-async fn scan_tags(
+pub(super) async fn scan_tags(
     driver: &dyn crate::storage::StorageDriver,
     repo: &RepositoryName,
 ) -> RegistryResult<Vec<String>> {
@@ -147,7 +147,9 @@ async fn scan_tags(
 }
 
 /// Every repository under the storage root, sorted.
-async fn scan_catalog(driver: &dyn crate::storage::StorageDriver) -> RegistryResult<Vec<String>> {
+pub(super) async fn scan_catalog(
+    driver: &dyn crate::storage::StorageDriver,
+) -> RegistryResult<Vec<String>> {
     let root = layout::repositories_root()?;
     let mut out = driver.find_directories_with(&root, "_manifests").await?;
     // Directories that are not valid names were not made by a registry: not listed.

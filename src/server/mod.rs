@@ -154,6 +154,8 @@ async fn serve(
     warm_catalog(state.registry.clone());
     // Other instances' writes, on a store several serve (see `registry::changes`).
     tokio::spawn(state.registry.clone().follow_changes());
+    let registry = state.registry.clone();
+    tokio::spawn(async move { registry.build_search_index().await });
     tracing::info!(
         "docker-registry {} listening on {}://{local} with {workers} worker threads; data in {}, set by {}; deletion {}, {}",
         env!("CARGO_PKG_VERSION"),

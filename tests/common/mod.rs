@@ -476,3 +476,12 @@ pub fn hex(bytes: &[u8]) -> String {
 pub fn digest_of(data: &[u8]) -> String {
     format!("sha256:{}", sha256_hex(data))
 }
+
+/// A benchmark's numeric option (`--repos 1000`), if given.
+pub fn bench_arg(name: &str) -> Option<u64> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+}

@@ -64,6 +64,18 @@ pub fn check_pulled_blobs(dir: &Path) -> usize {
 /// Writes an OCI image layout at `dir` holding one image tagged `tag` with these layers;
 /// returns the manifest's digest (`sha256:...`).
 pub fn oci_image(dir: &Path, tag: &str, layers: &[Vec<u8>]) -> String {
+    oci_image_described(dir, tag, layers, &[], &[])
+}
+
+/// [`oci_image`] with these labels in its config (besides `tag`) and these annotations on
+/// its manifest.
+pub fn oci_image_described(
+    dir: &Path,
+    tag: &str,
+    layers: &[Vec<u8>],
+    labels: &[(&str, &str)],
+    annotations: &[(&str, &str)],
+) -> String {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).expect("mkdir");
     let put = |bytes: &[u8]| -> (String, usize) {
@@ -84,18 +96,30 @@ pub fn oci_image(dir: &Path, tag: &str, layers: &[Vec<u8>]) -> String {
         .iter()
         .map(|l| format!("sha256:{}", sha256_hex(l)))
         .collect();
+    let mut label_map = serde_json::Map::new();
+    label_map.insert("tag".into(), tag.into());
+    for (k, v) in labels {
+        label_map.insert((*k).into(), (*v).into());
+    }
     let config = serde_json::json!({
         "architecture": "amd64", "os": "linux",
-        "config": {"Labels": {"tag": tag}},
+        "config": {"Labels": label_map},
         "rootfs": {"type": "layers", "diff_ids": diff_ids}
     });
     let (cd, cn) = put(config.to_string().as_bytes());
-    let manifest = serde_json::json!({
+    let mut manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cn},
         "layers": layer_descs
     });
+    if !annotations.is_empty() {
+        let map: serde_json::Map<String, serde_json::Value> = annotations
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).into()))
+            .collect();
+        manifest["annotations"] = map.into();
+    }
     let mbytes = manifest.to_string().into_bytes();
     let (md, mn) = put(&mbytes);
     std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).expect("layout");

@@ -598,3 +598,58 @@ fn collecting_on_one_instance_while_pushing_through_the_others_loses_no_image() 
         }
     }
 }
+
+/// The search index of every instance follows the others' writes through the change
+/// journal: a repository pushed with a description through one instance is found by it
+/// through the two others, its deleted tag is gone there, within [`VISIBILITY_BOUND`].
+#[test]
+fn search_on_every_instance_follows_pushes_and_deletions_through_another() {
+    let Some(cl) = Cluster::start(3) else { return };
+    let [a, b, c] = [&cl.instances[0], &cl.instances[1], &cl.instances[2]];
+    let http = client();
+    let found = |s: &Server, q: &str| -> Vec<String> {
+        let v: serde_json::Value = http
+            .get(s.url(&format!("/v2/_catalog/search?q={q}")))
+            .expect_status(200)
+            .json()
+            .expect("json");
+        v["repositories"]
+            .as_array()
+            .expect("repositories")
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {}",
+                    r["name"].as_str().unwrap_or(""),
+                    r["description"].as_str().unwrap_or("")
+                )
+            })
+            .collect()
+    };
+    // Both readers have built their index (empty) before the push.
+    for s in [b, c] {
+        s.wait_for_log("search index: 0 repositories indexed in");
+    }
+    let config = r#"{"architecture":"amd64","os":"linux"}"#;
+    let cd = push_blob(&http, a, "find/me", config.as_bytes());
+    let mut m: serde_json::Value =
+        serde_json::from_str(&image_manifest((&cd, config.len()), &[])).expect("manifest");
+    m["annotations"] =
+        serde_json::json!({"org.opencontainers.image.description": "a needle in the bucket"});
+    put_manifest(&http, a, "find/me", "v1", &m.to_string());
+    let mut took = time_until("the description on the readers", || {
+        [b, c]
+            .iter()
+            .all(|s| found(s, "needle") == ["find/me a needle in the bucket"])
+    });
+    http.delete(a.url("/v2/find/me/manifests/v1"))
+        .expect_status(202);
+    took = took.max(time_until("the deleted tag on the readers", || {
+        [b, c].iter().all(|s| found(s, "needle").is_empty())
+    }));
+    eprintln!("search changes seen through both other instances within {took:?}");
+    assert!(
+        took <= VISIBILITY_BOUND,
+        "took {took:?}, more than {VISIBILITY_BOUND:?}"
+    );
+}
