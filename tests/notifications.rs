@@ -208,7 +208,17 @@ fn every_action_is_sent_in_registry_2_s_envelope() {
     let pulled = e[3];
     assert_eq!(pulled["target"]["size"], manifest.len());
     assert_eq!(pulled["request"]["useragent"], "notification-test/1.0");
-    assert_eq!(e[5]["target"]["fromRepository"], "team/app");
+    // The mount: the blob's size as registry:2 gives it (its stat in the source repository).
+    let mounted = e[5];
+    assert_eq!(mounted["target"]["fromRepository"], "team/app");
+    assert_eq!(mounted["target"]["size"], layer.len());
+    assert_eq!(mounted["target"]["length"], layer.len());
+    assert_eq!(mounted["target"]["mediaType"], "application/octet-stream");
+    assert_eq!(
+        mounted["target"]["url"],
+        format!("http://{host}/v2/other/blobs/{ld}")
+    );
+    assert_eq!(mounted["request"]["method"], "POST");
     // Every event has an id, a time and its source.
     let mut ids = std::collections::BTreeSet::new();
     for ev in &e {

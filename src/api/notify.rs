@@ -2,16 +2,21 @@
 //! pushes, pulls and deletes, and blob mounts, each once its response says it succeeded.
 //! What the event names comes from the request and from the response's headers, so the
 //! handlers need not know about events; a pushed blob's size, which no header carries,
-//! comes in the response's [`PushedSize`] extension.
+//! comes in the response's [`Placed`] extension, which also tells a mount from a push.
 
 use super::{body::Incoming, query_param, route, Route};
 use crate::events::{event, Action, RequestInfo, Target};
 use http::{Request, Response};
 use std::net::IpAddr;
 
-/// A finished upload's size, for its push event.
+/// How a blob came to be in a repository, and its size: for its push or mount event.
 #[derive(Clone, Copy)]
-pub(crate) struct PushedSize(pub u64);
+pub(crate) enum Placed {
+    /// An upload finished.
+    Pushed(u64),
+    /// A cross-repository mount (`?mount=&from=`).
+    Mounted(u64),
+}
 
 /// What the event needs from the request, taken before it is handed on.
 pub(super) struct Pending {
@@ -117,20 +122,20 @@ impl Pending {
             Route::UploadStart(name) | Route::Upload(name, _)
                 if resp.status() == http::StatusCode::CREATED =>
             {
-                let size = resp.extensions().get::<PushedSize>().map_or(0, |s| s.0);
+                let (action, size) = match resp.extensions().get::<Placed>() {
+                    Some(Placed::Mounted(n)) => (Action::Mount, *n),
+                    Some(Placed::Pushed(n)) => (Action::Push, *n),
+                    None => (Action::Push, 0),
+                };
                 let mut t = Target {
                     media_type: "application/octet-stream".into(),
                     digest: header("docker-content-digest"),
                     size,
                     ..Target::default()
                 };
-                let action = match (&self.from, method) {
-                    (Some(from), "POST") if size == 0 => {
-                        t.from_repository = from.clone();
-                        Action::Mount
-                    }
-                    _ => Action::Push,
-                };
+                if action == Action::Mount {
+                    t.from_repository = self.from.clone().unwrap_or_default();
+                }
                 (action, name, t)
             }
             _ => return None,

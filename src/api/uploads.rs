@@ -36,16 +36,14 @@ fn accepted(
     r
 }
 
-/// A blob in place; `size` when an upload put it there (for its notification event).
+/// A blob in place, how it got there and its size (for its notification event).
 fn created(
     name: &RepositoryName,
     digest: &Digest,
-    size: Option<u64>,
+    placed: super::notify::Placed,
 ) -> Response<super::body::Body> {
     let mut r = empty_response(StatusCode::CREATED);
-    if let Some(size) = size {
-        r.extensions_mut().insert(super::notify::PushedSize(size));
-    }
+    r.extensions_mut().insert(placed);
     set_header(&mut r, "location", &format!("/v2/{name}/blobs/{digest}"));
     set_header(&mut r, "docker-content-digest", &digest.to_string());
     r
@@ -128,8 +126,8 @@ pub async fn start(
         let digest = digest_param(&mount)?;
         if let Some(from) = query_param(&req, "from") {
             let from = repo_name(&from)?;
-            if registry.mount_blob(name, &from, &digest).await? {
-                return Ok(created(name, &digest, None));
+            if let Some(size) = registry.mount_blob(name, &from, &digest).await? {
+                return Ok(created(name, &digest, super::notify::Placed::Mounted(size)));
             }
         }
         // Not mountable: fall through to an ordinary session, as the spec says.
@@ -155,7 +153,7 @@ pub async fn start(
             }
         }
         let size = upload.complete(&digest).await?;
-        return Ok(created(name, &digest, Some(size)));
+        return Ok(created(name, &digest, super::notify::Placed::Pushed(size)));
     }
     let id = registry.start_upload(name).await?;
     Ok(accepted(name, &id, 0, StatusCode::ACCEPTED))
@@ -198,7 +196,7 @@ pub async fn finish(
         return Err(e);
     }
     let size = upload.complete(&digest).await?;
-    Ok(created(name, &digest, Some(size)))
+    Ok(created(name, &digest, super::notify::Placed::Pushed(size)))
 }
 
 pub async fn status(state: &AppState, name: &RepositoryName, id: &str) -> ApiResult {

@@ -128,24 +128,25 @@ impl Registry {
     }
 
     /// Cross-repository mount: links `digest` into `repo` when `from` links it. Returns
-    /// false when the blob cannot be mounted (the client then uploads it normally).
+    /// the blob's size, or `None` when it cannot be mounted (the client then uploads it
+    /// normally).
     pub async fn mount_blob(
         &self,
         repo: &RepositoryName,
         from: &RepositoryName,
         digest: &Digest,
-    ) -> RegistryResult<bool> {
+    ) -> RegistryResult<Option<u64>> {
         // Garbage collection hook: in use from before the check until the link is written
         // (see `gc`).
         let _pin = self.gc.pin(vec![digest.clone()]).await;
         self.mark_in_store(std::slice::from_ref(digest)).await?;
-        match self.blob_size(from, digest).await {
-            Ok(_) => {}
-            Err(RegistryError::BlobUnknown(_)) => return Ok(false),
+        let size = match self.blob_size(from, digest).await {
+            Ok(size) => size,
+            Err(RegistryError::BlobUnknown(_)) => return Ok(None),
             Err(e) => return Err(e),
-        }
+        };
         self.write_link(&layout::layer_link(repo, digest)?, digest)
             .await?;
-        Ok(true)
+        Ok(Some(size))
     }
 }
