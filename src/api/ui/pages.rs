@@ -243,28 +243,9 @@ pub(super) async fn repository(
     name: &RepositoryName,
 ) -> PageResult {
     let tags = state.registry.tags(name).await.map_err(failure)?;
-    // Boxed as `Send` futures: the stream then needs no higher-ranked lifetimes, which
-    // the connection's `Send` bound cannot prove through these borrows.
-    type RowFuture<'f> = std::pin::Pin<Box<dyn std::future::Future<Output = TagRow> + Send + 'f>>;
-    let futures: Vec<RowFuture<'_>> = tags
-        .iter()
-        .map(|tag| Box::pin(tag_row(state, name, tag)) as RowFuture<'_>)
-        .collect();
-    let mut rows: Vec<TagRow> = stream::iter(futures).buffered(CONCURRENCY).collect().await;
-    let sort = query(req, "sort").unwrap_or_else(|| "name".into());
-    let by_time = sort == "created";
-    let desc = query(req, "order").map_or(by_time, |o| o == "desc");
-    if by_time {
-        rows.sort_by(|a, b| {
-            let key = |r: &TagRow| r.summary.as_ref().and_then(|s| s.created.clone());
-            key(a).cmp(&key(b)).then_with(|| a.tag.cmp(&b.tag))
-        });
-    }
-    if desc {
-        rows.reverse();
-    }
-    let deletable = may_delete(state, viewer, name);
-
+    let mut rows = tag_rows(state, name, &tags).await;
+    let order = TagOrder::asked(req);
+    order.sort(&mut rows);
     let mut m = String::new();
     let _ = write!(
         m,
@@ -280,17 +261,62 @@ pub(super) async fn repository(
         );
     }
     let _ = write!(m, "<p>{} tags</p>", rows.len());
-    let header = |label: &str, key: &str, default_desc: bool| {
-        let active = (key == "created") == by_time;
-        let next_desc = if active { !desc } else { default_desc };
+    let deletable = may_delete(state, viewer, name);
+    m.push_str(&tags_table(name, &rows, &order, deletable));
+    Ok(page(name.as_str(), viewer, state, &m))
+}
+
+/// Every tag's row, several read at a time.
+async fn tag_rows(state: &AppState, name: &RepositoryName, tags: &[String]) -> Vec<TagRow> {
+    // Boxed as `Send` futures: the stream then needs no higher-ranked lifetimes, which
+    // the connection's `Send` bound cannot prove through these borrows.
+    type RowFuture<'f> = std::pin::Pin<Box<dyn std::future::Future<Output = TagRow> + Send + 'f>>;
+    let futures: Vec<RowFuture<'_>> = tags
+        .iter()
+        .map(|tag| Box::pin(tag_row(state, name, tag)) as RowFuture<'_>)
+        .collect();
+    stream::iter(futures).buffered(CONCURRENCY).collect().await
+}
+
+/// How the tags are sorted: by name or by creation time (`?sort=created`), either way round
+/// (`&order=desc`; newest first by default).
+struct TagOrder {
+    by_time: bool,
+    desc: bool,
+}
+
+impl TagOrder {
+    fn asked(req: &Request<Incoming>) -> TagOrder {
+        let by_time = query(req, "sort").is_some_and(|s| s == "created");
+        let desc = query(req, "order").map_or(by_time, |o| o == "desc");
+        TagOrder { by_time, desc }
+    }
+
+    fn sort(&self, rows: &mut [TagRow]) {
+        if self.by_time {
+            rows.sort_by(|a, b| {
+                let key = |r: &TagRow| r.summary.as_ref().and_then(|s| s.created.clone());
+                key(a).cmp(&key(b)).then_with(|| a.tag.cmp(&b.tag))
+            });
+        }
+        if self.desc {
+            rows.reverse();
+        }
+    }
+
+    /// A sortable column's header: a link that sorts by it, the other way round when it
+    /// already does.
+    fn header(&self, name: &RepositoryName, label: &str, key: &str, default_desc: bool) -> String {
+        let active = (key == "created") == self.by_time;
+        let next_desc = if active { !self.desc } else { default_desc };
         let aria = if !active {
             "none"
-        } else if desc {
+        } else if self.desc {
             "descending"
         } else {
             "ascending"
         };
-        let arrow = match (active, desc) {
+        let arrow = match (active, self.desc) {
             (false, _) => "",
             (true, true) => " ↓",
             (true, false) => " ↑",
@@ -300,22 +326,27 @@ pub(super) async fn repository(
             esc(name.as_str()),
             if next_desc { "desc" } else { "asc" }
         )
-    };
+    }
+}
+
+/// The tags table, with a delete link on each row for those who may delete.
+fn tags_table(name: &RepositoryName, rows: &[TagRow], order: &TagOrder, deletable: bool) -> String {
+    let mut m = String::new();
     let _ = write!(
         m,
         "<div class=\"scroll\"><table id=\"tags\"><caption class=\"sr\">Tags of {}</caption>\
          <thead><tr>{}<th scope=\"col\">Digest</th><th scope=\"col\" class=\"num\">Size</th>{}\
          <th scope=\"col\">Platforms</th>{}</tr></thead><tbody>",
         esc(name.as_str()),
-        header("Tag", "name", false),
-        header("Created", "created", true),
+        order.header(name, "Tag", "name", false),
+        order.header(name, "Created", "created", true),
         if deletable {
             "<th scope=\"col\"><span class=\"sr\">Actions</span></th>"
         } else {
             ""
         }
     );
-    for r in &rows {
+    for r in rows {
         let s = r.summary.as_deref();
         let _ = write!(
             m,
@@ -339,7 +370,7 @@ pub(super) async fn repository(
         m.push_str("</tr>");
     }
     m.push_str("</tbody></table></div>");
-    Ok(page(name.as_str(), viewer, state, &m))
+    m
 }
 
 /// Rows of a definition list, skipping empty values.
