@@ -135,6 +135,40 @@ impl Events {
     }
 }
 
+/// registry:3's notification series for one endpoint (see `metrics`).
+fn count_event(endpoint: &str, kind: &'static str) {
+    if let Some(m) = crate::metrics::get() {
+        m.notification_events
+            .get_or_create(&vec![
+                ("type", kind.to_owned()),
+                ("endpoint", endpoint.to_owned()),
+            ])
+            .inc();
+    }
+}
+
+fn count_pending(endpoint: &str, change: i64) {
+    if let Some(m) = crate::metrics::get() {
+        m.notification_pending
+            .get_or_create(&vec![("endpoint", endpoint.to_owned())])
+            .inc_by(change);
+    }
+}
+
+/// An endpoint's answer: `200 OK`, as registry:3 labels it.
+fn count_status(endpoint: &str, status: reqwest::StatusCode) {
+    if let Some(m) = crate::metrics::get() {
+        let code = format!(
+            "{} {}",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        );
+        m.notification_status
+            .get_or_create(&vec![("code", code), ("endpoint", endpoint.to_owned())])
+            .inc();
+    }
+}
+
 fn dropped(why: &str, n: u64) {
     if let Some(m) = crate::metrics::get() {
         m.notifications_dropped.inc_by(n);
@@ -171,6 +205,7 @@ pub fn start(
         if let Some(last) = pending.last() {
             next.fetch_max(last + 1, Ordering::Relaxed);
         }
+        count_pending(&endpoint.name, pending.len() as i64);
         if !pending.is_empty() {
             tracing::info!(
                 "notifications: {} event(s) for {} queued by an earlier run",
@@ -266,6 +301,8 @@ async fn write_loop(
                 }
                 oldest
             };
+            count_event(&q.endpoint.name, "Events");
+            count_pending(&q.endpoint.name, 1 - oldest.len() as i64);
             if !oldest.is_empty() {
                 for s in &oldest {
                     let _ = std::fs::remove_file(event_file(&q.dir, *s));
@@ -301,10 +338,14 @@ async fn send_loop(q: Arc<Queue>, client: reqwest::Client) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => tracing::warn!("notifications: skipping {}: {e}", file.display()),
         }
-        q.pending
+        let removed = q
+            .pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&seq);
+        if removed {
+            count_pending(&q.endpoint.name, -1);
+        }
         let _ = tokio::fs::remove_file(&file).await;
     }
 }
@@ -325,6 +366,8 @@ async fn deliver(q: &Queue, client: &reqwest::Client, event: &str) {
         }
         let problem = match request.send().await {
             Ok(r) if r.status().is_success() => {
+                count_status(&e.name, r.status());
+                count_event(&e.name, "Successes");
                 if let Some(m) = crate::metrics::get() {
                     m.notifications_sent.inc();
                 }
@@ -333,8 +376,15 @@ async fn deliver(q: &Queue, client: &reqwest::Client, event: &str) {
                 }
                 return;
             }
-            Ok(r) => format!("answered {}", r.status()),
-            Err(err) => err.to_string(),
+            Ok(r) => {
+                count_status(&e.name, r.status());
+                count_event(&e.name, "Failures");
+                format!("answered {}", r.status())
+            }
+            Err(err) => {
+                count_event(&e.name, "Errors");
+                err.to_string()
+            }
         };
         failures += 1;
         if let Some(m) = crate::metrics::get() {

@@ -57,6 +57,10 @@ pub struct TypeLabel {
     pub r#type: &'static str,
 }
 
+/// The labels of registry:3's notification series, in its order: `type` or `code` (none
+/// for the pending gauge), then `endpoint`.
+pub type NotificationLabels = Vec<(&'static str, String)>;
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Every metric of the process.
@@ -83,6 +87,14 @@ pub struct Metrics {
     pub notifications_sent: Counter,
     pub notifications_failed: Counter,
     pub notifications_dropped: Counter,
+    /// registry:3's `registry_notifications_events_total{type,endpoint}`: `Events` queued,
+    /// `Successes` and `Failures` (2xx or not) and `Errors` (no answer) of each attempt.
+    pub notification_events: Family<NotificationLabels, Counter>,
+    /// registry:3's `registry_notifications_pending_total{endpoint}` (a gauge, named so).
+    pub notification_pending: Family<NotificationLabels, Gauge>,
+    /// registry:3's `registry_notifications_status_total{code,endpoint}`, `code` as
+    /// `200 OK`.
+    pub notification_status: Family<NotificationLabels, Counter>,
     /// The pull-through cache, by `type` (blob, manifest), as registry:2 names them:
     /// requests for proxied content, those answered from storage, those fetched upstream,
     /// the bytes fetched and the bytes answered.
@@ -126,6 +138,9 @@ impl Metrics {
             notifications_sent: Counter::default(),
             notifications_failed: Counter::default(),
             notifications_dropped: Counter::default(),
+            notification_events: Family::default(),
+            notification_pending: Family::default(),
+            notification_status: Family::default(),
             proxy_requests: Family::default(),
             proxy_hits: Family::default(),
             proxy_misses: Family::default(),
@@ -220,6 +235,23 @@ impl Metrics {
             "notifications_dropped",
             "Events dropped because a queue was full",
             m.notifications_dropped.clone(),
+        );
+        // registry:3's series, with its names and help (go-metrics names a gauge in the
+        // unit `total` `_total` too).
+        r.register(
+            "notifications_events",
+            "The number of total events",
+            m.notification_events.clone(),
+        );
+        r.register(
+            "notifications_pending_total",
+            "The gauge of pending events in queue",
+            m.notification_pending.clone(),
+        );
+        r.register(
+            "notifications_status",
+            "The number of status code",
+            m.notification_status.clone(),
         );
         for (name, help, family) in [
             (

@@ -327,3 +327,67 @@ fn a_full_queue_drops_its_oldest_events_saying_so() {
     );
     assert!(s.log_text().contains("notifications.queue.limit"));
 }
+
+/// registry:3's notification series (registry 2.8 had only expvar), scraped from the debug
+/// listener: an event queued while its endpoint is down counts `Events` and stays pending,
+/// each refused connection counts `Errors`; once a receiver listens it counts `Successes`
+/// and a `200 OK` status, and nothing is pending. Ours stay beside them.
+#[test]
+fn registry_3_notification_metrics_count_queued_errors_and_deliveries() {
+    let port = free_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("http://127.0.0.1:{port}/events");
+    let s = with_metrics(
+        Server::builder()
+            .arg("--config")
+            .arg(config(dir.path(), &url)),
+    );
+    let c = client();
+    push_blob(&c, &s, "team/app", b"one blob");
+    let series = |kind: &str| {
+        format!("registry_notifications_events_total{{type=\"{kind}\",endpoint=\"test-receiver\"}}")
+    };
+    let pending = "registry_notifications_pending_total{endpoint=\"test-receiver\"}";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut text = scrape(&s);
+    while sample(&text, &series("Errors")) < 1.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        text = scrape(&s);
+    }
+    assert_eq!(sample(&text, &series("Events")), 1.0, "{text}");
+    assert!(sample(&text, &series("Errors")) >= 1.0, "{text}");
+    assert_eq!(sample(&text, pending), 1.0, "{text}");
+    assert!(
+        text.contains("# TYPE registry_notifications_pending_total gauge"),
+        "{text}"
+    );
+    assert!(
+        text.contains("# TYPE registry_notifications_events counter"),
+        "{text}"
+    );
+
+    let receiver = Receiver::start(port);
+    receiver.events(1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut text = scrape(&s);
+    while sample(&text, &series("Successes")) < 1.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        text = scrape(&s);
+    }
+    assert_eq!(sample(&text, &series("Successes")), 1.0, "{text}");
+    assert_eq!(sample(&text, &series("Failures")), 0.0, "{text}");
+    assert_eq!(
+        sample(
+            &text,
+            "registry_notifications_status_total{code=\"200 OK\",endpoint=\"test-receiver\"}"
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(sample(&text, pending), 0.0, "{text}");
+    assert_eq!(
+        sample(&text, "registry_notifications_sent_total"),
+        1.0,
+        "{text}"
+    );
+}

@@ -9,47 +9,6 @@ mod common;
 use common::*;
 use std::process::Command;
 
-/// Starts ours with the debug listener on a free loopback port and metrics on.
-fn with_metrics(builder: ServerBuilder) -> Server {
-    builder
-        .args_from(&["--debug-addr", "127.0.0.1:0", "--metrics"])
-        .start()
-}
-
-/// `http://127.0.0.1:PORT` of the debug listener, from the line the daemon logs for it.
-fn debug_base(s: &Server) -> String {
-    let log = s.log_text();
-    let marker = "debug listener on ";
-    let at = log
-        .find(marker)
-        .unwrap_or_else(|| panic!("no debug listener in the log:\n{log}"));
-    let rest = &log[at + marker.len()..];
-    rest.split(':').take(3).collect::<Vec<_>>().join(":")
-}
-
-/// The metrics as scraped, checked to be OpenMetrics text.
-fn scrape(s: &Server) -> String {
-    let r = client()
-        .get(format!("{}/metrics", debug_base(s)))
-        .expect_status(200);
-    let ct = r.headers()["content-type"]
-        .to_str()
-        .expect("ascii")
-        .to_owned();
-    assert!(ct.starts_with("application/openmetrics-text"), "{ct}");
-    let text = r.text().expect("text");
-    assert!(text.ends_with("# EOF\n"), "{text}");
-    text
-}
-
-/// The value of one sample (`name{labels}` exactly as written), 0 when absent.
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .map(|v| v.trim().parse().expect("a number"))
-        .unwrap_or(0.0)
-}
-
 #[test]
 fn metrics_count_pushes_and_pulls_under_registry_2_names() {
     let s = with_metrics(Server::builder());
