@@ -631,3 +631,97 @@ fn a_pull_through_cache_on_s3_fetches_once_and_serves_from_the_bucket() {
     drop(upstream);
     pull_and_check(&cache.host(), "library/a:latest", &expected, false);
 }
+
+/// Starts an upload session: its URL, and what separates a query parameter added to it.
+fn start_upload(c: &reqwest::blocking::Client, s: &Server, repo: &str) -> (String, char) {
+    let r = c
+        .post(s.url(&format!("/v2/{repo}/blobs/uploads/")))
+        .expect_status(202);
+    let at = absolute(
+        &s.url(""),
+        r.headers()["location"].to_str().expect("location"),
+    );
+    let sep = if at.contains('?') { '&' } else { '?' };
+    (at, sep)
+}
+
+/// Waits (20 s at most) until there are no uploads under `whole/` (`none`) or some.
+fn uploads_become(moto: &Moto, none: bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if open_uploads(moto, "whole/").is_empty() == none {
+            return true;
+        }
+        if std::time::Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// A blob that arrives whole with its digest (a monolithic POST, or a PUT finishing a session
+/// that received nothing) is written straight at its key and appears there only once its
+/// digest checked: served, with no upload left anywhere; a wrong digest leaves no blob and no
+/// upload, and so does a body cut short (its parts are aborted), the session still usable.
+#[test]
+fn blobs_that_arrive_whole_go_straight_to_their_key() {
+    let Some(moto) = moto() else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = ours(&moto, "whole", dir.path());
+    let c = client();
+    let repo = "straight/in";
+    // Several parts of CHUNK, and a short last one.
+    let large: Vec<u8> = (0..3 * CHUNK + 1234).map(|i| (i % 251) as u8).collect();
+    let d = push_blob(&c, &s, repo, &large);
+    assert!(
+        get_blob(&c, &s, repo, &d) == large,
+        "the large blob pulls whole"
+    );
+    // POST, then a PUT with the whole body.
+    let small = b"one request's worth".to_vec();
+    let ds = digest_of(&small);
+    let (at, sep) = start_upload(&c, &s, repo);
+    c.put(format!("{at}{sep}digest={ds}"))
+        .body(small.clone())
+        .expect_status(201);
+    assert_eq!(get_blob(&c, &s, repo, &ds), small);
+    assert!(open_uploads(&moto, "whole/").is_empty(), "no upload left");
+
+    // The digest of other content: refused, and nothing of it stays.
+    let wrong = digest_of(b"something else");
+    c.post(s.url(&format!("/v2/{repo}/blobs/uploads/?digest={wrong}")))
+        .body(large.clone())
+        .expect_error(400, "DIGEST_INVALID");
+    c.head(s.url(&format!("/v2/{repo}/blobs/{wrong}")))
+        .expect_status(404);
+    assert!(open_uploads(&moto, "whole/").is_empty(), "no upload left");
+
+    // A body cut short after two parts went up: the writer's upload is aborted.
+    let (at, sep) = start_upload(&c, &s, repo);
+    let target = at.strip_prefix(&s.url("")).expect("our URL").to_owned();
+    {
+        use std::io::Write;
+        let mut conn = std::net::TcpStream::connect(s.host()).expect("connect");
+        write!(
+            conn,
+            "PUT {target}{sep}digest={d} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\n\r\n",
+            s.host(),
+            large.len()
+        )
+        .expect("head");
+        conn.write_all(&large[..3 * CHUNK])
+            .expect("most of the body");
+        assert!(uploads_become(&moto, false), "parts went up");
+    }
+    assert!(uploads_become(&moto, true), "the cut upload was aborted");
+    // The session is as it was, empty: finished now with the whole body.
+    c.put(format!("{at}{sep}digest={d}"))
+        .body(large.clone())
+        .expect_status(201);
+    assert!(
+        get_blob(&c, &s, repo, &d) == large,
+        "pulled whole after the retry"
+    );
+}

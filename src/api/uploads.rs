@@ -136,9 +136,7 @@ pub async fn start(
         // Monolithic upload: the whole blob in this request.
         let digest = digest_param(&d)?;
         let id = registry.start_upload(name).await?;
-        let mut upload = registry
-            .open_upload(name, &id, Some(digest.algorithm()))
-            .await?;
+        let mut upload = registry.open_upload_to_finish(name, &id, &digest).await?;
         let expected_len = content_length(&req)?;
         if let Err(e) = stream_body(req.into_body(), &mut upload).await {
             drop(upload);
@@ -188,7 +186,7 @@ pub async fn finish(
     };
     let mut upload = state
         .registry
-        .open_upload(name, id, Some(digest.algorithm()))
+        .open_upload_to_finish(name, id, &digest)
         .await?;
     check_chunk(&req, upload.size())?;
     if let Err(e) = stream_body(req.into_body(), &mut upload).await {

@@ -30,6 +30,16 @@
 //!   format registry:2 writes there (Go's marshalled SHA-2 state), so the next instance
 //!   continues the digest without reading back what was received.
 //!
+//! # Straight into the blob store
+//!
+//! A request that brings a whole blob and names its digest up front (a monolithic upload,
+//! or a PUT finishing a session that has received nothing) writes, where the driver offers
+//! one, through a *whole writer* at the blob's own path
+//! ([`StorageDriver::whole_writer`](crate::storage::StorageDriver::whole_writer)): nothing
+//! is there for anyone until the digest has checked and the writer is closed, and there is
+//! no copy of the session's data into place (on S3, a server-side copy of every byte). A
+//! body cut short leaves the session as it was (empty): the client starts the blob again.
+//!
 //! Which hash: the client names the digest, and so its algorithm, only with the request
 //! that ends the upload. A session is hashed with sha256 (what nearly every client uses)
 //! until a request names a digest of another algorithm: a monolithic upload names it up
@@ -184,6 +194,9 @@ pub struct UploadWriter<'a> {
     /// A write failed: the file may hold less than was hashed, so the digest state must not
     /// be kept for the next request (it is rebuilt from the file instead).
     poisoned: bool,
+    /// `writer` is a whole writer of the blob itself (see the module doc), not the session's
+    /// data file.
+    whole: bool,
 }
 
 impl Registry {
@@ -236,6 +249,29 @@ impl Registry {
         repo: &RepositoryName,
         id: &str,
         algorithm: Option<Algorithm>,
+    ) -> RegistryResult<UploadWriter<'_>> {
+        self.open_upload_writing(repo, id, algorithm, None).await
+    }
+
+    /// Opens a session for the request that finishes it with `digest`: when the session has
+    /// received nothing yet, the bytes go straight to the blob's path if the driver can
+    /// write it whole (see the module doc).
+    pub async fn open_upload_to_finish(
+        &self,
+        repo: &RepositoryName,
+        id: &str,
+        digest: &Digest,
+    ) -> RegistryResult<UploadWriter<'_>> {
+        self.open_upload_writing(repo, id, Some(digest.algorithm()), Some(digest))
+            .await
+    }
+
+    async fn open_upload_writing(
+        &self,
+        repo: &RepositoryName,
+        id: &str,
+        algorithm: Option<Algorithm>,
+        finishing: Option<&Digest>,
     ) -> RegistryResult<UploadWriter<'_>> {
         let data = layout::upload_data(repo, id)?;
         let mut state = self.uploads.entry(id).lock_owned().await;
@@ -299,9 +335,18 @@ impl Registry {
                 self.hash_file(&data, size, state.algorithm).await?.0
             }
         };
-        // Opened after any rehash: on S3, reading an upload back completes the multipart
-        // upload holding it, which a writer opened before would no longer find.
-        let writer = self.driver.writer(&data, true).await?;
+        let whole = match finishing {
+            Some(d) if size == 0 && d.algorithm() == state.algorithm => {
+                self.driver.whole_writer(&layout::blob_data(d)?).await?
+            }
+            _ => None,
+        };
+        let (writer, whole) = match whole {
+            Some(w) => (w, true),
+            // Opened after any rehash: on S3, reading an upload back completes the multipart
+            // upload holding it, which a writer opened before would no longer find.
+            None => (self.driver.writer(&data, true).await?, false),
+        };
         if writer.size() != size {
             return Err(RegistryError::Storage(StorageError::Io {
                 path: data.to_string(),
@@ -322,6 +367,7 @@ impl Registry {
             batch: Vec::new(),
             batch_len: 0,
             poisoned: false,
+            whole,
         })
     }
 
@@ -490,6 +536,18 @@ impl UploadWriter<'_> {
     }
 
     async fn pause_and_save(&mut self) -> RegistryResult<u64> {
+        if self.whole {
+            // Nothing of this request is kept (see the module doc): the session still holds
+            // what it held, nothing.
+            if let Some(w) = self.writer.take() {
+                if let Err(e) = w.cancel().await {
+                    tracing::warn!(upload = self.id, "abandoning a blob's write failed: {e}");
+                }
+            }
+            self.hasher = None;
+            self.state.hasher = None;
+            return Ok(0);
+        }
         let hasher = match self.settle().await {
             Ok(h) => h,
             Err(e) => {
@@ -551,8 +609,10 @@ impl UploadWriter<'_> {
         let Some(w) = self.writer.take() else {
             return Err(RegistryError::BlobUploadUnknown);
         };
+        if self.whole {
+            return self.publish_whole(w, hasher, expected).await;
+        }
         let registry = self.registry;
-        let upload_dir = layout::upload_dir(&self.repo, &self.id)?;
         let data = layout::upload_data(&self.repo, &self.id)?;
         // Closed, not yet synced: the staged write below makes the content durable before
         // it moves into the blob store, and the move durable before the link is written,
@@ -570,11 +630,7 @@ impl UploadWriter<'_> {
                 .finish()
         };
         if &actual != expected {
-            registry.remove(&upload_dir).await?;
-            registry.uploads.forget(&self.id);
-            return Err(RegistryError::DigestInvalid(format!(
-                "expected {expected}, content is {actual}"
-            )));
+            return self.refuse_digest(expected, &actual).await;
         }
         let target = layout::blob_data(expected)?;
         // Garbage collection hook: the content and its link are in use from now on, held
@@ -583,10 +639,7 @@ impl UploadWriter<'_> {
         registry
             .mark_in_store(std::slice::from_ref(expected))
             .await?;
-        let link = [(
-            layout::layer_link(&self.repo, expected)?,
-            super::link_to(expected),
-        )];
+        let link = self.link(expected)?;
         // Two clients pushing the same content both succeed: the second finds it in place.
         let data: Vec<(StoragePath, Staged)> = if registry.exists(&target).await? {
             Vec::new()
@@ -604,7 +657,68 @@ impl UploadWriter<'_> {
         } else {
             registry.driver.put_staged(&[&data, &link]).await?;
         }
-        registry.remove(&upload_dir).await?;
+        self.end_session(size).await
+    }
+
+    /// Finishes an upload written by a whole writer at the blob's path: published (closed)
+    /// only once the digest has checked, abandoned otherwise.
+    async fn publish_whole(
+        &mut self,
+        w: Box<dyn FileWriter>,
+        hasher: DigestHasher,
+        expected: &Digest,
+    ) -> RegistryResult<u64> {
+        let registry = self.registry;
+        let size = w.size();
+        let actual = hasher.finish();
+        if &actual != expected {
+            if let Err(e) = w.cancel().await {
+                tracing::warn!(upload = self.id, "abandoning a blob's write failed: {e}");
+            }
+            return self.refuse_digest(expected, &actual).await;
+        }
+        // As for a move into place (see `complete_and_store`): in use from its mark on, and
+        // marked again before its link when writing took long. Published even where the same
+        // content already is: the same bytes replace it at once, and a whole writer is only
+        // offered where that costs less than asking first.
+        let _pin = registry.gc.pin_upload(expected.clone()).await;
+        let marked = std::time::Instant::now();
+        registry
+            .mark_in_store(std::slice::from_ref(expected))
+            .await?;
+        w.close().await?;
+        if marked.elapsed() > super::gc_shared::MARK_LIFETIME / 2 {
+            registry
+                .mark_in_store(std::slice::from_ref(expected))
+                .await?;
+        }
+        let link = self.link(expected)?;
+        registry.driver.put_staged(&[&link]).await?;
+        self.end_session(size).await
+    }
+
+    /// The repository's link to the blob, for a staged write.
+    fn link(&self, d: &Digest) -> RegistryResult<[(StoragePath, Staged); 1]> {
+        Ok([(layout::layer_link(&self.repo, d)?, super::link_to(d))])
+    }
+
+    /// Content that is not what the client named: nothing is stored, the session goes.
+    async fn refuse_digest(&mut self, expected: &Digest, actual: &Digest) -> RegistryResult<u64> {
+        self.registry
+            .remove(&layout::upload_dir(&self.repo, &self.id)?)
+            .await?;
+        self.registry.uploads.forget(&self.id);
+        Err(RegistryError::DigestInvalid(format!(
+            "expected {expected}, content is {actual}"
+        )))
+    }
+
+    /// Removes a finished session's directory and what this process kept of it.
+    async fn end_session(&mut self, size: u64) -> RegistryResult<u64> {
+        let registry = self.registry;
+        registry
+            .remove(&layout::upload_dir(&self.repo, &self.id)?)
+            .await?;
         // The claim was in the session's directory: gone with it.
         if let Some(claim) = self.claim.as_mut() {
             claim.forget();

@@ -297,6 +297,19 @@ pub trait StorageDriver: Send + Sync + fmt::Debug + 'static {
     /// Opens a writer; with `append`, continues an existing file (created if missing).
     async fn writer(&self, path: &StoragePath, append: bool) -> StorageResult<Box<dyn FileWriter>>;
 
+    /// A writer of a whole new file that appears at `path` only when [`FileWriter::close`]
+    /// succeeds, all at once: until then no reader, on this instance or another, finds
+    /// anything new there, and [`FileWriter::cancel`] or dropping the writer leaves nothing.
+    /// For content checked before it is published (a blob whose digest is known as its
+    /// bytes arrive), instead of writing it elsewhere and moving it into place. `None` where
+    /// the backend has nothing cheaper than that move (a local rename costs nothing).
+    async fn whole_writer(
+        &self,
+        _path: &StoragePath,
+    ) -> StorageResult<Option<Box<dyn FileWriter>>> {
+        Ok(None)
+    }
+
     async fn stat(&self, path: &StoragePath) -> StorageResult<FileInfo>;
 
     /// Names of the direct children of a directory, unsorted.

@@ -100,6 +100,10 @@ impl StorageDriver for TimedDriver {
         self.time("Writer", self.inner.writer(path, append)).await
     }
 
+    async fn whole_writer(&self, path: &StoragePath) -> StorageResult<Option<Box<dyn FileWriter>>> {
+        self.time("Writer", self.inner.whole_writer(path)).await
+    }
+
     async fn stat(&self, path: &StoragePath) -> StorageResult<FileInfo> {
         self.time("Stat", self.inner.stat(path)).await
     }

@@ -628,6 +628,15 @@ impl StorageDriver for S3Driver {
         ))
     }
 
+    /// A multipart upload at the file's key, named by no `.~multipart` record (so no reader
+    /// takes it for the file), completed by `close`: the object appears whole, with no copy.
+    async fn whole_writer(&self, path: &StoragePath) -> StorageResult<Option<Box<dyn FileWriter>>> {
+        Ok(Some(Box::new(writer::S3Writer::whole(
+            self.inner.clone(),
+            path,
+        ))))
+    }
+
     async fn stat(&self, path: &StoragePath) -> StorageResult<FileInfo> {
         let inner = &self.inner;
         let key = inner.key(path);
@@ -950,6 +959,52 @@ mod bucket_tests {
             b"sha256:1"
         );
         assert_eq!(bare.list(&path("srv")).await.expect("list"), ["registry"]);
+    }
+
+    /// A whole writer's file is nowhere until it is closed, for readers that would complete
+    /// an open upload too; then it is there at once. Cancelled, it leaves no upload.
+    #[tokio::test]
+    async fn a_whole_writer_shows_nothing_until_closed() {
+        let Some((_moto, d)) = start("").await else {
+            return;
+        };
+        let p = path("blobs/ab/abcd/data");
+        let key = d.inner.key(&p);
+        let content: Vec<u8> = (0..3 * PART + 7).map(|i| (i % 253) as u8).collect();
+        let mut w = d
+            .whole_writer(&p)
+            .await
+            .expect("whole writer")
+            .expect("offered");
+        w.write_chunks(vec![Bytes::from(content.clone())])
+            .await
+            .expect("write");
+        assert_eq!(uploads_at(&d, &key).await.len(), 1, "parts are going up");
+        assert!(matches!(d.stat(&p).await, Err(StorageError::NotFound(_))));
+        assert!(matches!(
+            d.get_content(&p, 1 << 30).await,
+            Err(StorageError::NotFound(_))
+        ));
+        assert!(d.list(&path("blobs")).await.is_err(), "nothing listed");
+        assert_eq!(w.close().await.expect("close"), content.len() as u64);
+        assert_eq!(
+            &d.get_content(&p, 1 << 30).await.expect("get")[..],
+            &content[..]
+        );
+        assert!(uploads_at(&d, &key).await.is_empty());
+
+        let q = path("blobs/cd/cdef/data");
+        let mut w = d.whole_writer(&q).await.expect("writer").expect("offered");
+        w.write_chunks(vec![Bytes::from(content.clone())])
+            .await
+            .expect("write");
+        w.cancel().await.expect("cancel");
+        assert!(uploads_at(&d, &d.inner.key(&q)).await.is_empty());
+        assert!(matches!(d.stat(&q).await, Err(StorageError::NotFound(_))));
+        // The file closed before is untouched by another writer's cancel at its key.
+        let w = d.whole_writer(&p).await.expect("writer").expect("offered");
+        w.cancel().await.expect("cancel");
+        assert_eq!(d.stat(&p).await.expect("stat").size, content.len() as u64);
     }
 
     /// A writer closed between requests leaves its parts in an open upload, recorded in

@@ -16,6 +16,12 @@
 //! Parts other than the last are always at least `chunksize`: a part is only cut while at
 //! least [`MIN_PART`] more stays gathered, so closing never leaves a short part behind
 //! unless the whole writer received less than that.
+//!
+//! A *whole* writer ([`S3Writer::whole`], for `StorageDriver::whole_writer`) writes a new
+//! file that no one sees until it is closed: its upload is named by no record, so it is no
+//! file's content; closing completes it (or, for what fits one request, PUTs it), and the
+//! object appears at once. Cancelling or dropping it aborts its own upload, never another
+//! (another instance may be writing the same content to the same key).
 
 use super::client::{Body, S3Error, S3Result};
 use super::options::{MAX_PART, MIN_PART};
@@ -83,6 +89,10 @@ pub(super) struct S3Writer {
     dirty: bool,
     /// A request failed: the bucket may not hold what `size` says, so nothing more is taken.
     failed: bool,
+    /// A whole writer (see the module doc).
+    whole: bool,
+    /// Closed or cancelled: a whole writer dropped before either aborts its upload.
+    done: bool,
     /// Its uploads are not leftovers while it lives.
     _held: super::KeyHeld,
 }
@@ -94,21 +104,7 @@ impl S3Writer {
         append: bool,
     ) -> StorageResult<S3Writer> {
         let key = inner.key(path);
-        let mut w = S3Writer {
-            inner: inner.clone(),
-            path: path.clone(),
-            key: key.clone(),
-            upload: None,
-            carry: Carry::Nothing,
-            object_stale: true,
-            gathered: VecDeque::new(),
-            gathered_len: 0,
-            running: VecDeque::new(),
-            size: 0,
-            dirty: true,
-            failed: false,
-            _held: inner.in_use.hold(&key),
-        };
+        let mut w = S3Writer::new(inner.clone(), path, false);
         if !append {
             return Ok(w);
         }
@@ -160,6 +156,34 @@ impl S3Writer {
         Ok(w)
     }
 
+    /// A whole writer of a new file at `path` (see the module doc); no request until there
+    /// is something to send.
+    pub(super) fn whole(inner: Arc<Inner>, path: &StoragePath) -> S3Writer {
+        S3Writer::new(inner, path, true)
+    }
+
+    /// A writer of a new, empty file (one to whole, which replaces no object).
+    fn new(inner: Arc<Inner>, path: &StoragePath, whole: bool) -> S3Writer {
+        let key = inner.key(path);
+        S3Writer {
+            inner: inner.clone(),
+            path: path.clone(),
+            key: key.clone(),
+            upload: None,
+            carry: Carry::Nothing,
+            object_stale: !whole,
+            gathered: VecDeque::new(),
+            gathered_len: 0,
+            running: VecDeque::new(),
+            size: 0,
+            dirty: true,
+            failed: false,
+            whole,
+            done: false,
+            _held: inner.in_use.hold(&key),
+        }
+    }
+
     fn err(&self, e: S3Error) -> StorageError {
         self.inner.error(&self.path, e)
     }
@@ -193,6 +217,15 @@ impl S3Writer {
             other => other,
         };
         if self.upload.is_some() {
+            return Ok(());
+        }
+        if self.whole {
+            // Its own upload, unrecorded; others at the key may be writing the same.
+            let id = self.inner.client.create_multipart(&self.key).await?;
+            self.upload = Some(Upload {
+                id,
+                parts: Vec::new(),
+            });
             return Ok(());
         }
         // Uploads left at this key by writers that died are not the content (an object is,
@@ -343,6 +376,21 @@ impl S3Writer {
         } else {
             self.ensure_upload().await?;
         }
+        if self.whole {
+            let Some(u) = &self.upload else {
+                return Err(S3Error::Invalid("no upload".to_owned()));
+            };
+            let parts: Vec<(u32, String)> = u
+                .parts
+                .iter()
+                .map(|(n, etag, _)| (*n, etag.clone()))
+                .collect();
+            return self
+                .inner
+                .client
+                .complete_multipart(&self.key, &u.id, &parts)
+                .await;
+        }
         // What the file holds now, for the next writer and for readers.
         if let Some(u) = &self.upload {
             self.inner.save_open_upload(&self.key, &u.record()).await?;
@@ -392,7 +440,10 @@ impl FileWriter for S3Writer {
             return Ok(self.size);
         }
         match self.finish().await {
-            Ok(()) => Ok(self.size),
+            Ok(()) => {
+                self.done = true;
+                Ok(self.size)
+            }
             Err(e) => Err(self.err(e)),
         }
     }
@@ -401,7 +452,19 @@ impl FileWriter for S3Writer {
         for (_, _, task) in self.running.drain(..) {
             task.abort();
         }
+        self.done = true;
         let client = &self.inner.client;
+        if self.whole {
+            // Its own upload only: the key may hold, or be getting, the same file from
+            // another writer.
+            return match &self.upload {
+                Some(u) => client
+                    .abort_multipart(&self.key, &u.id)
+                    .await
+                    .map_err(|e| self.err(e)),
+                None => Ok(()),
+            };
+        }
         let r: S3Result<()> = async {
             let mut ids: Vec<String> = self.upload.iter().map(|u| u.id.clone()).collect();
             if let Some((recorded, _)) = self.inner.open_upload(&self.key).await? {
@@ -423,5 +486,28 @@ impl FileWriter for S3Writer {
         }
         .await;
         r.map_err(|e| self.err(e))
+    }
+}
+
+impl Drop for S3Writer {
+    /// A whole writer dropped before it was closed or cancelled (its request failed or was
+    /// cut short): its upload is aborted in the background, so no parts linger.
+    fn drop(&mut self) {
+        if !self.whole || self.done {
+            return;
+        }
+        for (_, _, task) in self.running.drain(..) {
+            task.abort();
+        }
+        let (Some(upload), Ok(rt)) = (self.upload.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let (inner, key) = (self.inner.clone(), self.key.clone());
+        rt.spawn(async move {
+            if let Err(e) = inner.client.abort_multipart(&key, &upload.id).await {
+                tracing::warn!("aborting the unfinished upload at {key} failed: {e}");
+            }
+        });
     }
 }
