@@ -35,8 +35,13 @@ impl Registry {
         repo: &RepositoryName,
         reference: &Reference,
     ) -> RegistryResult<Digest> {
+        // On a store several instances share, what another instance deleted a moment ago
+        // must not be served from memory: tags and revisions are read from the store each
+        // time (manifest bytes, named by their digest, stay cached; tag lists and the
+        // catalog follow the others' changes within a second, see `changes`).
+        let shared = self.driver.shared_by_instances();
         let digest = match reference {
-            Reference::Tag(tag) => match self.cache.tag(repo, tag.as_str()) {
+            Reference::Tag(tag) => match self.cache.tag(repo, tag.as_str()).filter(|_| !shared) {
                 Some(d) => d,
                 None => {
                     let d = self
@@ -49,7 +54,7 @@ impl Registry {
             },
             Reference::Digest(d) => d.clone(),
         };
-        if !self.cache.revision(repo, &digest) {
+        if shared || !self.cache.revision(repo, &digest) {
             if !self.exists(&layout::revision_link(repo, &digest)?).await? {
                 return Err(RegistryError::ManifestUnknown(reference.to_string()));
             }

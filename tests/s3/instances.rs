@@ -357,6 +357,34 @@ fn a_patch_cut_short_by_a_dead_instance_is_continued_through_another() {
     );
 }
 
+/// A manifest deleted through one instance is gone through the others at once, as the OCI
+/// conformance suite checks it through a balancer (a HEAD right after the DELETE), even
+/// where they had just served it: on a shared store tags and revisions are read from the
+/// bucket, not from memory.
+#[test]
+fn a_delete_through_one_instance_is_seen_through_the_others_at_once() {
+    let Some(cl) = Cluster::start(3) else { return };
+    let [a, b, c] = [&cl.instances[0], &cl.instances[1], &cl.instances[2]];
+    let http = client();
+    let digest = push_image(&http, a, "gone/app", "v1", "deleted soon");
+    let head = |s: &Server, reference: &str| {
+        http.head(s.url(&format!("/v2/gone/app/manifests/{reference}")))
+            .header("accept", "application/vnd.oci.image.manifest.v1+json")
+            .send()
+            .expect("head")
+            .status()
+            .as_u16()
+    };
+    for s in [b, c] {
+        assert_eq!((head(s, "v1"), head(s, &digest)), (200, 200), ":{}", s.port);
+    }
+    http.delete(a.url(&format!("/v2/gone/app/manifests/{digest}")))
+        .expect_status(202);
+    for s in [b, c] {
+        assert_eq!((head(s, "v1"), head(s, &digest)), (404, 404), ":{}", s.port);
+    }
+}
+
 /// skopeo through nginx round-robin over three instances: every request of a push (and of
 /// a pull) may land on a different instance.
 #[test]
