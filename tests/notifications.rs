@@ -391,3 +391,21 @@ fn registry_3_notification_metrics_count_queued_errors_and_deliveries() {
         "{text}"
     );
 }
+
+/// An endpoint given as registry:2 users give one in a container: YAML in
+/// `REGISTRY_NOTIFICATIONS_ENDPOINTS`, no file.
+#[test]
+fn an_endpoint_from_the_environment_gets_events() {
+    let receiver = Receiver::start(0);
+    let endpoints = format!(
+        "[{{name: from-env, url: '{}', headers: {{Authorization: [Bearer s3cr3t]}}, backoff: 100ms}}]",
+        receiver.url()
+    );
+    let s = Server::builder()
+        .env("REGISTRY_NOTIFICATIONS_ENDPOINTS", endpoints)
+        .start();
+    let d = push_blob(&client(), &s, "team/env", b"from the environment");
+    let got = receiver.events(1);
+    assert_eq!(got[0].1["action"], "push");
+    assert_eq!(got[0].1["target"]["digest"], d.as_str());
+}

@@ -118,6 +118,7 @@ impl Config {
         let env_references = config.read_yaml(opts, &env, &mut errors, &mut warnings);
 
         config.apply_variables(|n| env.file_var(n), &mut errors);
+        config.apply_list_variables(|n| env.file_var(n), &mut errors);
         if let Some(parsed) = &sys {
             let mut unused: Vec<String> = Vec::new();
             for a in &parsed.assignments {
@@ -136,6 +137,7 @@ impl Config {
         }
 
         config.apply_variables(|n| env.process_var(n), &mut errors);
+        config.apply_list_variables(|n| env.process_var(n), &mut errors);
         let unused: Vec<&str> = opts
             .env
             .keys()
@@ -246,6 +248,49 @@ impl Config {
         }
     }
 
+    /// The list-valued settings a variable can hold, as distribution reads a list from one:
+    /// its value is YAML for the list (`[{name: hook, url: http://...}]`, or a block
+    /// sequence), e.g. `REGISTRY_NOTIFICATIONS_ENDPOINTS`, in the process environment or the
+    /// sysconfig file. The whole list is replaced, as in distribution.
+    fn apply_list_variables(
+        &mut self,
+        lookup: impl Fn(&str) -> Option<(String, Source)>,
+        errors: &mut Vec<ConfigError>,
+    ) {
+        for var in LIST_VARIABLES {
+            let Some((value, source)) = lookup(var).filter(|(v, _)| !v.trim().is_empty()) else {
+                continue;
+            };
+            let indented: String = value.lines().map(|l| format!("  {l}\n")).collect();
+            let text = format!("endpoints:\n{indented}");
+            let parsed = super::yaml::parse(&text).map_err(|e| e.message);
+            let entry = match &parsed {
+                Ok((Some(root), _)) => root.get("endpoints"),
+                Ok((None, _)) => None,
+                Err(_) => None,
+            };
+            let Some(entry) = entry else {
+                let why = parsed.err().unwrap_or_else(|| "no list".to_owned());
+                errors.push(ConfigError::at(
+                    &source,
+                    format!("{var}: expected YAML for a list of endpoints ([{{name: ..., url: ...}}]): {why}"),
+                ));
+                continue;
+            };
+            let mut found = Vec::new();
+            let read = super::notifications::read(Path::new(var), entry, &mut found);
+            for mut e in found {
+                e.file = None;
+                e.line = None;
+                e.message = format!("{var}: {}", e.message);
+                errors.push(e);
+            }
+            if let Some(list) = read {
+                self.notifications = Sourced::new(list.value, source);
+            }
+        }
+    }
+
     /// The command line, the highest level. A flag sets its setting; a few also say what they
     /// are for, as the person typing them means: `--storage-path` stores on the filesystem,
     /// `--htpasswd` asks for htpasswd authentication (with `--token-realm`, it names the
@@ -294,5 +339,8 @@ impl Config {
 
 /// Whether a variable means something here.
 fn is_known(name: &str) -> bool {
-    SELECTORS.contains(&name) || is_variable(name)
+    SELECTORS.contains(&name) || LIST_VARIABLES.contains(&name) || is_variable(name)
 }
+
+/// Variables holding a list as YAML (see [`Config::apply_list_variables`]).
+const LIST_VARIABLES: &[&str] = &["REGISTRY_NOTIFICATIONS_ENDPOINTS"];

@@ -1331,3 +1331,72 @@ fn s3_region_from_the_aws_variables_and_config_file() {
     );
     assert_eq!(s.rows()["storage.s3.region"].0, "sa-east-1");
 }
+
+/// `REGISTRY_NOTIFICATIONS_ENDPOINTS` holds the list as YAML, as distribution reads a list
+/// from a variable (flow style, or a block sequence), in the environment or the sysconfig
+/// file (the legacy setup's environment file), replacing a file's list; a wrong one is an
+/// error naming the variable.
+#[test]
+fn notification_endpoints_from_a_variable_holding_yaml() {
+    let file = "version: 0.1\nnotifications:\n  endpoints:\n    - name: from-file\n      url: http://file/\n";
+    let flow = Setup::new(
+        "",
+        file,
+        &[(
+            "REGISTRY_NOTIFICATIONS_ENDPOINTS",
+            "[{name: hook, url: 'http://127.0.0.1:9/events', timeout: 2s, headers: {Authorization: [Bearer t]}}]",
+        )],
+    );
+    let c = flow.load();
+    let e = &c.notifications.value;
+    assert_eq!(e.len(), 1);
+    assert_eq!(
+        (e[0].name.as_str(), e[0].url.as_str()),
+        ("hook", "http://127.0.0.1:9/events")
+    );
+    assert_eq!(e[0].timeout, Duration::from_secs(2));
+    assert_eq!(
+        e[0].headers,
+        [("Authorization".to_owned(), "Bearer t".to_owned())]
+    );
+    assert!(flow.warned().is_empty(), "{:?}", flow.warned());
+    let block = Setup::new(
+        "",
+        "",
+        &[(
+            "REGISTRY_NOTIFICATIONS_ENDPOINTS",
+            "- name: a\n  url: http://a/\n- name: b\n  url: http://b/\n  ignore:\n    actions: [pull]\n",
+        )],
+    );
+    let c = block.load();
+    let names: Vec<&str> = c
+        .notifications
+        .value
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+    assert_eq!(c.notifications.value[1].ignore_actions, ["pull"]);
+    let sysconfig = Setup::new(
+        "REGISTRY_NOTIFICATIONS_ENDPOINTS=\"[{name: legacy, url: 'http://l/'}]\"\n",
+        "",
+        &[],
+    );
+    assert_eq!(sysconfig.load().notifications.value[0].name, "legacy");
+    let bad = Setup::new(
+        "",
+        "",
+        &[(
+            "REGISTRY_NOTIFICATIONS_ENDPOINTS",
+            "[{name: x, uri: 'http://typo'}]",
+        )],
+    );
+    let problems = bad.problems();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("REGISTRY_NOTIFICATIONS_ENDPOINTS")
+                && p.contains("unknown endpoint key")),
+        "{problems:?}"
+    );
+}
