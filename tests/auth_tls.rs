@@ -76,6 +76,16 @@ fn curl(args: &[&str]) -> (bool, String) {
     )
 }
 
+/// curl with `args`, the URL last, must get a 200.
+#[track_caller]
+fn curl_200(args: &[&str]) {
+    let (url, options) = args.split_last().expect("a URL");
+    let mut all = options.to_vec();
+    all.extend(["-o", "/dev/null", "-w", "%{http_code}", *url]);
+    let (ok, code) = curl(&all);
+    assert!(ok && code == "200", "{url}: {code}");
+}
+
 fn served_subject(port: u16) -> String {
     let out = Command::new("sh")
         .arg("-c")
@@ -175,18 +185,13 @@ fn skopeo_pushes_and_pulls_over_native_tls_with_basic_auth() {
         "{}",
         s.log_text()
     );
-    let (ok, v) = curl(&[
+    curl_200(&[
         "--cacert",
         c2.to_str().expect("utf-8"),
         "-u",
         "tls-user:tls pw",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
         &url,
     ]);
-    assert!(ok && v == "200", "{v}");
     assert!(s.signal_and_wait(15).is_some());
 }
 
@@ -269,20 +274,15 @@ fn mutual_tls_requires_a_client_certificate_from_the_ca() {
         &url,
     ]);
     assert!(!ok, "a client certificate from another CA must fail: {out}");
-    let (ok, out) = curl(&[
+    curl_200(&[
         "--cacert",
         ca,
         "--cert",
         client_cert.to_str().expect("utf-8"),
         "--key",
         client_key.to_str().expect("utf-8"),
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
         &url,
     ]);
-    assert!(ok && out == "200", "{out}");
     // skopeo with the client certificate in its cert dir.
     let certs = client_cert_dir(d, &cert, &client_cert, &client_key);
     let layouts = oci_layouts();
@@ -356,7 +356,7 @@ fn a_registry_2_file_alone_gives_mutual_tls_htpasswd_and_access_rules() {
         ok && out.contains(" 401") && out.contains(r#"Basic realm="file-realm""#),
         "{out}"
     );
-    let (ok, out) = curl(&[
+    curl_200(&[
         "--cacert",
         ca,
         "--cert",
@@ -365,13 +365,8 @@ fn a_registry_2_file_alone_gives_mutual_tls_htpasswd_and_access_rules() {
         ck,
         "-u",
         "reader:read pw",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
         &url,
     ]);
-    assert!(ok && out == "200", "{out}");
 
     // skopeo with the client certificate: tls-user may push, reader only pull.
     let certs = client_cert_dir(d, &cert, &client_cert, &client_key);
@@ -495,16 +490,7 @@ fn behind_the_shipped_nginx_example_with_registry_auth() {
 
     // Pings are open; the API asks for credentials through the proxy.
     for p in ["/_ping", "/v1/_ping"] {
-        let (ok, out) = curl(&[
-            "--cacert",
-            ca,
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            &format!("https://{host}{p}"),
-        ]);
-        assert!(ok && out == "200", "{p}: {out}");
+        curl_200(&["--cacert", ca, &format!("https://{host}{p}")]);
     }
     let (ok, out) = curl(&["--cacert", ca, "-i", &format!("https://{host}/v2/")]);
     assert!(
