@@ -61,7 +61,8 @@ measure() {
         t=$(sed -n 's/^summary: *//p; s/^totals: *//p' "$f" | head -1 | cut -d' ' -f1)
         total=$((total + ${t:-0}))
     done
-    rm -rf "$dir"
+    # KEEP=1 keeps the dumps for callgrind_annotate (named on stderr).
+    if [ "${KEEP:-0}" = 1 ]; then echo "kept $dir/cg.*.1 ($mode)" >&2; else rm -rf "$dir"; fi
     echo $((total / N))
 }
 
