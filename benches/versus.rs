@@ -424,6 +424,21 @@ fn raw_get(base: &str, path: &str, hash: bool) -> Result<(u16, u64, Option<Strin
     Ok((status, got, digest))
 }
 
+/// Runs `work` on `threads` threads at once: the sum of what they return, or an error.
+fn on_threads(
+    threads: usize,
+    work: impl Fn() -> Result<u64, String> + Sync,
+) -> Result<u64, String> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads).map(|_| scope.spawn(&work)).collect();
+        let mut total = 0;
+        for h in handles {
+            total += h.join().map_err(|_| "pull thread panicked")??;
+        }
+        Ok(total)
+    })
+}
+
 fn manifest_for(
     config: &str,
     config_len: usize,
@@ -571,19 +586,78 @@ impl Scenarios {
             pull_one()?;
             let w = CpuWatch::new(pid);
             let t = Instant::now();
-            let total = std::thread::scope(|scope| -> Result<u64, String> {
-                let handles: Vec<_> = (0..streams)
-                    .map(|_| {
-                        scope.spawn(|| (0..rounds).map(|_| pull_one()).sum::<Result<u64, String>>())
-                    })
-                    .collect();
-                let mut total = 0;
-                for h in handles {
-                    total += h.join().map_err(|_| "pull thread panicked")??;
-                }
-                Ok(total)
+            let total = on_threads(streams, || {
+                (0..rounds).map(|_| pull_one()).sum::<Result<u64, String>>()
             })?;
             Ok(w.moved(total, t.elapsed().as_secs_f64()))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// The small blobs of the concurrent pulls in the registry (pushed once, unmeasured),
+    /// and every registry's writes synced, as for the big blob.
+    async fn ensure_small(
+        &self,
+        c: &reqwest::Client,
+        r: &Registry,
+    ) -> Result<Vec<(String, String)>, String> {
+        let mut paths = Vec::new();
+        for i in 0..self.sizes.small_count {
+            let b = content(MIB, 500_000 + i as u64);
+            let d = digest(&b);
+            let path = format!("/v2/bench/smallpull/blobs/{d}");
+            let h = c
+                .head(format!("{}{path}", r.base))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            if h.status() != 200 {
+                push_monolithic(c, &r.base, "bench/smallpull", b, &d).await?;
+            }
+            paths.push((path, d));
+        }
+        let _ = Command::new("sync").status();
+        Ok(paths)
+    }
+
+    /// 1 MiB blobs pulled by 16 clients at once, each blob `rounds` times, each pull on a
+    /// new connection and hashed (checked): pulls per second.
+    async fn pull_small(&self, c: &reqwest::Client, r: &Registry, rounds: usize) -> Outcome {
+        let paths = self.ensure_small(c, r).await?;
+        let base = r.base.clone();
+        let pid = r.pid();
+        tokio::task::spawn_blocking(move || -> Outcome {
+            let pull = |(path, want): &(String, String)| -> Result<u64, String> {
+                let (status, n, got) = raw_get(&base, path, true)?;
+                if status != 200 || n != MIB as u64 || got.as_deref() != Some(want.as_str()) {
+                    return Err(format!(
+                        "small pull answered {status} with {n} bytes, or other bytes"
+                    ));
+                }
+                Ok(n)
+            };
+            // Unmeasured: every blob's pages in the page cache for both registries.
+            paths.iter().try_for_each(|p| pull(p).map(drop))?;
+            let next = std::sync::atomic::AtomicUsize::new(0);
+            let total = paths.len() * rounds;
+            let w = CpuWatch::new(pid);
+            let t = Instant::now();
+            let moved = on_threads(16, || {
+                let mut n = 0;
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= total {
+                        return Ok(n);
+                    }
+                    n += pull(&paths[i % paths.len()])?;
+                }
+            })?;
+            let secs = t.elapsed().as_secs_f64();
+            Ok(Figure {
+                bytes: moved as f64,
+                ..w.figure(total as f64 / secs)
+            })
         })
         .await
         .map_err(|e| e.to_string())?
@@ -678,6 +752,12 @@ impl Scenarios {
             lat.push(t.await.map_err(|e| e.to_string())??);
         }
         let f = w.figure(self.sizes.manifests as f64 / t.elapsed().as_secs_f64());
+        eprintln!(
+            "  {}: manifest PUTs: server CPU {:.2} ms a PUT, client {:.2} ms",
+            r.name,
+            f.server_cpu / TICKS_PER_SEC * 1000.0 / self.sizes.manifests as f64,
+            f.client_cpu / TICKS_PER_SEC * 1000.0 / self.sizes.manifests as f64
+        );
         lat.sort_by(|a, b| a.total_cmp(b));
         Ok((f, percentile(&lat, 0.99)))
     }
@@ -1324,7 +1404,7 @@ async fn main() {
                 }
                 let target = match order {
                     4 => ">=1.5x, >=90% lo, <=0.4 s/GiB",
-                    _ => ">=1.5x",
+                    _ => ">=1.5x, <=0.4 s/GiB",
                 };
                 let o = sc.pull_raw(&client, &reg, streams, rounds, hash).await;
                 table.add(
@@ -1334,6 +1414,12 @@ async fn main() {
                     which,
                     hwm(&reg, o),
                 );
+            }
+            let label = format!("4e pull {} x 1 MiB, 16 concurrent", sizes.small_count);
+            if wanted(&label) {
+                let o = sc.pull_small(&client, &reg, 4).await;
+                let k = kind("pulls/s", false, ">=3x (issue: met at 3.0x)");
+                table.add(7, &label, k, which, hwm(&reg, o));
             }
             let label = "4d Range GET 1 MiB";
             if wanted(label) {
@@ -1385,11 +1471,11 @@ async fn main() {
                 match sc.manifest_read(&client, &reg, head).await {
                     Ok((f, p50, p99)) => {
                         let cpu = (f.client_cpu, f.server_cpu);
-                        table.add(order, label, kind("ops/s", false, ">=5x"), which, Ok(f));
+                        table.add(order, label, kind("ops/s", false, ">=20x"), which, Ok(f));
                         table.add(
                             order + 1,
                             &format!("{label} p99"),
-                            kind("ms", true, "GET p99 <= 10 ms"),
+                            kind("ms", true, "ours <= 5 ms"),
                             which,
                             Ok(Figure {
                                 value: p99,
@@ -1400,7 +1486,7 @@ async fn main() {
                         );
                         eprintln!("  {label}: p50 {p50:.2} ms p99 {p99:.2} ms");
                     }
-                    Err(e) => table.add(order, label, kind("ops/s", false, ">=5x"), which, Err(e)),
+                    Err(e) => table.add(order, label, kind("ops/s", false, ">=20x"), which, Err(e)),
                 }
             }
             for (order, label, first, key, exact, show_cold) in listings {

@@ -42,6 +42,8 @@ pub(super) fn create_parent(full: &Path) -> io::Result<()> {
         }
     }
     // Directories made for writes that never commit (abandoned uploads) must not pile up.
+    // (Synced holding the list: a writer finding one of them made waits for its sync.
+    // The group commit checkpoints well before this bound.)
     if noted.len() > MAX_NOTED {
         let dirs = std::mem::take(&mut *noted);
         if let Err(e) = sync_parents(&dirs) {
@@ -50,6 +52,11 @@ pub(super) fn create_parent(full: &Path) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// How many directories are noted, not yet synced.
+pub(super) fn noted() -> usize {
+    created().len()
 }
 
 /// Directories noted at most before the writer that makes one more syncs them all itself.
@@ -69,6 +76,43 @@ fn created() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
 /// ([`give_back_created`]).
 pub(super) fn take_created() -> Vec<PathBuf> {
     std::mem::take(&mut *created())
+}
+
+/// Directories taken by [`seal_created`] for a journal segment's checkpoint, by segment,
+/// until it has synced them ([`sealed_synced`]).
+fn sealing() -> std::sync::MutexGuard<'static, Vec<(u64, Vec<PathBuf>)>> {
+    static SEALING: std::sync::Mutex<Vec<(u64, Vec<PathBuf>)>> = std::sync::Mutex::new(Vec::new());
+    SEALING
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Takes the directories made since the last take for the checkpoint of journal segment
+/// `segment`, which syncs them later, off the committer. Until it says so they stay
+/// visible to [`take_created_and_sealing`]: a write that finds one of them made and does
+/// not go through the journal must not be answered before its entry is durable.
+pub(super) fn seal_created(segment: u64) -> Vec<PathBuf> {
+    let mut noted = created();
+    let dirs = std::mem::take(&mut *noted);
+    sealing().push((segment, dirs.clone()));
+    dirs
+}
+
+/// Segment `segment`'s checkpoint has synced what [`seal_created`] gave it.
+pub(super) fn sealed_synced(segment: u64) {
+    sealing().retain(|(s, _)| *s != segment);
+}
+
+/// [`take_created`], and a copy of the directories segments' checkpoints have yet to sync:
+/// what a commit of writes outside the journal syncs.
+pub(super) fn take_created_and_sealing() -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let mut noted = created();
+    let taken = std::mem::take(&mut *noted);
+    let sealing = sealing()
+        .iter()
+        .flat_map(|(_, d)| d.iter().cloned())
+        .collect();
+    (taken, sealing)
 }
 
 /// Notes again directories whose parents could not be synced.

@@ -28,7 +28,7 @@
 //! in flight, since none of them can know what of theirs is durable.
 
 use super::durable;
-use super::journal::{self, Journal};
+use super::journal::{self, Journal, Sealed};
 use super::{StorageError, StoragePath, StorageResult};
 use bytes::Bytes;
 use std::fs::{self, File};
@@ -78,6 +78,8 @@ pub(super) struct GroupCommit {
     /// Records in the journal, as of the last answer: 0 means nothing acknowledged waits
     /// for a checkpoint.
     journaled: Arc<AtomicUsize>,
+    /// Whether the committer keeps a journal.
+    journal: bool,
 }
 
 /// How long the committer waits idle before checkpointing the journal.
@@ -102,10 +104,15 @@ impl GroupCommit {
             .as_ref()
             .map(Journal::shared_count)
             .unwrap_or_default();
+        let has_journal = journal.is_some();
         std::thread::Builder::new()
             .name("registry-commit".into())
             .spawn(move || run(work, journal))?;
-        Ok(GroupCommit { queue, journaled })
+        Ok(GroupCommit {
+            queue,
+            journaled,
+            journal: has_journal,
+        })
     }
 
     /// Makes every acknowledged write durable in place before a write that does not go
@@ -134,12 +141,13 @@ impl GroupCommit {
     pub async fn put_staged(&self, stages: Vec<Vec<StagedFile>>) -> StorageResult<()> {
         let (done, result) = tokio::sync::oneshot::channel();
         let queue = self.queue.clone();
+        let journal = self.journal;
         // Written and queued in one blocking task: once its temporaries exist, a job always
         // reaches the committer (which renames or removes them), even if the request that
         // asked for it has gone away meanwhile.
         let queued = tokio::task::spawn_blocking(move || -> StorageResult<()> {
+            let record = journal.then(|| record_of(&stages)).flatten();
             let temps = write_temporaries(&stages)?;
-            let record = record_of(&stages);
             let job = Job {
                 stages,
                 temps,
@@ -204,6 +212,16 @@ fn record_of(stages: &[Vec<StagedFile>]) -> Option<Vec<u8>> {
 }
 
 fn run(work: mpsc::Receiver<Work>, mut journal: Option<Journal>) {
+    // Without its own thread (it could not be started), checkpoints run here, between
+    // cycles, as they did before segments.
+    let checkpointer = journal.as_ref().and_then(|_| {
+        Checkpointer::start()
+            .inspect_err(|e| {
+                tracing::warn!("cannot start the journal's checkpoint thread ({e}); manifest writes wait for its checkpoints")
+            })
+            .ok()
+    });
+    let checkpointer = checkpointer.as_ref();
     let mut active: Vec<Member> = Vec::new();
     // Asked for a checkpoint (false) or a close (true).
     let mut asked: Vec<(Answer, bool)> = Vec::new();
@@ -224,9 +242,11 @@ fn run(work: mpsc::Receiver<Work>, mut journal: Option<Journal>) {
             match next {
                 Ok(w) => take(w, &mut active, &mut asked),
                 Err(true) => {
+                    // Idle: the segment goes to be checkpointed, unless one still is (then
+                    // it waits for the next idle moment).
                     if let Some(j) = journal.as_mut() {
-                        if let Err((path, e)) = checkpoint(j) {
-                            tracing::warn!("checkpoint of the journal: {}: {e}", path.display());
+                        if checkpointer.is_none_or(Checkpointer::idle) {
+                            settle(j, checkpointer, None);
                         }
                     }
                     continue;
@@ -243,24 +263,208 @@ fn run(work: mpsc::Receiver<Work>, mut journal: Option<Journal>) {
         if !active.is_empty() {
             cycle(&mut active, journal.as_mut());
         }
-        let full = journal.as_ref().is_some_and(Journal::is_full);
-        if full || !asked.is_empty() {
-            let closing = asked.iter().any(|(_, close)| *close);
-            let mut result = journal.as_mut().map_or(Ok(()), checkpoint);
-            if closing && result.is_ok() {
-                // Later writes (none are expected) go through the stages.
-                if let Some(j) = journal.take() {
-                    result = j.remove();
-                }
+        // Sealed even while an earlier segment is being checkpointed: segments queue, and
+        // directories noted do not pile up to [`durable`]'s own bound (past which a request
+        // syncs them all itself, holding up every other).
+        if let Some(j) = journal.as_mut() {
+            if j.is_full() || durable::noted() >= NOTED_DUE {
+                settle(j, checkpointer, None);
             }
+        }
+        if asked.is_empty() {
+            continue;
+        }
+        if asked.iter().any(|(_, close)| *close) {
+            // Later writes (none are expected) go through the stages.
+            let result = match journal.take() {
+                Some(j) => close(j, checkpointer),
+                None => Ok(()),
+            };
             for (answer, _) in asked.drain(..) {
                 let _ = answer.send(result.as_ref().map(|_| ()).map_err(sync_error));
             }
+            continue;
+        }
+        for (answer, _) in asked.drain(..) {
+            match journal.as_mut() {
+                Some(j) => settle(j, checkpointer, Some(answer)),
+                None => {
+                    let _ = answer.send(Ok(()));
+                }
+            }
         }
     }
-    if let Some(mut j) = journal {
-        if let Err((path, e)) = checkpoint(&mut j).and_then(|_| j.remove()) {
+    if let Some(j) = journal {
+        if let Err((path, e)) = close(j, checkpointer) {
             tracing::warn!("closing the journal: {}: {e}", path.display());
+        }
+    }
+}
+
+/// Directories made and not yet synced past which a checkpoint is due: each one is a sync
+/// in the checkpoint, and [`durable`] syncs them itself past its own bound.
+const NOTED_DUE: usize = 2048;
+
+/// Has every record of `j` made durable in place, then `answer` answered: its segment
+/// sealed and handed to the checkpoint thread, the committer going on at once; or, without
+/// that thread (or when no new segment can be made), checkpointed here.
+fn settle(j: &mut Journal, checkpointer: Option<&Checkpointer>, answer: Option<Answer>) {
+    let reply = |answer: Option<Answer>, r: &Result<(), (PathBuf, io::Error)>| {
+        if let Some(a) = answer {
+            let _ = a.send(r.as_ref().map(|_| ()).map_err(sync_error));
+        }
+    };
+    let Some(c) = checkpointer else {
+        let r = checkpoint(j);
+        if let Err((path, e)) = &r {
+            tracing::warn!("checkpoint of the journal: {}: {e}", path.display());
+        }
+        return reply(answer, &r);
+    };
+    if !j.is_empty() {
+        match j.rotate() {
+            Ok(sealed) => c.send(Chore::Seal(Box::new(sealed))),
+            Err(e) => {
+                tracing::warn!("cannot begin a new journal segment ({e}); checkpointing in place");
+                let r = c.drain().and_then(|_| checkpoint(j));
+                return reply(answer, &r);
+            }
+        }
+    }
+    if let Some(a) = answer {
+        c.send(Chore::Wait(a));
+    }
+}
+
+/// A clean stop: every segment checkpointed, then the journal removed.
+fn close(mut j: Journal, checkpointer: Option<&Checkpointer>) -> Result<(), (PathBuf, io::Error)> {
+    if let Some(c) = checkpointer {
+        c.drain()?;
+    }
+    checkpoint(&mut j)?;
+    j.remove()
+}
+
+/// What the checkpoint thread is asked.
+enum Chore {
+    /// Checkpoint this segment, after those handed over before it.
+    Seal(Box<Sealed>),
+    /// Answer once every segment handed over before is checkpointed.
+    Wait(Answer),
+}
+
+/// The thread that checkpoints sealed segments, in order, while the committer goes on.
+struct Checkpointer {
+    chores: mpsc::Sender<Chore>,
+    /// Segments handed over and not yet checkpointed.
+    sealed: Arc<AtomicUsize>,
+}
+
+/// How long a failed checkpoint waits before it is tried again.
+const RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Checkpointer {
+    fn start() -> io::Result<Checkpointer> {
+        let (chores, todo) = mpsc::channel();
+        let sealed = Arc::new(AtomicUsize::new(0));
+        let count = sealed.clone();
+        std::thread::Builder::new()
+            .name("registry-checkpoint".into())
+            .spawn(move || checkpoints(todo, count))?;
+        Ok(Checkpointer { chores, sealed })
+    }
+
+    /// No segment waits for its checkpoint.
+    fn idle(&self) -> bool {
+        self.sealed.load(Ordering::Acquire) == 0
+    }
+
+    fn send(&self, chore: Chore) {
+        if let Chore::Seal(_) = chore {
+            self.sealed.fetch_add(1, Ordering::AcqRel);
+        }
+        // The thread is gone (it never stops before the committer): say so.
+        if let Err(mpsc::SendError(Chore::Wait(a))) = self.chores.send(chore) {
+            let _ = a.send(Err(gone()));
+        }
+    }
+
+    /// Waits, on the committer's thread, until every segment handed over is checkpointed.
+    fn drain(&self) -> Result<(), (PathBuf, io::Error)> {
+        let (answer, result) = tokio::sync::oneshot::channel();
+        self.send(Chore::Wait(answer));
+        match result.blocking_recv() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err((PathBuf::new(), io::Error::other(e.to_string()))),
+            Err(_) => Err((
+                PathBuf::new(),
+                io::Error::other("the checkpoint thread stopped"),
+            )),
+        }
+    }
+}
+
+/// The checkpoint thread: segments in the order they were sealed; a failed one is tried
+/// again (every [`RETRY`]) before any later one, and whoever waits for it is told.
+fn checkpoints(todo: mpsc::Receiver<Chore>, sealed: Arc<AtomicUsize>) {
+    let mut queue: std::collections::VecDeque<Box<Sealed>> = Default::default();
+    // Segments handed over, and checkpointed, since the start.
+    let (mut handed, mut done) = (0u64, 0u64);
+    let mut waiting: Vec<(u64, Answer)> = Vec::new();
+    let mut failed = false;
+    loop {
+        let chore = if queue.is_empty() {
+            match todo.recv() {
+                Ok(c) => Some(c),
+                Err(_) => break,
+            }
+        } else if failed {
+            match todo.recv_timeout(RETRY) {
+                Ok(c) => Some(c),
+                Err(RecvTimeoutError::Timeout) => None,
+                // The process is stopping: what is left is replayed at the next start.
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            todo.try_recv().ok()
+        };
+        match chore {
+            Some(Chore::Seal(s)) => {
+                queue.push_back(s);
+                handed += 1;
+            }
+            Some(Chore::Wait(a)) => waiting.push((handed, a)),
+            None => {}
+        }
+        let mut failure = None;
+        if let Some(front) = queue.front_mut() {
+            let started = std::time::Instant::now();
+            match front.checkpoint(&side_by_side) {
+                Ok(()) => {
+                    tracing::debug!(
+                        ms = started.elapsed().as_secs_f64() * 1000.0,
+                        "journal segment checkpointed"
+                    );
+                    queue.pop_front();
+                    done += 1;
+                    sealed.fetch_sub(1, Ordering::AcqRel);
+                }
+                Err(e) => {
+                    tracing::warn!("checkpoint of the journal: {}: {}", e.0.display(), e.1);
+                    failure = Some(e);
+                }
+            }
+        }
+        failed = failure.is_some();
+        let mut i = 0;
+        while i < waiting.len() {
+            if waiting[i].0 <= done {
+                let _ = waiting.swap_remove(i).1.send(Ok(()));
+            } else if let Some(f) = &failure {
+                let _ = waiting.swap_remove(i).1.send(Err(sync_error(f)));
+            } else {
+                i += 1;
+            }
         }
     }
 }
@@ -304,15 +508,18 @@ fn cycle(active: &mut Vec<Member>, mut journal: Option<&mut Journal>) {
     // Taken after the renames (which may make a directory again): a directory is made
     // before the temporary written into it, and that before its request joined. A cycle of
     // journaled requests alone leaves them to the checkpoint (replay makes them again).
+    // Those taken by a journal segment's checkpoint (which runs on its own thread) and not
+    // yet synced are synced here too: a request here may have found one made.
     let staged = !syncs.files.is_empty() || !syncs.dirs.is_empty();
-    let created = if staged {
-        durable::take_created()
+    let (created, sealing) = if staged {
+        durable::take_created_and_sealing()
     } else {
-        Vec::new()
+        Default::default()
     };
     syncs.dirs.extend(
         durable::parents(&created)
             .into_iter()
+            .chain(durable::parents(&sealing))
             .map(Path::to_path_buf),
     );
     let appended = append_intents(active, journal.as_deref_mut(), &records, &mut syncs);
@@ -330,11 +537,17 @@ fn cycle(active: &mut Vec<Member>, mut journal: Option<&mut Journal>) {
             }
         }
         Ok(()) => {
-            for m in active
+            let mut ready: Vec<&mut Member> = active
                 .iter_mut()
                 .filter(|m| m.journaled && m.failed.is_none())
-            {
-                m.put_all_in_place(journal.as_deref_mut());
+                .collect();
+            put_in_place(&mut ready);
+            if let Some(j) = journal {
+                for m in ready {
+                    for full in m.targets().take(m.next) {
+                        j.applied(full);
+                    }
+                }
             }
         }
     }
@@ -391,6 +604,36 @@ fn answer_finished(active: &mut Vec<Member>) {
             i += 1;
         }
     }
+}
+
+/// Threads renaming the files of a cycle's journaled requests side by side, at most.
+const RENAME_THREADS: usize = 4;
+
+/// Puts the files of journaled requests whose records are durable in place. A rename waits
+/// for the filesystem's journal as often as it works (a fifth of a millisecond each, on a
+/// busy disk, four per manifest PUT): requests whose files all go to different places are
+/// renamed side by side; where two go to one place, all in order, one after the other.
+fn put_in_place(ready: &mut [&mut Member]) {
+    let distinct = {
+        let mut seen = std::collections::HashSet::new();
+        ready
+            .iter()
+            .flat_map(|m| m.targets())
+            .all(|t| seen.insert(t))
+    };
+    if !distinct || ready.len() < 2 {
+        ready.iter_mut().for_each(|m| m.put_all_in_place());
+        return;
+    }
+    let per_thread = ready.len().div_ceil(RENAME_THREADS);
+    std::thread::scope(|scope| {
+        let mut chunks = ready.chunks_mut(per_thread);
+        let first = chunks.next().unwrap_or(&mut []);
+        for chunk in chunks {
+            scope.spawn(move || chunk.iter_mut().for_each(|m| m.put_all_in_place()));
+        }
+        first.iter_mut().for_each(|m| m.put_all_in_place());
+    });
 }
 
 /// What one cycle makes durable.
@@ -532,8 +775,8 @@ impl Member {
     }
 
     /// A journaled request, its intent durable: every file renamed into place, in order,
-    /// for the next checkpoint to sync.
-    fn put_all_in_place(&mut self, mut journal: Option<&mut Journal>) {
+    /// for its segment's checkpoint to sync (the first `next` of [`Member::targets`]).
+    fn put_all_in_place(&mut self) {
         for k in 0..self.stages.len() {
             let stage = self.stages[k];
             for f in 0..self.job.stages[stage].len() {
@@ -543,13 +786,19 @@ impl Member {
                     self.fail(e);
                     return;
                 }
-                if let Some(j) = journal.as_deref_mut() {
-                    j.applied(full);
-                }
                 self.next += 1;
             }
         }
         self.synced = self.stages.len();
+    }
+
+    /// Where its files go, in order.
+    fn targets(&self) -> impl Iterator<Item = &Path> {
+        self.job
+            .stages
+            .iter()
+            .flatten()
+            .map(|(_, full, _)| full.as_path())
     }
 
     fn fail(&mut self, e: StorageError) {
@@ -577,7 +826,9 @@ fn remove_temporaries(renames: &[Rename]) {
 }
 
 /// Writes every new file of `stages` to a temporary name beside its target and starts its
-/// writeback; moved files are only checked to exist. On failure removes what it wrote.
+/// writeback (a journaled one's too: its checkpoint, off the commit, then finds it written
+/// and only waits for the filesystem's journal); moved files are only checked to exist. On
+/// failure removes what it wrote.
 fn write_temporaries(stages: &[Vec<StagedFile>]) -> StorageResult<Vec<Rename>> {
     let mut temps = Vec::new();
     for (path, full, source) in stages.iter().flatten() {
@@ -725,14 +976,27 @@ mod tests {
     }
 
     /// With a journal, a write of new content is answered once its record is durable, its
-    /// files already in place; an idle committer empties the journal, a close removes it.
+    /// files already in place; an idle committer has the journal checkpointed (a new
+    /// segment begins, the old one goes), a close removes it.
     #[tokio::test]
     async fn journaled_writes_land_and_the_journal_empties_then_goes() {
         let root = tempfile::tempdir().expect("tempdir");
         let c = GroupCommit::start(Some(root.path())).expect("committer");
-        let journal = root
-            .path()
-            .join(format!(".docker-registry-journal-{}", durable::instance()));
+        // Every segment of the journal, and the bytes each holds.
+        let journal = || -> Vec<(PathBuf, u64)> {
+            let mut v: Vec<_> = fs::read_dir(root.path())
+                .expect("root")
+                .filter_map(|e| e.ok())
+                .filter(|e| {
+                    e.file_name()
+                        .to_str()
+                        .is_some_and(|n| n.starts_with(".docker-registry-journal-"))
+                })
+                .map(|e| (e.path(), e.metadata().map(|m| m.len()).unwrap_or(0)))
+                .collect();
+            v.sort();
+            v
+        };
         let tag = root.path().join("tags/t/current/link");
         let stage = |content: &'static [u8]| {
             vec![
@@ -750,19 +1014,75 @@ mod tests {
         };
         c.put_staged(stage(b"sha256:1")).await.expect("first");
         assert_eq!(fs::read(&tag).expect("tag"), b"sha256:1");
-        assert!(fs::metadata(&journal).expect("journal").len() > 0);
+        let first = journal();
+        assert!(first.len() == 1 && first[0].1 > 0, "{first:?}");
         c.put_staged(stage(b"sha256:2")).await.expect("second");
         assert_eq!(fs::read(&tag).expect("tag"), b"sha256:2");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while fs::metadata(&journal).expect("journal").len() > 0 {
-            assert!(std::time::Instant::now() < deadline, "never checkpointed");
+        loop {
+            let now = journal();
+            if now.len() == 1 && now[0].1 == 0 && now[0].0 != first[0].0 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never checkpointed: {now:?}"
+            );
             std::thread::sleep(IDLE / 4);
         }
         c.put_staged(stage(b"sha256:3")).await.expect("third");
+        assert!(journal().iter().any(|(_, len)| *len > 0));
         c.checkpoint().await.expect("checkpoint");
-        assert_eq!(fs::metadata(&journal).expect("journal").len(), 0);
+        assert!(
+            journal().iter().all(|(_, len)| *len == 0),
+            "{:?}",
+            journal()
+        );
+        assert_eq!(c.journaled.load(Ordering::Acquire), 0);
         c.close().await.expect("close");
-        assert!(!journal.exists(), "a clean stop leaves no journal");
+        assert!(journal().is_empty(), "a clean stop leaves no journal");
         assert_eq!(fs::read(&tag).expect("tag"), b"sha256:3");
+    }
+
+    /// A checkpoint runs beside the commits: while a sealed segment waits for its
+    /// checkpoint, journaled writes are still answered, and a checkpoint asked for answers
+    /// only once every segment sealed before it is checkpointed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_go_on_while_a_segment_is_checkpointed() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let c = GroupCommit::start(Some(root.path())).expect("committer");
+        let put = |i: usize| {
+            let root = root.path().to_path_buf();
+            let c = &c;
+            async move {
+                let link = root.join(format!("r{}/tags/t{i}/current/link", i % 7));
+                let stages = vec![vec![(
+                    StoragePath::new(["link"]).expect("path"),
+                    link,
+                    Source::Content(Bytes::from(format!("sha256:{i}"))),
+                )]];
+                c.put_staged(stages).await
+            }
+        };
+        // Past CHECKPOINT_RECORDS, so that segments are sealed while writes go on.
+        let n = 600;
+        let mut all = Vec::new();
+        for chunk in (0..n).collect::<Vec<_>>().chunks(32) {
+            let batch = futures_util::future::join_all(chunk.iter().map(|&i| put(i))).await;
+            all.extend(batch);
+        }
+        assert!(all.iter().all(|r| r.is_ok()));
+        c.checkpoint().await.expect("checkpoint");
+        assert_eq!(c.journaled.load(Ordering::Acquire), 0);
+        for i in 0..n {
+            let link = root
+                .path()
+                .join(format!("r{}/tags/t{i}/current/link", i % 7));
+            assert_eq!(
+                fs::read(link).expect("link"),
+                format!("sha256:{i}").as_bytes()
+            );
+        }
+        c.close().await.expect("close");
     }
 }

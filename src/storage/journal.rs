@@ -13,14 +13,22 @@
 //! the answer, and replay runs when a process starts, before it serves or writes.
 //!
 //! A checkpoint makes the applied files durable themselves (their `fdatasync`s, their
-//! directories' `fsync`s, side by side) and empties the journal: when the committer is
-//! idle, past [`CHECKPOINT_RECORDS`], before a write that does not go through the journal
-//! (a delete must not be undone by replaying an older record) and at a clean stop, after
-//! which the journal file is gone.
+//! directories' `fsync`s, side by side) and then drops their records. It must not hold up
+//! the requests: a checkpoint of a few hundred records is a few thousand syncs, a second or
+//! more on a busy disk. So the journal is a series of *segments*: when one is due (the
+//! committer idle, past [`CHECKPOINT_RECORDS`], or a write that does not go through the
+//! journal coming, which a replay of an older record must not undo) the committer
+//! [rotates](Journal::rotate) it: appends go on in a new segment at once, and the sealed
+//! one is handed to a checkpoint thread, which syncs its files and removes it. Segments are
+//! checkpointed and removed strictly in order, so a crash at any point leaves a run of
+//! segments whose replay, oldest first, ends in the acknowledged state. At a clean stop the
+//! last segment is checkpointed too and removed: no journal is left.
 //!
-//! Each process has its own journal, `.docker-registry-journal-<instance>` in the storage
-//! root, locked (`flock`) while it runs: a journal whose lock can be taken belongs to a
-//! process that is gone, and is replayed and removed.
+//! Each process has its own segments, `.docker-registry-journal-<instance>.<seq>` in the
+//! storage root, each locked (`flock`) while it runs: a segment whose lock can be taken
+//! belongs to a process that is gone, and is replayed (with that process's other segments,
+//! in order) and removed. A segment is made under another name, locked, then renamed into
+//! place, so that no other process's replay ever sees it unlocked.
 
 use super::durable;
 use super::StoragePath;
@@ -39,6 +47,8 @@ const CHECKPOINT_RECORDS: usize = 512;
 const CHECKPOINT_BYTES: u64 = 16 << 20;
 
 const PREFIX: &str = ".docker-registry-journal-";
+/// A segment's name while it is being made (see [`new_segment`]).
+const MAKING: &str = ".docker-registry-new-journal-";
 const MAGIC: &[u8; 4] = b"DRJ1";
 /// Magic, payload length, checksum.
 const HEADER: usize = 4 + 4 + 8;
@@ -110,127 +120,65 @@ fn decode_files(mut payload: &[u8]) -> Option<Vec<(StoragePath, Vec<u8>)>> {
 pub(super) type Sync<'a> =
     &'a dyn Fn(Vec<(PathBuf, Arc<File>)>, Vec<PathBuf>) -> Result<(), (PathBuf, io::Error)>;
 
-/// This process's journal, owned by the committer thread.
-pub(super) struct Journal {
-    root: PathBuf,
+/// The records of one segment, and what their requests put in place.
+struct Segment {
     path: PathBuf,
     file: Arc<File>,
     /// The lock on `file` (one open file, two descriptors) while this process runs.
     _lock: Flock<File>,
     records: usize,
-    /// `records`, for other threads: a write about to bypass the journal asks for a
-    /// checkpoint only when it is not 0. Set before any record is acknowledged.
-    shared: Arc<AtomicUsize>,
-    /// Files put in place since the last checkpoint, and their directories.
+    /// Files put in place since the segment began, and their directories.
     applied: Vec<PathBuf>,
     dirs: std::collections::BTreeSet<PathBuf>,
 }
 
-/// How to take back an append whose sync failed: the length before it, its records.
-pub(super) struct Undo(u64, usize);
-
-impl Journal {
-    /// Creates this process's journal in `root` (which holds the store).
-    pub(super) fn create(root: &Path) -> io::Result<Journal> {
-        let path = root.join(format!("{PREFIX}{}", durable::instance()));
-        fs::create_dir_all(root)?;
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .read(true)
-            .open(&path)?;
-        let lock =
-            Flock::lock(file.try_clone()?, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
-                io::Error::other(format!(
-                    "{} is locked by another process: {e}",
-                    path.display()
-                ))
-            })?;
+/// Makes segment `seq` of this process's journal in `root`: under another name, locked,
+/// then renamed into place (see the module's note), its entry durable.
+fn new_segment(root: &Path, seq: u64) -> io::Result<Segment> {
+    let name = format!("{}.{seq}", durable::instance());
+    let making = root.join(format!("{MAKING}{name}"));
+    let path = root.join(format!("{PREFIX}{name}"));
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .open(&making)?;
+    let lock = Flock::lock(file.try_clone()?, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
+        io::Error::other(format!(
+            "{} is locked by another process: {e}",
+            making.display()
+        ))
+    });
+    let made = lock.and_then(|lock| {
         file.set_len(0)?;
+        fs::rename(&making, &path)?;
         // Its entry must be durable before a record in it is relied on.
         durable::fsync_dir(root)?;
-        Ok(Journal {
-            root: root.to_path_buf(),
+        Ok(lock)
+    });
+    match made {
+        Ok(lock) => Ok(Segment {
             path,
             file: Arc::new(file),
             _lock: lock,
             records: 0,
-            shared: Default::default(),
             applied: Vec::new(),
             dirs: Default::default(),
-        })
-    }
-
-    pub(super) fn is_empty(&self) -> bool {
-        self.records == 0
-    }
-
-    /// Whether a checkpoint is due even though the committer is busy.
-    pub(super) fn is_full(&self) -> bool {
-        self.records >= CHECKPOINT_RECORDS
-            || self
-                .file
-                .metadata()
-                .is_ok_and(|m| m.len() >= CHECKPOINT_BYTES)
-    }
-
-    /// The number of records, as other threads see it.
-    pub(super) fn shared_count(&self) -> Arc<AtomicUsize> {
-        self.shared.clone()
-    }
-
-    fn set_records(&mut self, n: usize) {
-        self.records = n;
-        self.shared.store(n, Ordering::Release);
-    }
-
-    pub(super) fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// The journal, for the cycle to sync with the rest.
-    pub(super) fn file(&self) -> Arc<File> {
-        self.file.clone()
-    }
-
-    /// Appends `batch` (`count` records of [`encode`]); the caller syncs [`Journal::file`]
-    /// before relying on them. On failure the journal is cut back to what it was.
-    pub(super) fn append(&mut self, batch: &[u8], count: usize) -> io::Result<Undo> {
-        let before = self.file.metadata()?.len();
-        if let Err(e) = (&*self.file).write_all(batch) {
-            let _ = self.file.set_len(before);
-            return Err(e);
+        }),
+        Err(e) => {
+            let _ = fs::remove_file(&making);
+            Err(e)
         }
-        self.set_records(self.records + count);
-        Ok(Undo(before, count))
     }
+}
 
-    /// Takes back an append whose sync failed: its requests fail, so a replay must not
-    /// apply them.
-    pub(super) fn undo(&mut self, Undo(len, count): Undo) {
-        let _ = self.file.set_len(len);
-        self.set_records(self.records - count);
-    }
-
-    /// Notes a file a journaled request put in place: the next checkpoint syncs it.
-    pub(super) fn applied(&mut self, full: &Path) {
-        if let Some(dir) = full.parent() {
-            self.dirs.insert(dir.to_path_buf());
-        }
-        self.applied.push(full.to_path_buf());
-    }
-
-    /// Makes every applied file durable in place (with `dirs` more directories), then
-    /// empties the journal. On failure the journal stays whole: a replay writes the same
-    /// files again.
-    pub(super) fn checkpoint(
+impl Segment {
+    /// Syncs every file and directory its records put in place (with `more_dirs`).
+    fn sync_applied(
         &mut self,
-        more_dirs: Vec<PathBuf>,
+        more_dirs: &[PathBuf],
         sync: Sync,
     ) -> Result<(), (PathBuf, io::Error)> {
-        if self.records == 0 && more_dirs.is_empty() {
-            return Ok(());
-        }
         let mut files = Vec::new();
         self.applied.sort();
         self.applied.dedup();
@@ -243,63 +191,266 @@ impl Journal {
             }
         }
         let mut dirs: Vec<PathBuf> = self.dirs.iter().cloned().collect();
-        dirs.extend(more_dirs);
+        dirs.extend_from_slice(more_dirs);
         sync(files, dirs)?;
         self.applied.clear();
         self.dirs.clear();
-        if self.records > 0 {
-            self.file
+        Ok(())
+    }
+}
+
+/// This process's journal: the segment appended to, owned by the committer thread.
+pub(super) struct Journal {
+    root: PathBuf,
+    seq: u64,
+    active: Segment,
+    /// Records not yet durable in place, in every segment of this process, for other
+    /// threads: a write about to bypass the journal asks for a checkpoint only when it is not
+    /// 0. Raised before any record is acknowledged.
+    shared: Arc<AtomicUsize>,
+}
+
+/// A segment taken out of use by [`Journal::rotate`], for the checkpoint thread.
+pub(super) struct Sealed {
+    root: PathBuf,
+    seq: u64,
+    segment: Segment,
+    /// Directories made for its requests, whose entries in their parents must be durable.
+    parents: Vec<PathBuf>,
+    shared: Arc<AtomicUsize>,
+}
+
+impl Sealed {
+    /// Makes its records' files durable in place, then removes it (durably: a later
+    /// segment is removed only after it). On failure it stays whole, to be tried again.
+    pub(super) fn checkpoint(&mut self, sync: Sync) -> Result<(), (PathBuf, io::Error)> {
+        self.segment.sync_applied(&self.parents, sync)?;
+        self.parents.clear();
+        durable::sealed_synced(self.seq);
+        let path = &self.segment.path;
+        fs::remove_file(path)
+            .and_then(|_| durable::fsync_dir(&self.root))
+            .map_err(|e| (path.clone(), e))?;
+        self.shared
+            .fetch_sub(std::mem::take(&mut self.segment.records), Ordering::AcqRel);
+        Ok(())
+    }
+}
+
+/// How to take back an append whose sync failed: the length before it, its records.
+pub(super) struct Undo(u64, usize);
+
+impl Journal {
+    /// Creates this process's journal in `root` (which holds the store).
+    pub(super) fn create(root: &Path) -> io::Result<Journal> {
+        fs::create_dir_all(root)?;
+        Ok(Journal {
+            root: root.to_path_buf(),
+            seq: 1,
+            active: new_segment(root, 1)?,
+            shared: Default::default(),
+        })
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.active.records == 0
+    }
+
+    /// Whether a checkpoint is due even though the committer is busy.
+    pub(super) fn is_full(&self) -> bool {
+        self.active.records >= CHECKPOINT_RECORDS
+            || self
+                .active
+                .file
+                .metadata()
+                .is_ok_and(|m| m.len() >= CHECKPOINT_BYTES)
+    }
+
+    /// The number of records not yet durable in place, as other threads see it.
+    pub(super) fn shared_count(&self) -> Arc<AtomicUsize> {
+        self.shared.clone()
+    }
+
+    pub(super) fn path(&self) -> &Path {
+        &self.active.path
+    }
+
+    /// The journal, for the cycle to sync with the rest.
+    pub(super) fn file(&self) -> Arc<File> {
+        self.active.file.clone()
+    }
+
+    /// Appends `batch` (`count` records of [`encode`]); the caller syncs [`Journal::file`]
+    /// before relying on them. On failure the journal is cut back to what it was.
+    pub(super) fn append(&mut self, batch: &[u8], count: usize) -> io::Result<Undo> {
+        let file = &self.active.file;
+        let before = file.metadata()?.len();
+        if let Err(e) = (&**file).write_all(batch) {
+            let _ = file.set_len(before);
+            return Err(e);
+        }
+        self.active.records += count;
+        self.shared.fetch_add(count, Ordering::AcqRel);
+        Ok(Undo(before, count))
+    }
+
+    /// Takes back an append whose sync failed: its requests fail, so a replay must not
+    /// apply them.
+    pub(super) fn undo(&mut self, Undo(len, count): Undo) {
+        let _ = self.active.file.set_len(len);
+        self.active.records -= count;
+        self.shared.fetch_sub(count, Ordering::AcqRel);
+    }
+
+    /// Notes a file a journaled request put in place: its segment's checkpoint syncs it.
+    pub(super) fn applied(&mut self, full: &Path) {
+        if let Some(dir) = full.parent() {
+            self.active.dirs.insert(dir.to_path_buf());
+        }
+        self.active.applied.push(full.to_path_buf());
+    }
+
+    /// Seals the segment appended to and goes on in a new one; the sealed segment's
+    /// checkpoint makes the directories made so far durable too. On failure nothing changes.
+    pub(super) fn rotate(&mut self) -> io::Result<Sealed> {
+        let next = new_segment(&self.root, self.seq + 1)?;
+        let seq = self.seq;
+        self.seq += 1;
+        Ok(Sealed {
+            root: self.root.clone(),
+            seq,
+            segment: std::mem::replace(&mut self.active, next),
+            // Every directory its requests made was made before they joined the commit,
+            // so before this.
+            parents: durable::parents(&durable::seal_created(seq))
+                .into_iter()
+                .map(Path::to_path_buf)
+                .collect(),
+            shared: self.shared.clone(),
+        })
+    }
+
+    /// Makes every file the segment appended to applied durable in place (with `dirs`
+    /// more directories), then empties it, on the calling thread: for a clean stop, once
+    /// every sealed segment is checkpointed. On failure the journal stays whole: a replay
+    /// writes the same files again.
+    pub(super) fn checkpoint(
+        &mut self,
+        more_dirs: Vec<PathBuf>,
+        sync: Sync,
+    ) -> Result<(), (PathBuf, io::Error)> {
+        if self.active.records == 0 && more_dirs.is_empty() {
+            return Ok(());
+        }
+        self.active.sync_applied(&more_dirs, sync)?;
+        if self.active.records > 0 {
+            let path = &self.active.path;
+            self.active
+                .file
                 .set_len(0)
-                .and_then(|_| self.file.sync_data())
-                .map_err(|e| (self.path.clone(), e))?;
-            self.set_records(0);
+                .and_then(|_| self.active.file.sync_data())
+                .map_err(|e| (path.clone(), e))?;
+            self.shared
+                .fetch_sub(std::mem::take(&mut self.active.records), Ordering::AcqRel);
         }
         Ok(())
     }
 
     /// Removes the journal, emptied by a checkpoint, for a clean stop.
     pub(super) fn remove(self) -> Result<(), (PathBuf, io::Error)> {
-        if self.records > 0 {
-            return Err((self.path, io::Error::other("the journal is not empty")));
+        let path = self.active.path;
+        if self.active.records > 0 {
+            return Err((path, io::Error::other("the journal is not empty")));
         }
-        fs::remove_file(&self.path).map_err(|e| (self.path.clone(), e))?;
+        fs::remove_file(&path).map_err(|e| (path.clone(), e))?;
         let _ = durable::fsync_dir(&self.root);
         Ok(())
     }
 }
 
 /// Replays and removes the journals in `root` of processes that are gone: writes each
-/// record's files in order, syncs them all, then removes the journal. The number of records
-/// replayed.
+/// record's files in order (a process's segments oldest first), syncs them all, then
+/// removes the segments. The number of records replayed.
 pub(super) fn replay_orphans(root: &Path, sync: Sync) -> io::Result<usize> {
     let entries = match fs::read_dir(root) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(e),
     };
-    let mut replayed = 0;
+    // Each process's segments, by sequence (a journal of an older version has none: 0).
+    let mut journals: std::collections::BTreeMap<String, Vec<(u64, PathBuf)>> = Default::default();
     for entry in entries {
         let entry = entry?;
         let name = entry.file_name();
-        if !name.to_str().is_some_and(|n| n.starts_with(PREFIX)) {
+        let Some(name) = name.to_str() else {
+            continue;
+        };
+        if name.starts_with(MAKING) {
+            // Made by a process that died before it was used: empty, or never relied on.
+            if let Ok(f) = File::open(entry.path()) {
+                if Flock::lock(f, FlockArg::LockExclusiveNonblock).is_ok() {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
             continue;
         }
-        let path = entry.path();
-        let file = match OpenOptions::new().read(true).write(true).open(&path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e),
-        };
-        // Held by a process that runs (this one included: a lock belongs to the open file):
-        // its journal is its own.
-        let Ok(mut file) = Flock::lock(file, FlockArg::LockExclusiveNonblock) else {
+        let Some(rest) = name.strip_prefix(PREFIX) else {
             continue;
         };
+        let (instance, seq) = match rest.rsplit_once('.') {
+            Some((i, seq)) => match seq.parse::<u64>() {
+                Ok(seq) => (i, seq),
+                Err(_) => (rest, 0),
+            },
+            None => (rest, 0),
+        };
+        journals
+            .entry(instance.to_owned())
+            .or_default()
+            .push((seq, entry.path()));
+    }
+    let mut replayed = 0;
+    for (_, mut segments) in journals {
+        segments.sort();
+        let mut locked = Vec::new();
+        for (_, path) in &segments {
+            let file = match OpenOptions::new().read(true).write(true).open(path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
+            // Held by a process that runs (this one included: a lock belongs to the open
+            // file): its journal is its own.
+            match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+                Ok(f) => locked.push((path.clone(), f)),
+                Err(_) => {
+                    locked.clear();
+                    break;
+                }
+            }
+        }
+        if locked.is_empty() {
+            continue;
+        }
+        replayed += replay_process(root, &mut locked, sync)?;
+    }
+    Ok(replayed)
+}
+
+/// Replays one gone process's segments, oldest first, and removes them.
+fn replay_process(
+    root: &Path,
+    segments: &mut [(PathBuf, Flock<File>)],
+    sync: Sync,
+) -> io::Result<usize> {
+    let mut written = Vec::new();
+    let mut dirs = std::collections::BTreeSet::new();
+    let mut replayed = 0;
+    for (path, file) in segments.iter_mut() {
         let mut data = Vec::new();
         file.read_to_end(&mut data)?;
         let records = decode(&data);
-        let mut written = Vec::new();
-        let mut dirs = std::collections::BTreeSet::new();
+        replayed += records.len();
         for files in &records {
             for (storage_path, content) in files {
                 let full = root.join(storage_path.as_str());
@@ -322,23 +473,24 @@ pub(super) fn replay_orphans(root: &Path, sync: Sync) -> io::Result<usize> {
                 written.push(full);
             }
         }
-        written.sort();
-        written.dedup();
-        let files = written
-            .into_iter()
-            .filter_map(|p| File::open(&p).ok().map(|f| (p, Arc::new(f))))
-            .collect();
-        sync(files, dirs.into_iter().collect())
-            .and_then(|_| durable::sync_created().map_err(|e| (root.to_path_buf(), e)))
-            .map_err(|(p, e)| io::Error::new(e.kind(), format!("{}: {e}", p.display())))?;
-        match fs::remove_file(&path) {
+    }
+    written.sort();
+    written.dedup();
+    let files = written
+        .into_iter()
+        .filter_map(|p| File::open(&p).ok().map(|f| (p, Arc::new(f))))
+        .collect();
+    sync(files, dirs.into_iter().collect())
+        .and_then(|_| durable::sync_created().map_err(|e| (root.to_path_buf(), e)))
+        .map_err(|(p, e)| io::Error::new(e.kind(), format!("{}: {e}", p.display())))?;
+    for (path, _) in segments.iter() {
+        match fs::remove_file(path) {
             // Its owner removed it, empty, as it stopped (we took its lock just after).
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
-        durable::fsync_dir(root)?;
-        replayed += records.len();
     }
+    durable::fsync_dir(root)?;
     Ok(replayed)
 }
 
@@ -396,5 +548,34 @@ mod tests {
         assert_eq!(read(&tag), b"sha256:2");
         assert_eq!(read(&data), b"{}");
         assert!(!journal.exists() && !other.exists());
+    }
+
+    /// A gone process's segments are replayed oldest first (by number, not by name), and
+    /// a segment it was still making is removed.
+    #[test]
+    fn segments_replay_in_order() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let tag = p("r/tags/t/current/link");
+        for (seq, content) in [(10, "sha256:10"), (2, "sha256:2"), (9, "sha256:9")] {
+            let record = encode([(&tag, content.as_bytes())].into_iter());
+            let name = format!("{PREFIX}deadbeef.{seq}");
+            fs::write(root.path().join(name), record).expect("segment");
+        }
+        let making = root.path().join(format!("{MAKING}deadbeef.11"));
+        fs::write(&making, b"").expect("making");
+        let sync: Sync = &|_, _| Ok(());
+        assert_eq!(replay_orphans(root.path(), sync).expect("replay"), 3);
+        let read = fs::read(root.path().join(tag.as_str())).expect("tag");
+        assert_eq!(read, b"sha256:10");
+        let left: Vec<_> = fs::read_dir(root.path())
+            .expect("root")
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.starts_with(".docker"))
+            })
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
     }
 }
