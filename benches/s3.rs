@@ -5,6 +5,7 @@
 //! ```text
 //! cargo bench --bench s3                         # 256 MiB blobs, 3 runs, 10,000 repositories
 //! cargo bench --bench s3 -- --blob-mib 8,256,2048 --runs 3 --repos 0
+//! cargo bench --bench s3 -- --blob-mib 256 --repos 0 --chunked   # POST, PATCH, PUT as docker does
 //! cargo bench --bench s3 -- --blob-mib 2048 --runs 1 --repos 0   # peak RSS with a 2 GiB blob
 //! ```
 //!
@@ -89,8 +90,16 @@ fn client() -> reqwest::blocking::Client {
         .expect("client")
 }
 
-/// Pushes a blob (POST, then one streamed PUT); returns its digest and the seconds taken.
-fn push(c: &reqwest::blocking::Client, base: &str, seed: u64, len: u64) -> (String, f64) {
+/// Pushes a blob (POST, then one streamed PUT; with `chunked`, as docker and skopeo do:
+/// POST, the body in one PATCH, then a PUT without one); returns its digest and the
+/// seconds taken.
+fn push(
+    c: &reqwest::blocking::Client,
+    base: &str,
+    seed: u64,
+    len: u64,
+    chunked: bool,
+) -> (String, f64) {
     let digest = digest_of(pattern(seed, len));
     let started = Instant::now();
     let r = c
@@ -99,10 +108,27 @@ fn push(c: &reqwest::blocking::Client, base: &str, seed: u64, len: u64) -> (Stri
         .expect("post");
     assert_eq!(r.status(), 202, "{base}: start upload");
     let loc = common::absolute(base, r.headers()["location"].to_str().expect("location"));
+    let body = || reqwest::blocking::Body::sized(pattern(seed, len), len);
+    let (loc, body) = if chunked {
+        let r = c
+            .patch(&loc)
+            .header("content-type", "application/octet-stream")
+            .body(body())
+            .send()
+            .expect("patch");
+        assert_eq!(r.status(), 202, "{base}: patch");
+        let next = r.headers()["location"].to_str().expect("location");
+        (
+            common::absolute(base, next),
+            reqwest::blocking::Body::from(Vec::new()),
+        )
+    } else {
+        (loc, body())
+    };
     let sep = if loc.contains('?') { '&' } else { '?' };
     let r = c
         .put(format!("{loc}{sep}digest={digest}"))
-        .body(reqwest::blocking::Body::sized(pattern(seed, len), len))
+        .body(body)
         .send()
         .expect("put");
     assert_eq!(r.status(), 201, "{base}: {:?}", r.text());
@@ -327,6 +353,7 @@ fn main() {
         })
         .collect();
     let runs = arg("--runs").unwrap_or(3);
+    let chunked = std::env::args().any(|a| a == "--chunked");
     let repos = arg("--repos").unwrap_or(10_000);
     let Some(moto) = moto::Moto::start() else {
         return;
@@ -373,7 +400,7 @@ fn main() {
                 let seed = (s as u64 * runs + run) * 2 + i as u64 + 1;
                 let mut digest = String::new();
                 let push_cost = measured(&moto, &background, *pid, || {
-                    let (d, seconds) = push(&c, base, seed, len);
+                    let (d, seconds) = push(&c, base, seed, len, chunked);
                     digest = d;
                     seconds
                 });
@@ -415,7 +442,12 @@ fn main() {
     println!("| | ours | distribution 2.8.2 | ours / theirs | target |\n|---|---|---|---|---|");
     for (blob_mib, [o, t]) in &results {
         let len = blob_mib * MIB;
-        for (what, oc, tc) in [("push", &o.push, &t.push), ("pull", &o.pull, &t.pull)] {
+        let push = if chunked {
+            "push (POST, PATCH, PUT)"
+        } else {
+            "push"
+        };
+        for (what, oc, tc) in [(push, &o.push, &t.push), ("pull", &o.pull, &t.pull)] {
             let (om, tm) = (Runs::mbps(oc, len), Runs::mbps(tc, len));
             println!(
                 "| {what} {blob_mib} MiB, MB/s | {om:.1} | {tm:.1} | {:.2}x | {} |",
