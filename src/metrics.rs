@@ -14,6 +14,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -322,22 +324,68 @@ impl Metrics {
         method: &'static str,
         size: u64,
     ) -> RequestTimer {
-        let labels = HandlerLabel { handler };
-        // Held by the timer: one lookup for the rise and the fall.
-        let in_flight = self.in_flight.get_or_create_owned(&labels);
-        in_flight.inc();
+        let series = self.route_series(handler, method);
+        series.in_flight.inc();
         if size > 0 {
-            self.request_size
-                .get_or_create(&labels)
-                .observe(size as f64);
+            series.request_size.observe(size as f64);
         }
         RequestTimer {
             metrics: self,
             handler,
             method,
-            in_flight,
+            series,
             start: Instant::now(),
         }
+    }
+
+    /// The series of one handler and method, resolved once per thread: a lookup in a
+    /// labelled family (a hash of the labels and a lock) was most of what recording a
+    /// request cost (benches/metrics-cost.sh).
+    fn route_series(
+        &self,
+        handler: &'static str,
+        method: &'static str,
+    ) -> std::sync::Arc<RouteSeries> {
+        let key = (handler.as_ptr() as usize, method.as_ptr() as usize, 0);
+        ROUTES.with(|routes| {
+            routes
+                .borrow_mut()
+                .entry(key)
+                .or_insert_with(|| {
+                    let labels = HandlerLabel { handler };
+                    std::sync::Arc::new(RouteSeries {
+                        in_flight: self.in_flight.get_or_create_owned(&labels),
+                        request_size: self.request_size.get_or_create(&labels).clone(),
+                        response_size: self.response_size.get_or_create(&labels).clone(),
+                        duration: self
+                            .request_duration
+                            .get_or_create(&HandlerMethod { handler, method })
+                            .clone(),
+                    })
+                })
+                .clone()
+        })
+    }
+
+    /// `registry_http_requests_total` of one handler, method and status, resolved once per
+    /// thread.
+    fn requests_counter(&self, handler: &'static str, method: &'static str, code: u16) -> Counter {
+        let key = (handler.as_ptr() as usize, method.as_ptr() as usize, code);
+        COUNTERS.with(|counters| {
+            counters
+                .borrow_mut()
+                .entry(key)
+                .or_insert_with(|| {
+                    self.requests
+                        .get_or_create(&RequestLabels {
+                            handler,
+                            code,
+                            method,
+                        })
+                        .clone()
+                })
+                .clone()
+        })
     }
 
     /// Notes an upload request receiving data, until the guard drops.
@@ -373,35 +421,67 @@ pub struct RequestTimer {
     metrics: &'static Metrics,
     handler: &'static str,
     method: &'static str,
-    in_flight: Gauge,
+    series: std::sync::Arc<RouteSeries>,
     start: Instant,
+}
+
+/// One handler's and method's series (see [`Metrics::route_series`]).
+struct RouteSeries {
+    in_flight: Gauge,
+    request_size: Histogram,
+    response_size: Histogram,
+    duration: Histogram,
+}
+
+impl Drop for RequestTimer {
+    fn drop(&mut self) {
+        self.series.in_flight.dec();
+    }
+}
+
+/// A hasher for keys that are already well spread (addresses and a status).
+#[derive(Default)]
+struct AddressHasher(u64);
+
+impl std::hash::Hasher for AddressHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u64(u64::from(*b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+    fn write_u16(&mut self, n: u16) {
+        self.write_u64(u64::from(n));
+    }
+}
+
+type ByAddress<V> =
+    RefCell<HashMap<(usize, usize, u16), V, std::hash::BuildHasherDefault<AddressHasher>>>;
+
+thread_local! {
+    static ROUTES: ByAddress<std::sync::Arc<RouteSeries>> = RefCell::default();
+    static COUNTERS: ByAddress<Counter> = RefCell::default();
 }
 
 impl RequestTimer {
     /// The response is ready: its status and body size.
     pub fn finish(self, code: u16, size: u64) {
-        let m = self.metrics;
-        let (handler, method) = (self.handler, self.method);
-        m.requests
-            .get_or_create(&RequestLabels {
-                handler,
-                code,
-                method,
-            })
+        self.metrics
+            .requests_counter(self.handler, self.method, code)
             .inc();
-        m.request_duration
-            .get_or_create(&HandlerMethod { handler, method })
+        self.series
+            .duration
             .observe(self.start.elapsed().as_secs_f64());
-        m.response_size
-            .get_or_create(&HandlerLabel { handler })
-            .observe(size as f64);
+        self.series.response_size.observe(size as f64);
         // `self` drops here: the request leaves the in-flight gauge.
-    }
-}
-
-impl Drop for RequestTimer {
-    fn drop(&mut self) {
-        self.in_flight.dec();
     }
 }
 
