@@ -260,10 +260,13 @@ fn reqwest_keep_alive_pulls_and_curl_at_a_limited_rate_get_every_byte() {
     if !have(&[CURL]) {
         return;
     }
-    // A transfer far longer than the idle and body idle timeouts: the connection is busy
-    // while a response is sent, however slowly, as long as the client reads.
+    // A transfer longer than the idle timeout: the connection is busy while a response is
+    // sent, however slowly. curl's rate limit reads in bursts and then sleeps until its
+    // average is back at the rate (seconds without reading a byte, up to most of the
+    // transfer), so the body idle timeout, which would rightly close such a client, is set
+    // past the whole transfer; tests below read slowly and steadily against a short one.
     let s = builder()
-        .args_from(&["--idle-timeout", "1s", "--body-idle-timeout", "2s"])
+        .args_from(&["--idle-timeout", "1s", "--body-idle-timeout", "30s"])
         .start();
     let c = client();
     // Larger than the socket buffers take at once (else curl gets it all before it limits).
@@ -276,11 +279,11 @@ fn reqwest_keep_alive_pulls_and_curl_at_a_limited_rate_get_every_byte() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("blob");
     let t = Instant::now();
-    let st = curl(&["--limit-rate", "1048576"], &out, &url)
+    let st = curl(&["--limit-rate", "2097152"], &out, &url)
         .status()
         .expect("curl is installed");
     assert!(st.success(), "curl failed: {}", s.log_text());
-    assert!(t.elapsed() > Duration::from_secs(3), "not rate-limited?");
+    assert!(t.elapsed() > Duration::from_secs(2), "not rate-limited?");
     assert!(std::fs::read(&out).expect("curl's file") == data);
     assert_sendfiles(&s, 5);
 }
@@ -305,6 +308,38 @@ fn connect_small_window(s: &Server) -> (TcpStream, BufReader<TcpStream>) {
     c.set_read_timeout(Some(Duration::from_secs(60))).ok();
     let r = BufReader::with_capacity(64 << 10, c.try_clone().expect("clone"));
     (c, r)
+}
+
+#[test]
+fn a_client_reading_steadily_slower_than_the_socket_frees_room_is_not_cut_off() {
+    // The kernel says a full socket has room again only once a third of its buffer is
+    // free (here up to 4 MiB, so 1.3 MiB); a client that reads steadily, but slower than
+    // that per body idle timeout, is still reading: the server sees the bytes its socket
+    // holds going down, and does not close the connection.
+    let s = builder()
+        .args_from(&["--idle-timeout", "1s", "--body-idle-timeout", "1s"])
+        .start();
+    let c = client();
+    // More than the socket buffers take, so that the server's writes wait.
+    let data = pattern(6 * MIB, 12);
+    let d = push_blob(&c, &s, "zc/steady", &data);
+    let (mut w, mut r) = connect_small_window(&s);
+    send(&mut w, "GET", &format!("/v2/zc/steady/blobs/{d}"), "");
+    assert_eq!(read_reply(&mut r, true).status, 200);
+    // About 800 KiB/s, evenly: 1.3 MiB take more than the timeout.
+    let t = Instant::now();
+    let mut got = Vec::with_capacity(data.len());
+    let mut buf = vec![0; 16 << 10];
+    while got.len() < data.len() {
+        let n = r.read(&mut buf).expect("read");
+        assert!(n > 0, "closed after {} of {} bytes", got.len(), data.len());
+        got.extend_from_slice(&buf[..n]);
+        let due = Duration::from_secs_f64(got.len() as f64 / (800 << 10) as f64);
+        if let Some(wait) = due.checked_sub(t.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    }
+    assert!(got == data, "a steadily read pull differs");
 }
 
 #[test]

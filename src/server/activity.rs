@@ -58,6 +58,9 @@ pub struct Activity {
     first_byte: AtomicU64,
     /// Since when a write has been waiting for room in the socket, or NEVER.
     write_blocked: AtomicU64,
+    /// The bytes the socket still held for the client when that wait began or was last
+    /// seen to shrink: while a write waits, the client reading shows as this going down.
+    unsent: AtomicU64,
     evicted: AtomicBool,
     /// Wakes the connection when it is [evicted](Activity::evict).
     pub eviction: Notify,
@@ -72,6 +75,7 @@ impl Activity {
             idle_since: AtomicU64::new(0),
             first_byte: AtomicU64::new(NEVER),
             write_blocked: AtomicU64::new(NEVER),
+            unsent: AtomicU64::new(NEVER),
             evicted: AtomicBool::new(false),
             eviction: Notify::new(),
         }
@@ -88,14 +92,33 @@ impl Activity {
         }
     }
 
-    /// A write found the socket full (`blocked`), or got through.
-    pub fn write(&self, blocked: bool) {
+    /// A write found the socket full (`blocked`), or got through. `unsent` tells how many
+    /// bytes the socket holds for the client; it is asked once, when a wait begins.
+    pub fn write(&self, blocked: bool, unsent: impl FnOnce() -> Option<u64>) {
         let since = self.write_blocked.load(Relaxed);
         if blocked && since == NEVER {
+            self.unsent.store(unsent().unwrap_or(NEVER), Relaxed);
             self.write_blocked.store(self.now(), Relaxed);
         } else if !blocked && since != NEVER {
             self.write_blocked.store(NEVER, Relaxed);
         }
+    }
+
+    /// The watchdog found a write waiting for the body idle timeout, and the socket now
+    /// holds `unsent` bytes for the client: if fewer than when last seen, the client has
+    /// been reading (slowly, or by the socket's free-space threshold, which a rate-limited
+    /// client can take longer than the timeout to cross), so its time starts again.
+    /// Returns whether it did.
+    pub fn client_read_since(&self, unsent: Option<u64>) -> bool {
+        let Some(unsent) = unsent else {
+            return false;
+        };
+        if self.write_blocked.load(Relaxed) == NEVER || unsent >= self.unsent.load(Relaxed) {
+            return false;
+        }
+        self.unsent.store(unsent, Relaxed);
+        self.write_blocked.store(self.now(), Relaxed);
+        true
     }
 
     /// A request reached the API; the connection is busy until the returned guard drops
@@ -251,10 +274,23 @@ mod tests {
             a.check_at(61_000, &limits()),
             Verdict::Close(Overdue::Reading)
         );
-        a.write(false);
+        a.write(false, || None);
         drop(request);
         assert!(a.idleness().is_some());
         assert!(a.evict());
         assert!(!a.evict(), "evicted once");
+    }
+
+    #[test]
+    fn a_client_that_reads_slowly_while_a_write_waits_gets_its_time_again() {
+        let a = Activity::new();
+        a.write(true, || Some(4_000_000));
+        assert!(!a.client_read_since(Some(4_000_000)), "nothing read");
+        assert!(!a.client_read_since(None), "unknown");
+        assert!(a.client_read_since(Some(3_000_000)));
+        assert!(a.write_blocked.load(Relaxed) != NEVER, "still waiting");
+        assert!(!a.client_read_since(Some(3_000_000)), "nothing more read");
+        a.write(false, || None);
+        assert!(!a.client_read_since(Some(1)), "no write waits");
     }
 }

@@ -21,6 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -75,6 +76,8 @@ impl Handler {
             _ = self.activity.eviction.notified() => return Err("evicted during the TLS handshake".into()),
             _ = self.serving.stop.cancelled() => return Ok(()),
         };
+        // For the watchdog's look at what the client has read; open while `conn` lives.
+        let fd = transport.fd().as_raw_fd();
         let sends = match &transport {
             Transport::Plain(stream) if self.sends_files(stream) => {
                 let activity = self.activity.clone();
@@ -131,7 +134,7 @@ impl Handler {
                 _ = self.activity.eviction.notified(), if !closing => {
                     "the daemon is full and this connection was idle the longest".to_owned()
                 }
-                _ = watchdog.as_mut() => match self.look(closing) {
+                _ = watchdog.as_mut() => match self.look(closing, fd) {
                     Look::DropNow(ended) => return ended,
                     Look::Close(why) => why,
                     Look::Again(after) => {
@@ -161,10 +164,15 @@ impl Handler {
         }
     }
 
-    /// The watchdog's look at the connection (`closing`: a graceful close was asked).
-    fn look(&self, closing: bool) -> Look {
+    /// The watchdog's look at the connection (`closing`: a graceful close was asked; `fd`:
+    /// its socket).
+    fn look(&self, closing: bool, fd: RawFd) -> Look {
         let limits = &self.serving.limits;
         match self.activity.check(limits) {
+            // A write has waited all this time, but the client did read some of it.
+            Verdict::Close(Overdue::Reading) if self.activity.client_read_since(unsent(fd)) => {
+                Look::Again(limits.check_every())
+            }
             // Nothing is in flight that a graceful close would let finish: a request head is
             // not a request yet, and a client that does not read cannot be sent the rest.
             Verdict::Close(why @ (Overdue::Head | Overdue::Reading)) => {
@@ -211,11 +219,34 @@ trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
 impl Transport {
+    /// The TCP socket under it.
+    fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Transport::Plain(s) => s.as_fd(),
+            Transport::Tls(s) => s.get_ref().0.as_fd(),
+        }
+    }
+
     fn stream(&mut self) -> Pin<&mut dyn Stream> {
         match self {
             Transport::Plain(s) => Pin::new(s),
             Transport::Tls(s) => Pin::new(s.as_mut()),
         }
+    }
+}
+
+/// The bytes a TCP socket holds for its peer: sent but not acknowledged, or not sent yet
+/// (`SIOCOUTQ`). They go down as the client reads and its receive window opens.
+/// `fd` must be a socket this connection keeps open across the call.
+fn unsent(fd: RawFd) -> Option<u64> {
+    let mut n: nix::libc::c_int = 0;
+    // SAFETY: SIOCOUTQ (TIOCOUTQ) writes one int through the pointer, which is valid and
+    // lives across the call; on a descriptor that is not a socket it fails, harmlessly.
+    let r = unsafe { nix::libc::ioctl(fd, nix::libc::TIOCOUTQ, &mut n) };
+    if r == 0 {
+        u64::try_from(n).ok()
+    } else {
+        None
     }
 }
 
@@ -230,7 +261,8 @@ pub struct Conn {
 impl Conn {
     /// Notes whether a write got through or waits for the client to read.
     fn wrote<T>(&self, result: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
-        self.activity.write(result.is_pending());
+        let fd = self.transport.fd().as_raw_fd();
+        self.activity.write(result.is_pending(), || unsent(fd));
         result
     }
 }
