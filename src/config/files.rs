@@ -139,14 +139,8 @@ impl Reader<'_> {
     fn entry(&mut self, e: &Entry, path: &str, written: &str) {
         let path = join(path, &key_name(&e.key));
         let written = join(written, &e.key);
-        if path == "notifications.endpoints" {
-            if let Some(list) = super::notifications::read(self.file, e, self.errors) {
-                self.config.notifications = list;
-            }
-        } else if path == "proxy.upstreams" {
-            if let Some(list) = super::proxy::read(self.file, e, self.errors) {
-                self.config.proxy_upstreams = list;
-            }
+        if let Some(l) = super::lists::at_path(&path) {
+            (l.read)(self.config, self.file, e, None, self.errors);
         } else if let Some(s) = at_path(&path) {
             self.apply(s, e, &written);
         } else if is_section(&path) {

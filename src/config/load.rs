@@ -7,6 +7,7 @@
 //! `table.rs`), so `REGISTRY_PORT` refines `REGISTRY_HTTP_ADDR` and `REGISTRY_WORKERS` wins
 //! over `GUNICORN_WORKERS`.
 
+use super::lists::{self, LISTS};
 use super::model::{AuthChoice, DEFAULT_CONFIG, DEFAULT_SYSCONFIG};
 use super::setting::{is_variable, named, Input, Setting};
 use super::source::{ConfigError, ConfigErrors, Source, Sourced};
@@ -250,43 +251,41 @@ impl Config {
 
     /// The list-valued settings a variable can hold, as distribution reads a list from one:
     /// its value is YAML for the list (`[{name: hook, url: http://...}]`, or a block
-    /// sequence), e.g. `REGISTRY_NOTIFICATIONS_ENDPOINTS`, in the process environment or the
-    /// sysconfig file. The whole list is replaced, as in distribution.
+    /// sequence), e.g. `REGISTRY_NOTIFICATIONS_ENDPOINTS` or `REGISTRY_PROXY_UPSTREAMS`, in
+    /// the process environment or the sysconfig file. The whole list is replaced, as in
+    /// distribution.
     fn apply_list_variables(
         &mut self,
         lookup: impl Fn(&str) -> Option<(String, Source)>,
         errors: &mut Vec<ConfigError>,
     ) {
-        for var in LIST_VARIABLES {
+        for l in LISTS {
+            let var = l.variable;
             let Some((value, source)) = lookup(var).filter(|(v, _)| !v.trim().is_empty()) else {
                 continue;
             };
-            let indented: String = value.lines().map(|l| format!("  {l}\n")).collect();
-            let text = format!("endpoints:\n{indented}");
+            let indented: String = value.lines().map(|line| format!("  {line}\n")).collect();
+            // Under a key named after the variable, so errors read `VARIABLE[0].key: ...`.
+            let text = format!("{var}:\n{indented}");
             let parsed = super::yaml::parse(&text).map_err(|e| e.message);
             let entry = match &parsed {
-                Ok((Some(root), _)) => root.get("endpoints"),
-                Ok((None, _)) => None,
-                Err(_) => None,
+                Ok((Some(root), _)) => root.get(var),
+                Ok((None, _)) | Err(_) => None,
             };
             let Some(entry) = entry else {
                 let why = parsed.err().unwrap_or_else(|| "no list".to_owned());
                 errors.push(ConfigError::at(
                     &source,
-                    format!("{var}: expected YAML for a list of endpoints ([{{name: ..., url: ...}}]): {why}"),
+                    format!("{var}: expected YAML for a list ({}): {why}", l.example),
                 ));
                 continue;
             };
             let mut found = Vec::new();
-            let read = super::notifications::read(Path::new(var), entry, &mut found);
+            (l.read)(self, Path::new(var), entry, Some(source), &mut found);
             for mut e in found {
                 e.file = None;
                 e.line = None;
-                e.message = format!("{var}: {}", e.message);
                 errors.push(e);
-            }
-            if let Some(list) = read {
-                self.notifications = Sourced::new(list.value, source);
             }
         }
     }
@@ -339,8 +338,5 @@ impl Config {
 
 /// Whether a variable means something here.
 fn is_known(name: &str) -> bool {
-    SELECTORS.contains(&name) || LIST_VARIABLES.contains(&name) || is_variable(name)
+    SELECTORS.contains(&name) || lists::is_variable(name) || is_variable(name)
 }
-
-/// Variables holding a list as YAML (see [`Config::apply_list_variables`]).
-const LIST_VARIABLES: &[&str] = &["REGISTRY_NOTIFICATIONS_ENDPOINTS"];

@@ -41,6 +41,7 @@ mod describe;
 mod files;
 mod flags;
 mod kinds;
+mod lists;
 mod load;
 mod model;
 mod notifications;

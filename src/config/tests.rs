@@ -1400,3 +1400,65 @@ fn notification_endpoints_from_a_variable_holding_yaml() {
         "{problems:?}"
     );
 }
+
+/// `REGISTRY_PROXY_UPSTREAMS` holds the pull-through cache's upstreams as YAML, like
+/// `REGISTRY_NOTIFICATIONS_ENDPOINTS`: in the environment or the sysconfig file, replacing
+/// a file's list, shown with the variable as its source; a misspelt key is an error naming it.
+#[test]
+fn proxy_upstreams_from_a_variable_holding_yaml() {
+    let file = "version: 0.1\nproxy:\n  upstreams:\n    - prefix: 'file/**'\n      remoteurl: http://file/\n";
+    let env = Setup::new(
+        "",
+        file,
+        &[(
+            "REGISTRY_PROXY_UPSTREAMS",
+            "[{prefix: 'library/**', remoteurl: 'https://registry-1.docker.io', ttl: 1h, namespaces: [docker.io]}, {prefix: 'quay/**', remoteurl: 'https://quay.io', stripprefix: true}]",
+        )],
+    );
+    let c = env.load();
+    let u = &c.proxy_upstreams.value;
+    assert_eq!(u.len(), 2);
+    assert_eq!(
+        (u[0].prefix.as_str(), u[0].remoteurl.as_str()),
+        ("library/**", "https://registry-1.docker.io")
+    );
+    assert_eq!(u[0].ttl, Some(Duration::from_secs(3600)));
+    assert_eq!(u[0].namespaces, ["docker.io"]);
+    assert!(u[1].strip_prefix);
+    assert!(env.warned().is_empty(), "{:?}", env.warned());
+    let rows = env.rows();
+    let (_, source) = &rows["proxy.upstreams[0]"];
+    assert!(source.contains("REGISTRY_PROXY_UPSTREAMS"), "{source}");
+    let sysconfig = Setup::new(
+        "REGISTRY_PROXY_UPSTREAMS=\"- prefix: 'mirror/**'\n  remoteurl: http://m/\n\"\n",
+        "",
+        &[],
+    );
+    assert_eq!(
+        sysconfig.load().proxy_upstreams.value[0].prefix,
+        "mirror/**"
+    );
+    let bad = Setup::new(
+        "",
+        "",
+        &[(
+            "REGISTRY_PROXY_UPSTREAMS",
+            "[{prefx: 'a/**', remoteurl: 'http://a/'}]",
+        )],
+    );
+    let problems = bad.problems();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("REGISTRY_PROXY_UPSTREAMS") && p.contains("prefx")),
+        "{problems:?}"
+    );
+    let not_yaml = Setup::new("", "", &[("REGISTRY_PROXY_UPSTREAMS", "[{prefix: ")]);
+    let problems = not_yaml.problems();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("REGISTRY_PROXY_UPSTREAMS: expected YAML for a list")),
+        "{problems:?}"
+    );
+}
