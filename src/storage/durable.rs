@@ -15,14 +15,19 @@ pub(super) fn fsync_dir(dir: &Path) -> io::Result<()> {
 /// Makes the directory `full` goes in, and those above it. Each directory made is noted
 /// until a sync makes its entry in its parent durable ([`take_created`], [`sync_created`]):
 /// without that, a crash can take the directory, and every file renamed into it, away.
+///
+/// The `mkdir`s run outside the list's lock (each allocates an inode: the dearest system
+/// call of a manifest PUT, which makes up to seven directories), so that concurrent writers
+/// make theirs side by side. A writer says which directories it is making before it makes
+/// them, and notes those it made before it says it is done; a writer that finds a directory
+/// made (or being made) by another waits until that one is done, so that the note is on the
+/// list before its own write joins a commit, which then syncs it.
 pub(super) fn create_parent(full: &Path) -> io::Result<()> {
     let Some(parent) = full.parent() else {
         return Ok(());
     };
     if parent.is_dir() {
-        // Whoever made it notes it before letting go of the list: taking the list once
-        // orders that note before this write joins a commit, which then syncs it.
-        drop(created());
+        wait_for_makers(parent);
         return Ok(());
     }
     let mut missing = vec![parent];
@@ -32,26 +37,63 @@ pub(super) fn create_parent(full: &Path) -> io::Result<()> {
         }
         missing.push(up);
     }
-    let mut noted = created();
+    let id = {
+        let mut n = noted_state();
+        n.next += 1;
+        let id = n.next;
+        n.making
+            .push((id, missing.iter().map(|d| d.to_path_buf()).collect()));
+        id
+    };
+    let mut made = Vec::new();
+    let mut result = Ok(());
     for dir in missing.into_iter().rev() {
         match fs::create_dir(dir) {
-            Ok(()) => noted.push(dir.to_path_buf()),
-            // Made meanwhile by another writer, which noted it.
+            Ok(()) => made.push(dir.to_path_buf()),
+            // Made meanwhile by another writer, which notes it (waited for below).
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && dir.is_dir() => {}
-            Err(e) => return Err(e),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
         }
     }
-    // Directories made for writes that never commit (abandoned uploads) must not pile up.
-    // (Synced holding the list: a writer finding one of them made waits for its sync.
-    // The group commit checkpoints well before this bound.)
-    if noted.len() > MAX_NOTED {
-        let dirs = std::mem::take(&mut *noted);
-        if let Err(e) = sync_parents(&dirs) {
-            noted.extend(dirs);
-            return Err(e);
+    {
+        let mut n = noted_state();
+        n.dirs.extend(made);
+        n.making.retain(|(i, _)| *i != id);
+        MADE.notify_all();
+        // Directories made for writes that never commit (abandoned uploads) must not pile
+        // up. (Synced holding the list: a writer finding one of them made waits for its
+        // sync. The group commit checkpoints well before this bound.)
+        if result.is_ok() && n.dirs.len() > MAX_NOTED {
+            let dirs = std::mem::take(&mut n.dirs);
+            if let Err(e) = sync_parents(&dirs) {
+                n.dirs.extend(dirs);
+                return Err(e);
+            }
         }
     }
+    result?;
+    // A directory above that was found made (or made meanwhile) may be another writer's,
+    // not yet noted.
+    wait_for_makers(parent);
     Ok(())
+}
+
+/// Waits until no other writer is still making `dir` or a directory above it (see
+/// [`create_parent`]).
+fn wait_for_makers(dir: &Path) {
+    let mut n = noted_state();
+    while n
+        .making
+        .iter()
+        .any(|(_, dirs)| dirs.iter().any(|d| dir.starts_with(d)))
+    {
+        n = MADE
+            .wait(n)
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+    }
 }
 
 /// How many directories are noted, not yet synced.
@@ -62,13 +104,45 @@ pub(super) fn noted() -> usize {
 /// Directories noted at most before the writer that makes one more syncs them all itself.
 const MAX_NOTED: usize = 4096;
 
-/// Directories made by [`create_parent`] whose entry in their parent may not be durable.
-fn created() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
-    static CREATED: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+/// The directories made and not yet synced, and those being made.
+struct Noted {
+    /// Made by [`create_parent`]; their entries in their parents may not be durable.
+    dirs: Vec<PathBuf>,
+    /// Being made, outside the lock, by writer: (its number, the directories).
+    making: Vec<(u64, Vec<PathBuf>)>,
+    next: u64,
+}
+
+static NOTED: std::sync::Mutex<Noted> = std::sync::Mutex::new(Noted {
+    dirs: Vec::new(),
+    making: Vec::new(),
+    next: 0,
+});
+/// Told whenever a writer is done making its directories.
+static MADE: std::sync::Condvar = std::sync::Condvar::new();
+
+fn noted_state() -> std::sync::MutexGuard<'static, Noted> {
     // Plain pushes and takes: a panic elsewhere leaves the list as it was.
-    CREATED
+    NOTED
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Directories made by [`create_parent`] whose entry in their parent may not be durable.
+fn created() -> impl std::ops::DerefMut<Target = Vec<PathBuf>> {
+    struct Dirs(std::sync::MutexGuard<'static, Noted>);
+    impl std::ops::Deref for Dirs {
+        type Target = Vec<PathBuf>;
+        fn deref(&self) -> &Vec<PathBuf> {
+            &self.0.dirs
+        }
+    }
+    impl std::ops::DerefMut for Dirs {
+        fn deref_mut(&mut self) -> &mut Vec<PathBuf> {
+            &mut self.0.dirs
+        }
+    }
+    Dirs(noted_state())
 }
 
 /// Takes the directories made since the last call: whoever takes them makes their parents'
@@ -266,6 +340,36 @@ mod tests {
         ] {
             assert_eq!(kind_of(not), Kind::Other, "{not}");
         }
+    }
+
+    /// Writers make their directories side by side, outside the list's lock; one that
+    /// returns finds every directory above its file on the list, whoever made it (a
+    /// writer that found one made by another, not yet noted, waited for it).
+    #[test]
+    fn concurrent_writers_find_every_directory_they_rely_on_noted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().to_path_buf();
+        for round in 0..20 {
+            let base = root.join(format!("r{round}"));
+            std::thread::scope(|scope| {
+                for i in 0..8 {
+                    let base = &base;
+                    scope.spawn(move || {
+                        let file = base.join(format!("a/b/c{}/d{i}/link", i % 2));
+                        create_parent(&file).expect("mkdir");
+                        let noted = created();
+                        let mut up = file.parent();
+                        while let Some(d) = up.filter(|d| d.starts_with(base)) {
+                            assert!(noted.iter().any(|n| n == d), "{} not noted", d.display());
+                            up = d.parent();
+                        }
+                        drop(noted);
+                        assert!(file.parent().is_some_and(Path::is_dir));
+                    });
+                }
+            });
+        }
+        assert!(noted_state().making.is_empty());
     }
 
     /// Leftover removal may take a directory that held only leftovers just as a write
