@@ -259,6 +259,9 @@ impl Registry {
     /// Reads a link file; `None` when it does not exist.
     async fn read_link(&self, path: &StoragePath) -> RegistryResult<Option<Digest>> {
         match self.driver.get_content(path, LINK_LIMIT).await {
+            // A new link the journal's committer is writing in place, caught between its
+            // creation and its content: not there yet.
+            Ok(bytes) if bytes.is_empty() => Ok(None),
             Ok(bytes) => {
                 let text = String::from_utf8_lossy(&bytes);
                 match text.trim().parse::<Digest>() {

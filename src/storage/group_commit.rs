@@ -18,7 +18,10 @@
 //!
 //! A request whose files are all new content (a manifest PUT) skips the stages: the
 //! committer appends its intent to the journal (see [`super::journal`]), whose one sync in the
-//! cycle makes it durable, then renames all its files and answers: one wait for the disk.
+//! cycle makes it durable, then puts all its files in place and answers: one wait for the
+//! disk. The request itself only makes their directories beforehand; files not there yet are
+//! written in place directly (no temporary, no rename: the record repairs a torn one at
+//! replay), a file that is there is replaced through a temporary.
 //!
 //! Order and atomicity are those of [`super::StorageDriver::put_staged`] for every request:
 //! all its content is written to temporary names and made durable first; then, stage by
@@ -147,7 +150,12 @@ impl GroupCommit {
         // asked for it has gone away meanwhile.
         let queued = tokio::task::spawn_blocking(move || -> StorageResult<()> {
             let record = journal.then(|| record_of(&stages)).flatten();
-            let temps = write_temporaries(&stages)?;
+            // A journaled job's files are written in place once its record is durable
+            // (see [`Member::put_all_in_place`]): only their directories are made here.
+            let temps = match record {
+                Some(_) => make_directories(&stages).map(|_| Vec::new())?,
+                None => write_temporaries(&stages)?,
+            };
             let job = Job {
                 stages,
                 temps,
@@ -749,6 +757,15 @@ impl Member {
                 self.journaled = true;
                 return;
             }
+            if self.job.record.is_some() && self.temps.is_empty() {
+                // Journaled when it joined, but the journal is gone (a close): staged
+                // like the others, its temporaries written here.
+                self.job.record = None;
+                match write_temporaries(&self.job.stages) {
+                    Ok(temps) => self.temps = temps,
+                    Err(e) => return self.fail(e),
+                }
+            }
             // Its content: made durable by this cycle, renamed by the next.
             syncs
                 .files
@@ -774,14 +791,22 @@ impl Member {
         }
     }
 
-    /// A journaled request, its intent durable: every file renamed into place, in order,
-    /// for its segment's checkpoint to sync (the first `next` of [`Member::targets`]).
+    /// A journaled request, its intent durable: every file put in place, in order, for
+    /// its segment's checkpoint to sync (the first `next` of [`Member::targets`]). A file
+    /// that is not there yet is written in place directly: no temporary, no rename. A crash
+    /// mid-write leaves it torn, but its record stays in the journal until the checkpoint
+    /// has synced it, and replay writes it whole again. One that is there (a tag moved) is
+    /// replaced through a temporary, so that readers see the old content or the new.
     fn put_all_in_place(&mut self) {
         for k in 0..self.stages.len() {
             let stage = self.stages[k];
             for f in 0..self.job.stages[stage].len() {
-                let (path, full, _) = &self.job.stages[stage][f];
-                if let Err(e) = durable::rename_into_place(&self.temps[self.next].from, full) {
+                let (path, full, source) = &self.job.stages[stage][f];
+                let put = match source {
+                    Source::Content(content) => write_in_place(full, content),
+                    Source::Moved(_) => Err(io::Error::other("a moved file is never journaled")),
+                };
+                if let Err(e) = put {
                     let e = StorageError::io(path, e);
                     self.fail(e);
                     return;
@@ -802,7 +827,8 @@ impl Member {
     }
 
     fn fail(&mut self, e: StorageError) {
-        remove_temporaries(&self.temps[self.next..]);
+        // (A journaled request has no temporaries: it writes in place.)
+        remove_temporaries(self.temps.get(self.next..).unwrap_or_default());
         self.next = self.temps.len();
         if self.failed.is_none() {
             self.failed = Some(e);
@@ -825,10 +851,52 @@ fn remove_temporaries(renames: &[Rename]) {
     }
 }
 
+/// Makes the directories of every file of `stages` (a journaled job's, which writes its
+/// files in place once its record is durable).
+fn make_directories(stages: &[Vec<StagedFile>]) -> StorageResult<()> {
+    for (path, full, _) in stages.iter().flatten() {
+        durable::create_parent(full).map_err(|e| StorageError::io(path, e))?;
+    }
+    Ok(())
+}
+
+/// Puts `content` at `full`, whose journal record is durable: written in place if no file
+/// is there (removed again if the write fails: the record, not a torn file, is what a
+/// replay relies on), else through a temporary renamed over it.
+fn write_in_place(full: &Path, content: &[u8]) -> io::Result<()> {
+    let create = || {
+        fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(full)
+    };
+    let created = match create() {
+        // Its directory went away meanwhile (see [`durable::create_beside`]).
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            durable::create_parent(full).and_then(|_| create())
+        }
+        r => r,
+    };
+    match created {
+        Ok(mut f) => f.write_all(content).inspect_err(|_| {
+            let _ = fs::remove_file(full);
+        }),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            let tmp = durable::temp_name(full);
+            let r = durable::create_beside(full, &tmp)
+                .and_then(|mut f| f.write_all(content))
+                .and_then(|_| durable::rename_into_place(&tmp, full));
+            if r.is_err() {
+                let _ = fs::remove_file(&tmp);
+            }
+            r
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Writes every new file of `stages` to a temporary name beside its target and starts its
-/// writeback (a journaled one's too: its checkpoint, off the commit, then finds it written
-/// and only waits for the filesystem's journal); moved files are only checked to exist. On
-/// failure removes what it wrote.
+/// writeback; moved files are only checked to exist. On failure removes what it wrote.
 fn write_temporaries(stages: &[Vec<StagedFile>]) -> StorageResult<Vec<Rename>> {
     let mut temps = Vec::new();
     for (path, full, source) in stages.iter().flatten() {

@@ -4,8 +4,9 @@
 //! Without it a manifest PUT waits for the disk once per stage (content, links, tag), since
 //! no file of a stage may survive a crash before the stages ahead of it. With it the group
 //! commit appends one checksummed record per request (every file's path and content, in
-//! stage order), syncs the journal once for all of them, then renames the files into place
-//! without syncing them and answers: the registry:2 layout stays the result, readers (and
+//! stage order), syncs the journal once for all of them, then puts the files in place
+//! without syncing them (written directly where no file is yet, else through a temporary
+//! renamed over it) and answers: the registry:2 layout stays the result, readers (and
 //! distribution, and our other processes) see it at once, and only its durability lags.
 //! A crash at any point therefore leaves, after replay, the tag on the old manifest (the
 //! record was not durable, so the request was not answered) or the new one (replay writes
@@ -548,6 +549,40 @@ mod tests {
         assert_eq!(read(&tag), b"sha256:2");
         assert_eq!(read(&data), b"{}");
         assert!(!journal.exists() && !other.exists());
+    }
+
+    /// What a crash mid-write can leave of files the committer wrote in place (no
+    /// temporary: they did not exist): torn or empty. Their records are still in the
+    /// journal (a segment goes only once its checkpoint has synced them), and replay
+    /// writes them whole.
+    #[test]
+    fn files_torn_by_a_crash_mid_write_are_replayed_whole() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let (data, revision, tag) = (
+            p("blobs/sha256/ab/abcd/data"),
+            p("r/_manifests/revisions/sha256/abcd/link"),
+            p("r/_manifests/tags/t/current/link"),
+        );
+        let manifest = br#"{"schemaVersion":2,"layers":[]}"#;
+        let record = encode(
+            [
+                (&data, &manifest[..]),
+                (&revision, &b"sha256:abcd"[..]),
+                (&tag, &b"sha256:abcd"[..]),
+            ]
+            .into_iter(),
+        );
+        fs::write(root.path().join(format!("{PREFIX}0badcafe.1")), record).expect("segment");
+        let full = |sp: &StoragePath| root.path().join(sp.as_str());
+        for (sp, torn) in [(&data, &manifest[..9]), (&revision, &b""[..])] {
+            fs::create_dir_all(full(sp).parent().expect("dir")).expect("dir");
+            fs::write(full(sp), torn).expect("torn");
+        }
+        let sync: Sync = &|_, _| Ok(());
+        assert_eq!(replay_orphans(root.path(), sync).expect("replay"), 1);
+        assert_eq!(fs::read(full(&data)).expect("data"), manifest);
+        assert_eq!(fs::read(full(&revision)).expect("revision"), b"sha256:abcd");
+        assert_eq!(fs::read(full(&tag)).expect("tag"), b"sha256:abcd");
     }
 
     /// A gone process's segments are replayed oldest first (by number, not by name), and
