@@ -161,6 +161,12 @@ impl Listener {
     }
 }
 
+/// Bytes hyper reads from an HTTP/1 connection at most at once (the bound of its read
+/// buffer, which also bounds a request head). hyper's default, 400 KiB, took a `recv` per
+/// 400 KiB of a pushed blob (650 per 256 MiB); at 1 MiB a fast client's upload comes in
+/// 1 MiB reads, the size of an upload's batch (`registry::uploads`).
+const HTTP1_READ_BUFFER: usize = 1 << 20;
+
 /// HTTP/1.1 with keep-alive, and HTTP/2.
 fn http_settings() -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -170,7 +176,8 @@ fn http_settings() -> auto::Builder<TokioExecutor> {
         // The connection's watchdog times request heads: hyper's timer would also cut
         // keep-alive idling short, and does not start before the protocol is known.
         .header_read_timeout(None)
-        .keep_alive(true);
+        .keep_alive(true)
+        .max_buf_size(HTTP1_READ_BUFFER);
     builder
         .http2()
         .timer(TokioTimer::new())
