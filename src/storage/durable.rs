@@ -102,7 +102,7 @@ pub(super) fn noted() -> usize {
 }
 
 /// Directories noted at most before the writer that makes one more syncs them all itself.
-const MAX_NOTED: usize = 4096;
+const MAX_NOTED: usize = 32768;
 
 /// The directories made and not yet synced, and those being made.
 struct Noted {

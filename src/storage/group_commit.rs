@@ -310,8 +310,9 @@ fn run(work: mpsc::Receiver<Work>, mut journal: Option<Journal>) {
 }
 
 /// Directories made and not yet synced past which a checkpoint is due: each one is a sync
-/// in the checkpoint, and [`durable`] syncs them itself past its own bound.
-const NOTED_DUE: usize = 2048;
+/// in the checkpoint, and [`durable`] syncs them itself past its own bound. A manifest PUT
+/// makes up to seven: about 2,300 PUTs, near [`journal`]'s bound in records.
+const NOTED_DUE: usize = 16384;
 
 /// Has every record of `j` made durable in place, then `answer` answered: its segment
 /// sealed and handed to the checkpoint thread, the committer going on at once; or, without

@@ -42,8 +42,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Records after which the committer checkpoints even while busy: bounds the files a
-/// checkpoint syncs at once and the journal a restart replays (and reads whole).
-const CHECKPOINT_RECORDS: usize = 512;
+/// checkpoint syncs at once and the journal a restart replays (and reads whole). Large
+/// enough that a burst of PUTs is checkpointed once it is over, not during it: on a
+/// journaled filesystem every sync of a checkpoint forces a commit of the filesystem's
+/// journal, which the requests' own `mkdir`s, creates and journal syncs then wait behind
+/// (with 512, 2,000 PUTs from 16 clients waited p99 70 ms, 20-30 ms with this); the work is
+/// the same, done after the burst (see [`super::group_commit`]'s idle checkpoint).
+const CHECKPOINT_RECORDS: usize = if cfg!(test) { 512 } else { 4096 };
 /// The same bound in bytes, for large manifests.
 const CHECKPOINT_BYTES: u64 = 16 << 20;
 
