@@ -893,3 +893,62 @@ fn tag_lists_follow_changes_made_outside_this_process() {
     push_image(&c, &s, "shared", "four", "inside");
     assert_eq!(tags(), serde_json::json!(["four", "three", "two"]));
 }
+
+/// A manifest PUT writes its new links in place (no temporary) once its journal record is
+/// durable: a reader racing it must see the tag absent (404) or the whole manifest, never
+/// an error or other bytes, and a GET once the PUT has answered sees it.
+#[test]
+fn reads_racing_manifest_puts_see_nothing_or_the_whole_manifest() {
+    let (s, c) = server_and_client();
+    let config = push_blob(&c, &s, "race", b"{}");
+    let tags = 40;
+    let manifests: Vec<String> = (0..tags)
+        .map(|i| {
+            let m = image_manifest((&config, 2), &[]);
+            format!(r#"{},"annotations":{{"n":"{i}"}}}}"#, &m[..m.len() - 1])
+        })
+        .collect();
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            let (s, manifests, done) = (&s, &manifests, &done);
+            scope.spawn(move || {
+                let c = client();
+                let mut seen = 0;
+                while !done.load(std::sync::atomic::Ordering::Acquire)
+                    && std::time::Instant::now() < deadline
+                {
+                    let i = seen % tags;
+                    let r = c
+                        .get(s.url(&format!("/v2/race/manifests/t{i}")))
+                        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+                        .send()
+                        .expect("get");
+                    match r.status().as_u16() {
+                        404 => {}
+                        200 => {
+                            assert_eq!(r.text().expect("body"), manifests[i], "t{i}");
+                            seen += 1;
+                        }
+                        other => panic!("t{i}: {other} {}", r.text().unwrap_or_default()),
+                    }
+                }
+            });
+        }
+        for (i, m) in manifests.iter().enumerate() {
+            c.put(s.url(&format!("/v2/race/manifests/t{i}")))
+                .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+                .body(m.clone())
+                .expect_status(201);
+            let got = c
+                .get(s.url(&format!("/v2/race/manifests/t{i}")))
+                .header("accept", "application/vnd.oci.image.manifest.v1+json")
+                .send()
+                .expect("get");
+            assert_eq!(got.status(), 200, "t{i} right after its PUT");
+            assert_eq!(&got.text().expect("body"), m);
+        }
+        done.store(true, std::sync::atomic::Ordering::Release);
+    });
+}
