@@ -521,6 +521,10 @@ async fn rebuild(driver: Arc<dyn StorageDriver>, index: Arc<SearchIndex>) {
     }
 }
 
+/// How long a repository's description waits in the background after a change, for the
+/// changes that follow it.
+const REINDEX_DELAY: std::time::Duration = std::time::Duration::from_millis(250);
+
 impl super::Registry {
     /// Reads `repo` again in the background, once however many changes are waiting.
     fn reindex_in_background(&self, repo: &RepositoryName) {
@@ -534,6 +538,10 @@ impl super::Registry {
         let index = self.search.clone();
         let repo = repo.clone();
         rt.spawn(async move {
+            // Pushes to the repository meanwhile join this one (it stays queued): a burst
+            // of PUTs is described once, not once per PUT (a listing of its tags and three
+            // reads each time).
+            tokio::time::sleep(REINDEX_DELAY).await;
             index.dequeue(repo.as_str());
             read_and_apply(driver.as_ref(), &index, &repo).await
         });
