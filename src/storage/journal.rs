@@ -179,31 +179,39 @@ fn new_segment(root: &Path, seq: u64) -> io::Result<Segment> {
 }
 
 impl Segment {
-    /// Syncs every file and directory its records put in place (with `more_dirs`).
+    /// Syncs every file and directory its records put in place (with `more_dirs`). Files
+    /// are opened [`SYNC_BATCH`] at a time: a segment holds thousands, and descriptors are
+    /// the connections' budget too (see `server::limits`).
     fn sync_applied(
         &mut self,
         more_dirs: &[PathBuf],
         sync: Sync,
     ) -> Result<(), (PathBuf, io::Error)> {
-        let mut files = Vec::new();
         self.applied.sort();
         self.applied.dedup();
-        for path in &self.applied {
-            match File::open(path) {
-                Ok(f) => files.push((path.clone(), Arc::new(f))),
-                // Removed since: nothing to sync (and deletes wait for a checkpoint).
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err((path.clone(), e)),
+        for batch in self.applied.chunks(SYNC_BATCH) {
+            let mut files = Vec::new();
+            for path in batch {
+                match File::open(path) {
+                    Ok(f) => files.push((path.clone(), Arc::new(f))),
+                    // Removed since: nothing to sync (and deletes wait for a checkpoint).
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err((path.clone(), e)),
+                }
             }
+            sync(files, Vec::new())?;
         }
         let mut dirs: Vec<PathBuf> = self.dirs.iter().cloned().collect();
         dirs.extend_from_slice(more_dirs);
-        sync(files, dirs)?;
+        sync(Vec::new(), dirs)?;
         self.applied.clear();
         self.dirs.clear();
         Ok(())
     }
 }
+
+/// Files a checkpoint holds open at once.
+const SYNC_BATCH: usize = 256;
 
 /// This process's journal: the segment appended to, owned by the committer thread.
 pub(super) struct Journal {
@@ -482,11 +490,16 @@ fn replay_process(
     }
     written.sort();
     written.dedup();
-    let files = written
-        .into_iter()
-        .filter_map(|p| File::open(&p).ok().map(|f| (p, Arc::new(f))))
-        .collect();
-    sync(files, dirs.into_iter().collect())
+    written
+        .chunks(SYNC_BATCH)
+        .try_for_each(|batch| {
+            let files = batch
+                .iter()
+                .filter_map(|p| File::open(p).ok().map(|f| (p.clone(), Arc::new(f))))
+                .collect();
+            sync(files, Vec::new())
+        })
+        .and_then(|_| sync(Vec::new(), dirs.into_iter().collect()))
         .and_then(|_| durable::sync_created().map_err(|e| (root.to_path_buf(), e)))
         .map_err(|(p, e)| io::Error::new(e.kind(), format!("{}: {e}", p.display())))?;
     for (path, _) in segments.iter() {
@@ -588,6 +601,39 @@ mod tests {
         assert_eq!(fs::read(full(&data)).expect("data"), manifest);
         assert_eq!(fs::read(full(&revision)).expect("revision"), b"sha256:abcd");
         assert_eq!(fs::read(full(&tag)).expect("tag"), b"sha256:abcd");
+    }
+
+    /// A checkpoint of a segment with thousands of files holds at most [`SYNC_BATCH`] of
+    /// them open at once, and syncs them all.
+    #[test]
+    fn a_checkpoint_opens_its_files_a_batch_at_a_time() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let mut j = Journal::create(root.path()).expect("journal");
+        let n = SYNC_BATCH * 3 + 7;
+        for i in 0..n {
+            let full = root.path().join(format!("d{}/f{i}", i % 5));
+            fs::create_dir_all(full.parent().expect("dir")).expect("dir");
+            fs::write(&full, b"x").expect("file");
+            j.applied(&full);
+        }
+        let tag = p("t");
+        j.append(&encode([(&tag, &b"x"[..])].into_iter()), 1)
+            .expect("append");
+        let mut sealed = j.rotate().expect("rotate");
+        let synced = std::sync::Mutex::new((0usize, 0usize, 0usize));
+        let sync: Sync = &|files, dirs| {
+            let mut s = synced.lock().expect("count");
+            assert!(files.len() <= SYNC_BATCH, "{} open at once", files.len());
+            s.0 += files.len();
+            s.1 = s.1.max(files.len());
+            s.2 += dirs.len();
+            Ok(())
+        };
+        sealed.checkpoint(sync).expect("checkpoint");
+        let (files, most, dirs) = *synced.lock().expect("count");
+        assert_eq!((files, most), (n, SYNC_BATCH));
+        assert!(dirs >= 5, "{dirs}");
+        assert_eq!(j.shared_count().load(Ordering::Acquire), 0);
     }
 
     /// A gone process's segments are replayed oldest first (by number, not by name), and
