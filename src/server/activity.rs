@@ -61,6 +61,9 @@ pub struct Activity {
     /// The bytes the socket still held for the client when that wait began or was last
     /// seen to shrink: while a write waits, the client reading shows as this going down.
     unsent: AtomicU64,
+    /// The last response is out of our hands but not yet in the client's: its last bytes
+    /// wait in the socket (`write_blocked` times that wait as if a write waited).
+    draining: AtomicBool,
     evicted: AtomicBool,
     /// Wakes the connection when it is [evicted](Activity::evict).
     pub eviction: Notify,
@@ -76,6 +79,7 @@ impl Activity {
             first_byte: AtomicU64::new(NEVER),
             write_blocked: AtomicU64::new(NEVER),
             unsent: AtomicU64::new(NEVER),
+            draining: AtomicBool::new(false),
             evicted: AtomicBool::new(false),
             eviction: Notify::new(),
         }
@@ -101,7 +105,46 @@ impl Activity {
             self.write_blocked.store(self.now(), Relaxed);
         } else if !blocked && since != NEVER {
             self.write_blocked.store(NEVER, Relaxed);
+            self.draining.store(false, Relaxed);
         }
+    }
+
+    /// The watchdog's look at the socket of a connection with no request in flight, which
+    /// holds `unsent()` bytes for the client. hyper lets go of a response once its last bytes
+    /// are written to the socket, but a socket and the client's receive buffer take
+    /// megabytes, which a slow client can take seconds to read: the connection is not idle
+    /// until they are read (closing it before would lose them, or have the kernel reset it
+    /// when the client's window stays shut). Until then it is timed as a write waiting for
+    /// the client (the body idle timeout, restarted while the bytes go down); the idle
+    /// timeout starts once they are all read.
+    pub fn socket_holds(&self, unsent: impl FnOnce() -> Option<u64>) {
+        if self.in_flight.load(Relaxed) != 0 || self.requests.load(Relaxed) == 0 {
+            return;
+        }
+        let draining = self.draining.load(Relaxed);
+        match unsent() {
+            Some(n) if n > 0 => {
+                if !draining && self.write_blocked.load(Relaxed) == NEVER {
+                    self.unsent.store(n, Relaxed);
+                    self.write_blocked.store(self.now(), Relaxed);
+                    self.draining.store(true, Relaxed);
+                } else if draining {
+                    self.client_read_since(Some(n));
+                }
+            }
+            _ if draining => {
+                self.draining.store(false, Relaxed);
+                self.write_blocked.store(NEVER, Relaxed);
+                self.idle_since.store(self.now(), Relaxed);
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether a response is still on its way out: a write waits, or the socket holds the
+    /// end of the last one.
+    fn sending(&self) -> bool {
+        self.write_blocked.load(Relaxed) != NEVER
     }
 
     /// The watchdog found a write waiting for the body idle timeout, and the socket now
@@ -139,7 +182,7 @@ impl Activity {
     /// Asks the connection to close as soon as it is idle; false if it is busy or already
     /// asked.
     pub fn evict(&self) -> bool {
-        if self.in_flight.load(Relaxed) != 0 || self.evicted.swap(true, Relaxed) {
+        if self.in_flight.load(Relaxed) != 0 || self.sending() || self.evicted.swap(true, Relaxed) {
             return false;
         }
         self.eviction.notify_one();
@@ -150,7 +193,7 @@ impl Activity {
     /// evict: `None` when busy or already evicted. Connections that never sent a request
     /// come first.
     pub fn idleness(&self) -> Option<(bool, Duration)> {
-        if self.in_flight.load(Relaxed) != 0 || self.evicted.load(Relaxed) {
+        if self.in_flight.load(Relaxed) != 0 || self.sending() || self.evicted.load(Relaxed) {
             return None;
         }
         let since = self.idle_since.load(Relaxed);
@@ -187,7 +230,7 @@ impl Activity {
                 consider(first_byte, limits.header_timeout, Overdue::Head);
             } else if self.requests.load(Relaxed) == 0 {
                 consider(0, limits.header_timeout, Overdue::Head);
-            } else {
+            } else if !self.sending() {
                 let since = self.idle_since.load(Relaxed);
                 consider(since, limits.idle_timeout, Overdue::Idle);
             }
@@ -292,5 +335,47 @@ mod tests {
         assert!(!a.client_read_since(Some(3_000_000)), "nothing more read");
         a.write(false, || None);
         assert!(!a.client_read_since(Some(1)), "no write waits");
+    }
+
+    #[test]
+    fn a_connection_whose_socket_still_holds_the_last_response_is_not_idle() {
+        let a = Arc::new(Activity::new());
+        drop(a.request());
+        let lim = Connections {
+            idle_timeout: Duration::from_secs(1),
+            body_idle_timeout: Duration::from_secs(5),
+            ..limits()
+        };
+        let (idle, body_idle) = (1_000, 5_000);
+        // The response left hyper; 3 MB of it wait in the socket when the watchdog looks.
+        a.socket_holds(|| Some(3_000_000));
+        let start = a.write_blocked.load(Relaxed);
+        assert!(start != NEVER && a.idleness().is_none() && !a.evict());
+        assert_eq!(
+            a.check_at(start + idle + 1, &lim),
+            Verdict::LookAgainIn(Duration::from_secs(1))
+        );
+        // The client reads some: its time starts again; then it stops reading.
+        a.socket_holds(|| Some(1_000_000));
+        let later = a.write_blocked.load(Relaxed);
+        assert!(later >= start);
+        assert_eq!(
+            a.check_at(later + body_idle, &lim),
+            Verdict::Close(Overdue::Reading)
+        );
+        // All read: idle from now on, for the idle timeout.
+        a.socket_holds(|| Some(0));
+        assert_eq!(a.write_blocked.load(Relaxed), NEVER);
+        let since = a.idle_since.load(Relaxed);
+        assert!(since >= later && a.idleness().is_some());
+        assert_eq!(
+            a.check_at(since + idle, &lim),
+            Verdict::Close(Overdue::Idle)
+        );
+        // A socket that holds nothing was never draining.
+        let b = Arc::new(Activity::new());
+        drop(b.request());
+        b.socket_holds(|| Some(0));
+        assert_eq!(b.write_blocked.load(Relaxed), NEVER);
     }
 }

@@ -168,6 +168,7 @@ impl Handler {
     /// its socket).
     fn look(&self, closing: bool, fd: RawFd) -> Look {
         let limits = &self.serving.limits;
+        self.activity.socket_holds(|| unsent(fd));
         match self.activity.check(limits) {
             // A write has waited all this time, but the client did read some of it.
             Verdict::Close(Overdue::Reading) if self.activity.client_read_since(unsent(fd)) => {
