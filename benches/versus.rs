@@ -27,11 +27,17 @@
 //! (that made an earlier round's table show ours 1.4–2.1x faster where a pull on its own was
 //! 0.83x), and each blob is pulled once unmeasured. The loopback ceiling is measured in each
 //! run next to the pulls, since the machine's load moves it.
+//!
+//! `--remote` puts the registries in a network namespace of their own, reached over a veth
+//! pair, so that the client is on "another host" as a deploy's is: our default
+//! (`http.sendfile: auto`) serves such clients with `sendfile`, and clients on its own host
+//! through buffers (faster for them). The ceiling is then one TCP stream over the pair.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use bytes::Bytes;
+use common::netns::Netns;
 use common::rng::Rng;
 use common::tools::DISTRIBUTION;
 use common::{
@@ -149,6 +155,7 @@ async fn start(
     name: &'static str,
     client: &reqwest::Client,
     prepare: &dyn Fn(&Path),
+    netns: Option<&Arc<Netns>>,
 ) -> Result<Registry, String> {
     let dir = data_tempdir().map_err(|e| e.to_string())?;
     let data = dir.path().join("data");
@@ -161,14 +168,18 @@ async fn start(
         let port = free_port();
         let empty = dir.path().join("empty");
         std::fs::write(&empty, "").map_err(|e| e.to_string())?;
-        let mut cmd = Command::new(ours());
+        let ip = netns.map_or("127.0.0.1", |n| n.ns_ip);
+        let mut cmd = match netns {
+            Some(n) => n.command(&ours()),
+            None => Command::new(ours()),
+        };
         cmd.arg("--sysconfig")
             .arg(&empty)
             .arg("--config")
             .arg(&empty);
         cmd.args([
             "--address",
-            "127.0.0.1",
+            ip,
             "--port",
             &port.to_string(),
             "--log-level",
@@ -186,16 +197,19 @@ async fn start(
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("{name}: {e}"))?;
-        (Process::Ours(child), format!("http://127.0.0.1:{port}"))
+        (Process::Ours(child), format!("http://{ip}:{port}"))
     } else {
         if !DISTRIBUTION.installed() {
             return Err("registry:2 is not installed: apt-get install docker-registry".into());
         }
         // The harness's launcher waits with a blocking client: not on the runtime's threads.
         let root = data.clone();
-        let d = tokio::task::spawn_blocking(move || common::Distribution::start(&root))
-            .await
-            .map_err(|_| format!("{name} did not start (its error is above)"))?;
+        let netns = netns.cloned();
+        let d = tokio::task::spawn_blocking(move || {
+            common::Distribution::start_in(&root, netns.as_deref())
+        })
+        .await
+        .map_err(|_| format!("{name} did not start (its error is above)"))?;
         let base = format!("http://{}", d.host());
         (Process::Distribution(d), base)
     };
@@ -974,20 +988,35 @@ impl Drop for Neighbour {
 
 /// The loopback ceiling: the best of three measurements of [`loopback_once`] (a ceiling is
 /// what the machine can do; on a shared machine one measurement is often far below it).
-fn loopback_mbps() -> std::io::Result<f64> {
+fn loopback_mbps(netns: Option<&Netns>) -> std::io::Result<f64> {
     let mut best = 0.0f64;
     for _ in 0..3 {
-        best = best.max(loopback_once()?);
+        best = best.max(loopback_once(netns)?);
     }
     Ok(best)
 }
 
 /// One TCP stream, 1 GiB written in 1 MiB writes and read in 1 MiB reads, by two threads of
-/// this process (the pulls' client reads the same way).
-fn loopback_once() -> std::io::Result<f64> {
+/// this process (the pulls' client reads the same way); with `netns`, the writer is in the
+/// namespace, where the registries are, and the reader here.
+fn loopback_once(netns: Option<&Netns>) -> std::io::Result<f64> {
     use std::io::{Read, Write};
-    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-    let addr = l.local_addr()?;
+    let here = netns.map_or("127.0.0.1", |n| n.host_ip);
+    let l = std::net::TcpListener::bind((here, 0))?;
+    let port = l.local_addr()?.port();
+    // The writer's socket is made by a thread that has joined the namespace (and ends);
+    // the socket stays the namespace's whichever thread writes to it.
+    let writer = std::thread::scope(|scope| {
+        scope
+            .spawn(|| -> std::io::Result<std::net::TcpStream> {
+                if let Some(n) = netns {
+                    n.enter()?;
+                }
+                std::net::TcpStream::connect((here, port))
+            })
+            .join()
+            .map_err(|_| std::io::Error::other("join"))?
+    })?;
     let h = std::thread::spawn(move || -> std::io::Result<u64> {
         let (mut s, _) = l.accept()?;
         let mut buf = vec![0u8; MIB];
@@ -1000,7 +1029,7 @@ fn loopback_once() -> std::io::Result<f64> {
             n += k as u64;
         }
     });
-    let mut s = std::net::TcpStream::connect(addr)?;
+    let mut s = writer;
     let buf = vec![1u8; MIB];
     let t = Instant::now();
     for _ in 0..1024 {
@@ -1044,7 +1073,7 @@ fn reference_points() -> Vec<(String, String)> {
         ),
     ));
     // Loopback: one TCP stream, 1 GiB.
-    let lo = loopback_mbps();
+    let lo = loopback_mbps(None);
     out.push((
         "loopback TCP, one stream".into(),
         lo.map(|v| format!("{v:.0} MB/s"))
@@ -1105,6 +1134,9 @@ and prints medians and ratios.
   --data-dir DIR   keep the registries' data under DIR (e.g. /dev/shm: no disk in the figures)
   --ours BIN       measure this build of ours instead of the one cargo built (before/after)
   --ours-args ARGS more arguments for ours, e.g. --ours-args '--sendfile always'
+  --remote         the registries in a network namespace of their own, reached over a veth
+                   pair: the client is on \"another host\" (ours then sends blobs with
+                   sendfile, as its default `auto` does for such clients); needs root
   --help";
 
 /// How a scenario's figure reads: unit, whether lower is better, the target.
@@ -1130,8 +1162,11 @@ type Pair = [Vec<Outcome>; 2];
 struct Table {
     rows: BTreeMap<(usize, String), Pair>,
     kinds: BTreeMap<String, Kind>,
-    /// The loopback ceiling (MB/s), measured next to each registry's pulls.
+    /// The loopback ceiling (MB/s), measured next to each registry's pulls (over the veth
+    /// pair with `--remote`).
     loopback: Vec<f64>,
+    /// `--remote`: the registries were in a network namespace.
+    remote: bool,
 }
 
 /// /proc's clock ticks per second (USER_HZ, 100 on Linux whatever the kernel's HZ).
@@ -1176,7 +1211,8 @@ impl Table {
         let loopback = median(&mut loopback);
         if loopback > 0.0 {
             println!(
-                "\nloopback ceiling next to the pulls: {loopback:.0} MB/s (median of {})",
+                "\n{} ceiling next to the pulls: {loopback:.0} MB/s (median of {})",
+                if self.remote { "veth" } else { "loopback" },
                 self.loopback.len()
             );
         }
@@ -1284,6 +1320,28 @@ async fn main() {
     for (k, v) in reference_points() {
         println!("  reference: {k:<34} {v}");
     }
+    // --remote: the registries in a network namespace of their own, as on another host.
+    let netns = if args.iter().any(|a| a == "--remote") {
+        match Netns::create() {
+            Ok(n) => {
+                println!(
+                    "  registries in network namespace {} at {}, reached over a veth pair (MTU 1500)",
+                    n.name, n.ns_ip
+                );
+                Some(Arc::new(n))
+            }
+            Err(e) => {
+                eprintln!("--remote needs root and iproute2: {e}");
+                std::process::exit(1);
+            }
+        }
+    } else {
+        None
+    };
+    let mut table = Table {
+        remote: netns.is_some(),
+        ..Table::default()
+    };
     let client = match reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .timeout(Duration::from_secs(600))
@@ -1302,7 +1360,6 @@ async fn main() {
         big,
         big_digest,
     };
-    let mut table = Table::default();
     let mut rss: [(u64, u64); 2] = [(0, 0); 2];
     let n = sizes.listing;
     // Listings: the first one (cold: the registry reads storage) and the median of
@@ -1352,6 +1409,7 @@ async fn main() {
                         prepare_listing(root, n)
                     }
                 },
+                netns.as_ref(),
             )
             .await
             {
@@ -1396,7 +1454,9 @@ async fn main() {
                 }
                 if !loopback_measured {
                     loopback_measured = true;
-                    match tokio::task::spawn_blocking(loopback_mbps).await {
+                    let netns = netns.clone();
+                    match tokio::task::spawn_blocking(move || loopback_mbps(netns.as_deref())).await
+                    {
                         Ok(Ok(v)) => table.loopback.push(v),
                         Ok(Err(e)) => eprintln!("  loopback measurement failed: {e}"),
                         Err(e) => eprintln!("  loopback measurement failed: {e}"),

@@ -5,14 +5,16 @@
 //! and what happens when one is missing (`tools`), the test images (`images`) and OCI
 //! layouts for skopeo (`oci`), what is on disk in a store (`store`), a data directory
 //! written by registry:2 and distribution itself as a server (`registry2`), htpasswd files
-//! written by Apache's `htpasswd` (`htpasswd`), a seeded generator (`rng`) and a headless
-//! Chromium for the web UI (`browser`).
+//! written by Apache's `htpasswd` (`htpasswd`), a seeded generator (`rng`), a headless
+//! Chromium for the web UI (`browser`) and a network namespace standing for another host
+//! (`netns`, for benchmarks).
 #![allow(dead_code)]
 
 pub mod browser;
 pub mod htpasswd;
 pub mod http;
 pub mod images;
+pub mod netns;
 pub mod oci;
 pub mod registry2;
 pub mod rng;

@@ -13,6 +13,7 @@
 //! Also here: `Distribution`, distribution serving a directory, for the tests that check
 //! that it reads what we wrote.
 
+use super::netns::Netns;
 use super::tools::DISTRIBUTION;
 use super::{free_port, images, skopeo_ok};
 use serde::{Deserialize, Serialize};
@@ -321,19 +322,18 @@ fn digests_of(l: &images::Layout) -> LayoutDigests {
 }
 
 /// Distribution 2.8.2 serving `root` on a free loopback port (deletion enabled, upload
-/// purging off), stopped by PID when dropped.
+/// purging off), or in a network namespace, stopped by PID when dropped.
 pub struct Distribution {
     child: Child,
+    /// The address it listens on: loopback, or a [`Netns`]'s.
+    ip: String,
     pub port: u16,
     conf: tempfile::TempDir,
 }
 
 impl Distribution {
     pub fn start(root: &Path) -> Distribution {
-        Distribution::start_with(&format!(
-            "{{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}, maintenance: {{uploadpurging: {{enabled: false}}}}}}",
-            root.display()
-        ))
+        Distribution::start_in(root, None)
     }
 
     /// Distribution on other storage: `storage` is the YAML of its `storage:` section
@@ -345,6 +345,23 @@ impl Distribution {
     /// Distribution with more of its configuration: `extra` is top-level sections of its
     /// YAML file (`auth: {htpasswd: {...}}`), after `storage` as in [`start_with`].
     pub fn start_configured(storage: &str, extra: &str) -> Distribution {
+        Distribution::launch(storage, extra, None)
+    }
+
+    /// Distribution serving `root` as [`start`] does, inside `netns` (reached at its
+    /// address) when one is given.
+    pub fn start_in(root: &Path, netns: Option<&Netns>) -> Distribution {
+        Distribution::launch(
+            &format!(
+                "{{filesystem: {{rootdirectory: {}}}, delete: {{enabled: true}}, maintenance: {{uploadpurging: {{enabled: false}}}}}}",
+                root.display()
+            ),
+            "",
+            netns,
+        )
+    }
+
+    fn launch(storage: &str, extra: &str, netns: Option<&Netns>) -> Distribution {
         assert!(
             DISTRIBUTION.installed(),
             "distribution 2.8.2 is needed: apt-get install docker-registry"
@@ -352,16 +369,20 @@ impl Distribution {
         let conf = tempfile::tempdir().expect("tempdir");
         // registry:2 cannot listen on port 0 and say which port it got.
         let port = free_port();
+        let ip = netns.map_or("127.0.0.1", |n| n.ns_ip).to_owned();
         std::fs::write(
             conf.path().join("config.yml"),
             format!(
                 "version: 0.1\nlog: {{level: warn, accesslog: {{disabled: true}}}}\nstorage: {storage}\n\
-                 http: {{addr: 127.0.0.1:{port}}}\n{extra}"
+                 http: {{addr: {ip}:{port}}}\n{extra}"
             ),
         )
         .expect("write config");
         let log = std::fs::File::create(conf.path().join("log")).expect("log file");
-        let mut cmd = Command::new(DISTRIBUTION.program);
+        let mut cmd = match netns {
+            Some(n) => n.command(DISTRIBUTION.program),
+            None => Command::new(DISTRIBUTION.program),
+        };
         cmd.arg("serve")
             .arg(conf.path().join("config.yml"))
             .stdin(Stdio::null())
@@ -375,7 +396,12 @@ impl Distribution {
         // Its AWS SDK panics on AWS_CA_BUNDLE with a custom transport (this machine sets it).
         cmd.env_remove("AWS_CA_BUNDLE");
         let child = cmd.spawn().expect("start distribution");
-        let mut d = Distribution { child, port, conf };
+        let mut d = Distribution {
+            child,
+            ip,
+            port,
+            conf,
+        };
         let probe = reqwest::blocking::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()
@@ -394,7 +420,7 @@ impl Distribution {
     }
 
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.ip, self.port)
     }
 
     pub fn pid(&self) -> u32 {
