@@ -387,6 +387,13 @@ fn main() {
             theirs.pid(),
         ),
     ];
+    // What ours does once it answers (indexing the seeded repositories for search, which
+    // keeps moto busy too) is not the first push's cost, nor the background request rate.
+    for (name, _, pid) in &registries {
+        if !common::wait_until_idle(*pid, Duration::from_secs(600)) {
+            eprintln!("{name}: still busy ten minutes after it started");
+        }
+    }
     let c = client();
     let background = Background::measure(&moto);
     let cleaner = bucket_driver(&moto);

@@ -234,18 +234,12 @@ async fn start(
 /// background, 10,000 repositories with the listing rows) is not the first scenario's cost.
 /// That work doubled the first push's server CPU per GiB.
 async fn settle(reg: &Registry) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut last = cpu_ticks(reg.pid());
-    let mut still = 0;
-    while still < 2 {
-        if Instant::now() > deadline {
-            eprintln!("  {}: still busy a minute after it started", reg.name);
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        let now = cpu_ticks(reg.pid());
-        still = if now == last { still + 1 } else { 0 };
-        last = now;
+    let pid = reg.pid();
+    let settled =
+        tokio::task::spawn_blocking(move || common::wait_until_idle(pid, Duration::from_secs(60)))
+            .await;
+    if !matches!(settled, Ok(true)) {
+        eprintln!("  {}: still busy a minute after it started", reg.name);
     }
 }
 

@@ -442,6 +442,26 @@ pub fn cpu_ticks(pid: u32) -> u64 {
     get(11) + get(12)
 }
 
+/// Waits (`limit` at most) until process `pid` has used no CPU for half a second, for
+/// benchmarks: what a daemon does after it answers (ours indexes the store for search and
+/// warms its catalog in the background) must not be counted in the first measurement.
+/// Returns whether it settled.
+pub fn wait_until_idle(pid: u32, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    let mut last = cpu_ticks(pid);
+    let mut still = 0;
+    while still < 2 {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+        let now = cpu_ticks(pid);
+        still = if now == last { still + 1 } else { 0 };
+        last = now;
+    }
+    true
+}
+
 pub fn proc_status_kib(pid: i32, key: &str) -> u64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     s.lines()
