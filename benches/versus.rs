@@ -28,6 +28,16 @@
 //! 0.83x), and each blob is pulled once unmeasured. The loopback ceiling is measured in each
 //! run next to the pulls, since the machine's load moves it.
 //!
+//! Writes need warm memory. On a virtual machine whose kernel hands freed memory back to its
+//! hypervisor ("free page reporting", as Firecracker guests such as this build machine do),
+//! the first write to such a page costs a fault in the host: `dd` of 1 GiB into a file took
+//! 2.37 s of CPU into such pages and 0.20 s into warm ones. A push writes into fresh
+//! page-cache pages, and which kind it got moved our server CPU for the same push between 1.4
+//! and 3.6 s/GiB from run to run (registry:2's the same way). A server that has run for a
+//! while, or owns its memory, does not pay this: before each scenario that writes, the bench
+//! writes a file of twice what the scenario will store beside the registry's data and removes
+//! it, for both registries alike (`--no-warm` measures without).
+//!
 //! `--remote` puts the registries in a network namespace of their own, reached over a veth
 //! pair, so that the client is on "another host" as a deploy's is: our default
 //! (`http.sendfile: auto`) serves such clients with `sendfile`, and clients on its own host
@@ -55,6 +65,35 @@ const BUILT: &str = env!("CARGO_BIN_EXE_docker-registry");
 /// Our binary: the one built, or `--ours BIN` (another build, for before/after figures).
 fn ours() -> String {
     arg_value("--ours").unwrap_or_else(|| BUILT.to_owned())
+}
+
+/// Whether `name` is on the command line.
+fn has_flag(name: &str) -> bool {
+    std::env::args().any(|a| a == name)
+}
+
+/// Readies `bytes` of warm page cache for the scenario about to write, as a server that has
+/// run for a while has (see the module doc on this machine's memory): writes a file of that
+/// size beside the registry's data and removes it before it is written back, so the kernel
+/// hands those pages out first (pages it has reported to the hypervisor go to the back of its
+/// free lists). `--no-warm` skips this.
+fn warm_pages(r: &Registry, bytes: usize) {
+    if has_flag("--no-warm") {
+        return;
+    }
+    let path = r._dir.path().join("warm");
+    let block = vec![1u8; MIB];
+    let written = std::fs::File::create(&path).and_then(|mut f| {
+        use std::io::Write as _;
+        for _ in 0..bytes.div_ceil(MIB) {
+            f.write_all(&block)?;
+        }
+        Ok(())
+    });
+    if let Err(e) = written {
+        eprintln!("  cannot ready warm memory in {}: {e}", path.display());
+    }
+    let _ = std::fs::remove_file(&path);
 }
 
 /// The value after `name` on the command line.
@@ -498,6 +537,7 @@ impl Scenarios {
     async fn push_mono(&self, c: &reqwest::Client, r: &Registry, run: u64) -> Outcome {
         let data = content(self.sizes.big, 1000 + run);
         let d = digest(&data);
+        warm_pages(r, 2 * data.len());
         let w = CpuWatch::new(r.pid());
         let t = Instant::now();
         push_monolithic(c, &r.base, "bench/mono", data.clone(), &d).await?;
@@ -513,6 +553,7 @@ impl Scenarios {
     async fn push_chunked(&self, c: &reqwest::Client, r: &Registry, run: u64) -> Outcome {
         let data = content(self.sizes.big, 2000 + run);
         let d = digest(&data);
+        warm_pages(r, 2 * data.len());
         let w = CpuWatch::new(r.pid());
         let t = Instant::now();
         push_chunked(c, &r.base, "bench/chunked", &data, self.sizes.chunk, &d).await?;
@@ -536,6 +577,7 @@ impl Scenarios {
             })
             .collect();
         let sem = Arc::new(tokio::sync::Semaphore::new(16));
+        warm_pages(r, 2 * blobs.len() * MIB);
         let w = CpuWatch::new(r.pid());
         let t = Instant::now();
         let mut tasks = Vec::new();
@@ -1149,6 +1191,9 @@ and prints medians and ratios.
   --data-dir DIR   keep the registries' data under DIR (e.g. /dev/shm: no disk in the figures)
   --ours BIN       measure this build of ours instead of the one cargo built (before/after)
   --ours-args ARGS more arguments for ours, e.g. --ours-args '--sendfile always'
+  --no-warm        do not ready warm memory before the scenarios that write (see the
+                   bench's doc: on a VM that hands freed memory to its host, writes into such
+                   pages cost a host fault each)
   --remote         the registries in a network namespace of their own, reached over a veth
                    pair: the client is on \"another host\" (ours then sends blobs with
                    sendfile, as its default `auto` does for such clients); needs root
