@@ -32,6 +32,7 @@
 
 use super::durable;
 use super::journal::{self, Journal, Sealed};
+use super::side_by_side;
 use super::{StorageError, StoragePath, StorageResult};
 use bytes::Bytes;
 use std::fs::{self, File};
@@ -546,18 +547,19 @@ fn cycle(active: &mut Vec<Member>, mut journal: Option<&mut Journal>) {
             }
         }
         Ok(()) => {
-            let mut ready: Vec<&mut Member> = active
-                .iter_mut()
-                .filter(|m| m.journaled && m.failed.is_none())
-                .collect();
-            put_in_place(&mut ready);
+            let (ready, rest): (Vec<Member>, Vec<Member>) = std::mem::take(active)
+                .into_iter()
+                .partition(|m| m.journaled && m.failed.is_none());
+            let ready = put_in_place(ready);
             if let Some(j) = journal {
-                for m in ready {
+                for m in &ready {
                     for full in m.targets().take(m.next) {
                         j.applied(full);
                     }
                 }
             }
+            active.extend(ready);
+            active.extend(rest);
         }
     }
     tracing::trace!(
@@ -618,11 +620,13 @@ fn answer_finished(active: &mut Vec<Member>) {
 /// Threads renaming the files of a cycle's journaled requests side by side, at most.
 const RENAME_THREADS: usize = 4;
 
-/// Puts the files of journaled requests whose records are durable in place. A rename waits
-/// for the filesystem's journal as often as it works (a fifth of a millisecond each, on a
-/// busy disk, four per manifest PUT): requests whose files all go to different places are
-/// renamed side by side; where two go to one place, all in order, one after the other.
-fn put_in_place(ready: &mut [&mut Member]) {
+/// Puts the files of journaled requests whose records are durable in place, and gives the
+/// requests back. A rename waits for the filesystem's journal as often as it works (a fifth
+/// of a millisecond each, on a busy disk, four per manifest PUT): requests whose files all
+/// go to different places are renamed side by side; where two go to one place, all in
+/// order, one after the other. A request lost to a panic drops its answer (its client gets
+/// an error) and is left to the journal's checkpoint.
+fn put_in_place(mut ready: Vec<Member>) -> Vec<Member> {
     let distinct = {
         let mut seen = std::collections::HashSet::new();
         ready
@@ -632,17 +636,22 @@ fn put_in_place(ready: &mut [&mut Member]) {
     };
     if !distinct || ready.len() < 2 {
         ready.iter_mut().for_each(|m| m.put_all_in_place());
-        return;
+        return ready;
     }
     let per_thread = ready.len().div_ceil(RENAME_THREADS);
-    std::thread::scope(|scope| {
-        let mut chunks = ready.chunks_mut(per_thread);
-        let first = chunks.next().unwrap_or(&mut []);
-        for chunk in chunks {
-            scope.spawn(move || chunk.iter_mut().for_each(|m| m.put_all_in_place()));
-        }
-        first.iter_mut().for_each(|m| m.put_all_in_place());
-    });
+    let mut shares = Vec::new();
+    let mut members = ready.into_iter().peekable();
+    while members.peek().is_some() {
+        shares.push(members.by_ref().take(per_thread).collect::<Vec<_>>());
+    }
+    side_by_side::map(shares, |mut share| {
+        share.iter_mut().for_each(|m| m.put_all_in_place());
+        share
+    })
+    .into_iter()
+    .flatten()
+    .flatten()
+    .collect()
 }
 
 /// What one cycle makes durable.
@@ -674,40 +683,34 @@ pub(super) fn side_by_side(
 impl Syncs {
     /// Syncs everything, side by side; the first failure, with its path.
     fn run(&self) -> Result<(), (PathBuf, io::Error)> {
-        let work: Vec<(&Path, Option<&File>)> = self
+        let work: Vec<(PathBuf, Option<Arc<File>>)> = self
             .files
             .iter()
-            .map(|(path, f)| (path.as_path(), Some(f.as_ref())))
-            .chain(self.dirs.iter().map(|d| (d.as_path(), None)))
+            .map(|(path, f)| (path.clone(), Some(f.clone())))
+            .chain(self.dirs.iter().map(|d| (d.clone(), None)))
             .collect();
         if work.is_empty() {
             return Ok(());
         }
         #[cfg(test)]
         tests::record(&work);
-        let sync = |(path, file): &(&Path, Option<&File>)| {
-            let synced = match file {
-                Some(f) => f.sync_data(),
-                None => durable::fsync_dir_if_there(path),
-            };
-            synced.map_err(|e| (path.to_path_buf(), e))
-        };
         let per_thread = work.len().div_ceil(SYNC_THREADS);
-        std::thread::scope(|scope| {
-            let mut chunks = work.chunks(per_thread);
-            // This thread syncs the first share itself.
-            let first = chunks.next().unwrap_or(&[]);
-            let others: Vec<_> = chunks
-                .map(|chunk| scope.spawn(move || chunk.iter().try_for_each(sync)))
-                .collect();
-            let mut result = first.iter().try_for_each(sync);
-            for other in others {
-                let done = other.join().unwrap_or_else(|_| {
-                    Err((PathBuf::new(), io::Error::other("a sync thread panicked")))
-                });
-                result = result.and(done);
-            }
-            result
+        let mut shares = Vec::new();
+        let mut work = work.into_iter().peekable();
+        while work.peek().is_some() {
+            shares.push(work.by_ref().take(per_thread).collect::<Vec<_>>());
+        }
+        let synced = side_by_side::map(shares, |share| {
+            share.iter().try_for_each(|(path, file)| {
+                let synced = match file {
+                    Some(f) => f.sync_data(),
+                    None => durable::fsync_dir_if_there(path),
+                };
+                synced.map_err(|e| (path.clone(), e))
+            })
+        });
+        synced.into_iter().try_for_each(|r| {
+            r.unwrap_or_else(|| Err((PathBuf::new(), io::Error::other("a sync panicked"))))
         })
     }
 }
@@ -952,13 +955,10 @@ mod tests {
     static SYNCED: Mutex<Vec<(usize, PathBuf, bool)>> = Mutex::new(Vec::new());
     static CYCLES: AtomicUsize = AtomicUsize::new(0);
 
-    pub(super) fn record(work: &[(&Path, Option<&File>)]) {
+    pub(super) fn record(work: &[(PathBuf, Option<Arc<File>>)]) {
         let cycle = CYCLES.fetch_add(1, Ordering::Relaxed);
         let mut synced = SYNCED.lock().expect("recorder");
-        synced.extend(
-            work.iter()
-                .map(|(p, f)| (cycle, p.to_path_buf(), f.is_none())),
-        );
+        synced.extend(work.iter().map(|(p, f)| (cycle, p.clone(), f.is_none())));
     }
 
     /// The cycle in which `path` was synced as a directory (or, with `dir` false, a file

@@ -14,6 +14,7 @@ mod group_commit;
 mod journal;
 pub mod memory;
 pub mod s3;
+mod side_by_side;
 pub mod timed;
 
 use async_trait::async_trait;
