@@ -262,7 +262,6 @@ async fn start(
     if !wait_up(client, &reg.base).await {
         return Err(format!("{name} did not start"));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
     settle(&reg).await;
     reg.idle_rss = proc_kib(reg.pid(), "VmRSS:");
     Ok(reg)
