@@ -30,6 +30,16 @@
 //! belongs to a process that is gone, and is replayed (with that process's other segments,
 //! in order) and removed. A segment is made under another name, locked, then renamed into
 //! place, so that no other process's replay ever sees it unlocked.
+//!
+//! A checkpointed segment is kept, under the name of one being made, for a later segment to
+//! reuse, as databases recycle their write-ahead log files. Appending to a new file changes
+//! its size and its blocks, so each sync of it is a commit of the filesystem's own journal,
+//! which waits for every other change to the filesystem (data of other programs included, on
+//! ext4's default `data=ordered`). Overwriting blocks a file already has is data alone: its
+//! `fdatasync` writes them and flushes the disk's cache, no more. Records left from the
+//! segment's earlier use must then never be taken for new ones: every record appended is
+//! stamped with its segment's number (in its checksum), and a replay stops at the first
+//! record stamped otherwise, as at a torn one.
 
 use super::durable;
 use super::StoragePath;
@@ -55,7 +65,12 @@ const CHECKPOINT_BYTES: u64 = 16 << 20;
 const PREFIX: &str = ".docker-registry-journal-";
 /// A segment's name while it is being made (see [`new_segment`]).
 const MAKING: &str = ".docker-registry-new-journal-";
+/// A record checked by its payload alone: what earlier versions wrote.
 const MAGIC: &[u8; 4] = b"DRJ1";
+/// A record stamped with its segment's number (see the module's note).
+const STAMPED: &[u8; 4] = b"DRJ2";
+/// Checkpointed segments kept for reuse, at most.
+const SPARES: usize = 2;
 /// Magic, payload length, checksum.
 const HEADER: usize = 4 + 4 + 8;
 /// The largest record replay believes: more is a damaged length, not a record.
@@ -84,17 +99,53 @@ fn checksum(payload: &[u8]) -> [u8; 8] {
     sum
 }
 
-/// The records of a journal, in order, up to the first that is torn or damaged (the tail
-/// of an append a crash interrupted: never acknowledged).
-fn decode(mut data: &[u8]) -> Vec<Vec<(StoragePath, Vec<u8>)>> {
+/// The checksum of a record of segment `seq`.
+fn stamped_checksum(seq: u64, payload: &[u8]) -> [u8; 8] {
+    let mut h = Sha256::new();
+    h.update(seq.to_le_bytes());
+    h.update(payload);
+    let mut sum = [0u8; 8];
+    sum.copy_from_slice(&h.finalize()[..8]);
+    sum
+}
+
+/// `batch` (records of [`encode`]) stamped for segment `seq`.
+fn stamp(batch: &[u8], seq: u64) -> io::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(batch.len());
+    let mut rest = batch;
+    while !rest.is_empty() {
+        let len = rest
+            .get(4..8)
+            .and_then(|l| l.try_into().ok())
+            .map(|l| u32::from_le_bytes(l) as usize)
+            .filter(|len| rest.len() >= HEADER + len)
+            .ok_or_else(|| io::Error::other("a journal record to append is malformed"))?;
+        let payload = &rest[HEADER..HEADER + len];
+        out.extend_from_slice(STAMPED);
+        out.extend_from_slice(&rest[4..8]);
+        out.extend_from_slice(&stamped_checksum(seq, payload));
+        out.extend_from_slice(payload);
+        rest = &rest[HEADER + len..];
+    }
+    Ok(out)
+}
+
+/// The records of segment `seq`, in order, up to the first that is torn or damaged (the
+/// tail of an append a crash interrupted: never acknowledged) or stamped for another
+/// segment (left from the file's earlier use).
+fn decode(mut data: &[u8], seq: u64) -> Vec<Vec<(StoragePath, Vec<u8>)>> {
     let mut records = Vec::new();
-    while data.len() >= HEADER && &data[..4] == MAGIC {
+    while data.len() >= HEADER && (&data[..4] == MAGIC || &data[..4] == STAMPED) {
         let len = u32::from_le_bytes([data[4], data[5], data[6], data[7]]) as usize;
         if len > MAX_RECORD || data.len() < HEADER + len {
             break;
         }
         let payload = &data[HEADER..HEADER + len];
-        if checksum(payload) != data[8..HEADER] {
+        let sum = match &data[..4] == STAMPED {
+            true => stamped_checksum(seq, payload),
+            false => checksum(payload),
+        };
+        if sum != data[8..HEADER] {
             break;
         }
         let Some(files) = decode_files(payload) else {
@@ -122,6 +173,18 @@ fn decode_files(mut payload: &[u8]) -> Option<Vec<(StoragePath, Vec<u8>)>> {
     Some(files)
 }
 
+/// The records segment file `path` holds (by its name's number), for tests.
+#[cfg(test)]
+pub(super) fn records_in(path: &Path) -> usize {
+    let seq = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.rsplit_once('.'))
+        .and_then(|(_, seq)| seq.parse().ok())
+        .unwrap_or(0);
+    fs::read(path).map_or(0, |data| decode(&data, seq).len())
+}
+
 /// Syncs files and directories side by side (the group commit's), the first failure.
 pub(super) type Sync<'a> =
     &'a dyn Fn(Vec<(PathBuf, Arc<File>)>, Vec<PathBuf>) -> Result<(), (PathBuf, io::Error)>;
@@ -130,24 +193,111 @@ pub(super) type Sync<'a> =
 struct Segment {
     path: PathBuf,
     file: Arc<File>,
-    /// The lock on `file` (one open file, two descriptors) while this process runs.
-    _lock: Flock<File>,
+    /// The lock on `file` (one open file, two descriptors) while this process runs; taken
+    /// by [`Spares`] once the segment is checkpointed.
+    lock: Option<Flock<File>>,
+    /// Where its records end (a reused file holds more: see the module's note).
+    len: u64,
     records: usize,
     /// Files put in place since the segment began, and their directories.
     applied: Vec<PathBuf>,
     dirs: std::collections::BTreeSet<PathBuf>,
 }
 
-/// Makes segment `seq` of this process's journal in `root`: under another name, locked,
-/// then renamed into place (see the module's note), its entry durable.
-fn new_segment(root: &Path, seq: u64) -> io::Result<Segment> {
+/// A checkpointed segment kept for reuse: its file, under a name of one being made, locked.
+struct Spare {
+    path: PathBuf,
+    file: Arc<File>,
+    lock: Flock<File>,
+}
+
+/// This process's checkpointed segments kept for reuse (see the module's note), shared by
+/// the committer, which reuses them, and the checkpoint thread, which gives them back.
+#[derive(Clone, Default)]
+struct Spares(Arc<std::sync::Mutex<Vec<Spare>>>);
+
+impl Spares {
+    fn take(&self) -> Option<Spare> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .pop()
+    }
+
+    /// Keeps `segment`'s file, checkpointed, for reuse: renamed to a name of one being
+    /// made, or removed when enough are kept. Either way its old name is gone, durably,
+    /// when this returns (a later segment is removed only after it).
+    fn give(&self, root: &Path, segment: &mut Segment) -> io::Result<()> {
+        let mut kept = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let lock = match segment.lock.take() {
+            Some(lock) if kept.len() < SPARES => lock,
+            _ => {
+                fs::remove_file(&segment.path)?;
+                return durable::fsync_dir(root);
+            }
+        };
+        let name = segment
+            .path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix(PREFIX))
+            .unwrap_or_default();
+        let spare = root.join(format!("{MAKING}{name}.spare"));
+        if let Err(e) = fs::rename(&segment.path, &spare).and_then(|_| durable::fsync_dir(root)) {
+            segment.lock = Some(lock);
+            return Err(e);
+        }
+        kept.push(Spare {
+            path: spare,
+            file: segment.file.clone(),
+            lock,
+        });
+        Ok(())
+    }
+
+    /// Removes every kept file, for a clean stop.
+    fn remove_all(&self) {
+        for spare in self.0.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            let _ = fs::remove_file(&spare.path);
+        }
+    }
+}
+
+/// Makes segment `seq` of this process's journal in `root`: a kept segment's file reused,
+/// or a new one, under another name, locked, then renamed into place (see the module's
+/// note), its entry durable.
+fn new_segment(root: &Path, seq: u64, spares: &Spares) -> io::Result<Segment> {
     let name = format!("{}.{seq}", durable::instance());
-    let making = root.join(format!("{MAKING}{name}"));
     let path = root.join(format!("{PREFIX}{name}"));
+    if let Some(spare) = spares.take() {
+        match fs::rename(&spare.path, &path).and_then(|_| durable::fsync_dir(root)) {
+            Ok(()) => {
+                return Ok(Segment {
+                    path,
+                    file: spare.file,
+                    lock: Some(spare.lock),
+                    len: 0,
+                    records: 0,
+                    applied: Vec::new(),
+                    dirs: Default::default(),
+                })
+            }
+            Err(e) => {
+                tracing::debug!("cannot reuse {}: {e}", spare.path.display());
+                let _ = fs::remove_file(&spare.path);
+            }
+        }
+    }
+    let making = root.join(format!("{MAKING}{name}"));
+    // Not appending: records are written at their offset (O_APPEND would ignore it).
     let file = OpenOptions::new()
         .create(true)
-        .append(true)
+        .write(true)
         .read(true)
+        .truncate(false)
         .open(&making)?;
     let lock = Flock::lock(file.try_clone()?, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
         io::Error::other(format!(
@@ -166,7 +316,8 @@ fn new_segment(root: &Path, seq: u64) -> io::Result<Segment> {
         Ok(lock) => Ok(Segment {
             path,
             file: Arc::new(file),
-            _lock: lock,
+            lock: Some(lock),
+            len: 0,
             records: 0,
             applied: Vec::new(),
             dirs: Default::default(),
@@ -218,6 +369,7 @@ pub(super) struct Journal {
     root: PathBuf,
     seq: u64,
     active: Segment,
+    spares: Spares,
     /// Records not yet durable in place, in every segment of this process, for other
     /// threads: a write about to bypass the journal asks for a checkpoint only when it is not
     /// 0. Raised before any record is acknowledged.
@@ -232,19 +384,21 @@ pub(super) struct Sealed {
     /// Directories made for its requests, whose entries in their parents must be durable.
     parents: Vec<PathBuf>,
     shared: Arc<AtomicUsize>,
+    spares: Spares,
 }
 
 impl Sealed {
-    /// Makes its records' files durable in place, then removes it (durably: a later
-    /// segment is removed only after it). On failure it stays whole, to be tried again.
+    /// Makes its records' files durable in place, then takes it out of the journal
+    /// (durably: a later segment is taken out only after it), kept for reuse. On failure it
+    /// stays whole, to be tried again.
     pub(super) fn checkpoint(&mut self, sync: Sync) -> Result<(), (PathBuf, io::Error)> {
         self.segment.sync_applied(&self.parents, sync)?;
         self.parents.clear();
         durable::sealed_synced(self.seq);
-        let path = &self.segment.path;
-        fs::remove_file(path)
-            .and_then(|_| durable::fsync_dir(&self.root))
-            .map_err(|e| (path.clone(), e))?;
+        let path = self.segment.path.clone();
+        self.spares
+            .give(&self.root, &mut self.segment)
+            .map_err(|e| (path, e))?;
         self.shared
             .fetch_sub(std::mem::take(&mut self.segment.records), Ordering::AcqRel);
         Ok(())
@@ -258,11 +412,13 @@ impl Journal {
     /// Creates this process's journal in `root` (which holds the store).
     pub(super) fn create(root: &Path) -> io::Result<Journal> {
         fs::create_dir_all(root)?;
+        let spares = Spares::default();
         Ok(Journal {
             root: root.to_path_buf(),
             seq: 1,
-            active: new_segment(root, 1)?,
+            active: new_segment(root, 1, &spares)?,
             shared: Default::default(),
+            spares,
         })
     }
 
@@ -272,12 +428,7 @@ impl Journal {
 
     /// Whether a checkpoint is due even though the committer is busy.
     pub(super) fn is_full(&self) -> bool {
-        self.active.records >= CHECKPOINT_RECORDS
-            || self
-                .active
-                .file
-                .metadata()
-                .is_ok_and(|m| m.len() >= CHECKPOINT_BYTES)
+        self.active.records >= CHECKPOINT_RECORDS || self.active.len >= CHECKPOINT_BYTES
     }
 
     /// The number of records not yet durable in place, as other threads see it.
@@ -297,12 +448,15 @@ impl Journal {
     /// Appends `batch` (`count` records of [`encode`]); the caller syncs [`Journal::file`]
     /// before relying on them. On failure the journal is cut back to what it was.
     pub(super) fn append(&mut self, batch: &[u8], count: usize) -> io::Result<Undo> {
+        use std::os::unix::fs::FileExt;
+        let batch = stamp(batch, self.seq)?;
         let file = &self.active.file;
-        let before = file.metadata()?.len();
-        if let Err(e) = (&**file).write_all(batch) {
+        let before = self.active.len;
+        if let Err(e) = file.write_all_at(&batch, before) {
             let _ = file.set_len(before);
             return Err(e);
         }
+        self.active.len += batch.len() as u64;
         self.active.records += count;
         self.shared.fetch_add(count, Ordering::AcqRel);
         Ok(Undo(before, count))
@@ -312,6 +466,7 @@ impl Journal {
     /// apply them.
     pub(super) fn undo(&mut self, Undo(len, count): Undo) {
         let _ = self.active.file.set_len(len);
+        self.active.len = len;
         self.active.records -= count;
         self.shared.fetch_sub(count, Ordering::AcqRel);
     }
@@ -327,7 +482,7 @@ impl Journal {
     /// Seals the segment appended to and goes on in a new one; the sealed segment's
     /// checkpoint makes the directories made so far durable too. On failure nothing changes.
     pub(super) fn rotate(&mut self) -> io::Result<Sealed> {
-        let next = new_segment(&self.root, self.seq + 1)?;
+        let next = new_segment(&self.root, self.seq + 1, &self.spares)?;
         let seq = self.seq;
         self.seq += 1;
         Ok(Sealed {
@@ -341,6 +496,7 @@ impl Journal {
                 .map(Path::to_path_buf)
                 .collect(),
             shared: self.shared.clone(),
+            spares: self.spares.clone(),
         })
     }
 
@@ -364,6 +520,9 @@ impl Journal {
                 .set_len(0)
                 .and_then(|_| self.active.file.sync_data())
                 .map_err(|e| (path.clone(), e))?;
+            // Records start again at the beginning: one written past a hole of zeros would
+            // never be read back.
+            self.active.len = 0;
             self.shared
                 .fetch_sub(std::mem::take(&mut self.active.records), Ordering::AcqRel);
         }
@@ -377,6 +536,7 @@ impl Journal {
             return Err((path, io::Error::other("the journal is not empty")));
         }
         fs::remove_file(&path).map_err(|e| (path.clone(), e))?;
+        self.spares.remove_all();
         let _ = durable::fsync_dir(&self.root);
         Ok(())
     }
@@ -427,7 +587,7 @@ pub(super) fn replay_orphans(root: &Path, sync: Sync) -> io::Result<usize> {
     for (_, mut segments) in journals {
         segments.sort();
         let mut locked = Vec::new();
-        for (_, path) in &segments {
+        for (seq, path) in &segments {
             let file = match OpenOptions::new().read(true).write(true).open(path) {
                 Ok(f) => f,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -436,7 +596,7 @@ pub(super) fn replay_orphans(root: &Path, sync: Sync) -> io::Result<usize> {
             // Held by a process that runs (this one included: a lock belongs to the open
             // file): its journal is its own.
             match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-                Ok(f) => locked.push((path.clone(), f)),
+                Ok(f) => locked.push((*seq, path.clone(), f)),
                 Err(_) => {
                     locked.clear();
                     break;
@@ -454,16 +614,16 @@ pub(super) fn replay_orphans(root: &Path, sync: Sync) -> io::Result<usize> {
 /// Replays one gone process's segments, oldest first, and removes them.
 fn replay_process(
     root: &Path,
-    segments: &mut [(PathBuf, Flock<File>)],
+    segments: &mut [(u64, PathBuf, Flock<File>)],
     sync: Sync,
 ) -> io::Result<usize> {
     let mut written = Vec::new();
     let mut dirs = std::collections::BTreeSet::new();
     let mut replayed = 0;
-    for (path, file) in segments.iter_mut() {
+    for (seq, path, file) in segments.iter_mut() {
         let mut data = Vec::new();
         file.read_to_end(&mut data)?;
-        let records = decode(&data);
+        let records = decode(&data, *seq);
         replayed += records.len();
         for files in &records {
             for (storage_path, content) in files {
@@ -502,7 +662,7 @@ fn replay_process(
         .and_then(|_| sync(Vec::new(), dirs.into_iter().collect()))
         .and_then(|_| durable::sync_created().map_err(|e| (root.to_path_buf(), e)))
         .map_err(|(p, e)| io::Error::new(e.kind(), format!("{}: {e}", p.display())))?;
-    for (path, _) in segments.iter() {
+    for (_, path, _) in segments.iter() {
         match fs::remove_file(path) {
             // Its owner removed it, empty, as it stopped (we took its lock just after).
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
@@ -527,16 +687,16 @@ mod tests {
         let one = encode([(&a, &b"sha256:1"[..]), (&b, &b"{}"[..])].into_iter());
         let two = encode([(&a, &b"sha256:2"[..])].into_iter());
         let mut data = [one.clone(), two.clone()].concat();
-        let decoded = decode(&data);
+        let decoded = decode(&data, 0);
         assert_eq!(decoded.len(), 2);
         assert_eq!(decoded[0][1], (b.clone(), b"{}".to_vec()));
         assert_eq!(decoded[1][0], (a.clone(), b"sha256:2".to_vec()));
         data.truncate(one.len() + two.len() - 1);
-        assert_eq!(decode(&data).len(), 1, "torn");
+        assert_eq!(decode(&data, 0).len(), 1, "torn");
         let mut damaged = [one.clone(), two].concat();
         let last = damaged.len() - 1;
         damaged[last] ^= 1;
-        assert_eq!(decode(&damaged).len(), 1, "damaged");
+        assert_eq!(decode(&damaged, 0).len(), 1, "damaged");
     }
 
     /// What a power cut can leave: records in the journal of a process that is gone, the
@@ -663,5 +823,99 @@ mod tests {
             })
             .collect();
         assert!(left.is_empty(), "{left:?}");
+    }
+
+    #[test]
+    fn a_record_is_read_back_only_in_the_segment_it_was_stamped_for() {
+        let tag = p("r/tags/t/current/link");
+        let stamped = stamp(&encode([(&tag, &b"sha256:1"[..])].into_iter()), 5).expect("stamp");
+        assert_eq!(&stamped[..4], STAMPED);
+        assert_eq!(decode(&stamped, 5).len(), 1);
+        assert!(decode(&stamped, 6).is_empty());
+        assert!(
+            stamp(&stamped[..stamped.len() - 1], 5).is_err(),
+            "malformed"
+        );
+    }
+
+    fn names_in(root: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(root)
+            .expect("root")
+            .filter_map(|e| e.ok())
+            .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+            .filter(|n| n.starts_with(".docker"))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A checkpointed segment's file is reused for a later one, written over in place: the
+    /// records of its earlier use, even those that start just where a new one ends, are
+    /// never replayed (a replay of one would move a tag back).
+    #[test]
+    fn a_reused_segment_replays_only_its_own_records() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let tag = p("r/tags/t/current/link");
+        let record = |v: &str| encode([(&tag, v.as_bytes())].into_iter());
+        let sync: Sync = &|_, _| Ok(());
+        let mut j = Journal::create(root.path()).expect("journal");
+        let old: Vec<u8> = ["sha256:1", "sha256:2", "sha256:3"]
+            .iter()
+            .flat_map(|v| record(v))
+            .collect();
+        j.append(&old, 3).expect("append");
+        let mut first = j.rotate().expect("rotate");
+        first.checkpoint(sync).expect("checkpoint");
+        assert!(names_in(root.path()).iter().any(|n| n.ends_with(".spare")));
+        let mut second = j.rotate().expect("rotate");
+        second.checkpoint(sync).expect("checkpoint");
+        // Segment 3 is segment 1's file: the new record lands on the first old one.
+        let new = record("sha256:9");
+        j.append(&new, 1).expect("append");
+        j.file().sync_data().expect("sync");
+        let len = fs::metadata(j.path()).expect("segment").len();
+        assert_eq!(len, old.len() as u64, "written over in place, not appended");
+        // A crash: the process and the files it put in place are gone.
+        drop((j, first, second));
+        assert_eq!(replay_orphans(root.path(), sync).expect("replay"), 1);
+        let read = fs::read(root.path().join(tag.as_str())).expect("tag");
+        assert_eq!(read, b"sha256:9");
+        assert!(
+            names_in(root.path()).is_empty(),
+            "{:?}",
+            names_in(root.path())
+        );
+    }
+
+    /// A clean stop leaves no journal, kept segments included.
+    #[test]
+    fn a_clean_stop_removes_the_kept_segments_too() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let tag = p("t");
+        let sync: Sync = &|_, _| Ok(());
+        let mut j = Journal::create(root.path()).expect("journal");
+        let mut sealed = Vec::new();
+        for _ in 0..3 {
+            j.append(&encode([(&tag, &b"x"[..])].into_iter()), 1)
+                .expect("append");
+            sealed.push(j.rotate().expect("rotate"));
+        }
+        for s in &mut sealed {
+            s.checkpoint(sync).expect("checkpoint");
+        }
+        j.append(&encode([(&tag, &b"y"[..])].into_iter()), 1)
+            .expect("append");
+        let kept = names_in(root.path());
+        assert_eq!(
+            kept.iter().filter(|n| n.ends_with(".spare")).count(),
+            SPARES
+        );
+        j.checkpoint(Vec::new(), sync).expect("checkpoint");
+        j.remove().expect("remove");
+        assert!(
+            names_in(root.path()).is_empty(),
+            "{:?}",
+            names_in(root.path())
+        );
     }
 }
