@@ -39,7 +39,10 @@
 //! `fdatasync` writes them and flushes the disk's cache, no more. Records left from the
 //! segment's earlier use must then never be taken for new ones: every record appended is
 //! stamped with its segment's number (in its checksum), and a replay stops at the first
-//! record stamped otherwise, as at a torn one.
+//! record stamped otherwise, as at a torn one. A segment that needs more room than its file
+//! has writes [`AHEAD`] of zeros past its records at once, so that one size change serves
+//! hundreds of records; files are given [`PREPARED`] of room before use, off the requests'
+//! path, so that this is rare.
 
 use super::durable;
 use super::StoragePath;
@@ -71,6 +74,16 @@ const MAGIC: &[u8; 4] = b"DRJ1";
 const STAMPED: &[u8; 4] = b"DRJ2";
 /// Checkpointed segments kept for reuse, at most.
 const SPARES: usize = 2;
+/// Zeros written ahead of the records when a segment needs more room (see the module's
+/// note): a thousand manifest PUTs' records.
+const AHEAD: u64 = 1 << 20;
+/// The room a segment's file is given before it is used, off the requests' path (at start,
+/// and on the checkpoint thread for a kept one): a busy segment's records until its
+/// checkpoint ([`CHECKPOINT_RECORDS`] of a manifest PUT's ~1 KiB), so that a burst never
+/// waits for zeros to be written and synced.
+const PREPARED: u64 = if cfg!(test) { 2 << 20 } else { 8 << 20 };
+/// The free space below which a segment is given no room ahead.
+const PREPARE_FREE: u64 = 64 * PREPARED;
 /// Magic, payload length, checksum.
 const HEADER: usize = 4 + 4 + 8;
 /// The largest record replay believes: more is a damaged length, not a record.
@@ -198,6 +211,9 @@ struct Segment {
     lock: Option<Flock<File>>,
     /// Where its records end (a reused file holds more: see the module's note).
     len: u64,
+    /// How much of the file has been written (records, or zeros ahead of them): what the
+    /// next records can overwrite without changing the file's size.
+    written: u64,
     records: usize,
     /// Files put in place since the segment began, and their directories.
     applied: Vec<PathBuf>,
@@ -228,12 +244,9 @@ impl Spares {
     /// made, or removed when enough are kept. Either way its old name is gone, durably,
     /// when this returns (a later segment is removed only after it).
     fn give(&self, root: &Path, segment: &mut Segment) -> io::Result<()> {
-        let mut kept = self
-            .0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let room = self.0.lock().unwrap_or_else(|p| p.into_inner()).len() < SPARES;
         let lock = match segment.lock.take() {
-            Some(lock) if kept.len() < SPARES => lock,
+            Some(lock) if room => lock,
             _ => {
                 fs::remove_file(&segment.path)?;
                 return durable::fsync_dir(root);
@@ -250,6 +263,11 @@ impl Spares {
             segment.lock = Some(lock);
             return Err(e);
         }
+        // Out of the journal now: room for the next use, synced while nobody waits.
+        if let Err(e) = prepare(&segment.file) {
+            tracing::debug!("cannot give {} room ahead: {e}", spare.display());
+        }
+        let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
         kept.push(Spare {
             path: spare,
             file: segment.file.clone(),
@@ -275,15 +293,17 @@ fn new_segment(root: &Path, seq: u64, spares: &Spares) -> io::Result<Segment> {
     if let Some(spare) = spares.take() {
         match fs::rename(&spare.path, &path).and_then(|_| durable::fsync_dir(root)) {
             Ok(()) => {
+                let written = spare.file.metadata().map_or(0, |m| m.len());
                 return Ok(Segment {
                     path,
                     file: spare.file,
                     lock: Some(spare.lock),
                     len: 0,
+                    written,
                     records: 0,
                     applied: Vec::new(),
                     dirs: Default::default(),
-                })
+                });
             }
             Err(e) => {
                 tracing::debug!("cannot reuse {}: {e}", spare.path.display());
@@ -318,6 +338,7 @@ fn new_segment(root: &Path, seq: u64, spares: &Spares) -> io::Result<Segment> {
             file: Arc::new(file),
             lock: Some(lock),
             len: 0,
+            written: 0,
             records: 0,
             applied: Vec::new(),
             dirs: Default::default(),
@@ -363,6 +384,43 @@ impl Segment {
 
 /// Files a checkpoint holds open at once.
 const SYNC_BATCH: usize = 256;
+
+/// Gives `file` [`PREPARED`] bytes of room (zeros past what it has), durably; not on a
+/// filesystem with less than [`PREPARE_FREE`] free (the journal must not take the last
+/// space a push could use), and never partly (a failure takes the zeros back).
+fn prepare(file: &File) -> io::Result<()> {
+    let len = file.metadata()?.len();
+    if len >= PREPARED {
+        return Ok(());
+    }
+    let free = nix::sys::statvfs::fstatvfs(file)
+        .map(|v| v.blocks_available() * v.fragment_size())
+        .map_err(io::Error::from)?;
+    if free < PREPARE_FREE {
+        return Err(io::Error::other(format!(
+            "{free} bytes free: no room ahead for the journal"
+        )));
+    }
+    let prepared = write_zeros(file, len, PREPARED).and_then(|_| file.sync_data());
+    if prepared.is_err() {
+        let _ = file.set_len(len);
+    }
+    prepared
+}
+
+/// Writes zeros over `from..to` of `file`.
+fn write_zeros(file: &File, from: u64, to: u64) -> io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    const PIECE: usize = 64 << 10;
+    let zeros = [0u8; PIECE];
+    let mut at = from;
+    while at < to {
+        let n = PIECE.min((to - at) as usize);
+        file.write_all_at(&zeros[..n], at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
 
 /// This process's journal: the segment appended to, owned by the committer thread.
 pub(super) struct Journal {
@@ -413,10 +471,16 @@ impl Journal {
     pub(super) fn create(root: &Path) -> io::Result<Journal> {
         fs::create_dir_all(root)?;
         let spares = Spares::default();
+        let mut active = new_segment(root, 1, &spares)?;
+        // At start, before any request waits.
+        if let Err(e) = prepare(&active.file) {
+            tracing::debug!("journal: {e}");
+        }
+        active.written = active.file.metadata().map_or(0, |m| m.len());
         Ok(Journal {
             root: root.to_path_buf(),
             seq: 1,
-            active: new_segment(root, 1, &spares)?,
+            active,
             shared: Default::default(),
             spares,
         })
@@ -452,11 +516,22 @@ impl Journal {
         let batch = stamp(batch, self.seq)?;
         let file = &self.active.file;
         let before = self.active.len;
-        if let Err(e) = file.write_all_at(&batch, before) {
+        let end = before + batch.len() as u64;
+        let mut room = Ok(());
+        if end > self.active.written {
+            // Zeros first, then the records over them: one size change for many appends.
+            let ahead = (end + AHEAD / 2).div_ceil(AHEAD) * AHEAD;
+            room = write_zeros(file, self.active.written, ahead);
+            if room.is_ok() {
+                self.active.written = ahead;
+            }
+        }
+        if let Err(e) = room.and_then(|_| file.write_all_at(&batch, before)) {
             let _ = file.set_len(before);
+            self.active.written = before;
             return Err(e);
         }
-        self.active.len += batch.len() as u64;
+        self.active.len = end;
         self.active.records += count;
         self.shared.fetch_add(count, Ordering::AcqRel);
         Ok(Undo(before, count))
@@ -467,6 +542,7 @@ impl Journal {
     pub(super) fn undo(&mut self, Undo(len, count): Undo) {
         let _ = self.active.file.set_len(len);
         self.active.len = len;
+        self.active.written = len;
         self.active.records -= count;
         self.shared.fetch_sub(count, Ordering::AcqRel);
     }
@@ -523,6 +599,7 @@ impl Journal {
             // Records start again at the beginning: one written past a hole of zeros would
             // never be read back.
             self.active.len = 0;
+            self.active.written = 0;
             self.shared
                 .fetch_sub(std::mem::take(&mut self.active.records), Ordering::AcqRel);
         }
@@ -871,10 +948,15 @@ mod tests {
         second.checkpoint(sync).expect("checkpoint");
         // Segment 3 is segment 1's file: the new record lands on the first old one.
         let new = record("sha256:9");
+        let before = fs::metadata(j.path()).expect("segment").len();
+        assert_eq!(
+            before, PREPARED,
+            "segment 1's file, zeros ahead of its records"
+        );
         j.append(&new, 1).expect("append");
         j.file().sync_data().expect("sync");
         let len = fs::metadata(j.path()).expect("segment").len();
-        assert_eq!(len, old.len() as u64, "written over in place, not appended");
+        assert_eq!(len, before, "written over in place, not appended");
         // A crash: the process and the files it put in place are gone.
         drop((j, first, second));
         assert_eq!(replay_orphans(root.path(), sync).expect("replay"), 1);
