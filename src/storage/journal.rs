@@ -247,7 +247,10 @@ impl Spares {
         let room = self.0.lock().unwrap_or_else(|p| p.into_inner()).len() < SPARES;
         let lock = match segment.lock.take() {
             Some(lock) if room => lock,
-            _ => {
+            other => {
+                // Locked until it is gone: another process's replay must never take a
+                // segment whose records are checkpointed (it would write them again).
+                segment.lock = other;
                 fs::remove_file(&segment.path)?;
                 return durable::fsync_dir(root);
             }
