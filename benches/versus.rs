@@ -81,7 +81,7 @@ fn warm_pages(r: &Registry, bytes: usize) {
     if has_flag("--no-warm") {
         return;
     }
-    let path = r._dir.path().join("warm");
+    let path = r.dir.path().join("warm");
     let block = vec![1u8; MIB];
     let written = std::fs::File::create(&path).and_then(|mut f| {
         use std::io::Write as _;
@@ -136,7 +136,8 @@ struct Registry {
     process: Process,
     base: String,
     idle_rss: u64,
-    _dir: tempfile::TempDir,
+    /// Holds its data (removed with it), and the file that warms pages (see `warm_pages`).
+    dir: tempfile::TempDir,
 }
 
 /// Ours (killed when dropped) or distribution (the harness's, likewise).
@@ -257,7 +258,7 @@ async fn start(
         process,
         base,
         idle_rss: 0,
-        _dir: dir,
+        dir,
     };
     if !wait_up(client, &reg.base).await {
         return Err(format!("{name} did not start"));

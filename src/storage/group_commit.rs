@@ -638,12 +638,7 @@ fn put_in_place(mut ready: Vec<Member>) -> Vec<Member> {
         ready.iter_mut().for_each(|m| m.put_all_in_place());
         return ready;
     }
-    let per_thread = ready.len().div_ceil(RENAME_THREADS);
-    let mut shares = Vec::new();
-    let mut members = ready.into_iter().peekable();
-    while members.peek().is_some() {
-        shares.push(members.by_ref().take(per_thread).collect::<Vec<_>>());
-    }
+    let shares = side_by_side::shares(ready, RENAME_THREADS);
     side_by_side::map(shares, |mut share| {
         share.iter_mut().for_each(|m| m.put_all_in_place());
         share
@@ -694,12 +689,7 @@ impl Syncs {
         }
         #[cfg(test)]
         tests::record(&work);
-        let per_thread = work.len().div_ceil(SYNC_THREADS);
-        let mut shares = Vec::new();
-        let mut work = work.into_iter().peekable();
-        while work.peek().is_some() {
-            shares.push(work.by_ref().take(per_thread).collect::<Vec<_>>());
-        }
+        let shares = side_by_side::shares(work, SYNC_THREADS);
         let synced = side_by_side::map(shares, |share| {
             share.iter().try_for_each(|(path, file)| {
                 let synced = match file {

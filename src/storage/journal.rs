@@ -192,10 +192,21 @@ pub(super) fn records_in(path: &Path) -> usize {
     let seq = path
         .file_name()
         .and_then(|n| n.to_str())
-        .and_then(|n| n.rsplit_once('.'))
-        .and_then(|(_, seq)| seq.parse().ok())
-        .unwrap_or(0);
+        .and_then(|n| n.strip_prefix(PREFIX))
+        .map_or(0, |rest| instance_and_seq(rest).1);
     fs::read(path).map_or(0, |data| decode(&data, seq).len())
+}
+
+/// The process instance and the segment number of a segment named `PREFIX<rest>` (a
+/// journal of an older version has no number: 0).
+fn instance_and_seq(rest: &str) -> (&str, u64) {
+    match rest.rsplit_once('.') {
+        Some((i, seq)) => match seq.parse::<u64>() {
+            Ok(seq) => (i, seq),
+            Err(_) => (rest, 0),
+        },
+        None => (rest, 0),
+    }
 }
 
 /// Syncs files and directories side by side (the group commit's), the first failure.
@@ -651,13 +662,7 @@ pub(super) fn replay_orphans(root: &Path, sync: Sync) -> io::Result<usize> {
         let Some(rest) = name.strip_prefix(PREFIX) else {
             continue;
         };
-        let (instance, seq) = match rest.rsplit_once('.') {
-            Some((i, seq)) => match seq.parse::<u64>() {
-                Ok(seq) => (i, seq),
-                Err(_) => (rest, 0),
-            },
-            None => (rest, 0),
-        };
+        let (instance, seq) = instance_and_seq(rest);
         journals
             .entry(instance.to_owned())
             .or_default()

@@ -61,6 +61,17 @@ fn work(rx: &Mutex<Receiver<Task>>) {
     }
 }
 
+/// `items` split into at most `most` shares of (nearly) equal length, in order.
+pub(super) fn shares<T>(items: Vec<T>, most: usize) -> Vec<Vec<T>> {
+    let per_share = items.len().div_ceil(most.max(1)).max(1);
+    let mut out = Vec::new();
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        out.push(items.by_ref().take(per_share).collect());
+    }
+    out
+}
+
 /// `f` applied to every share, the first on this thread and the others on the pool, side
 /// by side; the results in the shares' order. A share whose `f` panicked has no result:
 /// `None` in its place.
@@ -130,6 +141,16 @@ mod tests {
             "{:?}",
             t.elapsed()
         );
+    }
+
+    #[test]
+    fn items_are_split_into_at_most_so_many_shares_in_order() {
+        assert_eq!(
+            shares((1..=10).collect(), 4),
+            vec![vec![1, 2, 3], vec![4, 5, 6], vec![7, 8, 9], vec![10]]
+        );
+        assert_eq!(shares(vec![1, 2], 8), vec![vec![1], vec![2]]);
+        assert!(shares(Vec::<u8>::new(), 8).is_empty());
     }
 
     #[test]
