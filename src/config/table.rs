@@ -127,6 +127,11 @@ settings! {
         pub(crate) storage_root: PathBuf = PathBuf::new(), Dir, "storage.filesystem.rootdirectory" {
             legacy: &["storage_path"], flag: Some("--storage-path"),
         }
+        /// Write pushed blobs past the page cache (O_DIRECT) where the filesystem allows: no
+        /// kernel copy per byte, and the cache stays with what pulls read
+        pub direct_writes: bool = true, Bool, "storage.filesystem.directwrites" {
+            legacy: &["storage_direct_writes"], flag: Some("--direct-writes"),
+        }
         /// Allow deleting manifests, tags and blobs
         pub delete_enabled: bool = false, Bool, "storage.delete.enabled" {
             legacy: &["storage_delete_enabled", "delete_enabled"], flag: Some("--delete-enabled"),

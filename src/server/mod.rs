@@ -88,7 +88,14 @@ pub fn run(config: Config, log: logging::LogHandle, reload: Reloader) -> i32 {
 /// The storage driver the configuration names (also used by the maintenance commands).
 pub fn build_driver(config: &Config) -> Result<Arc<dyn StorageDriver>, String> {
     Ok(match &config.storage.value {
-        StorageConfig::Filesystem { root } => Arc::new(FilesystemDriver::new(root.clone())),
+        StorageConfig::Filesystem { root } => {
+            let driver = FilesystemDriver::new(root.clone());
+            Arc::new(if config.direct_writes.value {
+                driver
+            } else {
+                driver.with_buffered_writes()
+            })
+        }
         StorageConfig::S3(options) => {
             for w in options.warnings() {
                 tracing::warn!("{w}");

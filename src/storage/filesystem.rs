@@ -15,6 +15,7 @@
 //! the root: every process of ours holds it shared while it runs, so a process that gets it
 //! exclusively knows that no other is writing (see [`StorageDriver::use_alone`]).
 
+use super::direct_io::{Direct, DirectWrites, Wrote};
 use super::durable::{
     create_beside, create_parent, fsync_dir, kind_of, start_writeback, sync_created, temp_name,
     Kind,
@@ -49,6 +50,8 @@ pub struct FilesystemDriver {
     lock: Arc<Mutex<StoreLock>>,
     /// Whether the committer keeps a journal (see [`StorageDriver::journal_writes`]).
     journal: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether blobs are written past the page cache (see `direct_io`).
+    direct: DirectWrites,
 }
 
 /// How this process holds the store's lock file.
@@ -69,6 +72,15 @@ impl FilesystemDriver {
             committer: Default::default(),
             lock: Default::default(),
             journal: Default::default(),
+            direct: DirectWrites::new(true),
+        }
+    }
+
+    /// Writes blobs through the page cache instead of past it (see `direct_io`).
+    pub fn with_buffered_writes(self) -> FilesystemDriver {
+        FilesystemDriver {
+            direct: DirectWrites::new(false),
+            ..self
         }
     }
 
@@ -416,21 +428,32 @@ impl StorageDriver for FilesystemDriver {
         let path = path.clone();
         let p2 = path.clone();
         let f2 = full.clone();
-        let (file, size) = blocking(move || {
+        let switch = self.direct.clone();
+        let (file, size, direct) = blocking(move || {
             let err = |e| StorageError::io(&p2, e);
             create_parent(&f2).map_err(err)?;
-            let file = OpenOptions::new()
+            // Direct writes give their own offsets: the descriptor is not O_APPEND then,
+            // and goes on from the end if direct I/O is refused later.
+            let direct = switch.enabled();
+            let mut file = OpenOptions::new()
                 .create(true)
                 .write(true)
-                .append(append)
+                .read(direct)
+                .append(append && !direct)
                 .truncate(!append)
                 .open(&f2)
                 .map_err(err)?;
             let size = file.metadata().map_err(err)?.len();
-            Ok((file, size))
+            let direct = if direct {
+                file.seek(SeekFrom::Start(size)).map_err(err)?;
+                Some(Direct::start(switch, &file, size).map_err(err)?)
+            } else {
+                None
+            };
+            Ok((file, size, direct))
         })
         .await?;
-        Ok(Box::new(FsWriter::new(path, full, file, size)))
+        Ok(Box::new(FsWriter::new(path, full, file, size, direct)))
     }
 
     async fn stat(&self, path: &StoragePath) -> StorageResult<FileInfo> {
@@ -836,7 +859,9 @@ impl futures_core::Stream for FileChunks {
 
 /// What a write task hands back: the file, the emptied copy buffer (if it used one), and the
 /// offset up to which writeback has been started.
-type WriteDone = (File, Option<Vec<u8>>, u64);
+/// A finished write: the file, the direct-write state, the spare buffer, and where
+/// writeback has been started up to.
+type WriteDone = (File, Option<Direct>, Option<Vec<u8>>, u64);
 type PendingWrite = tokio::task::JoinHandle<io::Result<WriteDone>>;
 
 /// Once this many bytes are written but not yet handed to writeback, the kernel is asked to
@@ -851,15 +876,18 @@ enum WriteJob {
     Chunks(Vec<Bytes>),
 }
 
-/// Buffered, append-only writer over a local file. While one write runs on a blocking
-/// thread the request keeps receiving, so receiving, hashing and writing overlap instead of
-/// taking turns. Chunks from the network are written as they are (`writev`); small writes
-/// are gathered into a buffer allocated on first use.
+/// Append-only writer over a local file. While one write runs on a blocking thread the
+/// request keeps receiving, so receiving, hashing and writing overlap instead of taking
+/// turns. Whole blocks go past the page cache where the filesystem allows (`direct_io`);
+/// otherwise chunks from the network are written as they are (`writev`). Small writes are
+/// gathered into a buffer allocated on first use.
 pub struct FsWriter {
     path: StoragePath,
     full: PathBuf,
     /// The file, when no write is in flight.
     file: Option<File>,
+    /// Direct writes, when no write is in flight; `None` for buffered ones.
+    direct: Option<Direct>,
     /// The write in flight.
     pending: Option<PendingWrite>,
     buf: Vec<u8>,
@@ -873,11 +901,18 @@ pub struct FsWriter {
 }
 
 impl FsWriter {
-    fn new(path: StoragePath, full: PathBuf, file: File, size: u64) -> FsWriter {
+    fn new(
+        path: StoragePath,
+        full: PathBuf,
+        file: File,
+        size: u64,
+        direct: Option<Direct>,
+    ) -> FsWriter {
         FsWriter {
             path,
             full,
             file: Some(file),
+            direct,
             pending: None,
             buf: Vec::new(),
             spare: None,
@@ -890,7 +925,7 @@ impl FsWriter {
     /// Waits for the write in flight, if any, and takes the file back.
     async fn settle(&mut self) -> StorageResult<()> {
         if let Some(h) = self.pending.take() {
-            let (file, buf, writeback_from) = h
+            let (file, direct, buf, writeback_from) = h
                 .await
                 .map_err(|e| {
                     StorageError::io(
@@ -900,6 +935,7 @@ impl FsWriter {
                 })?
                 .map_err(|e| StorageError::io(&self.path, e))?;
             self.file = Some(file);
+            self.direct = direct;
             if buf.is_some() {
                 self.spare = buf;
             }
@@ -924,7 +960,26 @@ impl FsWriter {
         let end = self.handed + len;
         self.handed = end;
         let mut writeback_from = self.writeback_from;
+        let mut direct = self.direct.take();
+        let full = self.full.clone();
         self.pending = Some(tokio::task::spawn_blocking(move || {
+            if let Some(d) = direct.as_mut() {
+                let pieces: Vec<&[u8]> = match &job {
+                    WriteJob::Buffer(b) => vec![b],
+                    WriteJob::Chunks(c) => c.iter().map(|c| &c[..]).collect(),
+                };
+                if let Wrote::Buffered = d.write(&full, &file, &pieces)? {
+                    direct = None;
+                }
+                let buf = match job {
+                    WriteJob::Buffer(mut b) => {
+                        b.clear();
+                        Some(b)
+                    }
+                    WriteJob::Chunks(_) => None,
+                };
+                return Ok((file, direct, buf, end));
+            }
             let buf = match job {
                 WriteJob::Buffer(mut b) => {
                     file.write_all(&b)?;
@@ -940,7 +995,7 @@ impl FsWriter {
                 start_writeback(&file, writeback_from, end - writeback_from);
                 writeback_from = end;
             }
-            Ok((file, buf, writeback_from))
+            Ok((file, None, buf, writeback_from))
         }));
         Ok(())
     }
@@ -959,7 +1014,23 @@ impl FsWriter {
     /// Everything written so far is in the file.
     async fn drain(&mut self) -> StorageResult<()> {
         self.submit_buffer().await?;
-        self.settle().await
+        self.settle().await?;
+        // The last partial block of direct writes goes through the page cache.
+        if !self.direct.as_ref().is_some_and(|d| d.carries()) {
+            return Ok(());
+        }
+        let (Some(file), Some(mut d)) = (self.file.take(), self.direct.take()) else {
+            return Ok(());
+        };
+        let path = self.path.clone();
+        let (file, d) = blocking(move || {
+            d.finish(&file).map_err(|e| StorageError::io(&path, e))?;
+            Ok((file, d))
+        })
+        .await?;
+        self.file = Some(file);
+        self.direct = Some(d);
+        Ok(())
     }
 }
 

@@ -8,6 +8,7 @@
 
 #[cfg(test)]
 mod conformance;
+mod direct_io;
 mod durable;
 pub mod filesystem;
 mod group_commit;
