@@ -15,7 +15,7 @@ use super::{Digest, RepositoryName};
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 /// How long mutable facts are trusted without looking at storage again.
 const TTL: Duration = Duration::from_secs(1);
@@ -38,6 +38,10 @@ struct TagListing {
     list: Arc<Vec<String>>,
     at: Instant,
     refreshing: bool,
+    /// The modification time of the tags directory when the list was read, where that
+    /// time changes with every tag made or removed (a local filesystem; see
+    /// [`Caches::unchanged_tag_list`]).
+    validator: Option<SystemTime>,
 }
 
 /// How a cached listing may be used.
@@ -201,12 +205,38 @@ impl Caches {
             .load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// A listing past its TTL that can be checked instead of read again: the list and the
+    /// tags directory's modification time when it was read. Whatever its age: while the
+    /// directory has that time, no tag was made or removed since.
+    pub fn unchanged_tag_list(
+        &self,
+        repo: &RepositoryName,
+    ) -> Option<(Arc<Vec<String>>, SystemTime)> {
+        let map = lock(&self.tag_lists);
+        let l = map.get(repo)?;
+        Some((l.list.clone(), l.validator?))
+    }
+
+    /// The directory of a listing was checked (see [`Caches::unchanged_tag_list`]) and has
+    /// not changed: the listing is fresh again, unless a tag changed since `generation`.
+    pub fn confirm_tag_list(&self, repo: &RepositoryName, generation: u64) {
+        let mut map = lock(&self.tag_lists);
+        if self.tag_generation() != generation {
+            return;
+        }
+        if let Some(l) = map.get_mut(repo) {
+            l.at = Instant::now();
+        }
+    }
+
     /// Stores a scan's result, unless a tag changed since the scan began (`generation`);
-    /// `None` drops the listing (the repository is gone, or the scan failed).
+    /// `None` drops the listing (the repository is gone, or the scan failed). `validator`:
+    /// see [`TagListing`].
     pub fn set_tag_list(
         &self,
         repo: &RepositoryName,
         list: Option<Arc<Vec<String>>>,
+        validator: Option<SystemTime>,
         generation: u64,
     ) {
         let mut map = lock(&self.tag_lists);
@@ -229,6 +259,7 @@ impl Caches {
                 list,
                 at: Instant::now(),
                 refreshing: false,
+                validator,
             },
         );
     }

@@ -27,6 +27,7 @@
 //! Matching ignores case. The rank of a name depends on the name and the query alone, so a
 //! page's last name is a cursor for the next one (`last=`), as in `/v2/_catalog`.
 
+use super::cache::Caches;
 use super::{images, layout, Digest, RegistryResult, RepositoryName};
 use crate::registry::RegistryError;
 use crate::storage::{StorageDriver, StorageError};
@@ -38,6 +39,10 @@ use std::time::Instant;
 
 /// Repositories read at once while the index is rebuilt.
 const REBUILD_CONCURRENCY: usize = 32;
+/// Tag lists this long, read while the index is rebuilt, also go to the tag-list cache (see
+/// [`read_facts`]): reading a directory of a thousand entries again costs about a
+/// millisecond, checking its time a few microseconds.
+pub(crate) const SEED_TAGS: usize = 1000;
 /// Descriptions longer than this are cut (an annotation can be a whole README).
 const MAX_DESCRIPTION: usize = 1024;
 /// The annotation and label keys read.
@@ -405,13 +410,25 @@ fn hit(name: &str, e: &Entry, q: &str) -> Hit {
 }
 
 /// What the store says of `repo` now: its tags and the title and description of the tag
-/// that describes it; `None` when it is not a repository (any more).
+/// that describes it; `None` when it is not a repository (any more). With `seed`, a tag
+/// list of [`SEED_TAGS`] or more that can be checked later by its directory's time (see
+/// `tags`) also goes to the tag-list cache: the first listing of a large repository after
+/// a start is then one `stat`, not a read of its directory.
 async fn read_facts(
     driver: &dyn StorageDriver,
     repo: &RepositoryName,
+    seed: Option<&Caches>,
 ) -> RegistryResult<Option<Facts>> {
-    let tags = match super::tags::scan_tags(driver, repo).await {
-        Ok(t) => t,
+    let generation = seed.map(Caches::tag_generation);
+    let tags = match super::tags::scan_tags_with_validator(driver, repo).await {
+        Ok((tags, validator)) => {
+            if let (Some(cache), Some(generation), Some(_)) = (seed, generation, validator) {
+                if tags.len() >= SEED_TAGS {
+                    cache.set_tag_list(repo, Some(Arc::new(tags.clone())), validator, generation);
+                }
+            }
+            tags
+        }
         Err(RegistryError::NameUnknown(_)) => return Ok(None),
         Err(e) => return Err(e),
     };
@@ -450,9 +467,14 @@ async fn read_facts(
 
 /// Reads `repo` and applies the reading, unless it changed meanwhile (then a later reading
 /// applies).
-async fn read_and_apply(driver: &dyn StorageDriver, index: &SearchIndex, repo: &RepositoryName) {
+async fn read_and_apply(
+    driver: &dyn StorageDriver,
+    index: &SearchIndex,
+    repo: &RepositoryName,
+    seed: Option<&Caches>,
+) {
     let version = index.version(repo.as_str());
-    match read_facts(driver, repo).await {
+    match read_facts(driver, repo, seed).await {
         Ok(facts) => {
             index.apply(repo.as_str(), version, facts);
         }
@@ -463,7 +485,7 @@ async fn read_and_apply(driver: &dyn StorageDriver, index: &SearchIndex, repo: &
 /// Builds the index from the store: every repository of the catalog, its names at once,
 /// then what each holds. Entries of repositories the store no longer has go, unless they
 /// changed since the rebuild began.
-async fn rebuild(driver: Arc<dyn StorageDriver>, index: Arc<SearchIndex>) {
+async fn rebuild(driver: Arc<dyn StorageDriver>, index: Arc<SearchIndex>, seed: Arc<Caches>) {
     if index.rebuilding.swap(true, Ordering::AcqRel) {
         index.rebuild_again.store(true, Ordering::Release);
         return;
@@ -496,8 +518,10 @@ async fn rebuild(driver: Arc<dyn StorageDriver>, index: Arc<SearchIndex>) {
                 futures_util::stream::iter(names)
                     .filter_map(|n| async move { n.parse::<RepositoryName>().ok() })
                     .for_each_concurrent(REBUILD_CONCURRENCY, |repo| {
-                        let (driver, index) = (driver.clone(), index.clone());
-                        async move { read_and_apply(driver.as_ref(), &index, &repo).await }
+                        let (driver, index, seed) = (driver.clone(), index.clone(), seed.clone());
+                        async move {
+                            read_and_apply(driver.as_ref(), &index, &repo, Some(&seed)).await
+                        }
                     })
                     .await;
                 index.ready.store(true, Ordering::Release);
@@ -517,7 +541,7 @@ async fn rebuild(driver: Arc<dyn StorageDriver>, index: Arc<SearchIndex>) {
     index.rebuilding.store(false, Ordering::Release);
     // A request made between the last check and the flag's reset.
     if index.rebuild_again.swap(false, Ordering::AcqRel) {
-        Box::pin(rebuild(driver, index)).await;
+        Box::pin(rebuild(driver, index, seed)).await;
     }
 }
 
@@ -543,7 +567,7 @@ impl super::Registry {
             // reads each time).
             tokio::time::sleep(REINDEX_DELAY).await;
             index.dequeue(repo.as_str());
-            read_and_apply(driver.as_ref(), &index, &repo).await
+            read_and_apply(driver.as_ref(), &index, &repo, None).await
         });
     }
 
@@ -579,12 +603,16 @@ impl super::Registry {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        rt.spawn(rebuild(self.driver.clone(), self.search.clone()));
+        rt.spawn(rebuild(
+            self.driver.clone(),
+            self.search.clone(),
+            self.cache.clone(),
+        ));
     }
 
     /// Builds the index from the store; at start, while the daemon already serves.
     pub async fn build_search_index(&self) {
-        rebuild(self.driver.clone(), self.search.clone()).await;
+        rebuild(self.driver.clone(), self.search.clone(), self.cache.clone()).await;
     }
 
     /// Searches repositories (see the module doc); `visible` filters what the caller sees.

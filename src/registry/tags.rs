@@ -7,37 +7,59 @@ use super::{layout, Digest, Registry, RegistryError, RegistryResult, RepositoryN
 use crate::storage::StorageError;
 use serde_json::{json, Value};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 impl Registry {
     /// Tags of a repository, sorted; `NAME_UNKNOWN` when the repository does not exist.
     /// Served from the cache (see `cache`): a list a little past its TTL is served while one
     /// background scan replaces it, so a client polling a large repository never waits for
-    /// a directory read; writes through this process drop the list at once.
+    /// a directory read; writes through this process drop the list at once. On a local
+    /// filesystem a list of any age whose tags directory has not been modified since it
+    /// was read is current, whoever writes the store: one `stat` instead of a read of the
+    /// directory.
     pub async fn tags(&self, repo: &RepositoryName) -> RegistryResult<Arc<Vec<String>>> {
-        match self.cache.tag_list(repo) {
-            Some(Cached::Fresh(list)) => return Ok(list),
-            Some(Cached::Stale(list)) => {
-                if self.cache.claim_tag_list_refresh(repo) {
-                    let driver = self.driver.clone();
-                    let cache = self.cache.clone();
-                    let repo = repo.clone();
-                    let generation = cache.tag_generation();
-                    tokio::spawn(async move {
-                        let fresh = scan_tags(driver.as_ref(), &repo).await;
-                        if let Err(e) = &fresh {
-                            tracing::debug!(%repo, "tag list refresh: {e}");
-                        }
-                        cache.set_tag_list(&repo, fresh.ok().map(Arc::new), generation);
-                    });
+        let cached = self.cache.tag_list(repo);
+        if let Some(Cached::Fresh(list)) = cached {
+            return Ok(list);
+        }
+        // Checked by its directory's time: current, or known to be out of date (then read
+        // now rather than served stale).
+        let mut changed = false;
+        if let Some((list, validator)) = self.cache.unchanged_tag_list(repo) {
+            let generation = self.cache.tag_generation();
+            match self.driver.stat(&layout::tags_dir(repo)?).await {
+                Ok(info) if info.is_dir && info.modified == validator => {
+                    self.cache.confirm_tag_list(repo, generation);
+                    return Ok(list);
                 }
-                return Ok(list);
+                _ => changed = true,
             }
-            None => {}
+        }
+        if let (Some(Cached::Stale(list)), false) = (cached, changed) {
+            if self.cache.claim_tag_list_refresh(repo) {
+                let driver = self.driver.clone();
+                let cache = self.cache.clone();
+                let repo = repo.clone();
+                let generation = cache.tag_generation();
+                tokio::spawn(async move {
+                    match scan_tags_with_validator(driver.as_ref(), &repo).await {
+                        Ok((tags, validator)) => {
+                            cache.set_tag_list(&repo, Some(Arc::new(tags)), validator, generation)
+                        }
+                        Err(e) => {
+                            tracing::debug!(%repo, "tag list refresh: {e}");
+                            cache.set_tag_list(&repo, None, None, generation);
+                        }
+                    }
+                });
+            }
+            return Ok(list);
         }
         let generation = self.cache.tag_generation();
-        let tags = Arc::new(self.scan_tags(repo).await?);
+        let (tags, validator) = scan_tags_with_validator(self.driver.as_ref(), repo).await?;
+        let tags = Arc::new(tags);
         self.cache
-            .set_tag_list(repo, Some(tags.clone()), generation);
+            .set_tag_list(repo, Some(tags.clone()), validator, generation);
         Ok(tags)
     }
 
@@ -146,6 +168,34 @@ pub(super) async fn scan_tags(
     }
 }
 
+/// A directory's modification time counts as unchanged only if it was this old when its
+/// listing was read: timestamps are coarse (a kernel tick), so a tag made in the same tick
+/// as the last change before the reading could leave the time as it was.
+const SETTLED: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// [`scan_tags`], and the tags directory's modification time before the reading where it
+/// can tell later that no tag was made or removed since (see [`Registry::tags`]): on
+/// drivers whose directory times track their entries, and when the directory had not
+/// changed for [`SETTLED`].
+pub(super) async fn scan_tags_with_validator(
+    driver: &dyn crate::storage::StorageDriver,
+    repo: &RepositoryName,
+) -> RegistryResult<(Vec<String>, Option<SystemTime>)> {
+    let mut validator = None;
+    if driver.directory_times_track_entries() {
+        let now = SystemTime::now();
+        if let Ok(info) = driver.stat(&layout::tags_dir(repo)?).await {
+            let settled = now
+                .duration_since(info.modified)
+                .is_ok_and(|age| age >= SETTLED);
+            if info.is_dir && settled {
+                validator = Some(info.modified);
+            }
+        }
+    }
+    Ok((scan_tags(driver, repo).await?, validator))
+}
+
 /// Every repository under the storage root, sorted.
 pub(super) async fn scan_catalog(
     driver: &dyn crate::storage::StorageDriver,
@@ -156,4 +206,110 @@ pub(super) async fn scan_catalog(
     out.retain(|name| name.parse::<RepositoryName>().is_ok());
     out.sort_unstable();
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::testing::registry;
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
+
+    /// Past the cache's TTL, so that a listing is checked or read again.
+    const PAST_TTL: Duration = Duration::from_millis(1100);
+
+    fn tags_dir(root: &Path, repo: &RepositoryName) -> PathBuf {
+        root.join(layout::tags_dir(repo).expect("path").as_str())
+    }
+
+    /// A tag as another program on the store (registry:2) makes it.
+    fn make_tag(dir: &Path, tag: &str) {
+        let current = dir.join(tag).join("current");
+        std::fs::create_dir_all(&current).expect("mkdir");
+        std::fs::write(current.join("link"), format!("sha256:{}", "a".repeat(64))).expect("link");
+    }
+
+    fn set_time(dir: &Path, t: SystemTime) {
+        std::fs::File::open(dir)
+            .and_then(|d| d.set_modified(t))
+            .expect("set the directory's time");
+    }
+
+    fn names(list: &[String]) -> Vec<&str> {
+        list.iter().map(String::as_str).collect()
+    }
+
+    #[tokio::test]
+    async fn a_tag_list_is_current_while_its_directory_time_is_unchanged() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let reg = registry(root.path());
+        let repo: RepositoryName = "team/app".parse().expect("name");
+        let dir = tags_dir(root.path(), &repo);
+        make_tag(&dir, "a");
+        make_tag(&dir, "b");
+        let old = SystemTime::now() - Duration::from_secs(60);
+        set_time(&dir, old);
+        assert_eq!(names(&reg.tags(&repo).await.expect("tags")), ["a", "b"]);
+
+        // A tag made behind the registry's back, the directory's time put back: the list
+        // is not read again, which shows that the check is the directory's time.
+        make_tag(&dir, "c");
+        set_time(&dir, old);
+        tokio::time::sleep(PAST_TTL).await;
+        assert_eq!(names(&reg.tags(&repo).await.expect("tags")), ["a", "b"]);
+        // Not served stale while a reading replaces it: checked, and fresh again.
+        tokio::time::sleep(PAST_TTL / 4).await;
+        assert_eq!(names(&reg.tags(&repo).await.expect("tags")), ["a", "b"]);
+
+        // With the time the making gave it, the list is read again at once, not served stale.
+        set_time(&dir, SystemTime::now());
+        tokio::time::sleep(PAST_TTL).await;
+        assert_eq!(
+            names(&reg.tags(&repo).await.expect("tags")),
+            ["a", "b", "c"]
+        );
+
+        // A directory changed in the last second when it was read is not trusted: a tag
+        // made in the same tick of the clock would leave its time as it was.
+        tokio::time::sleep(PAST_TTL).await;
+        let tick = SystemTime::now();
+        make_tag(&dir, "d");
+        set_time(&dir, tick);
+        assert_eq!(
+            names(&reg.tags(&repo).await.expect("tags")),
+            ["a", "b", "c", "d"]
+        );
+        make_tag(&dir, "e");
+        set_time(&dir, tick);
+        let mut listed = Vec::new();
+        for _ in 0..20 {
+            tokio::time::sleep(PAST_TTL / 4).await;
+            listed = reg.tags(&repo).await.expect("tags").to_vec();
+            if listed.len() == 5 {
+                break;
+            }
+        }
+        assert_eq!(names(&listed), ["a", "b", "c", "d", "e"]);
+    }
+
+    #[tokio::test]
+    async fn the_index_rebuild_at_start_leaves_large_tag_lists_checked_by_time() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let reg = registry(root.path());
+        let repo: RepositoryName = "team/many".parse().expect("name");
+        let dir = tags_dir(root.path(), &repo);
+        for i in 0..crate::registry::search::SEED_TAGS {
+            make_tag(&dir, &format!("t{i:05}"));
+        }
+        let old = SystemTime::now() - Duration::from_secs(60);
+        set_time(&dir, old);
+        reg.build_search_index().await;
+        // Made behind the registry's back with the time put back: not listed, so the list
+        // came from the rebuild's reading.
+        make_tag(&dir, "zz");
+        set_time(&dir, old);
+        let tags = reg.tags(&repo).await.expect("tags");
+        assert_eq!(tags.len(), crate::registry::search::SEED_TAGS);
+        assert!(!tags.iter().any(|t| t == "zz"));
+    }
 }

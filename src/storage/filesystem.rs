@@ -581,6 +581,10 @@ impl StorageDriver for FilesystemDriver {
         false
     }
 
+    fn directory_times_track_entries(&self) -> bool {
+        true
+    }
+
     async fn redirect_url(
         &self,
         _path: &StoragePath,

@@ -88,6 +88,11 @@ impl StorageDriver for MemoryDriver {
         self.shared
     }
 
+    /// A directory's time here is that of its newest file: removing one does not change it.
+    fn directory_times_track_entries(&self) -> bool {
+        false
+    }
+
     async fn create_new(&self, path: &StoragePath, content: &[u8]) -> StorageResult<bool> {
         let mut files = self.files();
         if files.contains_key(path.as_str()) {

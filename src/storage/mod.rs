@@ -269,6 +269,12 @@ pub trait StorageDriver: Send + Sync + fmt::Debug + 'static {
     /// load balancer): what they share then lives in the store, not only in memory.
     fn shared_by_instances(&self) -> bool;
 
+    /// Whether a directory's modification time ([`StorageDriver::stat`]) changes whenever an
+    /// entry is made or removed in it (a local filesystem), so that a listing read earlier
+    /// can be checked with one `stat` instead of read again. Object stores have no
+    /// directories.
+    fn directory_times_track_entries(&self) -> bool;
+
     /// Puts several files in place, each atomically, all durable when this returns, in
     /// stages: no file of a stage becomes visible, even after a crash, before every file of
     /// the stages before it is durable. (A tag must never point at a revision that a crash

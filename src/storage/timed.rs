@@ -74,6 +74,10 @@ impl StorageDriver for TimedDriver {
         self.inner.shared_by_instances()
     }
 
+    fn directory_times_track_entries(&self) -> bool {
+        self.inner.directory_times_track_entries()
+    }
+
     async fn put_staged(&self, stages: &[&[(StoragePath, Staged)]]) -> StorageResult<()> {
         self.time("PutStaged", self.inner.put_staged(stages)).await
     }

@@ -571,6 +571,11 @@ impl StorageDriver for S3Driver {
         true
     }
 
+    /// Keys have no directories, so no time that changes with their entries.
+    fn directory_times_track_entries(&self) -> bool {
+        false
+    }
+
     async fn put_staged(&self, stages: &[&[(StoragePath, Staged)]]) -> StorageResult<()> {
         // S3 has every write durable once answered: a stage's files go up together, and the
         // next stage starts when all of them are in.
