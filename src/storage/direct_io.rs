@@ -24,7 +24,7 @@
 //! and the driver stops trying for the rest of the process.
 
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, Seek};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -131,7 +131,6 @@ impl Direct {
                 self.file = None;
                 buffered.write_all_at(buf, self.at)?;
                 let end = self.at + len as u64;
-                use std::io::Seek;
                 let mut b = buffered;
                 b.seek(io::SeekFrom::Start(end))?;
                 self.carry.clear();
@@ -141,6 +140,9 @@ impl Direct {
         }
     }
 
+    /// Writes whole blocks at `at` on the direct descriptor, opened by path on first use:
+    /// the file's path does not change while its writer holds it (an upload's data file,
+    /// under the upload's lock).
     fn write_blocks(&mut self, path: &Path, blocks: &[u8]) -> io::Result<()> {
         #[cfg(test)]
         if self.refuse {
@@ -198,7 +200,6 @@ fn refused(e: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Seek;
 
     /// Bytes that differ at every offset, so a piece written at the wrong place shows.
     fn pattern(from: usize, len: usize) -> Vec<u8> {

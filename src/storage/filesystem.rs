@@ -4,8 +4,9 @@
 //! Durability: small files are written to a temporary name beside their target, fsynced,
 //! renamed over it, and the directory is fsynced; a crash leaves the old file or the new one.
 //! Large content goes through [`FsWriter`], which writes from a blocking thread while the
-//! next batch arrives and starts writeback as it goes; the staged write that moves the
-//! finished file into place makes it durable.
+//! next batch arrives, past the page cache where the filesystem allows (see `direct_io`),
+//! else through it, starting writeback as it goes; the staged write that moves the finished
+//! file into place makes it durable.
 //!
 //! A crash between writing a temporary and renaming it leaves the temporary (and the
 //! directories made for it) behind. Temporaries are named `.<target>.tmp-<32 hex>`, which
@@ -861,10 +862,9 @@ impl futures_core::Stream for FileChunks {
     }
 }
 
-/// What a write task hands back: the file, the emptied copy buffer (if it used one), and the
-/// offset up to which writeback has been started.
-/// A finished write: the file, the direct-write state, the spare buffer, and where
-/// writeback has been started up to.
+/// What a write task hands back: the file, its direct-write state (`None` for buffered
+/// writes), the emptied copy buffer (if it used one), and the offset up to which writeback
+/// has been started.
 type WriteDone = (File, Option<Direct>, Option<Vec<u8>>, u64);
 type PendingWrite = tokio::task::JoinHandle<io::Result<WriteDone>>;
 
