@@ -420,18 +420,20 @@ async fn read_facts(
     seed: Option<&Caches>,
 ) -> RegistryResult<Option<Facts>> {
     let generation = seed.map(Caches::tag_generation);
-    let tags = match super::tags::scan_tags_with_validator(driver, repo).await {
-        Ok((tags, validator)) => {
-            if let (Some(cache), Some(generation), Some(_)) = (seed, generation, validator) {
-                if tags.len() >= SEED_TAGS {
-                    cache.set_tag_list(repo, Some(Arc::new(tags.clone())), validator, generation);
-                }
-            }
-            tags
-        }
+    let started = std::time::SystemTime::now();
+    let tags = match super::tags::scan_tags(driver, repo).await {
+        Ok(t) => t,
         Err(RegistryError::NameUnknown(_)) => return Ok(None),
         Err(e) => return Err(e),
     };
+    if let (Some(cache), Some(generation)) = (seed, generation) {
+        // Only a large list is worth the `stat` of its directory.
+        if tags.len() >= SEED_TAGS {
+            if let Some(v) = super::tags::tags_validator(driver, repo, started).await {
+                cache.set_tag_list(repo, Some(Arc::new(tags.clone())), Some(v), generation);
+            }
+        }
+    }
     let mut facts = Facts {
         tags,
         ..Facts::default()

@@ -40,27 +40,16 @@ impl Registry {
                 let driver = self.driver.clone();
                 let cache = self.cache.clone();
                 let repo = repo.clone();
-                let generation = cache.tag_generation();
                 tokio::spawn(async move {
-                    match scan_tags_with_validator(driver.as_ref(), &repo).await {
-                        Ok((tags, validator)) => {
-                            cache.set_tag_list(&repo, Some(Arc::new(tags)), validator, generation)
-                        }
-                        Err(e) => {
-                            tracing::debug!(%repo, "tag list refresh: {e}");
-                            cache.set_tag_list(&repo, None, None, generation);
-                        }
+                    if let Err(e) = read_into_cache(driver.as_ref(), &cache, &repo).await {
+                        tracing::debug!(%repo, "tag list refresh: {e}");
+                        cache.set_tag_list(&repo, None, None, cache.tag_generation());
                     }
                 });
             }
             return Ok(list);
         }
-        let generation = self.cache.tag_generation();
-        let (tags, validator) = scan_tags_with_validator(self.driver.as_ref(), repo).await?;
-        let tags = Arc::new(tags);
-        self.cache
-            .set_tag_list(repo, Some(tags.clone()), validator, generation);
-        Ok(tags)
+        read_into_cache(self.driver.as_ref(), &self.cache, repo).await
     }
 
     /// Tags as storage holds them now, bypassing the cache: for maintenance (collection,
@@ -168,32 +157,44 @@ pub(super) async fn scan_tags(
     }
 }
 
-/// A directory's modification time counts as unchanged only if it was this old when its
-/// listing was read: timestamps are coarse (a kernel tick), so a tag made in the same tick
-/// as the last change before the reading could leave the time as it was.
+/// A directory's modification time counts as unchanged only if it was this much older than
+/// the reading of its listing: timestamps are coarse (a kernel tick), so a tag made in the
+/// same tick as the last change before the reading could leave the time as it was.
 const SETTLED: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// [`scan_tags`], and the tags directory's modification time before the reading where it
-/// can tell later that no tag was made or removed since (see [`Registry::tags`]): on
-/// drivers whose directory times track their entries, and when the directory had not
-/// changed for [`SETTLED`].
-pub(super) async fn scan_tags_with_validator(
+/// The tags directory's modification time, taken after a reading of its listing that began
+/// at `started`, where it can tell later that no tag was made or removed since (see
+/// [`Registry::tags`]): on drivers whose directory times track their entries, and when the
+/// time is at least [`SETTLED`] older than `started`. A tag made or removed during the
+/// reading or after it would have given the directory a later time.
+pub(super) async fn tags_validator(
     driver: &dyn crate::storage::StorageDriver,
     repo: &RepositoryName,
-) -> RegistryResult<(Vec<String>, Option<SystemTime>)> {
-    let mut validator = None;
-    if driver.directory_times_track_entries() {
-        let now = SystemTime::now();
-        if let Ok(info) = driver.stat(&layout::tags_dir(repo)?).await {
-            let settled = now
-                .duration_since(info.modified)
-                .is_ok_and(|age| age >= SETTLED);
-            if info.is_dir && settled {
-                validator = Some(info.modified);
-            }
-        }
+    started: SystemTime,
+) -> Option<SystemTime> {
+    if !driver.directory_times_track_entries() {
+        return None;
     }
-    Ok((scan_tags(driver, repo).await?, validator))
+    let info = driver.stat(&layout::tags_dir(repo).ok()?).await.ok()?;
+    let settled = started
+        .duration_since(info.modified)
+        .is_ok_and(|age| age >= SETTLED);
+    (info.is_dir && settled).then_some(info.modified)
+}
+
+/// Reads a repository's tags and keeps them in the cache with their directory's time (see
+/// [`tags_validator`]), unless a tag changed through this process meanwhile.
+async fn read_into_cache(
+    driver: &dyn crate::storage::StorageDriver,
+    cache: &super::cache::Caches,
+    repo: &RepositoryName,
+) -> RegistryResult<Arc<Vec<String>>> {
+    let generation = cache.tag_generation();
+    let started = SystemTime::now();
+    let tags = Arc::new(scan_tags(driver, repo).await?);
+    let validator = tags_validator(driver, repo, started).await;
+    cache.set_tag_list(repo, Some(tags.clone()), validator, generation);
+    Ok(tags)
 }
 
 /// Every repository under the storage root, sorted.
@@ -218,8 +219,25 @@ mod tests {
     /// Past the cache's TTL, so that a listing is checked or read again.
     const PAST_TTL: Duration = Duration::from_millis(1100);
 
-    fn tags_dir(root: &Path, repo: &RepositoryName) -> PathBuf {
-        root.join(layout::tags_dir(repo).expect("path").as_str())
+    /// A registry on a store in a new directory, `repo`, its tags directory there, and a
+    /// time long enough ago to be trusted.
+    fn store(
+        repo: &str,
+    ) -> (
+        tempfile::TempDir,
+        Registry,
+        RepositoryName,
+        PathBuf,
+        SystemTime,
+    ) {
+        let root = tempfile::tempdir().expect("tempdir");
+        let reg = registry(root.path());
+        let repo: RepositoryName = repo.parse().expect("name");
+        let dir = root
+            .path()
+            .join(layout::tags_dir(&repo).expect("path").as_str());
+        let old = SystemTime::now() - Duration::from_secs(60);
+        (root, reg, repo, dir, old)
     }
 
     /// A tag as another program on the store (registry:2) makes it.
@@ -241,13 +259,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_tag_list_is_current_while_its_directory_time_is_unchanged() {
-        let root = tempfile::tempdir().expect("tempdir");
-        let reg = registry(root.path());
-        let repo: RepositoryName = "team/app".parse().expect("name");
-        let dir = tags_dir(root.path(), &repo);
+        let (_root, reg, repo, dir, old) = store("team/app");
         make_tag(&dir, "a");
         make_tag(&dir, "b");
-        let old = SystemTime::now() - Duration::from_secs(60);
         set_time(&dir, old);
         assert_eq!(names(&reg.tags(&repo).await.expect("tags")), ["a", "b"]);
 
@@ -294,14 +308,10 @@ mod tests {
 
     #[tokio::test]
     async fn the_index_rebuild_at_start_leaves_large_tag_lists_checked_by_time() {
-        let root = tempfile::tempdir().expect("tempdir");
-        let reg = registry(root.path());
-        let repo: RepositoryName = "team/many".parse().expect("name");
-        let dir = tags_dir(root.path(), &repo);
+        let (_root, reg, repo, dir, old) = store("team/many");
         for i in 0..crate::registry::search::SEED_TAGS {
             make_tag(&dir, &format!("t{i:05}"));
         }
-        let old = SystemTime::now() - Duration::from_secs(60);
         set_time(&dir, old);
         reg.build_search_index().await;
         // Made behind the registry's back with the time put back: not listed, so the list
