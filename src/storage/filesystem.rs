@@ -967,39 +967,34 @@ impl FsWriter {
         let mut direct = self.direct.take();
         let full = self.full.clone();
         self.pending = Some(tokio::task::spawn_blocking(move || {
-            if let Some(d) = direct.as_mut() {
-                let pieces: Vec<&[u8]> = match &job {
-                    WriteJob::Buffer(b) => vec![b],
-                    WriteJob::Chunks(c) => c.iter().map(|c| &c[..]).collect(),
-                };
-                if let Wrote::Buffered = d.write(&full, &file, &pieces)? {
-                    direct = None;
-                }
-                let buf = match job {
-                    WriteJob::Buffer(mut b) => {
-                        b.clear();
-                        Some(b)
+            let pieces: Vec<&[u8]> = match &job {
+                WriteJob::Buffer(b) => vec![b],
+                WriteJob::Chunks(c) => c.iter().map(|c| &c[..]).collect(),
+            };
+            match direct.as_mut() {
+                Some(d) => {
+                    if let Wrote::Buffered = d.write(&full, &file, &pieces)? {
+                        direct = None;
                     }
-                    WriteJob::Chunks(_) => None,
-                };
-                return Ok((file, direct, buf, end));
+                    // Nothing of a direct write waits in the page cache for writeback.
+                    writeback_from = end;
+                }
+                None => {
+                    write_all_chunks(&mut file, &pieces)?;
+                    if end - writeback_from >= WRITEBACK_STEP {
+                        start_writeback(&file, writeback_from, end - writeback_from);
+                        writeback_from = end;
+                    }
+                }
             }
             let buf = match job {
                 WriteJob::Buffer(mut b) => {
-                    file.write_all(&b)?;
                     b.clear();
                     Some(b)
                 }
-                WriteJob::Chunks(chunks) => {
-                    write_all_chunks(&mut file, &chunks)?;
-                    None
-                }
+                WriteJob::Chunks(_) => None,
             };
-            if end - writeback_from >= WRITEBACK_STEP {
-                start_writeback(&file, writeback_from, end - writeback_from);
-                writeback_from = end;
-            }
-            Ok((file, None, buf, writeback_from))
+            Ok((file, direct, buf, writeback_from))
         }));
         Ok(())
     }
@@ -1039,7 +1034,7 @@ impl FsWriter {
 }
 
 /// `write_all` over a list of chunks with as few `writev` calls as the kernel allows.
-fn write_all_chunks(file: &mut File, chunks: &[Bytes]) -> io::Result<()> {
+fn write_all_chunks(file: &mut File, chunks: &[&[u8]]) -> io::Result<()> {
     // IOV_MAX is 1024 on Linux; batches are far smaller, but stay within it regardless.
     for group in chunks.chunks(512) {
         // Empty slices are left out: a trailing one would look like a write of zero bytes.
