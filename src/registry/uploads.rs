@@ -94,18 +94,15 @@ pub fn parse_upload_id(s: &str) -> RegistryResult<String> {
 }
 
 /// Bytes gathered from the network before they are handed on, as one batch, to the storage
-/// writer and hashed on the request's own task. The filesystem's writer copies a batch into
-/// its own aligned buffers at once (written on a blocking thread while the next ones
-/// arrive), so the batch's network buffers go back to the connection as soon as they are
-/// hashed: with batches of 1 MiB, sixteen 1 MiB pushes at once held hyper's buffers for
-/// every batch besides the writer's, and the heap peaked 15-20 MiB higher. An object
-/// store's writer keeps the chunks for its part instead.
+/// writer (which writes it on a blocking thread) and hashed on the request's own task while
+/// that write runs. An upload holds at most two batches of memory whatever its size (the
+/// one being written, the one arriving), besides hyper's read buffer.
 ///
 /// Hashing here rather than on a thread of its own saves a hand-off to the blocking pool
 /// and back per batch (half the futex wakeups and sched_yields of an upload, measured with
 /// `strace -c`); it holds the worker for the time of one batch's hash (~0.5 ms with SHA-NI),
 /// while the socket fills for the next `recv`.
-const BATCH: usize = 256 << 10;
+const BATCH: usize = 1 << 20;
 /// Below this, a last batch of a file being hashed again is hashed on the request's own
 /// task: a thread hop costs more.
 const INLINE_HASH: usize = 64 << 10;

@@ -9,18 +9,15 @@
 //! it would fill push out what pulls do read.
 //!
 //! Direct I/O wants the file offset, the length and the memory aligned to the device's
-//! block. The writer copies what arrives into an [`Aligned`] buffer of [`FILL`] bytes as it
-//! arrives (one copy in user space, into memory kept and handed out again and again,
-//! instead of the kernel's copy into fresh pages), so the network's buffers go back to the
-//! connection at once. A full buffer is written with one `pwrite` on a second descriptor
-//! opened with `O_DIRECT`, on a blocking thread, while the next one fills: an upload holds
-//! two such buffers at most. The last buffer, when the writer closes, is written the same
-//! way up to its last whole block; its last partial block (the *carry*) goes through the
-//! ordinary descriptor in the same task, so the file's last block is in the page cache and
-//! the sync that publishes the blob writes it out with the file's metadata. A writer that
-//! continues a file whose length is not aligned (an upload's next PATCH) starts its first
-//! buffer with that file's last partial block, read back; the kernel writes out and drops
-//! any cached copy of a block before a direct write replaces it.
+//! block. The writer copies what arrives into an aligned buffer (one copy in user space,
+//! into memory the allocator hands out again and again, instead of the kernel's copy into
+//! fresh pages), writes whole [`ALIGN`] blocks with `pwrite` on a second descriptor opened
+//! with `O_DIRECT`, and keeps the last partial block (the *carry*) for the next write. When
+//! the writer closes, the carry goes through the ordinary descriptor: the file's last block
+//! is then in the page cache, and the sync that publishes the blob writes it out with the
+//! file's metadata. A writer that continues a file whose length is not aligned (an upload's
+//! next PATCH) starts with that file's last partial block read back into the carry; the
+//! kernel writes out and drops any cached copy of a block before a direct write replaces it.
 //!
 //! Where direct I/O is refused (tmpfs, some FUSE and network filesystems: `EINVAL` at open
 //! or at the first write), the writer carries on with buffered writes from the same offset,
@@ -31,81 +28,11 @@ use std::io::{self, Seek};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Offsets, lengths and memory of direct writes are multiples of this: the largest logical
 /// block of common devices (4Kn disks, NVMe), so also a multiple of 512-byte ones.
 pub(crate) const ALIGN: usize = 4096;
-
-/// Bytes gathered for one direct `pwrite`: a multiple of [`ALIGN`]. An upload holds two
-/// such buffers at most (one filling, one being written).
-pub(crate) const FILL: usize = 512 << 10;
-
-/// Buffers kept for the next writer once a writer is done with them, at most (2 MiB): a
-/// push after another takes them instead of fresh heap memory.
-const KEPT: usize = 4;
-
-/// Buffers kept for reuse: each is zeroed once, when made, then filled again and again.
-static KEPT_ALIGNED: Mutex<Vec<Vec<u8>>> = Mutex::new(Vec::new());
-
-/// [`FILL`] bytes of memory that start on an [`ALIGN`] boundary, filled from the front;
-/// kept for the next writer when dropped.
-pub(crate) struct Aligned {
-    space: Vec<u8>,
-    /// Where the aligned part of `space` starts.
-    start: usize,
-    len: usize,
-}
-
-impl Aligned {
-    /// An empty buffer, a kept one where there is one.
-    pub fn take() -> Aligned {
-        let space = KEPT_ALIGNED
-            .lock()
-            .ok()
-            .and_then(|mut kept| kept.pop())
-            .unwrap_or_else(|| vec![0u8; FILL + ALIGN]);
-        // Room to start on a block boundary within one allocation; no unsafe code needed.
-        // (Unaligned, should that ever fail, a direct write is refused and goes buffered.)
-        let start = space.as_ptr().align_offset(ALIGN).min(ALIGN);
-        Aligned {
-            space,
-            start,
-            len: 0,
-        }
-    }
-
-    pub fn is_full(&self) -> bool {
-        self.len == FILL
-    }
-
-    /// Copies as much of `data` as there is room for; the number of bytes taken.
-    pub fn fill(&mut self, data: &[u8]) -> usize {
-        let n = (FILL - self.len).min(data.len());
-        let at = self.start + self.len;
-        self.space[at..at + n].copy_from_slice(&data[..n]);
-        self.len += n;
-        n
-    }
-
-    pub fn bytes(&self) -> &[u8] {
-        &self.space[self.start..self.start + self.len]
-    }
-
-    pub fn clear(&mut self) {
-        self.len = 0;
-    }
-}
-
-impl Drop for Aligned {
-    fn drop(&mut self) {
-        if let Ok(mut kept) = KEPT_ALIGNED.lock() {
-            if kept.len() < KEPT {
-                kept.push(std::mem::take(&mut self.space));
-            }
-        }
-    }
-}
 
 /// Whether the driver writes blobs past the page cache; cleared when a filesystem refuses.
 #[derive(Debug, Clone)]
@@ -132,7 +59,7 @@ impl DirectWrites {
 }
 
 /// The direct-I/O side of a writer: the `O_DIRECT` descriptor (opened on the first whole
-/// block) and where the next buffer goes in the file.
+/// block) and the bytes not yet written because they do not fill a block.
 #[derive(Debug)]
 pub(crate) struct Direct {
     switch: DirectWrites,
@@ -140,17 +67,14 @@ pub(crate) struct Direct {
     /// Tests: the filesystem refuses direct writes.
     #[cfg(test)]
     refuse: bool,
-    /// Where the next buffer starts in the file: a multiple of [`ALIGN`] until a buffer that
-    /// ends mid-block (the last) has been written.
+    /// Where `carry` starts in the file: always a multiple of [`ALIGN`].
     at: u64,
-    /// The file's last partial block when the writer started, read back: the start of the
-    /// first buffer.
     carry: Vec<u8>,
 }
 
 /// What a direct write did.
 pub(crate) enum Wrote {
-    /// Every byte is in the file.
+    /// Every byte is in the file or in the carry.
     Direct,
     /// Direct I/O was refused: every byte is in the file, written through `buffered`, whose
     /// position is now the end of them. Go on with buffered writes.
@@ -160,7 +84,7 @@ pub(crate) enum Wrote {
 impl Direct {
     /// Starts direct writes of a file whose current length is `size`, on `buffered`: the
     /// descriptor opened without `O_APPEND`, positioned at `size`. The partial block at the
-    /// end, if any, is read back, for [`Direct::take_carry`].
+    /// end, if any, is read back into the carry.
     pub fn start(switch: DirectWrites, buffered: &File, size: u64) -> io::Result<Direct> {
         let at = size - size % ALIGN as u64;
         let mut carry = vec![0u8; (size - at) as usize];
@@ -175,35 +99,41 @@ impl Direct {
         })
     }
 
-    /// The file's last partial block, read back at the start: the first buffer starts with
-    /// it, since it goes at the block's start.
-    pub fn take_carry(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.carry)
-    }
-
-    /// Writes `buf` (aligned memory) after what came before: its whole blocks directly, a
-    /// last partial block through `buffered`. A buffer that ends mid-block must be the last
-    /// one (after it, anything more is written through `buffered` too). Runs on a blocking
-    /// thread.
-    pub fn write(&mut self, path: &Path, buffered: &File, buf: &[u8]) -> io::Result<Wrote> {
-        let whole = if self.at % ALIGN as u64 == 0 {
-            buf.len() - buf.len() % ALIGN
-        } else {
-            0
-        };
+    /// Writes `pieces` after what came before: whole blocks directly, the rest into the
+    /// carry. Runs on a blocking thread.
+    pub fn write(&mut self, path: &Path, buffered: &File, pieces: &[&[u8]]) -> io::Result<Wrote> {
+        let len: usize = self.carry.len() + pieces.iter().map(|p| p.len()).sum::<usize>();
+        if len < ALIGN {
+            for p in pieces {
+                self.carry.extend_from_slice(p);
+            }
+            return Ok(Wrote::Direct);
+        }
+        let whole = len - len % ALIGN;
+        // Room to start on a block boundary, in one allocation; no unsafe code needed.
+        let mut space: Vec<u8> = Vec::with_capacity(len + ALIGN);
+        let start = space.as_ptr().align_offset(ALIGN).min(ALIGN);
+        space.resize(start, 0);
+        space.extend_from_slice(&self.carry);
+        for p in pieces {
+            space.extend_from_slice(p);
+        }
+        let buf = &space[start..];
         match self.write_blocks(path, &buf[..whole]) {
             Ok(()) => {
-                buffered.write_all_at(&buf[whole..], self.at + whole as u64)?;
-                self.at += buf.len() as u64;
+                self.at += whole as u64;
+                self.carry.clear();
+                self.carry.extend_from_slice(&buf[whole..]);
                 Ok(Wrote::Direct)
             }
             Err(e) if refused(&e) => {
                 self.switch.refused(path, &e);
                 self.file = None;
                 buffered.write_all_at(buf, self.at)?;
-                let end = self.at + buf.len() as u64;
+                let end = self.at + len as u64;
                 let mut b = buffered;
                 b.seek(io::SeekFrom::Start(end))?;
+                self.carry.clear();
                 Ok(Wrote::Buffered)
             }
             Err(e) => Err(e),
@@ -214,9 +144,6 @@ impl Direct {
     /// the file's path does not change while its writer holds it (an upload's data file,
     /// under the upload's lock).
     fn write_blocks(&mut self, path: &Path, blocks: &[u8]) -> io::Result<()> {
-        if blocks.is_empty() {
-            return Ok(());
-        }
         #[cfg(test)]
         if self.refuse {
             return Err(io::Error::from_raw_os_error(nix::libc::EINVAL));
@@ -242,6 +169,21 @@ impl Direct {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
+        }
+        Ok(())
+    }
+
+    /// Whether bytes wait for [`Direct::finish`].
+    pub fn carries(&self) -> bool {
+        !self.carry.is_empty()
+    }
+
+    /// Writes the carry through the page cache; the file then holds everything.
+    pub fn finish(&mut self, buffered: &File) -> io::Result<()> {
+        if !self.carry.is_empty() {
+            buffered.write_all_at(&self.carry, self.at)?;
+            self.at += self.carry.len() as u64;
+            self.carry.clear();
         }
         Ok(())
     }
@@ -276,35 +218,30 @@ mod tests {
         f
     }
 
-    /// Writes `sizes` as one writer's pieces after what `path` holds, as the filesystem's
-    /// writer does: into aligned buffers, each written when full, the last when done.
+    /// Writes `sizes` as one writer's pieces after what `path` holds, and finishes; checks
+    /// that only the last partial block waited for the finish.
     fn write_pieces(switch: &DirectWrites, path: &Path, from: usize, sizes: &[usize]) {
         let f = open(path, from as u64);
         let mut d = Direct::start(switch.clone(), &f, from as u64).expect("start");
-        let mut buf = Aligned::take();
-        let carry = d.take_carry();
-        assert_eq!(carry, pattern(from - from % ALIGN, from % ALIGN));
-        assert_eq!(buf.fill(&carry), carry.len());
         let mut at = from;
         for &n in sizes {
             let p = pattern(at, n);
-            let mut rest = &p[..];
-            while !rest.is_empty() {
-                let k = buf.fill(rest);
-                rest = &rest[k..];
-                if buf.is_full() {
-                    let wrote = d.write(path, &f, buf.bytes()).expect("write");
-                    assert!(matches!(wrote, Wrote::Direct));
-                    buf.clear();
-                }
-            }
+            let wrote = d
+                .write(path, &f, &[&p[..n / 3], &p[n / 3..]])
+                .expect("write");
+            assert!(matches!(wrote, Wrote::Direct));
             at += n;
         }
-        assert!(matches!(
-            d.write(path, &f, buf.bytes()).expect("last write"),
-            Wrote::Direct
-        ));
-        assert_eq!(d.at, at as u64);
+        if switch.enabled() {
+            assert_eq!(
+                d.at,
+                (at - at % ALIGN) as u64,
+                "whole blocks are written directly"
+            );
+            assert_eq!(d.carry, pattern(at - at % ALIGN, at % ALIGN));
+        }
+        d.finish(&f).expect("finish");
+        assert!(!d.carries());
     }
 
     #[test]
@@ -312,14 +249,14 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("data");
         let switch = DirectWrites::new(true);
-        // Less than a block, then pieces crossing blocks and buffers, then a few bytes.
-        let first = [100, 5000, FILL + ALIGN * 3 + 7, 3];
+        // Less than a block, then pieces crossing blocks, then a few bytes.
+        let first = [100, 5000, ALIGN * 3 + 7, 3];
         write_pieces(&switch, &path, 0, &first);
         let len: usize = first.iter().sum();
         assert_eq!(std::fs::read(&path).expect("read"), pattern(0, len));
         // The next request continues at an unaligned length: the partial block is read
         // back and written again with what follows.
-        let more = [ALIGN - 1, 1, 2 * FILL + 9];
+        let more = [ALIGN - 1, 1, 2 * ALIGN + 9];
         write_pieces(&switch, &path, len, &more);
         let total = len + more.iter().sum::<usize>();
         assert_eq!(std::fs::read(&path).expect("read"), pattern(0, total));
@@ -335,12 +272,9 @@ mod tests {
         let f = open(&path, 10);
         let mut d = Direct::start(switch.clone(), &f, 10).expect("start");
         d.refuse = true;
-        let mut buf = Aligned::take();
-        buf.fill(&d.take_carry());
         let p = pattern(10, 3 * ALIGN);
-        buf.fill(&p);
         assert!(matches!(
-            d.write(&path, &f, buf.bytes()).expect("write"),
+            d.write(&path, &f, &[&p]).expect("write"),
             Wrote::Buffered
         ));
         assert!(!switch.enabled(), "the driver stops trying");

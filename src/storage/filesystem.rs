@@ -16,7 +16,7 @@
 //! the root: every process of ours holds it shared while it runs, so a process that gets it
 //! exclusively knows that no other is writing (see [`StorageDriver::use_alone`]).
 
-use super::direct_io::{Aligned, Direct, DirectWrites, Wrote};
+use super::direct_io::{Direct, DirectWrites, Wrote};
 use super::durable::{
     create_beside, create_parent, fsync_dir, kind_of, start_writeback, sync_created, temp_name,
     Kind,
@@ -863,35 +863,28 @@ impl futures_core::Stream for FileChunks {
 }
 
 /// What a write task hands back: the file, its direct-write state (`None` for buffered
-/// writes), the emptied buffer (if it used one), and the offset up to which writeback has
-/// been started.
-type WriteDone = (File, Option<Direct>, Option<Spare>, u64);
+/// writes), the emptied copy buffer (if it used one), and the offset up to which writeback
+/// has been started.
+type WriteDone = (File, Option<Direct>, Option<Vec<u8>>, u64);
 type PendingWrite = tokio::task::JoinHandle<io::Result<WriteDone>>;
-
-/// A buffer a write task is done with, for the next one.
-enum Spare {
-    Buffer(Vec<u8>),
-    Aligned(Aligned),
-}
 
 /// Once this many bytes are written but not yet handed to writeback, the kernel is asked to
 /// start writing them out (`sync_file_range`), so that the sync that makes an upload durable
 /// finds little left to do and a large upload never piles up gigabytes of dirty pages.
 const WRITEBACK_STEP: u64 = 8 << 20;
 
-/// What a write task writes: bytes gathered by [`FileWriter::write`], chunks as they came
-/// off the network (buffered writes), or an aligned buffer (direct writes).
+/// What a write task writes: bytes gathered by [`FileWriter::write`], or chunks as they came
+/// off the network.
 enum WriteJob {
     Buffer(Vec<u8>),
     Chunks(Vec<Bytes>),
-    Aligned(Aligned),
 }
 
 /// Append-only writer over a local file. While one write runs on a blocking thread the
 /// request keeps receiving, so receiving, hashing and writing overlap instead of taking
-/// turns. Where the filesystem allows, what arrives is copied into aligned buffers written
-/// past the page cache (`direct_io`); otherwise chunks from the network are written as they
-/// are (`writev`), and small writes are gathered into a buffer allocated on first use.
+/// turns. Whole blocks go past the page cache where the filesystem allows (`direct_io`);
+/// otherwise chunks from the network are written as they are (`writev`). Small writes are
+/// gathered into a buffer allocated on first use.
 pub struct FsWriter {
     path: StoragePath,
     full: PathBuf,
@@ -899,20 +892,10 @@ pub struct FsWriter {
     file: Option<File>,
     /// Direct writes, when no write is in flight; `None` for buffered ones.
     direct: Option<Direct>,
-    /// Whether this writer fills aligned buffers (it started with direct writes; if the
-    /// filesystem refuses them later, its write tasks write the buffers through the page
-    /// cache).
-    aligned: bool,
-    /// The file's last partial block, read back when direct writes started: the first
-    /// aligned buffer starts with it.
-    carry: Vec<u8>,
-    /// The aligned buffer being filled.
-    fill: Option<Aligned>,
     /// The write in flight.
     pending: Option<PendingWrite>,
     buf: Vec<u8>,
     spare: Option<Vec<u8>>,
-    aligned_spare: Option<Aligned>,
     /// Bytes accepted so far, in the file or on their way to it.
     size: u64,
     /// Bytes handed to write tasks: the file's length once they finish.
@@ -927,21 +910,16 @@ impl FsWriter {
         full: PathBuf,
         file: File,
         size: u64,
-        mut direct: Option<Direct>,
+        direct: Option<Direct>,
     ) -> FsWriter {
-        let carry = direct.as_mut().map(Direct::take_carry).unwrap_or_default();
         FsWriter {
             path,
             full,
             file: Some(file),
-            aligned: direct.is_some(),
             direct,
-            carry,
-            fill: None,
             pending: None,
             buf: Vec::new(),
             spare: None,
-            aligned_spare: None,
             size,
             handed: size,
             writeback_from: size,
@@ -962,10 +940,8 @@ impl FsWriter {
                 .map_err(|e| StorageError::io(&self.path, e))?;
             self.file = Some(file);
             self.direct = direct;
-            match buf {
-                Some(Spare::Buffer(b)) => self.spare = Some(b),
-                Some(Spare::Aligned(b)) => self.aligned_spare = Some(b),
-                None => {}
+            if buf.is_some() {
+                self.spare = buf;
             }
             self.writeback_from = writeback_from;
         }
@@ -984,9 +960,6 @@ impl FsWriter {
         let len = match &job {
             WriteJob::Buffer(b) => b.len() as u64,
             WriteJob::Chunks(c) => c.iter().map(|b| b.len() as u64).sum(),
-            // What is not handed yet is all in the buffer (after the carry, which the
-            // file already holds).
-            WriteJob::Aligned(_) => self.size - self.handed,
         };
         let end = self.handed + len;
         self.handed = end;
@@ -997,19 +970,16 @@ impl FsWriter {
             let pieces: Vec<&[u8]> = match &job {
                 WriteJob::Buffer(b) => vec![b],
                 WriteJob::Chunks(c) => c.iter().map(|c| &c[..]).collect(),
-                WriteJob::Aligned(b) => vec![b.bytes()],
             };
-            match (direct.as_mut(), &job) {
-                (Some(d), WriteJob::Aligned(b)) => {
-                    if let Wrote::Buffered = d.write(&full, &file, b.bytes())? {
+            match direct.as_mut() {
+                Some(d) => {
+                    if let Wrote::Buffered = d.write(&full, &file, &pieces)? {
                         direct = None;
                     }
                     // Nothing of a direct write waits in the page cache for writeback.
                     writeback_from = end;
                 }
-                // A writer with direct writes only ever fills aligned buffers.
-                (Some(_), _) => return Err(io::Error::other("unaligned job for direct writes")),
-                (None, _) => {
+                None => {
                     write_all_chunks(&mut file, &pieces)?;
                     if end - writeback_from >= WRITEBACK_STEP {
                         start_writeback(&file, writeback_from, end - writeback_from);
@@ -1020,13 +990,9 @@ impl FsWriter {
             let buf = match job {
                 WriteJob::Buffer(mut b) => {
                     b.clear();
-                    Some(Spare::Buffer(b))
+                    Some(b)
                 }
                 WriteJob::Chunks(_) => None,
-                WriteJob::Aligned(mut b) => {
-                    b.clear();
-                    Some(Spare::Aligned(b))
-                }
             };
             Ok((file, direct, buf, writeback_from))
         }));
@@ -1044,45 +1010,26 @@ impl FsWriter {
         self.submit(WriteJob::Buffer(buf)).await
     }
 
-    /// Copies `data` into aligned buffers, handing each to a write task once full.
-    async fn fill_aligned(&mut self, mut data: &[u8]) -> StorageResult<()> {
-        while !data.is_empty() {
-            let fill = match self.fill.as_mut() {
-                Some(f) => f,
-                None => {
-                    let mut f = self.aligned_spare.take().unwrap_or_else(Aligned::take);
-                    f.fill(&std::mem::take(&mut self.carry));
-                    self.fill.insert(f)
-                }
-            };
-            let n = fill.fill(data);
-            self.size += n as u64;
-            data = &data[n..];
-            if fill.is_full() {
-                self.submit_fill().await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Hands the aligned buffer being filled, if it holds anything new, to a write task.
-    async fn submit_fill(&mut self) -> StorageResult<()> {
-        if self.size == self.handed {
-            return Ok(());
-        }
-        self.settle().await?;
-        match self.fill.take() {
-            Some(f) => self.submit(WriteJob::Aligned(f)).await,
-            None => Ok(()),
-        }
-    }
-
-    /// Everything written so far is in the file: the last aligned buffer, last partial block
-    /// included, is written in the same task as its whole blocks.
+    /// Everything written so far is in the file.
     async fn drain(&mut self) -> StorageResult<()> {
         self.submit_buffer().await?;
-        self.submit_fill().await?;
-        self.settle().await
+        self.settle().await?;
+        // The last partial block of direct writes goes through the page cache.
+        if !self.direct.as_ref().is_some_and(|d| d.carries()) {
+            return Ok(());
+        }
+        let (Some(file), Some(mut d)) = (self.file.take(), self.direct.take()) else {
+            return Ok(());
+        };
+        let path = self.path.clone();
+        let (file, d) = blocking(move || {
+            d.finish(&file).map_err(|e| StorageError::io(&path, e))?;
+            Ok((file, d))
+        })
+        .await?;
+        self.file = Some(file);
+        self.direct = Some(d);
+        Ok(())
     }
 }
 
@@ -1112,9 +1059,6 @@ fn write_all_chunks(file: &mut File, chunks: &[&[u8]]) -> io::Result<()> {
 #[async_trait]
 impl FileWriter for FsWriter {
     async fn write(&mut self, mut data: &[u8]) -> StorageResult<()> {
-        if self.aligned {
-            return self.fill_aligned(data).await;
-        }
         while !data.is_empty() {
             if self.buf.capacity() == 0 {
                 self.buf
@@ -1133,13 +1077,6 @@ impl FileWriter for FsWriter {
     }
 
     async fn write_chunks(&mut self, chunks: Vec<Bytes>) -> StorageResult<()> {
-        if self.aligned {
-            // Copied now: the network's buffers go back to the connection at once.
-            for c in &chunks {
-                self.fill_aligned(c).await?;
-            }
-            return Ok(());
-        }
         // Bytes gathered by `write` go first, to keep the order.
         self.submit_buffer().await?;
         let len: u64 = chunks.iter().map(|b| b.len() as u64).sum();
@@ -1333,47 +1270,6 @@ mod tests {
         assert_eq!(&all[..7], b"abcdefg");
         assert_eq!(all[7 + (13 << 20)], 1);
         assert_eq!(all[all.len() - 1], 11);
-    }
-
-    /// Pieces of odd sizes, across the direct writer's buffers and continued at unaligned
-    /// lengths, come out whole and in order, with direct writes and without.
-    #[tokio::test]
-    async fn odd_pieces_across_buffers_come_out_whole() {
-        use super::super::direct_io::FILL;
-        let pattern = |from: usize, len: usize| -> Vec<u8> {
-            (from..from + len).map(|i| (i % 251) as u8).collect()
-        };
-        let dirs = [tempfile::tempdir(), tempfile::tempdir()].map(|d| d.expect("tempdir"));
-        for d in [
-            FilesystemDriver::new(dirs[0].path()),
-            FilesystemDriver::new(dirs[1].path()).with_buffered_writes(),
-        ] {
-            let p = StoragePath::new(["up", "data"]).expect("path");
-            let mut at = 0;
-            for (append, sizes) in [
-                (false, vec![3, FILL - 1, 2, FILL + 4097]),
-                (true, vec![1, 4095, 2 * FILL + 11]),
-                (true, vec![]),
-                (true, vec![FILL]),
-            ] {
-                let mut w = d.writer(&p, append).await.expect("writer");
-                assert_eq!(w.size(), at as u64);
-                for (i, n) in sizes.into_iter().enumerate() {
-                    let piece = pattern(at, n);
-                    if i % 2 == 0 {
-                        let (a, b) = piece.split_at(n / 3);
-                        let chunks = vec![Bytes::copy_from_slice(a), Bytes::copy_from_slice(b)];
-                        w.write_chunks(chunks).await.expect("chunks");
-                    } else {
-                        w.write(&piece).await.expect("write");
-                    }
-                    at += n;
-                }
-                assert_eq!(w.close().await.expect("close"), at as u64);
-                let all = d.get_content(&p, at as u64).await.expect("get");
-                assert!(all[..] == pattern(0, at)[..], "{at} bytes differ");
-            }
-        }
     }
 
     /// Many requests at once share the committer's cycles: every one of them lands whole,

@@ -212,9 +212,8 @@ pub const READ_CHUNK: usize = 512 << 10;
 pub trait FileWriter: Send {
     /// Appends bytes.
     async fn write(&mut self, data: &[u8]) -> StorageResult<()>;
-    /// Appends a batch of chunks as they came off the network: kept as they are where the
-    /// backend can write them so, or copied into buffers of the writer's own (direct I/O)
-    /// so that the network's buffers are free again once this returns.
+    /// Appends a batch of chunks as they came off the network, without copying them into
+    /// a buffer of the writer's own where the backend can write them as they are.
     async fn write_chunks(&mut self, chunks: Vec<Bytes>) -> StorageResult<()> {
         for c in chunks {
             self.write(&c).await?;
