@@ -198,11 +198,11 @@ fn refused(e: &io::Error) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// Bytes that differ at every offset, so a piece written at the wrong place shows.
-    fn pattern(from: usize, len: usize) -> Vec<u8> {
+    pub(in crate::storage) fn pattern(from: usize, len: usize) -> Vec<u8> {
         (from..from + len).map(|i| (i % 251) as u8).collect()
     }
 

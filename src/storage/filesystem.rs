@@ -1277,10 +1277,8 @@ mod tests {
     /// in order, with direct writes and without.
     #[tokio::test]
     async fn odd_pieces_continued_at_unaligned_lengths_come_out_whole() {
+        use super::super::direct_io::tests::pattern;
         const MIB: usize = 1 << 20;
-        let pattern = |from: usize, len: usize| -> Vec<u8> {
-            (from..from + len).map(|i| (i % 251) as u8).collect()
-        };
         let dirs = [tempfile::tempdir(), tempfile::tempdir()].map(|d| d.expect("tempdir"));
         for d in [
             FilesystemDriver::new(dirs[0].path()),
