@@ -96,13 +96,21 @@ pub fn parse_upload_id(s: &str) -> RegistryResult<String> {
 /// Bytes gathered from the network before they are handed on, as one batch, to the storage
 /// writer (which writes it on a blocking thread) and hashed on the request's own task while
 /// that write runs. An upload holds at most two batches of memory whatever its size (the
-/// one being written, the one arriving), besides hyper's read buffer.
+/// one being written, the one arriving), besides hyper's read buffer and the writer's own.
+///
+/// Batches grow with the upload, as large as what it already holds, up to [`MAX_BATCH`]:
+/// a device takes a few large writes faster than many small ones (a journaled ext4 on a
+/// virtual disk: 256 MiB in 4 MiB `O_DIRECT` writes at 2.0 GB/s, in 1 MiB ones at 1.2 GB/s,
+/// with `dd`), and ext4 runs a file's appending direct writes one at a time, so for a large
+/// layer the writes set the pace. A small blob stays one batch of its size.
 ///
 /// Hashing here rather than on a thread of its own saves a hand-off to the blocking pool
 /// and back per batch (half the futex wakeups and sched_yields of an upload, measured with
 /// `strace -c`); it holds the worker for the time of one batch's hash (~0.5 ms with SHA-NI),
 /// while the socket fills for the next `recv`.
 const BATCH: usize = 1 << 20;
+/// The largest batch, for uploads that already hold this much.
+const MAX_BATCH: usize = 4 << 20;
 /// Below this, a last batch of a file being hashed again is hashed on the request's own
 /// task: a thread hop costs more.
 const INLINE_HASH: usize = 64 << 10;
@@ -470,10 +478,19 @@ impl UploadWriter<'_> {
         }
         self.batch_len += data.len();
         self.batch.push(data);
-        if self.batch_len >= BATCH {
+        if self.batch_len >= self.batch_size() {
             self.flush().await?;
         }
         Ok(())
+    }
+
+    /// How much to gather before handing it on: as much as the upload holds, within
+    /// [`BATCH`] and [`MAX_BATCH`].
+    fn batch_size(&self) -> usize {
+        let written = self.writer.as_ref().map_or(0, |w| w.size());
+        usize::try_from(written)
+            .unwrap_or(MAX_BATCH)
+            .clamp(BATCH, MAX_BATCH)
     }
 
     /// Hands the gathered batch to the writer, and hashes it while the writer writes it.
@@ -490,7 +507,9 @@ impl UploadWriter<'_> {
             return Err(RegistryError::BlobUploadUnknown);
         };
         // Clones of `Bytes` share the data: the writer and the hasher read the same memory.
+        let len = batch.iter().map(|b| b.len()).sum::<usize>();
         let result = match w.write_chunks(batch.clone()).await {
+            Ok(()) if len >= MAX_BATCH => hasher.push(batch, len).await,
             Ok(()) => hasher.settle().await.map(|h| {
                 for b in &batch {
                     h.update(b);

@@ -67,9 +67,14 @@ pub(crate) struct Direct {
     /// Tests: the filesystem refuses direct writes.
     #[cfg(test)]
     refuse: bool,
-    /// Where `carry` starts in the file: always a multiple of [`ALIGN`].
+    /// Where the held bytes start in the file: always a multiple of [`ALIGN`].
     at: u64,
-    carry: Vec<u8>,
+    /// `space[start..]` are the bytes of the write at hand, then the last partial block
+    /// kept for the next (the *carry*). `start` puts them on an [`ALIGN`] boundary in
+    /// memory; no unsafe code is needed for that. Kept from write to write: an upload's
+    /// batches of several MiB would otherwise each be a fresh `mmap` to fault in.
+    space: Vec<u8>,
+    start: usize,
 }
 
 /// What a direct write did.
@@ -87,63 +92,90 @@ impl Direct {
     /// end, if any, is read back into the carry.
     pub fn start(switch: DirectWrites, buffered: &File, size: u64) -> io::Result<Direct> {
         let at = size - size % ALIGN as u64;
-        let mut carry = vec![0u8; (size - at) as usize];
-        buffered.read_exact_at(&mut carry, at)?;
-        Ok(Direct {
+        let mut d = Direct {
             switch,
             file: None,
             #[cfg(test)]
             refuse: false,
             at,
-            carry,
-        })
+            space: Vec::new(),
+            start: 0,
+        };
+        let carry = (size - at) as usize;
+        if carry > 0 {
+            d.make_room(carry);
+            let end = d.start + carry;
+            d.space.resize(end, 0);
+            buffered.read_exact_at(&mut d.space[d.start..end], at)?;
+        }
+        Ok(d)
+    }
+
+    /// The bytes held, not written yet.
+    fn held(&self) -> &[u8] {
+        self.space.get(self.start..).unwrap_or_default()
+    }
+
+    /// Makes room for `more` bytes after those held, keeping them aligned: a new allocation
+    /// (the held bytes copied over) when the current one is too small.
+    fn make_room(&mut self, more: usize) {
+        let held = self.held().len();
+        if self.space.capacity() - self.start.min(self.space.capacity()) >= held + more {
+            return;
+        }
+        let mut space: Vec<u8> = Vec::with_capacity(held + more + ALIGN);
+        let start = space.as_ptr().align_offset(ALIGN).min(ALIGN);
+        space.resize(start, 0);
+        space.extend_from_slice(self.held());
+        self.space = space;
+        self.start = start;
     }
 
     /// Writes `pieces` after what came before: whole blocks directly, the rest into the
     /// carry. Runs on a blocking thread.
     pub fn write(&mut self, path: &Path, buffered: &File, pieces: &[&[u8]]) -> io::Result<Wrote> {
-        let len: usize = self.carry.len() + pieces.iter().map(|p| p.len()).sum::<usize>();
-        if len < ALIGN {
-            for p in pieces {
-                self.carry.extend_from_slice(p);
-            }
+        self.make_room(pieces.iter().map(|p| p.len()).sum());
+        for p in pieces {
+            self.space.extend_from_slice(p);
+        }
+        self.write_whole_blocks(path, buffered)
+    }
+
+    /// Writes the whole blocks held on the direct descriptor and keeps the carry; where
+    /// direct I/O is refused, writes everything held through `buffered` instead.
+    fn write_whole_blocks(&mut self, path: &Path, buffered: &File) -> io::Result<Wrote> {
+        let held = self.held().len();
+        let whole = held - held % ALIGN;
+        if whole == 0 {
             return Ok(Wrote::Direct);
         }
-        let whole = len - len % ALIGN;
-        // Room to start on a block boundary, in one allocation; no unsafe code needed.
-        let mut space: Vec<u8> = Vec::with_capacity(len + ALIGN);
-        let start = space.as_ptr().align_offset(ALIGN).min(ALIGN);
-        space.resize(start, 0);
-        space.extend_from_slice(&self.carry);
-        for p in pieces {
-            space.extend_from_slice(p);
-        }
-        let buf = &space[start..];
-        match self.write_blocks(path, &buf[..whole]) {
+        match self.write_blocks(path, whole) {
             Ok(()) => {
                 self.at += whole as u64;
-                self.carry.clear();
-                self.carry.extend_from_slice(&buf[whole..]);
+                let end = self.space.len();
+                self.space.copy_within(self.start + whole..end, self.start);
+                self.space.truncate(end - whole);
                 Ok(Wrote::Direct)
             }
             Err(e) if refused(&e) => {
                 self.switch.refused(path, &e);
                 self.file = None;
-                buffered.write_all_at(buf, self.at)?;
-                let end = self.at + len as u64;
+                buffered.write_all_at(self.held(), self.at)?;
+                let end = self.at + held as u64;
                 let mut b = buffered;
                 b.seek(io::SeekFrom::Start(end))?;
-                self.carry.clear();
+                self.space = Vec::new();
+                self.start = 0;
                 Ok(Wrote::Buffered)
             }
             Err(e) => Err(e),
         }
     }
 
-    /// Writes whole blocks at `at` on the direct descriptor, opened by path on first use:
-    /// the file's path does not change while its writer holds it (an upload's data file,
-    /// under the upload's lock).
-    fn write_blocks(&mut self, path: &Path, blocks: &[u8]) -> io::Result<()> {
+    /// Writes the first `len` held bytes (whole blocks) at `at` on the direct descriptor,
+    /// opened by path on first use: the file's path does not change while its writer holds
+    /// it (an upload's data file, under the upload's lock).
+    fn write_blocks(&mut self, path: &Path, len: usize) -> io::Result<()> {
         #[cfg(test)]
         if self.refuse {
             return Err(io::Error::from_raw_os_error(nix::libc::EINVAL));
@@ -156,9 +188,10 @@ impl Direct {
                     .open(path)?,
             );
         }
-        let Some(f) = self.file.as_ref() else {
+        let (Some(f), Some(blocks)) = (self.file.as_ref(), self.space.get(self.start..)) else {
             return Err(io::Error::other("direct descriptor missing"));
         };
+        let blocks = &blocks[..len];
         let mut done = 0;
         while done < blocks.len() {
             match f.write_at(&blocks[done..], self.at + done as u64) {
@@ -175,16 +208,21 @@ impl Direct {
 
     /// Whether bytes wait for [`Direct::finish`].
     pub fn carries(&self) -> bool {
-        !self.carry.is_empty()
+        !self.held().is_empty()
     }
 
-    /// Writes the carry through the page cache; the file then holds everything.
-    pub fn finish(&mut self, buffered: &File) -> io::Result<()> {
-        if !self.carry.is_empty() {
-            buffered.write_all_at(&self.carry, self.at)?;
-            self.at += self.carry.len() as u64;
-            self.carry.clear();
+    /// Writes the carry through the page cache; the file then holds everything, and the
+    /// memory is given back.
+    pub fn finish(&mut self, path: &Path, buffered: &File) -> io::Result<()> {
+        if let Wrote::Direct = self.write_whole_blocks(path, buffered)? {
+            let carry = self.held();
+            if !carry.is_empty() {
+                buffered.write_all_at(carry, self.at)?;
+                self.at += carry.len() as u64;
+            }
         }
+        self.space = Vec::new();
+        self.start = 0;
         Ok(())
     }
 }
@@ -238,9 +276,9 @@ pub(super) mod tests {
                 (at - at % ALIGN) as u64,
                 "whole blocks are written directly"
             );
-            assert_eq!(d.carry, pattern(at - at % ALIGN, at % ALIGN));
+            assert_eq!(d.held(), &pattern(at - at % ALIGN, at % ALIGN)[..]);
         }
-        d.finish(&f).expect("finish");
+        d.finish(path, &f).expect("finish");
         assert!(!d.carries());
     }
 

@@ -1014,7 +1014,8 @@ impl FsWriter {
     async fn drain(&mut self) -> StorageResult<()> {
         self.submit_buffer().await?;
         self.settle().await?;
-        // The last partial block of direct writes goes through the page cache.
+        // What direct writes still hold: gathered whole blocks, and the last partial one,
+        // which goes through the page cache.
         if !self.direct.as_ref().is_some_and(|d| d.carries()) {
             return Ok(());
         }
@@ -1022,8 +1023,10 @@ impl FsWriter {
             return Ok(());
         };
         let path = self.path.clone();
+        let full = self.full.clone();
         let (file, d) = blocking(move || {
-            d.finish(&file).map_err(|e| StorageError::io(&path, e))?;
+            d.finish(&full, &file)
+                .map_err(|e| StorageError::io(&path, e))?;
             Ok((file, d))
         })
         .await?;
