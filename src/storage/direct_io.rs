@@ -71,8 +71,9 @@ pub(crate) struct Direct {
     at: u64,
     /// `space[start..]` are the bytes of the write at hand, then the last partial block
     /// kept for the next (the *carry*). `start` puts them on an [`ALIGN`] boundary in
-    /// memory; no unsafe code is needed for that. Kept from write to write: an upload's
-    /// batches of several MiB would otherwise each be a fresh `mmap` to fault in.
+    /// memory; no unsafe code is needed for that. Kept from write to write, so that an
+    /// upload's batches of a few MiB are copied into memory already faulted in rather than
+    /// into a fresh allocation each time.
     space: Vec<u8>,
     start: usize,
 }
