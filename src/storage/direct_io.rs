@@ -148,6 +148,7 @@ impl Direct {
         let held = self.held().len();
         let whole = held - held % ALIGN;
         if whole == 0 {
+            // Less than a block in all: it waits in the carry.
             return Ok(Wrote::Direct);
         }
         match self.write_blocks(path, whole) {
@@ -214,13 +215,11 @@ impl Direct {
 
     /// Writes the carry through the page cache; the file then holds everything, and the
     /// memory is given back.
-    pub fn finish(&mut self, path: &Path, buffered: &File) -> io::Result<()> {
-        if let Wrote::Direct = self.write_whole_blocks(path, buffered)? {
-            let carry = self.held();
-            if !carry.is_empty() {
-                buffered.write_all_at(carry, self.at)?;
-                self.at += carry.len() as u64;
-            }
+    pub fn finish(&mut self, buffered: &File) -> io::Result<()> {
+        let carry = self.held();
+        if !carry.is_empty() {
+            buffered.write_all_at(carry, self.at)?;
+            self.at += carry.len() as u64;
         }
         self.space = Vec::new();
         self.start = 0;
@@ -279,7 +278,7 @@ pub(super) mod tests {
             );
             assert_eq!(d.held(), &pattern(at - at % ALIGN, at % ALIGN)[..]);
         }
-        d.finish(path, &f).expect("finish");
+        d.finish(&f).expect("finish");
         assert!(!d.carries());
     }
 

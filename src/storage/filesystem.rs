@@ -1014,8 +1014,7 @@ impl FsWriter {
     async fn drain(&mut self) -> StorageResult<()> {
         self.submit_buffer().await?;
         self.settle().await?;
-        // What direct writes still hold: gathered whole blocks, and the last partial one,
-        // which goes through the page cache.
+        // The last partial block of direct writes goes through the page cache.
         if !self.direct.as_ref().is_some_and(|d| d.carries()) {
             return Ok(());
         }
@@ -1023,10 +1022,8 @@ impl FsWriter {
             return Ok(());
         };
         let path = self.path.clone();
-        let full = self.full.clone();
         let (file, d) = blocking(move || {
-            d.finish(&full, &file)
-                .map_err(|e| StorageError::io(&path, e))?;
+            d.finish(&file).map_err(|e| StorageError::io(&path, e))?;
             Ok((file, d))
         })
         .await?;
