@@ -505,7 +505,7 @@ impl UploadWriter<'_> {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.batch);
-        self.batch_len = 0;
+        let len = std::mem::take(&mut self.batch_len);
         let Some(w) = self.writer.as_mut() else {
             return Err(RegistryError::BlobUploadUnknown);
         };
@@ -513,7 +513,6 @@ impl UploadWriter<'_> {
             return Err(RegistryError::BlobUploadUnknown);
         };
         // Clones of `Bytes` share the data: the writer and the hasher read the same memory.
-        let len = batch.iter().map(|b| b.len()).sum::<usize>();
         let result = match w.write_chunks(batch.clone()).await {
             Ok(()) if len >= MAX_BATCH => hasher.push(batch, len).await,
             Ok(()) => hasher.settle().await.map(|h| {

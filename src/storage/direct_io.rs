@@ -120,11 +120,10 @@ impl Direct {
     /// Makes room for `more` bytes after those held, keeping them aligned: a new allocation
     /// (the held bytes copied over) when the current one is too small.
     fn make_room(&mut self, more: usize) {
-        let held = self.held().len();
-        if self.space.capacity() - self.start.min(self.space.capacity()) >= held + more {
+        if self.space.capacity() - self.space.len() >= more {
             return;
         }
-        let mut space: Vec<u8> = Vec::with_capacity(held + more + ALIGN);
+        let mut space: Vec<u8> = Vec::with_capacity(self.held().len() + more + ALIGN);
         let start = space.as_ptr().align_offset(ALIGN).min(ALIGN);
         space.resize(start, 0);
         space.extend_from_slice(self.held());
