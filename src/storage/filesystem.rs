@@ -123,15 +123,18 @@ impl FilesystemDriver {
     async fn open_regular(&self, path: &StoragePath) -> StorageResult<File> {
         let full = self.full(path);
         let path = path.clone();
-        blocking(move || {
-            let f = File::open(&full).map_err(|e| not_found_or(&path, e))?;
+        let open = move |f: io::Result<File>| {
+            let f = f.map_err(|e| not_found_or(&path, e))?;
             let meta = f.metadata().map_err(|e| StorageError::io(&path, e))?;
             if meta.is_dir() {
                 return Err(StorageError::NotFound(path));
             }
             Ok(f)
-        })
-        .await
+        };
+        match super::cached::open(&full) {
+            Some(f) => open(f),
+            None => blocking(move || open(File::open(&full))).await,
+        }
     }
 }
 
@@ -331,6 +334,9 @@ impl StorageDriver for FilesystemDriver {
 
     async fn get_content(&self, path: &StoragePath, limit: u64) -> StorageResult<Bytes> {
         let full = self.full(path);
+        if let Some(read) = super::cached::content(&full, limit) {
+            return read.map_err(|e| not_found_or(path, e));
+        }
         let path = path.clone();
         blocking(move || {
             let mut f = File::open(&full).map_err(|e| not_found_or(&path, e))?;
@@ -460,15 +466,18 @@ impl StorageDriver for FilesystemDriver {
     async fn stat(&self, path: &StoragePath) -> StorageResult<FileInfo> {
         let full = self.full(path);
         let path = path.clone();
-        blocking(move || {
-            let meta = fs::metadata(&full).map_err(|e| not_found_or(&path, e))?;
+        let info = move |meta: io::Result<fs::Metadata>| {
+            let meta = meta.map_err(|e| not_found_or(&path, e))?;
             Ok(FileInfo {
                 size: meta.len(),
                 modified: meta.modified().map_err(|e| StorageError::io(&path, e))?,
                 is_dir: meta.is_dir(),
             })
-        })
-        .await
+        };
+        match super::cached::metadata(&full) {
+            Some(meta) => info(meta),
+            None => blocking(move || info(fs::metadata(&full))).await,
+        }
     }
 
     async fn list(&self, path: &StoragePath) -> StorageResult<Vec<String>> {
@@ -802,19 +811,57 @@ pub fn file_chunks(file: File, offset: u64, len: u64) -> super::ChunkStream {
         offset,
         remaining: len,
         pending: None,
+        cached_first: true,
     })
 }
 
-/// Reads a file in [`super::READ_CHUNK`] pieces with `pread`, one read always in flight ahead of
-/// the network. No thread waits on a slow client: each read is its own short blocking task.
+/// What of `n` bytes of `file` at `offset` the page cache already holds, read on the spot
+/// into a [`ReadBuffer`] (see [`super::cached::read_at`]).
+fn read_cached(file: &File, offset: u64, n: usize) -> io::Result<Option<Bytes>> {
+    let mut chunk = ReadBuffer::take(n);
+    let Some(got) = super::cached::read_at(file, &mut chunk.buf[..n], offset)? else {
+        return Ok(None);
+    };
+    chunk.len = got;
+    Ok(Some(Bytes::from_owner(chunk)))
+}
+
+/// Reads a file in [`super::READ_CHUNK`] pieces. What the page cache holds (a blob pulled
+/// before, or just pushed) is read on the spot, on the request's own thread: a copy of memory,
+/// no hand-off to another thread and back. Anything else is read with `pread` on the blocking
+/// pool, one read always in flight ahead of the network. No thread waits on a slow client:
+/// each read is its own short task.
 struct FileChunks {
     file: std::sync::Arc<File>,
     offset: u64,
     remaining: u64,
     pending: Option<tokio::task::JoinHandle<io::Result<Bytes>>>,
+    /// Whether reads from the page cache are tried first: cleared when the filesystem refuses
+    /// them.
+    cached_first: bool,
 }
 
 impl FileChunks {
+    /// The next chunk, when the page cache holds its start.
+    fn read_cached(&mut self) -> Option<Bytes> {
+        if !self.cached_first || self.pending.is_some() || self.remaining == 0 {
+            return None;
+        }
+        let n = self.remaining.min(super::READ_CHUNK as u64) as usize;
+        match read_cached(&self.file, self.offset, n) {
+            Ok(Some(chunk)) => {
+                self.offset += chunk.len() as u64;
+                self.remaining -= chunk.len() as u64;
+                Some(chunk)
+            }
+            Ok(None) => None,
+            Err(_) => {
+                self.cached_first = false;
+                None
+            }
+        }
+    }
+
     fn start_read(&mut self) {
         if self.remaining == 0 || self.pending.is_some() {
             return;
@@ -840,6 +887,9 @@ impl futures_core::Stream for FileChunks {
         use std::future::Future;
         use std::task::Poll;
         let this = &mut *self;
+        if let Some(chunk) = this.read_cached() {
+            return Poll::Ready(Some(Ok(chunk)));
+        }
         this.start_read();
         let Some(handle) = this.pending.as_mut() else {
             return Poll::Ready(None);
@@ -1115,6 +1165,52 @@ mod tests {
     use super::*;
     use crate::storage::durable::instance;
     use tokio::io::AsyncReadExt;
+
+    /// A blob read partly from the page cache (on the request's thread) and partly from the
+    /// disk (on the blocking pool) streams exactly its bytes, in order, from any offset.
+    #[tokio::test]
+    async fn streams_blobs_partly_in_the_page_cache() {
+        use futures_util::StreamExt;
+        use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("blob");
+        let len = 3 * super::super::READ_CHUNK + 4099;
+        let bytes: Vec<u8> = (0..len).map(|i| (i * 7 % 253) as u8).collect();
+        fs::write(&path, &bytes).expect("write");
+        for (offset, evict) in [(0, 0), (0, 1), (5, 2), (super::super::READ_CHUNK + 1, 3)] {
+            let f = File::open(&path).expect("open");
+            f.sync_all().expect("sync");
+            // Evicts every `evict`-th chunk-sized region (none for 0), so that reads alternate
+            // between the two paths; on a filesystem that keeps no page cache, all are cached.
+            if evict > 0 {
+                for (i, at) in (0..len).step_by(super::super::READ_CHUNK).enumerate() {
+                    if i % evict == 0 {
+                        let n = super::super::READ_CHUNK as i64;
+                        let fd = std::os::fd::AsRawFd::as_raw_fd(&f);
+                        posix_fadvise(fd, at as i64, n, PosixFadviseAdvice::POSIX_FADV_DONTNEED)
+                            .expect("fadvise");
+                    }
+                }
+            }
+            let mut s = file_chunks(f, offset as u64, (len - offset) as u64);
+            let mut got = Vec::new();
+            while let Some(chunk) = s.next().await {
+                got.extend_from_slice(&chunk.expect("chunk"));
+            }
+            assert!(
+                got == bytes[offset..],
+                "from {offset}, evicting every {evict}"
+            );
+        }
+        // A file shorter than the length asked for ends the stream with an error.
+        let f = File::open(&path).expect("open");
+        let mut s = file_chunks(f, 0, len as u64 + 10);
+        let mut last = None;
+        while let Some(chunk) = s.next().await {
+            last = Some(chunk.map(|c| c.len()));
+        }
+        assert!(matches!(last, Some(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof));
+    }
 
     #[tokio::test]
     async fn round_trips_content_and_streams() {

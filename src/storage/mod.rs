@@ -6,6 +6,7 @@
 //! the registry's layout code from validated names, and re-checked here so that no path can
 //! leave the root whatever a caller does.
 
+mod cached;
 #[cfg(test)]
 mod conformance;
 mod direct_io;
