@@ -24,10 +24,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 /// Cleared the first time the kernel does not know `openat2` or `RESOLVE_CACHED`.
 static LOOKUPS: AtomicBool = AtomicBool::new(true);
 
-/// Opens a regular file for reading, as `File::open` does. Opened without blocking, so that
-/// a FIFO someone left at the path cannot hold the thread (it is left to the plain call), and
-/// then made a plain blocking descriptor again.
-pub fn open(full: &Path) -> Option<io::Result<File>> {
+/// Opens a regular file for reading, as `File::open` does, with its metadata. Opened without
+/// blocking, so that a FIFO someone left at the path cannot hold the thread (anything but a
+/// regular file is left to the plain call), and then made a plain blocking descriptor again.
+pub fn open(full: &Path) -> Option<io::Result<(File, Metadata)>> {
     let f = match open_with(full, OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)? {
         Ok(f) => f,
         Err(e) => return Some(Err(e)),
@@ -41,7 +41,7 @@ pub fn open(full: &Path) -> Option<io::Result<File>> {
         nix::fcntl::FcntlArg::F_SETFL(OFlag::O_RDONLY),
     )
     .ok()?;
-    Some(Ok(f))
+    Some(Ok((f, meta)))
 }
 
 /// A path's metadata, as `fs::metadata` gives it (symbolic links followed): taken from a
@@ -105,12 +105,11 @@ pub fn read_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<Option<us
 /// `get_content` reads it: `None` unless the lookup and every byte come from the caches, and
 /// for a directory or a file over the limit, which the plain call reports.
 pub fn content(full: &Path, limit: u64) -> Option<io::Result<Bytes>> {
-    let file = match open(full)? {
-        Ok(f) => f,
+    let (file, meta) = match open(full)? {
+        Ok(opened) => opened,
         Err(e) => return Some(Err(e)),
     };
-    let meta = file.metadata().ok()?;
-    if meta.is_dir() || meta.len() > limit {
+    if meta.len() > limit {
         return None;
     }
     let len = usize::try_from(meta.len()).ok()?;
@@ -133,7 +132,8 @@ mod tests {
         let file = dir.path().join("link");
         fs::write(&file, b"sha256:abc").expect("write");
         // Just written: its entry and its page are in memory.
-        let mut f = open(&file).expect("cached lookup").expect("open");
+        let (mut f, meta) = open(&file).expect("cached lookup").expect("open");
+        assert_eq!(meta.len(), 10);
         let mut s = String::new();
         io::Read::read_to_string(&mut f, &mut s).expect("read");
         assert_eq!(s, "sha256:abc");

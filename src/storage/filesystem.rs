@@ -123,17 +123,25 @@ impl FilesystemDriver {
     async fn open_regular(&self, path: &StoragePath) -> StorageResult<File> {
         let full = self.full(path);
         let path = path.clone();
-        let open = move |f: io::Result<File>| {
-            let f = f.map_err(|e| not_found_or(&path, e))?;
-            let meta = f.metadata().map_err(|e| StorageError::io(&path, e))?;
+        let regular = move |opened: io::Result<(File, fs::Metadata)>| {
+            let (f, meta) = opened.map_err(|e| not_found_or(&path, e))?;
             if meta.is_dir() {
                 return Err(StorageError::NotFound(path));
             }
             Ok(f)
         };
         match super::cached::open(&full) {
-            Some(f) => open(f),
-            None => blocking(move || open(File::open(&full))).await,
+            Some(opened) => regular(opened),
+            None => {
+                blocking(move || {
+                    let opened = File::open(&full).and_then(|f| {
+                        let meta = f.metadata()?;
+                        Ok((f, meta))
+                    });
+                    regular(opened)
+                })
+                .await
+            }
         }
     }
 }
