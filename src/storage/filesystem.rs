@@ -823,17 +823,6 @@ pub fn file_chunks(file: File, offset: u64, len: u64) -> super::ChunkStream {
     })
 }
 
-/// What of `n` bytes of `file` at `offset` the page cache already holds, read on the spot
-/// into a [`ReadBuffer`] (see [`super::cached::read_at`]).
-fn read_cached(file: &File, offset: u64, n: usize) -> io::Result<Option<Bytes>> {
-    let mut chunk = ReadBuffer::take(n);
-    let Some(got) = super::cached::read_at(file, &mut chunk.buf[..n], offset)? else {
-        return Ok(None);
-    };
-    chunk.len = got;
-    Ok(Some(Bytes::from_owner(chunk)))
-}
-
 /// Reads a file in [`super::READ_CHUNK`] pieces. What the page cache holds (a blob pulled
 /// before, or just pushed) is read on the spot, on the request's own thread: a copy of memory,
 /// no hand-off to another thread and back. Anything else is read with `pread` on the blocking
@@ -850,17 +839,25 @@ struct FileChunks {
 }
 
 impl FileChunks {
-    /// The next chunk, when the page cache holds its start.
+    /// The size of the next read: a chunk, or what is left.
+    fn next_len(&self) -> usize {
+        self.remaining.min(super::READ_CHUNK as u64) as usize
+    }
+
+    /// The next chunk, when the page cache holds its start: read on the spot into a
+    /// [`ReadBuffer`] (see [`super::cached::read_at`]).
     fn read_cached(&mut self) -> Option<Bytes> {
         if !self.cached_first || self.pending.is_some() || self.remaining == 0 {
             return None;
         }
-        let n = self.remaining.min(super::READ_CHUNK as u64) as usize;
-        match read_cached(&self.file, self.offset, n) {
-            Ok(Some(chunk)) => {
-                self.offset += chunk.len() as u64;
-                self.remaining -= chunk.len() as u64;
-                Some(chunk)
+        let n = self.next_len();
+        let mut chunk = ReadBuffer::take(n);
+        match super::cached::read_at(&self.file, &mut chunk.buf[..n], self.offset) {
+            Ok(Some(got)) => {
+                chunk.len = got;
+                self.offset += got as u64;
+                self.remaining -= got as u64;
+                Some(Bytes::from_owner(chunk))
             }
             Ok(None) => None,
             Err(_) => {
@@ -874,7 +871,7 @@ impl FileChunks {
         if self.remaining == 0 || self.pending.is_some() {
             return;
         }
-        let n = self.remaining.min(super::READ_CHUNK as u64) as usize;
+        let n = self.next_len();
         let file = self.file.clone();
         let offset = self.offset;
         self.offset += n as u64;
